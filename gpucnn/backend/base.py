@@ -1,0 +1,229 @@
+"""The backend interface, and every op that is the same code on both devices, written once against ``xp``.
+
+A backend owns one device's arrays (``xp`` is ``numpy`` or ``cupy``). The sliding-window ops
+(convolution and pooling, forward and backward) differ per device and are implemented by
+``NumpyBackend`` and ``CudaBackend`` under the same names. Everything else here works for both array
+modules; the CUDA backend overrides an op with a hand-written kernel where that pays (fusion, fewer
+launches, determinism), keeping the same name and contract.
+
+Conventions for every op: arrays are NCHW, float32 or float64, C-contiguous; shape arguments are
+already normalised by :mod:`gpucnn.shapes` (``stride``/``dilation``/``kernel`` are ``(h, w)`` pairs of
+ints, conv ``padding`` is ``((top, bottom), (left, right))``, pool ``padding`` is ``(ph, pw)``). The
+public, validating entry points are in :mod:`gpucnn.functional` and :mod:`gpucnn.nn`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..shapes import Padding2d, Pair
+
+# Counter-based dropout RNG (splitmix64 finaliser), identical in kernels_cuda/dropout.cu, so the
+# CPU and the GPU draw the same mask from the same seed.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+class Backend:
+    """Base of every device backend: array handling plus the device-independent ops."""
+
+    name: str = "abstract"
+    xp: Any = np
+
+    # ----------------------------------------------------------------- arrays
+    def asarray(self, a: Any, dtype: Any = None) -> Any:
+        """Return ``a`` as an array of this device (copying across devices when needed)."""
+        raise NotImplementedError
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        """Return a host ``numpy.ndarray`` with the contents of ``a``."""
+        raise NotImplementedError
+
+    def owns(self, a: Any) -> bool:
+        """True when ``a`` is an array that lives on this backend's device."""
+        raise NotImplementedError
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (a no-op on the CPU)."""
+
+    # ------------------------------------------------- device-specific (windows)
+    def conv2d_forward(self, x, w, b, stride: Pair, padding: Padding2d, dilation: Pair, groups: int):
+        """y = conv2d(x, w) + b. x: (N, C, H, W), w: (K, C/groups, R, S), b: (K,) or None -> (N, K, Ho, Wo)."""
+        raise NotImplementedError
+
+    def conv2d_backward_input(self, gy, w, x_shape, stride, padding, dilation, groups):
+        """d(loss)/dx for conv2d. gy: (N, K, Ho, Wo), w: (K, C/groups, R, S) -> (N, C, H, W)."""
+        raise NotImplementedError
+
+    def conv2d_backward_weight(self, gy, x, w_shape, stride, padding, dilation, groups):
+        """d(loss)/dw for conv2d. gy: (N, K, Ho, Wo), x: (N, C, H, W) -> w_shape."""
+        raise NotImplementedError
+
+    def max_pool2d_forward(self, x, kernel: Pair, stride: Pair, padding: Pair):
+        """Max over windows (padding counts as -inf). x: (N, C, H, W) -> (y, argmax).
+
+        ``argmax`` is int32 (N, C, Ho, Wo): the flat index ``h * W + w`` of the window's first
+        maximum in row-major order (ties go to the first), which backward routes the gradient to.
+        """
+        raise NotImplementedError
+
+    def max_pool2d_backward(self, gy, argmax, x_shape, kernel: Pair, stride: Pair, padding: Pair):
+        """Route gy (N, C, Ho, Wo) to the recorded maxima -> gx (N, C, H, W); overlaps add up."""
+        raise NotImplementedError
+
+    def avg_pool2d_forward(self, x, kernel: Pair, stride: Pair, padding: Pair):
+        """Mean over windows, padded zeros counted (PyTorch's count_include_pad=True) -> (N, C, Ho, Wo)."""
+        raise NotImplementedError
+
+    def avg_pool2d_backward(self, gy, x_shape, kernel: Pair, stride: Pair, padding: Pair):
+        """Spread gy / (kh * kw) back over each window -> gx (N, C, H, W); overlaps add up."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------- device-independent
+    def conv2d_backward_bias(self, gy):
+        """d(loss)/db for conv2d: gy (N, K, Ho, Wo) summed over N, Ho, Wo -> (K,)."""
+        return gy.sum(axis=(0, 2, 3))
+
+    def global_avg_pool2d_forward(self, x):
+        """Mean over H and W. x: (N, C, H, W) -> (N, C)."""
+        return x.mean(axis=(2, 3))
+
+    def global_avg_pool2d_backward(self, gy, x_shape):
+        """gy (N, C) spread evenly over each H x W plane -> (N, C, H, W)."""
+        n, c, h, w = x_shape
+        g = gy / (h * w)
+        return self.xp.ascontiguousarray(self.xp.broadcast_to(g[:, :, None, None], x_shape))
+
+    def relu_forward(self, x):
+        """max(x, 0), elementwise."""
+        return self.xp.maximum(x, 0)
+
+    def relu_backward(self, gy, y):
+        """gy where the ReLU's output y > 0, else 0."""
+        return gy * (y > 0)
+
+    def bias_relu_forward(self, x, b):
+        """relu(x + b[None, :, None, None]) for x (N, C, H, W) (one fused kernel on the GPU)."""
+        return self.xp.maximum(x + b.reshape(1, -1, 1, 1), 0)
+
+    def linear_forward(self, x, w, b):
+        """x @ w.T + b. x: (N, in), w: (out, in), b: (out,) or None -> (N, out)."""
+        y = x @ w.T
+        if b is not None:
+            y += b
+        return y
+
+    def linear_backward(self, gy, x, w):
+        """Gradients of linear. gy: (N, out) -> (gx (N, in), gw (out, in), gb (out,))."""
+        return gy @ w, gy.T @ x, gy.sum(axis=0)
+
+    def dropout_mask(self, shape, p: float, seed: int, dtype):
+        """Keep-mask scaled by 1/(1-p): element i is kept when u(seed, i) >= p.
+
+        u is a counter-based uniform in [0, 1) with 24 bits (splitmix64 of seed and the flat index),
+        so the mask depends only on (seed, shape, p) and both devices draw the same one.
+        """
+        xp = self.xp
+        count = int(np.prod(shape))
+        idx = xp.arange(1, count + 1, dtype=xp.uint64)
+        z = idx * xp.uint64(_GOLDEN) + xp.uint64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF))
+        z = (z ^ (z >> xp.uint64(30))) * xp.uint64(_MIX1)
+        z = (z ^ (z >> xp.uint64(27))) * xp.uint64(_MIX2)
+        z = z ^ (z >> xp.uint64(31))
+        u = (z >> xp.uint64(40)).astype(xp.float64) * (1.0 / (1 << 24))
+        scale = 1.0 / (1.0 - p)
+        return xp.where(u >= p, scale, 0.0).astype(dtype).reshape(shape)
+
+    def dropout_forward(self, x, p: float, seed: int):
+        """Inverted dropout: returns (x * mask, mask), mask as in :meth:`dropout_mask`."""
+        mask = self.dropout_mask(x.shape, p, seed, x.dtype)
+        return x * mask, mask
+
+    def batch_norm2d_forward_train(self, x, gamma, beta, eps: float):
+        """Normalise with batch statistics. x: (N, C, H, W) -> (y, mean (C,), invstd (C,)).
+
+        Uses the biased variance, as PyTorch does for the normalisation itself.
+        """
+        mean = x.mean(axis=(0, 2, 3))
+        centred = x - mean.reshape(1, -1, 1, 1)
+        var = (centred * centred).mean(axis=(0, 2, 3))
+        invstd = 1.0 / self.xp.sqrt(var + eps)
+        scale = (gamma * invstd).reshape(1, -1, 1, 1)
+        return centred * scale + beta.reshape(1, -1, 1, 1), mean, invstd.astype(x.dtype)
+
+    def batch_norm2d_forward_eval(self, x, gamma, beta, running_mean, running_var, eps: float):
+        """Normalise with running statistics. x: (N, C, H, W) -> y."""
+        invstd = 1.0 / self.xp.sqrt(running_var + eps)
+        scale = gamma * invstd
+        shift = beta - running_mean * scale
+        return x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
+
+    def batch_norm2d_backward(self, gy, x, gamma, mean, invstd):
+        """Gradients of training-mode batch norm -> (gx, ggamma, gbeta)."""
+        m = x.shape[0] * x.shape[2] * x.shape[3]
+        xhat = (x - mean.reshape(1, -1, 1, 1)) * invstd.reshape(1, -1, 1, 1)
+        gbeta = gy.sum(axis=(0, 2, 3))
+        ggamma = (gy * xhat).sum(axis=(0, 2, 3))
+        k = (gamma * invstd / m).reshape(1, -1, 1, 1)
+        gx = k * (m * gy - gbeta.reshape(1, -1, 1, 1) - xhat * ggamma.reshape(1, -1, 1, 1))
+        return gx, ggamma, gbeta
+
+    def softmax_cross_entropy_forward(self, logits, labels):
+        """Mean cross-entropy of softmax(logits). logits: (N, K), labels: (N,) int -> (loss 0-d, probs).
+
+        Stable: subtracts each row's maximum before exponentiating.
+        """
+        xp = self.xp
+        n = logits.shape[0]
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        exp = xp.exp(shifted)
+        total = exp.sum(axis=1, keepdims=True)
+        probs = exp / total
+        picked = shifted[xp.arange(n), labels]
+        loss = (xp.log(total[:, 0]) - picked).mean()
+        return loss, probs
+
+    def softmax_cross_entropy_backward(self, probs, labels):
+        """d(mean loss)/d(logits) = (probs - onehot(labels)) / N."""
+        xp = self.xp
+        n = probs.shape[0]
+        g = probs.copy()
+        g[xp.arange(n), labels] -= 1
+        g /= n
+        return g
+
+    def sgd_update(self, p, g, velocity, lr, momentum, nesterov, weight_decay, first_step):
+        """One in-place SGD step on p with PyTorch's rule (dampening 0).
+
+        ``velocity`` (same shape as p, or None when momentum is 0) is updated in place; on the first
+        step it is set to the gradient, as PyTorch does.
+        """
+        d = g + weight_decay * p if weight_decay else g
+        if momentum:
+            if first_step:
+                velocity[...] = d
+            else:
+                velocity *= momentum
+                velocity += d
+            d = d + momentum * velocity if nesterov else velocity
+        p -= lr * d
+
+    def adam_update(self, p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+        """One in-place Adam (decoupled=False) or AdamW (decoupled=True) step, PyTorch's rule."""
+        if weight_decay:
+            if decoupled:
+                p *= 1 - lr * weight_decay
+            else:
+                g = g + weight_decay * p
+        m *= beta1
+        m += (1 - beta1) * g
+        v *= beta2
+        v += (1 - beta2) * (g * g)
+        bias1 = 1 - beta1**step
+        bias2 = 1 - beta2**step
+        denom = self.xp.sqrt(v) / math.sqrt(bias2) + eps
+        p -= (lr / bias1) * (m / denom)

@@ -1,0 +1,171 @@
+"""The CPU backend: sliding windows in NumPy, as strided views and batched matrix products.
+
+Convolution is im2col: a zero-copy strided view of the padded input with axes
+(N, C, R, S, Ho, Wo), gathered once into a (groups, C/groups*R*S, N*Ho*Wo) matrix, so forward and both
+backward passes are each one large matrix product (BLAS) per group. Backward-input and pooling loop
+over the kernel offsets (9 for a 3x3 kernel), each a vectorised strided add; no Python loop touches
+pixels or samples.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from ..shapes import Padding2d, Pair, window_output_shape
+from .base import Backend
+
+
+def _pad(x: np.ndarray, padding: Padding2d, value: float = 0.0) -> np.ndarray:
+    """x padded on H and W by ((top, bottom), (left, right)); x itself when there is no padding."""
+    if not any(padding[0]) and not any(padding[1]):
+        return x
+    return np.pad(x, ((0, 0), (0, 0), padding[0], padding[1]), constant_values=value)
+
+
+def _offset_slices(r: int, s: int, dilation: Pair, stride: Pair, out_hw: Pair):
+    """Index of the input pixels that kernel offset (r, s) meets, over all (Ho, Wo) outputs."""
+    h0, w0 = r * dilation[0], s * dilation[1]
+    return (
+        slice(None),
+        slice(None),
+        slice(h0, h0 + stride[0] * (out_hw[0] - 1) + 1, stride[0]),
+        slice(w0, w0 + stride[1] * (out_hw[1] - 1) + 1, stride[1]),
+    )
+
+
+def _windows(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair) -> np.ndarray:
+    """Read-only view (N, C, R, S, Ho, Wo) of the padded input xp: element [n, c, r, s, i, j] is
+    xp[n, c, i*stride_h + r*dilation_h, j*stride_w + s*dilation_w]."""
+    sn, sc, sh, sw = xp.strides
+    shape = (*xp.shape[:2], *kernel, *out_hw)
+    strides = (sn, sc, sh * dilation[0], sw * dilation[1], sh * stride[0], sw * stride[1])
+    return as_strided(xp, shape=shape, strides=strides, writeable=False)
+
+
+class NumpyBackend(Backend):
+    """Every op on the CPU with NumPy; the oracle for the other devices is gpucnn.reference."""
+
+    name = "cpu"
+    xp = np
+
+    def asarray(self, a: Any, dtype: Any = None) -> np.ndarray:
+        if hasattr(a, "get") and not isinstance(a, np.ndarray):  # a CuPy array
+            a = a.get()
+        return np.asarray(a, dtype=dtype)
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        return self.asarray(a)
+
+    def owns(self, a: Any) -> bool:
+        return isinstance(a, np.ndarray)
+
+    # ------------------------------------------------------------ convolution
+    def _columns(self, x, w_shape, stride, padding, dilation, groups):
+        """im2col of x for weights of shape w_shape -> ((G, C/G*R*S, N*Ho*Wo), (Ho, Wo)).
+
+        Samples and pixels share the last axis, so each conv pass is one large matrix product.
+        """
+        n, c, h, w = x.shape
+        kernel = (w_shape[2], w_shape[3])
+        out_hw = window_output_shape((h, w), kernel, stride, padding, dilation, "conv2d")
+        view = _windows(_pad(x, padding), kernel, stride, dilation, out_hw)
+        cols = view.transpose(1, 2, 3, 0, 4, 5).reshape(groups, -1, n * out_hw[0] * out_hw[1])
+        return cols, out_hw
+
+    @staticmethod
+    def _channels_first(gy, groups):
+        """gy (N, K, Ho, Wo) -> (G, K/G, N*Ho*Wo), the layout of the conv matrix products."""
+        n, k = gy.shape[:2]
+        return np.ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(groups, k // groups, -1)
+
+    def conv2d_forward(self, x, w, b, stride, padding, dilation, groups):
+        n, k = x.shape[0], w.shape[0]
+        cols, (ho, wo) = self._columns(x, w.shape, stride, padding, dilation, groups)
+        y = np.matmul(w.reshape(groups, k // groups, -1), cols)  # (G, K/G, N*Ho*Wo)
+        y = np.ascontiguousarray(y.reshape(k, n, ho, wo).transpose(1, 0, 2, 3))
+        if b is not None:
+            y += b.reshape(1, k, 1, 1)
+        return y
+
+    def conv2d_backward_input(self, gy, w, x_shape, stride, padding, dilation, groups):
+        n, c, h, width = x_shape
+        k, cg, kh, kw = w.shape
+        out_hw = gy.shape[2:]
+        wt = w.reshape(groups, k // groups, cg * kh * kw).transpose(0, 2, 1)
+        gcols = np.matmul(wt, self._channels_first(gy, groups))  # (G, Cg*R*S, N*Ho*Wo)
+        gcols = gcols.reshape(c, kh, kw, n, *out_hw)
+        (pt, pb), (pl, pr) = padding
+        gx = np.zeros((c, n, h + pt + pb, width + pl + pr), dtype=gy.dtype)  # channels first
+        for r in range(kh):
+            for s in range(kw):
+                gx[_offset_slices(r, s, dilation, stride, out_hw)] += gcols[:, r, s]
+        return np.ascontiguousarray(gx[:, :, pt : pt + h, pl : pl + width].transpose(1, 0, 2, 3))
+
+    def conv2d_backward_weight(self, gy, x, w_shape, stride, padding, dilation, groups):
+        cols, _ = self._columns(x, w_shape, stride, padding, dilation, groups)
+        gw = np.matmul(self._channels_first(gy, groups), cols.transpose(0, 2, 1))
+        return gw.reshape(w_shape)
+
+    # ---------------------------------------------------------------- pooling
+    @staticmethod
+    def _pool_geometry(x_shape, kernel, stride, padding, what):
+        pads = ((padding[0], padding[0]), (padding[1], padding[1]))
+        out_hw = window_output_shape(x_shape[2:], kernel, stride, pads, (1, 1), what)
+        return pads, out_hw
+
+    def max_pool2d_forward(self, x, kernel, stride, padding):
+        n, c, h, w = x.shape
+        pads, out_hw = self._pool_geometry(x.shape, kernel, stride, padding, "max_pool2d")
+        # (kh*kw, N, C, Ho, Wo), contiguous: branch-free elementwise work from here on.
+        windows = _windows(_pad(x, pads, -np.inf), kernel, stride, (1, 1), out_hw)
+        windows = np.ascontiguousarray(windows.transpose(2, 3, 0, 1, 4, 5)).reshape(-1, n, c, *out_hw)
+        best = windows[0].copy()
+        best_k = np.zeros(best.shape, dtype=np.int32)
+        for k in range(1, len(windows)):
+            # Strictly greater keeps the first maximum in row-major window order.
+            better = (windows[k] > best).view(np.int8)
+            best_k += better * (k - best_k)
+            np.maximum(best, windows[k], out=best)
+        # Window offset -> flat index h*W + w in the unpadded input plane.
+        rows = np.arange(out_hw[0], dtype=np.int32)[:, None] * stride[0] - padding[0]
+        cols = np.arange(out_hw[1], dtype=np.int32)[None, :] * stride[1] - padding[1]
+        row_in_window, col_in_window = np.divmod(best_k, kernel[1])
+        return best, (rows + row_in_window) * w + cols + col_in_window
+
+    def max_pool2d_backward(self, gy, argmax, x_shape, kernel, stride, padding):
+        n, c, h, w = x_shape
+        out_hw = gy.shape[2:]
+        ph, pw = padding
+        # Flat input index -> offset k of the maximum inside its window.
+        rows = np.arange(out_hw[0], dtype=np.int32)[:, None] * stride[0] - ph
+        cols = np.arange(out_hw[1], dtype=np.int32)[None, :] * stride[1] - pw
+        in_row, in_col = np.divmod(argmax, w)
+        best_k = (in_row - rows) * kernel[1] + (in_col - cols)
+        gx = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=gy.dtype)
+        for r in range(kernel[0]):
+            for s in range(kernel[1]):
+                gx[_offset_slices(r, s, (1, 1), stride, out_hw)] += gy * (best_k == r * kernel[1] + s)
+        return np.ascontiguousarray(gx[:, :, ph : ph + h, pw : pw + w])
+
+    def avg_pool2d_forward(self, x, kernel, stride, padding):
+        pads, out_hw = self._pool_geometry(x.shape, kernel, stride, padding, "avg_pool2d")
+        xp = _pad(x, pads)
+        total = np.zeros((*x.shape[:2], *out_hw), dtype=x.dtype)
+        for r in range(kernel[0]):
+            for s in range(kernel[1]):
+                total += xp[_offset_slices(r, s, (1, 1), stride, out_hw)]
+        total /= kernel[0] * kernel[1]
+        return total
+
+    def avg_pool2d_backward(self, gy, x_shape, kernel, stride, padding):
+        n, c, h, w = x_shape
+        ph, pw = padding
+        share = gy / (kernel[0] * kernel[1])
+        gx = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=gy.dtype)
+        for r in range(kernel[0]):
+            for s in range(kernel[1]):
+                gx[_offset_slices(r, s, (1, 1), stride, gy.shape[2:])] += share
+        return np.ascontiguousarray(gx[:, :, ph : ph + h, pw : pw + w])

@@ -1,0 +1,172 @@
+"""Stateless ops with PyTorch's argument conventions, validated, dispatched on the input's device.
+
+Inputs are NumPy arrays on the CPU and CuPy arrays on the GPU; the result lives where the input does.
+Bad input (wrong rank, dtype, channel count, device, or a window that does not fit) raises a
+``ValueError``/``TypeError`` naming the problem and the shapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .backend import Backend, backend_of
+from .errors import DeviceMismatchError
+from .shapes import conv_padding, pair, positive_pair
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_float_array(x: Any, name: str, ndim: int | None = None) -> Backend:
+    """Backend of ``x`` after checking it is a float32/float64 array of rank ``ndim``."""
+    backend = backend_of(x)
+    if np.dtype(x.dtype) not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got dtype {x.dtype}")
+    if ndim is not None and x.ndim != ndim:
+        layout = {4: "(N, C, H, W)", 2: "(N, features)", 1: "(features,)"}.get(ndim, "")
+        raise ValueError(f"{name} must be {ndim}-D {layout}, got shape {tuple(x.shape)}")
+    return backend
+
+
+def check_same_device(backend: Backend, **arrays: Any) -> None:
+    """Raise DeviceMismatchError when any of ``arrays`` lives outside ``backend``'s device."""
+    for name, a in arrays.items():
+        if a is not None and not backend.owns(a):
+            other = backend_of(a).name
+            raise DeviceMismatchError(
+                f"{name} is on device '{other}' but the input is on '{backend.name}'; "
+                f"move it with gpucnn.to_device(array, '{backend.name}')"
+            )
+
+
+def check_same_dtype(x: Any, **arrays: Any) -> None:
+    """Raise TypeError when any of ``arrays`` has a dtype other than ``x``'s."""
+    for name, a in arrays.items():
+        if a is not None and a.dtype != x.dtype:
+            raise TypeError(f"{name} has dtype {a.dtype} but the input has dtype {x.dtype}")
+
+
+def conv2d_arguments(x, weight, bias, stride, padding, dilation, groups):
+    """Validate conv2d inputs; returns (backend, stride, padding, dilation) normalised."""
+    backend = check_float_array(x, "conv2d input", 4)
+    check_float_array(weight, "conv2d weight", 4)
+    check_same_device(backend, weight=weight, bias=bias)
+    check_same_dtype(x, weight=weight, bias=bias)
+    if not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    k, cg, kh, kw = weight.shape
+    if x.shape[1] != cg * groups:
+        raise ValueError(
+            f"conv2d: input has {x.shape[1]} channels but weight {tuple(weight.shape)} with "
+            f"groups={groups} expects {cg * groups}"
+        )
+    if k % groups:
+        raise ValueError(f"conv2d: {k} output channels are not divisible by groups={groups}")
+    if bias is not None and tuple(bias.shape) != (k,):
+        raise ValueError(f"conv2d: bias must have shape ({k},), got {tuple(bias.shape)}")
+    stride = positive_pair(stride, "stride")
+    dilation = positive_pair(dilation, "dilation")
+    padding = conv_padding(padding, (kh, kw), dilation, stride)
+    return backend, stride, padding, dilation
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D cross-correlation. x: (N, C, H, W), weight: (K, C/groups, R, S), bias: (K,) -> (N, K, Ho, Wo).
+
+    ``padding`` is an int, a pair, "valid" or "same"; ``stride`` and ``dilation`` ints or pairs.
+    """
+    backend, stride, padding, dilation = conv2d_arguments(
+        x, weight, bias, stride, padding, dilation, groups
+    )
+    return backend.conv2d_forward(x, weight, bias, stride, padding, dilation, int(groups))
+
+
+def pool2d_arguments(x, kernel_size, stride, padding, what: str):
+    """Validate pooling inputs; returns (backend, kernel, stride, padding) as pairs.
+
+    ``stride=None`` means stride = kernel size; padding may be at most half the kernel (as PyTorch).
+    """
+    backend = check_float_array(x, f"{what} input", 4)
+    kernel = positive_pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else positive_pair(stride, "stride")
+    pad = pair(padding, "padding")
+    if min(pad) < 0 or pad[0] > kernel[0] // 2 or pad[1] > kernel[1] // 2:
+        raise ValueError(
+            f"{what}: padding {pad} must be non-negative and at most half the kernel {kernel}"
+        )
+    return backend, kernel, stride, pad
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0):
+    """Max pooling over windows (padding acts as -inf). x: (N, C, H, W) -> (N, C, Ho, Wo)."""
+    backend, kernel, stride, pad = pool2d_arguments(x, kernel_size, stride, padding, "max_pool2d")
+    return backend.max_pool2d_forward(x, kernel, stride, pad)[0]
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0):
+    """Average pooling; padded zeros count in the mean (divisor kh*kw). x: (N, C, H, W)."""
+    backend, kernel, stride, pad = pool2d_arguments(x, kernel_size, stride, padding, "avg_pool2d")
+    return backend.avg_pool2d_forward(x, kernel, stride, pad)
+
+
+def global_avg_pool2d(x):
+    """Mean over each channel's H x W plane. x: (N, C, H, W) -> (N, C)."""
+    return check_float_array(x, "global_avg_pool2d input", 4).global_avg_pool2d_forward(x)
+
+
+def relu(x):
+    """max(x, 0), elementwise, on x's device."""
+    return check_float_array(x, "relu input").relu_forward(x)
+
+
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias. x: (N, in), weight: (out, in) like PyTorch, bias: (out,) -> (N, out)."""
+    backend = check_float_array(x, "linear input", 2)
+    check_float_array(weight, "linear weight", 2)
+    check_same_device(backend, weight=weight, bias=bias)
+    check_same_dtype(x, weight=weight, bias=bias)
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"linear: input has {x.shape[1]} features but weight {tuple(weight.shape)} "
+            f"expects {weight.shape[1]}"
+        )
+    return backend.linear_forward(x, weight, bias)
+
+
+def check_labels(backend: Backend, logits, labels) -> Any:
+    """Labels as an int64 array on the logits' device, checked for shape and range [0, K)."""
+    check_same_device(backend, labels=labels)
+    if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"labels must have shape ({logits.shape[0]},) for logits {tuple(logits.shape)}, "
+            f"got {tuple(labels.shape)}"
+        )
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"labels must be an integer array, got dtype {labels.dtype}")
+    lo, hi = (int(v) for v in backend.to_numpy(backend.xp.stack([labels.min(), labels.max()])))
+    if lo < 0 or hi >= logits.shape[1]:
+        raise ValueError(
+            f"labels must lie in [0, {logits.shape[1]}) for {logits.shape[1]} classes, "
+            f"got values from {lo} to {hi}"
+        )
+    return labels.astype(backend.xp.int64, copy=False)
+
+
+def softmax_cross_entropy(logits, labels):
+    """Mean cross-entropy of softmax(logits) against integer labels; returns (loss 0-d, probs).
+
+    logits: (N, K) float, labels: (N,) int in [0, K). Numerically stable (max subtracted).
+    """
+    backend = check_float_array(logits, "logits", 2)
+    labels = check_labels(backend, logits, labels)
+    loss, probs = backend.softmax_cross_entropy_forward(logits, labels)
+    return backend.xp.asarray(loss), probs
+
+
+def dropout(x, p: float, seed: int):
+    """Inverted dropout with a counter-based mask (same mask for the same seed on every device)."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    return check_float_array(x, "dropout input").dropout_forward(x, p, int(seed))[0]
+

@@ -1,0 +1,59 @@
+"""Elementwise layers: ``ReLU`` and ``Dropout``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from .module import Module
+
+
+class ReLU(Module):
+    """max(x, 0); backward passes the gradient where the output is positive."""
+
+    def forward(self, x):
+        self._backend = F.check_float_array(x, "ReLU input")
+        self._y = self._backend.relu_forward(x)
+        return self._y
+
+    def backward(self, grad_out):
+        return self._backend.relu_backward(grad_out, self._y)
+
+
+class Dropout(Module):
+    """Inverted dropout: in training, zero each element with probability p and scale by 1/(1-p).
+
+    Each training forward draws its mask from (seed, call count) with a counter-based RNG, so the
+    CPU and the GPU drop the same elements and a resumed run continues the same sequence.
+    """
+
+    def __init__(self, p: float = 0.5, seed: int | None = None):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+        self.seed = int(np.random.default_rng(seed).integers(2**62))
+        self.calls = 0
+        self._mask = None
+
+    def forward(self, x):
+        backend = F.check_float_array(x, "Dropout input")
+        if not self.training or self.p == 0.0:
+            self._mask = None
+            return x
+        call_seed = (self.seed + self.calls * 0x9E3779B97F4A7C15) % 2**64
+        self.calls += 1
+        y, self._mask = backend.dropout_forward(x, self.p, call_seed)
+        return y
+
+    def backward(self, grad_out):
+        return grad_out if self._mask is None else grad_out * self._mask
+
+    def own_random_state(self) -> dict[str, int]:
+        return {"seed": self.seed, "calls": self.calls}
+
+    def load_own_random_state(self, state: dict[str, int]) -> None:
+        self.seed, self.calls = int(state["seed"]), int(state["calls"])
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

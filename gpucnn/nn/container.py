@@ -1,0 +1,33 @@
+"""``Sequential``: layers applied in order, gradients passed back in reverse."""
+
+from __future__ import annotations
+
+from .module import Module
+
+
+class Sequential(Module):
+    """``Sequential(conv, relu, ...)``: children named "0", "1", ... as in PyTorch."""
+
+    def __init__(self, *layers: Module):
+        super().__init__()
+        for i, layer in enumerate(layers):
+            setattr(self, str(i), layer)
+
+    def __getitem__(self, index: int) -> Module:
+        return list(self._modules.values())[index]
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def forward(self, x):
+        for layer in self:
+            x = layer(x)
+        return x
+
+    def backward(self, grad_out):
+        for layer in reversed(list(self)):
+            grad_out = layer.backward(grad_out)
+        return grad_out

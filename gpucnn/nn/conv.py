@@ -1,0 +1,71 @@
+"""``Conv2d``: a batched 2-D convolution layer (cross-correlation, as in PyTorch)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from ..shapes import pair
+from .init import he_normal
+from .module import Module, Parameter
+
+
+class Conv2d(Module):
+    """x: (N, in_channels, H, W) -> (N, out_channels, Ho, Wo).
+
+    ``weight``: (out_channels, in_channels / groups, kh, kw), ``bias``: (out_channels,).
+    ``padding`` is an int, a pair, "same" or "valid".
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        bias: bool = True,
+        groups: int = 1,
+        rng=None,
+        dtype=np.float32,
+    ):
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"in_channels {in_channels} and out_channels {out_channels} must be divisible "
+                f"by groups={groups}"
+            )
+        kh, kw = pair(kernel_size, "kernel_size")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
+        self.dilation, self.groups = dilation, groups
+        shape = (out_channels, in_channels // groups, kh, kw)
+        fan_in = shape[1] * kh * kw
+        self.weight = Parameter(he_normal(shape, fan_in, rng, dtype))
+        self.bias = Parameter(np.zeros(out_channels, dtype=dtype)) if bias else None
+        self._x = None
+
+    def forward(self, x):
+        b = self.bias.data if self.bias is not None else None
+        backend, stride, padding, dilation = F.conv2d_arguments(
+            x, self.weight.data, b, self.stride, self.padding, self.dilation, self.groups
+        )
+        self._x, self._args = x, (stride, padding, dilation, self.groups)
+        return backend.conv2d_forward(x, self.weight.data, b, *self._args)
+
+    def backward(self, grad_out):
+        backend = self.backend
+        x, w = self._x, self.weight.data
+        self.weight.grad += backend.conv2d_backward_weight(grad_out, x, w.shape, *self._args)
+        if self.bias is not None:
+            self.bias.grad += backend.conv2d_backward_bias(grad_out)
+        return backend.conv2d_backward_input(grad_out, w, x.shape, *self._args)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}"
+            + (f", groups={self.groups}" if self.groups != 1 else "")
+            + (", bias=False" if self.bias is None else "")
+        )

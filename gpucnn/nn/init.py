@@ -1,0 +1,15 @@
+"""Weight initialisation: He (Kaiming) normal, the tutorial's ``randn * sqrt(2 / fan_in)``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def make_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
+    """A NumPy Generator from a Generator, a seed, or None (fresh entropy)."""
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+def he_normal(shape: tuple[int, ...], fan_in: int, rng, dtype) -> np.ndarray:
+    """Normal(0, 2 / fan_in) weights of ``shape``, suited to ReLU networks."""
+    return (make_rng(rng).standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)

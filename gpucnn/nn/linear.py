@@ -1,0 +1,45 @@
+"""``Linear`` (fully connected) and ``Flatten``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from .init import he_normal
+from .module import Module, Parameter
+
+
+class Linear(Module):
+    """x: (N, in_features) -> x @ weight.T + bias: (N, out_features); weight (out, in) as PyTorch."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, rng=None,
+                 dtype=np.float32):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = Parameter(he_normal((out_features, in_features), in_features, rng, dtype))
+        self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
+
+    def forward(self, x):
+        self._x = x
+        return F.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
+
+    def backward(self, grad_out):
+        gx, gw, gb = self.backend.linear_backward(grad_out, self._x, self.weight.data)
+        self.weight.grad += gw
+        if self.bias is not None:
+            self.bias.grad += gb
+        return gx
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+class Flatten(Module):
+    """(N, C, H, W) -> (N, C*H*W), keeping the batch axis."""
+
+    def forward(self, x):
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad_out):
+        return grad_out.reshape(self._shape)

@@ -1,0 +1,186 @@
+"""``Module`` and ``Parameter``: the layer base class, with parameters, buffers and devices.
+
+A module's forward caches what its backward needs; ``backward(grad_out)`` returns the input gradient
+and *adds* parameter gradients into ``Parameter.grad``; an optimizer applies them. A module has no
+device of its own: it is wherever its arrays are (``to(device)`` moves them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..backend import Backend, backend_of, get_backend
+
+
+class Parameter:
+    """A trainable array ``data`` and its accumulated gradient ``grad`` (same shape and device)."""
+
+    def __init__(self, data: Any):
+        self.data = data
+        self.grad = backend_of(data).xp.zeros_like(data)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={self.shape}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class of layers and containers: ``layer(x)`` is ``layer.forward(x)``."""
+
+    training: bool = True
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_buffers", {})
+        object.__setattr__(self, "_modules", {})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        elif name in self._buffers:
+            self._buffers[name] = value
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name: str, array: Any) -> None:
+        """Keep ``array`` as state that moves and saves with the module but is not trained."""
+        self._buffers[name] = array
+        object.__setattr__(self, name, array)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def backward(self, grad_out: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__}.backward")
+
+    # ------------------------------------------------------------- traversal
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """This module and every descendant, with dotted names ("" for this one)."""
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}{name}.")
+
+    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
+        """Every parameter with its PyTorch-style dotted name, e.g. "0.weight"."""
+        for prefix, module in self.named_modules():
+            for name, p in module._parameters.items():
+                yield prefix + name, p
+
+    def parameters(self) -> list[Parameter]:
+        """Every trainable parameter, in registration order."""
+        return [p for _, p in self.named_parameters()]
+
+    def zero_grad(self) -> None:
+        """Set every parameter's gradient to zero (in place, on its device)."""
+        for p in self.parameters():
+            p.grad[...] = 0
+
+    def train(self, mode: bool = True) -> Module:
+        """Training mode (batch statistics, dropout on) for this module and its children."""
+        for _, module in self.named_modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self) -> Module:
+        """Evaluation mode (running statistics, dropout off)."""
+        return self.train(False)
+
+    # --------------------------------------------------------------- devices
+    @property
+    def backend(self) -> Backend:
+        """The backend holding this module's parameters (the CPU for a module without any)."""
+        for p in self.parameters():
+            return backend_of(p.data)
+        return get_backend("cpu")
+
+    def to(self, device: str | Backend) -> Module:
+        """Move every parameter, gradient and buffer to ``device`` ("cpu", "cuda", ...)."""
+        backend = get_backend(device)
+        for _, module in self.named_modules():
+            for p in module._parameters.values():
+                p.data = backend.asarray(p.data)
+                p.grad = backend.asarray(p.grad)
+            for name, buf in list(module._buffers.items()):
+                setattr(module, name, backend.asarray(buf))
+        return self
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Host copies of parameters and buffers under PyTorch's key names."""
+        state = {}
+        for prefix, module in self.named_modules():
+            backend = module.backend
+            for name, p in module._parameters.items():
+                state[prefix + name] = backend.to_numpy(p.data).copy()
+            for name, buf in module._buffers.items():
+                state[prefix + name] = np.array(backend_of(buf).to_numpy(buf))
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Copy ``state`` into the module's arrays on their current device; keys and shapes must match."""
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise ValueError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
+        for key, value in state.items():
+            if tuple(np.shape(value)) != own[key].shape:
+                raise ValueError(
+                    f"state dict entry {key!r} has shape {tuple(np.shape(value))}, "
+                    f"the module expects {own[key].shape}"
+                )
+        for prefix, module in self.named_modules():
+            for name, p in module._parameters.items():
+                p.data = backend_of(p.data).asarray(state[prefix + name], dtype=p.data.dtype)
+            for name, buf in list(module._buffers.items()):
+                target = backend_of(buf)
+                setattr(module, name, target.asarray(state[prefix + name], dtype=buf.dtype))
+
+    # ------------------------------------------------------------ randomness
+    def random_state(self) -> dict[str, int]:
+        """Counters of every random layer (e.g. dropout), to checkpoint and resume a run exactly."""
+        state = {}
+        for prefix, module in self.named_modules():
+            for name, value in module.own_random_state().items():
+                state[prefix + name] = value
+        return state
+
+    def set_random_state(self, state: dict[str, int]) -> None:
+        """Restore what :meth:`random_state` returned."""
+        for prefix, module in self.named_modules():
+            own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            module.load_own_random_state({k: v for k, v in own.items() if "." not in k})
+
+    def own_random_state(self) -> dict[str, int]:
+        """This module's own random counters (none unless overridden)."""
+        return {}
+
+    def load_own_random_state(self, state: dict[str, int]) -> None:
+        """Restore this module's own random counters (nothing unless overridden)."""
+
+    # ------------------------------------------------------------------ show
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        children = "".join(
+            f"\n  ({name}): " + repr(m).replace("\n", "\n  ") for name, m in self._modules.items()
+        )
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        return head + (children + "\n)" if children else ")")
+
+    def summary(self, input_shape: tuple[int, ...]) -> str:
+        """Per-layer output shapes and parameter counts for one input of ``input_shape`` (C, H, W)."""
+        from .summary import summarize
+
+        return summarize(self, input_shape)

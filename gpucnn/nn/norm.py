@@ -1,0 +1,60 @@
+"""``BatchNorm2d``: per-channel batch normalisation with running statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from .module import Module, Parameter
+
+
+class BatchNorm2d(Module):
+    """Normalise each channel of (N, C, H, W) by batch statistics (training) or running ones (eval).
+
+    Running statistics follow PyTorch: ``running = (1 - momentum) * running + momentum * batch``,
+    with the unbiased batch variance.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+                 dtype=np.float32):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.weight = Parameter(np.ones(num_features, dtype=dtype))
+        self.bias = Parameter(np.zeros(num_features, dtype=dtype))
+        self.register_buffer("running_mean", np.zeros(num_features, dtype=dtype))
+        self.register_buffer("running_var", np.ones(num_features, dtype=dtype))
+        self.register_buffer("num_batches_tracked", np.zeros((), dtype=np.int64))
+
+    def forward(self, x):
+        backend = F.check_float_array(x, "BatchNorm2d input", 4)
+        if x.shape[1] != self.num_features:
+            raise ValueError(
+                f"BatchNorm2d({self.num_features}) got {x.shape[1]} channels, shape {tuple(x.shape)}"
+            )
+        gamma, beta = self.weight.data, self.bias.data
+        if not self.training:
+            return backend.batch_norm2d_forward_eval(
+                x, gamma, beta, self.running_mean, self.running_var, self.eps
+            )
+        y, mean, invstd = backend.batch_norm2d_forward_train(x, gamma, beta, self.eps)
+        count = x.shape[0] * x.shape[2] * x.shape[3]
+        var = 1.0 / (invstd * invstd) - self.eps
+        unbiased = var * (count / max(count - 1, 1))
+        m = self.momentum
+        self.running_mean = ((1 - m) * self.running_mean + m * mean).astype(x.dtype)
+        self.running_var = ((1 - m) * self.running_var + m * unbiased).astype(x.dtype)
+        self.num_batches_tracked = self.num_batches_tracked + 1
+        self._cache = (x, mean, invstd)
+        return y
+
+    def backward(self, grad_out):
+        x, mean, invstd = self._cache
+        gx, ggamma, gbeta = self.backend.batch_norm2d_backward(
+            grad_out, x, self.weight.data, mean, invstd
+        )
+        self.weight.grad += ggamma
+        self.bias.grad += gbeta
+        return gx
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"

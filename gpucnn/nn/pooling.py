@@ -1,0 +1,61 @@
+"""Pooling layers: ``MaxPool2d``, ``AvgPool2d`` and ``GlobalAvgPool2d``."""
+
+from __future__ import annotations
+
+from .. import functional as F
+from .module import Module
+
+
+class _Pool2d(Module):
+    """Shared configuration of windowed pooling: kernel, stride (None = kernel), padding."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def _arguments(self, x):
+        backend, *geometry = F.pool2d_arguments(
+            x, self.kernel_size, self.stride, self.padding, type(self).__name__
+        )
+        self._x_shape, self._geometry = x.shape, tuple(geometry)
+        return backend
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class MaxPool2d(_Pool2d):
+    """Max over each window; ties go to the first maximum in row-major order. (N, C, H, W)."""
+
+    def forward(self, x):
+        self._backend = self._arguments(x)
+        y, self._argmax = self._backend.max_pool2d_forward(x, *self._geometry)
+        return y
+
+    def backward(self, grad_out):
+        return self._backend.max_pool2d_backward(
+            grad_out, self._argmax, self._x_shape, *self._geometry
+        )
+
+
+class AvgPool2d(_Pool2d):
+    """Mean over each window, padded zeros included (PyTorch's default). (N, C, H, W)."""
+
+    def forward(self, x):
+        self._backend = self._arguments(x)
+        return self._backend.avg_pool2d_forward(x, *self._geometry)
+
+    def backward(self, grad_out):
+        return self._backend.avg_pool2d_backward(grad_out, self._x_shape, *self._geometry)
+
+
+class GlobalAvgPool2d(Module):
+    """Mean over each channel's plane: (N, C, H, W) -> (N, C)."""
+
+    def forward(self, x):
+        self._backend = F.check_float_array(x, "GlobalAvgPool2d input", 4)
+        self._x_shape = x.shape
+        return self._backend.global_avg_pool2d_forward(x)
+
+    def backward(self, grad_out):
+        return self._backend.global_avg_pool2d_backward(grad_out, self._x_shape)

@@ -1,0 +1,37 @@
+"""``summarize``: a model's per-layer output shapes and parameter counts, as a printable table."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .module import Module
+
+
+def count_parameters(module: Module) -> int:
+    """Number of trainable scalars in ``module`` (weights and biases)."""
+    return sum(int(np.prod(p.shape)) for p in module.parameters())
+
+
+def summarize(model: Module, input_shape: tuple[int, ...]) -> str:
+    """Table of each top-level layer's output shape and parameters for one (C, H, W) input.
+
+    Runs one forward pass on a zero batch of size 1, in eval mode, on the model's device.
+    """
+    backend = model.backend
+    dtype = next((p.data.dtype for p in model.parameters()), np.float32)
+    x = backend.xp.zeros((1, *input_shape), dtype=dtype)
+    layers = list(model) if hasattr(model, "__iter__") else [model]
+    was_training = model.training
+    model.eval()
+    rows = [("input", tuple(input_shape), 0)]
+    try:
+        for i, layer in enumerate(layers):
+            x = layer(x)
+            rows.append((f"{i}: {type(layer).__name__}", tuple(x.shape[1:]), count_parameters(layer)))
+    finally:
+        model.train(was_training)
+    width = max(len(r[0]) for r in rows) + 2
+    lines = [f"{'layer':<{width}}{'output shape':<22}{'parameters':>12}"]
+    lines += [f"{name:<{width}}{str(shape):<22}{n:>12,}" for name, shape, n in rows]
+    lines.append(f"{'total':<{width}}{'':<22}{count_parameters(model):>12,}")
+    return "\n".join(lines)

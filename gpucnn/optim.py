@@ -1,0 +1,182 @@
+"""Optimizers (SGD, Adam, AdamW) and learning-rate schedules (StepLR, CosineAnnealingLR).
+
+Update rules are PyTorch's. Each parameter's update runs on its own device through the backend
+(``sgd_update`` / ``adam_update``: one fused kernel launch per parameter on the GPU). State is kept
+beside each parameter and saved as a flat dict of host arrays, ready for ``numpy.savez``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from .backend import backend_of
+from .nn.module import Parameter
+
+
+class Optimizer:
+    """Base: holds the parameters, a learning rate ``lr`` and per-parameter state arrays."""
+
+    state_names: tuple[str, ...] = ()
+
+    def __init__(self, params: Iterable[Parameter], lr: float):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("optimizer got an empty parameter list")
+        if lr < 0:
+            raise ValueError(f"learning rate must be non-negative, got {lr}")
+        self.lr = float(lr)
+        self.steps = 0
+        self.state: list[dict[str, Any]] = [{} for _ in self.params]
+
+    def zero_grad(self) -> None:
+        """Set every parameter's gradient to zero."""
+        for p in self.params:
+            p.grad[...] = 0
+
+    def _buffer(self, i: int, name: str):
+        """State array ``name`` of parameter i, created as zeros on the parameter's device."""
+        state = self.state[i]
+        data = self.params[i].data
+        if name not in state or state[name].shape != data.shape:
+            state[name] = backend_of(data).xp.zeros_like(data)
+        else:
+            state[name] = backend_of(data).asarray(state[name])
+        return state[name]
+
+    def step(self) -> None:
+        """Apply one update to every parameter from its accumulated gradient."""
+        self.steps += 1
+        for i, p in enumerate(self.params):
+            self._update(i, p)
+
+    def _update(self, i: int, p: Parameter) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Flat host copy of the optimizer: lr, step count and every state array."""
+        out = {"lr": np.array(self.lr), "steps": np.array(self.steps)}
+        for i, state in enumerate(self.state):
+            for name, array in state.items():
+                out[f"{i}.{name}"] = backend_of(array).to_numpy(array).copy()
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned, onto each parameter's device."""
+        self.lr = float(state["lr"])
+        self.steps = int(state["steps"])
+        self.state = [{} for _ in self.params]
+        for key, value in state.items():
+            if key in ("lr", "steps"):
+                continue
+            index, name = key.split(".", 1)
+            i = int(index)
+            if i >= len(self.params) or name not in self.state_names:
+                raise ValueError(f"optimizer state has unexpected entry {key!r}")
+            param = self.params[i].data
+            if tuple(np.shape(value)) != tuple(param.shape):
+                raise ValueError(
+                    f"optimizer state {key!r} has shape {np.shape(value)}, parameter {i} has "
+                    f"{tuple(param.shape)}"
+                )
+            self.state[i][name] = backend_of(param).asarray(value, dtype=param.dtype)
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay."""
+
+    state_names = ("momentum_buffer",)
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        if nesterov and momentum <= 0:
+            raise ValueError("nesterov momentum needs momentum > 0")
+        self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
+
+    def _update(self, i, p):
+        first = "momentum_buffer" not in self.state[i]
+        velocity = self._buffer(i, "momentum_buffer") if self.momentum else None
+        backend_of(p.data).sgd_update(
+            p.data, p.grad, velocity, self.lr, self.momentum, self.nesterov, self.weight_decay,
+            first,
+        )
+
+
+class Adam(Optimizer):
+    """Adam; L2 weight decay added to the gradient (``decoupled=False``), as PyTorch's Adam."""
+
+    state_names = ("exp_avg", "exp_avg_sq")
+    decoupled = False
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
+
+    def _update(self, i, p):
+        m, v = self._buffer(i, "exp_avg"), self._buffer(i, "exp_avg_sq")
+        backend_of(p.data).adam_update(
+            p.data, p.grad, m, v, self.steps, self.lr, *self.betas, self.eps, self.weight_decay,
+            self.decoupled,
+        )
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (default 0.01), as PyTorch's AdamW."""
+
+    decoupled = True
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01):
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+
+class LRScheduler:
+    """Base of schedules: ``step()`` once per epoch sets ``optimizer.lr`` from the epoch count."""
+
+    def __init__(self, optimizer: Optimizer):
+        self.optimizer = optimizer
+        self.base_lr = optimizer.lr
+        self.last_epoch = 0
+
+    def lr_at(self, epoch: int) -> float:
+        raise NotImplementedError
+
+    def step(self) -> None:
+        self.last_epoch += 1
+        self.optimizer.lr = self.lr_at(self.last_epoch)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {"base_lr": np.array(self.base_lr), "last_epoch": np.array(self.last_epoch)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.base_lr = float(state["base_lr"])
+        self.last_epoch = int(state["last_epoch"])
+        self.optimizer.lr = self.lr_at(self.last_epoch)
+
+
+class StepLR(LRScheduler):
+    """lr = base_lr * gamma ** (epoch // step_size)."""
+
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
+        super().__init__(optimizer)
+        self.step_size, self.gamma = step_size, gamma
+
+    def lr_at(self, epoch: int) -> float:
+        return self.base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class CosineAnnealingLR(LRScheduler):
+    """lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2."""
+
+    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0):  # noqa: N803
+        super().__init__(optimizer)
+        self.T_max, self.eta_min = T_max, eta_min
+
+    def lr_at(self, epoch: int) -> float:
+        cosine = (1 + math.cos(math.pi * epoch / self.T_max)) / 2
+        return self.eta_min + (self.base_lr - self.eta_min) * cosine

@@ -1,0 +1,77 @@
+"""Argument normalisation and output-size arithmetic shared by every op and both devices."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+Pair = tuple[int, int]
+Padding2d = tuple[Pair, Pair]  # ((top, bottom), (left, right))
+
+
+def pair(value: int | Sequence[int], name: str) -> Pair:
+    """Turn an int or a 2-sequence of ints into ``(h, w)``; reject anything else by name."""
+    if isinstance(value, (bool,)) or value is None:
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if isinstance(value, (int,)) or (hasattr(value, "__index__") and not hasattr(value, "__len__")):
+        v = int(value)
+        return (v, v)
+    if isinstance(value, Sequence) and len(value) == 2:
+        return (int(value[0]), int(value[1]))
+    raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+
+
+def positive_pair(value: int | Sequence[int], name: str) -> Pair:
+    """Like :func:`pair`, but every entry must be >= 1 (strides, dilations, kernel sizes)."""
+    p = pair(value, name)
+    if min(p) < 1:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return p
+
+
+def conv_output_size(size: int, kernel: int, stride: int, pad_total: int, dilation: int = 1) -> int:
+    """Output length of a sliding window: ``floor((size + pad_total - dilation*(kernel-1) - 1) / stride) + 1``.
+
+    The one formula every op and both devices use (the tutorial's ``(W - K + 2P) / S + 1``).
+    Returns a value < 1 when the (dilated) window does not fit in the padded input.
+    """
+    span = dilation * (kernel - 1) + 1
+    return (size + pad_total - span) // stride + 1
+
+
+def conv_padding(
+    padding: int | Sequence[int] | str, kernel: Pair, dilation: Pair, stride: Pair
+) -> Padding2d:
+    """Normalise conv padding (int, pair, "valid" or "same") to ``((top, bottom), (left, right))``.
+
+    "same" follows PyTorch: only for stride 1; any odd extra pixel goes to the bottom/right.
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return ((0, 0), (0, 0))
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError(f"padding='same' needs stride 1, got stride={stride}")
+            out = []
+            for k, d in zip(kernel, dilation):
+                total = d * (k - 1)
+                out.append((total // 2, total - total // 2))
+            return (out[0], out[1])
+        raise ValueError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+    ph, pw = pair(padding, "padding")
+    if ph < 0 or pw < 0:
+        raise ValueError(f"padding must be non-negative, got {padding!r}")
+    return ((ph, ph), (pw, pw))
+
+
+def window_output_shape(
+    in_hw: Pair, kernel: Pair, stride: Pair, padding: Padding2d, dilation: Pair, what: str
+) -> Pair:
+    """``(Ho, Wo)`` of a sliding window over ``in_hw``; a clear ValueError if it would be empty."""
+    ho = conv_output_size(in_hw[0], kernel[0], stride[0], sum(padding[0]), dilation[0])
+    wo = conv_output_size(in_hw[1], kernel[1], stride[1], sum(padding[1]), dilation[1])
+    if ho < 1 or wo < 1:
+        raise ValueError(
+            f"{what}: kernel {kernel} (dilation {dilation}) does not fit the input of size {in_hw} "
+            f"with padding {padding}: the output would be {ho}x{wo}"
+        )
+    return (ho, wo)
