@@ -43,7 +43,7 @@ class BatchNorm2d(Module):
         m = self.momentum
         self.running_mean = ((1 - m) * self.running_mean + m * mean).astype(x.dtype)
         self.running_var = ((1 - m) * self.running_var + m * unbiased).astype(x.dtype)
-        self.num_batches_tracked = self.num_batches_tracked + 1
+        self.num_batches_tracked += 1
         self._cache = (x, mean, invstd)
         return y
 

@@ -1,0 +1,73 @@
+"""Bad input gets a ValueError/TypeError that names the problem and the shapes, never a wrong answer."""
+
+import numpy as np
+import pytest
+
+from gpucnn import functional as F
+from gpucnn import nn
+from gpucnn.backend import get_backend
+from gpucnn.errors import GpuUnavailableError
+
+X = np.random.default_rng().standard_normal((2, 3, 8, 8)).astype(np.float32)
+W = np.random.default_rng().standard_normal((4, 3, 3, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: F.conv2d(X[0], W), ValueError, r"4-D .*got shape \(3, 8, 8\)"),
+        (lambda: F.conv2d(X, W[:, :2]), ValueError, "input has 3 channels"),
+        (lambda: F.conv2d(X, np.ones((4, 3, 9, 9), np.float32)), ValueError, "does not fit"),
+        (lambda: F.conv2d(X, W, stride=0), ValueError, "stride must be positive"),
+        (lambda: F.conv2d(X, W, dilation=(1, -1)), ValueError, "dilation must be positive"),
+        (lambda: F.conv2d(X, W, padding=-1), ValueError, "non-negative"),
+        (lambda: F.conv2d(X, W, padding="full"), ValueError, "'same' or 'valid'"),
+        (lambda: F.conv2d(X, W, stride=2, padding="same"), ValueError, "stride 1"),
+        (lambda: F.conv2d(X.astype(np.int32), W), TypeError, "float32 or float64.*int32"),
+        (lambda: F.conv2d(X.astype(np.complex64), W), TypeError, "complex64"),
+        (lambda: F.conv2d(X, W.astype(np.float64)), TypeError, "dtype float64"),
+        (lambda: F.conv2d(X, W, bias=np.zeros(5, np.float32)), ValueError, r"bias.*\(4,\)"),
+        (lambda: F.conv2d(X, W, groups=2), ValueError, "channels"),
+        (lambda: F.conv2d([[1.0]], W), TypeError, "NumPy or CuPy array"),
+        (lambda: F.max_pool2d(X, 9), ValueError, "does not fit"),
+        (lambda: F.max_pool2d(X, 2, padding=2), ValueError, "at most half"),
+        (lambda: F.avg_pool2d(X, 0), ValueError, "kernel_size must be positive"),
+        (lambda: F.linear(X[:, 0, 0], np.ones((2, 5), np.float32)), ValueError, "8 features"),
+        (lambda: nn.BatchNorm2d(4)(X), ValueError, "got 3 channels"),
+        (lambda: nn.Dropout(1.0), ValueError, "dropout probability"),
+    ],
+)
+def test_bad_arguments_raise_named_errors(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_labels_out_of_range_and_wrong_shape():
+    logits = np.random.default_rng().standard_normal((4, 3)).astype(np.float32)
+    loss = nn.CrossEntropyLoss()
+    with pytest.raises(ValueError, match=r"\[0, 3\).*from 0 to 3"):
+        loss(logits, np.array([0, 1, 2, 3]))
+    with pytest.raises(ValueError, match=r"\[0, 3\).*from -1"):
+        loss(logits, np.array([0, -1, 2, 1]))
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        loss(logits, np.array([0, 1]))
+    with pytest.raises(TypeError, match="integer"):
+        loss(logits, np.array([0.0, 1.0, 2.0, 1.0]))
+
+
+def test_nan_loss_is_an_error_not_silent():
+    logits = np.random.default_rng().standard_normal((2, 3)).astype(np.float32)
+    logits[1, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        nn.CrossEntropyLoss()(logits, np.array([0, 1]))
+
+
+def test_unknown_device_and_missing_gpu():
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        get_backend("tpu")
+    try:
+        get_backend("cuda")
+    except GpuUnavailableError as err:
+        assert str(err)  # says what is missing
+    else:
+        pytest.skip("a GPU is present: the missing-GPU message cannot be shown here")

@@ -1,0 +1,106 @@
+"""Module, Sequential and optimizer bookkeeping: parameters, state dicts, modes, devices, summary."""
+
+import numpy as np
+import pytest
+
+from gpucnn import nn, optim
+
+
+def small_net(rng):
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, rng=rng), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Dropout(0.25), nn.Flatten(), nn.Linear(36, 2, rng=rng),
+    )  # fmt: skip
+
+
+def test_parameters_and_state_dict_names_follow_pytorch():
+    model = small_net(np.random.default_rng())
+    names = [name for name, _ in model.named_parameters()]
+    assert names == ["0.weight", "0.bias", "1.weight", "1.bias", "6.weight", "6.bias"]
+    state = model.state_dict()
+    assert set(state) == set(names) | {"1.running_mean", "1.running_var", "1.num_batches_tracked"}
+    assert state["0.weight"].shape == (4, 1, 3, 3) and state["6.weight"].shape == (2, 36)
+
+
+def test_state_dict_round_trip_restores_outputs():
+    rng = np.random.default_rng()
+    a, b = small_net(rng).eval(), small_net(rng).eval()
+    x = rng.standard_normal((3, 1, 8, 8)).astype(np.float32)
+    assert not np.allclose(a(x), b(x))
+    b.load_state_dict(a.state_dict())
+    np.testing.assert_array_equal(a(x), b(x))
+
+
+def test_load_state_dict_refuses_mismatches():
+    model = small_net(np.random.default_rng())
+    state = model.state_dict()
+    with pytest.raises(ValueError, match="missing"):
+        model.load_state_dict({k: v for k, v in state.items() if k != "0.bias"})
+    state["6.weight"] = np.zeros((3, 36), np.float32)
+    with pytest.raises(ValueError, match=r"6\.weight.*\(3, 36\)"):
+        model.load_state_dict(state)
+
+
+def test_zero_grad_train_eval_and_dropout():
+    rng = np.random.default_rng()
+    model = small_net(rng)
+    x = rng.standard_normal((4, 1, 8, 8)).astype(np.float32)
+    model.backward(np.ones_like(model(x)))
+    assert any(np.abs(p.grad).sum() > 0 for p in model.parameters())
+    model.zero_grad()
+    assert all(np.abs(p.grad).sum() == 0 for p in model.parameters())
+    model.eval()
+    assert not model[4].training and not model[1].training
+    np.testing.assert_array_equal(model(x), model(x))  # eval: deterministic
+    model.train()
+    assert model[4].training
+
+
+def test_dropout_random_state_resumes_the_same_masks():
+    x = np.ones((2, 50), np.float32)
+    drop = nn.Dropout(0.5, seed=7)
+    drop(x)
+    saved = drop.random_state()
+    expected = drop(x)
+    other = nn.Dropout(0.5, seed=123)
+    other.set_random_state(saved)
+    np.testing.assert_array_equal(other(x), expected)
+    kept = expected != 0
+    assert 0 < kept.sum() < x.size and np.all(expected[kept] == 2.0)
+
+
+def test_optimizer_state_dict_round_trip_continues_identically():
+    rng = np.random.default_rng()
+    grads = [rng.standard_normal(5).astype(np.float32) for _ in range(4)]
+
+    def run(steps, opt_state=None):
+        p = nn.Parameter(np.arange(5, dtype=np.float32))
+        opt = optim.Adam([p], 0.1)
+        if opt_state is not None:
+            p.data[...] = opt_state[0]
+            opt.load_state_dict(opt_state[1])
+        for g in steps:
+            p.grad[...] = g
+            opt.step()
+        return p.data.copy(), opt.state_dict()
+
+    full, _ = run(grads)
+    half_p, half_state = run(grads[:2])
+    resumed, _ = run(grads[2:], (half_p, half_state))
+    np.testing.assert_array_equal(full, resumed)
+
+
+def test_summary_lists_shapes_and_parameter_counts():
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 13 * 13, 10)
+    )
+    text = model.summary((1, 28, 28))
+    assert "(16, 26, 26)" in text and "(16, 13, 13)" in text and "(10,)" in text
+    assert "160" in text  # 16 * (3*3*1 + 1), the tutorial's count
+    assert f"{160 + 2704 * 10 + 10:,}" in text
+
+
+def test_to_cpu_keeps_arrays_on_cpu():
+    model = small_net(np.random.default_rng()).to("cpu")
+    assert all(isinstance(p.data, np.ndarray) for p in model.parameters())
+    assert model.backend.name == "cpu"
