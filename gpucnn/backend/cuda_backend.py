@@ -1,0 +1,445 @@
+"""The CUDA backend: one launcher per kernel of ``kernels_cuda/``, written once for two runners.
+
+:class:`CudaBackend` holds the launchers. They allocate only through ``self.xp`` and reach kernels
+only through ``self.runner.module(...)``, so the same code drives CuPy on a GPU
+(:class:`CupyBackend`, device ``"cuda"``) and NumPy under the CPU emulation runner (``"cuda-emu"``).
+Every launcher checks dtypes (float32/float64), makes its inputs C-contiguous (a kernel reads raw
+memory: a strided view would be read wrongly), and casts each scalar to the kernel parameter's exact
+type: ``np.int64`` for sizes and indices (all kernel index arithmetic is 64-bit), ``np.int32`` for
+``int`` flags, and the array's own float type for ``T``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..errors import GpuUnavailableError
+from ..shapes import Padding2d, Pair, window_output_shape
+from . import kernels
+from .base import Backend
+
+_CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+_BLOCK = 256  # BLOCK_1D in common.cuh, and the 16 x 16 threads of conv2d.cu's GEMM tiles
+_MAX_GRID_1D = 65535  # grid-stride kernels cover larger arrays by looping
+_MAX_GRID_YZ = 65535  # CUDA's limit on gridDim.y and gridDim.z
+_TILE = 64  # TILE_M == TILE_P in conv2d.cu
+_TILE_Q = 16  # TILE_Q in conv2d.cu
+_TARGET_BLOCKS = 512  # enough blocks to fill a large GPU, for the split weight-gradient reduction
+_MIN_SPLIT = 1024  # reduction steps per block below which splitting stops paying
+_i64 = np.int64
+_i32 = np.int32
+
+
+def _blocks(count: int, per_block: int = _BLOCK) -> int:
+    return -(-count // per_block)
+
+
+def _grid_1d(count: int) -> tuple[int]:
+    """Grid of a 1-D grid-stride kernel over ``count`` elements."""
+    return (min(_blocks(count), _MAX_GRID_1D),)
+
+
+class CudaBackend(Backend):
+    """The CUDA kernels' launchers over an array module ``xp`` and a kernel ``runner``."""
+
+    name = "cuda"
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+        self._functions: dict[tuple[str, str, str], Any] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def _kernel(self, family: str, kernel: str, dtype: Any) -> Any:
+        """The compiled ``kernel<T>`` of ``kernels_cuda/<family>.cu`` for float dtype ``dtype``."""
+        key = (family, kernel, _CTYPES[np.dtype(dtype)])
+        if key not in self._functions:
+            module = self.runner.module(family, kernels.name_expressions(family))
+            self._functions[key] = module.get_function(f"{kernel}<{key[2]}>")
+        return self._functions[key]
+
+    def _launch(self, family: str, kernel: str, grid: tuple, *args: Any) -> None:
+        """Launch ``kernel<T>`` (T from args[0], always a T array) with 256-thread blocks; an
+        empty grid launches nothing."""
+        if all(grid):
+            self._kernel(family, kernel, args[0].dtype)(grid, (_BLOCK,), args)
+
+    def _floats(self, op: str, *arrays: Any) -> tuple[Any, ...]:
+        """``arrays`` C-contiguous (copied if needed), checked to share a float dtype."""
+        dtypes = {np.dtype(a.dtype) for a in arrays}
+        if len(dtypes) != 1 or next(iter(dtypes)) not in _CTYPES:
+            got = ", ".join(str(a.dtype) for a in arrays)
+            raise TypeError(f"{op}: expected float32 or float64 arrays of one dtype, got {got}")
+        return tuple(self.xp.ascontiguousarray(a) for a in arrays)
+
+    @staticmethod
+    def _in_place(op: str, **arrays: Any) -> None:
+        """Refuse arrays updated in place that are not C-contiguous (a copy would be lost)."""
+        for name, a in arrays.items():
+            if a is not None and not a.flags.c_contiguous:
+                raise ValueError(f"{op}: {name} must be C-contiguous to be updated in place")
+
+    def _labels(self, op: str, labels: Any, n: int, classes: int) -> Any:
+        """labels (N,) of an integer dtype, range-checked on the host -> int64, C-contiguous."""
+        labels = self.xp.asarray(labels)
+        if labels.shape != (n,) or labels.dtype.kind not in "iu":
+            raise ValueError(
+                f"{op}: labels must be ({n},) integers, got {labels.shape} {labels.dtype}"
+            )
+        if n and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+            raise ValueError(
+                f"{op}: labels must lie in [0, {classes}), got {labels.min()}..{labels.max()}"
+            )
+        return self.xp.ascontiguousarray(labels.astype(self.xp.int64, copy=False))
+
+    # ------------------------------------------------------------- convolution
+    @staticmethod
+    def _conv_args(x_shape, w_shape, out_hw, stride, padding, dilation, groups) -> tuple:
+        """The geometry scalars every conv2d kernel takes, in the kernels' parameter order."""
+        n, c, h, w = x_shape
+        k, cg, r, s = w_shape
+        if groups < 1 or c != cg * groups or k % groups:
+            raise ValueError(
+                f"conv2d: x {tuple(x_shape)} and w {tuple(w_shape)} with groups={groups}"
+            )
+        if groups > _MAX_GRID_YZ or _blocks(max(k // groups, c // groups), _TILE) > _MAX_GRID_YZ:
+            raise ValueError(f"conv2d: {groups} groups of {k // groups} filters exceed the grid")
+        dims = (n, c, h, w, k, *out_hw, r, s, *stride, padding[0][0], padding[1][0], *dilation)
+        return (*(_i64(v) for v in dims), _i64(groups))
+
+    def conv2d_forward(self, x, w, b, stride: Pair, padding: Padding2d, dilation: Pair, groups):
+        """Implicit-GEMM kernel. grid = (N*Ho*Wo / 64, K/groups / 64, groups), block = 256."""
+        x, w, *bias = self._floats("conv2d_forward", x, w, *([] if b is None else [b]))
+        out_hw = window_output_shape(x.shape[2:], w.shape[2:], stride, padding, dilation, "conv2d")
+        args = self._conv_args(x.shape, w.shape, out_hw, stride, padding, dilation, groups)
+        n, k = x.shape[0], w.shape[0]
+        y = self.xp.empty((n, k, *out_hw), dtype=x.dtype)
+        grid = (_blocks(n * out_hw[0] * out_hw[1], _TILE), _blocks(k // groups, _TILE), groups)
+        # Without a bias the kernel never reads its bias pointer; w stands in for it.
+        bias_ptr = bias[0] if bias else w
+        self._launch("conv2d", "conv2d_forward", grid, x, w, bias_ptr, y, *args, _i32(bool(bias)))
+        return y
+
+    def conv2d_backward_input(self, gy, w, x_shape, stride, padding, dilation, groups):
+        """Gather-form implicit GEMM. grid = (N*H*W / 64, C/groups / 64, groups), block = 256."""
+        gy, w = self._floats("conv2d_backward_input", gy, w)
+        args = self._conv_args(x_shape, w.shape, gy.shape[2:], stride, padding, dilation, groups)
+        n, c, h, width = x_shape
+        gx = self.xp.empty(tuple(x_shape), dtype=gy.dtype)
+        grid = (_blocks(n * h * width, _TILE), _blocks(c // groups, _TILE), groups)
+        self._launch("conv2d", "conv2d_backward_input", grid, gy, w, gx, *args)
+        return gx
+
+    def conv2d_backward_weight(self, gy, x, w_shape, stride, padding, dilation, groups):
+        """Implicit GEMM over (n, oh, ow), split in fixed chunks summed in a fixed order.
+
+        grid = (C/groups*R*S / 64, K/groups / 64, groups * splits), block = 256; then, when
+        splits > 1, ``sum_partials`` over K*C/groups*R*S elements (1-D grid-stride).
+        """
+        gy, x = self._floats("conv2d_backward_weight", gy, x)
+        args = self._conv_args(x.shape, w_shape, gy.shape[2:], stride, padding, dilation, groups)
+        k, cg, r, s = w_shape
+        reduction = gy.shape[0] * gy.shape[2] * gy.shape[3]
+        tiles = _blocks(k // groups, _TILE) * _blocks(cg * r * s, _TILE) * groups
+        want = min(_blocks(_TARGET_BLOCKS, tiles), _blocks(reduction, _MIN_SPLIT))
+        chunk = _blocks(reduction, max(1, min(want, _MAX_GRID_YZ // groups)))
+        chunk = max(1, _blocks(chunk, _TILE_Q)) * _TILE_Q  # whole TILE_Q slabs per split
+        splits = max(1, _blocks(reduction, chunk))
+        gw = self.xp.empty(tuple(w_shape), dtype=gy.dtype)
+        part = gw if splits == 1 else self.xp.empty((splits, *w_shape), dtype=gy.dtype)
+        grid = (_blocks(cg * r * s, _TILE), _blocks(k // groups, _TILE), groups * splits)
+        self._launch("conv2d", "conv2d_backward_weight", grid, gy, x, part, *args, _i64(chunk))
+        if splits > 1:
+            count = _i64(gw.size)
+            self._launch("conv2d", "sum_partials", _grid_1d(gw.size), part, gw, _i64(splits), count)
+        return gw
+
+    def conv2d_backward_bias(self, gy):
+        """One block per output channel, a fixed-order tree sum. grid = (K,), block = 256."""
+        (gy,) = self._floats("conv2d_backward_bias", gy)
+        n, k = gy.shape[:2]
+        gb = self.xp.empty((k,), dtype=gy.dtype)
+        hw = _i64(math.prod(gy.shape[2:]))
+        self._launch("conv2d", "conv2d_backward_bias", (k,), gy, gb, _i64(n), _i64(k), hw)
+        return gb
+
+    # ---------------------------------------------------------------- pooling
+    @staticmethod
+    def _pool_args(x_shape, out_hw, kernel: Pair, stride: Pair, padding: Pair) -> tuple:
+        n, c, h, w = x_shape
+        return tuple(_i64(v) for v in (n * c, h, w, *out_hw, *kernel, *stride, *padding))
+
+    @staticmethod
+    def _pool_out(x_shape, kernel, stride, padding, what) -> Pair:
+        pads = ((padding[0], padding[0]), (padding[1], padding[1]))
+        return window_output_shape(x_shape[2:], kernel, stride, pads, (1, 1), what)
+
+    def max_pool2d_forward(self, x, kernel: Pair, stride: Pair, padding: Pair):
+        """One thread per output (1-D grid-stride, block 256) -> (y, argmax int32)."""
+        (x,) = self._floats("max_pool2d_forward", x)
+        if x.shape[2] * x.shape[3] >= 2**31:
+            raise ValueError(
+                f"max_pool2d: a {x.shape[2]}x{x.shape[3]} plane overflows int32 argmax"
+            )
+        out_hw = self._pool_out(x.shape, kernel, stride, padding, "max_pool2d")
+        y = self.xp.empty((*x.shape[:2], *out_hw), dtype=x.dtype)
+        argmax = self.xp.empty(y.shape, dtype=self.xp.int32)
+        args = self._pool_args(x.shape, out_hw, kernel, stride, padding)
+        self._launch("pool2d", "max_pool2d_forward", _grid_1d(y.size), x, y, argmax, *args)
+        return y, argmax
+
+    def max_pool2d_backward(self, gy, argmax, x_shape, kernel: Pair, stride: Pair, padding: Pair):
+        """One thread per input pixel gathers its windows (1-D grid-stride, block 256)."""
+        (gy,) = self._floats("max_pool2d_backward", gy)
+        if argmax.dtype != np.int32 or argmax.shape != gy.shape:
+            got = f"{argmax.dtype} {argmax.shape}"
+            raise TypeError(f"max_pool2d_backward: argmax must be int32 {gy.shape}, got {got}")
+        argmax = self.xp.ascontiguousarray(argmax)
+        gx = self.xp.empty(tuple(x_shape), dtype=gy.dtype)
+        args = self._pool_args(x_shape, gy.shape[2:], kernel, stride, padding)
+        self._launch("pool2d", "max_pool2d_backward", _grid_1d(gx.size), gy, argmax, gx, *args)
+        return gx
+
+    def avg_pool2d_forward(self, x, kernel: Pair, stride: Pair, padding: Pair):
+        """One thread per output (1-D grid-stride, block 256); divisor kh*kw."""
+        (x,) = self._floats("avg_pool2d_forward", x)
+        out_hw = self._pool_out(x.shape, kernel, stride, padding, "avg_pool2d")
+        y = self.xp.empty((*x.shape[:2], *out_hw), dtype=x.dtype)
+        args = self._pool_args(x.shape, out_hw, kernel, stride, padding)
+        divisor = x.dtype.type(kernel[0] * kernel[1])
+        self._launch("pool2d", "avg_pool2d_forward", _grid_1d(y.size), x, y, *args, divisor)
+        return y
+
+    def avg_pool2d_backward(self, gy, x_shape, kernel: Pair, stride: Pair, padding: Pair):
+        """One thread per input pixel gathers its windows (1-D grid-stride, block 256)."""
+        (gy,) = self._floats("avg_pool2d_backward", gy)
+        gx = self.xp.empty(tuple(x_shape), dtype=gy.dtype)
+        args = self._pool_args(x_shape, gy.shape[2:], kernel, stride, padding)
+        divisor = gy.dtype.type(kernel[0] * kernel[1])
+        self._launch("pool2d", "avg_pool2d_backward", _grid_1d(gx.size), gy, gx, *args, divisor)
+        return gx
+
+    def global_avg_pool2d_forward(self, x):
+        """One block per (n, c) plane, a fixed-order tree sum. grid = (N*C,), block = 256."""
+        (x,) = self._floats("global_avg_pool2d_forward", x)
+        y = self.xp.empty(x.shape[:2], dtype=x.dtype)
+        hw = _i64(x.shape[2] * x.shape[3])
+        self._launch("pool2d", "global_avg_pool2d_forward", (y.size,), x, y, hw)
+        return y
+
+    def global_avg_pool2d_backward(self, gy, x_shape):
+        """1-D grid-stride over N*C*H*W, block 256."""
+        (gy,) = self._floats("global_avg_pool2d_backward", gy)
+        gx = self.xp.empty(tuple(x_shape), dtype=gy.dtype)
+        hw = _i64(x_shape[2] * x_shape[3])
+        self._launch(
+            "pool2d", "global_avg_pool2d_backward", _grid_1d(gx.size), gy, gx, _i64(gy.size), hw
+        )
+        return gx
+
+    # ------------------------------------------------------------ elementwise
+    def relu_forward(self, x):
+        """1-D grid-stride, block 256."""
+        (x,) = self._floats("relu_forward", x)
+        y = self.xp.empty_like(x)
+        self._launch("activation", "relu_forward", _grid_1d(x.size), x, y, _i64(x.size))
+        return y
+
+    def relu_backward(self, gy, y):
+        """1-D grid-stride, block 256."""
+        gy, y = self._floats("relu_backward", gy, y)
+        gx = self.xp.empty_like(gy)
+        self._launch("activation", "relu_backward", _grid_1d(gy.size), gy, y, gx, _i64(gy.size))
+        return gx
+
+    def bias_relu_forward(self, x, b):
+        """relu(x + b per channel) in one pass; x: (N, C, ...). 1-D grid-stride, block 256."""
+        x, b = self._floats("bias_relu_forward", x, b)
+        y = self.xp.empty_like(x)
+        hw = _i64(math.prod(x.shape[2:]))
+        args = (x, b, y, _i64(x.size), _i64(x.shape[1]), hw)
+        self._launch("activation", "bias_relu_forward", _grid_1d(x.size), *args)
+        return y
+
+    @staticmethod
+    def _dropout_args(count: int, p: float, seed: int, dtype: Any) -> tuple:
+        scale = np.dtype(dtype).type(1.0 / (1.0 - p))  # rounded like base's float64 -> dtype cast
+        return (_i64(count), np.uint64(seed & 0xFFFFFFFFFFFFFFFF), np.float64(p), scale)
+
+    def dropout_mask(self, shape, p: float, seed: int, dtype):
+        """Counter-based mask, the same bits as the CPU's. 1-D grid-stride, block 256."""
+        mask = self.xp.empty(tuple(shape), dtype=dtype)
+        self._floats("dropout_mask", mask)
+        args = (mask, *self._dropout_args(mask.size, p, seed, dtype))
+        self._launch("dropout", "dropout_mask", _grid_1d(mask.size), *args)
+        return mask
+
+    def dropout_forward(self, x, p: float, seed: int):
+        """(x * mask, mask) in one pass. 1-D grid-stride, block 256."""
+        (x,) = self._floats("dropout_forward", x)
+        y, mask = self.xp.empty_like(x), self.xp.empty_like(x)
+        args = (x, y, mask, *self._dropout_args(x.size, p, seed, x.dtype))
+        self._launch("dropout", "dropout_forward", _grid_1d(x.size), *args)
+        return y, mask
+
+    # ------------------------------------------------------------- batch norm
+    def batch_norm2d_forward_train(self, x, gamma, beta, eps: float):
+        """One block per channel (statistics, then y). grid = (C,), block = 256."""
+        x, gamma, beta = self._floats("batch_norm2d_forward_train", x, gamma, beta)
+        n, c = x.shape[:2]
+        y = self.xp.empty_like(x)
+        mean, invstd = self.xp.empty((c,), x.dtype), self.xp.empty((c,), x.dtype)
+        hw = _i64(math.prod(x.shape[2:]))
+        args = (x, gamma, beta, y, mean, invstd, _i64(n), _i64(c), hw, x.dtype.type(eps))
+        self._launch("batchnorm", "batch_norm2d_forward_train", (c,), *args)
+        return y, mean, invstd
+
+    def batch_norm2d_forward_eval(self, x, gamma, beta, running_mean, running_var, eps: float):
+        """Elementwise with running statistics. 1-D grid-stride, block 256."""
+        arrays = self._floats(
+            "batch_norm2d_forward_eval", x, gamma, beta, running_mean, running_var
+        )
+        x = arrays[0]
+        y = self.xp.empty_like(x)
+        hw = _i64(math.prod(x.shape[2:]))
+        args = (*arrays, y, _i64(x.size), _i64(x.shape[1]), hw, x.dtype.type(eps))
+        self._launch("batchnorm", "batch_norm2d_forward_eval", _grid_1d(x.size), *args)
+        return y
+
+    def batch_norm2d_backward(self, gy, x, gamma, mean, invstd):
+        """One block per channel (two sums, then gx). grid = (C,), block = 256."""
+        arrays = self._floats("batch_norm2d_backward", gy, x, gamma, mean, invstd)
+        n, c = x.shape[:2]
+        gx = self.xp.empty_like(arrays[0])
+        ggamma, gbeta = self.xp.empty((c,), gx.dtype), self.xp.empty((c,), gx.dtype)
+        hw = _i64(math.prod(x.shape[2:]))
+        args = (*arrays, gx, ggamma, gbeta, _i64(n), _i64(c), hw)
+        self._launch("batchnorm", "batch_norm2d_backward", (c,), *args)
+        return gx, ggamma, gbeta
+
+    # ------------------------------------------------------------ loss, optim
+    def softmax_cross_entropy_forward(self, logits, labels):
+        """One block per row (grid (N,)), then one block for the batch mean -> (loss 0-d, probs)."""
+        (logits,) = self._floats("softmax_cross_entropy_forward", logits)
+        n, k = logits.shape
+        labels = self._labels("softmax_cross_entropy_forward", labels, n, k)
+        probs = self.xp.empty_like(logits)
+        row_loss, loss = self.xp.empty((n,), logits.dtype), self.xp.empty((1,), logits.dtype)
+        fam = "softmax_xent"
+        self._launch(
+            fam, "softmax_cross_entropy_forward", (n,), logits, labels, probs, row_loss, _i64(k)
+        )
+        self._launch(fam, "mean_of_rows", (1,), row_loss, loss, _i64(n))
+        return loss.reshape(()), probs
+
+    def softmax_cross_entropy_backward(self, probs, labels):
+        """(probs - onehot) / N, elementwise. 1-D grid-stride, block 256."""
+        (probs,) = self._floats("softmax_cross_entropy_backward", probs)
+        n, k = probs.shape
+        labels = self._labels("softmax_cross_entropy_backward", labels, n, k)
+        grad = self.xp.empty_like(probs)
+        args = (probs, labels, grad, _i64(n), _i64(k))
+        self._launch("softmax_xent", "softmax_cross_entropy_backward", _grid_1d(grad.size), *args)
+        return grad
+
+    def sgd_update(self, p, g, velocity, lr, momentum, nesterov, weight_decay, first_step):
+        """In place on p (and velocity). 1-D grid-stride, block 256."""
+        self._in_place("sgd_update", p=p, velocity=velocity)
+        if momentum and velocity is None:
+            raise ValueError("sgd_update: momentum needs a velocity buffer")
+        g = self._floats("sgd_update", p, g, *([velocity] if momentum else []))[1]
+        t = p.dtype.type
+        # Without momentum the kernel never touches velocity; p stands in for it.
+        v = velocity if momentum else p
+        flags = (_i32(bool(momentum)), _i32(bool(nesterov)), _i32(bool(first_step)))
+        args = (p, g, v, _i64(p.size), t(lr), t(momentum), t(weight_decay), *flags)
+        self._launch("optim", "sgd_update", _grid_1d(p.size), *args)
+
+    def adam_update(self, p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+        """In place on p, m, v; bias corrections derived on the host. 1-D grid-stride, block 256."""
+        self._in_place("adam_update", p=p, m=m, v=v)
+        g = self._floats("adam_update", p, g, m, v)[1]
+        t = p.dtype.type
+        coupled = 0.0 if decoupled else weight_decay
+        decay = 1.0 - lr * weight_decay if decoupled else 1.0
+        step_size, bias2_sqrt = lr / (1.0 - beta1**step), math.sqrt(1.0 - beta2**step)
+        scalars = (beta1, 1 - beta1, beta2, 1 - beta2, eps, coupled, decay, step_size, bias2_sqrt)
+        args = (p, g, m, v, _i64(p.size), *(t(s) for s in scalars))
+        self._launch("optim", "adam_update", _grid_1d(p.size), *args)
+
+
+class CupyBackend(CudaBackend):
+    """Device ``"cuda"``: CuPy arrays on the current GPU, kernels compiled by CuPy (NVRTC)."""
+
+    def __init__(self) -> None:
+        import cupy
+
+        super().__init__(kernels.CupyRunner())
+        self.xp = cupy
+
+    def asarray(self, a: Any, dtype: Any = None) -> Any:
+        return self.xp.asarray(a, dtype=dtype)
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        return self.xp.asnumpy(a)
+
+    def owns(self, a: Any) -> bool:
+        return isinstance(a, self.xp.ndarray)
+
+    def synchronize(self) -> None:
+        self.xp.cuda.get_current_stream().synchronize()
+
+    def warmup(self) -> None:
+        """Compile every kernel family now rather than at first use."""
+        self.runner.warmup()
+
+
+_INSTALL = "pip install 'gpucnn[cuda12]' (CUDA 12 driver) or 'gpucnn[cuda13]' (CUDA 13 driver)"
+
+
+def _cuda_version(v: int) -> str:
+    return f"{v // 1000}.{v % 1000 // 10}"
+
+
+def _check_device(cupy: Any) -> None:
+    """Raise GpuUnavailableError naming what is missing: driver, device, or the right CuPy wheel."""
+    runtime = cupy.cuda.runtime
+    try:
+        driver = runtime.driverGetVersion()
+        wheel = runtime.runtimeGetVersion()
+    except Exception as err:  # CuPy raises its own CUDARuntimeError, or fails to load libcudart
+        raise GpuUnavailableError(
+            f"the CUDA runtime could not be loaded ({err}); {_INSTALL}"
+        ) from err
+    if driver == 0:
+        raise GpuUnavailableError("no NVIDIA driver found: install the NVIDIA driver to use 'cuda'")
+    if driver // 1000 < wheel // 1000:
+        raise GpuUnavailableError(
+            f"the installed CuPy wheel needs CUDA {_cuda_version(wheel)} but the NVIDIA driver "
+            f"supports CUDA {_cuda_version(driver)}: update the driver, or install the CuPy "
+            f"wheel for your driver instead: {_INSTALL}"
+        )
+    try:
+        count = runtime.getDeviceCount()
+    except Exception as err:
+        raise GpuUnavailableError(f"no usable NVIDIA GPU: {err}") from err
+    if count == 0:
+        raise GpuUnavailableError("no NVIDIA GPU found (the driver reports 0 devices)")
+
+
+def create_cuda_backend() -> CupyBackend:
+    """The ``"cuda"`` backend, or one GpuUnavailableError saying what is missing and the fix."""
+    try:
+        import cupy
+    except ModuleNotFoundError as err:
+        if err.name != "cupy":
+            raise GpuUnavailableError(f"CuPy failed to import ({err}); {_INSTALL}") from err
+        raise GpuUnavailableError(f"CuPy is not installed: {_INSTALL}") from err
+    except Exception as err:  # a broken install: two CuPy wheels, missing CUDA libraries, ...
+        raise GpuUnavailableError(
+            f"CuPy failed to import ({err}); reinstall one wheel: {_INSTALL}"
+        ) from err
+    _check_device(cupy)
+    return CupyBackend()

@@ -1,0 +1,151 @@
+"""The ``cuda-emu`` device: gpucnn's CUDA kernels and launchers, run on the CPU.
+
+:class:`EmulationRunner` (in ``emulation_runner``) builds ``kernels_cuda/*.cu`` with g++ against
+``cuda_compat.h`` and launches kernels with CuPy's ``RawKernel`` call shape; each block's threads
+run as fibers, so barriers, shared memory and warp shuffles behave as on a GPU, and every array sits
+between guard zones that catch out-of-bounds accesses. :class:`EmulatedCudaBackend` is the CUDA
+backend with this runner in place of CuPy's and NumPy (wrapped by :data:`xp`) in place of CuPy, so
+the launchers run unchanged. Slow; it is for tests and for debugging kernels without a GPU.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import numpy as np
+
+from ..errors import GpuUnavailableError
+from .cuda_backend import CudaBackend
+from .emulation_build import EmulationBuildError, find_compiler
+from .emulation_runner import EmulatedKernel, EmulatedModule, EmulationError, EmulationRunner
+
+
+class EmuArray(np.ndarray):
+    """A NumPy array that lives on the emulated device.
+
+    Mixing one with a host ``numpy.ndarray`` in arithmetic raises TypeError, as CuPy refuses NumPy
+    arrays (NumPy scalars and Python numbers are fine).
+    """
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        out = kwargs.get("out", ())
+        for a in (*inputs, *out):
+            if isinstance(a, np.ndarray) and not isinstance(a, EmuArray):
+                raise TypeError(
+                    f"cuda-emu: {ufunc.__name__} mixes a device array with a host numpy.ndarray "
+                    f"of shape {a.shape}; move it with backend.asarray() first"
+                )
+        inputs = tuple(_plain(a) for a in inputs)
+        if out:
+            kwargs["out"] = tuple(_plain(a) for a in out)
+        result = getattr(ufunc, method)(*inputs, **kwargs)
+        if out:
+            return out[0] if len(out) == 1 else out
+        return _wrap(result, scalars=True)
+
+
+def _plain(a: Any) -> Any:
+    return a.view(np.ndarray) if isinstance(a, EmuArray) else a
+
+
+def _wrap(result: Any, scalars: bool = False) -> Any:
+    """``result`` with ndarrays (and, if ``scalars``, NumPy scalars: CuPy's 0-d) as EmuArray."""
+    if isinstance(result, np.ndarray):
+        return result if isinstance(result, EmuArray) else result.view(EmuArray)
+    if scalars and isinstance(result, np.generic):
+        return np.asarray(result).view(EmuArray)
+    if isinstance(result, tuple | list):
+        return type(result)(_wrap(r, scalars) for r in result)
+    return result
+
+
+class _DeviceCallable:
+    """A NumPy function or ufunc whose array results come back as EmuArray."""
+
+    def __init__(self, fn: Any):
+        self._fn = fn
+
+    def __call__(self, *args, **kwargs):
+        return _wrap(self._fn(*args, **kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        return _device(getattr(self._fn, name))
+
+
+class _DeviceNumpy:
+    """NumPy as the array module of the emulated device (``xp``): same names, EmuArray results.
+
+    Types (``xp.float32``, ``xp.ndarray``, ``xp.dtype``) and constants are NumPy's own;
+    submodules (``xp.linalg``, ``xp.random``) are wrapped in turn.
+    """
+
+    def __init__(self, module: types.ModuleType):
+        self._module = module
+
+    def __getattr__(self, name: str) -> Any:
+        return _device(getattr(self._module, name))
+
+
+def _device(attr: Any) -> Any:
+    if isinstance(attr, types.ModuleType):
+        return _DeviceNumpy(attr)
+    if callable(attr) and not isinstance(attr, type):
+        return _DeviceCallable(attr)
+    return attr
+
+
+xp = _DeviceNumpy(np)
+
+
+class EmulatedCudaBackend(CudaBackend):
+    """Device ``"cuda-emu"``: the CUDA backend's launchers over EmuArray and the EmulationRunner."""
+
+    name = "cuda-emu"
+
+    def __init__(self) -> None:
+        super().__init__(EmulationRunner(device_array_type=EmuArray))
+        self.xp = xp
+
+    def asarray(self, a: Any, dtype: Any = None) -> EmuArray:
+        """``a`` (NumPy, EmuArray, CuPy or anything array-like) as a device array."""
+        if isinstance(a, EmuArray):
+            return a if dtype is None else a.astype(dtype, copy=False)
+        if hasattr(a, "get") and not isinstance(a, np.ndarray):
+            a = a.get()
+        return np.array(a, dtype=dtype, copy=True).view(EmuArray)
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        """A host copy of ``a`` as a plain ``numpy.ndarray``."""
+        return np.array(_plain(a), copy=True)
+
+    def owns(self, a: Any) -> bool:
+        """True for EmuArray, the emulated device's arrays."""
+        return isinstance(a, EmuArray)
+
+    def warmup(self) -> None:
+        """Build every kernel family now rather than at first use."""
+        self.runner.warmup()
+
+
+def create_emulated_backend() -> Any:
+    """The ``cuda-emu`` backend; GpuUnavailableError if there is no C++ compiler for the kernels."""
+    if find_compiler() is None:
+        raise GpuUnavailableError(
+            "device 'cuda-emu' needs a C++17 compiler to build the CUDA kernels for the CPU: "
+            "install g++ (e.g. apt install g++) or set CXX"
+        )
+    return EmulatedCudaBackend()
+
+
+__all__ = [
+    "EmuArray",
+    "EmulatedCudaBackend",
+    "EmulatedKernel",
+    "EmulatedModule",
+    "EmulationBuildError",
+    "EmulationError",
+    "EmulationRunner",
+    "create_emulated_backend",
+    "xp",
+]

@@ -1,0 +1,112 @@
+"""gpucnn's CUDA C sources: where they are, their text, and one lazy CuPy module per file.
+
+A kernel *family* is one file ``kernels_cuda/<family>.cu`` (``conv2d``, ``pool2d``, ...). Its
+kernels are ``template <typename T> __global__`` functions, compiled for ``float`` and ``double``
+through CuPy's ``name_expressions`` (``conv2d_forward<float>``); the names are read from the
+source, so there is no second list to keep in step. Nothing is compiled at import:
+:class:`CupyRunner` builds a family on first use (once per process) and
+:meth:`CupyRunner.warmup` builds them all up front.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+KERNEL_DIR_ENV = "GPUCNN_KERNEL_DIR"
+KERNEL_TYPES = ("float", "double")
+
+_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[ \t]*$', re.MULTILINE)
+_LINE_COMMENT = re.compile(r"//[^\n]*")
+_KERNEL = re.compile(r"(template\s*<\s*typename\s+T\s*>\s*)?__global__\s+void\s+(\w+)\s*\(")
+
+
+def kernel_dir() -> Path:
+    """The folder of the .cu sources: ``$GPUCNN_KERNEL_DIR``, else the installed package
+    ``gpucnn.kernels_cuda`` (wheel or editable install), else the checkout's ``kernels_cuda/``."""
+    override = os.environ.get(KERNEL_DIR_ENV)
+    if override:
+        return Path(override)
+    try:
+        installed = Path(str(importlib.resources.files("gpucnn.kernels_cuda")))
+    except ModuleNotFoundError:
+        installed = None
+    if installed is not None and any(installed.glob("*.cu")):
+        return installed
+    return Path(__file__).resolve().parents[2] / "kernels_cuda"
+
+
+def families() -> list[str]:
+    """Every kernel family in :func:`kernel_dir`, sorted."""
+    return sorted(p.stem for p in kernel_dir().glob("*.cu"))
+
+
+def _inline_includes(text: str, folder: Path, seen: set[str]) -> str:
+    def paste(match: re.Match) -> str:
+        name = match.group(1)
+        if name in seen:  # already pasted above: its include guard would drop it anyway
+            return f"// {name}: already inlined above"
+        seen.add(name)
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} (included from a kernel source) does not exist")
+        body = _inline_includes(path.read_text(), folder, seen)
+        return f"// ---- {name}, inlined by gpucnn.backend.kernels ----\n{body}\n// ---- end {name}"
+
+    return _INCLUDE.sub(paste, text)
+
+
+def load_source(family: str) -> str:
+    """The text of ``<family>.cu`` with its local ``#include "x.cuh"`` files pasted in place, so a
+    compile cache keyed on the source text also covers the headers."""
+    folder = kernel_dir()
+    path = folder / f"{family}.cu"
+    if not path.is_file():
+        raise FileNotFoundError(f"no kernel source {path} (kernel folder {folder})")
+    return _inline_includes(path.read_text(), folder, set())
+
+
+def name_expressions(family: str) -> tuple[str, ...]:
+    """The kernels of ``family`` as compile name expressions, e.g. ``("relu_forward<float>",
+    "relu_forward<double>", ...)``; a non-template kernel appears under its plain name."""
+    source = _LINE_COMMENT.sub("", load_source(family))
+    names: list[str] = []
+    for template, name in _KERNEL.findall(source):
+        names.extend(f"{name}<{t}>" for t in KERNEL_TYPES) if template else names.append(name)
+    if not names:
+        raise ValueError(f"{family}.cu defines no __global__ kernel")
+    return tuple(names)
+
+
+class CupyRunner:
+    """Compiles each kernel family with CuPy (NVRTC) on first use, once per process.
+
+    ``module(family, name_expressions)`` returns the ``cupy.RawModule``; its ``get_function(name)``
+    gives a kernel called as ``kernel(grid, block, args, shared_mem=0)``. CuPy also caches the
+    binary on disk (``CUPY_CACHE_DIR``) keyed on the full source text.
+    """
+
+    options = ("--std=c++17",)
+
+    def __init__(self) -> None:
+        self._modules: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def module(self, family: str, names: tuple[str, ...] | list[str]) -> Any:
+        with self._lock:
+            if family not in self._modules:
+                import cupy
+
+                self._modules[family] = cupy.RawModule(
+                    code=load_source(family), options=self.options, name_expressions=tuple(names)
+                )
+            return self._modules[family]
+
+    def warmup(self) -> None:
+        """Compile every family now (instead of at the first launch of each)."""
+        for family in families():
+            self.module(family, name_expressions(family)).compile()

@@ -1,0 +1,168 @@
+"""Checkpoints: one ``.npz`` with model spec, weights, optimizer and schedule state, epoch and RNGs.
+
+Written atomically (a temporary file in the same folder, fsync, ``os.replace``), so a crash leaves
+the previous checkpoint intact. Arrays are saved from the host, so a checkpoint written on either
+device loads on either device. Weight names are PyTorch's (``to_torch`` / ``from_torch`` convert).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from .nn.module import Module
+from .nn.zoo import build_from_spec
+
+FORMAT = "gpucnn-checkpoint"
+VERSION = 1
+_HEADER = "__header__"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, is corrupt, or does not match the model; names the file."""
+
+
+@dataclass
+class Checkpoint:
+    """The contents of a checkpoint file, on the host."""
+
+    spec: dict
+    model_state: dict[str, np.ndarray]
+    optimizer_state: dict[str, np.ndarray] = field(default_factory=dict)
+    scheduler_state: dict[str, np.ndarray] = field(default_factory=dict)
+    epoch: int = 0
+    rng_state: dict | None = None
+    random_state: dict[str, int] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    def build_model(self, device: str = "cpu") -> Module:
+        """The model of this checkpoint, weights loaded, on ``device``."""
+        model = build_from_spec(self.spec)
+        try:
+            model.load_state_dict(self.model_state)
+        except ValueError as err:
+            raise CheckpointError(
+                f"{self.path}: weights do not match the model spec: {err}"
+            ) from err
+        model.set_random_state(self.random_state)
+        return model.to(device)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync, rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return path
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: Module,
+    spec: dict,
+    *,
+    optimizer: Any = None,
+    scheduler: Any = None,
+    epoch: int = 0,
+    rng: np.random.Generator | None = None,
+    meta: dict | None = None,
+) -> Path:
+    """Write a checkpoint of ``model`` (built from ``spec``) and the training state to ``path``."""
+    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    if optimizer is not None:
+        arrays |= {f"optimizer/{k}": v for k, v in optimizer.state_dict().items()}
+    if scheduler is not None:
+        arrays |= {f"scheduler/{k}": v for k, v in scheduler.state_dict().items()}
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "spec": spec,
+        "epoch": epoch,
+        "rng_state": rng.bit_generator.state if rng is not None else None,
+        "random_state": model.random_state(),
+        "meta": meta or {},
+    }
+    arrays[_HEADER] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}  # reading checks each member's CRC
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{path}: no such checkpoint file") from err
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (corrupt or truncated: {err})"
+        ) from err
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`; a :class:`CheckpointError` if bad."""
+    path = Path(path)
+    arrays = _read_arrays(path)
+    try:
+        header = json.loads(arrays.pop(_HEADER).tobytes().decode())
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a gpucnn checkpoint (no valid header)") from err
+    if header.get("format") != FORMAT or header.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path}: unsupported checkpoint format {header.get('format')!r} "
+            f"version {header.get('version')!r} (expected {FORMAT!r} version {VERSION})"
+        )
+    parts: dict[str, dict[str, np.ndarray]] = {"model": {}, "optimizer": {}, "scheduler": {}}
+    for key, value in arrays.items():
+        group, _, name = key.partition("/")
+        if group not in parts:
+            raise CheckpointError(f"{path}: unexpected entry {key!r}")
+        parts[group][name] = value
+    return Checkpoint(
+        spec=header["spec"],
+        model_state=parts["model"],
+        optimizer_state=parts["optimizer"],
+        scheduler_state=parts["scheduler"],
+        epoch=int(header["epoch"]),
+        rng_state=header["rng_state"],
+        random_state=header["random_state"],
+        meta=header["meta"],
+        path=path,
+    )
+
+
+def to_torch(state: Module | dict[str, np.ndarray]) -> dict[str, Any]:
+    """A PyTorch state dict (CPU tensors) from a module or its ``state_dict()``; needs torch."""
+    import torch
+
+    if isinstance(state, Module):
+        state = state.state_dict()
+    return {key: torch.from_numpy(np.array(value)) for key, value in state.items()}
+
+
+def from_torch(state_dict: dict[str, Any]) -> dict[str, np.ndarray]:
+    """NumPy arrays from a PyTorch state dict, ready for ``Module.load_state_dict``."""
+    return {key: value.detach().cpu().numpy().copy() for key, value in state_dict.items()}

@@ -1,0 +1,192 @@
+"""The ``gpucnn`` command: argument parsing and dispatch; the work is done in the library modules.
+
+User errors (missing data, bad checkpoint, unknown model, no GPU, bad options) print one line on
+stderr and exit with status 2; set GPUCNN_DEBUG=1 to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from .backend import DEVICES
+from .data.datasets import dataset_names
+from .nn.zoo import model_names
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors on one line (exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .train import TrainConfig, fit
+
+    fields = TrainConfig.__dataclass_fields__
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    metrics = fit(config)
+    out = metrics["config"]["out"]
+    print(
+        f"test accuracy {metrics['test_accuracy']:.4f} "
+        f"({metrics['model']} on {metrics['dataset']}, "
+        f"{metrics['device']}, {metrics['epochs']} epochs, {metrics['train_seconds']:.1f} s "
+        f"training); outputs in {out}/"
+    )
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from .train import evaluate_checkpoint
+
+    loss, accuracy, data = evaluate_checkpoint(
+        args.checkpoint, args.dataset, args.data_dir, args.device
+    )
+    print(
+        f"test accuracy {accuracy:.4f} "
+        f"(loss {loss:.4f}, {len(data.test_y)} {data.name} test images)"
+    )
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from .predict import predict_files
+
+    for path, label, prob in predict_files(args.checkpoint, args.images, args.device):
+        print(f"{path}: {label} ({prob:.3f})")
+
+
+def _summary(args: argparse.Namespace) -> None:
+    from .demo import parameter_comparison
+    from .nn.zoo import build_model, model_spec
+
+    spec = model_spec(args.model)
+    print(f"model {args.model}\n{build_model(args.model).summary(tuple(spec['input_shape']))}\n")
+    print(parameter_comparison())
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(args.device, args.out)
+
+
+def _info(args: argparse.Namespace) -> None:
+    from .sysinfo import describe
+
+    print(describe())
+
+
+def _download(args: argparse.Namespace) -> None:
+    from .data.download import download
+
+    folder = download(args.name, args.data_dir, args.base_url)
+    print(f"{args.name}: files verified in {folder} (use --data-dir {folder})")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model (default: the tutorial's lines task)",
+        description="Train a zoo model; unset options come from its recipe.",
+    )
+    p.add_argument(
+        "--dataset", choices=dataset_names(), help="default: the model's dataset, or lines"
+    )
+    p.add_argument("--model", choices=model_names(), help="default: the dataset's model")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
+    p.add_argument("--momentum", type=float, help="SGD momentum (Nesterov)")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--schedule", choices=("none", "cosine", "step"), help="learning-rate schedule")
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        help="random shifts (and flips where labels allow)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", metavar="DIR", help="output folder (default runs/DATASET-MODEL)")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/model.npz")
+    p.add_argument("--train-size", type=int, metavar="N", help="use the first N training images")
+    p.add_argument("--test-size", type=int, metavar="N", help="use the first N test images")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    _add_device(p)
+    _add_data_dir(p)
+    p.set_defaults(func=_train)
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=DEVICES, default="cpu", help="default: cpu")
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir", metavar="DIR", help="folder with the IDX files (or set GPUCNN_DATA)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``gpucnn`` argument parser with every subcommand."""
+    parser = _Parser(prog="gpucnn", description="A CNN library on NumPy (CPU) and CUDA (GPU).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(sub)
+
+    p = sub.add_parser("eval", help="test accuracy of a checkpoint")
+    p.add_argument("--checkpoint", required=True, metavar="FILE")
+    p.add_argument("--dataset", choices=dataset_names(), help="default: the checkpoint's")
+    _add_device(p)
+    _add_data_dir(p)
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("predict", help="classify image files (PNG, JPEG, PGM)")
+    p.add_argument("--checkpoint", required=True, metavar="FILE")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    _add_device(p)
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("summary", help="layer shapes and parameter counts of a model")
+    p.add_argument("--model", choices=model_names(), default="tutorial-mnist")
+    p.set_defaults(func=_summary)
+
+    p = sub.add_parser("demo", help="the tutorial's walk-through, saving PNGs")
+    p.add_argument("--out", metavar="DIR", default="runs/demo")
+    _add_device(p)
+    p.set_defaults(func=_demo)
+
+    p = sub.add_parser("info", help="devices, CuPy/CUDA versions, kernel cache")
+    p.set_defaults(func=_info)
+
+    p = sub.add_parser("download", help="fetch MNIST or Fashion-MNIST, checking SHA-256 sums")
+    p.add_argument("name", choices=("mnist", "fashion-mnist"))
+    p.add_argument("--data-dir", metavar="DIR", required=True)
+    p.add_argument("--base-url", help="mirror to download from instead of the official one")
+    p.set_defaults(func=_download)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``gpucnn`` command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv.insert(0, "train")  # "gpucnn" alone trains the lines task
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, or a usage error already printed on one line
+        return int(exit_.code or 0)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("gpucnn: interrupted (continue a training run with --resume)", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, RuntimeError, ImportError) as err:
+        if os.environ.get("GPUCNN_DEBUG"):
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"gpucnn: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0

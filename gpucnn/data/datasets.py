@@ -1,0 +1,208 @@
+"""Datasets by name: ``lines`` (generated), ``fashion-mnist`` and ``mnist`` (IDX files on disk)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .idx import IdxError, read_idx, write_idx
+from .lines import CLASSES as LINES_CLASSES
+from .lines import generate_lines
+
+ENV_VAR = "GPUCNN_DATA"
+DEBIAN_ROOT = Path("/usr/share/datasets")
+IDX_FILES = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A dataset's files are not where gpucnn looks; the message says how to get them."""
+
+
+@dataclass
+class Dataset:
+    """Train and test arrays of one dataset, unnormalised (uint8 pixels or float32 values).
+
+    ``train_x``: (N, C, H, W), ``train_y``: (N,) int64; ``mean``/``std`` normalise the raw values;
+    ``augment``: the augmentations that keep labels valid (``shift`` pixels, horizontal ``flip``).
+    """
+
+    name: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    classes: tuple[str, ...]
+    mean: float = 0.0
+    std: float = 1.0
+    augment: dict = field(default_factory=dict)
+    source: str = "generated"
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of one image."""
+        return tuple(self.train_x.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the registry knows about a dataset before loading it."""
+
+    name: str
+    classes: tuple[str, ...]
+    default_model: str
+    augment: dict
+    how_to_get: str = ""
+
+
+FASHION_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+
+REGISTRY: dict[str, DatasetInfo] = {
+    "lines": DatasetInfo("lines", LINES_CLASSES, "tutorial-lines", {}),
+    "fashion-mnist": DatasetInfo(
+        "fashion-mnist",
+        FASHION_CLASSES,
+        "tutorial-mnist",
+        {"shift": 2, "flip": True},
+        "install Debian's package (sudo apt install dataset-fashion-mnist), or run "
+        "'gpucnn download fashion-mnist --data-dir DIR'",
+    ),
+    "mnist": DatasetInfo(
+        "mnist",
+        tuple(str(d) for d in range(10)),
+        "tutorial-mnist",
+        {"shift": 2},
+        "run 'gpucnn download mnist --data-dir DIR' (needs internet)",
+    ),
+}
+
+
+def dataset_names() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def _info(name: str) -> DatasetInfo:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names())}")
+    return REGISTRY[name]
+
+
+def candidate_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Where IDX files of ``name`` are looked for, in order (``--data-dir`` alone when given)."""
+    roots = [Path(data_dir)] if data_dir else []
+    if not roots and os.environ.get(ENV_VAR):
+        roots = [Path(os.environ[ENV_VAR])]
+    dirs = [d for root in roots for d in (root, root / name)]
+    return dirs or [DEBIAN_ROOT / name]
+
+
+def _idx_path(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / f"{stem}.gz", folder / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_idx_files(name: str, data_dir: str | os.PathLike | None = None) -> dict[str, Path]:
+    """The four IDX files of ``name`` (raw or .gz) from the first folder that has them all."""
+    info = _info(name)
+    dirs = candidate_dirs(name, data_dir)
+    for folder in dirs:
+        found = {key: _idx_path(folder, stem) for key, stem in IDX_FILES.items()}
+        if all(found.values()):
+            return found
+    looked = ", ".join(str(d) for d in dirs)
+    raise DataNotFoundError(
+        f"{name} not found (looked in {looked} for train-images-idx3-ubyte[.gz] and the other "
+        f"three IDX files): {info.how_to_get}; or pass --data-dir DIR or set {ENV_VAR}=DIR"
+    )
+
+
+def write_idx_dataset(
+    folder: str | os.PathLike,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    compress: bool = True,
+) -> Path:
+    """Write (images (N, H, W) uint8, labels (N,)) pairs as the four MNIST-named IDX files."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {"train_x": train[0], "train_y": train[1], "test_x": test[0], "test_y": test[1]}
+    for key, stem in IDX_FILES.items():
+        dtype = np.uint8 if key.endswith("y") else arrays[key].dtype
+        write_idx(folder / (stem + ".gz" * compress), np.asarray(arrays[key], dtype=dtype))
+    return folder
+
+
+def _moments(images: np.ndarray) -> tuple[float, float]:
+    sample = images[:10000].astype(np.float64)
+    return float(sample.mean()), float(sample.std()) or 1.0
+
+
+def _load_idx(name: str, data_dir, train_size: int | None, test_size: int | None) -> Dataset:
+    info = _info(name)
+    paths = find_idx_files(name, data_dir)
+    arrays = {
+        key: read_idx(path, ndim=3 if key.endswith("x") else 1) for key, path in paths.items()
+    }
+    for split in ("train", "test"):
+        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if len(x) != len(y):
+            raise IdxError(
+                f"{paths[split + '_x']}: {len(x)} images but "
+                f"{paths[split + '_y']} has {len(y)} labels"
+            )
+        if y.size and (y.min() < 0 or y.max() >= len(info.classes)):
+            raise IdxError(f"{paths[split + '_y']}: labels outside 0..{len(info.classes) - 1}")
+    train_x = arrays["train_x"][:train_size, None]
+    mean, std = _moments(train_x)
+    return Dataset(
+        name,
+        train_x,
+        arrays["train_y"][:train_size].astype(np.int64),
+        arrays["test_x"][:test_size, None],
+        arrays["test_y"][:test_size].astype(np.int64),
+        info.classes,
+        mean,
+        std,
+        dict(info.augment),
+        source=str(paths["train_x"].parent),
+    )
+
+
+def _load_lines(seed: int, train_size: int | None, test_size: int | None) -> Dataset:
+    train_x, train_y = generate_lines(train_size or 2000, np.random.default_rng([seed, 0]))
+    test_x, test_y = generate_lines(test_size or 1000, np.random.default_rng([seed, 1]))
+    return Dataset("lines", train_x, train_y, test_x, test_y, LINES_CLASSES)
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    train_size: int | None = None,
+    test_size: int | None = None,
+) -> Dataset:
+    """Load dataset ``name``; ``train_size``/``test_size`` take (or generate) that many samples.
+
+    IDX datasets are found in ``data_dir``, else ``$GPUCNN_DATA``, else Debian's
+    ``/usr/share/datasets/<name>`` (a ``<name>`` subfolder of the first two also works).
+    """
+    _info(name)
+    if name == "lines":
+        return _load_lines(seed, train_size, test_size)
+    return _load_idx(name, data_dir, train_size, test_size)

@@ -1,0 +1,113 @@
+"""Mini-batches from arrays resident on the device: seeded shuffling, normalisation, augmentation.
+
+The batch arithmetic is written once against the backend's array module, so it runs unchanged on
+NumPy and CuPy. Random draws come from one NumPy ``Generator`` on the host (small index arrays), so
+both devices see the same batches and a checkpointed generator state resumes the same stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..backend import Backend, get_backend
+
+
+def random_shift(x: Any, offsets: Any, shift: int, xp: Any) -> Any:
+    """Translate each image by its own offset, filling with zeros (a random crop of a padded image).
+
+    x: (N, C, H, W); offsets: (N, 2) ints in ``[0, 2*shift]`` (``shift`` means no movement).
+    """
+    n, c, h, w = x.shape
+    padded = xp.zeros((n, c, h + 2 * shift, w + 2 * shift), dtype=x.dtype)
+    padded[:, :, shift : shift + h, shift : shift + w] = x
+    rows = offsets[:, 0:1] + xp.arange(h)  # (N, H)
+    cols = offsets[:, 1:2] + xp.arange(w)  # (N, W)
+    # Advanced indices split by a slice put their broadcast dims first: (N, H, W, C).
+    out = padded[xp.arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    return xp.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+
+def random_flip(x: Any, mask: Any, xp: Any) -> Any:
+    """Mirror the images where ``mask`` (N,) is true, left to right. x: (N, C, H, W)."""
+    return xp.where(mask[:, None, None, None], x[..., ::-1], x)
+
+
+def _resident(backend: Backend, array: np.ndarray) -> Any:
+    """``array`` on the device, or left on the host when the device has no room for it."""
+    try:
+        return backend.asarray(array)
+    except MemoryError:
+        return array
+
+
+class DataLoader:
+    """Batches (images (B, C, H, W) float32, labels (B,) int64) on ``device``.
+
+    ``mean``/``std`` normalise raw values; ``shift``/``flip`` augment (training only); ``rng`` seeds
+    shuffling and augmentation (a Generator, shared with the caller, or an int seed).
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        batch_size: int,
+        *,
+        device: str | Backend = "cpu",
+        shuffle: bool = False,
+        drop_last: bool = False,
+        rng: np.random.Generator | int | None = None,
+        mean: float = 0.0,
+        std: float = 1.0,
+        shift: int = 0,
+        flip: bool = False,
+    ):
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.backend = get_backend(device)
+        self.images = _resident(self.backend, images)
+        self.labels = _resident(self.backend, np.asarray(labels, dtype=np.int64))
+        self.batch_size = batch_size
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.rng = np.random.default_rng(rng)
+        self.scale = np.float32(1.0 / std)
+        self.offset = np.float32(-mean / std)
+        self.shift, self.flip = shift, flip
+
+    def __len__(self) -> int:
+        n, b = len(self.labels), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    @property
+    def num_samples(self) -> int:
+        """Samples per pass (fewer than the dataset when drop_last cuts a partial batch)."""
+        return min(len(self.labels), len(self) * self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        n = len(self.labels)
+        order = self.rng.permutation(n) if self.shuffle else None
+        for start in range(0, self.num_samples, self.batch_size):
+            stop = min(start + self.batch_size, n)
+            index = slice(start, stop) if order is None else order[start:stop]
+            yield self._batch(index), self._take(self.labels, index)
+
+    def _take(self, array: Any, index: slice | np.ndarray) -> Any:
+        """``array[index]`` on the device, gathering on whichever side ``array`` lives."""
+        if not isinstance(index, slice) and not isinstance(array, np.ndarray):
+            index = self.backend.asarray(index)
+        return self.backend.asarray(array[index])
+
+    def _batch(self, index: slice | np.ndarray) -> Any:
+        xp = self.backend.xp
+        x = self._take(self.images, index)
+        if self.shift:
+            offsets = self.rng.integers(0, 2 * self.shift + 1, size=(len(x), 2))
+            x = random_shift(x, self.backend.asarray(offsets), self.shift, xp)
+        if self.flip:
+            x = random_flip(x, self.backend.asarray(self.rng.random(len(x)) < 0.5), xp)
+        return x.astype(np.float32) * self.scale + self.offset

@@ -1,0 +1,36 @@
+"""The tutorial's classic 3x3 kernels (edges, Gaussian blur, sharpen), applied with ``F.conv2d``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import functional as F
+from .backend import get_backend
+
+KERNELS: dict[str, np.ndarray] = {
+    "horizontal-edge": np.array([[-1, -1, -1], [0, 0, 0], [1, 1, 1]], dtype=np.float32),
+    "vertical-edge": np.array([[-1, 0, 1], [-1, 0, 1], [-1, 0, 1]], dtype=np.float32),
+    "gaussian-blur": np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float32) / 16,
+    "sharpen": np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], dtype=np.float32),
+}
+
+
+def filter_bank(names: Sequence[str] | None = None) -> np.ndarray:
+    """Conv weights (K, 1, 3, 3) float32 of the named kernels (all of them by default)."""
+    names = list(names or KERNELS)
+    unknown = [n for n in names if n not in KERNELS]
+    if unknown:
+        raise ValueError(f"unknown kernel(s) {unknown}; available: {', '.join(KERNELS)}")
+    return np.stack([KERNELS[n] for n in names])[:, None]
+
+
+def apply_filters(
+    image: np.ndarray, names: Sequence[str] | None = None, device: str = "cpu", padding: int = 0
+) -> np.ndarray:
+    """Cross-correlate a 2-D image with each named kernel on ``device`` -> host (K, Ho, Wo)."""
+    backend = get_backend(device)
+    x = backend.asarray(np.asarray(image, dtype=np.float32)[None, None])
+    y = F.conv2d(x, backend.asarray(filter_bank(names)), padding=padding)
+    return backend.to_numpy(y)[0]

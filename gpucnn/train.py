@@ -1,0 +1,336 @@
+"""The training loop behind ``gpucnn train``: data, model, optimizer, progress, checkpoints.
+
+``fit(TrainConfig(...))`` trains a zoo model on a dataset, evaluates on the test split after every
+epoch, checkpoints to ``OUT/model.npz`` (so ``resume=True`` continues exactly where it stopped) and
+writes ``OUT/metrics.json``, ``OUT/curves.png`` and ``OUT/filters.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import nn, optim
+from .backend import get_backend
+from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
+from .data.datasets import REGISTRY, Dataset, load_dataset
+from .data.loader import DataLoader
+from .nn.summary import count_parameters
+from .nn.zoo import build_from_spec, model_spec, recipe
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("none", "cosine", "step")
+EVAL_BATCH = 1000
+# Settings that a resumed run takes from the command line rather than from the checkpoint.
+_RUN_FIELDS = ("epochs", "device", "out", "resume", "data_dir", "progress")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """What to train and how; ``None`` fields take the model's recipe (see ``gpucnn.nn.zoo``)."""
+
+    dataset: str | None = None
+    model: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    schedule: str | None = None
+    augment: bool | None = None
+    device: str = "cpu"
+    seed: int = 0
+    out: str | None = None
+    resume: bool = False
+    data_dir: str | None = None
+    train_size: int | None = None
+    test_size: int | None = None
+    progress: bool = True
+
+
+def resolve(config: TrainConfig) -> TrainConfig:
+    """Fill unset fields: dataset and model from each other, the rest from the model's recipe."""
+    dataset, model = config.dataset, config.model
+    if model is None:
+        dataset = dataset or "lines"
+        if dataset not in REGISTRY:
+            load_dataset(dataset)  # raises the "unknown dataset" error
+        model = REGISTRY[dataset].default_model
+    defaults = dataclasses.asdict(recipe(model))
+    filled = {k: defaults[k] for k in defaults if getattr(config, k) is None}
+    cfg = dataclasses.replace(config, model=model, **filled)
+    cfg.dataset = dataset or defaults["dataset"]
+    cfg.out = cfg.out or f"runs/{cfg.dataset}-{cfg.model}"
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ValueError(
+            f"unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
+        )
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise ValueError(f"epochs and batch size must be >= 1, got {cfg.epochs}, {cfg.batch_size}")
+    return cfg
+
+
+def make_optimizer(cfg: TrainConfig, params: list) -> optim.Optimizer:
+    """The optimizer named by ``cfg.optimizer`` (SGD uses Nesterov momentum when momentum > 0)."""
+    if cfg.optimizer == "sgd":
+        return optim.SGD(
+            params,
+            cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.momentum > 0,
+            weight_decay=cfg.weight_decay,
+        )
+    kind = optim.Adam if cfg.optimizer == "adam" else optim.AdamW
+    return kind(params, cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(cfg: TrainConfig, optimizer: optim.Optimizer) -> optim.LRScheduler | None:
+    """Cosine annealing over all epochs, a step decay (x0.1 every third of them), or none."""
+    if cfg.schedule == "cosine":
+        return optim.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if cfg.schedule == "step":
+        return optim.StepLR(optimizer, step_size=max(1, cfg.epochs // 3))
+    return None
+
+
+def check_compatible(spec: dict, data: Dataset) -> None:
+    """A clear error when the model's input shape or class count does not fit the dataset."""
+    want = (tuple(spec["input_shape"]), spec["num_classes"])
+    have = (data.input_shape, data.num_classes)
+    if want != have:
+        raise ValueError(
+            f"model {spec['name']!r} takes inputs {want[0]} with {want[1]} classes, but dataset "
+            f"{data.name!r} has {have[0]} with {have[1]}; "
+            f"try --model {REGISTRY[data.name].default_model}"
+        )
+
+
+class _NoBar:
+    """Stands in for a tqdm bar when progress is off or tqdm is not installed."""
+
+    def update(self, n: int) -> None: ...
+
+    def set_postfix(self, **kwargs: Any) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    if enabled:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return _NoBar()
+        return tqdm(
+            total=total, desc=desc, unit="sample", unit_scale=True, leave=False, disable=None
+        )
+    return _NoBar()
+
+
+def _count(logits: Any, labels: Any, loss: Any, sums: list) -> None:
+    """Add the batch's summed loss and correct predictions into ``sums`` (kept on the device)."""
+    sums[0] = sums[0] + loss * len(labels)
+    sums[1] = sums[1] + (logits.argmax(axis=1) == labels).sum()
+
+
+def train_epoch(model, loss_fn, optimizer, loader: DataLoader, bar) -> tuple[float, float]:
+    """One pass over ``loader`` with an update per batch; returns (mean loss, accuracy)."""
+    model.train()
+    sums, seen = [0.0, 0], 0
+    for step, (x, y) in enumerate(loader, 1):
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        optimizer.zero_grad()
+        model.backward(loss_fn.backward())
+        optimizer.step()
+        _count(logits, y, loss, sums)
+        seen += len(y)
+        bar.update(len(y))
+        if step % 20 == 0:  # reading the sums back synchronises a GPU: not every step
+            bar.set_postfix(loss=f"{float(sums[0]) / seen:.4f}", acc=f"{int(sums[1]) / seen:.4f}")
+    return float(sums[0]) / seen, int(sums[1]) / seen
+
+
+def evaluate(model, loader: DataLoader) -> tuple[float, float]:
+    """(mean loss, accuracy) of ``model`` in eval mode over ``loader``."""
+    loss_fn = nn.CrossEntropyLoss()
+    was_training = model.training
+    model.eval()
+    sums, seen = [0.0, 0], 0
+    for x, y in loader:
+        logits = model(x)
+        _count(logits, y, loss_fn(logits, y), sums)
+        seen += len(y)
+    model.train(was_training)
+    return float(sums[0]) / seen, int(sums[1]) / seen
+
+
+def _loaders(cfg: TrainConfig, data: Dataset, device, rng, mean: float, std: float):
+    aug = data.augment if cfg.augment else {}
+    common = {"device": device, "mean": mean, "std": std}
+    train = DataLoader(
+        data.train_x,
+        data.train_y,
+        cfg.batch_size,
+        shuffle=True,
+        rng=rng,
+        shift=aug.get("shift", 0),
+        flip=aug.get("flip", False),
+        **common,
+    )
+    return train, DataLoader(data.test_x, data.test_y, EVAL_BATCH, **common)
+
+
+def _meta(cfg: TrainConfig, data: Dataset, history: list) -> dict:
+    config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RUN_FIELDS}
+    return {
+        "config": config | {"epochs": cfg.epochs},
+        "dataset": data.name,
+        "classes": list(data.classes),
+        "mean": data.mean,
+        "std": data.std,
+        "input_range": 255.0 if data.train_x.dtype == np.uint8 else 1.0,
+        "history": history,
+    }
+
+
+def _resume_config(config: TrainConfig, path: Path):
+    ckpt = load_checkpoint(path)
+    stored = ckpt.meta.get("config")
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{path}: has no training configuration to resume from")
+    run = {k: getattr(config, k) for k in _RUN_FIELDS if k != "epochs"}
+    cfg = dataclasses.replace(TrainConfig(**stored), **run)
+    cfg.epochs = config.epochs or cfg.epochs
+    return resolve(cfg), ckpt
+
+
+def fit(
+    config: TrainConfig,
+    callback: Callable[[int, dict], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train as ``config`` says; returns the metrics also written to ``OUT/metrics.json``.
+
+    ``callback(epoch, record)`` runs after each epoch's checkpoint is written.
+    """
+    start_time = time.perf_counter()
+    cfg, ckpt = resolve(config), None
+    if config.resume:
+        cfg, ckpt = _resume_config(config, Path(cfg.out) / "model.npz")
+    out = Path(cfg.out)
+    backend = get_backend(cfg.device)
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.seed, cfg.train_size, cfg.test_size)
+    spec = ckpt.spec if ckpt else model_spec(cfg.model)
+    check_compatible(spec, data)
+    model = ckpt.build_model(backend) if ckpt else build_from_spec(spec, [cfg.seed, 2]).to(backend)
+    optimizer = make_optimizer(cfg, model.parameters())
+    scheduler = make_scheduler(cfg, optimizer)
+    rng = np.random.default_rng([cfg.seed, 3])
+    history: list[dict] = []
+    if ckpt:
+        optimizer.load_state_dict(ckpt.optimizer_state)
+        if scheduler is not None:
+            scheduler.load_state_dict(ckpt.scheduler_state)
+        rng.bit_generator.state = ckpt.rng_state
+        history = ckpt.meta["history"]
+        log(f"resuming {ckpt.path} after epoch {ckpt.epoch} of {cfg.epochs}")
+    meta_norm = (ckpt.meta["mean"], ckpt.meta["std"]) if ckpt else (data.mean, data.std)
+    train_loader, test_loader = _loaders(cfg, data, backend, rng, *meta_norm)
+    loss_fn = nn.CrossEntropyLoss()
+    for epoch in range(len(history) + 1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        bar = _progress_bar(train_loader.num_samples, f"epoch {epoch}/{cfg.epochs}", cfg.progress)
+        train_loss, train_acc = train_epoch(model, loss_fn, optimizer, train_loader, bar)
+        bar.close()
+        seconds = time.perf_counter() - t0
+        test_loss, test_acc = evaluate(model, test_loader)
+        record = {
+            "epoch": epoch,
+            "lr": optimizer.lr,
+            "train_loss": train_loss,
+            "train_accuracy": train_acc,
+            "test_loss": test_loss,
+            "test_accuracy": test_acc,
+            "seconds": seconds,
+            "samples_per_s": train_loader.num_samples / seconds,
+        }
+        if scheduler is not None:
+            scheduler.step()
+        history.append(record)
+        log(
+            f"epoch {epoch}/{cfg.epochs}  loss {train_loss:.4f}  train acc {train_acc:.4f}  "
+            f"test acc {test_acc:.4f}  ({seconds:.1f} s, {record['samples_per_s']:,.0f} samples/s)"
+        )
+        save_checkpoint(
+            out / "model.npz",
+            model,
+            spec,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            epoch=epoch,
+            rng=rng,
+            meta=_meta(cfg, data, history),
+        )
+        if callback is not None:
+            callback(epoch, record)
+    return _finish(cfg, model, backend.name, history, out, time.perf_counter() - start_time)
+
+
+def _finish(cfg: TrainConfig, model, device: str, history: list, out: Path, wall: float) -> dict:
+    """Write metrics.json and the pictures; returns the metrics."""
+    metrics = {
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "device": device,
+        "epochs": cfg.epochs,
+        "test_accuracy": history[-1]["test_accuracy"],
+        "test_loss": history[-1]["test_loss"],
+        "train_seconds": sum(h["seconds"] for h in history),
+        "wall_seconds": wall,
+        "parameters": count_parameters(model),
+        "config": dataclasses.asdict(cfg),
+        "history": history,
+    }
+    text = json.dumps(metrics, indent=2).encode()
+    atomic_write(out / "metrics.json", lambda f: f.write(text))
+    try:
+        from .plots import plot_curves, plot_filters
+    except ImportError:  # matplotlib is optional (extra "cli")
+        return metrics
+    plot_curves(history, out / "curves.png")
+    first_conv = next(m for _, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    plot_filters(model.backend.to_numpy(first_conv.weight.data), out / "filters.png")
+    return metrics
+
+
+def evaluate_checkpoint(
+    path: str, dataset: str | None = None, data_dir: str | None = None, device: str = "cpu"
+) -> tuple[float, float, Dataset]:
+    """(test loss, test accuracy, dataset) of a checkpoint, normalised as in its training run."""
+    ckpt = load_checkpoint(path)
+    cfg = ckpt.meta.get("config", {})
+    name = dataset or ckpt.meta.get("dataset") or "lines"
+    same = name == ckpt.meta.get("dataset")
+    data = load_dataset(
+        name,
+        data_dir,
+        cfg.get("seed", 0) if same else 0,
+        test_size=cfg.get("test_size") if same else None,
+    )
+    check_compatible(ckpt.spec, data)
+    model = ckpt.build_model(device)
+    mean, std = (
+        (ckpt.meta["mean"], ckpt.meta["std"]) if "mean" in ckpt.meta else (data.mean, data.std)
+    )
+    loader = DataLoader(data.test_x, data.test_y, EVAL_BATCH, device=device, mean=mean, std=std)
+    return (*evaluate(model, loader), data)

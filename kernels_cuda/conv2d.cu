@@ -1,0 +1,218 @@
+// conv2d forward, backward-input, backward-weight and backward-bias, NCHW, float and double.
+//
+// Forward and both weight-side passes are implicit GEMMs, one per group (blockIdx.z): the GEMM
+// operands are read straight from x, w and gy with the window arithmetic done on the fly, so no im2col
+// buffer ever exists in global memory. Every output element is summed by one thread in a fixed
+// order (plus a fixed-order split reduction for the weight gradient): no atomics, results are
+// bitwise identical run to run.
+#include "common.cuh"
+
+// A block computes a TILE_M x TILE_P tile of C = A * B, stepping through the reduction dimension Q
+// in slabs of TILE_Q staged in shared memory. 256 threads as 16 x 16; thread (ty, tx) owns the
+// 4 x 4 outputs at rows ty + 16 i and columns tx + 16 j, so a warp reads 16 consecutive B entries
+// (no bank conflicts) and broadcasts 2 A entries.
+#define TILE_M 64
+#define TILE_P 64
+#define TILE_Q 16
+#define GEMM_THREADS 256
+#define SUB 4  // TILE_M / 16 == TILE_P / 16
+
+// Thread t loads A entries (q = t % TILE_Q, m = t / TILE_Q + A_STEP i) and B entries
+// (p = t % TILE_P, q = t / TILE_P + B_STEP i): the B column is fixed per thread, so its pixel is
+// decoded once per tile rather than once per element.
+#define A_STEP (GEMM_THREADS / TILE_Q)
+#define B_STEP (GEMM_THREADS / TILE_P)
+
+// acc += A[q_begin:q_end, tile] * B[q_begin:q_end, tile]. load_a(m, q) returns A[m0 + m][q] (zero
+// outside the matrix); load_b(q) returns B[q][this thread's column] (zero outside).
+template <typename T, typename LoadA, typename LoadB>
+__device__ void gemm_mainloop(T (*a_tile)[TILE_M], T (*b_tile)[TILE_P], i64 q_begin, i64 q_end,
+                              LoadA load_a, LoadB load_b, T (&acc)[SUB][SUB]) {
+    const int tid = threadIdx.x, ty = tid / 16, tx = tid % 16;
+    for (i64 q0 = q_begin; q0 < q_end; q0 += TILE_Q) {
+#pragma unroll
+        for (int i = 0; i < SUB; ++i) {
+            const int m = tid / TILE_Q + A_STEP * i, q = tid % TILE_Q;
+            a_tile[q][m] = q0 + q < q_end ? load_a(m, q0 + q) : T(0);
+        }
+#pragma unroll
+        for (int i = 0; i < TILE_Q / B_STEP; ++i) {
+            const int q = tid / TILE_P + B_STEP * i;
+            b_tile[q][tid % TILE_P] = q0 + q < q_end ? load_b(q0 + q) : T(0);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int q = 0; q < TILE_Q; ++q) {
+            T av[SUB], bv[SUB];
+#pragma unroll
+            for (int i = 0; i < SUB; ++i) av[i] = a_tile[q][ty + 16 * i];
+#pragma unroll
+            for (int j = 0; j < SUB; ++j) bv[j] = b_tile[q][tx + 16 * j];
+#pragma unroll
+            for (int i = 0; i < SUB; ++i)
+#pragma unroll
+                for (int j = 0; j < SUB; ++j) acc[i][j] += av[i] * bv[j];
+        }
+        __syncthreads();
+    }
+}
+
+// store(m, p, value) for every owned output with m0 + m < M and p0 + p < P (m, p absolute).
+template <typename T, typename Store>
+__device__ void gemm_store(i64 m0, i64 p0, i64 M, i64 P, const T (&acc)[SUB][SUB], Store store) {
+    const int ty = threadIdx.x / 16, tx = threadIdx.x % 16;
+#pragma unroll
+    for (int i = 0; i < SUB; ++i)
+#pragma unroll
+        for (int j = 0; j < SUB; ++j) {
+            const i64 m = m0 + ty + 16 * i, p = p0 + tx + 16 * j;
+            if (m < M && p < P) store(m, p, acc[i][j]);
+        }
+}
+
+// y = conv2d(x, w) + bias. x: (N, C, H, W), w: (K, C/groups, R, S), bias: (K,) (read only when
+// has_bias), y: (N, K, Ho, Wo). GEMM per group g: A = w_g (K/g x Cg*R*S), B = window columns
+// (Cg*R*S x N*Ho*Wo). grid = (ceil(N*Ho*Wo / 64), ceil(K/groups / 64), groups), block = 256.
+template <typename T>
+__global__ void conv2d_forward(const T* x, const T* w, const T* bias, T* y, i64 N, i64 C, i64 H,
+                               i64 W, i64 K, i64 Ho, i64 Wo, i64 R, i64 S, i64 stride_h,
+                               i64 stride_w, i64 pad_top, i64 pad_left, i64 dil_h, i64 dil_w,
+                               i64 groups, int has_bias) {
+    __shared__ T a_tile[TILE_Q][TILE_M];
+    __shared__ T b_tile[TILE_Q][TILE_P];
+    const i64 g = blockIdx.z, Cg = C / groups, Kg = K / groups, RS = R * S, Q = Cg * RS;
+    const i64 HWo = Ho * Wo, P = N * HWo;
+    const i64 m0 = (i64)blockIdx.y * TILE_M, p0 = (i64)blockIdx.x * TILE_P;
+
+    // This thread's B column: output pixel (n, oh, ow) -> top-left input corner (ih0, iw0).
+    const i64 p = p0 + threadIdx.x % TILE_P, n = p / HWo, oh = p % HWo / Wo, ow = p % Wo;
+    const i64 ih0 = oh * stride_h - pad_top, iw0 = ow * stride_w - pad_left;
+    const T* x_grp = x + (n * C + g * Cg) * H * W;
+    const T* w_grp = w + g * Kg * Q;
+
+    auto load_a = [&](i64 m, i64 q) { return m0 + m < Kg ? w_grp[(m0 + m) * Q + q] : T(0); };
+    auto load_b = [&](i64 q) {
+        const i64 c = q / RS, ih = ih0 + q % RS / S * dil_h, iw = iw0 + q % S * dil_w;
+        const bool inside = p < P && ih >= 0 && ih < H && iw >= 0 && iw < W;
+        return inside ? x_grp[(c * H + ih) * W + iw] : T(0);
+    };
+    T acc[SUB][SUB] = {};
+    gemm_mainloop(a_tile, b_tile, 0, Q, load_a, load_b, acc);
+    gemm_store(m0, p0, Kg, P, acc, [&](i64 m, i64 pp, T v) {
+        const i64 k = g * Kg + m;
+        y[(pp / HWo * K + k) * HWo + pp % HWo] = has_bias ? v + bias[k] : v;
+    });
+}
+
+// gx = d(loss)/dx in gather form: each input pixel sums the (output pixel, tap) pairs that read it.
+// gy: (N, K, Ho, Wo), w: (K, C/groups, R, S), gx: (N, C, H, W). GEMM per group g: A = w_g^T
+// (Cg x K/g*R*S), B[(k, r, s)][(n, ih, iw)] = gy[n, k, oh, ow] where ih = oh*stride - pad + r*dil
+// (zero where no such oh/ow exists). grid = (ceil(N*H*W / 64), ceil(C/groups / 64), groups).
+template <typename T>
+__global__ void conv2d_backward_input(const T* gy, const T* w, T* gx, i64 N, i64 C, i64 H, i64 W,
+                                      i64 K, i64 Ho, i64 Wo, i64 R, i64 S, i64 stride_h,
+                                      i64 stride_w, i64 pad_top, i64 pad_left, i64 dil_h,
+                                      i64 dil_w, i64 groups) {
+    __shared__ T a_tile[TILE_Q][TILE_M];
+    __shared__ T b_tile[TILE_Q][TILE_P];
+    const i64 g = blockIdx.z, Cg = C / groups, Kg = K / groups, RS = R * S, Q = Kg * RS;
+    const i64 HW = H * W, P = N * HW;
+    const i64 m0 = (i64)blockIdx.y * TILE_M, p0 = (i64)blockIdx.x * TILE_P;
+
+    // This thread's B column: input pixel (n, ih, iw), shifted into padded coordinates.
+    const i64 p = p0 + threadIdx.x % TILE_P, n = p / HW;
+    const i64 th0 = p % HW / W + pad_top, tw0 = p % W + pad_left;
+    const T* gy_grp = gy + (n * K + g * Kg) * Ho * Wo;
+    const T* w_grp = w + g * Kg * Cg * RS;
+
+    auto load_a = [&](i64 m, i64 q) {  // w[g*Kg + k, c, r, s] with c = m0 + m, q = (k, r, s)
+        return m0 + m < Cg ? w_grp[(q / RS * Cg + m0 + m) * RS + q % RS] : T(0);
+    };
+    auto load_b = [&](i64 q) {
+        // Tap (r, s) meets this pixel from output row oh = (ih + pad - r*dil) / stride when that
+        // is a non-negative exact multiple below Ho; likewise for columns.
+        const i64 th = th0 - q % RS / S * dil_h, tw = tw0 - q % S * dil_w;
+        if (p >= P || th < 0 || tw < 0 || th % stride_h != 0 || tw % stride_w != 0) return T(0);
+        const i64 oh = th / stride_h, ow = tw / stride_w;
+        return oh < Ho && ow < Wo ? gy_grp[(q / RS * Ho + oh) * Wo + ow] : T(0);
+    };
+    T acc[SUB][SUB] = {};
+    gemm_mainloop(a_tile, b_tile, 0, Q, load_a, load_b, acc);
+    gemm_store(m0, p0, Cg, P, acc, [&](i64 m, i64 pp, T v) {
+        gx[(pp / HW * C + g * Cg + m) * HW + pp % HW] = v;
+    });
+}
+
+// Partial weight gradients: part[split] = sum over this split's (n, oh, ow) of gy * window.
+// gy: (N, K, Ho, Wo), x: (N, C, H, W), part: (splits, K, C/groups, R, S). GEMM per group g:
+// A = gy_g (K/g x N*Ho*Wo), B[(n, oh, ow)][(c, r, s)] = x[n, c, oh*stride - pad + r*dil, ...].
+// The reduction N*Ho*Wo is cut into `splits` chunks of `chunk` (a multiple of TILE_Q) so that
+// enough blocks run; sum_partials adds the chunks in a fixed order.
+// grid = (ceil(C/groups*R*S / 64), ceil(K/groups / 64), groups * splits), block = 256.
+template <typename T>
+__global__ void conv2d_backward_weight(const T* gy, const T* x, T* part, i64 N, i64 C, i64 H,
+                                       i64 W, i64 K, i64 Ho, i64 Wo, i64 R, i64 S, i64 stride_h,
+                                       i64 stride_w, i64 pad_top, i64 pad_left, i64 dil_h,
+                                       i64 dil_w, i64 groups, i64 chunk) {
+    __shared__ T a_tile[TILE_Q][TILE_M];
+    __shared__ T b_tile[TILE_Q][TILE_P];
+    const i64 g = blockIdx.z % groups, split = blockIdx.z / groups;
+    const i64 Cg = C / groups, Kg = K / groups, RS = R * S, P = Cg * RS, HWo = Ho * Wo;
+    const i64 q_begin = split * chunk, q_end = q_begin + chunk < N * HWo ? q_begin + chunk : N * HWo;
+    const i64 m0 = (i64)blockIdx.y * TILE_M, p0 = (i64)blockIdx.x * TILE_P;
+
+    // This thread's B column: weight tap (c, r, s) -> offset of its input pixel from (oh, ow).
+    const i64 p = p0 + threadIdx.x % TILE_P, c = g * Cg + p / RS;
+    const i64 dh = p % RS / S * dil_h - pad_top, dw = p % S * dil_w - pad_left;
+    const T* gy_grp = gy + g * Kg * HWo;
+
+    auto load_a = [&](i64 m, i64 q) {  // gy[n, g*Kg + m0 + m, oh, ow] with q = (n, oh, ow)
+        return m0 + m < Kg ? gy_grp[(q / HWo * K + m0 + m) * HWo + q % HWo] : T(0);
+    };
+    auto load_b = [&](i64 q) {
+        const i64 ih = q % HWo / Wo * stride_h + dh, iw = q % Wo * stride_w + dw;
+        const bool inside = p < P && ih >= 0 && ih < H && iw >= 0 && iw < W;
+        return inside ? x[((q / HWo * C + c) * H + ih) * W + iw] : T(0);
+    };
+    T acc[SUB][SUB] = {};
+    gemm_mainloop(a_tile, b_tile, q_begin, q_end, load_a, load_b, acc);
+    T* out = part + split * K * P;
+    gemm_store(m0, p0, Kg, P, acc, [&](i64 m, i64 pp, T v) { out[(g * Kg + m) * P + pp] = v; });
+}
+
+// out[i] = part[0][i] + part[1][i] + ... in split order. part: (splits, count), out: (count,).
+// 1-D grid-stride, block = BLOCK_1D.
+template <typename T>
+__global__ void sum_partials(const T* part, T* out, i64 splits, i64 count) {
+    for (i64 i = global_thread_index(); i < count; i += grid_stride()) {
+        T total = part[i];
+        for (i64 s = 1; s < splits; ++s) total += part[s * count + i];
+        out[i] = total;
+    }
+}
+
+// gb[k] = sum over n, pixels of gy[n, k, :, :]. gy: (N, K, HW) -> gb: (K,).
+// grid = (K,), block = BLOCK_1D: one block per channel, a fixed-order tree reduction.
+template <typename T> __global__ void conv2d_backward_bias(const T* gy, T* gb, i64 N, i64 K, i64 HW) {
+    __shared__ T smem[BLOCK_1D];
+    const i64 k = blockIdx.x;
+    T sum = T(0);
+    for (i64 i = threadIdx.x; i < N * HW; i += BLOCK_1D) sum += gy[(i / HW * K + k) * HW + i % HW];
+    sum = block_reduce(sum, smem, SumOp());
+    if (threadIdx.x == 0) gb[k] = sum;
+}
+
+#define INSTANTIATE_CONV2D(T)                                                                      \
+    template __global__ void conv2d_forward<T>(const T*, const T*, const T*, T*, i64, i64, i64,    \
+                                               i64, i64, i64, i64, i64, i64, i64, i64, i64, i64,   \
+                                               i64, i64, i64, int);                                \
+    template __global__ void conv2d_backward_input<T>(const T*, const T*, T*, i64, i64, i64, i64,  \
+                                                      i64, i64, i64, i64, i64, i64, i64, i64, i64, \
+                                                      i64, i64, i64);                              \
+    template __global__ void conv2d_backward_weight<T>(const T*, const T*, T*, i64, i64, i64, i64, \
+                                                       i64, i64, i64, i64, i64, i64, i64, i64,     \
+                                                       i64, i64, i64, i64, i64);                   \
+    template __global__ void sum_partials<T>(const T*, T*, i64, i64);                              \
+    template __global__ void conv2d_backward_bias<T>(const T*, T*, i64, i64, i64);
+INSTANTIATE_CONV2D(float)
+INSTANTIATE_CONV2D(double)

@@ -1,0 +1,47 @@
+// Fused, numerically stable softmax cross-entropy over a batch, float and double.
+// logits, probs, grad: (N, K); labels: (N,) int64, checked to lie in [0, K) by the launcher.
+#include "common.cuh"
+
+// Per row i: shifted = logits - max, probs = exp(shifted) / sum, row_loss[i] = log(sum) -
+// shifted[label]. grid = (N,), block = BLOCK_1D: one block per row, fixed-order tree reductions.
+template <typename T>
+__global__ void softmax_cross_entropy_forward(const T* logits, const i64* labels, T* probs,
+                                              T* row_loss, i64 K) {
+    __shared__ T smem[BLOCK_1D];
+    const T* row = logits + (i64)blockIdx.x * K;
+    T* out = probs + (i64)blockIdx.x * K;
+    T top = neg_infinity(T());
+    for (i64 j = threadIdx.x; j < K; j += BLOCK_1D) top = MaxOp()(top, row[j]);
+    top = block_reduce(top, smem, MaxOp());
+    T total = T(0);
+    for (i64 j = threadIdx.x; j < K; j += BLOCK_1D) total += dev_exp(row[j] - top);
+    total = block_reduce(total, smem, SumOp());
+    for (i64 j = threadIdx.x; j < K; j += BLOCK_1D) out[j] = dev_exp(row[j] - top) / total;
+    if (threadIdx.x == 0) row_loss[blockIdx.x] = dev_log(total) - (row[labels[blockIdx.x]] - top);
+}
+
+// loss[0] = mean of row_loss (N,). grid = (1,), block = BLOCK_1D.
+template <typename T> __global__ void mean_of_rows(const T* row_loss, T* loss, i64 N) {
+    __shared__ T smem[BLOCK_1D];
+    T total = T(0);
+    for (i64 i = threadIdx.x; i < N; i += BLOCK_1D) total += row_loss[i];
+    total = block_reduce(total, smem, SumOp());
+    if (threadIdx.x == 0) loss[0] = total / (T)N;
+}
+
+// grad = (probs - onehot(labels)) / N, elementwise. 1-D grid-stride over N*K, block = BLOCK_1D.
+template <typename T>
+__global__ void softmax_cross_entropy_backward(const T* probs, const i64* labels, T* grad, i64 N,
+                                               i64 K) {
+    for (i64 i = global_thread_index(); i < N * K; i += grid_stride()) {
+        const T hit = labels[i / K] == i % K ? T(1) : T(0);
+        grad[i] = (probs[i] - hit) / (T)N;
+    }
+}
+
+#define INSTANTIATE_SOFTMAX_XENT(T)                                                                \
+    template __global__ void softmax_cross_entropy_forward<T>(const T*, const i64*, T*, T*, i64);  \
+    template __global__ void mean_of_rows<T>(const T*, T*, i64);                                   \
+    template __global__ void softmax_cross_entropy_backward<T>(const T*, const i64*, T*, i64, i64);
+INSTANTIATE_SOFTMAX_XENT(float)
+INSTANTIATE_SOFTMAX_XENT(double)

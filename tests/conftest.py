@@ -1,0 +1,75 @@
+"""Shared fixtures: a freshly seeded ``rng`` (seed reported on failure) and the ``backend`` fixture.
+
+``backend`` runs a test once per device: ``cpu`` always; ``cuda`` (marked ``gpu``) and ``cuda-emu``
+(marked ``emu``) are skipped, with the reason, where they cannot be created, so they show up as
+skipped in the summary rather than vanishing. Set ``GPUCNN_TEST_SEED`` to replay a failing seed.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from gpucnn.backend import get_backend
+from gpucnn.errors import GpuUnavailableError
+
+SEED_ENV = "GPUCNN_TEST_SEED"
+
+BACKENDS = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("cuda", id="cuda", marks=pytest.mark.gpu),
+    pytest.param("cuda-emu", id="cuda-emu", marks=pytest.mark.emu),
+]
+
+
+def fresh_seed() -> int:
+    """``$GPUCNN_TEST_SEED`` when set (to replay a failure), else 128 bits of fresh entropy."""
+    fixed = os.environ.get(SEED_ENV)
+    return int(fixed) if fixed else int(np.random.SeedSequence().entropy)
+
+
+@pytest.fixture
+def rng(request) -> np.random.Generator:
+    """A new generator per test, seeded from entropy; a failing test's report shows the seed."""
+    seed = fresh_seed()
+    request.node.user_properties.append(("rng_seed", seed))
+    return np.random.default_rng(seed)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Add the rng seed, and how to replay it, to the report of a failing test."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for name, seed in item.user_properties:
+            if name == "rng_seed":
+                report.sections.append(("rng seed", f"replay with {SEED_ENV}={seed}"))
+
+
+def make_backend(name: str):
+    """The backend for ``name``, or a pytest skip with the reason when that device is not usable."""
+    if name == "cpu":
+        return get_backend("cpu")
+    try:
+        return get_backend(name)
+    except GpuUnavailableError as err:
+        pytest.skip(f"{name} backend unavailable: {err}")
+    except Exception as err:  # the emulator is optional: any failure to build it is a skip reason
+        if name != "cuda-emu":
+            raise
+        pytest.skip(f"cuda-emu backend unavailable: {type(err).__name__}: {err}")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Each backend in turn: cpu, cuda (gpu) and cuda-emu (emu), skipped with a reason if absent."""
+    return make_backend(request.param)
+
+
+@pytest.fixture
+def cpu():
+    """The CPU backend, the baseline every other device is compared with."""
+    return get_backend("cpu")

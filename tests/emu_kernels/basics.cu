@@ -1,0 +1,121 @@
+// Small kernels that exercise the CUDA emulation's semantics (tests/test_emulation.py).
+
+// Reverses each block's slice through shared memory: wrong without a real barrier.
+extern "C" __global__ void block_reverse(const float* __restrict__ x, float* __restrict__ y) {
+  __shared__ float tile[256];
+  const long long base = (long long)blockIdx.x * blockDim.x;
+  tile[threadIdx.x] = x[base + threadIdx.x];
+  __syncthreads();
+  y[base + threadIdx.x] = tile[blockDim.x - 1 - threadIdx.x];
+}
+
+// The same without the barrier: thread 0 reads tile[255] before thread 255 has written it.
+extern "C" __global__ void block_reverse_no_barrier(const float* x, float* y) {
+  __shared__ float tile[256];
+  const long long base = (long long)blockIdx.x * blockDim.x;
+  tile[threadIdx.x] = x[base + threadIdx.x];
+  y[base + threadIdx.x] = tile[blockDim.x - 1 - threadIdx.x];
+}
+
+// Tree reduction of each block's slice in dynamic shared memory; blockDim.x a power of two.
+template <typename T>
+__global__ void block_sum(const T* x, T* out, int n) {
+  extern __shared__ unsigned char smem[];
+  T* s = reinterpret_cast<T*>(smem);
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  s[threadIdx.x] = i < n ? x[i] : T(0);
+  __syncthreads();
+  for (unsigned stride = blockDim.x / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) s[threadIdx.x] += s[threadIdx.x + stride];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[blockIdx.x] = s[0];
+}
+
+// Writes every thread's global coordinates, for 3-D grids and blocks.
+extern "C" __global__ void coords(int* out) {
+  const int bx = blockIdx.x, by = blockIdx.y, bz = blockIdx.z;
+  const int block = (bz * gridDim.y + by) * gridDim.x + bx;
+  const int t = (threadIdx.z * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x;
+  const int nt = blockDim.x * blockDim.y * blockDim.z;
+  int* o = out + 4 * (block * nt + t);
+  o[0] = bx * blockDim.x + threadIdx.x;
+  o[1] = by * blockDim.y + threadIdx.y;
+  o[2] = bz * blockDim.z + threadIdx.z;
+  o[3] = t;
+}
+
+// Histogram with integer and float atomics.
+extern "C" __global__ void histogram(const int* x, int n, int* counts, float* total, unsigned* maxv) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  atomicAdd(&counts[x[i]], 1);
+  atomicAdd(total, 1.0f);
+  atomicMax(maxv, (unsigned)x[i]);
+}
+
+// Warp sum with __shfl_down_sync, then lane 0 of each warp adds into the block's output.
+extern "C" __global__ void warp_sum(const float* x, float* out) {
+  float v = x[blockIdx.x * blockDim.x + threadIdx.x];
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+  const unsigned ballot = __ballot_sync(0xffffffffu, v > 0.0f);
+  if (threadIdx.x % 32 == 0) {
+    out[blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32] = v;
+    (void)ballot;
+  }
+}
+
+// Every lane takes lane (31 - lane)'s value, with __shfl_xor_sync.
+extern "C" __global__ void warp_flip(const int* x, int* y) {
+  const int v = x[threadIdx.x];
+  y[threadIdx.x] = __shfl_xor_sync(0xffffffffu, v, 31);
+}
+
+// y = a * x, with an int and a float scalar parameter.
+extern "C" __global__ void scale(const float* x, float* y, int n, float a) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) y[i] = a * x[i];
+}
+
+// Planted bugs: the bound is <= n, so one thread reads / writes one element too far.
+extern "C" __global__ void copy_read_past_end(const float* x, float* y, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) y[i] = x[i + 1];
+}
+extern "C" __global__ void copy_write_past_end(const float* x, float* y, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i <= n) y[i] = i < n ? x[i] : 0.0f;
+}
+
+// Reads shared memory that nothing wrote: poisoned (NaN), not zero.
+extern "C" __global__ void read_uninitialised_shared(float* y) {
+  __shared__ float s[32];
+  if (threadIdx.x > 0) s[threadIdx.x] = 1.0f;
+  __syncthreads();
+  y[threadIdx.x] = s[0];
+}
+
+// A barrier inside a branch only some threads take.
+extern "C" __global__ void divergent_barrier(float* y) {
+  if (threadIdx.x < 16) {
+    __syncthreads();
+  }
+  y[threadIdx.x] = 1.0f;
+}
+
+// x[i] += 1 in place, for argument aliasing (the same array passed twice).
+extern "C" __global__ void add_one(const float* x, float* y, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) y[i] = x[i] + 1.0f;
+}
+
+// 64 KiB of static shared memory: more than a block may have without opt-in.
+extern "C" __global__ void too_much_shared(float* y) {
+  __shared__ float big[16384];
+  big[threadIdx.x] = 1.0f;
+  __syncthreads();
+  y[threadIdx.x] = big[threadIdx.x];
+}
+
+// A device-side assert that fails in one thread.
+extern "C" __global__ void failing_assert(const int* x) { assert(x[threadIdx.x] >= 0); }

@@ -1,0 +1,706 @@
+"""The one table of op cases that the parity, reference, torch and gradient tests all read.
+
+A case draws fresh NumPy inputs for an rng and a dtype (``sample``), runs the op and its gradients
+on a backend, bringing every output back to the host (``run``), and knows how to get the same
+outputs from the naive reference (``reference``) and from PyTorch (``torch``), and how to pose the
+op to :func:`gpucnn.gradcheck.gradcheck` (``gradient``). Every op of gpucnn.backend.base is here.
+
+Closeness is ``max|got - want| / max|want|`` per output, bounded per dtype (:class:`Tol`, each
+with its reason). Outputs in ``exact`` (argmax indices, dropout masks) must match bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gpucnn import reference as ref
+from gpucnn.shapes import window_output_shape
+
+Inputs = dict[str, Any]
+Outputs = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Tol:
+    """Largest allowed ``max|got - want| / max|want|`` for float32 and float64, and why."""
+
+    float32: float
+    float64: float
+    why: str
+
+    def __call__(self, dtype: Any) -> float:
+        return self.float32 if np.dtype(dtype) == np.float32 else self.float64
+
+
+# float32 eps is 6e-8: an output built from n roundings drifts by about sqrt(n) * 6e-8 relative
+# to its largest terms. The bounds leave a margin of 10-100x over what we measure, and stay well
+# under 1e-4 so that an indexing bug (errors of order 1) can never hide.
+ELEMENTWISE = Tol(2e-6, 1e-14, "a few roundings per element (sqrt, divide): a few ulp apart")
+SUMS = Tol(
+    1e-5, 1e-13, "dot products of up to ~200 terms summed in another order (im2col vs loops)"
+)
+NORM = Tol(3e-5, 1e-12, "batch-norm statistics over N*H*W, and a gradient that cancels 3 terms")
+OPTIM = Tol(1e-5, 1e-13, "a few elementwise steps; 'delta' = p - p0 magnifies p's rounding ~20x")
+
+
+@dataclass(frozen=True)
+class OpCase:
+    """One row of the table (see the module docstring)."""
+
+    name: str
+    sample: Callable[[np.random.Generator, Any], Inputs]
+    run: Callable[[Any, Inputs], Outputs]
+    tol: Tol
+    reference: Callable[[Inputs], Outputs] | None = None
+    torch: Callable[[Inputs], Outputs] | None = None
+    gradient: Callable[[Any, Inputs], tuple] | None = None
+    exact: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def assert_outputs_close(got: Outputs, want: Outputs, case: OpCase, dtype: Any, what: str) -> None:
+    """Every output in ``want`` is in ``got`` with the same shape, finite, and within tolerance."""
+    missing = sorted(set(want) - set(got))
+    assert not missing, f"{case.name} ({what}): outputs {missing} missing"
+    assert want, f"{case.name} ({what}): nothing to compare"
+    for key, expected in want.items():
+        actual, expected = np.asarray(got[key]), np.asarray(expected)
+        label = f"{case.name}.{key} [{np.dtype(dtype).name}, {what}]"
+        assert actual.shape == expected.shape, f"{label}: shape {actual.shape} != {expected.shape}"
+        assert np.all(np.isfinite(expected)), f"{label}: the expected values are not all finite"
+        assert np.all(np.isfinite(actual)), (
+            f"{label}: not finite at {np.argwhere(~np.isfinite(actual))[:5]}"
+        )
+        if key in case.exact:
+            bad = np.argwhere(actual != expected.astype(actual.dtype))
+            assert bad.size == 0, f"{label}: differs at {bad[:5].tolist()} (must match exactly)"
+            continue
+        scale = float(np.max(np.abs(expected)))
+        assert scale > 0, f"{label}: the expected output is all zeros, which proves nothing"
+        diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+        err = float(np.max(diff)) / scale
+        at = np.unravel_index(np.argmax(diff), diff.shape)
+        assert err <= case.tol(dtype), (
+            f"{label}: max|diff|/max|want| = {err:.3g} > {case.tol(dtype):g} "
+            f"(worst at {at}: got {actual[at]!r}, want {expected[at]!r}); tolerance: {case.tol.why}"
+        )
+
+
+# ------------------------------------------------------------------------------ input helpers
+def _normal(rng, shape, dtype, scale=1.0, shift=0.0) -> np.ndarray:
+    return (rng.standard_normal(shape) * scale + shift).astype(dtype)
+
+
+def distinct(rng, shape, dtype) -> np.ndarray:
+    """Values in [-2, 2) spaced 4/size apart in random order: no ties, for max pooling."""
+    size = math.prod(shape)
+    values = (rng.permutation(size) - size / 2) * (4.0 / size)
+    return values.reshape(shape).astype(dtype)
+
+
+def _away_from_zero(rng, shape, dtype) -> np.ndarray:
+    """|values| in [0.1, 2) with random signs: no ReLU kink within finite-difference reach."""
+    return (rng.uniform(0.1, 2.0, shape) * rng.choice([-1.0, 1.0], shape)).astype(dtype)
+
+
+def _dev(backend, a):
+    """Host array ``a`` copied to the backend, so in-place ops never touch the sample."""
+    return None if a is None else backend.asarray(np.array(a))
+
+
+def _host(backend, **arrays) -> Outputs:
+    return {k: np.asarray(backend.to_numpy(v)) for k, v in arrays.items()}
+
+
+def _torch():
+    import torch
+
+    return torch, torch.nn.functional
+
+
+def _leaf(a):
+    """A torch leaf tensor (requiring a gradient) holding a copy of host array ``a``."""
+    torch, _ = _torch()
+    return torch.tensor(np.array(a), requires_grad=True)
+
+
+def _numpy(**tensors) -> Outputs:
+    return {k: t.detach().numpy() for k, t in tensors.items()}
+
+
+def _backward(y, gy) -> None:
+    torch, _ = _torch()
+    y.backward(torch.from_numpy(np.array(gy)))
+
+
+# -------------------------------------------------------------------------------- convolution
+def conv_case(
+    name, x_shape, w_shape, stride=(1, 1), padding=0, dilation=(1, 1), groups=1, bias=True
+):
+    """Forward and all three gradients of one conv2d configuration (padding: int or per side)."""
+    if isinstance(padding, int):
+        padding = ((padding, padding), (padding, padding))
+    opts = (stride, padding, dilation, groups)
+
+    def sample(rng, dtype):
+        out_hw = window_output_shape(x_shape[2:], w_shape[2:], stride, padding, dilation, name)
+        fan_in = math.prod(w_shape[1:])
+        return {
+            "x": _normal(rng, x_shape, dtype),
+            "w": _normal(rng, w_shape, dtype, 1 / math.sqrt(fan_in)),
+            "b": _normal(rng, w_shape[:1], dtype) if bias else None,
+            "gy": _normal(rng, (x_shape[0], w_shape[0], *out_hw), dtype),
+        }
+
+    def run(bk, d):
+        x, w, b, gy = (_dev(bk, d[k]) for k in ("x", "w", "b", "gy"))
+        return _host(
+            bk,
+            y=bk.conv2d_forward(x, w, b, *opts),
+            gx=bk.conv2d_backward_input(gy, w, x.shape, *opts),
+            gw=bk.conv2d_backward_weight(gy, x, w.shape, *opts),
+            gb=bk.conv2d_backward_bias(gy),
+        )
+
+    def reference(d):
+        gx, gw, gb = ref.conv2d_backward(d["gy"], d["x"], d["w"], *opts)
+        return {
+            "y": ref.conv2d_forward(d["x"], d["w"], d["b"], *opts),
+            "gx": gx,
+            "gw": gw,
+            "gb": gb,
+        }
+
+    def torch_fn(d):
+        _, tf = _torch()
+        x, w = _leaf(d["x"]), _leaf(d["w"])
+        # A zero bias when there is none: same output, and torch computes its gradient.
+        b = _leaf(np.zeros(w_shape[0], d["x"].dtype) if d["b"] is None else d["b"])
+        (top, bottom), (left, right) = padding
+        y = tf.conv2d(tf.pad(x, (left, right, top, bottom)), w, b, stride, 0, dilation, groups)
+        _backward(y, d["gy"])
+        return _numpy(y=y, gx=x.grad, gw=w.grad, gb=b.grad)
+
+    def gradient(bk, d):
+        x, w, b = (_dev(bk, d[k]) for k in ("x", "w", "b"))
+        args = (x, w, b) if bias else (x, w)
+
+        def grad_fn(gy):
+            gx = bk.conv2d_backward_input(gy, w, x.shape, *opts)
+            gw = bk.conv2d_backward_weight(gy, x, w.shape, *opts)
+            return (gx, gw, bk.conv2d_backward_bias(gy))[: len(args)]
+
+        return (lambda x, w, b=None: bk.conv2d_forward(x, w, b, *opts)), args, grad_fn
+
+    return OpCase(f"conv2d_{name}", sample, run, SUMS, reference, torch_fn, gradient)
+
+
+CONV_CASES = [
+    conv_case("basic", (2, 3, 7, 6), (4, 3, 3, 3)),
+    conv_case("tutorial_1ch", (2, 1, 8, 8), (4, 1, 3, 3)),
+    conv_case("stride2_pad1", (2, 2, 8, 7), (3, 2, 3, 3), stride=(2, 2), padding=1),
+    conv_case("asym_pad", (1, 2, 6, 5), (3, 2, 3, 2), stride=(1, 2), padding=((0, 2), (1, 0))),
+    conv_case("dilation", (2, 2, 9, 8), (2, 2, 3, 3), padding=((1, 1), (2, 2)), dilation=(2, 3)),
+    conv_case("groups2", (2, 4, 6, 6), (6, 2, 3, 3), padding=1, groups=2),
+    conv_case("depthwise_nobias", (2, 3, 6, 5), (3, 1, 3, 3), (2, 1), 1, groups=3, bias=False),
+    conv_case("1x1_nobias", (3, 4, 5, 5), (5, 4, 1, 1), bias=False),
+    conv_case("big_kernel", (1, 2, 11, 10), (3, 2, 5, 4), (3, 3), ((2, 1), (0, 3)), (1, 2)),
+    conv_case("kernel_fills_input", (2, 3, 4, 5), (2, 3, 4, 5)),
+]
+
+
+# ------------------------------------------------------------------------------------ pooling
+def _pool_sample(x_shape, kernel, stride, padding, name):
+    def sample(rng, dtype):
+        pads = ((padding[0],) * 2, (padding[1],) * 2)
+        out_hw = window_output_shape(x_shape[2:], kernel, stride, pads, (1, 1), name)
+        return {
+            "x": distinct(rng, x_shape, dtype),
+            "gy": _normal(rng, (*x_shape[:2], *out_hw), dtype),
+        }
+
+    return sample
+
+
+def max_pool_case(name, x_shape, kernel, stride, padding=(0, 0)):
+    """Max pooling: output, argmax (exact) and the routed gradient, inputs without ties."""
+    opts = (kernel, stride, padding)
+
+    def run(bk, d):
+        x, gy = _dev(bk, d["x"]), _dev(bk, d["gy"])
+        y, argmax = bk.max_pool2d_forward(x, *opts)
+        return _host(bk, y=y, argmax=argmax, gx=bk.max_pool2d_backward(gy, argmax, x.shape, *opts))
+
+    def reference(d):
+        y, argmax = ref.max_pool2d_forward(d["x"], *opts)
+        return {"y": y, "argmax": argmax, "gx": ref.max_pool2d_backward(d["gy"], d["x"], *opts)}
+
+    def torch_fn(d):
+        _, tf = _torch()
+        x = _leaf(d["x"])
+        y, argmax = tf.max_pool2d(x, kernel, stride, padding, return_indices=True)
+        _backward(y, d["gy"])
+        return _numpy(y=y, argmax=argmax, gx=x.grad)
+
+    def gradient(bk, d):
+        x = _dev(bk, d["x"])
+        _, argmax = bk.max_pool2d_forward(x, *opts)
+        return (
+            lambda x: bk.max_pool2d_forward(x, *opts)[0],
+            (x,),
+            lambda gy: (bk.max_pool2d_backward(gy, argmax, x.shape, *opts),),
+        )
+
+    sample = _pool_sample(x_shape, kernel, stride, padding, name)
+    return OpCase(
+        f"max_pool2d_{name}", sample, run, SUMS, reference, torch_fn, gradient, ("argmax",)
+    )
+
+
+def avg_pool_case(name, x_shape, kernel, stride, padding=(0, 0)):
+    """Average pooling (padded zeros counted): output and gradient."""
+    opts = (kernel, stride, padding)
+
+    def run(bk, d):
+        x, gy = _dev(bk, d["x"]), _dev(bk, d["gy"])
+        return _host(
+            bk, y=bk.avg_pool2d_forward(x, *opts), gx=bk.avg_pool2d_backward(gy, x.shape, *opts)
+        )
+
+    def reference(d):
+        return {
+            "y": ref.avg_pool2d_forward(d["x"], *opts),
+            "gx": ref.avg_pool2d_backward(d["gy"], d["x"].shape, *opts),
+        }
+
+    def torch_fn(d):
+        _, tf = _torch()
+        x = _leaf(d["x"])
+        y = tf.avg_pool2d(x, kernel, stride, padding, count_include_pad=True)
+        _backward(y, d["gy"])
+        return _numpy(y=y, gx=x.grad)
+
+    def gradient(bk, d):
+        x = _dev(bk, d["x"])
+        return (
+            lambda x: bk.avg_pool2d_forward(x, *opts),
+            (x,),
+            lambda gy: (bk.avg_pool2d_backward(gy, x.shape, *opts),),
+        )
+
+    sample = _pool_sample(x_shape, kernel, stride, padding, name)
+    return OpCase(f"avg_pool2d_{name}", sample, run, SUMS, reference, torch_fn, gradient)
+
+
+POOL_CONFIGS = [  # name, x shape, kernel, stride, padding
+    ("k2s2", (2, 3, 6, 6), (2, 2), (2, 2), (0, 0)),
+    ("k2s2_odd_size", (1, 2, 5, 7), (2, 2), (2, 2), (0, 0)),
+    ("k3s2p1_overlap", (2, 2, 7, 8), (3, 3), (2, 2), (1, 1)),
+    ("k3s1p1_overlap", (1, 3, 5, 5), (3, 3), (1, 1), (1, 1)),
+    ("rect", (2, 2, 6, 7), (2, 3), (1, 2), (1, 1)),
+    ("rect_pad_h", (1, 2, 7, 5), (3, 2), (3, 1), (1, 0)),
+]
+POOL_CASES = [max_pool_case(*c) for c in POOL_CONFIGS] + [avg_pool_case(*c) for c in POOL_CONFIGS]
+
+
+def _global_avg_pool_case() -> OpCase:
+    def sample(rng, dtype):
+        return {"x": _normal(rng, (2, 3, 4, 5), dtype), "gy": _normal(rng, (2, 3), dtype)}
+
+    def run(bk, d):
+        x, gy = _dev(bk, d["x"]), _dev(bk, d["gy"])
+        return _host(
+            bk, y=bk.global_avg_pool2d_forward(x), gx=bk.global_avg_pool2d_backward(gy, x.shape)
+        )
+
+    def reference(d):
+        return {
+            "y": ref.global_avg_pool2d_forward(d["x"]),
+            "gx": ref.global_avg_pool2d_backward(d["gy"], d["x"].shape),
+        }
+
+    def torch_fn(d):
+        _, tf = _torch()
+        x = _leaf(d["x"])
+        y = tf.adaptive_avg_pool2d(x, 1).flatten(1)
+        _backward(y, d["gy"])
+        return _numpy(y=y, gx=x.grad)
+
+    def gradient(bk, d):
+        x = _dev(bk, d["x"])
+        return (
+            bk.global_avg_pool2d_forward,
+            (x,),
+            lambda gy: (bk.global_avg_pool2d_backward(gy, x.shape),),
+        )
+
+    return OpCase("global_avg_pool2d", sample, run, SUMS, reference, torch_fn, gradient)
+
+
+# ------------------------------------------------------------------------ elementwise, dense
+def _relu_case() -> OpCase:
+    def sample(rng, dtype):
+        return {
+            "x": _away_from_zero(rng, (2, 3, 4, 5), dtype),
+            "gy": _normal(rng, (2, 3, 4, 5), dtype),
+        }
+
+    def run(bk, d):
+        x, gy = _dev(bk, d["x"]), _dev(bk, d["gy"])
+        y = bk.relu_forward(x)
+        return _host(bk, y=y, gx=bk.relu_backward(gy, y))
+
+    def reference(d):
+        return {"y": ref.relu_forward(d["x"]), "gx": ref.relu_backward(d["gy"], d["x"])}
+
+    def torch_fn(d):
+        _, tf = _torch()
+        x = _leaf(d["x"])
+        y = tf.relu(x)
+        _backward(y, d["gy"])
+        return _numpy(y=y, gx=x.grad)
+
+    def gradient(bk, d):
+        x = _dev(bk, d["x"])
+        y = bk.relu_forward(x)
+        return bk.relu_forward, (x,), lambda gy: (bk.relu_backward(gy, y),)
+
+    return OpCase("relu", sample, run, ELEMENTWISE, reference, torch_fn, gradient)
+
+
+def _bias_relu_case() -> OpCase:
+    def sample(rng, dtype):
+        b = rng.standard_normal(3)
+        z = _away_from_zero(rng, (2, 3, 4, 5), np.float64)  # z = x + b stays clear of the kink
+        return {"x": (z - b.reshape(1, 3, 1, 1)).astype(dtype), "b": b.astype(dtype)}
+
+    def run(bk, d):
+        return _host(bk, y=bk.bias_relu_forward(_dev(bk, d["x"]), _dev(bk, d["b"])))
+
+    def torch_fn(d):
+        _, tf = _torch()
+        return _numpy(y=tf.relu(_leaf(d["x"]) + _leaf(d["b"]).reshape(1, -1, 1, 1)))
+
+    def gradient(bk, d):
+        x, b = _dev(bk, d["x"]), _dev(bk, d["b"])
+        y = bk.bias_relu_forward(x, b)
+
+        def grad_fn(gy):
+            gz = bk.relu_backward(gy, y)
+            return gz, bk.conv2d_backward_bias(gz)
+
+        return bk.bias_relu_forward, (x, b), grad_fn
+
+    return OpCase(
+        "bias_relu",
+        sample,
+        run,
+        ELEMENTWISE,
+        lambda d: {"y": ref.bias_relu_forward(d["x"], d["b"])},
+        torch_fn,
+        gradient,
+    )
+
+
+def _linear_case(bias: bool) -> OpCase:
+    def sample(rng, dtype):
+        return {
+            "x": _normal(rng, (4, 7), dtype),
+            "w": _normal(rng, (5, 7), dtype, 0.4),
+            "b": _normal(rng, (5,), dtype) if bias else None,
+            "gy": _normal(rng, (4, 5), dtype),
+        }
+
+    def run(bk, d):
+        x, w, b, gy = (_dev(bk, d[k]) for k in ("x", "w", "b", "gy"))
+        gx, gw, gb = bk.linear_backward(gy, x, w)
+        return _host(bk, y=bk.linear_forward(x, w, b), gx=gx, gw=gw, gb=gb)
+
+    def reference(d):
+        gx, gw, gb = ref.linear_backward(d["gy"], d["x"], d["w"])
+        return {"y": ref.linear_forward(d["x"], d["w"], d["b"]), "gx": gx, "gw": gw, "gb": gb}
+
+    def torch_fn(d):
+        _, tf = _torch()
+        x, w = _leaf(d["x"]), _leaf(d["w"])
+        b = _leaf(np.zeros(5, d["x"].dtype) if d["b"] is None else d["b"])
+        y = tf.linear(x, w, b)
+        _backward(y, d["gy"])
+        return _numpy(y=y, gx=x.grad, gw=w.grad, gb=b.grad)
+
+    def gradient(bk, d):
+        x, w, b = (_dev(bk, d[k]) for k in ("x", "w", "b"))
+        args = (x, w, b) if bias else (x, w)
+        return (
+            lambda x, w, b=None: bk.linear_forward(x, w, b),
+            args,
+            lambda gy: bk.linear_backward(gy, x, w)[: len(args)],
+        )
+
+    name = "linear" if bias else "linear_nobias"
+    return OpCase(name, sample, run, SUMS, reference, torch_fn, gradient)
+
+
+def _dropout_case(shape, p: float) -> OpCase:
+    def sample(rng, dtype):
+        seed = int(rng.integers(0, 2**63))
+        return {"x": _normal(rng, shape, dtype), "p": p, "seed": seed}
+
+    def run(bk, d):
+        x = _dev(bk, d["x"])
+        y, mask = bk.dropout_forward(x, d["p"], d["seed"])
+        again = bk.dropout_mask(x.shape, d["p"], d["seed"], x.dtype)
+        return _host(bk, y=y, mask=mask, mask_again=again)
+
+    def reference(d):
+        mask = ref.dropout_mask(d["x"].shape, d["p"], d["seed"])
+        return {"y": ref.dropout_forward(d["x"], mask), "mask": mask, "mask_again": mask}
+
+    def gradient(bk, d):
+        x = _dev(bk, d["x"])
+        _, mask = bk.dropout_forward(x, d["p"], d["seed"])
+        return (
+            lambda x: bk.dropout_forward(x, d["p"], d["seed"])[0],
+            (x,),
+            lambda gy: (gy * mask,),
+        )
+
+    name = f"dropout_p{p:g}_{len(shape)}d"
+    return OpCase(name, sample, run, ELEMENTWISE, reference, None, gradient, ("mask", "mask_again"))
+
+
+# --------------------------------------------------------------------------------- batch norm
+BN_EPS = 1e-5
+
+
+def _bn_train_case() -> OpCase:
+    shape = (3, 4, 3, 5)
+
+    def sample(rng, dtype):
+        return {
+            "x": _normal(rng, shape, dtype, 2.0, 3.0),  # off-centre: the mean matters
+            "gamma": _normal(rng, (4,), dtype, 0.5, 1.0),
+            "beta": _normal(rng, (4,), dtype),
+            "gy": _normal(rng, shape, dtype),
+        }
+
+    def run(bk, d):
+        x, gamma, beta, gy = (_dev(bk, d[k]) for k in ("x", "gamma", "beta", "gy"))
+        y, mean, invstd = bk.batch_norm2d_forward_train(x, gamma, beta, BN_EPS)
+        gx, ggamma, gbeta = bk.batch_norm2d_backward(gy, x, gamma, mean, invstd)
+        return _host(bk, y=y, mean=mean, invstd=invstd, gx=gx, ggamma=ggamma, gbeta=gbeta)
+
+    def reference(d):
+        y, mean, invstd = ref.batch_norm2d_forward_train(d["x"], d["gamma"], d["beta"], BN_EPS)
+        gx, ggamma, gbeta = ref.batch_norm2d_backward(d["gy"], d["x"], d["gamma"], BN_EPS)
+        return {"y": y, "mean": mean, "invstd": invstd, "gx": gx, "ggamma": ggamma, "gbeta": gbeta}
+
+    def torch_fn(d):
+        torch, tf = _torch()
+        x, gamma, beta = _leaf(d["x"]), _leaf(d["gamma"]), _leaf(d["beta"])
+        y = tf.batch_norm(x, None, None, gamma, beta, training=True, eps=BN_EPS)
+        _backward(y, d["gy"])
+        with torch.no_grad():
+            var = x.var(dim=(0, 2, 3), unbiased=False)
+            mean, invstd = x.mean(dim=(0, 2, 3)), 1.0 / torch.sqrt(var + BN_EPS)
+        return _numpy(y=y, mean=mean, invstd=invstd, gx=x.grad, ggamma=gamma.grad, gbeta=beta.grad)
+
+    def gradient(bk, d):
+        x, gamma, beta = (_dev(bk, d[k]) for k in ("x", "gamma", "beta"))
+        _, mean, invstd = bk.batch_norm2d_forward_train(x, gamma, beta, BN_EPS)
+        return (
+            lambda x, gamma, beta: bk.batch_norm2d_forward_train(x, gamma, beta, BN_EPS)[0],
+            (x, gamma, beta),
+            lambda gy: bk.batch_norm2d_backward(gy, x, gamma, mean, invstd),
+        )
+
+    return OpCase("batch_norm2d_train", sample, run, NORM, reference, torch_fn, gradient)
+
+
+def _bn_eval_case() -> OpCase:
+    shape = (2, 3, 4, 4)
+
+    def sample(rng, dtype):
+        return {
+            "x": _normal(rng, shape, dtype, 2.0, 1.0),
+            "gamma": _normal(rng, (3,), dtype, 0.5, 1.0),
+            "beta": _normal(rng, (3,), dtype),
+            "mean": _normal(rng, (3,), dtype),
+            "var": rng.uniform(0.2, 3.0, 3).astype(dtype),
+        }
+
+    keys = ("x", "gamma", "beta", "mean", "var")
+
+    def run(bk, d):
+        return _host(bk, y=bk.batch_norm2d_forward_eval(*(_dev(bk, d[k]) for k in keys), BN_EPS))
+
+    def torch_fn(d):
+        torch, tf = _torch()
+        x, gamma, beta, mean, var = (torch.from_numpy(np.array(d[k])) for k in keys)
+        return _numpy(y=tf.batch_norm(x, mean, var, gamma, beta, training=False, eps=BN_EPS))
+
+    def reference(d):
+        return {"y": ref.batch_norm2d_forward_eval(*(d[k] for k in keys), BN_EPS)}
+
+    # No gradient: the eval-mode backward is not a backend op (it is one multiply in the layer).
+    return OpCase("batch_norm2d_eval", sample, run, ELEMENTWISE, reference, torch_fn)
+
+
+# ------------------------------------------------------------------------------------- loss
+def _xent_case(name: str, logit_scale: float) -> OpCase:
+    def sample(rng, dtype):
+        return {
+            "logits": _normal(rng, (6, 5), dtype, logit_scale),
+            "labels": rng.integers(0, 5, 6).astype(np.int64),
+        }
+
+    def run(bk, d):
+        logits, labels = _dev(bk, d["logits"]), _dev(bk, d["labels"])
+        loss, probs = bk.softmax_cross_entropy_forward(logits, labels)
+        return _host(
+            bk, loss=loss, probs=probs, glogits=bk.softmax_cross_entropy_backward(probs, labels)
+        )
+
+    def reference(d):
+        loss, probs = ref.softmax_cross_entropy_forward(d["logits"], d["labels"])
+        glogits = ref.softmax_cross_entropy_backward(d["logits"], d["labels"])
+        return {"loss": np.float64(loss), "probs": probs, "glogits": glogits}
+
+    def torch_fn(d):
+        torch, tf = _torch()
+        logits = _leaf(d["logits"])
+        loss = tf.cross_entropy(logits, torch.from_numpy(d["labels"]))
+        loss.backward()
+        return _numpy(loss=loss, probs=torch.softmax(logits, 1), glogits=logits.grad)
+
+    def gradient(bk, d):
+        logits, labels = _dev(bk, d["logits"]), _dev(bk, d["labels"])
+        _, probs = bk.softmax_cross_entropy_forward(logits, labels)
+        return (
+            lambda z: bk.xp.asarray(bk.softmax_cross_entropy_forward(z, labels)[0]),
+            (logits,),
+            lambda gy: (gy * bk.softmax_cross_entropy_backward(probs, labels),),
+        )
+
+    return OpCase(f"softmax_xent_{name}", sample, run, SUMS, reference, torch_fn, gradient)
+
+
+# ------------------------------------------------------------------------------- optimisers
+STEPS = 3
+
+
+def _optim_sample(shape=(4, 6)):
+    def sample(rng, dtype):
+        return {
+            "p": _normal(rng, shape, dtype),
+            "grads": [_normal(rng, shape, dtype) for _ in range(STEPS)],
+            "state": _normal(rng, shape, dtype, 5.0),  # garbage the first step must ignore
+        }
+
+    return sample
+
+
+def _delta(out: Outputs, d: Inputs) -> Outputs:
+    """Add 'delta' = p - p0 (float64): the step itself, so a wrong rule cannot hide under p."""
+    return {**out, "delta": np.asarray(out["p"], np.float64) - np.asarray(d["p"], np.float64)}
+
+
+def _torch_optimise(d, make, state_keys) -> Outputs:
+    torch, _ = _torch()
+    p = torch.nn.Parameter(torch.from_numpy(np.array(d["p"])))
+    opt = make([p])
+    for g in d["grads"]:
+        p.grad = torch.from_numpy(np.array(g))
+        opt.step()
+    state = {k: opt.state[p][src] for k, src in state_keys.items()}
+    return _delta(_numpy(p=p, **state), d)
+
+
+def _sgd_case(name, momentum=0.0, nesterov=False, weight_decay=0.0, lr=0.1) -> OpCase:
+    hyper = (lr, momentum, nesterov, weight_decay)
+
+    def run(bk, d):
+        p = _dev(bk, d["p"])
+        velocity = _dev(bk, d["state"]) if momentum else None
+        for step, g in enumerate(d["grads"]):
+            bk.sgd_update(p, _dev(bk, g), velocity, *hyper, first_step=step == 0)
+        out = {"p": p} if velocity is None else {"p": p, "velocity": velocity}
+        return _delta(_host(bk, **out), d)
+
+    def reference(d):
+        p, velocity = d["p"], None
+        for step, g in enumerate(d["grads"]):
+            p, velocity = ref.sgd_step(p, g, velocity, *hyper, first_step=step == 0)
+        out = {"p": p} if velocity is None else {"p": p, "velocity": velocity}
+        return _delta(out, d)
+
+    def torch_fn(d):
+        torch, _ = _torch()
+        make = lambda ps: torch.optim.SGD(  # noqa: E731
+            ps, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
+        )
+        return _torch_optimise(d, make, {"velocity": "momentum_buffer"} if momentum else {})
+
+    return OpCase(f"sgd_{name}", _optim_sample(), run, OPTIM, reference, torch_fn)
+
+
+def _adam_case(name, weight_decay=0.0, decoupled=False, lr=0.05, betas=(0.9, 0.999), eps=1e-8):
+    def run(bk, d):
+        p, m, v = (
+            _dev(bk, d["p"]),
+            bk.xp.zeros_like(_dev(bk, d["p"])),
+            bk.xp.zeros_like(_dev(bk, d["p"])),
+        )
+        for step, g in enumerate(d["grads"], start=1):
+            bk.adam_update(p, _dev(bk, g), m, v, step, lr, *betas, eps, weight_decay, decoupled)
+        return _delta(_host(bk, p=p, m=m, v=v), d)
+
+    def reference(d):
+        p = d["p"]
+        m = v = np.zeros(p.shape)
+        for step, g in enumerate(d["grads"], start=1):
+            p, m, v = ref.adam_step(p, g, m, v, step, lr, *betas, eps, weight_decay, decoupled)
+        return _delta({"p": p, "m": m, "v": v}, d)
+
+    def torch_fn(d):
+        torch, _ = _torch()
+        cls = torch.optim.AdamW if decoupled else torch.optim.Adam
+        make = lambda ps: cls(ps, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)  # noqa: E731
+        return _torch_optimise(d, make, {"m": "exp_avg", "v": "exp_avg_sq"})
+
+    return OpCase(name, _optim_sample(), run, OPTIM, reference, torch_fn)
+
+
+# -------------------------------------------------------------------------------- the table
+CASES: list[OpCase] = [
+    *CONV_CASES,
+    *POOL_CASES,
+    _global_avg_pool_case(),
+    _relu_case(),
+    _bias_relu_case(),
+    _linear_case(bias=True),
+    _linear_case(bias=False),
+    _dropout_case((4, 3, 5, 6), 0.3),
+    _dropout_case((7, 33), 0.5),
+    _bn_train_case(),
+    _bn_eval_case(),
+    _xent_case("unit", 1.0),
+    _xent_case("huge_logits", 1e3),
+    _sgd_case("plain"),
+    _sgd_case("weight_decay", weight_decay=0.05),
+    _sgd_case("momentum", momentum=0.9),
+    _sgd_case("nesterov_wd", momentum=0.9, nesterov=True, weight_decay=0.01),
+    _adam_case("adam"),
+    _adam_case("adam_l2", weight_decay=0.05),
+    _adam_case("adamw", weight_decay=0.05, decoupled=True),
+]
+GRAD_CASES = [c for c in CASES if c.gradient is not None]
+REFERENCE_CASES = [c for c in CASES if c.reference is not None]
+TORCH_CASES = [c for c in CASES if c.torch is not None]

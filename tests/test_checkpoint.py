@@ -1,0 +1,209 @@
+"""Checkpoints: round trip, atomic writes, corrupt files, exact resume, PyTorch state dicts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from gpucnn import checkpoint as ck
+from gpucnn import nn, optim
+from gpucnn.data.datasets import write_idx_dataset
+from gpucnn.nn.zoo import build_from_spec, build_model, model_spec
+from gpucnn.train import TrainConfig, fit
+
+
+def _trained(name="tutorial-lines", steps=2, seed=0):
+    """A zoo model, an Adam optimizer and a cosine schedule after a few updates on random data."""
+    model = build_model(name, rng=seed)
+    spec = model_spec(name)
+    opt = optim.Adam(model.parameters(), lr=0.01)
+    sched = optim.CosineAnnealingLR(opt, T_max=5)
+    rng = np.random.default_rng(seed)
+    loss_fn = nn.CrossEntropyLoss()
+    for _ in range(steps):
+        x = rng.standard_normal((4, *spec["input_shape"])).astype(np.float32)
+        y = rng.integers(0, spec["num_classes"], 4)
+        loss_fn(model(x), y)
+        opt.zero_grad()
+        model.backward(loss_fn.backward())
+        opt.step()
+        sched.step()
+    return model, spec, opt, sched, rng
+
+
+def _save(path, name="tutorial-lines", **kwargs):
+    model, spec, opt, sched, rng = _trained(name, **kwargs)
+    ck.save_checkpoint(
+        path, model, spec, optimizer=opt, scheduler=sched, epoch=3, rng=rng, meta={"note": "x"}
+    )
+    return model, spec, opt, sched, rng
+
+
+def _assert_same_state(a: dict, b: dict):
+    assert sorted(a) == sorted(b)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+@pytest.mark.parametrize("name", ["tutorial-lines", "fashion-net"])
+def test_round_trip(tmp_path, name):
+    model, spec, opt, sched, rng = _save(tmp_path / "m.npz", name)
+    loaded = ck.load_checkpoint(tmp_path / "m.npz")
+    assert loaded.spec == spec and loaded.epoch == 3 and loaded.meta == {"note": "x"}
+    assert loaded.rng_state == rng.bit_generator.state
+    _assert_same_state(loaded.model_state, model.state_dict())
+    _assert_same_state(loaded.optimizer_state, opt.state_dict())
+    _assert_same_state(loaded.scheduler_state, sched.state_dict())
+    rebuilt = loaded.build_model("cpu")
+    _assert_same_state(rebuilt.state_dict(), model.state_dict())
+    assert rebuilt.random_state() == model.random_state()
+    opt2 = optim.Adam(rebuilt.parameters(), lr=0.5)
+    opt2.load_state_dict(loaded.optimizer_state)
+    _assert_same_state(opt2.state_dict(), opt.state_dict())
+
+
+def test_atomic_write_keeps_the_old_checkpoint_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "m.npz"
+    model, *_ = _save(path)
+    before = path.read_bytes()
+
+    def crash(f, **arrays):
+        f.write(b"PK\x03\x04 half a zip file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ck.np, "savez", crash)
+    other, spec, *_ = _trained(seed=1)
+    with pytest.raises(OSError, match="disk full"):
+        ck.save_checkpoint(path, other, spec)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temporary file left behind
+    _assert_same_state(ck.load_checkpoint(path).model_state, model.state_dict())
+
+
+def test_atomic_write_survives_a_killed_process(tmp_path):
+    path = tmp_path / "m.npz"
+    _save(path)
+    before = path.read_bytes()
+    script = textwrap.dedent(f"""
+        import os
+        from gpucnn.checkpoint import atomic_write
+        def write(f):
+            f.write(b"x" * 100000)
+            f.flush()
+            os._exit(9)  # the process dies mid-write, before the rename
+        atomic_write({str(path)!r}, write)
+    """)
+    assert subprocess.run([sys.executable, "-c", script], timeout=60).returncode == 9
+    assert path.read_bytes() == before
+    ck.load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda b: b[: len(b) // 2], "corrupt or truncated"),
+        (lambda b: b"not a zip file at all", "corrupt or truncated"),
+        (lambda b: b"", "corrupt or truncated"),
+        (lambda b: b[:300] + bytes([b[300] ^ 0xFF]) + b[301:], "corrupt or truncated"),
+    ],
+)
+def test_corrupt_checkpoint_is_refused(tmp_path, damage, message):
+    path = tmp_path / "m.npz"
+    _save(path)
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(ck.CheckpointError, match=message) as info:
+        ck.load_checkpoint(path)
+    assert str(path) in str(info.value)
+
+
+def test_foreign_or_mismatched_checkpoint_is_refused(tmp_path):
+    np.savez(tmp_path / "plain.npz", weights=np.zeros(3))
+    with pytest.raises(ck.CheckpointError, match="not a gpucnn checkpoint"):
+        ck.load_checkpoint(tmp_path / "plain.npz")
+    with pytest.raises(ck.CheckpointError, match="no such checkpoint"):
+        ck.load_checkpoint(tmp_path / "missing.npz")
+    model, spec, *_ = _trained()
+    spec["layers"][-1][1]["out_features"] = 3  # the weights no longer fit the spec
+    ck.save_checkpoint(tmp_path / "m.npz", model, spec)
+    with pytest.raises(ck.CheckpointError, match="do not match the model spec"):
+        ck.load_checkpoint(tmp_path / "m.npz").build_model()
+
+
+def _interrupt_after(epoch):
+    def callback(e, record):
+        if e == epoch:
+            raise KeyboardInterrupt
+
+    return callback
+
+
+def _run_twice(config: TrainConfig, tmp_path):
+    """Checkpoints of an uninterrupted run and of a run interrupted after epoch 1 and resumed."""
+    import dataclasses
+
+    straight = dataclasses.replace(config, out=str(tmp_path / "straight"))
+    fit(straight, log=lambda s: None)
+    resumed = dataclasses.replace(config, out=str(tmp_path / "resumed"))
+    with pytest.raises(KeyboardInterrupt):
+        fit(resumed, callback=_interrupt_after(1), log=lambda s: None)
+    metrics = fit(dataclasses.replace(resumed, resume=True), log=lambda s: None)
+    return [
+        ck.load_checkpoint(tmp_path / d / "model.npz") for d in ("straight", "resumed")
+    ], metrics
+
+
+def test_resume_is_bit_identical_lines(tmp_path):
+    config = TrainConfig(epochs=3, train_size=256, test_size=64, progress=False)
+    (a, b), metrics = _run_twice(config, tmp_path)
+    _assert_same_state(a.model_state, b.model_state)
+    _assert_same_state(a.optimizer_state, b.optimizer_state)
+    assert a.rng_state == b.rng_state and a.epoch == b.epoch == 3
+    assert a.meta["history"][-1]["test_accuracy"] == metrics["test_accuracy"]
+    assert len(metrics["history"]) == 3
+
+
+def test_resume_is_bit_identical_with_dropout_batchnorm_and_augmentation(tmp_path):
+    rng = np.random.default_rng(0)
+    train, test = [
+        (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), np.arange(n) % 10) for n in (48, 16)
+    ]
+    data_dir = write_idx_dataset(tmp_path / "data", train, test)
+    config = TrainConfig(
+        dataset="fashion-mnist",
+        model="fashion-net",
+        epochs=2,
+        batch_size=16,
+        data_dir=str(data_dir),
+        progress=False,
+    )
+    (a, b), _ = _run_twice(config, tmp_path)
+    _assert_same_state(a.model_state, b.model_state)
+    _assert_same_state(a.optimizer_state, b.optimizer_state)
+    _assert_same_state(a.scheduler_state, b.scheduler_state)
+    assert a.random_state == b.random_state and a.random_state  # dropout counters advanced
+
+
+def _torch_model(spec):
+    torch = pytest.importorskip("torch")
+    return torch.nn.Sequential(*(getattr(torch.nn, kind)(**args) for kind, args in spec["layers"]))
+
+
+@pytest.mark.parametrize("name", ["tutorial-mnist", "fashion-net"])
+def test_to_torch_and_back(name):
+    torch = pytest.importorskip("torch")
+    model, spec, *_ = _trained(name)
+    reference = _torch_model(spec)
+    reference.load_state_dict(ck.to_torch(model), strict=True)
+    model.eval()
+    reference.eval()
+    x = np.random.default_rng(1).standard_normal((3, *spec["input_shape"])).astype(np.float32)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model(x), expected, rtol=1e-4, atol=1e-4)
+    fresh = build_from_spec(spec, rng=5)
+    fresh.load_state_dict(ck.from_torch(reference.state_dict()))
+    _assert_same_state(fresh.state_dict(), model.state_dict())

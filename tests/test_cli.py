@@ -1,0 +1,167 @@
+"""Every ``gpucnn`` subcommand end to end on tiny settings, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gpucnn.backend import get_backend
+from gpucnn.cli import main
+from gpucnn.errors import GpuUnavailableError
+
+
+def run(capsys, *argv):
+    """(exit code, stdout, stderr) of ``gpucnn ARGV``."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("gpucnn") and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err
+
+
+@pytest.fixture(scope="module")
+def lines_run(tmp_path_factory):
+    """``gpucnn`` with no arguments, run in a fresh folder: (folder, stdout)."""
+    folder = tmp_path_factory.mktemp("default")
+    result = subprocess.run(
+        [sys.executable, "-m", "gpucnn"], cwd=folder, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return folder / "runs" / "lines-tutorial-lines", result.stdout
+
+
+def test_train_default_reaches_95_percent(lines_run):
+    out, stdout = lines_run
+    reported = float(re.search(r"test accuracy (\d\.\d+)", stdout).group(1))
+    assert reported >= 0.95
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.95 and metrics["dataset"] == "lines"
+    assert len(metrics["history"]) == metrics["epochs"] >= 1
+    assert {"train_loss", "train_accuracy", "test_accuracy", "samples_per_s"} <= set(
+        metrics["history"][0]
+    )
+    for name in ("model.npz", "curves.png", "filters.png"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_eval_reports_the_trained_accuracy(lines_run, capsys):
+    out, stdout = lines_run
+    code, text, _ = run(capsys, "eval", "--checkpoint", str(out / "model.npz"))
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert f"test accuracy {metrics['test_accuracy']:.4f}" in text
+
+
+@pytest.mark.parametrize("suffix", [".png", ".pgm", ".jpg"])
+def test_predict_lines(lines_run, tmp_path, capsys, suffix):
+    out, _ = lines_run
+    paths = []
+    for kind in ("vertical", "horizontal"):
+        image = np.zeros((8, 8), dtype=np.uint8)
+        if kind == "vertical":
+            image[:, 3] = 255
+        else:
+            image[5, :] = 255
+        paths.append(tmp_path / f"{kind}{suffix}")
+        Image.fromarray(image).save(paths[-1], quality=95)
+    code, text, _ = run(capsys, "predict", "--checkpoint", str(out / "model.npz"), *map(str, paths))
+    assert code == 0
+    lines = text.strip().splitlines()
+    assert len(lines) == 2
+    assert re.search(r"vertical\.\w+: vertical \(\d\.\d+\)", lines[0])
+    assert re.search(r"horizontal\.\w+: horizontal \(\d\.\d+\)", lines[1])
+
+
+def test_train_then_resume(tmp_path, capsys):
+    common = ["--train-size", "128", "--test-size", "64", "--out", str(tmp_path), "--no-progress"]
+    code, text, _ = run(
+        capsys, "train", "--epochs", "1", "--optimizer", "adam", "--lr", "0.01", *common
+    )
+    assert code == 0 and "epoch 1/1" in text
+    code, text, _ = run(capsys, "train", "--epochs", "2", "--resume", *common)
+    assert code == 0 and "resuming" in text and "epoch 2/2" in text and "epoch 1/" not in text
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert len(metrics["history"]) == 2 and metrics["config"]["optimizer"] == "adam"
+
+
+def test_summary(capsys):
+    code, text, _ = run(capsys, "summary", "--model", "tutorial-mnist")
+    assert code == 0
+    for fragment in ("(800,)", "108,618", "100,480", "160", "628x fewer", "38,535,424", "1,792"):
+        assert fragment in text
+
+
+def test_demo(tmp_path, capsys):
+    code, text, _ = run(capsys, "demo", "--out", str(tmp_path))
+    assert code == 0
+    assert "same = True" in text and "(8 - 3 + 2*1) // 2 + 1 = 4  conv2d -> (4, 4)" in text
+    assert (tmp_path / "kernels.png").stat().st_size > 0
+    assert (tmp_path / "pooling.png").stat().st_size > 0
+
+
+def test_info(capsys):
+    code, text, _ = run(capsys, "info")
+    assert code == 0 and "device cpu" in text and "kernel cache" in text
+
+
+def test_help_everywhere():
+    for argv in ([], ["train"], ["eval"], ["predict"], ["summary"], ["demo"], ["info"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "gpucnn", *argv, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0 and "usage: gpucnn" in result.stdout
+
+
+def test_error_unknown_model(capsys):
+    assert_one_line_error(*run(capsys, "train", "--model", "resnet")[::2], "invalid choice")
+
+
+def test_error_model_does_not_fit_dataset(capsys, tmp_path):
+    code, _, err = run(
+        capsys, "train", "--model", "tutorial-mnist", "--dataset", "lines", "--out", str(tmp_path)
+    )
+    assert_one_line_error(code, err, "try --model tutorial-lines")
+
+
+def test_error_missing_data(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("GPUCNN_DATA", str(tmp_path))
+    code, _, err = run(capsys, "train", "--dataset", "fashion-mnist", "--out", str(tmp_path))
+    assert_one_line_error(code, err, "fashion-mnist not found", "apt install dataset-fashion-mnist")
+
+
+def test_error_bad_checkpoint(capsys, tmp_path):
+    bad = tmp_path / "model.npz"
+    bad.write_bytes(b"PK\x03\x04 garbage")
+    assert_one_line_error(*run(capsys, "eval", "--checkpoint", str(bad))[::2], str(bad))
+    code, _, err = run(capsys, "predict", "--checkpoint", str(tmp_path / "none.npz"), "x.png")
+    assert_one_line_error(code, err, "no such checkpoint")
+
+
+def test_error_resume_without_checkpoint(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--resume", "--out", str(tmp_path))
+    assert_one_line_error(code, err, "no such checkpoint")
+
+
+def test_error_cuda_unavailable(capsys, tmp_path):
+    try:
+        get_backend("cuda")
+    except GpuUnavailableError:
+        pass
+    else:
+        pytest.skip("a usable GPU is present")
+    code, _, err = run(capsys, "train", "--device", "cuda", "--out", str(tmp_path))
+    assert_one_line_error(code, err)

@@ -1,0 +1,222 @@
+"""IDX reader edge cases, dataset lookup, the lines generator, the loader and augmentation (CPU)."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+
+from gpucnn.data.datasets import DataNotFoundError, load_dataset, write_idx_dataset
+from gpucnn.data.idx import IdxError, read_idx, write_idx
+from gpucnn.data.lines import generate_lines
+from gpucnn.data.loader import DataLoader, random_flip, random_shift
+
+
+def write_fake_idx_dataset(folder, n_train=20, n_test=10, gz=True):
+    """Four small random 28x28 IDX files named like MNIST's, in ``folder``; labels cycle 0..9."""
+    rng = np.random.default_rng(0)
+    train, test = [
+        (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), np.arange(n) % 10)
+        for n in (n_train, n_test)
+    ]
+    return write_idx_dataset(folder, train, test, compress=gz)
+
+
+# ------------------------------------------------------------------------------------ IDX reader
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
+@pytest.mark.parametrize("name", ["a.idx", "a.idx.gz"])
+def test_idx_round_trip(tmp_path, dtype, name):
+    array = (np.arange(2 * 3 * 4) - 5).reshape(2, 3, 4).astype(dtype)
+    path = write_idx(tmp_path / name, array)
+    assert (path.read_bytes()[:2] == b"\x1f\x8b") == name.endswith(".gz")
+    back = read_idx(path)
+    assert back.dtype == np.dtype(dtype) and back.dtype.isnative
+    np.testing.assert_array_equal(back, array)
+
+
+def test_idx_gzip_detected_by_content_not_name(tmp_path):
+    path = write_idx(tmp_path / "labels", np.arange(7, dtype=np.uint8), compress=True)
+    np.testing.assert_array_equal(read_idx(path, ndim=1), np.arange(7))
+
+
+def _header(code=0x08, dims=(3,)):
+    return bytes([0, 0, code, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        (b"\x00\x08", "too short"),
+        (b"\x01\x00\x08\x01" + b"\x00" * 8, "bad magic"),
+        (b"\x00\x00\x42\x01" + b"\x00" * 8, "bad magic"),
+        (bytes([0, 0, 8, 0]), "0 dimensions"),
+        (bytes([0, 0, 8, 2, 0, 0, 0, 3]), "truncated IDX header"),
+        (_header(dims=(3, 4)) + b"\x00" * 11, "truncated"),
+        (_header(dims=(3,)) + b"\x00" * 4, "trailing bytes"),
+        (_header(code=0x0D, dims=(2,)) + b"\x00" * 7, "truncated"),
+    ],
+)
+def test_idx_bad_files_name_the_file(tmp_path, payload, message):
+    path = tmp_path / "broken-idx1-ubyte"
+    path.write_bytes(payload)
+    with pytest.raises(IdxError, match=message) as info:
+        read_idx(path)
+    assert str(path) in str(info.value)
+
+
+def test_idx_truncated_gzip(tmp_path):
+    path = tmp_path / "x.gz"
+    full = gzip.compress(_header(dims=(1000,)) + bytes(1000))
+    path.write_bytes(full[: len(full) // 2])
+    with pytest.raises(IdxError, match=f"{path}.*gzip"):
+        read_idx(path)
+
+
+def test_idx_wrong_number_of_dimensions(tmp_path):
+    path = write_idx(tmp_path / "labels.gz", np.zeros(5, np.uint8))
+    with pytest.raises(IdxError, match="expected 3 dimensions, the file has 1"):
+        read_idx(path, ndim=3)
+
+
+def test_idx_missing_file(tmp_path):
+    with pytest.raises(IdxError, match="cannot read"):
+        read_idx(tmp_path / "nope.gz")
+
+
+# ------------------------------------------------------------------------------------- datasets
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_dataset_from_data_dir(tmp_path, gz):
+    write_fake_idx_dataset(tmp_path, gz=gz)
+    data = load_dataset("mnist", data_dir=tmp_path, train_size=12)
+    assert data.train_x.shape == (12, 1, 28, 28) and data.train_x.dtype == np.uint8
+    assert data.test_x.shape == (10, 1, 28, 28) and data.test_y.dtype == np.int64
+    assert data.input_shape == (1, 28, 28) and data.num_classes == 10
+    assert 100 < data.mean < 150 and 60 < data.std < 90  # uniform bytes
+
+
+def test_dataset_found_through_env_subfolder(tmp_path, monkeypatch):
+    write_fake_idx_dataset(tmp_path / "fashion-mnist")
+    monkeypatch.setenv("GPUCNN_DATA", str(tmp_path))
+    data = load_dataset("fashion-mnist")
+    assert len(data.train_y) == 20 and data.augment == {"shift": 2, "flip": True}
+
+
+def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPUCNN_DATA", str(tmp_path))
+    with pytest.raises(DataNotFoundError, match="apt install dataset-fashion-mnist"):
+        load_dataset("fashion-mnist")
+    with pytest.raises(DataNotFoundError, match="gpucnn download mnist"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_dataset_count_mismatch_and_bad_labels(tmp_path):
+    write_fake_idx_dataset(tmp_path)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(9, np.uint8))
+    with pytest.raises(IdxError, match="10 images but .* 9 labels"):
+        load_dataset("mnist", data_dir=tmp_path)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.full(10, 10, np.uint8))
+    with pytest.raises(IdxError, match="labels outside 0..9"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_unknown_dataset():
+    with pytest.raises(ValueError, match="unknown dataset 'cifar'"):
+        load_dataset("cifar")
+
+
+# ---------------------------------------------------------------------------------------- lines
+def test_lines_match_the_tutorial():
+    x, y = generate_lines(50, rng=3)
+    assert x.shape == (50, 1, 8, 8) and x.dtype == np.float32 and y.dtype == np.int64
+    np.testing.assert_array_equal(y, np.arange(50) % 2)
+    for image, label in zip(x[:, 0], y, strict=True):
+        line_axis = 0 if label == 0 else 1  # a vertical line is a column of ones
+        full = np.flatnonzero((image == 1.0).all(axis=line_axis))
+        assert len(full) == 1 and 1 <= full[0] <= 6
+    np.testing.assert_array_equal(generate_lines(50, rng=3)[0], x)
+    assert not np.array_equal(generate_lines(50, rng=4)[0], x)
+
+
+def test_lines_dataset_is_seeded():
+    a, b = load_dataset("lines", seed=1), load_dataset("lines", seed=1)
+    np.testing.assert_array_equal(a.train_x, b.train_x)
+    assert not np.array_equal(a.train_x, load_dataset("lines", seed=2).train_x)
+    assert a.train_x.shape == (2000, 1, 8, 8) and a.test_x.shape == (1000, 1, 8, 8)
+
+
+# --------------------------------------------------------------------------------------- loader
+def _toy(n=23):
+    images = np.arange(n * 4, dtype=np.uint8).reshape(n, 1, 2, 2)
+    return images, np.arange(n) % 3
+
+
+def test_loader_batches_normalises_and_covers_every_sample():
+    images, labels = _toy()
+    loader = DataLoader(images, labels, 5, shuffle=True, rng=0, mean=10.0, std=2.0)
+    batches = list(loader)
+    assert len(loader) == len(batches) == 5 and [len(y) for _, y in batches] == [5, 5, 5, 5, 3]
+    x = np.concatenate([b[0] for b in batches])
+    assert x.dtype == np.float32
+    order = np.argsort(x[:, 0, 0, 0])
+    np.testing.assert_allclose(x[order], (images.astype(np.float32) - 10) / 2)
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches])[order], labels)
+
+
+def test_loader_drop_last_and_no_shuffle():
+    images, labels = _toy()
+    loader = DataLoader(images, labels, 5, drop_last=True)
+    assert len(loader) == 4 and loader.num_samples == 20
+    y = np.concatenate([b[1] for b in loader])
+    np.testing.assert_array_equal(y, labels[:20])
+
+
+def test_loader_is_deterministic_per_seed():
+    images, labels = _toy(64)
+
+    def epochs(seed):
+        loader = DataLoader(images, labels, 8, shuffle=True, rng=seed, shift=1, flip=True)
+        return [np.concatenate([x.ravel() for x, _ in loader]) for _ in range(2)]
+
+    first, again, other = epochs(7), epochs(7), epochs(8)
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    assert not np.array_equal(first[0], first[1])  # a fresh shuffle every epoch
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_loader_rejects_bad_arguments():
+    images, labels = _toy()
+    with pytest.raises(ValueError, match="23 images but 22 labels"):
+        DataLoader(images, labels[:-1], 4)
+    with pytest.raises(ValueError, match="batch_size"):
+        DataLoader(images, labels, 0)
+
+
+# --------------------------------------------------------------------------------- augmentation
+def test_random_shift_moves_each_image_by_its_offset():
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 255, size=(3, 2, 5, 6)).astype(np.uint8)
+    offsets = np.array([[2, 2], [0, 4], [3, 1]])  # shift=2: [2, 2] is no movement
+    y = random_shift(x, offsets, 2, np)
+    assert y.shape == x.shape and y.dtype == x.dtype and y.flags.c_contiguous
+    padded = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))
+    for i, (dy, dx) in enumerate(offsets):
+        np.testing.assert_array_equal(y[i], padded[i, :, dy : dy + 5, dx : dx + 6])
+    np.testing.assert_array_equal(y[0], x[0])
+    assert (y[1, :, :, -2:] == 0).all() and (y[1, :, 2:, :4] == x[1, :, :3, 2:]).all()
+
+
+def test_random_flip_mirrors_selected_images():
+    x = np.arange(2 * 1 * 2 * 3, dtype=np.float32).reshape(2, 1, 2, 3)
+    y = random_flip(x, np.array([True, False]), np)
+    np.testing.assert_array_equal(y[0], x[0, :, :, ::-1])
+    np.testing.assert_array_equal(y[1], x[1])
+
+
+def test_loader_augmentation_keeps_shapes_and_pixels():
+    x, y = generate_lines(16, rng=0)
+    loader = DataLoader((x > 0.5).astype(np.uint8), y, 16, shift=1, flip=True, rng=1)
+    ((xb, yb),) = list(loader)
+    assert xb.shape == (16, 1, 8, 8) and xb.dtype == np.float32
+    assert set(np.unique(xb)) <= {0.0, 1.0} and (xb.sum(axis=(1, 2, 3)) > 0).all()

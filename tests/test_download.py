@@ -1,0 +1,98 @@
+"""Downloads against a local HTTP server on 127.0.0.1 serving small generated IDX files."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+
+import numpy as np
+import pytest
+
+from gpucnn.cli import main
+from gpucnn.data import download as dl
+from gpucnn.data.datasets import load_dataset, write_idx_dataset
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep the test output clean
+        pass
+
+
+@pytest.fixture
+def served(tmp_path):
+    """(base URL, folder) of an HTTP server on loopback, stopped after the test."""
+    rng = np.random.default_rng(0)
+    train, test = [
+        (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), np.arange(n) % 10) for n in (12, 6)
+    ]
+    folder = write_idx_dataset(tmp_path / "served", train, test)
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.timeout = 5
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", folder
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def local_mnist(served, monkeypatch):
+    """Point the mnist download at the local server, with the served files' real checksums."""
+    url, folder = served
+    files = {p.name: dl.sha256_of(p) for p in folder.iterdir()}
+    monkeypatch.setitem(dl.SOURCES, "mnist", (url, files))
+    return url, folder
+
+
+def test_fetch_verifies_the_checksum(served, tmp_path):
+    url, folder = served
+    name = "train-labels-idx1-ubyte.gz"
+    good = dl.sha256_of(folder / name)
+    dest = dl.fetch(url + name, tmp_path / "out" / name, good, timeout=5)
+    assert dest.read_bytes() == (folder / name).read_bytes()
+    assert dl.fetch("http://127.0.0.1:9/unused", dest, good) == dest  # already there: no request
+
+
+def test_fetch_refuses_a_bad_checksum_and_leaves_nothing(served, tmp_path):
+    url, _ = served
+    out = tmp_path / "out"
+    with pytest.raises(dl.DownloadError, match="checksum mismatch"):
+        dl.fetch(url + "train-labels-idx1-ubyte.gz", out / "labels.gz", "0" * 64, timeout=5)
+    assert list(out.iterdir()) == []
+
+
+def test_fetch_reports_http_errors(served, tmp_path):
+    url, _ = served
+    with pytest.raises(dl.DownloadError, match="download failed.*404"):
+        dl.fetch(url + "missing.gz", tmp_path / "missing.gz", "0" * 64, timeout=5)
+    assert not (tmp_path / "missing.gz").exists()
+
+
+def test_download_then_load(local_mnist, tmp_path):
+    folder = dl.download("mnist", tmp_path / "mnist", timeout=5)
+    data = load_dataset("mnist", data_dir=folder)
+    assert data.train_x.shape == (12, 1, 28, 28) and len(data.test_y) == 6
+    np.testing.assert_array_equal(data.train_y, np.arange(12) % 10)
+
+
+def test_download_cli(local_mnist, tmp_path, capsys):
+    assert main(["download", "mnist", "--data-dir", str(tmp_path / "d")]) == 0
+    assert "files verified" in capsys.readouterr().out
+
+
+def test_download_cli_bad_checksum_is_one_line(served, tmp_path, capsys, monkeypatch):
+    url, folder = served
+    monkeypatch.setitem(dl.SOURCES, "mnist", (url, {p.name: "f" * 64 for p in folder.iterdir()}))
+    assert main(["download", "mnist", "--data-dir", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "checksum mismatch" in err
+
+
+def test_download_unknown_dataset(tmp_path):
+    with pytest.raises(ValueError, match="no download for 'lines'"):
+        dl.download("lines", tmp_path)

@@ -1,0 +1,336 @@
+"""The CUDA emulation runner and the ``cuda-emu`` device, on small kernels in tests/emu_kernels/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpucnn.backend.emulation_build import find_compiler
+
+pytestmark = [
+    pytest.mark.emu,
+    pytest.mark.skipif(
+        find_compiler() is None, reason="no C++ compiler (g++ or $CXX) to build kernels"
+    ),
+]
+
+from gpucnn.backend import get_backend, kernels  # noqa: E402
+from gpucnn.backend.emulation import (  # noqa: E402
+    EmuArray,
+    EmulatedCudaBackend,
+    EmulationBuildError,
+    EmulationError,
+    EmulationRunner,
+    create_emulated_backend,
+    xp,
+)
+from gpucnn.errors import GpuUnavailableError  # noqa: E402
+from op_cases import CASES, assert_outputs_close  # noqa: E402
+
+KERNELS = Path(__file__).with_name("emu_kernels")
+BASICS = [
+    "block_reverse",
+    "block_reverse_no_barrier",
+    "block_sum<float>",
+    "block_sum<double>",
+    "coords",
+    "histogram",
+    "warp_sum",
+    "warp_flip",
+    "scale",
+    "copy_read_past_end",
+    "copy_write_past_end",
+    "read_uninitialised_shared",
+    "divergent_barrier",
+    "add_one",
+    "too_much_shared",
+    "failing_assert",
+]
+
+
+@pytest.fixture(scope="module")
+def emu_cache(tmp_path_factory):
+    """A fresh build cache for this module's runners."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("emu-cache")
+        mp.setenv("GPUCNN_EMU_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def basics(emu_cache):
+    """The module built from tests/emu_kernels/basics.cu."""
+    return EmulationRunner().module_from_source(
+        (KERNELS / "basics.cu").read_text(), BASICS, "basics.cu"
+    )
+
+
+def test_syncthreads_is_a_real_barrier(basics):
+    x = np.arange(512, dtype=np.float32)
+    y = np.zeros_like(x)
+    basics.get_function("block_reverse")((2,), (256,), (x, y))
+    np.testing.assert_array_equal(y, np.concatenate([x[255::-1], x[:255:-1]]))
+
+
+def test_missing_barrier_reads_poisoned_shared_memory(basics):
+    x = np.arange(256, dtype=np.float32)
+    y = np.zeros_like(x)
+    basics.get_function("block_reverse_no_barrier")(1, 256, (x, y))
+    assert np.isnan(y[:128]).all()  # threads read slots later threads had not written yet
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dynamic_shared_memory_tree_reduction(basics, dtype):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(1000).astype(dtype)
+    out = np.zeros(8, dtype)
+    name = f"block_sum<{'float' if dtype == np.float32 else 'double'}>"
+    basics.get_function(name)(8, 128, (x, out, np.int32(1000)), shared_mem=128 * x.itemsize)
+    expected = np.pad(x, (0, 24)).reshape(8, 128).sum(axis=1)
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
+
+
+def test_three_dimensional_grid_and_block(basics):
+    grid, block = (2, 3, 2), (4, 2, 3)
+    out = np.full((12 * 24, 4), -1, dtype=np.int32)
+    basics.get_function("coords")(grid, block, (out,))
+    gx, gy, gz = np.meshgrid(range(8), range(6), range(6), indexing="ij")
+    seen = {tuple(r) for r in out[:, :3]}
+    assert seen == set(zip(gx.ravel(), gy.ravel(), gz.ravel(), strict=True))
+    np.testing.assert_array_equal(out[:24, 3], np.arange(24))
+
+
+def test_atomics(basics):
+    x = np.random.default_rng(1).integers(0, 10, 700).astype(np.int32)
+    counts = np.zeros(10, np.int32)
+    total = np.zeros(1, np.float32)
+    top = np.zeros(1, np.uint32)
+    basics.get_function("histogram")(3, 256, (x, np.int32(700), counts, total, top))
+    np.testing.assert_array_equal(counts, np.bincount(x, minlength=10))
+    assert total[0] == 700 and top[0] == x.max()
+
+
+def test_warp_shuffles(basics):
+    x = np.random.default_rng(2).standard_normal(2 * 128).astype(np.float32)
+    out = np.zeros(8, np.float32)
+    basics.get_function("warp_sum")(2, 128, (x, out))
+    np.testing.assert_allclose(out, x.reshape(8, 32).sum(axis=1), rtol=1e-5)
+    v = np.arange(32, dtype=np.int32)
+    flipped = np.zeros_like(v)
+    basics.get_function("warp_flip")(1, 32, (v, flipped))
+    np.testing.assert_array_equal(flipped, v[::-1])
+
+
+def test_arguments_alias_as_on_a_gpu(basics):
+    x = np.arange(10, dtype=np.float32)
+    basics.get_function("add_one")(1, 32, (x, x, np.int32(10)))
+    np.testing.assert_array_equal(x, np.arange(1, 11, dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((np.int64(4), np.float32(2)), r"argument 2 \(int\) got numpy.int64 \(8 bytes\)"),
+        ((np.int32(4), np.float64(2)), r"argument 3 \(float\) got numpy.float64"),
+        ((np.float32(4), np.float32(2)), r"argument 2 \(int\) got numpy.float32"),
+        ((4, np.float32(2)), r"argument 2 \(int\) got a Python int.*numpy.int32"),
+        ((np.int32(4), 2.0), r"argument 3 \(float\) got a Python float.*numpy.float32"),
+    ],
+)
+def test_scalar_arguments_must_match_the_parameter_type(basics, args, message):
+    x = np.ones(4, np.float32)
+    with pytest.raises(TypeError, match=message):
+        basics.get_function("scale")(1, 32, (x, x.copy(), *args))
+
+
+def test_array_arguments_are_checked(basics):
+    scale = basics.get_function("scale")
+    n, a = np.int32(4), np.float32(2)
+    with pytest.raises(TypeError, match=r"argument 0 \(float const\*\) got a float64 array"):
+        scale(1, 32, (np.ones(4), np.ones(4, np.float32), n, a))
+    with pytest.raises(TypeError, match="argument 1 .* non-contiguous"):
+        scale(1, 32, (np.ones(4, np.float32), np.ones(8, np.float32)[::2], n, a))
+    with pytest.raises(TypeError, match="takes 4 arguments, got 3"):
+        scale(1, 32, (np.ones(4, np.float32), np.ones(4, np.float32), n))
+    with pytest.raises(ValueError, match="more than 1024 threads"):
+        scale(1, (64, 32), (np.ones(4, np.float32), np.ones(4, np.float32), n, a))
+
+
+def test_device_arrays_only(emu_cache):
+    module = EmulationRunner(device_array_type=EmuArray).module_from_source(
+        (KERNELS / "basics.cu").read_text(), ["add_one"], "basics.cu"
+    )
+    x = xp.zeros(4, dtype=xp.float32)
+    module.get_function("add_one")(1, 32, (x, x, np.int32(4)))
+    assert isinstance(x, EmuArray) and x.tolist() == [1, 1, 1, 1]
+    with pytest.raises(TypeError, match="host numpy.ndarray"):
+        module.get_function("add_one")(1, 32, (np.zeros(4, np.float32), x, np.int32(4)))
+
+
+def test_out_of_bounds_write_is_named(basics):
+    x = np.ones(100, np.float32)
+    y = np.zeros(100, np.float32)
+    with pytest.raises(
+        EmulationError,
+        match=r"copy_write_past_end wrote past the end of argument 1 "
+        r"\(float32 array, 100 elements\): first stray write at element 100",
+    ):
+        basics.get_function("copy_write_past_end")(1, 128, (x, y, np.int32(100)))
+
+
+def test_out_of_bounds_read_poisons_the_output(basics):
+    x = np.arange(100, dtype=np.float32)
+    y = np.zeros(100, np.float32)
+    basics.get_function("copy_read_past_end")(1, 128, (x, y, np.int32(100)))
+    np.testing.assert_array_equal(y[:99], x[1:])
+    assert np.isnan(y[99])
+
+
+def test_uninitialised_shared_memory_reads_nan(basics):
+    y = np.zeros(32, np.float32)
+    basics.get_function("read_uninitialised_shared")(1, 32, (y,))
+    assert np.isnan(y).all()
+
+
+def test_divergent_barrier_is_reported(basics):
+    with pytest.raises(
+        EmulationError,
+        match=r"divergent __syncthreads\(\) at line \d+: reached by "
+        r"16 of the 32 threads",
+    ):
+        basics.get_function("divergent_barrier")(1, 32, (np.zeros(32, np.float32),))
+
+
+def test_shared_memory_limit_and_device_assert(basics):
+    with pytest.raises(EmulationError, match="more than 49152 bytes of shared memory"):
+        basics.get_function("too_much_shared")(1, 32, (np.zeros(32, np.float32),))
+    x = np.zeros(64, np.int32)
+    x[37] = -1
+    with pytest.raises(EmulationError, match=r"assert\(.*\) failed .* thread \(37,0,0\) of block"):
+        basics.get_function("failing_assert")(1, 64, (x,))
+
+
+@pytest.mark.parametrize(
+    "source, name, message",
+    [
+        ("uses_asm.cu", "lane_from_ptx", r"uses_asm.cu:4: uses inline PTX assembly \(asm\)"),
+        ("uses_nanosleep.cu", "sleepy", "does not support __nanosleep"),
+    ],
+)
+def test_unsupported_features_fail_to_build(emu_cache, source, name, message):
+    with pytest.raises(EmulationBuildError, match=message):
+        EmulationRunner().module_from_source((KERNELS / source).read_text(), [name], source)
+
+
+def test_built_library_is_cached(basics):
+    runner = EmulationRunner()
+    again = runner.module_from_source((KERNELS / "basics.cu").read_text(), BASICS, "basics.cu")
+    assert runner.compiles == 0
+    assert again.get_function("scale").params[2].type_name == "int"
+
+
+def test_ucontext_fibers(emu_cache):
+    module = EmulationRunner(extra_flags=("-DGPUCNN_EMU_UCONTEXT",)).module_from_source(
+        (KERNELS / "basics.cu").read_text(), ["block_reverse", "warp_flip"], "basics.cu"
+    )
+    x = np.arange(256, dtype=np.float32)
+    y = np.zeros_like(x)
+    module.get_function("block_reverse")(1, 256, (x, y))
+    np.testing.assert_array_equal(y, x[::-1])
+    v = np.arange(32, dtype=np.int32)
+    module.get_function("warp_flip")(1, 32, (v, v))
+    np.testing.assert_array_equal(v, np.arange(32)[::-1])
+
+
+def test_device_array_module():
+    a = xp.arange(6, dtype=xp.float32).reshape(2, 3)
+    assert isinstance(a, EmuArray) and a.dtype == np.float32
+    assert isinstance(a + 1, EmuArray) and isinstance(xp.maximum(a, 0), EmuArray)
+    assert isinstance(a.sum(), EmuArray) and a.sum().ndim == 0
+    assert xp.uint64(3) == np.uint64(3) and xp.float64 is np.float64
+    with pytest.raises(TypeError, match="host numpy.ndarray"):
+        _ = a + np.ones(3, np.float32)
+
+
+def test_emulated_backend_arrays(emu_cache):
+    backend = EmulatedCudaBackend()
+    host = np.arange(6, dtype=np.float32).reshape(2, 3)
+    dev = backend.asarray(host)
+    assert backend.name == "cuda-emu" and backend.owns(dev) and not backend.owns(host)
+    dev[0, 0] = 7  # a copy: the host array is untouched
+    back = backend.to_numpy(dev)
+    assert type(back) is np.ndarray and back[0, 0] == 7 and host[0, 0] == 0
+    assert backend.asarray(dev) is dev and backend.asarray(dev, np.float64).dtype == np.float64
+    y = backend.relu_forward(backend.asarray(host - 2))
+    assert backend.owns(y) and backend.to_numpy(y).tolist() == [[0, 0, 0], [1, 2, 3]]
+
+
+def test_no_compiler_is_a_clear_device_error(monkeypatch):
+    monkeypatch.setenv("CXX", "/nonexistent/g++")
+    with pytest.raises(GpuUnavailableError, match="needs a C\\+\\+17 compiler"):
+        create_emulated_backend()
+
+
+# Bugs planted in a copy of the real kernels: (family, text, replacement, cases that must fail).
+PLANTS = [
+    pytest.param(
+        "pool2d", "h < h0 + kh && h < H", "h <= h0 + kh && h < H", "avg_pool2d", id="changed-bound"
+    ),
+    pytest.param("conv2d", "sum += gy[", "sum = gy[", "conv2d", id="dropped-accumulation"),
+    pytest.param("activation", "b[i / HW % C]", "b[i % C]", "bias_relu", id="wrong-index"),
+    pytest.param(
+        "pool2d",
+        "j < HW; j += BLOCK_1D",
+        "j <= HW; j += BLOCK_1D",
+        "global_avg_pool2d",
+        id="read-past-end",
+    ),
+    pytest.param(
+        "activation",
+        "i < n; i += grid_stride()) y[i] = x[i] <",
+        "i <= n; i += grid_stride()) y[i] = x[i] <",
+        "relu",
+        id="write-past-end",
+    ),
+]
+
+
+@pytest.fixture
+def kernel_copy(tmp_path, monkeypatch, emu_cache):
+    """A copy of kernels_cuda/ in tmp_path, made the kernel folder through GPUCNN_KERNEL_DIR."""
+    source = kernels.kernel_dir()
+    for path in [*source.glob("*.cu"), *source.glob("*.cuh")]:
+        (tmp_path / path.name).write_text(path.read_text())
+    monkeypatch.setenv(kernels.KERNEL_DIR_ENV, str(tmp_path))
+    return tmp_path
+
+
+def parity_failures(backend, prefix: str) -> list[str]:
+    """Run the parity cases named ``prefix*`` on ``backend`` against the CPU; their failures."""
+    cases = [c for c in CASES if c.name.startswith(prefix)]
+    assert cases, f"no parity case starts with {prefix!r}"
+    failures = []
+    for case in cases:
+        for dtype in (np.float32, np.float64):
+            inputs = case.sample(np.random.default_rng(0), dtype)
+            want = case.run(get_backend("cpu"), inputs)
+            try:
+                assert_outputs_close(case.run(backend, inputs), want, case, dtype, backend.name)
+            except (AssertionError, EmulationError) as err:
+                failures.append(f"{type(err).__name__}: {err}")
+    return failures
+
+
+@pytest.mark.parametrize("family, text, replacement, prefix", PLANTS)
+def test_planted_kernel_bug_fails_parity(kernel_copy, family, text, replacement, prefix):
+    assert parity_failures(EmulatedCudaBackend(), prefix) == []  # the unmodified copy passes
+    path = kernel_copy / f"{family}.cu"
+    source = path.read_text()
+    assert source.count(text) == 1, f"{family}.cu changed: the planted text is not found once"
+    path.write_text(source.replace(text, replacement))
+    failures = parity_failures(EmulatedCudaBackend(), prefix)
+    assert failures, f"the planted bug in {family}.cu went unnoticed"
+    if prefix == "relu":
+        assert any("wrote past the end of argument 1" in f for f in failures), failures

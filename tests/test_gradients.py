@@ -1,0 +1,81 @@
+"""Finite-difference gradient checks (float64) of every differentiable op case on every backend,
+and tests that :func:`gpucnn.gradcheck.gradcheck` itself catches wrong gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from op_cases import GRAD_CASES
+
+from gpucnn.gradcheck import gradcheck
+
+
+@pytest.mark.parametrize("case", GRAD_CASES, ids=repr)
+def test_gradients_match_finite_differences(case, backend, rng):
+    """Backward of each op agrees with central differences along random directions."""
+    inputs = case.sample(rng, np.float64)
+    fn, args, grad_fn = case.gradient(backend, inputs)
+    gradcheck(fn, args, grad_fn, seed=int(rng.integers(2**63)))
+
+
+class _Parameter:
+    """The shape of gpucnn.nn.Parameter that gradcheck relies on: ``data`` and ``grad``."""
+
+    def __init__(self, data):
+        self.data, self.grad = data, np.zeros_like(data)
+
+
+class _Affine:
+    """y = x @ w.T + b as a module; ``wrong`` breaks one gradient on purpose."""
+
+    def __init__(self, rng, wrong=""):
+        self.w = _Parameter(rng.standard_normal((3, 4)))
+        self.b = _Parameter(rng.standard_normal(3))
+        self.wrong = wrong
+
+    def parameters(self):
+        return [self.w, self.b]
+
+    def forward(self, x):
+        self.x = x
+        return x @ self.w.data.T + self.b.data
+
+    def backward(self, gy):
+        self.w.grad += gy.T @ self.x * (1.5 if self.wrong == "w" else 1.0)
+        self.b.grad += gy.sum(axis=0)
+        return gy @ self.w.data * (1.01 if self.wrong == "x" else 1.0)
+
+
+def test_gradcheck_accepts_a_module_and_leaves_its_state_alone(rng):
+    """A correct module passes; parameter data and accumulated grads are as before the check."""
+    module = _Affine(rng)
+    module.w.grad += 1.0
+    w_before = module.w.data.copy()
+    x = rng.standard_normal((5, 4))
+    gradcheck(module, (x,))
+    assert np.array_equal(module.w.data, w_before)
+    assert np.array_equal(module.w.grad, np.ones((3, 4)))
+    assert np.array_equal(module.b.grad, np.zeros(3))
+
+
+@pytest.mark.parametrize(("wrong", "culprit"), [("x", "input 0"), ("w", "parameter 0")])
+def test_gradcheck_names_the_wrong_gradient(rng, wrong, culprit):
+    """A 1% error in the input gradient, or 50% in a parameter's, fails and is named."""
+    with pytest.raises(AssertionError, match=culprit) as info:
+        gradcheck(_Affine(rng, wrong), (rng.standard_normal((5, 4)),), seed=7)
+    assert "seed=7" in str(info.value)
+
+
+def test_gradcheck_with_grad_fn_catches_a_wrong_gradient(rng):
+    """With a plain forward and grad_fn: sin passes, a cos that is off by a sign fails."""
+    x = rng.standard_normal((4, 3))
+    gradcheck(np.sin, (x,), lambda gy: (gy * np.cos(x),))
+    with pytest.raises(AssertionError, match="numeric"):
+        gradcheck(np.sin, (x,), lambda gy: (-gy * np.cos(x),))
+
+
+def test_gradcheck_refuses_float32(rng):
+    """float32 differences are too noisy to decide anything: a TypeError, not a verdict."""
+    x = rng.standard_normal(5).astype(np.float32)
+    with pytest.raises(TypeError, match="float64"):
+        gradcheck(np.sin, (x,), lambda gy: (gy * np.cos(x),))

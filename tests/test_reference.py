@@ -1,0 +1,81 @@
+"""The CPU backend against the naive float64 reference, and the reference against the tutorial."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from op_cases import REFERENCE_CASES, assert_outputs_close
+
+from gpucnn import reference as ref
+
+
+@pytest.mark.parametrize(
+    "dtype", [pytest.param(np.float32, id="f32"), pytest.param(np.float64, id="f64")]
+)
+@pytest.mark.parametrize("case", REFERENCE_CASES, ids=repr)
+def test_cpu_matches_reference(case, dtype, cpu, rng):
+    """float64: agreement to rounding; float32: the backend's own float32 error stays in bounds."""
+    inputs = case.sample(rng, dtype)
+    assert_outputs_close(
+        case.run(cpu, inputs), case.reference(inputs), case, dtype, "cpu vs reference"
+    )
+
+
+def test_reference_convolution_finds_the_tutorials_vertical_edge():
+    """The tutorial's 8x8 image (right half white) and vertical-edge kernel: 3s along the edge."""
+    image = np.zeros((1, 1, 8, 8))
+    image[..., 4:] = 1.0
+    kernel = np.array([[-1, 0, 1]] * 3, dtype=np.float64).reshape(1, 1, 3, 3)
+    out = ref.conv2d_forward(image, kernel)[0, 0]
+    expected = np.zeros((6, 6))
+    expected[:, 2:4] = 3.0
+    assert np.array_equal(out, expected)
+
+
+@pytest.mark.parametrize(
+    ("stride", "padding", "size"), [(1, 0, 6), (1, 1, 8), (2, 0, 3), (2, 1, 4)]
+)
+def test_reference_output_size_matches_the_tutorials_formula(stride, padding, size):
+    """(W - K + 2P) / S + 1 for the tutorial's 8x8 input and 3x3 kernel."""
+    x = np.ones((1, 1, 8, 8))
+    w = np.ones((1, 1, 3, 3))
+    y = ref.conv2d_forward(x, w, None, (stride,) * 2, ((padding,) * 2,) * 2)
+    assert y.shape == (1, 1, size, size)
+
+
+def test_reference_pooling_matches_the_tutorials_example():
+    """The tutorial's 4x4 feature map under 2x2 max and average pooling."""
+    fmap = np.array([[1, 3, 2, 4], [5, 6, 1, 2], [7, 2, 3, 1], [4, 8, 5, 6]], float)[None, None]
+    y, argmax = ref.max_pool2d_forward(fmap, (2, 2), (2, 2))
+    assert np.array_equal(y[0, 0], [[6, 4], [8, 6]])
+    assert np.array_equal(argmax[0, 0], [[5, 3], [13, 15]])
+    assert np.array_equal(
+        ref.avg_pool2d_forward(fmap, (2, 2), (2, 2))[0, 0], [[3.75, 2.25], [5.25, 3.75]]
+    )
+
+
+def test_reference_max_pool_ties_go_to_the_first_maximum():
+    """A window of equal values routes its whole gradient to its top-left element."""
+    x = np.full((1, 1, 2, 4), 7.0)
+    y, argmax = ref.max_pool2d_forward(x, (2, 2), (2, 2))
+    assert argmax.ravel().tolist() == [0, 2]
+    gx = ref.max_pool2d_backward(np.array([[[[1.0, 2.0]]]]), x, (2, 2), (2, 2))
+    assert gx[0, 0].tolist() == [[1.0, 0.0, 2.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
+
+
+def test_dropout_mask_keeps_about_one_minus_p(cpu, rng):
+    """The counter-based mask keeps a fraction 1 - p (within 5 sigma) and scales by 1 / (1 - p)."""
+    p, shape = 0.3, (200, 500)
+    mask = cpu.to_numpy(cpu.dropout_mask(shape, p, int(rng.integers(0, 2**63)), np.float64))
+    kept = mask != 0
+    sigma = np.sqrt(p * (1 - p) / kept.size)
+    assert abs(kept.mean() - (1 - p)) < 5 * sigma
+    assert np.allclose(mask[kept], 1 / (1 - p))
+
+
+def test_dropout_masks_differ_between_seeds(cpu, rng):
+    """Two seeds give different masks (the seed is really used)."""
+    seed = int(rng.integers(0, 2**62))
+    a = cpu.to_numpy(cpu.dropout_mask((64, 64), 0.5, seed, np.float32))
+    b = cpu.to_numpy(cpu.dropout_mask((64, 64), 0.5, seed + 1, np.float32))
+    assert not np.array_equal(a, b)
