@@ -8,16 +8,10 @@
 from . import functional, nn, optim
 from .backend import backend_of, get_backend, to_device
 from .errors import DeviceMismatchError, GpuUnavailableError
+from .gradcheck import gradcheck
 from .shapes import conv_output_size
 
 __version__ = "0.1.0"
-
-
-def gradcheck(*args, **kwargs):
-    """Float64 finite-difference gradient check along random directions (see gpucnn.gradcheck)."""
-    from .gradcheck import gradcheck as check
-
-    return check(*args, **kwargs)
 
 
 __all__ = [
@@ -31,5 +25,4 @@ __all__ = [
     "nn",
     "optim",
     "to_device",
-    "gradcheck",
 ]

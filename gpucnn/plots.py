@@ -26,6 +26,7 @@ def plot_curves(history: Sequence[dict], path: str | os.PathLike) -> None:
         for split in ("train", "test"):
             ax.plot(epochs, [h[f"{split}_{metric}"] for h in history], marker="o", label=split)
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_title(metric)
         ax.grid(alpha=0.3)
         ax.legend()

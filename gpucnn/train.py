@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,10 +20,11 @@ import numpy as np
 from . import nn, optim
 from .backend import get_backend
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
-from .data.datasets import REGISTRY, Dataset, load_dataset
+from .data.datasets import Dataset, dataset_info, load_dataset
 from .data.loader import DataLoader
 from .nn.summary import count_parameters
 from .nn.zoo import build_from_spec, model_spec, recipe
+from .plots import plot_curves, plot_filters
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "cosine", "step")
@@ -60,9 +62,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
     dataset, model = config.dataset, config.model
     if model is None:
         dataset = dataset or "lines"
-        if dataset not in REGISTRY:
-            load_dataset(dataset)  # raises the "unknown dataset" error
-        model = REGISTRY[dataset].default_model
+        model = dataset_info(dataset).default_model
     defaults = dataclasses.asdict(recipe(model))
     filled = {k: defaults[k] for k in defaults if getattr(config, k) is None}
     cfg = dataclasses.replace(config, model=model, **filled)
@@ -110,7 +110,7 @@ def check_compatible(spec: dict, data: Dataset) -> None:
         raise ValueError(
             f"model {spec['name']!r} takes inputs {want[0]} with {want[1]} classes, but dataset "
             f"{data.name!r} has {have[0]} with {have[1]}; "
-            f"try --model {REGISTRY[data.name].default_model}"
+            f"try --model {dataset_info(data.name).default_model}"
         )
 
 
@@ -190,14 +190,14 @@ def _loaders(cfg: TrainConfig, data: Dataset, device, rng, mean: float, std: flo
     return train, DataLoader(data.test_x, data.test_y, EVAL_BATCH, **common)
 
 
-def _meta(cfg: TrainConfig, data: Dataset, history: list) -> dict:
+def _meta(cfg: TrainConfig, data: Dataset, norm: tuple[float, float], history: list) -> dict:
     config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RUN_FIELDS}
     return {
         "config": config | {"epochs": cfg.epochs},
         "dataset": data.name,
         "classes": list(data.classes),
-        "mean": data.mean,
-        "std": data.std,
+        "mean": norm[0],
+        "std": norm[1],
         "input_range": 255.0 if data.train_x.dtype == np.uint8 else 1.0,
         "history": history,
     }
@@ -244,8 +244,8 @@ def fit(
         rng.bit_generator.state = ckpt.rng_state
         history = ckpt.meta["history"]
         log(f"resuming {ckpt.path} after epoch {ckpt.epoch} of {cfg.epochs}")
-    meta_norm = (ckpt.meta["mean"], ckpt.meta["std"]) if ckpt else (data.mean, data.std)
-    train_loader, test_loader = _loaders(cfg, data, backend, rng, *meta_norm)
+    norm = (ckpt.meta["mean"], ckpt.meta["std"]) if ckpt else (data.mean, data.std)
+    train_loader, test_loader = _loaders(cfg, data, backend, rng, *norm)
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -279,7 +279,7 @@ def fit(
             scheduler=scheduler,
             epoch=epoch,
             rng=rng,
-            meta=_meta(cfg, data, history),
+            meta=_meta(cfg, data, norm, history),
         )
         if callback is not None:
             callback(epoch, record)
@@ -303,13 +303,13 @@ def _finish(cfg: TrainConfig, model, device: str, history: list, out: Path, wall
     }
     text = json.dumps(metrics, indent=2).encode()
     atomic_write(out / "metrics.json", lambda f: f.write(text))
+    convs = [m for _, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     try:
-        from .plots import plot_curves, plot_filters
-    except ImportError:  # matplotlib is optional (extra "cli")
-        return metrics
-    plot_curves(history, out / "curves.png")
-    first_conv = next(m for _, m in model.named_modules() if isinstance(m, nn.Conv2d))
-    plot_filters(model.backend.to_numpy(first_conv.weight.data), out / "filters.png")
+        plot_curves(history, out / "curves.png")
+        if convs:
+            plot_filters(model.backend.to_numpy(convs[0].weight.data), out / "filters.png")
+    except ImportError as err:  # matplotlib is optional (extra "cli")
+        print(f"gpucnn: no pictures ({err}); pip install 'gpucnn[cli]'", file=sys.stderr)
     return metrics
 
 

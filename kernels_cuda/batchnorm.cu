@@ -4,7 +4,9 @@
 // of channel c lives at x[(j / HW * C + c) * HW + j % HW].
 #include "common.cuh"
 
-__device__ inline i64 channel_offset(i64 j, i64 c, i64 C, i64 HW) { return (j / HW * C + c) * HW + j % HW; }
+__device__ inline i64 channel_offset(i64 j, i64 c, i64 C, i64 HW) {
+    return (j / HW * C + c) * HW + j % HW;
+}
 
 // Training forward: mean, biased variance (two passes), invstd = 1 / sqrt(var + eps), then
 // y = (x - mean) * (gamma * invstd) + beta. x, y: (N, C, H, W); gamma, beta, mean, invstd: (C,).

@@ -25,7 +25,7 @@ __device__ inline double dev_log(double x) { return log(x); }
 __device__ inline float dev_sqrt(float x) { return sqrtf(x); }
 __device__ inline double dev_sqrt(double x) { return sqrt(x); }
 
-// -infinity without the INFINITY macro (absent under NVRTC): an overflowing product is -inf in IEEE.
+// -infinity without the INFINITY macro (absent under NVRTC): an overflowing product is -inf.
 __device__ inline float neg_infinity(float) {
     const float big = 3.0e38f;
     return -big * big;

@@ -1,8 +1,8 @@
 // conv2d forward, backward-input, backward-weight and backward-bias, NCHW, float and double.
 //
-// Forward and both weight-side passes are implicit GEMMs, one per group (blockIdx.z): the GEMM
-// operands are read straight from x, w and gy with the window arithmetic done on the fly, so no im2col
-// buffer ever exists in global memory. Every output element is summed by one thread in a fixed
+// All three passes are implicit GEMMs, one per group (blockIdx.z): the GEMM operands are read
+// straight from x, w and gy with the window arithmetic done on the fly, so no im2col buffer ever
+// exists in global memory. Every output element is summed by one thread in a fixed
 // order (plus a fixed-order split reduction for the weight gradient): no atomics, results are
 // bitwise identical run to run.
 #include "common.cuh"
@@ -158,7 +158,8 @@ __global__ void conv2d_backward_weight(const T* gy, const T* x, T* part, i64 N, 
     __shared__ T b_tile[TILE_Q][TILE_P];
     const i64 g = blockIdx.z % groups, split = blockIdx.z / groups;
     const i64 Cg = C / groups, Kg = K / groups, RS = R * S, P = Cg * RS, HWo = Ho * Wo;
-    const i64 q_begin = split * chunk, q_end = q_begin + chunk < N * HWo ? q_begin + chunk : N * HWo;
+    const i64 Q = N * HWo, q_begin = split * chunk;
+    const i64 q_end = q_begin + chunk < Q ? q_begin + chunk : Q;
     const i64 m0 = (i64)blockIdx.y * TILE_M, p0 = (i64)blockIdx.x * TILE_P;
 
     // This thread's B column: weight tap (c, r, s) -> offset of its input pixel from (oh, ow).
@@ -193,7 +194,8 @@ __global__ void sum_partials(const T* part, T* out, i64 splits, i64 count) {
 
 // gb[k] = sum over n, pixels of gy[n, k, :, :]. gy: (N, K, HW) -> gb: (K,).
 // grid = (K,), block = BLOCK_1D: one block per channel, a fixed-order tree reduction.
-template <typename T> __global__ void conv2d_backward_bias(const T* gy, T* gb, i64 N, i64 K, i64 HW) {
+template <typename T>
+__global__ void conv2d_backward_bias(const T* gy, T* gb, i64 N, i64 K, i64 HW) {
     __shared__ T smem[BLOCK_1D];
     const i64 k = blockIdx.x;
     T sum = T(0);

@@ -39,8 +39,9 @@ __global__ void max_pool2d_forward(const T* x, T* y, int* argmax, i64 planes, i6
 // h*W + w, visited in row-major (oh, ow) order and summed in double, like NumPy's bincount.
 // One thread per input pixel; 1-D grid-stride over planes*H*W, block = BLOCK_1D.
 template <typename T>
-__global__ void max_pool2d_backward(const T* gy, const int* argmax, T* gx, i64 planes, i64 H, i64 W,
-                                    i64 Ho, i64 Wo, i64 kh, i64 kw, i64 sh, i64 sw, i64 ph, i64 pw) {
+__global__ void max_pool2d_backward(const T* gy, const int* argmax, T* gx, i64 planes, i64 H,
+                                    i64 W, i64 Ho, i64 Wo, i64 kh, i64 kw, i64 sh, i64 sw, i64 ph,
+                                    i64 pw) {
     for (i64 i = global_thread_index(); i < planes * H * W; i += grid_stride()) {
         const i64 out_plane = i / (H * W) * Ho * Wo, pix = i % (H * W);
         const i64 th = pix / W + ph, tw = pix % W + pw;  // padded coordinates
@@ -106,7 +107,8 @@ template <typename T> __global__ void global_avg_pool2d_forward(const T* x, T* y
 // gx[p, j] = gy[p] / HW. gy: (planes,) -> gx: (planes, HW). 1-D grid-stride, block = BLOCK_1D.
 template <typename T>
 __global__ void global_avg_pool2d_backward(const T* gy, T* gx, i64 planes, i64 HW) {
-    for (i64 i = global_thread_index(); i < planes * HW; i += grid_stride()) gx[i] = gy[i / HW] / (T)HW;
+    for (i64 i = global_thread_index(); i < planes * HW; i += grid_stride())
+        gx[i] = gy[i / HW] / (T)HW;
 }
 
 #define INSTANTIATE_POOL2D(T)                                                                      \

@@ -29,7 +29,7 @@ for src in "${files[@]}"; do
             echo "FAIL $src sm_$arch: no kernel instantiated (explicit template instantiations?)"
             status=1
         elif [ "$spills" -ne 0 ]; then
-            echo "FAIL $src sm_$arch: register spills in $spills report lines"
+            echo "FAIL $src sm_$arch: register spills ($spills nonzero spill counts above)"
             status=1
         else
             echo "OK   $src sm_$arch: $kernels kernels, no spills"

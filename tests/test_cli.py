@@ -165,3 +165,16 @@ def test_error_cuda_unavailable(capsys, tmp_path):
         pytest.skip("a usable GPU is present")
     code, _, err = run(capsys, "train", "--device", "cuda", "--out", str(tmp_path))
     assert_one_line_error(code, err)
+
+
+def test_train_on_each_device_and_eval_on_the_cpu(backend, tmp_path, capsys):
+    """A short lines run on every device; its checkpoint evaluates the same on the CPU."""
+    argv = ["train", "--device", backend.name, "--epochs", "2", "--train-size", "256"]
+    code, text, err = run(
+        capsys, *argv, "--test-size", "64", "--out", str(tmp_path), "--no-progress"
+    )
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["device"] == backend.name and metrics["test_accuracy"] >= 0.9
+    code, text, _ = run(capsys, "eval", "--checkpoint", str(tmp_path / "model.npz"))
+    assert code == 0 and f"test accuracy {metrics['test_accuracy']:.4f}" in text

@@ -220,3 +220,17 @@ def test_loader_augmentation_keeps_shapes_and_pixels():
     ((xb, yb),) = list(loader)
     assert xb.shape == (16, 1, 8, 8) and xb.dtype == np.float32
     assert set(np.unique(xb)) <= {0.0, 1.0} and (xb.sum(axis=(1, 2, 3)) > 0).all()
+
+
+def test_loader_and_augmentation_match_on_every_device(backend, cpu):
+    """The same seed gives the same batches, augmented on the device, as on the CPU."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (20, 1, 12, 12), dtype=np.uint8)
+    labels = np.arange(20) % 10
+    options = {"shuffle": True, "shift": 2, "flip": True, "mean": 30.0, "std": 7.0}
+    on_device = DataLoader(images, labels, 8, device=backend, rng=5, **options)
+    on_cpu = DataLoader(images, labels, 8, device=cpu, rng=5, **options)
+    for (x, y), (x_ref, y_ref) in zip(on_device, on_cpu, strict=True):
+        assert backend.owns(x) and backend.owns(y)
+        np.testing.assert_array_equal(backend.to_numpy(x), x_ref)
+        np.testing.assert_array_equal(backend.to_numpy(y), y_ref)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from op_cases import GRAD_CASES
+from op_cases import GRAD_CASES, distinct
 
+import gpucnn
+from gpucnn import nn
 from gpucnn.gradcheck import gradcheck
 
 
@@ -16,6 +18,42 @@ def test_gradients_match_finite_differences(case, backend, rng):
     inputs = case.sample(rng, np.float64)
     fn, args, grad_fn = case.gradient(backend, inputs)
     gradcheck(fn, args, grad_fn, seed=int(rng.integers(2**63)))
+
+
+F64 = np.float64
+LAYERS = {
+    "conv2d": lambda: nn.Conv2d(4, 3, 3, stride=2, padding=1, dtype=F64),
+    "conv2d_groups_dilation": lambda: nn.Conv2d(
+        4, 2, 2, padding=1, dilation=2, groups=2, dtype=F64
+    ),
+    "linear": lambda: nn.Sequential(nn.Flatten(), nn.Linear(4 * 5 * 5, 3, dtype=F64)),
+    "batch_norm2d": lambda: nn.BatchNorm2d(4, dtype=F64),
+    "max_pool2d": lambda: nn.MaxPool2d(3, stride=2, padding=1),
+    "avg_pool2d": lambda: nn.AvgPool2d(2, stride=1, padding=1),
+    "tutorial_net": lambda: nn.Sequential(
+        nn.Conv2d(4, 3, 3, dtype=F64),
+        nn.BatchNorm2d(3, dtype=F64),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(3, 2, dtype=F64),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_layers_pass_gradcheck(name, backend, rng):
+    """gpucnn.nn layers on each backend: input and parameter gradients match finite differences."""
+    layer = LAYERS[name]().to(backend)
+    x = backend.asarray(distinct(rng, (2, 4, 5, 5), F64))
+    gradcheck(layer, (x,), seed=int(rng.integers(2**63)))
+
+
+def test_public_gradcheck_stays_callable(rng):
+    """``gpucnn.gradcheck`` stays the function once the submodule gpucnn.gradcheck is imported."""
+    x = rng.standard_normal(4)
+    for _ in range(2):
+        gpucnn.gradcheck(np.sin, (x,), lambda gy: (gy * np.cos(x),))
 
 
 class _Parameter:

@@ -42,6 +42,13 @@ def _grid_1d(count: int) -> tuple[int]:
     return (min(_blocks(count), _MAX_GRID_1D),)
 
 
+def _shaped(op: str, shape: tuple, **arrays: Any) -> None:
+    """Raise ValueError unless every array given has ``shape`` (a kernel would read past it)."""
+    for name, a in arrays.items():
+        if tuple(a.shape) != tuple(shape):
+            raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {tuple(a.shape)}")
+
+
 class CudaBackend(Backend):
     """The CUDA kernels' launchers over an array module ``xp`` and a kernel ``runner``."""
 
@@ -115,6 +122,8 @@ class CudaBackend(Backend):
         out_hw = window_output_shape(x.shape[2:], w.shape[2:], stride, padding, dilation, "conv2d")
         args = self._conv_args(x.shape, w.shape, out_hw, stride, padding, dilation, groups)
         n, k = x.shape[0], w.shape[0]
+        if bias:
+            _shaped("conv2d_forward", (k,), b=bias[0])
         y = self.xp.empty((n, k, *out_hw), dtype=x.dtype)
         grid = (_blocks(n * out_hw[0] * out_hw[1], _TILE), _blocks(k // groups, _TILE), groups)
         # Without a bias the kernel never reads its bias pointer; w stands in for it.
@@ -125,8 +134,10 @@ class CudaBackend(Backend):
     def conv2d_backward_input(self, gy, w, x_shape, stride, padding, dilation, groups):
         """Gather-form implicit GEMM. grid = (N*H*W / 64, C/groups / 64, groups), block = 256."""
         gy, w = self._floats("conv2d_backward_input", gy, w)
-        args = self._conv_args(x_shape, w.shape, gy.shape[2:], stride, padding, dilation, groups)
         n, c, h, width = x_shape
+        out_hw = window_output_shape((h, width), w.shape[2:], stride, padding, dilation, "conv2d")
+        _shaped("conv2d_backward_input", (n, w.shape[0], *out_hw), gy=gy)
+        args = self._conv_args(x_shape, w.shape, out_hw, stride, padding, dilation, groups)
         gx = self.xp.empty(tuple(x_shape), dtype=gy.dtype)
         grid = (_blocks(n * h * width, _TILE), _blocks(c // groups, _TILE), groups)
         self._launch("conv2d", "conv2d_backward_input", grid, gy, w, gx, *args)
@@ -139,8 +150,10 @@ class CudaBackend(Backend):
         splits > 1, ``sum_partials`` over K*C/groups*R*S elements (1-D grid-stride).
         """
         gy, x = self._floats("conv2d_backward_weight", gy, x)
-        args = self._conv_args(x.shape, w_shape, gy.shape[2:], stride, padding, dilation, groups)
         k, cg, r, s = w_shape
+        out_hw = window_output_shape(x.shape[2:], (r, s), stride, padding, dilation, "conv2d")
+        _shaped("conv2d_backward_weight", (x.shape[0], k, *out_hw), gy=gy)
+        args = self._conv_args(x.shape, w_shape, out_hw, stride, padding, dilation, groups)
         reduction = gy.shape[0] * gy.shape[2] * gy.shape[3]
         tiles = _blocks(k // groups, _TILE) * _blocks(cg * r * s, _TILE) * groups
         want = min(_blocks(_TARGET_BLOCKS, tiles), _blocks(reduction, _MIN_SPLIT))
@@ -196,9 +209,11 @@ class CudaBackend(Backend):
         if argmax.dtype != np.int32 or argmax.shape != gy.shape:
             got = f"{argmax.dtype} {argmax.shape}"
             raise TypeError(f"max_pool2d_backward: argmax must be int32 {gy.shape}, got {got}")
+        out_hw = self._pool_out(x_shape, kernel, stride, padding, "max_pool2d")
+        _shaped("max_pool2d_backward", (*x_shape[:2], *out_hw), gy=gy)
         argmax = self.xp.ascontiguousarray(argmax)
         gx = self.xp.empty(tuple(x_shape), dtype=gy.dtype)
-        args = self._pool_args(x_shape, gy.shape[2:], kernel, stride, padding)
+        args = self._pool_args(x_shape, out_hw, kernel, stride, padding)
         self._launch("pool2d", "max_pool2d_backward", _grid_1d(gx.size), gy, argmax, gx, *args)
         return gx
 
@@ -215,8 +230,10 @@ class CudaBackend(Backend):
     def avg_pool2d_backward(self, gy, x_shape, kernel: Pair, stride: Pair, padding: Pair):
         """One thread per input pixel gathers its windows (1-D grid-stride, block 256)."""
         (gy,) = self._floats("avg_pool2d_backward", gy)
+        out_hw = self._pool_out(x_shape, kernel, stride, padding, "avg_pool2d")
+        _shaped("avg_pool2d_backward", (*x_shape[:2], *out_hw), gy=gy)
         gx = self.xp.empty(tuple(x_shape), dtype=gy.dtype)
-        args = self._pool_args(x_shape, gy.shape[2:], kernel, stride, padding)
+        args = self._pool_args(x_shape, out_hw, kernel, stride, padding)
         divisor = gy.dtype.type(kernel[0] * kernel[1])
         self._launch("pool2d", "avg_pool2d_backward", _grid_1d(gx.size), gy, gx, *args, divisor)
         return gx
@@ -232,6 +249,7 @@ class CudaBackend(Backend):
     def global_avg_pool2d_backward(self, gy, x_shape):
         """1-D grid-stride over N*C*H*W, block 256."""
         (gy,) = self._floats("global_avg_pool2d_backward", gy)
+        _shaped("global_avg_pool2d_backward", x_shape[:2], gy=gy)
         gx = self.xp.empty(tuple(x_shape), dtype=gy.dtype)
         hw = _i64(x_shape[2] * x_shape[3])
         self._launch(
@@ -250,6 +268,7 @@ class CudaBackend(Backend):
     def relu_backward(self, gy, y):
         """1-D grid-stride, block 256."""
         gy, y = self._floats("relu_backward", gy, y)
+        _shaped("relu_backward", gy.shape, y=y)
         gx = self.xp.empty_like(gy)
         self._launch("activation", "relu_backward", _grid_1d(gy.size), gy, y, gx, _i64(gy.size))
         return gx
@@ -257,6 +276,7 @@ class CudaBackend(Backend):
     def bias_relu_forward(self, x, b):
         """relu(x + b per channel) in one pass; x: (N, C, ...). 1-D grid-stride, block 256."""
         x, b = self._floats("bias_relu_forward", x, b)
+        _shaped("bias_relu_forward", x.shape[1:2], b=b)
         y = self.xp.empty_like(x)
         hw = _i64(math.prod(x.shape[2:]))
         args = (x, b, y, _i64(x.size), _i64(x.shape[1]), hw)
@@ -289,6 +309,7 @@ class CudaBackend(Backend):
         """One block per channel (statistics, then y). grid = (C,), block = 256."""
         x, gamma, beta = self._floats("batch_norm2d_forward_train", x, gamma, beta)
         n, c = x.shape[:2]
+        _shaped("batch_norm2d_forward_train", (c,), gamma=gamma, beta=beta)
         y = self.xp.empty_like(x)
         mean, invstd = self.xp.empty((c,), x.dtype), self.xp.empty((c,), x.dtype)
         hw = _i64(math.prod(x.shape[2:]))
@@ -298,10 +319,10 @@ class CudaBackend(Backend):
 
     def batch_norm2d_forward_eval(self, x, gamma, beta, running_mean, running_var, eps: float):
         """Elementwise with running statistics. 1-D grid-stride, block 256."""
-        arrays = self._floats(
-            "batch_norm2d_forward_eval", x, gamma, beta, running_mean, running_var
-        )
+        op = "batch_norm2d_forward_eval"
+        arrays = self._floats(op, x, gamma, beta, running_mean, running_var)
         x = arrays[0]
+        _shaped(op, x.shape[1:2], gamma=gamma, beta=beta, mean=running_mean, var=running_var)
         y = self.xp.empty_like(x)
         hw = _i64(math.prod(x.shape[2:]))
         args = (*arrays, y, _i64(x.size), _i64(x.shape[1]), hw, x.dtype.type(eps))
@@ -312,6 +333,8 @@ class CudaBackend(Backend):
         """One block per channel (two sums, then gx). grid = (C,), block = 256."""
         arrays = self._floats("batch_norm2d_backward", gy, x, gamma, mean, invstd)
         n, c = x.shape[:2]
+        _shaped("batch_norm2d_backward", x.shape, gy=gy)
+        _shaped("batch_norm2d_backward", (c,), gamma=gamma, mean=mean, invstd=invstd)
         gx = self.xp.empty_like(arrays[0])
         ggamma, gbeta = self.xp.empty((c,), gx.dtype), self.xp.empty((c,), gx.dtype)
         hw = _i64(math.prod(x.shape[2:]))
@@ -323,7 +346,7 @@ class CudaBackend(Backend):
     def softmax_cross_entropy_forward(self, logits, labels):
         """One block per row (grid (N,)), then one block for the batch mean -> (loss 0-d, probs)."""
         (logits,) = self._floats("softmax_cross_entropy_forward", logits)
-        n, k = logits.shape
+        n, k = logits.shape  # a ValueError for anything but (N, K)
         labels = self._labels("softmax_cross_entropy_forward", labels, n, k)
         probs = self.xp.empty_like(logits)
         row_loss, loss = self.xp.empty((n,), logits.dtype), self.xp.empty((1,), logits.dtype)
@@ -350,6 +373,7 @@ class CudaBackend(Backend):
         if momentum and velocity is None:
             raise ValueError("sgd_update: momentum needs a velocity buffer")
         g = self._floats("sgd_update", p, g, *([velocity] if momentum else []))[1]
+        _shaped("sgd_update", p.shape, g=g, **({"velocity": velocity} if momentum else {}))
         t = p.dtype.type
         # Without momentum the kernel never touches velocity; p stands in for it.
         v = velocity if momentum else p
@@ -361,6 +385,7 @@ class CudaBackend(Backend):
         """In place on p, m, v; bias corrections derived on the host. 1-D grid-stride, block 256."""
         self._in_place("adam_update", p=p, m=m, v=v)
         g = self._floats("adam_update", p, g, m, v)[1]
+        _shaped("adam_update", p.shape, g=g, m=m, v=v)
         t = p.dtype.type
         coupled = 0.0 if decoupled else weight_decay
         decay = 1.0 - lr * weight_decay if decoupled else 1.0

@@ -18,7 +18,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-COMPAT_HEADER = Path(__file__).with_name("cuda_compat.h")
+HEADER_DIR = Path(__file__).parent
+HEADERS = ("cuda_compat.h", "emulation_runtime.h")  # all part of the cache key
 CXX_FLAGS = (
     "-std=c++17",
     "-O1",
@@ -137,7 +138,8 @@ def build(cpp: str, cxx: str, extra_flags: Sequence[str] = ()) -> tuple[Path, bo
     """Build ``cpp`` into a cached shared library -> (path, whether g++ ran this time)."""
     flags = (*CXX_FLAGS, *extra_flags)
     key = hashlib.sha256()
-    for part in (cpp, COMPAT_HEADER.read_text(), "\0".join(flags), cxx, _compiler_version(cxx)):
+    headers = [(HEADER_DIR / h).read_text() for h in HEADERS]
+    for part in (cpp, *headers, "\0".join(flags), cxx, _compiler_version(cxx)):
         key.update(part.encode() + b"\0")
     folder = cache_dir()
     target = folder / f"{key.hexdigest()[:32]}.so"
@@ -147,7 +149,7 @@ def build(cpp: str, cxx: str, extra_flags: Sequence[str] = ()) -> tuple[Path, bo
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         src, lib = Path(tmp) / "kernels.cpp", Path(tmp) / "kernels.so"
         src.write_text(cpp)
-        cmd = [*shlex.split(cxx), *flags, "-I", str(COMPAT_HEADER.parent), "-o", str(lib), str(src)]
+        cmd = [*shlex.split(cxx), *flags, "-I", str(HEADER_DIR), "-o", str(lib), str(src)]
         run = subprocess.run(cmd, capture_output=True, text=True)
         if run.returncode != 0:
             raise EmulationBuildError(f"g++ could not build the emulated kernels:\n{run.stderr}")

@@ -83,11 +83,16 @@ def _dims(value: Any, what: str, limits: Sequence[int]) -> tuple[int, int, int]:
 
 
 class _Region:
-    """One guarded copy of a stretch of host memory (one array, or arrays that overlap)."""
+    """One guarded copy of a stretch of host memory (one array, or arrays that overlap).
 
-    def __init__(self, start: int, end: int):
+    The guards repeat the bytes (tag, FF, FF, FF): NaN read as float32 or float64, negative as an
+    integer. ``tag`` differs per region, so a value copied from one guard into another is seen.
+    """
+
+    def __init__(self, start: int, end: int, tag: int):
         self.start, self.end = start, end
-        self.buffer = np.full(end - start + 2 * GUARD_BYTES, 0xFF, dtype=np.uint8)
+        self.guard = np.tile(np.array([tag & 0xFF, 0xFF, 0xFF, 0xFF], np.uint8), GUARD_BYTES // 4)
+        self.buffer = np.concatenate([self.guard, np.empty(end - start, np.uint8), self.guard])
         self.base = self.buffer.ctypes.data + GUARD_BYTES
         ctypes.memmove(self.base, start, end - start)
         self.members: list[tuple[int, np.ndarray]] = []
@@ -100,8 +105,8 @@ class _Region:
     def overrun(self) -> str | None:
         """Describe a changed guard byte, or None when both guards are intact."""
         size = self.end - self.start
-        below = np.flatnonzero(self.buffer[:GUARD_BYTES] != 0xFF)
-        above = np.flatnonzero(self.buffer[GUARD_BYTES + size :] != 0xFF)
+        below = np.flatnonzero(self.buffer[:GUARD_BYTES] != self.guard)
+        above = np.flatnonzero(self.buffer[GUARD_BYTES + size :] != self.guard)
         if above.size:
             index, a = max(self.members, key=lambda m: m[1].ctypes.data + m[1].nbytes)
             return (
@@ -135,6 +140,7 @@ class EmulatedKernel:
         self._index = index
         self.name = entry.name.decode()
         self.params = [_Param(entry.params[i]) for i in range(entry.nparams)]
+        self.launches = 0  # completed launches, for coverage checks
 
     def _fail(self, index: int, problem: str) -> TypeError:
         p = self.params[index]
@@ -216,6 +222,7 @@ class EmulatedKernel:
                 keep[i].value = region.base + (a.ctypes.data - region.start)
         with _LAUNCH_LOCK:
             self._module.launch(self._index, self.name, grid3, block3, int(shared_mem), pointers)
+        self.launches += 1
         for region in regions:
             problem = region.overrun()
             if problem:
@@ -240,9 +247,9 @@ def _regions(arrays: list[tuple[int, np.ndarray]]) -> list[_Region]:
         else:
             groups.append([member])
             end = start + member[1].nbytes
-    for group in groups:
+    for tag, group in enumerate(groups):
         start = group[0][1].ctypes.data
-        region = _Region(start, max(a.ctypes.data + a.nbytes for _, a in group))
+        region = _Region(start, max(a.ctypes.data + a.nbytes for _, a in group), tag)
         region.members = group
         regions.append(region)
     return regions

@@ -90,7 +90,8 @@ class CupyRunner:
     binary on disk (``CUPY_CACHE_DIR``) keyed on the full source text.
     """
 
-    options = ("--std=c++17",)
+    # CuPy's defaults (NVRTC's C++17 dialect); the sources need no headers or include paths.
+    options: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self._modules: dict[str, Any] = {}

@@ -95,7 +95,8 @@ def dataset_names() -> list[str]:
     return sorted(REGISTRY)
 
 
-def _info(name: str) -> DatasetInfo:
+def dataset_info(name: str) -> DatasetInfo:
+    """The registry entry of ``name``; a ValueError listing the choices if there is none."""
     if name not in REGISTRY:
         raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names())}")
     return REGISTRY[name]
@@ -119,7 +120,7 @@ def _idx_path(folder: Path, stem: str) -> Path | None:
 
 def find_idx_files(name: str, data_dir: str | os.PathLike | None = None) -> dict[str, Path]:
     """The four IDX files of ``name`` (raw or .gz) from the first folder that has them all."""
-    info = _info(name)
+    info = dataset_info(name)
     dirs = candidate_dirs(name, data_dir)
     for folder in dirs:
         found = {key: _idx_path(folder, stem) for key, stem in IDX_FILES.items()}
@@ -154,7 +155,7 @@ def _moments(images: np.ndarray) -> tuple[float, float]:
 
 
 def _load_idx(name: str, data_dir, train_size: int | None, test_size: int | None) -> Dataset:
-    info = _info(name)
+    info = dataset_info(name)
     paths = find_idx_files(name, data_dir)
     arrays = {
         key: read_idx(path, ndim=3 if key.endswith("x") else 1) for key, path in paths.items()
@@ -202,7 +203,7 @@ def load_dataset(
     IDX datasets are found in ``data_dir``, else ``$GPUCNN_DATA``, else Debian's
     ``/usr/share/datasets/<name>`` (a ``<name>`` subfolder of the first two also works).
     """
-    _info(name)
+    dataset_info(name)
     if name == "lines":
         return _load_lines(seed, train_size, test_size)
     return _load_idx(name, data_dir, train_size, test_size)

@@ -1,0 +1,467 @@
+// gpucnn CUDA emulation: the runtime behind cuda_compat.h (fibers, block scheduler, shared memory,
+// warp exchange, the kernel table). Each thread of a block runs as a cooperative fiber on its own
+// small stack, so __syncthreads() is a real barrier and warp intrinsics exchange data among the 32
+// fibers of a warp. Blocks run one after another; Python serialises launches.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <cxxabi.h>
+#include <string>
+#include <sys/mman.h>
+#include <tuple>
+#include <type_traits>
+#include <typeinfo>
+#include <unistd.h>
+#if !defined(__x86_64__) || !defined(__ELF__) || defined(GPUCNN_EMU_UCONTEXT)
+#define GPUCNN_EMU_USE_UCONTEXT 1
+#include <ucontext.h>
+#endif
+
+struct uint3 {
+  unsigned x, y, z;
+};
+struct dim3 {
+  unsigned x, y, z;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+inline uint3 threadIdx;
+inline uint3 blockIdx;
+inline dim3 blockDim;
+inline dim3 gridDim;
+constexpr int warpSize = 32;
+
+namespace gpucnn_emu {
+
+template <class... T>
+inline constexpr bool unsupported = false;
+
+enum class State : unsigned char { Runnable, Barrier, Warp, Done };
+
+struct Fiber {
+  void* sp;
+#ifdef GPUCNN_EMU_USE_UCONTEXT
+  ucontext_t ctx;
+#endif
+  uint3 tid;
+  unsigned linear;
+  State state;
+  int site;              // source line of the barrier this fiber waits at
+  unsigned mask;         // lane mask of the warp collective this fiber waits at
+  unsigned long wgen;    // warp collectives this fiber has completed
+};
+
+constexpr unsigned kMaxThreads = 1024;
+constexpr size_t kSharedLimit = 48 * 1024;  // static + dynamic, per block, without opt-in
+constexpr size_t kStackSize = 64 * 1024;     // per fiber; the lowest page is a guard page
+
+// Everything one launch needs; a .so runs one launch at a time (Python holds a lock).
+struct Launch {
+  void (*run)(void*) = nullptr;
+  void* bound = nullptr;
+  Fiber fibers[kMaxThreads];
+  unsigned nthreads = 0;
+  Fiber* current = nullptr;
+  void* sched_sp = nullptr;
+#ifdef GPUCNN_EMU_USE_UCONTEXT
+  ucontext_t sched_ctx;
+#endif
+  char* stacks = nullptr;
+  size_t stacks_capacity = 0;
+  alignas(64) char shared[kSharedLimit];
+  size_t shared_dynamic = 0, shared_used = 0, shared_dirty = 0;
+  unsigned long long block_gen = 0;
+  uint64_t warp_buf[2][kMaxThreads];
+  bool failed = false;
+  std::string error;
+};
+inline Launch g;
+
+// ------------------------------------------------------------------------ context switching
+#ifndef GPUCNN_EMU_USE_UCONTEXT
+extern "C" void gpucnn_emu_switch(void** save_sp, void* load_sp);
+// Saves the System V callee-saved registers on the current stack, swaps stacks, restores.
+asm(R"(
+  .text
+  .p2align 4
+  .hidden gpucnn_emu_switch
+  .type gpucnn_emu_switch, @function
+gpucnn_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size gpucnn_emu_switch, .-gpucnn_emu_switch
+)");
+#endif
+
+[[noreturn]] inline void fiber_main();
+
+inline void to_scheduler() {
+#ifdef GPUCNN_EMU_USE_UCONTEXT
+  swapcontext(&g.current->ctx, &g.sched_ctx);
+#else
+  gpucnn_emu_switch(&g.current->sp, g.sched_sp);
+#endif
+}
+
+inline void resume(Fiber& f) {
+  g.current = &f;
+  threadIdx = f.tid;
+#ifdef GPUCNN_EMU_USE_UCONTEXT
+  swapcontext(&g.sched_ctx, &f.ctx);
+#else
+  gpucnn_emu_switch(&g.sched_sp, f.sp);
+#endif
+}
+
+inline void start_fiber(Fiber& f, char* stack_lo) {
+  f.state = State::Runnable;
+  f.wgen = 0;
+#ifdef GPUCNN_EMU_USE_UCONTEXT
+  getcontext(&f.ctx);
+  f.ctx.uc_stack.ss_sp = stack_lo;
+  f.ctx.uc_stack.ss_size = kStackSize;
+  f.ctx.uc_link = nullptr;
+  makecontext(&f.ctx, reinterpret_cast<void (*)()>(&fiber_main), 0);
+#else
+  // Top of stack: a zero "return address" for fiber_main, then fiber_main itself for `ret`, then
+  // six zeroed callee-saved registers; fiber_main starts with rsp = 8 (mod 16), as after a call.
+  auto top = reinterpret_cast<uintptr_t>(stack_lo + kStackSize) & ~uintptr_t(15);
+  auto* sp = reinterpret_cast<void**>(top);
+  *--sp = nullptr;
+  *--sp = reinterpret_cast<void*>(&fiber_main);
+  for (int i = 0; i < 6; ++i) *--sp = nullptr;
+  f.sp = sp;
+#endif
+}
+
+// Stops the launch with `msg`; the calling fiber is abandoned and never resumed.
+[[noreturn]] inline void fail(const std::string& msg) {
+  if (!g.failed) {
+    g.failed = true;
+    g.error = msg;
+  }
+  g.current->state = State::Done;
+  to_scheduler();
+  __builtin_unreachable();
+}
+
+inline std::string where() {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "thread (%u,%u,%u) of block (%u,%u,%u)", threadIdx.x, threadIdx.y,
+                threadIdx.z, blockIdx.x, blockIdx.y, blockIdx.z);
+  return buf;
+}
+
+[[noreturn]] inline void fiber_main() {
+  g.run(g.bound);
+  g.current->state = State::Done;
+  to_scheduler();
+  __builtin_unreachable();
+}
+
+// ------------------------------------------------------------------------ shared memory
+inline void* shared_alloc(size_t size, size_t align) {
+  size_t at = (g.shared_used + align - 1) & ~(align - 1);
+  if (at + size > kSharedLimit) {
+    fail("the block needs more than " + std::to_string(kSharedLimit) +
+         " bytes of shared memory (static + dynamic), the CUDA limit without opt-in");
+  }
+  g.shared_used = at + size;
+  if (g.shared_used > g.shared_dirty) g.shared_dirty = g.shared_used;
+  return g.shared + at;
+}
+
+// The block's instance of one `__shared__` declaration (ID tells declarations apart).
+template <class T, int ID>
+T* block_shared() {
+  static unsigned long long gen = 0;
+  static T* ptr = nullptr;
+  if (gen != g.block_gen) {
+    ptr = static_cast<T*>(shared_alloc(sizeof(T), alignof(T) < 16 ? 16 : alignof(T)));
+    gen = g.block_gen;
+  }
+  return ptr;
+}
+
+inline void* dynamic_shared() { return g.shared; }
+
+// ------------------------------------------------------------------------ barriers and warps
+inline void syncthreads(int line) {
+  g.current->state = State::Barrier;
+  g.current->site = line;
+  to_scheduler();
+}
+
+inline unsigned lane_id() { return g.current->linear % 32; }
+
+// Waits until every lane named in `mask` has reached a warp collective with the same mask, after
+// publishing `value`; returns the buffer row that holds the warp's values.
+inline uint64_t* warp_exchange(unsigned mask, uint64_t value) {
+  Fiber& f = *g.current;
+  if (!(mask >> lane_id() & 1u))
+    fail("a warp collective whose mask leaves out the calling lane, in " + where());
+  uint64_t* row = g.warp_buf[f.wgen & 1];
+  row[f.linear] = value;
+  f.state = State::Warp;
+  f.mask = mask;
+  to_scheduler();
+  ++f.wgen;
+  return row;
+}
+
+template <class T>
+uint64_t to_bits(T v) {
+  static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>,
+                "warp shuffles move up to 8 bytes");
+  uint64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof(T));
+  return bits;
+}
+
+// Reads `src`'s value; a lane that is absent or outside the exchange yields all-ones (NaN/-1).
+template <class T>
+T lane_value(const uint64_t* row, unsigned src, unsigned mask) {
+  unsigned warp_base = g.current->linear / 32 * 32;
+  uint64_t bits = ~uint64_t(0);
+  if (warp_base + src < g.nthreads && (mask >> src & 1u)) bits = row[warp_base + src];
+  T v;
+  std::memcpy(&v, &bits, sizeof(T));
+  return v;
+}
+
+inline void run_block() {
+  const unsigned n = g.nthreads;
+  ++g.block_gen;
+  std::memset(g.shared, 0xFF, g.shared_dirty);  // uninitialised shared memory reads as NaN / -1
+  g.shared_used = g.shared_dirty = g.shared_dynamic;
+  for (unsigned i = 0; i < n; ++i) start_fiber(g.fibers[i], g.stacks + size_t(i) * kStackSize);
+  for (;;) {
+    for (unsigned i = 0; i < n; ++i) {
+      if (g.fibers[i].state != State::Runnable) continue;
+      resume(g.fibers[i]);
+      if (g.failed) return;
+    }
+    bool released = false;
+    for (unsigned i = 0; i < n; ++i) {
+      Fiber& f = g.fibers[i];
+      if (f.state != State::Warp) continue;
+      unsigned base = i / 32 * 32, ready = 0, need = 0;
+      for (unsigned l = 0; l < 32 && base + l < n; ++l) {
+        if (!(f.mask >> l & 1u)) continue;
+        ++need;
+        const Fiber& o = g.fibers[base + l];
+        if (o.state == State::Warp && o.mask == f.mask) ++ready;
+      }
+      if (ready == need) {
+        for (unsigned l = 0; l < 32 && base + l < n; ++l)
+          if (f.mask >> l & 1u) g.fibers[base + l].state = State::Runnable;
+        released = true;
+      }
+    }
+    if (released) continue;
+    unsigned at_barrier = 0, done = 0, first = n;
+    bool same_site = true;
+    for (unsigned i = 0; i < n; ++i) {
+      const Fiber& f = g.fibers[i];
+      done += f.state == State::Done;
+      if (f.state != State::Barrier) continue;
+      if (first == n) first = i;
+      same_site = same_site && f.site == g.fibers[first].site;
+      ++at_barrier;
+    }
+    if (done == n) return;
+    if (at_barrier == n && same_site) {
+      for (unsigned i = 0; i < n; ++i) g.fibers[i].state = State::Runnable;
+      continue;
+    }
+    char buf[400];
+    if (at_barrier == n) {
+      std::snprintf(buf, sizeof buf, "divergent __syncthreads(): in block (%u,%u,%u) the threads "
+                    "wait at different barriers (line %d and others)", blockIdx.x, blockIdx.y,
+                    blockIdx.z, g.fibers[first].site);
+    } else if (at_barrier > 0) {
+      std::snprintf(buf, sizeof buf, "divergent __syncthreads() at line %d: reached by %u of the "
+                    "%u threads of block (%u,%u,%u); %u had exited and %u wait at warp collectives "
+                    "(a hang or undefined behaviour on a GPU)", g.fibers[first].site, at_barrier, n,
+                    blockIdx.x, blockIdx.y, blockIdx.z, done, n - done - at_barrier);
+    } else {
+      std::snprintf(buf, sizeof buf, "warp collective deadlock in block (%u,%u,%u): lanes named in "
+                    "a mask exited or wait elsewhere", blockIdx.x, blockIdx.y, blockIdx.z);
+    }
+    g.failed = true;
+    g.error = buf;
+    return;
+  }
+}
+
+inline bool reserve_stacks(unsigned n) {
+  size_t need = size_t(n) * kStackSize;
+  if (need <= g.stacks_capacity) return true;
+  if (g.stacks) munmap(g.stacks, g.stacks_capacity);
+  void* p = mmap(nullptr, need, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                 -1, 0);
+  if (p == MAP_FAILED) {
+    g.stacks = nullptr;
+    g.stacks_capacity = 0;
+    return false;
+  }
+  g.stacks = static_cast<char*>(p);
+  g.stacks_capacity = need;
+  size_t page = size_t(sysconf(_SC_PAGESIZE));
+  for (unsigned i = 0; i < n; ++i) mprotect(g.stacks + size_t(i) * kStackSize, page, PROT_NONE);
+  return true;
+}
+
+// Runs the whole grid; returns false with g.error set when the launch failed.
+inline bool run_grid(const unsigned* grid, const unsigned* block, size_t shmem) {
+  g.failed = false;
+  g.error.clear();
+  g.nthreads = block[0] * block[1] * block[2];
+  if (shmem > kSharedLimit) {
+    g.error = "the launch asks for " + std::to_string(shmem) + " bytes of dynamic shared memory, " +
+              "more than the " + std::to_string(kSharedLimit) + " a block may use without opt-in";
+    return false;
+  }
+  g.shared_dynamic = (shmem + 15) & ~size_t(15);
+  g.shared_dirty = sizeof g.shared;  // poison all of it for the first block
+  if (!reserve_stacks(g.nthreads)) {
+    g.error = "could not map the fiber stacks";
+    return false;
+  }
+  blockDim = dim3(block[0], block[1], block[2]);
+  gridDim = dim3(grid[0], grid[1], grid[2]);
+  for (unsigned i = 0; i < g.nthreads; ++i) {
+    Fiber& f = g.fibers[i];
+    f.linear = i;
+    f.tid = uint3{i % block[0], i / block[0] % block[1], i / (block[0] * block[1])};
+  }
+  for (unsigned z = 0; z < grid[2]; ++z)
+    for (unsigned y = 0; y < grid[1]; ++y)
+      for (unsigned x = 0; x < grid[0]; ++x) {
+        blockIdx = uint3{x, y, z};
+        run_block();
+        if (g.failed) return false;
+      }
+  return true;
+}
+
+// ------------------------------------------------------------------------ kernel table
+struct ParamInfo {
+  int is_pointer;
+  int size;      // bytes of the scalar, or of the pointee (0 for void*)
+  char category; // 'f' floating point, 'i' integer or bool, 'v' void pointee, 'o' other
+  const char* type_name;
+};
+
+struct KernelEntry {
+  const char* name;
+  int nparams;
+  const ParamInfo* params;
+  void (*fn)();
+  void (*launch)(void (*fn)(), void** args);
+};
+
+template <class T>
+constexpr char category() {
+  if constexpr (std::is_void_v<T>) return 'v';
+  else if constexpr (std::is_floating_point_v<T>) return 'f';
+  else if constexpr (std::is_integral_v<T>) return 'i';
+  else return 'o';
+}
+
+template <class P>
+ParamInfo param_info() {
+  using T = std::remove_cv_t<P>;
+  const char* name = abi::__cxa_demangle(typeid(T).name(), nullptr, nullptr, nullptr);
+  if constexpr (std::is_pointer_v<T>) {
+    using E = std::remove_cv_t<std::remove_pointer_t<T>>;
+    int size = 0;
+    if constexpr (!std::is_void_v<E>) size = int(sizeof(E));
+    return ParamInfo{1, size, category<E>(), name};
+  } else {
+    static_assert(std::is_trivially_copyable_v<T>, "kernel parameters must be trivially copyable");
+    return ParamInfo{0, int(sizeof(T)), category<T>(), name};
+  }
+}
+
+template <class... P>
+struct Bound {
+  void (*fn)(P...);
+  std::tuple<std::remove_cv_t<P>...> args;
+  static void run(void* self) {
+    auto* b = static_cast<Bound*>(self);
+    std::apply(b->fn, b->args);  // each thread gets its own copy of the parameters
+  }
+};
+
+template <class T>
+T read_arg(void* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+
+template <class... P, size_t... I>
+void launch_impl(void (*fn)(P...), void** args, std::index_sequence<I...>) {
+  static Bound<P...> bound;  // static: run_grid reads it through g.bound
+  bound.fn = fn;
+  bound.args = std::make_tuple(read_arg<std::remove_cv_t<P>>(args[I])...);
+  g.run = &Bound<P...>::run;
+  g.bound = &bound;
+}
+
+template <class... P>
+void launch_as(void (*fn)(), void** args) {
+  launch_impl(reinterpret_cast<void (*)(P...)>(fn), args, std::index_sequence_for<P...>{});
+}
+
+template <class... P>
+KernelEntry entry(const char* name, void (*fn)(P...)) {
+  static const ParamInfo params[sizeof...(P) + 1] = {param_info<P>()..., ParamInfo{}};
+  return KernelEntry{name, int(sizeof...(P)), params, reinterpret_cast<void (*)()>(fn),
+                     &launch_as<P...>};
+}
+
+template <class R, class... P>
+KernelEntry entry(const char*, R (*)(P...)) {
+  static_assert(unsupported<R>, "a __global__ kernel must return void");
+  return {};
+}
+
+}  // namespace gpucnn_emu
+
+#define GPUCNN_EMU_EXPORT extern "C" __attribute__((visibility("default")))
+
+// The generated table ends the source with `GPUCNN_EMU_KERNELS(entry(...), ...)`.
+#define GPUCNN_EMU_KERNELS(...)                                                                    \
+  static const ::gpucnn_emu::KernelEntry gpucnn_emu_table[] = {__VA_ARGS__};                       \
+  GPUCNN_EMU_EXPORT int gpucnn_emu_kernel_count() {                                                \
+    return int(sizeof gpucnn_emu_table / sizeof gpucnn_emu_table[0]);                              \
+  }                                                                                                \
+  GPUCNN_EMU_EXPORT const ::gpucnn_emu::KernelEntry* gpucnn_emu_kernel(int i) {                    \
+    return &gpucnn_emu_table[i];                                                                   \
+  }                                                                                                \
+  GPUCNN_EMU_EXPORT int gpucnn_emu_launch(int k, const unsigned* grid, const unsigned* block,      \
+                                          unsigned long long shmem, void** args, char* err,        \
+                                          int errlen) {                                            \
+    const ::gpucnn_emu::KernelEntry& e = gpucnn_emu_table[k];                                      \
+    e.launch(e.fn, args);                                                                          \
+    if (::gpucnn_emu::run_grid(grid, block, shmem)) return 0;                                      \
+    std::snprintf(err, size_t(errlen), "%s", ::gpucnn_emu::g.error.c_str());                       \
+    return 1;                                                                                      \
+  }

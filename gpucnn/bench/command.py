@@ -1,0 +1,95 @@
+"""``gpucnn bench``: options, and running one suite to a table (and optionally JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import peers as P
+from . import report
+from .suites import DEFAULT_REPEATS, SUITES, Options
+
+DEFAULT_BATCH_SIZES = (64, 256)
+
+
+def _ints(text: str) -> list[int]:
+    values = [int(v) for v in text.split(",") if v]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _names(text: str) -> list[str]:
+    return [v for v in text.split(",") if v]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``bench`` options to ``parser``."""
+    parser.add_argument("--suite", choices=tuple(SUITES), default="step", help="default: step")
+    parser.add_argument("--device", choices=tuple(P.DEFAULT_PEERS), default="cpu")
+    parser.add_argument(
+        "--batch-size", type=_ints, action="extend", metavar="N[,N]",
+        help=f"repeatable or comma list (default {','.join(map(str, DEFAULT_BATCH_SIZES))})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--repeats", type=int, help="samples per peer (default: ops 20, step 20, epoch 3)"
+    )
+    parser.add_argument(
+        "--peers", type=_names, action="extend", metavar="NAME[,NAME]",
+        help=f"peers to run (default: the device's); from {', '.join(P.PEERS)}",
+    )  # fmt: skip
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--cases", metavar="TEXT", help="ops: only cases whose name has TEXT")
+    parser.add_argument(
+        "--tutorial-samples", type=int, default=3, help="step: samples timed on the tutorial loops"
+    )
+    parser.add_argument(
+        "--epoch-samples", type=int, default=60_000, help="epoch: training-set size"
+    )
+    parser.add_argument(
+        "--data-dir", metavar="DIR", help="epoch: Fashion-MNIST IDX files (default: random data)"
+    )
+    parser.add_argument("--threads", type=int, help="PyTorch intra-op threads (default: its own)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen suite, print the table (and write JSON); returns the exit status."""
+    peers = P.select(args.device, args.suite, args.peers)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    opts = Options(
+        batch_sizes=args.batch_size or list(DEFAULT_BATCH_SIZES),
+        repeats=args.repeats or DEFAULT_REPEATS[args.suite],
+        cases=args.cases,
+        tutorial_samples=args.tutorial_samples,
+        epoch_samples=args.epoch_samples,
+        data_dir=args.data_dir,
+    )
+    results = SUITES[args.suite](peers, opts)
+    report.add_ratios(results)
+    env = report.environment(args.device)
+    print(report.header(env, args.suite))
+    print(report.table(results))
+    if args.json:
+        options = {k: v for k, v in vars(args).items() if not callable(v)}
+        report.write_json(args.json, env, options, results)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, **defaults) -> int:
+    """Stand-alone entry (the ``scripts/bench_*.py`` wrappers): ``defaults`` fill unset options."""
+    parser = argparse.ArgumentParser(prog="gpucnn bench", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    parser.set_defaults(**{k: v for k, v in defaults.items() if k not in ("batch_size", "peers")})
+    args = parser.parse_args(argv)
+    for key in ("batch_size", "peers"):
+        if getattr(args, key) is None and key in defaults:
+            setattr(args, key, defaults[key])
+    try:
+        return run(args)
+    except ValueError as err:
+        print(f"gpucnn bench: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,143 @@
+"""The peers a benchmark compares, where their figures are taken, and how to reach their devices.
+
+A peer's ``device`` is the hardware its figures come from ("cpu" or "cuda"): ratios are only ever
+taken between peers of one device. ``gpucnn-cuda-emu`` runs the CUDA kernels on the CPU, so its
+figures are CPU figures (useful to test the harness, not as a speed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..backend import Backend, get_backend
+from ..errors import GpuUnavailableError
+from .timing import Clock, HostClock, cupy_clock, torch_clock
+
+SUITES = ("ops", "step", "epoch")
+
+
+class Unavailable(Exception):
+    """A peer that cannot run here; the message says why."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A competitor: its name, the device its figures come from, the suites it runs in."""
+
+    name: str
+    device: str
+    suites: tuple[str, ...] = SUITES
+    precision: str = "float32"
+    note: str = ""
+
+
+PEERS = {
+    peer.name: peer
+    for peer in (
+        Peer("tutorial-loops", "cpu", ("step",), "float64", "the tutorial's per-sample loops"),
+        Peer("gpucnn-cpu", "cpu"),
+        Peer(
+            "gpucnn-cuda-emu", "cpu", note="CUDA kernels emulated on the CPU: a test, not a speed"
+        ),
+        Peer("pytorch-cpu", "cpu"),
+        Peer("gpucnn-cuda", "cuda", note="eager"),
+        Peer("gpucnn-cuda-graph", "cuda", ("step", "epoch"), note="captured CUDA graph"),
+        Peer("pytorch-cuda", "cuda", note="eager, cuDNN, TF32 off"),
+        Peer("pytorch-cuda-graph", "cuda", ("step", "epoch"), note="captured CUDA graph, TF32 off"),
+        Peer("pytorch-cuda-tf32", "cuda", precision="tf32", note="eager, cuDNN, TF32 on: apart"),
+    )
+}
+
+DEFAULT_PEERS = {
+    "cpu": ("tutorial-loops", "gpucnn-cpu", "pytorch-cpu"),
+    "cuda-emu": ("tutorial-loops", "gpucnn-cuda-emu", "pytorch-cpu"),
+    "cuda": (
+        "gpucnn-cuda",
+        "gpucnn-cuda-graph",
+        "pytorch-cuda",
+        "pytorch-cuda-graph",
+        "pytorch-cuda-tf32",
+    ),
+}
+
+
+def select(device: str, suite: str, names: list[str] | None = None) -> list[Peer]:
+    """The peers of ``suite``: ``names`` when given (checked), else the device's defaults."""
+    unknown = sorted(set(names or ()) - set(PEERS))
+    if unknown:
+        raise ValueError(f"unknown peers {unknown}; choose from: {', '.join(PEERS)}")
+    chosen = names or DEFAULT_PEERS[device]
+    peers = [PEERS[name] for name in dict.fromkeys(chosen) if suite in PEERS[name].suites]
+    if not peers:
+        raise ValueError(f"none of the peers {list(chosen)} runs in the {suite} suite")
+    return peers
+
+
+# ----------------------------------------------------------------------------------- gpucnn
+def gpucnn_backend(peer: Peer) -> Backend:
+    """The gpucnn backend a ``gpucnn-*`` peer runs on."""
+    if peer.name == "gpucnn-cuda-graph":
+        raise Unavailable("graph capture of the gpucnn step is not implemented yet (issue 6)")
+    try:
+        backend = get_backend(peer.name.removeprefix("gpucnn-"))
+    except GpuUnavailableError as err:
+        raise Unavailable(str(err)) from err
+    if hasattr(backend, "warmup"):
+        backend.warmup()
+    return backend
+
+
+def gpucnn_clock(backend: Backend) -> Clock:
+    """CUDA events on a GPU, else the host clock."""
+    return cupy_clock() if backend.name == "cuda" else HostClock(backend.synchronize)
+
+
+# ---------------------------------------------------------------------------------- PyTorch
+def torch_device(peer: Peer) -> Any:
+    """``torch.device`` of a ``pytorch-*`` peer, with cuDNN autotuning and its TF32 mode set."""
+    try:
+        import torch
+    except ImportError as err:
+        raise Unavailable("PyTorch is not installed (pip install torch)") from err
+    if peer.device == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise Unavailable("PyTorch sees no CUDA device (torch.cuda.is_available() is False)")
+    torch.backends.cudnn.benchmark = True
+    set_tf32(peer)
+    return torch.device("cuda")
+
+
+def set_tf32(peer: Peer) -> None:
+    """Switch PyTorch's TF32 matmul and cuDNN modes to what ``peer`` measures."""
+    import torch
+
+    enabled = peer.precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+def torch_call(peer: Peer, fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` under the peer's TF32 mode (the flags are global, and CUDA peers alternate)."""
+    if peer.device == "cpu":
+        return fn
+
+    def call():
+        set_tf32(peer)
+        return fn()
+
+    return call
+
+
+def torch_clock_for(peer: Peer) -> Clock:
+    """CUDA events for a CUDA peer, else the host clock."""
+    return torch_clock() if peer.device == "cuda" else HostClock()
+
+
+def to_torch(array: Any, device: Any) -> Any:
+    """A host NumPy array as a PyTorch tensor on ``device`` (a copy)."""
+    import torch
+
+    return torch.from_numpy(array.copy()).to(device)

@@ -1,0 +1,161 @@
+"""Results: medians, ratios between peers of one device, a text table and a JSON record."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from .peers import Peer
+
+
+@dataclass
+class Result:
+    """One peer on one case and op: seconds per unit (a call, a step or an epoch).
+
+    ``status`` is "ok" or why the peer did not run; ``units`` is what one time covers (samples
+    for the throughput column); ``ratios[other]`` = other's median / this median, so 2.0 means this
+    peer is twice as fast as ``other``; only peers of the same device appear there.
+    """
+
+    suite: str
+    case: str
+    op: str
+    peer: str
+    device: str
+    precision: str
+    samples_per_unit: int = 0
+    times: list[float] = field(default_factory=list)
+    calls_per_sample: int = 0
+    status: str = "ok"
+    note: str = ""
+    rel_diff: float | None = None
+    ratios: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, peer: Peer, suite: str, case: str, op: str, **kwargs) -> Result:
+        return cls(
+            suite, case, op, peer.name, peer.device, peer.precision, note=peer.note, **kwargs
+        )
+
+    @property
+    def median(self) -> float | None:
+        return float(np.median(self.times)) if self.status == "ok" and self.times else None
+
+
+def add_ratios(results: list[Result]) -> None:
+    """Set each result's ``ratios`` to every other measured peer of its case, op and device."""
+    groups: dict[tuple[str, str, str], list[Result]] = {}
+    for r in results:
+        if r.median is not None:
+            groups.setdefault((r.suite, r.case, r.op), []).append(r)
+    for group in groups.values():
+        for r in group:
+            r.ratios = {
+                o.peer: o.median / r.median for o in group if o is not r and o.device == r.device
+            }
+
+
+def _time(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.4g} {unit}"
+    return f"{seconds * 1e9:.4g} ns"
+
+
+def _spread(times: list[float]) -> str:
+    """Interquartile range over the median, in percent."""
+    if len(times) < 2:
+        return "-"
+    q1, q2, q3 = np.percentile(times, (25, 50, 75))
+    return f"{100 * (q3 - q1) / q2:.0f}%"
+
+
+def table(results: list[Result]) -> str:
+    """Fixed-width table: one row per result, one "x vs PEER" column per peer that was measured."""
+    measured = list(dict.fromkeys(r.peer for r in results if r.median is not None))
+    header = ["case", "op", "peer", "device", "median", "samples/s", "IQR", "rel diff"]
+    header += [f"x vs {p}" for p in measured] + ["note"]
+    rows = [header]
+    for r in results:
+        rate = f"{r.samples_per_unit / r.median:,.0f}" if r.median and r.samples_per_unit else ""
+        diff = "" if r.rel_diff is None else f"{r.rel_diff:.1e}"
+        ratios = [f"{r.ratios[p]:.3g}x" if p in r.ratios else "" for p in measured]
+        note = r.note if r.status == "ok" else f"not available: {r.status}"
+        rows.append(
+            [r.case, r.op, r.peer, r.device, _time(r.median), rate, _spread(r.times), diff]
+            + ratios
+            + [note]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def environment(device: str) -> dict:
+    """Date, machine, versions and commit of this run."""
+    env = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": device,
+        "commit": _commit(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "numpy": np.__version__,
+        "torch": _version("torch"),
+        "cupy": next(filter(None, map(_version, ("cupy-cuda12x", "cupy-cuda13x", "cupy"))), None),
+    }
+    try:
+        import torch
+
+        env["torch_threads"] = torch.get_num_threads()
+        if device == "cuda" and torch.cuda.is_available():
+            env["gpu"] = torch.cuda.get_device_name()
+    except ImportError:
+        pass
+    return env
+
+
+def header(env: dict, suite: str) -> str:
+    keys = ("device", "commit", "date", "numpy", "torch", "cupy", "torch_threads", "gpu")
+    return f"gpucnn bench --suite {suite}: " + ", ".join(
+        f"{k} {env[k]}" for k in keys if env.get(k) is not None
+    )
+
+
+def write_json(path: str, env: dict, args: dict, results: list[Result]) -> None:
+    """``{"environment", "arguments", "results"}`` with every sample and its median."""
+    rows = [{**asdict(r), "median": r.median} for r in results]
+    record = {"environment": env, "arguments": args, "results": rows}
+    Path(path).write_text(json.dumps(record, indent=1) + "\n")

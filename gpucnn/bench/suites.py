@@ -1,0 +1,99 @@
+"""The three suites (``ops``, ``step``, ``epoch``): build each peer's runner, measure, collect."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import ops, training
+from .peers import Peer, Unavailable
+from .report import Result
+from .timing import Runner, measure
+
+DEFAULT_REPEATS = {"ops": 20, "step": 20, "epoch": 3}
+
+
+@dataclass
+class Options:
+    """What a suite needs besides its peers: sizes, repeats and the suite-specific knobs."""
+
+    batch_sizes: list[int]
+    repeats: int
+    cases: str | None = None  # ops: only cases whose name contains this
+    tutorial_samples: int = 3  # step: samples the tutorial's loops are timed on
+    epoch_samples: int = 60_000
+    data_dir: str | None = None
+
+
+def _measured(suite, case, op, runners, missing, peers, samples_per_unit, repeats):
+    """Results of one case and op, in peer order, unavailable peers included with the reason."""
+    timed = measure(runners, repeats)
+    out = []
+    for peer in peers:
+        if peer.name in timed:
+            s = timed[peer.name]
+            extra = {"times": s.times, "calls_per_sample": s.number}
+        else:
+            extra = {"status": missing[peer.name]}
+        out.append(Result.of(peer, suite, case, op, samples_per_unit=samples_per_unit, **extra))
+    return out
+
+
+def _build(peers: list[Peer], make: Callable[..., Runner], *args):
+    """Runners by peer name, ``make(peer, *args)``, and the reasons of the unavailable ones."""
+    runners, missing = {}, {}
+    for peer in peers:
+        try:
+            runners[peer.name] = make(peer, *args)
+        except Unavailable as err:
+            missing[peer.name] = str(err)
+    return runners, missing
+
+
+def run_ops(peers: list[Peer], opts: Options) -> list[Result]:
+    results = []
+    for case in ops.cases(opts.batch_sizes):
+        if opts.cases and opts.cases not in case.name:
+            continue
+        for op, (runners, missing, outputs) in ops.runners(peers, case).items():
+            name = f"{case.name} {case.shape}"
+            rows = _measured("ops", name, op, runners, missing, peers, 0, opts.repeats)
+            first = next(iter(outputs.values()), None)
+            for r in rows:
+                if r.peer in outputs and outputs[r.peer] is not first:
+                    diff = np.linalg.norm(outputs[r.peer] - first) / np.linalg.norm(first)
+                    r.rel_diff = float(diff)
+            results += rows
+    return results
+
+
+def run_step(peers: list[Peer], opts: Options) -> list[Result]:
+    results = []
+    for batch in opts.batch_sizes:
+        runners, missing = _build(peers, training.step_runner, batch, opts.tutorial_samples)
+        case = f"{training.MODEL} b{batch}"
+        rows = _measured("step", case, "train step", runners, missing, peers, batch, opts.repeats)
+        for r in rows:
+            if r.peer == "tutorial-loops" and r.status == "ok":
+                r.note += f", timed on {len(r.times)} samples, scaled to the batch"
+        results += rows
+    return results
+
+
+def run_epoch(peers: list[Peer], opts: Options) -> list[Result]:
+    if opts.data_dir:
+        data = training.fashion_mnist(opts.data_dir, opts.epoch_samples)
+    else:
+        data = training.random_images(opts.epoch_samples)
+    results = []
+    for batch in opts.batch_sizes:
+        runners, missing = _build(peers, training.epoch_runner, batch, data)
+        samples = len(data.y) // batch * batch
+        case = f"{data.source} {samples} samples b{batch}"
+        results += _measured("epoch", case, "epoch", runners, missing, peers, samples, opts.repeats)
+    return results
+
+
+SUITES = {"ops": run_ops, "step": run_step, "epoch": run_epoch}

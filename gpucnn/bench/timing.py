@@ -1,0 +1,128 @@
+"""Timing: warm-up first, peers measured alternately in one run, medians of the samples.
+
+A clock turns ``number`` calls of a function into seconds per call: the host clock on the CPU
+(after the device's ``synchronize``), CUDA events on the GPU (CuPy's for gpucnn, PyTorch's for
+PyTorch), with the device drained before the start event so no earlier work is counted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+MIN_SAMPLE_S = 5e-3  # calls per sample are raised until a sample lasts this long
+MAX_CALLS = 1000
+
+
+class Clock(Protocol):
+    def seconds(self, fn: Callable[[], Any], number: int) -> float:
+        """Seconds per call over ``number`` back-to-back calls of ``fn``."""
+
+
+@dataclass
+class HostClock:
+    """``time.perf_counter`` around the calls, the device synchronised on both sides."""
+
+    sync: Callable[[], None] = lambda: None
+
+    def seconds(self, fn: Callable[[], Any], number: int) -> float:
+        self.sync()
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        self.sync()
+        return (time.perf_counter() - start) / number
+
+
+@dataclass
+class EventClock:
+    """Elapsed time between two CUDA events recorded around the calls."""
+
+    make_event: Callable[[], Any]
+    elapsed_ms: Callable[[Any, Any], float]
+    sync: Callable[[], None]
+
+    def seconds(self, fn: Callable[[], Any], number: int) -> float:
+        self.sync()
+        start, end = self.make_event(), self.make_event()
+        start.record()
+        for _ in range(number):
+            fn()
+        end.record()
+        end.synchronize()
+        return self.elapsed_ms(start, end) / 1e3 / number
+
+
+def cupy_clock() -> EventClock:
+    """CUDA events of CuPy's current stream (gpucnn's device arrays)."""
+    import cupy
+
+    return EventClock(cupy.cuda.Event, cupy.cuda.get_elapsed_time, cupy.cuda.Device().synchronize)
+
+
+def torch_clock() -> EventClock:
+    """CUDA events of PyTorch's current stream."""
+    import torch
+
+    return EventClock(
+        lambda: torch.cuda.Event(enable_timing=True),
+        lambda start, end: start.elapsed_time(end),
+        torch.cuda.synchronize,
+    )
+
+
+@dataclass
+class Runner:
+    """One peer's work for one case: ``fn`` is one call, timed by ``clock``.
+
+    ``scale`` converts seconds per call into seconds per reported unit (the tutorial's loops do one
+    sample per call, reported per batch); ``number`` fixes the calls per sample (None: calibrate);
+    ``max_samples`` caps the samples of a slow peer; ``warmup`` replaces ``fn`` for the warm-up.
+    """
+
+    fn: Callable[[], Any]
+    clock: Clock = field(default_factory=HostClock)
+    scale: float = 1.0
+    number: int | None = None
+    max_samples: int | None = None
+    warmup: Callable[[], Any] | None = None
+
+
+@dataclass
+class Samples:
+    """Seconds per unit of each sample, and the calls each sample averaged."""
+
+    times: list[float]
+    number: int
+
+
+def _calls_per_sample(runner: Runner) -> int:
+    if runner.number is not None:
+        return runner.number
+    once = runner.clock.seconds(runner.fn, 1)
+    return max(1, min(MAX_CALLS, math.ceil(MIN_SAMPLE_S / max(once, 1e-9))))
+
+
+def measure(runners: dict[str, Runner], repeats: int, warmups: int = 2) -> dict[str, Samples]:
+    """Warm every runner up, then take ``repeats`` samples of each, alternating between them.
+
+    The order rotates every round so no peer always runs right after the same other one.
+    """
+    for runner in runners.values():
+        for _ in range(warmups):
+            (runner.warmup or runner.fn)()
+    numbers = {name: _calls_per_sample(r) for name, r in runners.items()}
+    samples = {name: Samples([], numbers[name]) for name in runners}
+    names = list(runners)
+    for round_ in range(repeats):
+        k = round_ % len(names) if names else 0
+        for name in names[k:] + names[:k]:
+            runner = runners[name]
+            if runner.max_samples is not None and len(samples[name].times) >= runner.max_samples:
+                continue
+            seconds = runner.clock.seconds(runner.fn, numbers[name])
+            samples[name].times.append(seconds * runner.scale)
+    return samples

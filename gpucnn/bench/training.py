@@ -1,0 +1,213 @@
+"""The ``step`` and ``epoch`` suites: training the tutorial MNIST net, one step or one epoch.
+
+Every peer starts from the same weights (gpucnn's, copied into PyTorch) and trains with SGD,
+momentum 0.9, mean softmax cross-entropy; the tutorial's loops train one sample at a time with
+their plain SGD. The epoch suite keeps the whole training set on the device and shuffles it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import nn, optim
+from ..data.loader import DataLoader
+from ..nn.zoo import build_model, model_spec
+from . import peers as P
+from .timing import Runner
+from .tutorial import TutorialMnistNet
+
+MODEL = "tutorial-mnist"
+LR, MOMENTUM = 0.01, 0.9
+EPOCH_WARMUP_STEPS = 3
+
+
+@dataclass
+class Images:
+    """A training set: uint8 images (N, 1, 28, 28), int64 labels, the normalisation."""
+
+    x: np.ndarray
+    y: np.ndarray
+    mean: float
+    std: float
+    source: str
+
+
+def random_images(count: int, seed: int = 0) -> Images:
+    """Random uint8 images of Fashion-MNIST's shape and labels in 0..9."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (count, 1, 28, 28), dtype=np.uint8)
+    return Images(x, rng.integers(0, 10, count), 127.5, 73.9, "random")
+
+
+def fashion_mnist(data_dir: str, count: int) -> Images:
+    """The first ``count`` Fashion-MNIST training images from IDX files in ``data_dir``."""
+    from ..data.datasets import load_dataset
+
+    data = load_dataset("fashion-mnist", data_dir, train_size=count, test_size=1)
+    return Images(data.train_x, data.train_y, data.mean, data.std, data.source)
+
+
+def reference_weights() -> dict[str, np.ndarray]:
+    """The starting weights every peer copies (PyTorch key names)."""
+    return build_model(MODEL, rng=0).state_dict()
+
+
+# ----------------------------------------------------------------------------------- steps
+def gpucnn_step(backend) -> Callable[[Any, Any], Any]:
+    """A train step of gpucnn's model on ``backend``, as the trainer does it: returns the loss."""
+    model = build_model(MODEL, rng=0).to(backend)
+    opt = optim.SGD(model.parameters(), LR, momentum=MOMENTUM)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step(x, y):
+        loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        model.backward(loss_fn.backward())
+        opt.step()
+        return loss
+
+    return step
+
+
+def torch_model(device) -> tuple[Any, Any]:
+    """PyTorch's twin of the zoo model (same layers, same weights) and its SGD optimizer."""
+    import torch
+
+    layers = [getattr(torch.nn, kind)(**args) for kind, args in model_spec(MODEL)["layers"]]
+    net = torch.nn.Sequential(*layers)
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in reference_weights().items()})
+    net.to(device)
+    return net, torch.optim.SGD(net.parameters(), LR, momentum=MOMENTUM)
+
+
+def torch_step(device) -> Callable[[Any, Any], Any]:
+    """A train step of PyTorch's twin, eager."""
+    import torch.nn.functional as F
+
+    net, opt = torch_model(device)
+
+    def step(x, y):
+        loss = F.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def torch_graph_step(device, x, y) -> tuple[Callable[[], Any], Any, Any]:
+    """The whole step captured once as a CUDA graph -> (replay, static x, static y).
+
+    Warm-up runs on a side stream first, as PyTorch's whole-network capture recipe asks.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    net, opt = torch_model(device)
+    static_x, static_y = x.clone(), y.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(static_x), static_y).backward()
+            opt.step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        F.cross_entropy(net(static_x), static_y).backward()
+        opt.step()
+    return graph.replay, static_x, static_y
+
+
+# ------------------------------------------------------------------------------------ suites
+def _batch(batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((batch, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, batch)
+
+
+def step_runner(peer: P.Peer, batch: int, tutorial_samples: int) -> Runner:
+    """One train step at ``batch`` (the tutorial: one sample per call, scaled to the batch)."""
+    x, y = _batch(batch)
+    if peer.name == "tutorial-loops":
+        net, samples = (
+            TutorialMnistNet(0),
+            itertools.cycle(zip(x.astype(np.float64), y, strict=True)),
+        )
+        return Runner(
+            lambda: net.train_step(*next(samples), LR), scale=batch, number=1,
+            max_samples=tutorial_samples, warmup=lambda: net.train_step(x[0], y[0], LR),
+        )  # fmt: skip
+    if peer.name.startswith("gpucnn-"):
+        backend = P.gpucnn_backend(peer)
+        step, xd, yd = gpucnn_step(backend), backend.asarray(x), backend.asarray(y)
+        return Runner(lambda: step(xd, yd), P.gpucnn_clock(backend))
+    device = P.torch_device(peer)
+    tx, ty = P.to_torch(x, device), P.to_torch(y, device)
+    if peer.name == "pytorch-cuda-graph":
+        replay = torch_graph_step(device, tx, ty)[0]
+        return Runner(replay, P.torch_clock_for(peer))
+    step = torch_step(device)
+    return Runner(P.torch_call(peer, lambda: step(tx, ty)), P.torch_clock_for(peer))
+
+
+def _gpucnn_epoch(peer: P.Peer, data: Images, batch: int) -> Runner:
+    backend = P.gpucnn_backend(peer)
+    step = gpucnn_step(backend)
+    loader = DataLoader(
+        data.x, data.y, batch, device=backend, shuffle=True, drop_last=True, rng=0,
+        mean=data.mean, std=data.std,
+    )  # fmt: skip
+
+    def epoch():
+        for x, y in loader:
+            step(x, y)
+
+    def warmup():
+        for x, y in itertools.islice(loader, EPOCH_WARMUP_STEPS):
+            step(x, y)
+
+    return Runner(epoch, P.gpucnn_clock(backend), number=1, warmup=warmup)
+
+
+def _torch_epoch(peer: P.Peer, data: Images, batch: int) -> Runner:
+    import torch
+
+    device = P.torch_device(peer)
+    images, labels = P.to_torch(data.x, device), P.to_torch(data.y, device)
+    scale, offset = 1.0 / data.std, -data.mean / data.std
+    steps = len(data.y) // batch
+    if peer.name == "pytorch-cuda-graph":
+        replay, static_x, static_y = torch_graph_step(
+            device, images[:batch].float(), labels[:batch]
+        )
+
+        def step(x, y):
+            static_x.copy_(x)
+            static_y.copy_(y)
+            replay()
+    else:
+        step = torch_step(device)
+
+    def run(count):
+        order = torch.randperm(len(labels), device=device)
+        for i in range(count):
+            index = order[i * batch : (i + 1) * batch]
+            step(images[index].float() * scale + offset, labels[index])
+
+    call = P.torch_call(peer, lambda: run(steps))
+    return Runner(call, P.torch_clock_for(peer), number=1, warmup=lambda: run(EPOCH_WARMUP_STEPS))
+
+
+def epoch_runner(peer: P.Peer, batch: int, data: Images) -> Runner:
+    """One pass over ``data`` (resident on the device, shuffled, last partial batch dropped)."""
+    if peer.name.startswith("gpucnn-"):
+        return _gpucnn_epoch(peer, data, batch)
+    return _torch_epoch(peer, data, batch)

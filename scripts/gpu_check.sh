@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One-go check on a machine with an NVIDIA GPU and CuPy: the GPU and emulation test suites,
+# compute-sanitizer (memcheck, racecheck, initcheck, synccheck) over a driver that launches every
+# kernel, and the op benchmarks when scripts/bench_ops.py exists. Each step logs to $OUT/<step>.log
+# (OUT defaults to ./out); a failing step does not stop the others; the summary is printed at the
+# end and written to $OUT/summary.txt. Exit status: 0 only if every step that ran passed.
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-./out}
+PYTHON=${PYTHON:-python3}
+mkdir -p "$OUT"
+summary=()
+failed=0
+
+step() {  # step NAME COMMAND...: run COMMAND, log to $OUT/NAME.log, record PASS/FAIL
+    local name=$1
+    shift
+    echo "== $name: $*"
+    if "$@" >"$OUT/$name.log" 2>&1; then
+        summary+=("PASS $name")
+    else
+        summary+=("FAIL $name (exit $?, see $OUT/$name.log)")
+        failed=1
+    fi
+    tail -n 3 "$OUT/$name.log"
+}
+
+step device nvidia-smi
+step compile bash scripts/compile_kernels.sh
+step tests "$PYTHON" -m pytest -m "gpu or emu" -ra
+default_sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+sanitizer=${SANITIZER:-$default_sanitizer}
+if [ -x "$sanitizer" ]; then
+    for tool in memcheck racecheck initcheck synccheck; do
+        step "sanitizer-$tool" "$sanitizer" --tool "$tool" --error-exitcode 1 \
+            "$PYTHON" scripts/launch_all_kernels.py --device cuda
+    done
+else
+    summary+=("FAIL sanitizer (no compute-sanitizer on PATH or in /usr/local/cuda/bin)")
+    failed=1
+fi
+if [ -f scripts/bench_ops.py ]; then
+    step bench "$PYTHON" scripts/bench_ops.py
+else
+    summary+=("SKIP bench (no scripts/bench_ops.py)")
+fi
+
+{
+    echo "gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse --short HEAD 2>/dev/null)"
+    printf '%s\n' "${summary[@]}"
+} | tee "$OUT/summary.txt"
+exit $failed

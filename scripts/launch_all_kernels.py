@@ -1,0 +1,96 @@
+"""Launch every CUDA kernel once, float32 and float64, on small shapes, and fail if one was missed.
+
+The driver for compute-sanitizer (see scripts/gpu_check.sh): on ``--device cuda`` CuPy's memory pool
+is switched off, so each array is its own allocation and memcheck sees any access past its end.
+``--device cuda-emu`` runs the same launches through the CPU emulation (guard zones on).
+
+    python scripts/launch_all_kernels.py [--device cuda|cuda-emu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import numpy as np
+
+from gpucnn.backend import get_backend, kernels
+
+
+class RecordingRunner:
+    """Wraps a kernel runner and records every kernel name the launchers fetch."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+        self.fetched: set[str] = set()
+
+    def module(self, family: str, names: Any) -> Any:
+        module, fetched = self.runner.module(family, names), self.fetched
+
+        class Recorded:
+            def get_function(self, name: str) -> Any:
+                fetched.add(name)
+                return module.get_function(name)
+
+        return Recorded()
+
+
+def launch_all(backend: Any, dt: type) -> None:
+    """Every launcher once; the conv shapes make the weight gradient split (sum_partials)."""
+    rng = np.random.default_rng(0)
+
+    def arr(*shape: int) -> Any:
+        return backend.asarray(rng.standard_normal(shape).astype(dt))
+
+    x, w, b = arr(4, 6, 40, 40), arr(8, 3, 3, 3), arr(8)
+    geometry = ((2, 1), ((1, 0), (1, 2)), (1, 2), 2)
+    y = backend.conv2d_forward(x, w, b, *geometry)
+    gy = arr(*y.shape)
+    backend.conv2d_backward_input(gy, w, x.shape, *geometry)
+    backend.conv2d_backward_weight(gy, x, w.shape, *geometry)
+    backend.conv2d_backward_bias(gy)
+    pool = ((3, 3), (2, 2), (1, 1))
+    p, argmax = backend.max_pool2d_forward(x, *pool)
+    backend.max_pool2d_backward(arr(*p.shape), argmax, x.shape, *pool)
+    backend.avg_pool2d_backward(backend.avg_pool2d_forward(x, *pool), x.shape, *pool)
+    backend.global_avg_pool2d_backward(backend.global_avg_pool2d_forward(x), x.shape)
+    backend.relu_backward(gy, backend.relu_forward(y))
+    backend.bias_relu_forward(x, arr(6))
+    backend.dropout_mask(x.shape, 0.25, 42, dt)
+    backend.dropout_forward(x, 0.25, 42)
+    gamma, beta, var = arr(6), arr(6), backend.asarray(rng.random(6).astype(dt) + 0.5)
+    _, mean, invstd = backend.batch_norm2d_forward_train(x, gamma, beta, 1e-5)
+    backend.batch_norm2d_forward_eval(x, gamma, beta, mean, var, 1e-5)
+    backend.batch_norm2d_backward(arr(*x.shape), x, gamma, mean, invstd)
+    logits, labels = arr(5, 10), backend.asarray(rng.integers(0, 10, 5))
+    _, probs = backend.softmax_cross_entropy_forward(logits, labels)
+    backend.softmax_cross_entropy_backward(probs, labels)
+    param, grad, m, v = arr(300), arr(300), arr(300), backend.asarray(rng.random(300).astype(dt))
+    backend.sgd_update(param, grad, m, 0.1, 0.9, True, 1e-4, False)
+    backend.adam_update(param, grad, m, v, 2, 1e-3, 0.9, 0.999, 1e-8, 1e-2, True)
+    backend.synchronize()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cuda-emu"])
+    args = parser.parse_args(argv)
+    if args.device == "cuda":
+        import cupy
+
+        cupy.cuda.set_allocator(None)  # one cudaMalloc per array: exact bounds for memcheck
+    backend = get_backend(args.device)
+    backend.runner = recorder = RecordingRunner(backend.runner)
+    for dt in (np.float32, np.float64):
+        launch_all(backend, dt)
+    expected = {n for f in kernels.families() for n in kernels.name_expressions(f)}
+    missed = sorted(expected - recorder.fetched)
+    print(f"{args.device}: launched {len(recorder.fetched)} of {len(expected)} kernels")
+    if missed:
+        print("never launched: " + ", ".join(missed), file=sys.stderr)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""``gpucnn bench``: table and JSON structure, ratios only between peers of one device, the
+tutorial peer's algorithm. Smoke tests with tiny sizes: no timing is asserted."""
+
+import json
+
+import numpy as np
+import pytest
+
+from gpucnn.bench import main
+from gpucnn.bench.peers import PEERS, Peer, select
+from gpucnn.bench.report import Result, add_ratios, table
+from gpucnn.bench.tutorial import TutorialMnistNet
+
+ENV_KEYS = {"date", "device", "commit", "numpy", "torch", "cupy", "python", "platform"}
+ROW_KEYS = {"suite", "case", "op", "peer", "device", "precision", "times", "median", "status"}
+
+
+def run_bench(tmp_path, capsys, *argv):
+    """Run ``gpucnn bench`` with ``argv``; returns (printed table, JSON record)."""
+    path = tmp_path / "bench.json"
+    assert main([*argv, "--repeats", "1", "--json", str(path)]) == 0
+    return capsys.readouterr().out, json.loads(path.read_text())
+
+
+def check_record(record, device):
+    """Keys present; every ratio is between two measured peers of one device, and is right."""
+    assert ENV_KEYS <= set(record["environment"])
+    assert record["environment"]["device"] == device
+    rows = record["results"]
+    assert rows
+    for row in rows:
+        assert ROW_KEYS <= set(row)
+        assert row["device"] == PEERS[row["peer"]].device
+        if row["status"] != "ok":
+            assert row["median"] is None and not row["ratios"]
+            continue
+        assert row["median"] == pytest.approx(float(np.median(row["times"])))
+        for other, ratio in row["ratios"].items():
+            (peer,) = [
+                r for r in rows
+                if (r["case"], r["op"], r["peer"]) == (row["case"], row["op"], other)
+            ]  # fmt: skip
+            assert peer["device"] == row["device"]
+            assert ratio == pytest.approx(peer["median"] / row["median"])
+
+
+def test_ops_suite(backend, tmp_path, capsys):
+    out, record = run_bench(
+        tmp_path, capsys, "--suite", "ops", "--device", backend.name, "--batch-size", "2",
+        "--cases", "b2",
+    )  # fmt: skip
+    check_record(record, backend.name)
+    ops = {r["op"] for r in record["results"]}
+    assert {"conv backward-weight", "max-pool backward", "softmax-xent forward"} <= ops
+    for row in record["results"]:
+        if row["rel_diff"] is not None:  # PyTorch computed the same thing
+            assert row["rel_diff"] < 1e-4, row
+    assert "median" in out and "conv backward-input" in out
+
+
+def test_step_suite(backend, tmp_path, capsys):
+    _, record = run_bench(
+        tmp_path, capsys, "--suite", "step", "--device", backend.name, "--batch-size", "2,3",
+        "--tutorial-samples", "1",
+    )  # fmt: skip
+    check_record(record, backend.name)
+    rows = record["results"]
+    assert {r["case"] for r in rows} == {"tutorial-mnist b2", "tutorial-mnist b3"}
+    assert all(r["samples_per_unit"] in (2, 3) for r in rows)
+    tutorial = [r for r in rows if r["peer"] == "tutorial-loops"]
+    if backend.name != "cuda":
+        assert tutorial and all(len(r["times"]) == 1 for r in tutorial)
+
+
+def test_epoch_suite(tmp_path, capsys):
+    _, record = run_bench(
+        tmp_path, capsys, "--suite", "epoch", "--batch-size", "16", "--epoch-samples", "40",
+    )  # fmt: skip
+    check_record(record, "cpu")
+    (case,) = {r["case"] for r in record["results"]}
+    assert case == "random 32 samples b16"  # the last partial batch is dropped
+    assert "tutorial-loops" not in {r["peer"] for r in record["results"]}
+
+
+def test_unavailable_peer_is_a_row_with_its_reason(tmp_path, capsys):
+    out, record = run_bench(
+        tmp_path, capsys, "--suite", "step", "--batch-size", "2",
+        "--peers", "gpucnn-cpu,gpucnn-cuda-graph",
+    )  # fmt: skip
+    (graph,) = [r for r in record["results"] if r["peer"] == "gpucnn-cuda-graph"]
+    assert "not implemented" in graph["status"]
+    assert "not available" in out
+    (cpu,) = [r for r in record["results"] if r["peer"] == "gpucnn-cpu"]
+    assert cpu["ratios"] == {}  # never divided by a figure of another device
+
+
+def test_ratios_never_cross_devices():
+    def result(peer, device, seconds):
+        return Result("step", "b64", "train step", peer, device, "float32", times=[seconds])
+
+    results = [result("a", "cpu", 2.0), result("b", "cpu", 1.0), result("c", "cuda", 0.5)]
+    results.append(Result("step", "b64", "train step", "d", "cuda", "float32", status="no GPU"))
+    add_ratios(results)
+    assert results[0].ratios == {"b": 0.5}
+    assert results[1].ratios == {"a": 2.0}
+    assert results[2].ratios == {} and results[3].ratios == {}
+    lines = table(results).splitlines()
+    assert "x vs a" in lines[0] and "x vs d" not in lines[0]
+
+
+def test_peer_selection():
+    assert [p.name for p in select("cpu", "ops")] == ["gpucnn-cpu", "pytorch-cpu"]
+    assert "tutorial-loops" in [p.name for p in select("cpu", "step")]
+    cuda_ops = [p.name for p in select("cuda", "ops")]
+    assert "pytorch-cuda-graph" not in cuda_ops and "pytorch-cuda-tf32" in cuda_ops
+    with pytest.raises(ValueError, match="unknown peers"):
+        select("cpu", "step", ["numpy-magic"])
+    assert main(["--peers", "numpy-magic"]) == 2
+    assert all(isinstance(p, Peer) for p in PEERS.values())
+
+
+@pytest.mark.torch
+def test_tutorial_peer_is_plain_per_sample_sgd():
+    """One tutorial train_step equals PyTorch's SGD step on the same sample and weights."""
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    net = TutorialMnistNet(0)
+    conv1, conv2, dense1, dense2 = (net.layers[i] for i in (0, 3, 7, 9))
+    twin = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 16, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(16, 32, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(0), torch.nn.Linear(800, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10),
+    ).double()  # fmt: skip
+    pairs = [
+        (twin[0], conv1.filters, conv1.biases),
+        (twin[3], conv2.filters, conv2.biases),
+        (twin[7], dense1.weights.T, dense1.biases),  # the tutorial's dense weights are (in, out)
+        (twin[9], dense2.weights.T, dense2.biases),
+    ]
+    with torch.no_grad():
+        for layer, w, b in pairs:
+            layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(w)))
+            layer.bias.copy_(torch.from_numpy(b))
+    image = np.random.default_rng(1).standard_normal((1, 28, 28))
+    loss = torch.nn.functional.cross_entropy(twin(torch.from_numpy(image))[None], torch.tensor([3]))
+    loss.backward()
+    # the tutorial's loss is -log(p + 1e-10): a relative difference of ~1e-8 here
+    assert net.train_step(image, 3, lr=0.01) == pytest.approx(loss.item(), rel=1e-6)
+    for layer, w, b in pairs:
+        expected = layer.weight.detach().numpy() - 0.01 * layer.weight.grad.numpy()
+        np.testing.assert_allclose(w, expected, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(b, layer.bias.detach().numpy() - 0.01 * layer.bias.grad.numpy())
