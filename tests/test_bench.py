@@ -115,6 +115,8 @@ def test_peer_selection():
     assert "pytorch-cuda-graph" not in cuda_ops and "pytorch-cuda-tf32" in cuda_ops
     with pytest.raises(ValueError, match="unknown peers"):
         select("cpu", "step", ["numpy-magic"])
+    with pytest.raises(ValueError, match="runs in the ops suite"):
+        select("cpu", "ops", ["tutorial-loops"])
     assert main(["--peers", "numpy-magic"]) == 2
     assert all(isinstance(p, Peer) for p in PEERS.values())
 
