@@ -1,8 +1,9 @@
-"""gpucnn: a CNN library whose sliding-window ops run as NumPy on the CPU and as CUDA kernels on the GPU.
+"""gpucnn: a CNN library whose sliding-window ops run on the CPU (NumPy) or as CUDA kernels (GPU).
 
-    from gpucnn import nn, optim, functional as F
-    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 2))
-    model.to("cuda")   # or "cpu", or "auto"
+from gpucnn import nn, optim, functional as F
+model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                      nn.Linear(36, 2))
+model.to("cuda")   # or "cpu", or "auto"
 """
 
 from . import functional, nn, optim

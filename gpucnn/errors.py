@@ -2,7 +2,7 @@
 
 
 class GpuUnavailableError(RuntimeError):
-    """The CUDA device was asked for but cannot be used (no CuPy, no driver, no GPU, wrong wheel)."""
+    """The CUDA device was asked for but cannot be used (no CuPy, driver, GPU; wrong wheel)."""
 
 
 class DeviceMismatchError(ValueError):

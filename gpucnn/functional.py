@@ -1,6 +1,6 @@
 """Stateless ops with PyTorch's argument conventions, validated, dispatched on the input's device.
 
-Inputs are NumPy arrays on the CPU and CuPy arrays on the GPU; the result lives where the input does.
+Inputs are NumPy arrays on the CPU and CuPy arrays on the GPU; the result is where the input is.
 Bad input (wrong rank, dtype, channel count, device, or a window that does not fit) raises a
 ``ValueError``/``TypeError`` naming the problem and the shapes.
 """
@@ -72,7 +72,9 @@ def conv2d_arguments(x, weight, bias, stride, padding, dilation, groups):
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """2-D cross-correlation. x: (N, C, H, W), weight: (K, C/groups, R, S), bias: (K,) -> (N, K, Ho, Wo).
+    """2-D cross-correlation. x: (N, C, H, W), weight: (K, C/groups, R, S), bias: (K,).
+
+    Returns (N, K, Ho, Wo).
 
     ``padding`` is an int, a pair, "valid" or "same"; ``stride`` and ``dilation`` ints or pairs.
     """
@@ -169,4 +171,3 @@ def dropout(x, p: float, seed: int):
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
     return check_float_array(x, "dropout input").dropout_forward(x, p, int(seed))[0]
-

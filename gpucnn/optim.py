@@ -90,8 +90,14 @@ class SGD(Optimizer):
 
     state_names = ("momentum_buffer",)
 
-    def __init__(self, params, lr: float, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ):
         super().__init__(params, lr)
         if nesterov and momentum <= 0:
             raise ValueError("nesterov momentum needs momentum > 0")
@@ -101,7 +107,13 @@ class SGD(Optimizer):
         first = "momentum_buffer" not in self.state[i]
         velocity = self._buffer(i, "momentum_buffer") if self.momentum else None
         backend_of(p.data).sgd_update(
-            p.data, p.grad, velocity, self.lr, self.momentum, self.nesterov, self.weight_decay,
+            p.data,
+            p.grad,
+            velocity,
+            self.lr,
+            self.momentum,
+            self.nesterov,
+            self.weight_decay,
             first,
         )
 
@@ -112,15 +124,29 @@ class Adam(Optimizer):
     state_names = ("exp_avg", "exp_avg_sq")
     decoupled = False
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas=(0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ):
         super().__init__(params, lr)
         self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
 
     def _update(self, i, p):
         m, v = self._buffer(i, "exp_avg"), self._buffer(i, "exp_avg_sq")
         backend_of(p.data).adam_update(
-            p.data, p.grad, m, v, self.steps, self.lr, *self.betas, self.eps, self.weight_decay,
+            p.data,
+            p.grad,
+            m,
+            v,
+            self.steps,
+            self.lr,
+            *self.betas,
+            self.eps,
+            self.weight_decay,
             self.decoupled,
         )
 
@@ -130,8 +156,14 @@ class AdamW(Adam):
 
     decoupled = True
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas=(0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+    ):
         super().__init__(params, lr, betas, eps, weight_decay)
 
 

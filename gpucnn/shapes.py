@@ -52,7 +52,7 @@ def conv_padding(
             if stride != (1, 1):
                 raise ValueError(f"padding='same' needs stride 1, got stride={stride}")
             out = []
-            for k, d in zip(kernel, dilation):
+            for k, d in zip(kernel, dilation, strict=True):
                 total = d * (k - 1)
                 out.append((total // 2, total - total // 2))
             return (out[0], out[1])

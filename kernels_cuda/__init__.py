@@ -1,1 +1,1 @@
-"""CUDA C sources of gpucnn's kernels, shipped in the wheel as the package ``gpucnn.kernels_cuda``."""
+"""CUDA C sources of gpucnn's kernels, shipped in the wheel as package ``gpucnn.kernels_cuda``."""

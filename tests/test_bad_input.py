@@ -1,4 +1,4 @@
-"""Bad input gets a ValueError/TypeError that names the problem and the shapes, never a wrong answer."""
+"""Bad input gets a ValueError/TypeError naming the problem and the shapes, never a wrong answer."""
 
 import numpy as np
 import pytest

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import gpucnn.backend as backends
-from gpucnn.backend import cuda_backend, get_backend
+from gpucnn.backend import cupy_backend, get_backend
 from gpucnn.errors import GpuUnavailableError
 
 
@@ -53,7 +53,7 @@ def test_broken_cupy_install_says_so(monkeypatch):
     monkeypatch.delitem(sys.modules, "cupy", raising=False)
     monkeypatch.setattr(sys, "meta_path", [Broken(), *sys.meta_path])
     with pytest.raises(GpuUnavailableError, match=r"CuPy failed to import \(libcudart"):
-        cuda_backend.create_cuda_backend()
+        cupy_backend.create_cuda_backend()
 
 
 @pytest.mark.parametrize(
@@ -72,7 +72,7 @@ def test_broken_cupy_install_says_so(monkeypatch):
 def test_device_problems_get_one_clear_message(monkeypatch, fake, message):
     monkeypatch.setitem(sys.modules, "cupy", fake)
     with pytest.raises(GpuUnavailableError, match=message):
-        cuda_backend.create_cuda_backend()
+        cupy_backend.create_cuda_backend()
 
 
 def test_auto_falls_back_to_cpu_and_says_so_once(monkeypatch, capsys, fresh_registry):

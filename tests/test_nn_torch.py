@@ -1,4 +1,4 @@
-"""Layers, losses and optimizers against PyTorch: same weights in, same outputs, gradients and updates out.
+"""Layers, losses and optimizers against PyTorch: same weights in; same outputs, gradients, updates.
 
 float32 tolerances: rtol 1e-4 / atol 1e-5 on values of order 1 cover float32 summation-order
 differences between our matrix products and PyTorch's (errors ~1e-6 relative), and nothing more.

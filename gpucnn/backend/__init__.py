@@ -1,4 +1,4 @@
-"""Device backends: ``get_backend(device)``, the backend of an array, and moving arrays between devices.
+"""Device backends: ``get_backend(device)``, the backend of an array, moving arrays across devices.
 
 Devices: ``"cpu"`` (NumPy), ``"cuda"`` (CuPy + gpucnn's CUDA kernels), ``"cuda-emu"`` (the same CUDA
 kernels and launchers run on the CPU by the emulation runner, for testing without a GPU) and
@@ -25,7 +25,7 @@ def _create(device: str) -> Backend:
 
         return NumpyBackend()
     if device == "cuda":
-        from .cuda_backend import create_cuda_backend
+        from .cupy_backend import create_cuda_backend
 
         return create_cuda_backend()
     if device == "cuda-emu":

@@ -1,4 +1,4 @@
-"""The backend interface, and every op that is the same code on both devices, written once against ``xp``.
+"""The backend interface, and every op that is the same code on both devices, written once (``xp``).
 
 A backend owns one device's arrays (``xp`` is ``numpy`` or ``cupy``). The sliding-window ops
 (convolution and pooling, forward and backward) differ per device and are implemented by
@@ -7,8 +7,8 @@ modules; the CUDA backend overrides an op with a hand-written kernel where that 
 launches, determinism), keeping the same name and contract.
 
 Conventions for every op: arrays are NCHW, float32 or float64, C-contiguous; shape arguments are
-already normalised by :mod:`gpucnn.shapes` (``stride``/``dilation``/``kernel`` are ``(h, w)`` pairs of
-ints, conv ``padding`` is ``((top, bottom), (left, right))``, pool ``padding`` is ``(ph, pw)``). The
+already normalised by :mod:`gpucnn.shapes` (``stride``/``dilation``/``kernel`` are ``(h, w)`` pairs
+of ints, conv ``padding`` is ``((top, bottom), (left, right))``, pool ``padding`` is ``(ph, pw)``). The
 public, validating entry points are in :mod:`gpucnn.functional` and :mod:`gpucnn.nn`.
 """
 
@@ -51,8 +51,13 @@ class Backend:
         """Wait for queued device work (a no-op on the CPU)."""
 
     # ------------------------------------------------- device-specific (windows)
-    def conv2d_forward(self, x, w, b, stride: Pair, padding: Padding2d, dilation: Pair, groups: int):
-        """y = conv2d(x, w) + b. x: (N, C, H, W), w: (K, C/groups, R, S), b: (K,) or None -> (N, K, Ho, Wo)."""
+    def conv2d_forward(
+        self, x, w, b, stride: Pair, padding: Padding2d, dilation: Pair, groups: int
+    ):
+        """y = conv2d(x, w) + b. x: (N, C, H, W), w: (K, C/groups, R, S), b: (K,) or None.
+
+        Returns (N, K, Ho, Wo).
+        """
         raise NotImplementedError
 
     def conv2d_backward_input(self, gy, w, x_shape, stride, padding, dilation, groups):
@@ -76,7 +81,7 @@ class Backend:
         raise NotImplementedError
 
     def avg_pool2d_forward(self, x, kernel: Pair, stride: Pair, padding: Pair):
-        """Mean over windows, padded zeros counted (PyTorch's count_include_pad=True) -> (N, C, Ho, Wo)."""
+        """Mean over windows, padded zeros counted (count_include_pad=True) -> (N, C, Ho, Wo)."""
         raise NotImplementedError
 
     def avg_pool2d_backward(self, gy, x_shape, kernel: Pair, stride: Pair, padding: Pair):
@@ -173,7 +178,7 @@ class Backend:
         return gx, ggamma, gbeta
 
     def softmax_cross_entropy_forward(self, logits, labels):
-        """Mean cross-entropy of softmax(logits). logits: (N, K), labels: (N,) int -> (loss 0-d, probs).
+        """Mean cross-entropy of softmax(logits). logits: (N, K), labels: (N,) int -> (loss, probs).
 
         Stable: subtracts each row's maximum before exponentiating.
         """

@@ -1,8 +1,8 @@
 """The CPU backend: sliding windows in NumPy, as strided views and batched matrix products.
 
 Convolution is im2col: a zero-copy strided view of the padded input with axes
-(N, C, R, S, Ho, Wo), gathered once into a (groups, C/groups*R*S, N*Ho*Wo) matrix, so forward and both
-backward passes are each one large matrix product (BLAS) per group. Backward-input and pooling loop
+(N, C, R, S, Ho, Wo), gathered once into a (groups, C/groups*R*S, N*Ho*Wo) matrix, so forward and
+both backward passes are each one large matrix product (BLAS) per group. Backward-input and pooling loop
 over the kernel offsets (9 for a 3x3 kernel), each a vectorised strided add; no Python loop touches
 pixels or samples.
 """
@@ -36,7 +36,9 @@ def _offset_slices(r: int, s: int, dilation: Pair, stride: Pair, out_hw: Pair):
     )
 
 
-def _windows(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair) -> np.ndarray:
+def _windows(
+    xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair
+) -> np.ndarray:
     """Read-only view (N, C, R, S, Ho, Wo) of the padded input xp: element [n, c, r, s, i, j] is
     xp[n, c, i*stride_h + r*dilation_h, j*stride_w + s*dilation_w]."""
     sn, sc, sh, sw = xp.strides
@@ -130,7 +132,9 @@ class NumpyBackend(Backend):
         pads, out_hw = self._pool_geometry(x.shape, kernel, stride, padding, "max_pool2d")
         # (kh*kw, N, C, Ho, Wo), contiguous: branch-free elementwise work from here on.
         windows = _windows(_pad(x, pads, -np.inf), kernel, stride, (1, 1), out_hw)
-        windows = np.ascontiguousarray(windows.transpose(2, 3, 0, 1, 4, 5)).reshape(-1, n, c, *out_hw)
+        windows = np.ascontiguousarray(windows.transpose(2, 3, 0, 1, 4, 5)).reshape(
+            -1, n, c, *out_hw
+        )
         best = windows[0].copy()
         best_k = np.zeros(best.shape, dtype=np.int32)
         for k in range(1, len(windows)):
@@ -156,7 +160,9 @@ class NumpyBackend(Backend):
         gx = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=gy.dtype)
         for r in range(kernel[0]):
             for s in range(kernel[1]):
-                gx[_offset_slices(r, s, (1, 1), stride, out_hw)] += gy * (best_k == r * kernel[1] + s)
+                gx[_offset_slices(r, s, (1, 1), stride, out_hw)] += gy * (
+                    best_k == r * kernel[1] + s
+                )
         return np.ascontiguousarray(gx[:, :, ph : ph + h, pw : pw + w])
 
     def avg_pool2d_forward(self, x, kernel, stride, padding):

@@ -1,5 +1,6 @@
 """Layers, containers and losses: the same objects train on the CPU or the GPU."""
 
+from . import zoo
 from .activation import Dropout, ReLU
 from .container import Sequential
 from .conv import Conv2d
@@ -8,6 +9,7 @@ from .loss import CrossEntropyLoss
 from .module import Module, Parameter
 from .norm import BatchNorm2d
 from .pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from .zoo import build_model
 
 __all__ = [
     "AvgPool2d",
@@ -23,4 +25,6 @@ __all__ = [
     "Parameter",
     "ReLU",
     "Sequential",
+    "build_model",
+    "zoo",
 ]

@@ -12,8 +12,9 @@ from .module import Module, Parameter
 class Linear(Module):
     """x: (N, in_features) -> x @ weight.T + bias: (N, out_features); weight (out, in) as PyTorch."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, rng=None,
-                 dtype=np.float32):
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, rng=None, dtype=np.float32
+    ):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(he_normal((out_features, in_features), in_features, rng, dtype))

@@ -15,8 +15,9 @@ class BatchNorm2d(Module):
     with the unbiased batch variance.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
-                 dtype=np.float32):
+    def __init__(
+        self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, dtype=np.float32
+    ):
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.weight = Parameter(np.ones(num_features, dtype=dtype))

@@ -27,7 +27,9 @@ def summarize(model: Module, input_shape: tuple[int, ...]) -> str:
     try:
         for i, layer in enumerate(layers):
             x = layer(x)
-            rows.append((f"{i}: {type(layer).__name__}", tuple(x.shape[1:]), count_parameters(layer)))
+            rows.append(
+                (f"{i}: {type(layer).__name__}", tuple(x.shape[1:]), count_parameters(layer))
+            )
     finally:
         model.train(was_training)
     width = max(len(r[0]) for r in rows) + 2

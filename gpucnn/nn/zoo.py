@@ -99,7 +99,7 @@ MODELS: dict[str, tuple[dict, Recipe]] = {
                 ["Linear", {"in_features": 256, "out_features": 10}],
             ],
         },
-        Recipe("fashion-mnist", epochs=30, batch_size=128, optimizer="sgd", lr=0.05,
+        Recipe("fashion-mnist", epochs=30, batch_size=128, optimizer="sgd", lr=0.02,
                momentum=0.9, weight_decay=5e-4, schedule="cosine", augment=True),
     ),
 }  # fmt: skip
