@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from . import bench
 from .backend import DEVICES
 from .data.datasets import dataset_names
 from .nn.zoo import model_names
@@ -166,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", metavar="DIR", required=True)
     p.add_argument("--base-url", help="mirror to download from instead of the official one")
     p.set_defaults(func=_download)
+
+    p = sub.add_parser(
+        "bench", help="time gpucnn against its peers (PyTorch, the tutorial's loops)"
+    )
+    bench.add_arguments(p)
+    p.set_defaults(func=bench.run)
     return parser
 
 
@@ -179,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, or a usage error already printed on one line
         return int(exit_.code or 0)
     try:
-        args.func(args)
+        status = args.func(args)
     except KeyboardInterrupt:
         print("gpucnn: interrupted (continue a training run with --resume)", file=sys.stderr)
         return 130
@@ -189,4 +196,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"gpucnn: error: {message}", file=sys.stderr)
         return EXIT_USAGE
-    return 0
+    return status or 0
