@@ -127,43 +127,42 @@ class NumpyBackend(Backend):
         out_hw = window_output_shape(x_shape[2:], kernel, stride, pads, (1, 1), what)
         return pads, out_hw
 
+    @staticmethod
+    def _window_origins(out_hw, stride, padding, width):
+        """Flat input index (h*W + w, possibly negative) of each window's top-left corner: (Ho, Wo)."""
+        rows = np.arange(out_hw[0], dtype=np.int32)[:, None] * stride[0] - padding[0]
+        cols = np.arange(out_hw[1], dtype=np.int32)[None, :] * stride[1] - padding[1]
+        return rows * width + cols
+
     def max_pool2d_forward(self, x, kernel, stride, padding):
         n, c, h, w = x.shape
         pads, out_hw = self._pool_geometry(x.shape, kernel, stride, padding, "max_pool2d")
-        # (kh*kw, N, C, Ho, Wo), contiguous: branch-free elementwise work from here on.
+        # (kh, kw, N, C, Ho, Wo), contiguous: branch-free elementwise work from here on.
         windows = _windows(_pad(x, pads, -np.inf), kernel, stride, (1, 1), out_hw)
-        windows = np.ascontiguousarray(windows.transpose(2, 3, 0, 1, 4, 5)).reshape(
-            -1, n, c, *out_hw
-        )
-        best = windows[0].copy()
-        best_k = np.zeros(best.shape, dtype=np.int32)
-        for k in range(1, len(windows)):
-            # Strictly greater keeps the first maximum in row-major window order.
-            better = (windows[k] > best).view(np.int8)
-            best_k += better * (k - best_k)
-            np.maximum(best, windows[k], out=best)
-        # Window offset -> flat index h*W + w in the unpadded input plane.
-        rows = np.arange(out_hw[0], dtype=np.int32)[:, None] * stride[0] - padding[0]
-        cols = np.arange(out_hw[1], dtype=np.int32)[None, :] * stride[1] - padding[1]
-        row_in_window, col_in_window = np.divmod(best_k, kernel[1])
-        return best, (rows + row_in_window) * w + cols + col_in_window
+        windows = np.ascontiguousarray(windows.transpose(2, 3, 0, 1, 4, 5))
+        best = windows[0, 0].copy()
+        best_offset = np.zeros(best.shape, dtype=np.int32)  # r*W + s of the maximum so far
+        for r in range(kernel[0]):
+            for s in range(kernel[1]):
+                if r == s == 0:
+                    continue
+                # Strictly greater keeps the first maximum in row-major window order.
+                better = (windows[r, s] > best).view(np.int8)
+                best_offset += better * (r * w + s - best_offset)
+                np.maximum(best, windows[r, s], out=best)
+        return best, best_offset + self._window_origins(out_hw, stride, padding, w)
 
     def max_pool2d_backward(self, gy, argmax, x_shape, kernel, stride, padding):
         n, c, h, w = x_shape
-        out_hw = gy.shape[2:]
-        ph, pw = padding
-        # Flat input index -> offset k of the maximum inside its window.
-        rows = np.arange(out_hw[0], dtype=np.int32)[:, None] * stride[0] - ph
-        cols = np.arange(out_hw[1], dtype=np.int32)[None, :] * stride[1] - pw
-        in_row, in_col = np.divmod(argmax, w)
-        best_k = (in_row - rows) * kernel[1] + (in_col - cols)
-        gx = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=gy.dtype)
-        for r in range(kernel[0]):
-            for s in range(kernel[1]):
-                gx[_offset_slices(r, s, (1, 1), stride, out_hw)] += gy * (
-                    best_k == r * kernel[1] + s
-                )
-        return np.ascontiguousarray(gx[:, :, ph : ph + h, pw : pw + w])
+        flat = (argmax + np.arange(n * c, dtype=np.int64).reshape(n, c, 1, 1) * (h * w)).ravel()
+        if stride[0] >= kernel[0] and stride[1] >= kernel[1]:
+            # Disjoint windows: every input element gets at most one gradient, a plain scatter.
+            gx = np.zeros(x_shape, dtype=gy.dtype)
+            gx.reshape(-1)[flat] = gy.ravel()
+            return gx
+        # Overlapping windows may pick the same maximum: add up (in float64, in a fixed order).
+        gx = np.bincount(flat, weights=gy.ravel(), minlength=n * c * h * w)
+        return gx.astype(gy.dtype).reshape(x_shape)
 
     def avg_pool2d_forward(self, x, kernel, stride, padding):
         pads, out_hw = self._pool_geometry(x.shape, kernel, stride, padding, "avg_pool2d")
