@@ -1,15 +1,16 @@
 """The CPU backend: sliding windows in NumPy, as strided views and batched matrix products.
 
-Convolution is im2col: a zero-copy strided view of the padded input with axes
-(N, C, R, S, Ho, Wo), gathered once into a (groups, C/groups*R*S, N*Ho*Wo) matrix, so forward and
-both backward passes are each one large matrix product (BLAS) per group. Backward-input and pooling loop
-over the kernel offsets (9 for a 3x3 kernel), each a vectorised strided add; no Python loop touches
-pixels or samples.
+Convolution is im2col: the windows of the padded input are gathered once into a
+(groups, C/groups*R*S, N*Ho*row) matrix, so forward and both backward passes are each one large
+matrix product (BLAS) per group. With stride 1 each kernel tap is a contiguous run of the flattened
+planes (rows computed Wp wide, the extra columns cropped), so the gather copies long runs; other
+strides gather from a strided view. Backward-input and pooling loop over the kernel taps (9 for a
+3x3 kernel), each a vectorised add; no Python loop touches pixels or samples.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -47,6 +48,41 @@ def _windows(
     return as_strided(xp, shape=shape, strides=strides, writeable=False)
 
 
+class _ConvGeometry(NamedTuple):
+    """Sizes a conv pass needs: kernel, dilation, output and padded input (h, w), and whether the
+    im2col rows are ``wide`` (stride 1: the padded width, extra columns cropped) or compact."""
+
+    kernel: Pair
+    dilation: Pair
+    out_hw: Pair
+    padded: Pair
+    wide: bool
+
+    @property
+    def row(self) -> int:
+        """Width of one output row in the im2col layout."""
+        return self.padded[1] if self.wide else self.out_hw[1]
+
+    @property
+    def flat_length(self) -> int:
+        """Flattened padded plane plus the overrun of the last tap's run."""
+        return self.padded[0] * self.padded[1] + (self.kernel[1] - 1) * self.dilation[1]
+
+    def tap_offset(self, r: int, s: int) -> int:
+        """Where tap (r, s)'s run starts in a flattened padded plane."""
+        return r * self.dilation[0] * self.padded[1] + s * self.dilation[1]
+
+    def flat_planes(self, x: np.ndarray, padding: Padding2d) -> np.ndarray:
+        """x padded, channels first and flattened per plane: (C, N, flat_length)."""
+        n, c = x.shape[:2]
+        flat = np.zeros((c, n, self.flat_length), dtype=x.dtype)
+        hp, wp = self.padded
+        (pt, _), (pl, _) = padding
+        planes = flat[:, :, : hp * wp].reshape(c, n, hp, wp)
+        planes[:, :, pt : pt + x.shape[2], pl : pl + x.shape[3]] = x.transpose(1, 0, 2, 3)
+        return flat
+
+
 def _grouped_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a[g] @ b[g] for each group g, as 2-D products: NumPy hands 2-D (transposed) operands straight
     to BLAS, while a stacked 3-D matmul of transposed views can run several times slower."""
@@ -74,29 +110,49 @@ class NumpyBackend(Backend):
         return isinstance(a, np.ndarray)
 
     # ------------------------------------------------------------ convolution
-    def _columns(self, x, w_shape, stride, padding, dilation, groups):
-        """im2col of x for weights of shape w_shape -> ((G, C/G*R*S, N*Ho*Wo), (Ho, Wo)).
-
-        Samples and pixels share the last axis, so each conv pass is one large matrix product.
-        """
-        n, c, h, w = x.shape
+    @staticmethod
+    def _conv_geometry(x_shape, w_shape, stride, padding, dilation) -> _ConvGeometry:
         kernel = (w_shape[2], w_shape[3])
-        out_hw = window_output_shape((h, w), kernel, stride, padding, dilation, "conv2d")
-        view = _windows(_pad(x, padding), kernel, stride, dilation, out_hw)
-        cols = view.transpose(1, 2, 3, 0, 4, 5).reshape(groups, -1, n * out_hw[0] * out_hw[1])
-        return cols, out_hw
+        out_hw = window_output_shape(x_shape[2:], kernel, stride, padding, dilation, "conv2d")
+        padded = (x_shape[2] + sum(padding[0]), x_shape[3] + sum(padding[1]))
+        return _ConvGeometry(kernel, dilation, out_hw, padded, tuple(stride) == (1, 1))
+
+    def _columns(self, x, geo: _ConvGeometry, stride, padding, groups):
+        """im2col of x: (G, C/G*R*S, N*Ho*row), samples and pixels sharing the last axis so that
+        each conv pass is one large matrix product."""
+        n, c = x.shape[:2]
+        (kh, kw), ho = geo.kernel, geo.out_hw[0]
+        if geo.wide:
+            # Stride 1: tap (r, s) of every output is one contiguous run of the flattened padded
+            # planes, shifted by r*dh*Wp + s*dw; rows come out Wp wide (the extra columns wrap into
+            # the next row and are cropped from the result).
+            flat = geo.flat_planes(x, padding)
+            length = ho * geo.row
+            cols = np.empty((c, kh, kw, n, length), dtype=x.dtype)
+            for r in range(kh):
+                for s in range(kw):
+                    start = geo.tap_offset(r, s)
+                    cols[:, r, s] = flat[:, :, start : start + length]
+        else:
+            view = _windows(_pad(x, padding), geo.kernel, stride, geo.dilation, geo.out_hw)
+            cols = view.transpose(1, 2, 3, 0, 4, 5)
+        return cols.reshape(groups, -1, n * ho * geo.row)
 
     @staticmethod
-    def _channels_first(gy, groups):
-        """gy (N, K, Ho, Wo) -> (G, K/G, N*Ho*Wo), the layout of the conv matrix products."""
-        n, k = gy.shape[:2]
-        return np.ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(groups, k // groups, -1)
+    def _channels_first(gy, geo: _ConvGeometry, groups):
+        """gy (N, K, Ho, Wo) -> (G, K/G, N*Ho*row), zero in the extra columns of wide rows."""
+        n, k, ho, wo = gy.shape
+        out = np.zeros((k, n, ho, geo.row), dtype=gy.dtype)
+        out[..., :wo] = gy.transpose(1, 0, 2, 3)
+        return out.reshape(groups, k // groups, -1)
 
     def conv2d_forward(self, x, w, b, stride, padding, dilation, groups):
         n, k = x.shape[0], w.shape[0]
-        cols, (ho, wo) = self._columns(x, w.shape, stride, padding, dilation, groups)
-        y = _grouped_matmul(w.reshape(groups, k // groups, -1), cols)  # (G, K/G, N*Ho*Wo)
-        y = np.ascontiguousarray(y.reshape(k, n, ho, wo).transpose(1, 0, 2, 3))
+        geo = self._conv_geometry(x.shape, w.shape, stride, padding, dilation)
+        cols = self._columns(x, geo, stride, padding, groups)
+        y = _grouped_matmul(w.reshape(groups, k // groups, -1), cols)  # (G, K/G, N*Ho*row)
+        y = y.reshape(k, n, geo.out_hw[0], geo.row)[..., : geo.out_hw[1]]
+        y = np.ascontiguousarray(y.transpose(1, 0, 2, 3))
         if b is not None:
             y += b.reshape(1, k, 1, 1)
         return y
@@ -104,20 +160,32 @@ class NumpyBackend(Backend):
     def conv2d_backward_input(self, gy, w, x_shape, stride, padding, dilation, groups):
         n, c, h, width = x_shape
         k, cg, kh, kw = w.shape
-        out_hw = gy.shape[2:]
+        geo = self._conv_geometry(x_shape, w.shape, stride, padding, dilation)
         wt = w.reshape(groups, k // groups, cg * kh * kw).transpose(0, 2, 1)
-        gcols = _grouped_matmul(wt, self._channels_first(gy, groups))  # (G, Cg*R*S, N*Ho*Wo)
-        gcols = gcols.reshape(c, kh, kw, n, *out_hw)
-        (pt, pb), (pl, pr) = padding
-        gx = np.zeros((c, n, h + pt + pb, width + pl + pr), dtype=gy.dtype)  # channels first
-        for r in range(kh):
-            for s in range(kw):
-                gx[_offset_slices(r, s, dilation, stride, out_hw)] += gcols[:, r, s]
+        gcols = _grouped_matmul(wt, self._channels_first(gy, geo, groups))  # (G, Cg*R*S, N*Ho*row)
+        gcols = gcols.reshape(c, kh, kw, n, -1)
+        hp, wp = geo.padded
+        if geo.wide:  # stride 1: add each tap's contiguous run back (col2im)
+            flat = np.zeros((c, n, geo.flat_length), dtype=gy.dtype)
+            length = gcols.shape[-1]
+            for r in range(kh):
+                for s in range(kw):
+                    start = geo.tap_offset(r, s)
+                    flat[:, :, start : start + length] += gcols[:, r, s]
+            gx = flat[:, :, : hp * wp].reshape(c, n, hp, wp)
+        else:
+            gcols = gcols.reshape(c, kh, kw, n, *geo.out_hw)
+            gx = np.zeros((c, n, hp, wp), dtype=gy.dtype)
+            for r in range(kh):
+                for s in range(kw):
+                    gx[_offset_slices(r, s, dilation, stride, geo.out_hw)] += gcols[:, r, s]
+        (pt, _), (pl, _) = padding
         return np.ascontiguousarray(gx[:, :, pt : pt + h, pl : pl + width].transpose(1, 0, 2, 3))
 
     def conv2d_backward_weight(self, gy, x, w_shape, stride, padding, dilation, groups):
-        cols, _ = self._columns(x, w_shape, stride, padding, dilation, groups)
-        gw = _grouped_matmul(self._channels_first(gy, groups), cols.transpose(0, 2, 1))
+        geo = self._conv_geometry(x.shape, w_shape, stride, padding, dilation)
+        cols = self._columns(x, geo, stride, padding, groups)
+        gw = _grouped_matmul(self._channels_first(gy, geo, groups), cols.transpose(0, 2, 1))
         return gw.reshape(w_shape)
 
     # ---------------------------------------------------------------- pooling
