@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-go check on a machine with an NVIDIA GPU and CuPy: the GPU and emulation test suites,
 # compute-sanitizer (memcheck, racecheck, initcheck, synccheck) over a driver that launches every
-# kernel, and the op benchmarks when scripts/bench_ops.py exists. Each step logs to $OUT/<step>.log
+# kernel, and the op and train-step benchmarks against PyTorch/cuDNN. Each step logs to $OUT/<step>.log
 # (OUT defaults to ./out); a failing step does not stop the others; the summary is printed at the
 # end and written to $OUT/summary.txt. Exit status: 0 only if every step that ran passed.
 set -u
@@ -27,7 +27,7 @@ step() {  # step NAME COMMAND...: run COMMAND, log to $OUT/NAME.log, record PASS
 
 step device nvidia-smi
 step compile bash scripts/compile_kernels.sh
-step tests "$PYTHON" -m pytest -m "gpu or emu" -ra
+step tests "$PYTHON" -m pytest -m "gpu or emu" -ra  # includes cuda vs cuda-emu
 default_sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 sanitizer=${SANITIZER:-$default_sanitizer}
 if [ -x "$sanitizer" ]; then
@@ -39,11 +39,8 @@ else
     summary+=("FAIL sanitizer (no compute-sanitizer on PATH or in /usr/local/cuda/bin)")
     failed=1
 fi
-if [ -f scripts/bench_ops.py ]; then
-    step bench "$PYTHON" scripts/bench_ops.py
-else
-    summary+=("SKIP bench (no scripts/bench_ops.py)")
-fi
+step bench-ops "$PYTHON" -m gpucnn bench --suite ops --device cuda --json "$OUT/bench_ops.json"
+step bench-step "$PYTHON" -m gpucnn bench --suite step --device cuda --json "$OUT/bench_step.json"
 
 {
     echo "gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse --short HEAD 2>/dev/null)"
