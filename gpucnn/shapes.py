@@ -75,3 +75,13 @@ def window_output_shape(
             f"with padding {padding}: the output would be {ho}x{wo}"
         )
     return (ho, wo)
+
+
+def symmetric(padding: Pair) -> Padding2d:
+    """Pool padding ``(ph, pw)`` as ``((ph, ph), (pw, pw))``."""
+    return ((padding[0], padding[0]), (padding[1], padding[1]))
+
+
+def pool_output_shape(x_shape, kernel: Pair, stride: Pair, padding: Pair, what: str) -> Pair:
+    """``(Ho, Wo)`` of pooling (N, C, H, W) with symmetric ``padding``; ValueError if empty."""
+    return window_output_shape(x_shape[2:], kernel, stride, symmetric(padding), (1, 1), what)

@@ -6,7 +6,7 @@ import pytest
 from gpucnn import functional as F
 from gpucnn import nn
 from gpucnn.backend import get_backend
-from gpucnn.errors import GpuUnavailableError
+from gpucnn.errors import DeviceMismatchError, GpuUnavailableError
 
 X = np.random.default_rng().standard_normal((2, 3, 8, 8)).astype(np.float32)
 W = np.random.default_rng().standard_normal((4, 3, 3, 3)).astype(np.float32)
@@ -71,3 +71,14 @@ def test_unknown_device_and_missing_gpu():
         assert str(err)  # says what is missing
     else:
         pytest.skip("a GPU is present: the missing-GPU message cannot be shown here")
+
+
+def test_arrays_from_another_device_are_named():
+    try:
+        emu = get_backend("cuda-emu")
+    except GpuUnavailableError as err:
+        pytest.skip(f"cuda-emu unavailable: {err}")
+    with pytest.raises(DeviceMismatchError, match="weight is on device 'cuda-emu'.*'cpu'"):
+        F.conv2d(X, emu.asarray(W))
+    with pytest.raises(DeviceMismatchError, match="weight is on device 'cpu'.*'cuda-emu'"):
+        F.conv2d(emu.asarray(X), W)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..shapes import Padding2d, Pair, window_output_shape
+from ..shapes import Padding2d, Pair, pool_output_shape, window_output_shape
 from . import kernels
 from .base import Backend
 
@@ -89,15 +89,12 @@ class CudaBackend(Backend):
                 raise ValueError(f"{op}: {name} must be C-contiguous to be updated in place")
 
     def _labels(self, op: str, labels: Any, n: int, classes: int) -> Any:
-        """labels (N,) of an integer dtype, range-checked on the host -> int64, C-contiguous."""
+        """labels (N,) of an integer dtype -> int64, C-contiguous. The range [0, classes) is checked
+        once per step by ``functional.check_labels``, not again here (each check reads the GPU)."""
         labels = self.xp.asarray(labels)
         if labels.shape != (n,) or labels.dtype.kind not in "iu":
             raise ValueError(
                 f"{op}: labels must be ({n},) integers, got {labels.shape} {labels.dtype}"
-            )
-        if n and (int(labels.min()) < 0 or int(labels.max()) >= classes):
-            raise ValueError(
-                f"{op}: labels must lie in [0, {classes}), got {labels.min()}..{labels.max()}"
             )
         return self.xp.ascontiguousarray(labels.astype(self.xp.int64, copy=False))
 
@@ -184,11 +181,6 @@ class CudaBackend(Backend):
         n, c, h, w = x_shape
         return tuple(_i64(v) for v in (n * c, h, w, *out_hw, *kernel, *stride, *padding))
 
-    @staticmethod
-    def _pool_out(x_shape, kernel, stride, padding, what) -> Pair:
-        pads = ((padding[0], padding[0]), (padding[1], padding[1]))
-        return window_output_shape(x_shape[2:], kernel, stride, pads, (1, 1), what)
-
     def max_pool2d_forward(self, x, kernel: Pair, stride: Pair, padding: Pair):
         """One thread per output (1-D grid-stride, block 256) -> (y, argmax int32)."""
         (x,) = self._floats("max_pool2d_forward", x)
@@ -196,7 +188,7 @@ class CudaBackend(Backend):
             raise ValueError(
                 f"max_pool2d: a {x.shape[2]}x{x.shape[3]} plane overflows int32 argmax"
             )
-        out_hw = self._pool_out(x.shape, kernel, stride, padding, "max_pool2d")
+        out_hw = pool_output_shape(x.shape, kernel, stride, padding, "max_pool2d")
         y = self.xp.empty((*x.shape[:2], *out_hw), dtype=x.dtype)
         argmax = self.xp.empty(y.shape, dtype=self.xp.int32)
         args = self._pool_args(x.shape, out_hw, kernel, stride, padding)
@@ -209,7 +201,7 @@ class CudaBackend(Backend):
         if argmax.dtype != np.int32 or argmax.shape != gy.shape:
             got = f"{argmax.dtype} {argmax.shape}"
             raise TypeError(f"max_pool2d_backward: argmax must be int32 {gy.shape}, got {got}")
-        out_hw = self._pool_out(x_shape, kernel, stride, padding, "max_pool2d")
+        out_hw = pool_output_shape(x_shape, kernel, stride, padding, "max_pool2d")
         _shaped("max_pool2d_backward", (*x_shape[:2], *out_hw), gy=gy)
         argmax = self.xp.ascontiguousarray(argmax)
         gx = self.xp.empty(tuple(x_shape), dtype=gy.dtype)
@@ -220,7 +212,7 @@ class CudaBackend(Backend):
     def avg_pool2d_forward(self, x, kernel: Pair, stride: Pair, padding: Pair):
         """One thread per output (1-D grid-stride, block 256); divisor kh*kw."""
         (x,) = self._floats("avg_pool2d_forward", x)
-        out_hw = self._pool_out(x.shape, kernel, stride, padding, "avg_pool2d")
+        out_hw = pool_output_shape(x.shape, kernel, stride, padding, "avg_pool2d")
         y = self.xp.empty((*x.shape[:2], *out_hw), dtype=x.dtype)
         args = self._pool_args(x.shape, out_hw, kernel, stride, padding)
         divisor = x.dtype.type(kernel[0] * kernel[1])
@@ -230,7 +222,7 @@ class CudaBackend(Backend):
     def avg_pool2d_backward(self, gy, x_shape, kernel: Pair, stride: Pair, padding: Pair):
         """One thread per input pixel gathers its windows (1-D grid-stride, block 256)."""
         (gy,) = self._floats("avg_pool2d_backward", gy)
-        out_hw = self._pool_out(x_shape, kernel, stride, padding, "avg_pool2d")
+        out_hw = pool_output_shape(x_shape, kernel, stride, padding, "avg_pool2d")
         _shaped("avg_pool2d_backward", (*x_shape[:2], *out_hw), gy=gy)
         gx = self.xp.empty(tuple(x_shape), dtype=gy.dtype)
         args = self._pool_args(x_shape, out_hw, kernel, stride, padding)

@@ -28,6 +28,8 @@ class EmuArray(np.ndarray):
     arrays (NumPy scalars and Python numbers are fine).
     """
 
+    gpucnn_device = "cuda-emu"  # so the CPU backend knows this array is not its own
+
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         out = kwargs.get("out", ())
         for a in (*inputs, *out):

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..shapes import Padding2d, Pair, window_output_shape
+from ..shapes import Padding2d, Pair, pool_output_shape, symmetric, window_output_shape
 from .base import Backend
 
 
@@ -107,7 +107,8 @@ class NumpyBackend(Backend):
         return self.asarray(a)
 
     def owns(self, a: Any) -> bool:
-        return isinstance(a, np.ndarray)
+        # Another device's ndarray subclass (cuda-emu's EmuArray) names its device.
+        return isinstance(a, np.ndarray) and getattr(a, "gpucnn_device", "cpu") == "cpu"
 
     # ------------------------------------------------------------ convolution
     @staticmethod
@@ -190,12 +191,6 @@ class NumpyBackend(Backend):
 
     # ---------------------------------------------------------------- pooling
     @staticmethod
-    def _pool_geometry(x_shape, kernel, stride, padding, what):
-        pads = ((padding[0], padding[0]), (padding[1], padding[1]))
-        out_hw = window_output_shape(x_shape[2:], kernel, stride, pads, (1, 1), what)
-        return pads, out_hw
-
-    @staticmethod
     def _window_origins(out_hw, stride, padding, width):
         """Flat input index (h*W + w, possibly negative) of each window's top-left corner: (Ho, Wo)."""
         rows = np.arange(out_hw[0], dtype=np.int32)[:, None] * stride[0] - padding[0]
@@ -204,7 +199,10 @@ class NumpyBackend(Backend):
 
     def max_pool2d_forward(self, x, kernel, stride, padding):
         n, c, h, w = x.shape
-        pads, out_hw = self._pool_geometry(x.shape, kernel, stride, padding, "max_pool2d")
+        pads, out_hw = (
+            symmetric(padding),
+            pool_output_shape(x.shape, kernel, stride, padding, "max_pool2d"),
+        )
         # (kh, kw, N, C, Ho, Wo), contiguous: branch-free elementwise work from here on.
         windows = _windows(_pad(x, pads, -np.inf), kernel, stride, (1, 1), out_hw)
         windows = np.ascontiguousarray(windows.transpose(2, 3, 0, 1, 4, 5))
@@ -233,7 +231,10 @@ class NumpyBackend(Backend):
         return gx.astype(gy.dtype).reshape(x_shape)
 
     def avg_pool2d_forward(self, x, kernel, stride, padding):
-        pads, out_hw = self._pool_geometry(x.shape, kernel, stride, padding, "avg_pool2d")
+        pads, out_hw = (
+            symmetric(padding),
+            pool_output_shape(x.shape, kernel, stride, padding, "avg_pool2d"),
+        )
         xp = _pad(x, pads)
         total = np.zeros((*x.shape[:2], *out_hw), dtype=x.dtype)
         for r in range(kernel[0]):

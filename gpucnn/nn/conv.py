@@ -51,12 +51,12 @@ class Conv2d(Module):
         backend, stride, padding, dilation = F.conv2d_arguments(
             x, self.weight.data, b, self.stride, self.padding, self.dilation, self.groups
         )
-        self._x, self._args = x, (stride, padding, dilation, self.groups)
+        self._x, self._backend = x, backend
+        self._args = (stride, padding, dilation, self.groups)
         return backend.conv2d_forward(x, self.weight.data, b, *self._args)
 
     def backward(self, grad_out):
-        backend = self.backend
-        x, w = self._x, self.weight.data
+        backend, x, w = self._backend, self._x, self.weight.data
         self.weight.grad += backend.conv2d_backward_weight(grad_out, x, w.shape, *self._args)
         if self.bias is not None:
             self.bias.grad += backend.conv2d_backward_bias(grad_out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from ..backend import backend_of
 from .init import he_normal
 from .module import Module, Parameter
 
@@ -21,11 +22,11 @@ class Linear(Module):
         self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
 
     def forward(self, x):
-        self._x = x
+        self._x, self._backend = x, backend_of(x)
         return F.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
 
     def backward(self, grad_out):
-        gx, gw, gb = self.backend.linear_backward(grad_out, self._x, self.weight.data)
+        gx, gw, gb = self._backend.linear_backward(grad_out, self._x, self.weight.data)
         self.weight.grad += gw
         if self.bias is not None:
             self.bias.grad += gb

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from .. import functional as F
-from ..backend import backend_of
 from .module import Module
 
 
@@ -20,9 +19,10 @@ class CrossEntropyLoss(Module):
         self.check_finite = check_finite
 
     def forward(self, logits, labels):
-        loss, self._probs = F.softmax_cross_entropy(logits, labels)
-        self._backend = backend_of(logits)
-        self._labels = labels.astype(self._backend.xp.int64, copy=False)
+        self._backend = F.check_float_array(logits, "logits", 2)
+        self._labels = F.check_labels(self._backend, logits, labels)
+        loss, self._probs = self._backend.softmax_cross_entropy_forward(logits, self._labels)
+        loss = self._backend.xp.asarray(loss)
         if self.check_finite and not bool(self._backend.xp.isfinite(loss)):
             raise ValueError(
                 f"cross-entropy loss is {float(loss)}: the logits {tuple(logits.shape)} contain "

@@ -128,16 +128,21 @@ class Module:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Copy ``state`` into the module's arrays on their current device; keys and shapes must match."""
-        own = self.state_dict()
+        own = {
+            prefix + name: tuple(array.shape)
+            for prefix, module in self.named_modules()
+            for name, array in [(n, p.data) for n, p in module._parameters.items()]
+            + list(module._buffers.items())
+        }
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         if missing or unexpected:
             raise ValueError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
         for key, value in state.items():
-            if tuple(np.shape(value)) != own[key].shape:
+            if tuple(np.shape(value)) != own[key]:
                 raise ValueError(
                     f"state dict entry {key!r} has shape {tuple(np.shape(value))}, "
-                    f"the module expects {own[key].shape}"
+                    f"the module expects {own[key]}"
                 )
         for prefix, module in self.named_modules():
             for name, p in module._parameters.items():

@@ -45,12 +45,12 @@ class BatchNorm2d(Module):
         self.running_mean = ((1 - m) * self.running_mean + m * mean).astype(x.dtype)
         self.running_var = ((1 - m) * self.running_var + m * unbiased).astype(x.dtype)
         self.num_batches_tracked += 1
-        self._cache = (x, mean, invstd)
+        self._cache = (backend, x, mean, invstd)
         return y
 
     def backward(self, grad_out):
-        x, mean, invstd = self._cache
-        gx, ggamma, gbeta = self.backend.batch_norm2d_backward(
+        backend, x, mean, invstd = self._cache
+        gx, ggamma, gbeta = backend.batch_norm2d_backward(
             grad_out, x, self.weight.data, mean, invstd
         )
         self.weight.grad += ggamma
