@@ -150,7 +150,7 @@ def train_epoch(model, loss_fn, optimizer, loader: DataLoader, bar) -> tuple[flo
         logits = model(x)
         loss = loss_fn(logits, y)
         optimizer.zero_grad()
-        model.backward(loss_fn.backward())
+        model.backward(loss_fn.backward(), input_grad=False)
         optimizer.step()
         _count(logits, y, loss, sums)
         seen += len(y)

@@ -104,3 +104,22 @@ def test_to_cpu_keeps_arrays_on_cpu():
     model = small_net(np.random.default_rng()).to("cpu")
     assert all(isinstance(p.data, np.ndarray) for p in model.parameters())
     assert model.backend.name == "cpu"
+
+
+def test_backward_without_input_grad_gives_the_same_parameter_gradients():
+    rng = np.random.default_rng()
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, rng=rng), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(36, 2, rng=rng),
+    )  # fmt: skip
+    x = rng.standard_normal((3, 1, 8, 8)).astype(np.float32)
+    g = rng.standard_normal((3, 2)).astype(np.float32)
+    model(x)
+    assert model.backward(g).shape == x.shape
+    full = [p.grad.copy() for p in model.parameters()]
+    model.zero_grad()
+    model(x)
+    assert model.backward(g, input_grad=False) is None
+    for got, want in zip(model.parameters(), full, strict=True):
+        np.testing.assert_array_equal(got.grad, want)
+        assert np.any(want != 0)

@@ -27,7 +27,14 @@ class Sequential(Module):
             x = layer(x)
         return x
 
-    def backward(self, grad_out):
-        for layer in reversed(list(self)):
+    def backward(self, grad_out, input_grad: bool = True):
+        """Gradients back through the layers; returns d(loss)/d(input), or None when
+        ``input_grad`` is False (training: the data needs no gradient, so the first layer skips
+        computing it)."""
+        first, *rest = list(self)
+        for layer in reversed(rest):
             grad_out = layer.backward(grad_out)
-        return grad_out
+        if input_grad:
+            return first.backward(grad_out)
+        first.backward_params(grad_out)
+        return None

@@ -55,12 +55,17 @@ class Conv2d(Module):
         self._args = (stride, padding, dilation, self.groups)
         return backend.conv2d_forward(x, self.weight.data, b, *self._args)
 
-    def backward(self, grad_out):
-        backend, x, w = self._backend, self._x, self.weight.data
-        self.weight.grad += backend.conv2d_backward_weight(grad_out, x, w.shape, *self._args)
+    def backward_params(self, grad_out):
+        backend, w = self._backend, self.weight.data
+        self.weight.grad += backend.conv2d_backward_weight(grad_out, self._x, w.shape, *self._args)
         if self.bias is not None:
             self.bias.grad += backend.conv2d_backward_bias(grad_out)
-        return backend.conv2d_backward_input(grad_out, w, x.shape, *self._args)
+
+    def backward(self, grad_out):
+        self.backward_params(grad_out)
+        return self._backend.conv2d_backward_input(
+            grad_out, self.weight.data, self._x.shape, *self._args
+        )
 
     def extra_repr(self) -> str:
         return (

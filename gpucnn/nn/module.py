@@ -63,6 +63,10 @@ class Module:
     def backward(self, grad_out: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__}.backward")
 
+    def backward_params(self, grad_out: Any) -> None:
+        """Accumulate parameter gradients only, for a first layer whose input needs no gradient."""
+        self.backward(grad_out)
+
     # ------------------------------------------------------------- traversal
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
         """This module and every descendant, with dotted names ("" for this one)."""
