@@ -68,6 +68,18 @@ class Backend:
         """d(loss)/dw for conv2d. gy: (N, K, Ho, Wo), x: (N, C, H, W) -> w_shape."""
         raise NotImplementedError
 
+    def conv2d_forward_saving(self, x, w, b, stride, padding, dilation, groups):
+        """conv2d_forward that also returns what :meth:`conv2d_backward_weight_saved` needs.
+
+        Layers use this pair so a backend can keep work from forward (the CPU keeps its im2col
+        matrix); by default what is saved is x itself.
+        """
+        return self.conv2d_forward(x, w, b, stride, padding, dilation, groups), x
+
+    def conv2d_backward_weight_saved(self, gy, saved, w_shape, stride, padding, dilation, groups):
+        """conv2d_backward_weight from what :meth:`conv2d_forward_saving` returned."""
+        return self.conv2d_backward_weight(gy, saved, w_shape, stride, padding, dilation, groups)
+
     def max_pool2d_forward(self, x, kernel: Pair, stride: Pair, padding: Pair):
         """Max over windows (padding counts as -inf). x: (N, C, H, W) -> (y, argmax).
 

@@ -148,6 +148,10 @@ class NumpyBackend(Backend):
         return out.reshape(groups, k // groups, -1)
 
     def conv2d_forward(self, x, w, b, stride, padding, dilation, groups):
+        return self.conv2d_forward_saving(x, w, b, stride, padding, dilation, groups)[0]
+
+    def conv2d_forward_saving(self, x, w, b, stride, padding, dilation, groups):
+        """Forward that keeps its im2col matrix for :meth:`conv2d_backward_weight_saved`."""
         n, k = x.shape[0], w.shape[0]
         geo = self._conv_geometry(x.shape, w.shape, stride, padding, dilation)
         cols = self._columns(x, geo, stride, padding, groups)
@@ -156,7 +160,7 @@ class NumpyBackend(Backend):
         y = np.ascontiguousarray(y.transpose(1, 0, 2, 3))
         if b is not None:
             y += b.reshape(1, k, 1, 1)
-        return y
+        return y, (geo, cols)
 
     def conv2d_backward_input(self, gy, w, x_shape, stride, padding, dilation, groups):
         n, c, h, width = x_shape
@@ -185,7 +189,13 @@ class NumpyBackend(Backend):
 
     def conv2d_backward_weight(self, gy, x, w_shape, stride, padding, dilation, groups):
         geo = self._conv_geometry(x.shape, w_shape, stride, padding, dilation)
-        cols = self._columns(x, geo, stride, padding, groups)
+        saved = (geo, self._columns(x, geo, stride, padding, groups))
+        return self.conv2d_backward_weight_saved(
+            gy, saved, w_shape, stride, padding, dilation, groups
+        )
+
+    def conv2d_backward_weight_saved(self, gy, saved, w_shape, stride, padding, dilation, groups):
+        geo, cols = saved
         gw = _grouped_matmul(self._channels_first(gy, geo, groups), cols.transpose(0, 2, 1))
         return gw.reshape(w_shape)
 

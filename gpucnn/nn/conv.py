@@ -44,27 +44,29 @@ class Conv2d(Module):
         fan_in = shape[1] * kh * kw
         self.weight = Parameter(he_normal(shape, fan_in, rng, dtype))
         self.bias = Parameter(np.zeros(out_channels, dtype=dtype)) if bias else None
-        self._x = None
 
     def forward(self, x):
         b = self.bias.data if self.bias is not None else None
         backend, stride, padding, dilation = F.conv2d_arguments(
             x, self.weight.data, b, self.stride, self.padding, self.dilation, self.groups
         )
-        self._x, self._backend = x, backend
+        self._x_shape, self._backend = x.shape, backend
         self._args = (stride, padding, dilation, self.groups)
-        return backend.conv2d_forward(x, self.weight.data, b, *self._args)
+        y, self._saved = backend.conv2d_forward_saving(x, self.weight.data, b, *self._args)
+        return y
 
     def backward_params(self, grad_out):
         backend, w = self._backend, self.weight.data
-        self.weight.grad += backend.conv2d_backward_weight(grad_out, self._x, w.shape, *self._args)
+        self.weight.grad += backend.conv2d_backward_weight_saved(
+            grad_out, self._saved, w.shape, *self._args
+        )
         if self.bias is not None:
             self.bias.grad += backend.conv2d_backward_bias(grad_out)
 
     def backward(self, grad_out):
         self.backward_params(grad_out)
         return self._backend.conv2d_backward_input(
-            grad_out, self.weight.data, self._x.shape, *self._args
+            grad_out, self.weight.data, self._x_shape, *self._args
         )
 
     def extra_repr(self) -> str:
