@@ -38,12 +38,13 @@ class Optimizer:
             p.grad[...] = 0
 
     def _buffer(self, i: int, name: str):
-        """State array ``name`` of parameter i, created as zeros on the parameter's device."""
+        """State array ``name`` of parameter i: created as zeros on the parameter's device, and
+        moved there if the model has moved since (``model.to(device)`` after building this)."""
         state = self.state[i]
         data = self.params[i].data
-        if name not in state or state[name].shape != data.shape:
+        if name not in state:
             state[name] = backend_of(data).xp.zeros_like(data)
-        else:
+        elif not backend_of(data).owns(state[name]):
             state[name] = backend_of(data).asarray(state[name])
         return state[name]
 

@@ -123,3 +123,25 @@ def test_backward_without_input_grad_gives_the_same_parameter_gradients():
     for got, want in zip(model.parameters(), full, strict=True):
         np.testing.assert_array_equal(got.grad, want)
         assert np.any(want != 0)
+
+
+def test_optimizer_state_follows_the_model_to_another_device():
+    from gpucnn.backend import get_backend
+    from gpucnn.errors import GpuUnavailableError
+
+    try:
+        emu = get_backend("cuda-emu")
+    except GpuUnavailableError as err:
+        pytest.skip(f"cuda-emu unavailable: {err}")
+    layer = nn.Linear(3, 2, rng=np.random.default_rng())
+    opt = optim.SGD(layer.parameters(), 0.1, momentum=0.9)
+    x = np.ones((4, 3), np.float32)
+    layer.backward(np.ones_like(layer(x)))
+    opt.step()
+    layer.to(emu)
+    opt.zero_grad()
+    layer(emu.asarray(x))
+    layer.backward(emu.asarray(np.ones((4, 2), np.float32)))
+    opt.step()
+    assert all(emu.owns(s["momentum_buffer"]) for s in opt.state)
+    assert all(emu.owns(p.data) for p in layer.parameters())
