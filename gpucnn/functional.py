@@ -155,15 +155,19 @@ def check_labels(backend: Backend, logits, labels) -> Any:
     return labels.astype(backend.xp.int64, copy=False)
 
 
+def cross_entropy_arguments(logits, labels):
+    """Validate softmax cross-entropy inputs; returns (backend, labels as int64)."""
+    backend = check_float_array(logits, "logits", 2)
+    return backend, check_labels(backend, logits, labels)
+
+
 def softmax_cross_entropy(logits, labels):
     """Mean cross-entropy of softmax(logits) against integer labels; returns (loss 0-d, probs).
 
     logits: (N, K) float, labels: (N,) int in [0, K). Numerically stable (max subtracted).
     """
-    backend = check_float_array(logits, "logits", 2)
-    labels = check_labels(backend, logits, labels)
-    loss, probs = backend.softmax_cross_entropy_forward(logits, labels)
-    return backend.xp.asarray(loss), probs
+    backend, labels = cross_entropy_arguments(logits, labels)
+    return backend.softmax_cross_entropy_forward(logits, labels)
 
 
 def dropout(x, p: float, seed: int):

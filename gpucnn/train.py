@@ -29,8 +29,9 @@ from .plots import plot_curves, plot_filters
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "cosine", "step")
 EVAL_BATCH = 1000
-# Settings that a resumed run takes from the command line rather than from the checkpoint.
-_RUN_FIELDS = ("epochs", "device", "out", "resume", "data_dir", "progress")
+# Settings that a resumed run takes from the command line rather than from the checkpoint
+# (epochs too, when given).
+_RUN_FIELDS = ("device", "out", "resume", "data_dir", "progress")
 
 
 @dataclasses.dataclass
@@ -193,7 +194,7 @@ def _loaders(cfg: TrainConfig, data: Dataset, device, rng, mean: float, std: flo
 def _meta(cfg: TrainConfig, data: Dataset, norm: tuple[float, float], history: list) -> dict:
     config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RUN_FIELDS}
     return {
-        "config": config | {"epochs": cfg.epochs},
+        "config": config,
         "dataset": data.name,
         "classes": list(data.classes),
         "mean": norm[0],
@@ -208,7 +209,7 @@ def _resume_config(config: TrainConfig, path: Path):
     stored = ckpt.meta.get("config")
     if not isinstance(stored, dict):
         raise CheckpointError(f"{path}: has no training configuration to resume from")
-    run = {k: getattr(config, k) for k in _RUN_FIELDS if k != "epochs"}
+    run = {k: getattr(config, k) for k in _RUN_FIELDS}
     cfg = dataclasses.replace(TrainConfig(**stored), **run)
     cfg.epochs = config.epochs or cfg.epochs
     return resolve(cfg), ckpt

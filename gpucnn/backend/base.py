@@ -201,7 +201,7 @@ class Backend:
         total = exp.sum(axis=1, keepdims=True)
         probs = exp / total
         picked = shifted[xp.arange(n), labels]
-        loss = (xp.log(total[:, 0]) - picked).mean()
+        loss = xp.asarray((xp.log(total[:, 0]) - picked).mean())  # 0-d array, not a NumPy scalar
         return loss, probs
 
     def softmax_cross_entropy_backward(self, probs, labels):

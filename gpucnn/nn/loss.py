@@ -19,10 +19,8 @@ class CrossEntropyLoss(Module):
         self.check_finite = check_finite
 
     def forward(self, logits, labels):
-        self._backend = F.check_float_array(logits, "logits", 2)
-        self._labels = F.check_labels(self._backend, logits, labels)
+        self._backend, self._labels = F.cross_entropy_arguments(logits, labels)
         loss, self._probs = self._backend.softmax_cross_entropy_forward(logits, self._labels)
-        loss = self._backend.xp.asarray(loss)
         if self.check_finite and not bool(self._backend.xp.isfinite(loss)):
             raise ValueError(
                 f"cross-entropy loss is {float(loss)}: the logits {tuple(logits.shape)} contain "
