@@ -576,10 +576,12 @@ def _bn_eval_case() -> OpCase:
 # ------------------------------------------------------------------------------------- loss
 def _xent_case(name: str, logit_scale: float) -> OpCase:
     def sample(rng, dtype):
-        return {
-            "logits": _normal(rng, (6, 5), dtype, logit_scale),
-            "labels": rng.integers(0, 5, 6).astype(np.int64),
-        }
+        logits = _normal(rng, (6, 5), dtype, logit_scale)
+        labels = rng.integers(0, 5, 6).astype(np.int64)
+        # One sample's label is its least likely class, so the loss is never exactly zero: with
+        # huge logits, labels that all hit their row's maximum would give exp(-1000) = 0.
+        labels[0] = np.argmin(logits[0])
+        return {"logits": logits, "labels": labels}
 
     def run(bk, d):
         logits, labels = _dev(bk, d["logits"]), _dev(bk, d["labels"])
