@@ -15,6 +15,7 @@ from . import bench
 from .backend import DEVICES
 from .data.datasets import dataset_names
 from .nn.zoo import model_names
+from .train import AUGMENT_CHOICES, OPTIMIZERS, SCHEDULES
 
 EXIT_USAGE = 2
 
@@ -101,14 +102,14 @@ def _add_train(sub) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="learning rate")
-    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--momentum", type=float, help="SGD momentum (Nesterov)")
     p.add_argument("--weight-decay", type=float)
-    p.add_argument("--schedule", choices=("none", "cosine", "step"), help="learning-rate schedule")
+    p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule")
     p.add_argument(
         "--augment",
-        action=argparse.BooleanOptionalAction,
-        help="random shifts (and flips where labels allow)",
+        choices=AUGMENT_CHOICES,
+        help="random shifts, horizontal flips (where labels allow), both, or none",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/DATASET-MODEL)")

@@ -28,6 +28,8 @@ from .plots import plot_curves, plot_filters
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "cosine", "step")
+AUGMENTATIONS = ("shift", "flip")
+AUGMENT_CHOICES = ("none", "shift", "flip", "shift+flip")
 EVAL_BATCH = 1000
 # Settings that a resumed run takes from the command line rather than from the checkpoint
 # (epochs too, when given).
@@ -47,7 +49,7 @@ class TrainConfig:
     momentum: float | None = None
     weight_decay: float | None = None
     schedule: str | None = None
-    augment: bool | None = None
+    augment: str | None = None
     device: str = "cpu"
     seed: int = 0
     out: str | None = None
@@ -75,6 +77,10 @@ def resolve(config: TrainConfig) -> TrainConfig:
         )
     if cfg.schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if cfg.augment not in AUGMENT_CHOICES:
+        raise ValueError(
+            f"unknown augmentation {cfg.augment!r}; choose one of {', '.join(AUGMENT_CHOICES)}"
+        )
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ValueError(f"epochs and batch size must be >= 1, got {cfg.epochs}, {cfg.batch_size}")
     return cfg
@@ -175,8 +181,23 @@ def evaluate(model, loader: DataLoader) -> tuple[float, float]:
     return float(sums[0]) / seen, int(sums[1]) / seen
 
 
+def augmentations(requested: str, data: Dataset) -> dict:
+    """The loader's ``shift``/``flip`` for ``requested`` ("none" or names joined by "+").
+
+    Only augmentations that keep the dataset's labels valid are accepted (no flips of digits).
+    """
+    names = [] if requested == "none" else requested.split("+")
+    allowed = [name for name in AUGMENTATIONS if data.augment.get(name)]
+    refused = [name for name in names if name not in allowed]
+    if refused:
+        raise ValueError(
+            f"augmentation {'+'.join(refused)!r} is not available for dataset {data.name!r}; "
+            f"it allows: {', '.join(['none', *allowed])}"
+        )
+    return {"shift": data.augment["shift"] if "shift" in names else 0, "flip": "flip" in names}
+
+
 def _loaders(cfg: TrainConfig, data: Dataset, device, rng, mean: float, std: float):
-    aug = data.augment if cfg.augment else {}
     common = {"device": device, "mean": mean, "std": std}
     train = DataLoader(
         data.train_x,
@@ -184,8 +205,7 @@ def _loaders(cfg: TrainConfig, data: Dataset, device, rng, mean: float, std: flo
         cfg.batch_size,
         shuffle=True,
         rng=rng,
-        shift=aug.get("shift", 0),
-        flip=aug.get("flip", False),
+        **augmentations(cfg.augment, data),
         **common,
     )
     return train, DataLoader(data.test_x, data.test_y, EVAL_BATCH, **common)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-go check on a machine with an NVIDIA GPU and CuPy: the GPU and emulation test suites,
 # compute-sanitizer (memcheck, racecheck, initcheck, synccheck) over a driver that launches every
-# kernel, and the op and train-step benchmarks against PyTorch/cuDNN. Each step logs to $OUT/<step>.log
+# kernel, the op and train-step benchmarks against PyTorch/cuDNN, and the bandwidth (ops vs the
+# device's copy) and compile (cold kernel compile, warm first step) goals. Each step logs to $OUT/<step>.log
 # (OUT defaults to ./out); a failing step does not stop the others; the summary is printed at the
 # end and written to $OUT/summary.txt. Exit status: 0 only if every step that ran passed.
 set -u
@@ -41,6 +42,10 @@ else
 fi
 step bench-ops "$PYTHON" -m gpucnn bench --suite ops --device cuda --json "$OUT/bench_ops.json"
 step bench-step "$PYTHON" -m gpucnn bench --suite step --device cuda --json "$OUT/bench_step.json"
+step bench-bandwidth "$PYTHON" -m gpucnn bench --suite bandwidth --device cuda \
+    --json "$OUT/bench_bandwidth.json"
+step bench-compile "$PYTHON" -m gpucnn bench --suite compile --device cuda \
+    --json "$OUT/bench_compile.json"
 
 {
     echo "gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse --short HEAD 2>/dev/null)"

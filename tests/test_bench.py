@@ -1,5 +1,6 @@
 """``gpucnn bench``: table and JSON structure, ratios only between peers of one device, the
-tutorial peer's algorithm. Smoke tests with tiny sizes: no timing is asserted."""
+bandwidth suite's fractions of the copy, the compile suite (GPU only), the tutorial peer's
+algorithm. Smoke tests with tiny sizes: no timing is asserted."""
 
 import json
 
@@ -7,6 +8,8 @@ import numpy as np
 import pytest
 
 from gpucnn.bench import main
+from gpucnn.bench.bandwidth import TRAFFIC
+from gpucnn.bench.coldstart import GOALS
 from gpucnn.bench.peers import PEERS, Peer, select
 from gpucnn.bench.report import Result, add_ratios, table
 from gpucnn.bench.tutorial import TutorialMnistNet
@@ -82,6 +85,45 @@ def test_epoch_suite(tmp_path, capsys):
     assert "tutorial-loops" not in {r["peer"] for r in record["results"]}
 
 
+def test_bandwidth_suite(backend, tmp_path, capsys):
+    out, record = run_bench(
+        tmp_path, capsys, "--suite", "bandwidth", "--device", backend.name, "--megabytes", "0.25",
+    )  # fmt: skip
+    check_record(record, backend.name)
+    rows = {r["op"]: r for r in record["results"]}
+    assert list(rows) == list(TRAFFIC)
+    assert {r["case"] for r in rows.values()} == {"1x4x128x128 float32 (0.25 MiB)"}
+    copy = rows["copy"]
+    for op, row in rows.items():
+        assert row["status"] == "ok", row
+        assert row["bytes"] == TRAFFIC[op] * 4 * 4 * 128 * 128
+        assert row["gb_per_s"] == pytest.approx(row["bytes"] / row["median"] / 1e9)
+        assert row["gb_per_s"] > 0
+        assert row["copy_fraction"] == pytest.approx(row["gb_per_s"] / copy["gb_per_s"])
+        assert "goal >= 85% of copy" in row["note"] or op == "copy"
+    assert copy["copy_fraction"] == 1
+    assert "GB/s" in out and "of copy" in out
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda"], indirect=True)  # skipped, with why, without a GPU
+def test_compile_suite(backend, tmp_path, capsys):
+    _, record = run_bench(tmp_path, capsys, "--suite", "compile", "--device", "cuda")
+    check_record(record, "cuda")
+    rows = record["results"]
+    assert [r["op"] for r in rows] == list(GOALS)
+    for row in rows:
+        assert row["status"] == "ok" and row["peer"] == "gpucnn-cuda"
+        assert len(row["times"]) == 1 and row["median"] > 0
+        assert "goal <= " in row["note"]
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda-emu"])
+def test_compile_suite_is_for_cuda_only(device, capsys):
+    assert main(["--suite", "compile", "--device", device]) == 2
+    assert "runs in the compile suite (it runs on --device cuda)" in capsys.readouterr().err
+
+
 def test_unavailable_peer_is_a_row_with_its_reason(tmp_path, capsys):
     out, record = run_bench(
         tmp_path, capsys, "--suite", "step", "--batch-size", "2",
@@ -106,6 +148,7 @@ def test_ratios_never_cross_devices():
     assert results[2].ratios == {} and results[3].ratios == {}
     lines = table(results).splitlines()
     assert "x vs a" in lines[0] and "x vs d" not in lines[0]
+    assert "GB/s" not in lines[0]  # empty in every row: left out
 
 
 def test_peer_selection():

@@ -137,6 +137,11 @@ def test_error_model_does_not_fit_dataset(capsys, tmp_path):
     assert_one_line_error(code, err, "try --model tutorial-lines")
 
 
+def test_error_augmentation_the_labels_do_not_allow(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--augment", "flip", "--out", str(tmp_path))
+    assert_one_line_error(code, err, "'flip' is not available for dataset 'lines'", "allows: none")
+
+
 def test_error_missing_data(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("GPUCNN_DATA", str(tmp_path))
     code, _, err = run(capsys, "train", "--dataset", "fashion-mnist", "--out", str(tmp_path))

@@ -11,6 +11,7 @@ from gpucnn.data.datasets import DataNotFoundError, load_dataset, write_idx_data
 from gpucnn.data.idx import IdxError, read_idx, write_idx
 from gpucnn.data.lines import generate_lines
 from gpucnn.data.loader import DataLoader, random_flip, random_shift
+from gpucnn.train import augmentations
 
 
 def write_fake_idx_dataset(folder, n_train=20, n_test=10, gz=True):
@@ -100,6 +101,17 @@ def test_dataset_found_through_env_subfolder(tmp_path, monkeypatch):
     monkeypatch.setenv("GPUCNN_DATA", str(tmp_path))
     data = load_dataset("fashion-mnist")
     assert len(data.train_y) == 20 and data.augment == {"shift": 2, "flip": True}
+
+
+def test_augmentations_are_chosen_among_those_the_labels_allow(tmp_path):
+    write_fake_idx_dataset(tmp_path)
+    fashion, digits = (load_dataset(name, data_dir=tmp_path) for name in ("fashion-mnist", "mnist"))
+    assert augmentations("none", fashion) == {"shift": 0, "flip": False}
+    assert augmentations("flip", fashion) == {"shift": 0, "flip": True}
+    assert augmentations("shift+flip", fashion) == {"shift": 2, "flip": True}
+    assert augmentations("shift", digits) == {"shift": 2, "flip": False}
+    with pytest.raises(ValueError, match="'flip' is not available for dataset 'mnist'"):
+        augmentations("shift+flip", digits)
 
 
 def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):

@@ -20,6 +20,13 @@ def _ints(text: str) -> list[int]:
     return values
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def _names(text: str) -> list[str]:
     return [v for v in text.split(",") if v]
 
@@ -32,9 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=_ints, action="extend", metavar="N[,N]",
         help=f"repeatable or comma list (default {','.join(map(str, DEFAULT_BATCH_SIZES))})",
     )  # fmt: skip
-    parser.add_argument(
-        "--repeats", type=int, help="samples per peer (default: ops 20, step 20, epoch 3)"
-    )
+    defaults = ", ".join(f"{suite} {n}" for suite, n in DEFAULT_REPEATS.items())
+    parser.add_argument("--repeats", type=int, help=f"samples per peer (default: {defaults})")
     parser.add_argument(
         "--peers", type=_names, action="extend", metavar="NAME[,NAME]",
         help=f"peers to run (default: the device's); from {', '.join(P.PEERS)}",
@@ -50,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", metavar="DIR", help="epoch: Fashion-MNIST IDX files (default: random data)"
     )
+    parser.add_argument(
+        "--megabytes", type=_positive, default=256, metavar="MIB",
+        help="bandwidth: input tensor size in MiB (default 256: 64x64x128x128, 268 MB)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, help="PyTorch intra-op threads (default: its own)")
 
 
@@ -67,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         tutorial_samples=args.tutorial_samples,
         epoch_samples=args.epoch_samples,
         data_dir=args.data_dir,
+        megabytes=args.megabytes,
     )
     results = SUITES[args.suite](peers, opts)
     report.add_ratios(results)

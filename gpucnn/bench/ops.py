@@ -81,7 +81,8 @@ def inputs(case: Case, rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 
 def gpucnn_ops(backend, case: Case, host: dict) -> dict[str, Callable[[], Any]]:
-    """Each op of ``case`` as a call of ``backend`` on device copies of ``host``."""
+    """Each op of ``case`` as a call of ``backend`` on device copies of ``host`` (arrays already on
+    the device are used as they are)."""
     a = {name: backend.asarray(v) for name, v in host.items()}
     if case.kind == "xent":
         _, probs = backend.softmax_cross_entropy_forward(a["logits"], a["labels"])

@@ -15,7 +15,8 @@ from ..backend import Backend, get_backend
 from ..errors import GpuUnavailableError
 from .timing import Clock, HostClock, cupy_clock, torch_clock
 
-SUITES = ("ops", "step", "epoch")
+SUITES = ("ops", "step", "epoch")  # a peer's suites unless it names its own
+GPUCNN_SUITES = (*SUITES, "bandwidth")  # gpucnn's ops against its own device's copy
 
 
 class Unavailable(Exception):
@@ -37,12 +38,15 @@ PEERS = {
     peer.name: peer
     for peer in (
         Peer("tutorial-loops", "cpu", ("step",), "float64", "the tutorial's per-sample loops"),
-        Peer("gpucnn-cpu", "cpu"),
+        Peer("gpucnn-cpu", "cpu", GPUCNN_SUITES),
         Peer(
-            "gpucnn-cuda-emu", "cpu", note="CUDA kernels emulated on the CPU: a test, not a speed"
+            "gpucnn-cuda-emu",
+            "cpu",
+            GPUCNN_SUITES,
+            note="CUDA kernels emulated on the CPU: a test, not a speed",
         ),
         Peer("pytorch-cpu", "cpu"),
-        Peer("gpucnn-cuda", "cuda", note="eager"),
+        Peer("gpucnn-cuda", "cuda", (*GPUCNN_SUITES, "compile"), note="eager"),
         Peer("gpucnn-cuda-graph", "cuda", ("step", "epoch"), note="captured CUDA graph"),
         Peer("pytorch-cuda", "cuda", note="eager, cuDNN, TF32 off"),
         Peer("pytorch-cuda-graph", "cuda", ("step", "epoch"), note="captured CUDA graph, TF32 off"),
@@ -71,7 +75,11 @@ def select(device: str, suite: str, names: list[str] | None = None) -> list[Peer
     chosen = names or DEFAULT_PEERS[device]
     peers = [PEERS[name] for name in dict.fromkeys(chosen) if suite in PEERS[name].suites]
     if not peers:
-        raise ValueError(f"none of the peers {list(chosen)} runs in the {suite} suite")
+        where = " or ".join(dict.fromkeys(p.device for p in PEERS.values() if suite in p.suites))
+        raise ValueError(
+            f"none of the peers {list(chosen)} runs in the {suite} suite (it runs on --device "
+            f"{where})"
+        )
     return peers
 
 

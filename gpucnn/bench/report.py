@@ -1,4 +1,4 @@
-"""Results: medians, ratios between peers of one device, a text table and a JSON record."""
+"""Results: medians, bandwidths, ratios between peers of one device, a text table and JSON."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ class Result:
 
     ``status`` is "ok" or why the peer did not run; ``units`` is what one time covers (samples
     for the throughput column); ``ratios[other]`` = other's median / this median, so 2.0 means this
-    peer is twice as fast as ``other``; only peers of the same device appear there.
+    peer is twice as fast as ``other``; only peers of the same device appear there. ``bytes`` is what
+    one call must move at least (0: not counted) and ``copy_fraction`` its bandwidth over that of
+    the same peer's copy in the same run (the ``bandwidth`` suite).
     """
 
     suite: str
@@ -37,6 +39,8 @@ class Result:
     status: str = "ok"
     note: str = ""
     rel_diff: float | None = None
+    bytes: int = 0
+    copy_fraction: float | None = None
     ratios: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -48,6 +52,15 @@ class Result:
     @property
     def median(self) -> float | None:
         return float(np.median(self.times)) if self.status == "ok" and self.times else None
+
+    @property
+    def gb_per_s(self) -> float | None:
+        """``bytes`` over the median, in 1e9 bytes per second; None where either is missing."""
+        return self.bytes / self.median / 1e9 if self.bytes and self.median else None
+
+    def annotate(self, text: str) -> None:
+        """Append ``text`` to the note."""
+        self.note = f"{self.note}, {text}" if self.note else text
 
 
 def add_ratios(results: list[Result]) -> None:
@@ -80,23 +93,27 @@ def _spread(times: list[float]) -> str:
     return f"{100 * (q3 - q1) / q2:.0f}%"
 
 
+def _row(r: Result, measured: list[str]) -> list[str]:
+    rate = f"{r.samples_per_unit / r.median:,.0f}" if r.median and r.samples_per_unit else ""
+    gbps = "" if r.gb_per_s is None else f"{r.gb_per_s:.3g}"
+    fraction = "" if r.copy_fraction is None else f"{100 * r.copy_fraction:.3g}%"
+    diff = "" if r.rel_diff is None else f"{r.rel_diff:.1e}"
+    ratios = [f"{r.ratios[p]:.3g}x" if p in r.ratios else "" for p in measured]
+    note = r.note if r.status == "ok" else f"not available: {r.status}"
+    cells = [r.case, r.op, r.peer, r.device, _time(r.median), rate, gbps, fraction]
+    return cells + [_spread(r.times), diff, *ratios, note]
+
+
 def table(results: list[Result]) -> str:
-    """Fixed-width table: one row per result, one "x vs PEER" column per peer that was measured."""
+    """Fixed-width table: one row per result, one "x vs PEER" column per peer that was measured;
+    columns empty in every row (GB/s outside the bandwidth suite, ...) are left out."""
     measured = list(dict.fromkeys(r.peer for r in results if r.median is not None))
-    header = ["case", "op", "peer", "device", "median", "samples/s", "IQR", "rel diff"]
-    header += [f"x vs {p}" for p in measured] + ["note"]
-    rows = [header]
-    for r in results:
-        rate = f"{r.samples_per_unit / r.median:,.0f}" if r.median and r.samples_per_unit else ""
-        diff = "" if r.rel_diff is None else f"{r.rel_diff:.1e}"
-        ratios = [f"{r.ratios[p]:.3g}x" if p in r.ratios else "" for p in measured]
-        note = r.note if r.status == "ok" else f"not available: {r.status}"
-        rows.append(
-            [r.case, r.op, r.peer, r.device, _time(r.median), rate, _spread(r.times), diff]
-            + ratios
-            + [note]
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    header = ["case", "op", "peer", "device", "median", "samples/s", "GB/s", "of copy", "IQR"]
+    header += ["rel diff", *(f"x vs {p}" for p in measured), "note"]
+    rows = [header] + [_row(r, measured) for r in results]
+    kept = [i for i in range(len(header)) if any(row[i] for row in rows[1:])]
+    rows = [[row[i] for i in kept] for row in rows]
+    widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
@@ -155,7 +172,7 @@ def header(env: dict, suite: str) -> str:
 
 
 def write_json(path: str, env: dict, args: dict, results: list[Result]) -> None:
-    """``{"environment", "arguments", "results"}`` with every sample and its median."""
-    rows = [{**asdict(r), "median": r.median} for r in results]
+    """``{"environment", "arguments", "results"}`` with every sample, its median and GB/s."""
+    rows = [{**asdict(r), "median": r.median, "gb_per_s": r.gb_per_s} for r in results]
     record = {"environment": env, "arguments": args, "results": rows}
     Path(path).write_text(json.dumps(record, indent=1) + "\n")

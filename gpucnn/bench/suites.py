@@ -1,4 +1,5 @@
-"""The three suites (``ops``, ``step``, ``epoch``): build each peer's runner, measure, collect."""
+"""The suites (``ops``, ``step``, ``epoch``, ``bandwidth``, ``compile``): build each peer's runners,
+measure, collect."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import ops, training
-from .peers import Peer, Unavailable
+from . import bandwidth, coldstart, ops, training
+from .peers import Peer, Unavailable, gpucnn_backend, gpucnn_clock
 from .report import Result
 from .timing import Runner, measure
 
-DEFAULT_REPEATS = {"ops": 20, "step": 20, "epoch": 3}
+DEFAULT_REPEATS = {"ops": 20, "step": 20, "epoch": 3, "bandwidth": 10, "compile": 3}
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Options:
     tutorial_samples: int = 3  # step: samples the tutorial's loops are timed on
     epoch_samples: int = 60_000
     data_dir: str | None = None
+    megabytes: float = 256  # bandwidth: the input tensor's size in MiB
 
 
 def _measured(suite, case, op, runners, missing, peers, samples_per_unit, repeats):
@@ -77,7 +79,7 @@ def run_step(peers: list[Peer], opts: Options) -> list[Result]:
         rows = _measured("step", case, "train step", runners, missing, peers, batch, opts.repeats)
         for r in rows:
             if r.peer == "tutorial-loops" and r.status == "ok":
-                r.note += f", timed on {len(r.times)} samples, scaled to the batch"
+                r.annotate(f"timed on {len(r.times)} samples, scaled to the batch")
         results += rows
     return results
 
@@ -96,4 +98,56 @@ def run_epoch(peers: list[Peer], opts: Options) -> list[Result]:
     return results
 
 
-SUITES = {"ops": run_ops, "step": run_step, "epoch": run_epoch}
+def run_bandwidth(peers: list[Peer], opts: Options) -> list[Result]:
+    """Per peer, its copy and ops taking turns in one run (so the copy sees the same conditions)."""
+    x_shape = bandwidth.shape(opts.megabytes)
+    case = bandwidth.case_name(x_shape)
+    results = []
+    for peer in peers:
+        try:
+            backend = gpucnn_backend(peer)
+            calls = bandwidth.gpucnn_ops(backend, x_shape)
+        except Unavailable as err:
+            results += [
+                Result.of(peer, "bandwidth", case, op, status=str(err)) for op in bandwidth.TRAFFIC
+            ]
+            continue
+        clock = gpucnn_clock(backend)
+        runners = {op: Runner(fn, clock) for op, fn in calls.items()}
+        rows = []
+        for op, s in measure(runners, opts.repeats).items():
+            moved = bandwidth.bytes_moved(op, x_shape)
+            extra = {"times": s.times, "calls_per_sample": s.number, "bytes": moved}
+            rows.append(Result.of(peer, "bandwidth", case, op, **extra))
+        bandwidth.add_copy_fractions(rows)
+        results += rows
+    return results
+
+
+def run_compile(peers: list[Peer], opts: Options) -> list[Result]:
+    """Cold compile and warm first step, each timed in new processes, with its goal noted."""
+    results = []
+    for peer in peers:
+        try:
+            gpucnn_backend(peer)  # says why the GPU is unusable, before any child starts
+            times = coldstart.samples(opts.repeats)
+        except Unavailable as err:
+            results += [
+                Result.of(peer, "compile", case, op, status=str(err))
+                for op, (case, _) in coldstart.GOALS.items()
+            ]
+            continue
+        for op, (case, goal) in coldstart.GOALS.items():
+            r = Result.of(peer, "compile", case, op, times=times[op], calls_per_sample=1)
+            r.annotate(f"goal <= {goal:g} s: {'met' if r.median <= goal else 'missed'}")
+            results.append(r)
+    return results
+
+
+SUITES = {
+    "ops": run_ops,
+    "step": run_step,
+    "epoch": run_epoch,
+    "bandwidth": run_bandwidth,
+    "compile": run_compile,
+}

@@ -128,14 +128,15 @@ def torch_graph_step(device, x, y) -> tuple[Callable[[], Any], Any, Any]:
 
 
 # ------------------------------------------------------------------------------------ suites
-def _batch(batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def random_batch(batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Host images (batch, 1, 28, 28) float32 and labels (batch,) in 0..9."""
     rng = np.random.default_rng(seed)
     return rng.standard_normal((batch, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, batch)
 
 
 def step_runner(peer: P.Peer, batch: int, tutorial_samples: int) -> Runner:
     """One train step at ``batch`` (the tutorial: one sample per call, scaled to the batch)."""
-    x, y = _batch(batch)
+    x, y = random_batch(batch)
     if peer.name == "tutorial-loops":
         net, samples = (
             TutorialMnistNet(0),

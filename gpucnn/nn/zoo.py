@@ -36,7 +36,7 @@ class Recipe:
     momentum: float = 0.0
     weight_decay: float = 0.0
     schedule: str = "none"  # "none" | "cosine" | "step"
-    augment: bool = False
+    augment: str = "none"  # "none", or augmentations joined by "+": "shift", "flip", "shift+flip"
 
 
 def _conv_bn_relu_pool(cin: int, cout: int) -> list:
@@ -100,7 +100,7 @@ MODELS: dict[str, tuple[dict, Recipe]] = {
             ],
         },
         Recipe("fashion-mnist", epochs=30, batch_size=128, optimizer="sgd", lr=0.02,
-               momentum=0.9, weight_decay=5e-4, schedule="cosine", augment=True),
+               momentum=0.9, weight_decay=5e-4, schedule="cosine", augment="shift+flip"),
     ),
 }  # fmt: skip
 

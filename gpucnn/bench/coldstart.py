@@ -1,0 +1,86 @@
+"""The ``compile`` suite: what a new process pays on the GPU before it trains, in child processes.
+
+Two goals of the benchmark issue: compiling every kernel family into an empty kernel cache takes
+<= 2 s (``warmup()``, CuPy's ``CUPY_CACHE_DIR`` pointed at a new empty folder), and with that cache
+filled a new process goes from creating the tutorial MNIST net to the end of its first train step
+(batch 64) in <= 100 ms. Every sample runs in fresh processes, so no in-process memo hides a
+compile. Each child makes its CUDA context before its clock starts: that cost is the driver's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..backend import get_backend
+from . import training
+
+BATCH = 64
+CACHE_ENV = "CUPY_CACHE_DIR"
+TIMEOUT_S = 600
+# op -> (case, goal in seconds)
+GOALS = {
+    "cold compile": ("every kernel family, empty cache", 2.0),
+    "warm first train step": (f"{training.MODEL} b{BATCH}, filled cache", 0.1),
+}
+_CHILD = "from gpucnn.bench.coldstart import child; child({phase!r})"
+
+
+def _first_step(backend, x: np.ndarray, y: np.ndarray) -> None:
+    """Create the model and its optimizer, train one step on (x, y), wait for the GPU."""
+    step = training.gpucnn_step(backend)
+    step(backend.asarray(x), backend.asarray(y))
+    backend.synchronize()
+
+
+def child(phase: str) -> None:
+    """Time ``phase`` in this (fresh) process and print ``{"seconds": s}`` as the last line.
+
+    "cold": ``warmup()``, then one untimed step so the cache also holds the CuPy kernels a step
+    uses; "warm": model creation to the end of the first train step.
+    """
+    backend = get_backend("cuda")
+    backend.asarray(np.zeros(1, np.float32))  # the CUDA context, before the clock
+    backend.synchronize()
+    x, y = training.random_batch(BATCH)
+    timed = backend.warmup if phase == "cold" else lambda: _first_step(backend, x, y)
+    start = time.perf_counter()
+    timed()
+    seconds = time.perf_counter() - start
+    if phase == "cold":
+        _first_step(backend, x, y)
+    print(json.dumps({"seconds": seconds}))
+
+
+def _run_child(phase: str, cache_dir: str) -> float:
+    env = {k: v for k, v in os.environ.items() if k != "CUPY_CACHE_IN_MEMORY"}  # it skips the disk
+    env[CACHE_ENV] = cache_dir
+    # this very gpucnn first on the path, whether installed or checked out
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
+    command = [sys.executable, "-c", _CHILD.format(phase=phase)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"the {phase} compile-suite process failed (exit {done.returncode}): "
+            f"{done.stderr.strip()[-2000:]}"
+        )
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
+
+
+def samples(repeats: int) -> dict[str, list[float]]:
+    """Seconds of each op of :data:`GOALS`, one sample per new empty cache (cold, then warm)."""
+    times: dict[str, list[float]] = {op: [] for op in GOALS}
+    cold, warm = GOALS
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="gpucnn-kernel-cache-") as cache:
+            times[cold].append(_run_child("cold", cache))
+            times[warm].append(_run_child("warm", cache))
+    return times
