@@ -111,6 +111,9 @@ def _add_train(sub) -> None:
         choices=AUGMENT_CHOICES,
         help="random shifts, horizontal flips (where labels allow), both, or none",
     )
+    p.add_argument(
+        "--label-smoothing", type=float, metavar="E", help="train towards (1-E)*onehot + E/classes"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/DATASET-MODEL)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/model.npz")

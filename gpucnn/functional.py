@@ -155,19 +155,22 @@ def check_labels(backend: Backend, logits, labels) -> Any:
     return labels.astype(backend.xp.int64, copy=False)
 
 
-def cross_entropy_arguments(logits, labels):
+def cross_entropy_arguments(logits, labels, label_smoothing: float = 0.0):
     """Validate softmax cross-entropy inputs; returns (backend, labels as int64)."""
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
     backend = check_float_array(logits, "logits", 2)
     return backend, check_labels(backend, logits, labels)
 
 
-def softmax_cross_entropy(logits, labels):
+def softmax_cross_entropy(logits, labels, label_smoothing: float = 0.0):
     """Mean cross-entropy of softmax(logits) against integer labels; returns (loss 0-d, probs).
 
-    logits: (N, K) float, labels: (N,) int in [0, K). Numerically stable (max subtracted).
+    logits: (N, K) float, labels: (N,) int in [0, K). Numerically stable (max subtracted). With
+    ``label_smoothing`` e the target is (1 - e) * onehot(labels) + e / K, as in PyTorch.
     """
-    backend, labels = cross_entropy_arguments(logits, labels)
-    return backend.softmax_cross_entropy_forward(logits, labels)
+    backend, labels = cross_entropy_arguments(logits, labels, label_smoothing)
+    return backend.softmax_cross_entropy_forward(logits, labels, label_smoothing)
 
 
 def dropout(x, p: float, seed: int):

@@ -227,8 +227,17 @@ def linear_backward(gy, x, w):
 
 
 # ------------------------------------------------------------------------------------- losses
-def softmax_cross_entropy_forward(logits, labels):
-    """Mean over the batch of -log softmax(logits[n])[labels[n]] -> (loss float, probs (N, K))."""
+def _target(labels, n: int, k: int, smoothing: float) -> np.ndarray:
+    """Row n of the smoothed one-hot target: 1 - smoothing + smoothing/K at the label, else
+    smoothing/K."""
+    row = np.full(k, smoothing / k)
+    row[int(labels[n])] += 1.0 - smoothing
+    return row
+
+
+def softmax_cross_entropy_forward(logits, labels, smoothing: float = 0.0):
+    """Mean over the batch of -sum_k target[n, k] * log softmax(logits[n])[k], the target one-hot
+    at labels[n] (smoothed by ``smoothing``) -> (loss float, probs (N, K))."""
     logits = _f64(logits)
     probs = np.zeros_like(logits)
     total = 0.0
@@ -236,16 +245,17 @@ def softmax_cross_entropy_forward(logits, labels):
         row = logits[n] - np.max(logits[n])  # exp of anything <= 0 cannot overflow
         exp = np.exp(row)
         probs[n] = exp / np.sum(exp)
-        total += np.log(np.sum(exp)) - row[int(labels[n])]
+        log_probs = row - np.log(np.sum(exp))
+        total -= np.sum(_target(labels, n, logits.shape[1], smoothing) * log_probs)
     return total / logits.shape[0], probs
 
 
-def softmax_cross_entropy_backward(logits, labels):
-    """d(mean loss)/d(logits) = (softmax(logits) - onehot(labels)) / N."""
+def softmax_cross_entropy_backward(logits, labels, smoothing: float = 0.0):
+    """d(mean loss)/d(logits) = (softmax(logits) - target) / N."""
     _, probs = softmax_cross_entropy_forward(logits, labels)
     g = probs.copy()
     for n in range(g.shape[0]):
-        g[n, int(labels[n])] -= 1.0
+        g[n] -= _target(labels, n, g.shape[1], smoothing)
     return g / g.shape[0]
 
 

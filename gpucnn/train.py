@@ -50,6 +50,7 @@ class TrainConfig:
     weight_decay: float | None = None
     schedule: str | None = None
     augment: str | None = None
+    label_smoothing: float | None = None
     device: str = "cpu"
     seed: int = 0
     out: str | None = None
@@ -267,7 +268,7 @@ def fit(
         log(f"resuming {ckpt.path} after epoch {ckpt.epoch} of {cfg.epochs}")
     norm = (ckpt.meta["mean"], ckpt.meta["std"]) if ckpt else (data.mean, data.std)
     train_loader, test_loader = _loaders(cfg, data, backend, rng, *norm)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         bar = _progress_bar(train_loader.num_samples, f"epoch {epoch}/{cfg.epochs}", cfg.progress)

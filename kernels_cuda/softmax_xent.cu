@@ -1,23 +1,34 @@
-// Fused, numerically stable softmax cross-entropy over a batch, float and double.
+// Fused, numerically stable softmax cross-entropy over a batch, float and double, with optional
+// label smoothing e: the target is (1 - e) * onehot(label) + e / K, as in PyTorch.
 // logits, probs, grad: (N, K); labels: (N,) int64, checked to lie in [0, K) by the launcher.
 #include "common.cuh"
 
 // Per row i: shifted = logits - max, probs = exp(shifted) / sum, row_loss[i] = log(sum) -
-// shifted[label]. grid = (N,), block = BLOCK_1D: one block per row, fixed-order tree reductions.
+// (1 - e) * shifted[label] - e * mean(shifted) (the last term only when e != 0, so a -inf logit
+// does not turn an unsmoothed loss into NaN). grid = (N,), block = BLOCK_1D: one block per row,
+// fixed-order tree reductions.
 template <typename T>
 __global__ void softmax_cross_entropy_forward(const T* logits, const i64* labels, T* probs,
-                                              T* row_loss, i64 K) {
+                                              T* row_loss, i64 K, T smoothing) {
     __shared__ T smem[BLOCK_1D];
     const T* row = logits + (i64)blockIdx.x * K;
     T* out = probs + (i64)blockIdx.x * K;
     T top = neg_infinity(T());
     for (i64 j = threadIdx.x; j < K; j += BLOCK_1D) top = MaxOp()(top, row[j]);
     top = block_reduce(top, smem, MaxOp());
-    T total = T(0);
-    for (i64 j = threadIdx.x; j < K; j += BLOCK_1D) total += dev_exp(row[j] - top);
+    T total = T(0), shifted_sum = T(0);
+    for (i64 j = threadIdx.x; j < K; j += BLOCK_1D) {
+        total += dev_exp(row[j] - top);
+        shifted_sum += row[j] - top;
+    }
     total = block_reduce(total, smem, SumOp());
+    if (smoothing != T(0)) shifted_sum = block_reduce(shifted_sum, smem, SumOp());
     for (i64 j = threadIdx.x; j < K; j += BLOCK_1D) out[j] = dev_exp(row[j] - top) / total;
-    if (threadIdx.x == 0) row_loss[blockIdx.x] = dev_log(total) - (row[labels[blockIdx.x]] - top);
+    if (threadIdx.x == 0) {
+        T loss = dev_log(total) - (T(1) - smoothing) * (row[labels[blockIdx.x]] - top);
+        if (smoothing != T(0)) loss -= smoothing * shifted_sum / (T)K;
+        row_loss[blockIdx.x] = loss;
+    }
 }
 
 // loss[0] = mean of row_loss (N,). grid = (1,), block = BLOCK_1D.
@@ -29,19 +40,23 @@ template <typename T> __global__ void mean_of_rows(const T* row_loss, T* loss, i
     if (threadIdx.x == 0) loss[0] = total / (T)N;
 }
 
-// grad = (probs - onehot(labels)) / N, elementwise. 1-D grid-stride over N*K, block = BLOCK_1D.
+// grad = (probs - target) / N with target = (1 - e) * onehot(labels) + e / K, elementwise.
+// 1-D grid-stride over N*K, block = BLOCK_1D.
 template <typename T>
 __global__ void softmax_cross_entropy_backward(const T* probs, const i64* labels, T* grad, i64 N,
-                                               i64 K) {
+                                               i64 K, T smoothing) {
+    const T spread = smoothing / (T)K;
     for (i64 i = global_thread_index(); i < N * K; i += grid_stride()) {
-        const T hit = labels[i / K] == i % K ? T(1) : T(0);
-        grad[i] = (probs[i] - hit) / (T)N;
+        const T hit = labels[i / K] == i % K ? T(1) - smoothing : T(0);
+        grad[i] = (probs[i] - hit - spread) / (T)N;
     }
 }
 
 #define INSTANTIATE_SOFTMAX_XENT(T)                                                                \
-    template __global__ void softmax_cross_entropy_forward<T>(const T*, const i64*, T*, T*, i64);  \
+    template __global__ void softmax_cross_entropy_forward<T>(const T*, const i64*, T*, T*, i64,   \
+                                                              T);                                  \
     template __global__ void mean_of_rows<T>(const T*, T*, i64);                                   \
-    template __global__ void softmax_cross_entropy_backward<T>(const T*, const i64*, T*, i64, i64);
+    template __global__ void softmax_cross_entropy_backward<T>(const T*, const i64*, T*, i64, i64, \
+                                                               T);
 INSTANTIATE_SOFTMAX_XENT(float)
 INSTANTIATE_SOFTMAX_XENT(double)

@@ -574,7 +574,7 @@ def _bn_eval_case() -> OpCase:
 
 
 # ------------------------------------------------------------------------------------- loss
-def _xent_case(name: str, logit_scale: float) -> OpCase:
+def _xent_case(name: str, logit_scale: float, smoothing: float = 0.0) -> OpCase:
     def sample(rng, dtype):
         logits = _normal(rng, (6, 5), dtype, logit_scale)
         labels = rng.integers(0, 5, 6).astype(np.int64)
@@ -585,30 +585,30 @@ def _xent_case(name: str, logit_scale: float) -> OpCase:
 
     def run(bk, d):
         logits, labels = _dev(bk, d["logits"]), _dev(bk, d["labels"])
-        loss, probs = bk.softmax_cross_entropy_forward(logits, labels)
-        return _host(
-            bk, loss=loss, probs=probs, glogits=bk.softmax_cross_entropy_backward(probs, labels)
-        )
+        loss, probs = bk.softmax_cross_entropy_forward(logits, labels, smoothing)
+        glogits = bk.softmax_cross_entropy_backward(probs, labels, smoothing)
+        return _host(bk, loss=loss, probs=probs, glogits=glogits)
 
     def reference(d):
-        loss, probs = ref.softmax_cross_entropy_forward(d["logits"], d["labels"])
-        glogits = ref.softmax_cross_entropy_backward(d["logits"], d["labels"])
+        loss, probs = ref.softmax_cross_entropy_forward(d["logits"], d["labels"], smoothing)
+        glogits = ref.softmax_cross_entropy_backward(d["logits"], d["labels"], smoothing)
         return {"loss": np.float64(loss), "probs": probs, "glogits": glogits}
 
     def torch_fn(d):
         torch, tf = _torch()
         logits = _leaf(d["logits"])
-        loss = tf.cross_entropy(logits, torch.from_numpy(d["labels"]))
+        labels = torch.from_numpy(d["labels"])
+        loss = tf.cross_entropy(logits, labels, label_smoothing=smoothing)
         loss.backward()
         return _numpy(loss=loss, probs=torch.softmax(logits, 1), glogits=logits.grad)
 
     def gradient(bk, d):
         logits, labels = _dev(bk, d["logits"]), _dev(bk, d["labels"])
-        _, probs = bk.softmax_cross_entropy_forward(logits, labels)
+        _, probs = bk.softmax_cross_entropy_forward(logits, labels, smoothing)
         return (
-            lambda z: bk.xp.asarray(bk.softmax_cross_entropy_forward(z, labels)[0]),
+            lambda z: bk.xp.asarray(bk.softmax_cross_entropy_forward(z, labels, smoothing)[0]),
             (logits,),
-            lambda gy: (gy * bk.softmax_cross_entropy_backward(probs, labels),),
+            lambda gy: (gy * bk.softmax_cross_entropy_backward(probs, labels, smoothing),),
         )
 
     return OpCase(f"softmax_xent_{name}", sample, run, SUMS, reference, torch_fn, gradient)
@@ -715,6 +715,8 @@ CASES: list[OpCase] = [
     _bn_eval_case(),
     _xent_case("unit", 1.0),
     _xent_case("huge_logits", 1e3),
+    _xent_case("label_smoothing", 3.0, smoothing=0.1),
+    _xent_case("huge_logits_smoothed", 1e3, smoothing=0.25),
     _sgd_case("plain"),
     _sgd_case("weight_decay", weight_decay=0.05),
     _sgd_case("momentum", momentum=0.9),

@@ -53,6 +53,8 @@ def test_labels_out_of_range_and_wrong_shape():
         loss(logits, np.array([0, 1]))
     with pytest.raises(TypeError, match="integer"):
         loss(logits, np.array([0.0, 1.0, 2.0, 1.0]))
+    with pytest.raises(ValueError, match=r"label_smoothing must lie in \[0, 1\], got 1.5"):
+        nn.CrossEntropyLoss(label_smoothing=1.5)(logits, np.array([0, 1, 2, 1]))
 
 
 def test_nan_loss_is_an_error_not_silent():

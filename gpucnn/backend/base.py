@@ -189,9 +189,10 @@ class Backend:
         gx = k * (m * gy - gbeta.reshape(1, -1, 1, 1) - xhat * ggamma.reshape(1, -1, 1, 1))
         return gx, ggamma, gbeta
 
-    def softmax_cross_entropy_forward(self, logits, labels):
+    def softmax_cross_entropy_forward(self, logits, labels, smoothing: float = 0.0):
         """Mean cross-entropy of softmax(logits). logits: (N, K), labels: (N,) int -> (loss, probs).
 
+        The target is (1 - smoothing) * onehot(labels) + smoothing / K (PyTorch's label smoothing).
         Stable: subtracts each row's maximum before exponentiating.
         """
         xp = self.xp
@@ -200,16 +201,20 @@ class Backend:
         exp = xp.exp(shifted)
         total = exp.sum(axis=1, keepdims=True)
         probs = exp / total
-        picked = shifted[xp.arange(n), labels]
-        loss = xp.asarray((xp.log(total[:, 0]) - picked).mean())  # 0-d array, not a NumPy scalar
+        target = shifted[xp.arange(n), labels]
+        if smoothing:
+            target = (1 - smoothing) * target + smoothing * shifted.mean(axis=1)
+        loss = xp.asarray((xp.log(total[:, 0]) - target).mean())  # 0-d array, not a NumPy scalar
         return loss, probs
 
-    def softmax_cross_entropy_backward(self, probs, labels):
-        """d(mean loss)/d(logits) = (probs - onehot(labels)) / N."""
+    def softmax_cross_entropy_backward(self, probs, labels, smoothing: float = 0.0):
+        """d(mean loss)/d(logits) = (probs - target) / N, the target as in the forward."""
         xp = self.xp
-        n = probs.shape[0]
+        n, k = probs.shape
         g = probs.copy()
-        g[xp.arange(n), labels] -= 1
+        g[xp.arange(n), labels] -= 1 - smoothing
+        if smoothing:
+            g -= smoothing / k
         g /= n
         return g
 

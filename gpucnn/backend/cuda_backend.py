@@ -335,7 +335,7 @@ class CudaBackend(Backend):
         return gx, ggamma, gbeta
 
     # ------------------------------------------------------------ loss, optim
-    def softmax_cross_entropy_forward(self, logits, labels):
+    def softmax_cross_entropy_forward(self, logits, labels, smoothing: float = 0.0):
         """One block per row (grid (N,)), then one block for the batch mean -> (loss 0-d, probs)."""
         (logits,) = self._floats("softmax_cross_entropy_forward", logits)
         n, k = logits.shape  # a ValueError for anything but (N, K)
@@ -343,19 +343,18 @@ class CudaBackend(Backend):
         probs = self.xp.empty_like(logits)
         row_loss, loss = self.xp.empty((n,), logits.dtype), self.xp.empty((1,), logits.dtype)
         fam = "softmax_xent"
-        self._launch(
-            fam, "softmax_cross_entropy_forward", (n,), logits, labels, probs, row_loss, _i64(k)
-        )
+        args = (logits, labels, probs, row_loss, _i64(k), logits.dtype.type(smoothing))
+        self._launch(fam, "softmax_cross_entropy_forward", (n,), *args)
         self._launch(fam, "mean_of_rows", (1,), row_loss, loss, _i64(n))
         return loss.reshape(()), probs
 
-    def softmax_cross_entropy_backward(self, probs, labels):
-        """(probs - onehot) / N, elementwise. 1-D grid-stride, block 256."""
+    def softmax_cross_entropy_backward(self, probs, labels, smoothing: float = 0.0):
+        """(probs - target) / N, elementwise. 1-D grid-stride, block 256."""
         (probs,) = self._floats("softmax_cross_entropy_backward", probs)
         n, k = probs.shape
         labels = self._labels("softmax_cross_entropy_backward", labels, n, k)
         grad = self.xp.empty_like(probs)
-        args = (probs, labels, grad, _i64(n), _i64(k))
+        args = (probs, labels, grad, _i64(n), _i64(k), probs.dtype.type(smoothing))
         self._launch("softmax_xent", "softmax_cross_entropy_backward", _grid_1d(grad.size), *args)
         return grad
 

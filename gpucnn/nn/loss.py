@@ -10,17 +10,22 @@ class CrossEntropyLoss(Module):
     """``loss = loss_fn(logits, labels)``: a 0-d array on the logits' device (``float(loss)`` works).
 
     logits: (N, K) float, labels: (N,) int in [0, K). ``backward()`` returns d(loss)/d(logits).
+    ``label_smoothing`` e trains towards (1 - e) * onehot(labels) + e / K, as PyTorch's does.
     With ``check_finite`` (default) a NaN or infinite loss raises ValueError at once instead of
     silently corrupting the weights; it costs one device-to-host read per call on the GPU.
     """
 
-    def __init__(self, check_finite: bool = True):
+    def __init__(self, label_smoothing: float = 0.0, check_finite: bool = True):
         super().__init__()
+        self.label_smoothing = label_smoothing
         self.check_finite = check_finite
 
     def forward(self, logits, labels):
-        self._backend, self._labels = F.cross_entropy_arguments(logits, labels)
-        loss, self._probs = self._backend.softmax_cross_entropy_forward(logits, self._labels)
+        smoothing = self.label_smoothing
+        self._backend, self._labels = F.cross_entropy_arguments(logits, labels, smoothing)
+        loss, self._probs = self._backend.softmax_cross_entropy_forward(
+            logits, self._labels, smoothing
+        )
         if self.check_finite and not bool(self._backend.xp.isfinite(loss)):
             raise ValueError(
                 f"cross-entropy loss is {float(loss)}: the logits {tuple(logits.shape)} contain "
@@ -29,5 +34,7 @@ class CrossEntropyLoss(Module):
         return loss
 
     def backward(self, grad_out=None):
-        grad = self._backend.softmax_cross_entropy_backward(self._probs, self._labels)
+        grad = self._backend.softmax_cross_entropy_backward(
+            self._probs, self._labels, self.label_smoothing
+        )
         return grad if grad_out is None else grad * grad_out

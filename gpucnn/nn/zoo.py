@@ -37,6 +37,7 @@ class Recipe:
     weight_decay: float = 0.0
     schedule: str = "none"  # "none" | "cosine" | "step"
     augment: str = "none"  # "none", or augmentations joined by "+": "shift", "flip", "shift+flip"
+    label_smoothing: float = 0.0
 
 
 def _conv_bn_relu_pool(cin: int, cout: int) -> list:
