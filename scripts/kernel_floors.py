@@ -8,11 +8,13 @@ Prints the markdown tables of ``benchmarks/NOTES.md``:
   of the two dominates;
 - the whole training step of ``tutorial-mnist`` (Adam, no input gradient for conv1, as
   ``gpucnn/train.py`` trains), op by op and in total;
+- the families outside the ops suite (batch norm, dropout, the optimizers) on fashion-net's shapes;
 - with ``--launches B [B ...]``: the launches of our kernels (``CudaBackend._launch``) in one such
   step on ``cuda-emu`` at each batch size, by kernel. CuPy's own ops (matmuls, ``xp`` elementwise,
   fills) are not ours and are not counted here.
 
 Figures used: float32 without tensor cores 66.9 TFLOP/s, HBM3 3.35 TB/s (H100 SXM5 data sheet).
+FLOPs of elementwise ops, pooling and the loss are nominal counts (an exp or a compare is one).
 
     python scripts/kernel_floors.py [--launches 16 64]
 """
@@ -88,7 +90,7 @@ def step_ops(n):
     c1, c2 = conv_ops(n, 1, 28, 28, 16), conv_ops(n, 16, 13, 13, 32)
     p1, p2 = pool_ops(n, 16, 26, 26), pool_ops(n, 32, 11, 11)
     a1, a2, a3 = n * 16 * 26 * 26, n * 32 * 11 * 11, n * 128
-    params = 16 * 10 + 32 * 145 + 128 * 801 + 10 * 129
+    params = 16 * 10 + 32 * 145 + 128 * 801 + 10 * 129  # weights + biases of conv1, conv2, fc1, fc2
     ops = {
         "conv1 forward": c1["conv forward"],
         "conv1 backward-weight": c1["conv backward-weight"],
@@ -96,7 +98,7 @@ def step_ops(n):
         "conv2 backward-input": c2["conv backward-input"],
         "conv2 backward-weight": c2["conv backward-weight"],
         "conv bias grads": elementwise(a1 + n * 32 * 121, 1, 0),
-        "conv grads +=": elementwise(16 * 10 + 32 * 145, 2, 1),
+        "conv grads +=": elementwise(16 * 10 + 32 * 145, 2, 1),  # weight.grad += gw, bias too
         "max-pool forward x2": add(p1["max-pool forward"], p2["max-pool forward"]),
         "max-pool backward x2": add(p1["max-pool backward"], p2["max-pool backward"]),
         "relu forward x3": elementwise(a1 + a2 + a3, 1, 1),
@@ -152,8 +154,33 @@ def step_table(n=64):
     return "\n".join(lines)
 
 
+def other_table(n=128):
+    """Kernel families outside the ops suite, on the shapes they see in training: fashion-net's
+    batch norm and dropout at batch ``n``, and the optimizers over each zoo model's parameters."""
+    from gpucnn.nn.summary import count_parameters
+    from gpucnn.nn.zoo import build_model
+
+    lines = [HEAD]
+    for c, hw in ((32, 28), (64, 14)):
+        count = n * c * hw * hw
+        name = f"fashion-net batch-norm {n}x{c}x{hw}x{hw}"
+        lines.append(row(name, "forward (train)", *elementwise(count, 1, 1, 7)))
+        lines.append(row(name, "backward", *elementwise(count, 2, 1, 8)))
+    for features in (3136, 256):  # y and the float32 mask written
+        lines.append(
+            row(f"fashion-net dropout {n}x{features}", "forward", *elementwise(n * features, 1, 2))
+        )
+    for model in ("tutorial-mnist", "fashion-net"):
+        params = count_parameters(build_model(model, rng=0))
+        lines.append(row(f"{model} ({params:,} params)", "adam", *elementwise(params, 4, 3, 13)))
+        lines.append(
+            row(f"{model} ({params:,} params)", "sgd momentum", *elementwise(params, 3, 2, 5))
+        )
+    return "\n".join(lines)
+
+
 def count_launches(batch):
-    """Counter of (family, kernel) launched by one Adam training step of tutorial-mnist on
+    """Counter of the kernels launched by one Adam training step of tutorial-mnist on
     cuda-emu at ``batch``, as ``train.train_epoch`` runs it (the second step is counted, so the
     optimizer state already exists)."""
     import numpy as np
@@ -209,7 +236,7 @@ def main():
     )
     args = parser.parse_args()
     print(f"H100 SXM: {PEAK_FLOPS / 1e12} TFLOP/s float32, {BANDWIDTH / 1e12} TB/s\n")
-    print(ops_table(), step_table(), sep="\n\n")
+    print(ops_table(), step_table(), other_table(), sep="\n\n")
     if args.launches:
         print("\n" + launch_table(args.launches))
 

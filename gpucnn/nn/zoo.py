@@ -82,8 +82,8 @@ MODELS: dict[str, tuple[dict, Recipe]] = {
                 ["Linear", {"in_features": 128, "out_features": 10}],
             ],
         },
-        Recipe("fashion-mnist", epochs=15, batch_size=64, optimizer="adam", lr=1e-3,
-               schedule="cosine"),
+        Recipe("fashion-mnist", epochs=15, batch_size=64, optimizer="adamw", lr=1e-3,
+               weight_decay=0.05, schedule="cosine", label_smoothing=0.1),
     ),
     "fashion-net": (
         {
