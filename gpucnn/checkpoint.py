@@ -112,7 +112,8 @@ def save_checkpoint(
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        # Our own file handle: np.load leaves the file it opened unclosed when the zip is corrupt.
+        with open(path, "rb") as file, np.load(file, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}  # reading checks each member's CRC
     except FileNotFoundError as err:
         raise CheckpointError(f"{path}: no such checkpoint file") from err

@@ -136,8 +136,9 @@ def linear(x, weight, bias=None):
     return backend.linear_forward(x, weight, bias)
 
 
-def check_labels(backend: Backend, logits, labels) -> Any:
-    """Labels as an int64 array on the logits' device, checked for shape and range [0, K)."""
+def check_labels(backend: Backend, logits, labels, check_range: bool = True) -> Any:
+    """Labels as an int64 array on the logits' device, checked for shape and (unless
+    ``check_range`` is off: it reads the device) range [0, K)."""
     check_same_device(backend, labels=labels)
     if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
         raise ValueError(
@@ -146,6 +147,8 @@ def check_labels(backend: Backend, logits, labels) -> Any:
         )
     if labels.dtype.kind not in "iu":
         raise TypeError(f"labels must be an integer array, got dtype {labels.dtype}")
+    if not check_range:
+        return labels.astype(backend.xp.int64, copy=False)
     lo, hi = (int(v) for v in backend.to_numpy(backend.xp.stack([labels.min(), labels.max()])))
     if lo < 0 or hi >= logits.shape[1]:
         raise ValueError(
@@ -155,12 +158,12 @@ def check_labels(backend: Backend, logits, labels) -> Any:
     return labels.astype(backend.xp.int64, copy=False)
 
 
-def cross_entropy_arguments(logits, labels, label_smoothing: float = 0.0):
+def cross_entropy_arguments(logits, labels, label_smoothing: float = 0.0, check_range: bool = True):
     """Validate softmax cross-entropy inputs; returns (backend, labels as int64)."""
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
     backend = check_float_array(logits, "logits", 2)
-    return backend, check_labels(backend, logits, labels)
+    return backend, check_labels(backend, logits, labels, check_range)
 
 
 def softmax_cross_entropy(logits, labels, label_smoothing: float = 0.0):

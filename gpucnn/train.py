@@ -150,22 +150,44 @@ def _count(logits: Any, labels: Any, loss: Any, sums: list) -> None:
     sums[1] = sums[1] + (logits.argmax(axis=1) == labels).sum()
 
 
+def training_loss(label_smoothing: float) -> nn.CrossEntropyLoss:
+    """The loss of a training step, without per-step device reads: the datasets' labels were
+    checked when loaded, and :func:`train_epoch` checks the loss each time it reads it back."""
+    return nn.CrossEntropyLoss(label_smoothing, check_finite=False, check_labels=False)
+
+
+def _mean_loss(total: Any, seen: int, step: int) -> float:
+    """The running mean loss, or a ValueError once it is NaN or infinite."""
+    loss = float(total) / seen
+    if not np.isfinite(loss):
+        raise ValueError(
+            f"the training loss became {loss} by step {step} of this epoch (try a lower learning "
+            "rate); the checkpoint of the last finished epoch is intact"
+        )
+    return loss
+
+
 def train_epoch(model, loss_fn, optimizer, loader: DataLoader, bar) -> tuple[float, float]:
-    """One pass over ``loader`` with an update per batch; returns (mean loss, accuracy)."""
+    """One pass over ``loader`` with an update per batch; returns (mean loss, accuracy).
+
+    A diverging run is reported once, by :func:`_mean_loss`, not by NumPy's overflow warnings.
+    """
     model.train()
-    sums, seen = [0.0, 0], 0
-    for step, (x, y) in enumerate(loader, 1):
-        logits = model(x)
-        loss = loss_fn(logits, y)
-        optimizer.zero_grad()
-        model.backward(loss_fn.backward(), input_grad=False)
-        optimizer.step()
-        _count(logits, y, loss, sums)
-        seen += len(y)
-        bar.update(len(y))
-        if step % 20 == 0:  # reading the sums back synchronises a GPU: not every step
-            bar.set_postfix(loss=f"{float(sums[0]) / seen:.4f}", acc=f"{int(sums[1]) / seen:.4f}")
-    return float(sums[0]) / seen, int(sums[1]) / seen
+    sums, seen, step = [0.0, 0], 0, 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for step, (x, y) in enumerate(loader, 1):
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            optimizer.zero_grad()
+            model.backward(loss_fn.backward(), input_grad=False)
+            optimizer.step()
+            _count(logits, y, loss, sums)
+            seen += len(y)
+            bar.update(len(y))
+            if step % 20 == 0:  # reading the sums back synchronises a GPU: not every step
+                mean = _mean_loss(sums[0], seen, step)
+                bar.set_postfix(loss=f"{mean:.4f}", acc=f"{int(sums[1]) / seen:.4f}")
+    return _mean_loss(sums[0], seen, step), int(sums[1]) / seen
 
 
 def evaluate(model, loader: DataLoader) -> tuple[float, float]:
@@ -268,7 +290,7 @@ def fit(
         log(f"resuming {ckpt.path} after epoch {ckpt.epoch} of {cfg.epochs}")
     norm = (ckpt.meta["mean"], ckpt.meta["std"]) if ckpt else (data.mean, data.std)
     train_loader, test_loader = _loaders(cfg, data, backend, rng, *norm)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    loss_fn = training_loss(cfg.label_smoothing)
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         bar = _progress_bar(train_loader.num_samples, f"epoch {epoch}/{cfg.epochs}", cfg.progress)

@@ -35,6 +35,11 @@ __device__ inline double neg_infinity(double) {
     return -big * big;
 }
 
+// A quiet NaN without the NAN macro: -inf minus -inf.
+template <typename T> __device__ inline T quiet_nan(T zero) {
+    return neg_infinity(zero) - neg_infinity(zero);
+}
+
 struct SumOp {
     template <typename T> __device__ T operator()(T a, T b) const { return a + b; }
 };

@@ -5,8 +5,9 @@
 
 // Per row i: shifted = logits - max, probs = exp(shifted) / sum, row_loss[i] = log(sum) -
 // (1 - e) * shifted[label] - e * mean(shifted) (the last term only when e != 0, so a -inf logit
-// does not turn an unsmoothed loss into NaN). grid = (N,), block = BLOCK_1D: one block per row,
-// fixed-order tree reductions.
+// does not turn an unsmoothed loss into NaN). A label outside [0, K) (possible only when the
+// caller skipped the launcher's range check) gives a NaN row loss instead of a stray read.
+// grid = (N,), block = BLOCK_1D: one block per row, fixed-order tree reductions.
 template <typename T>
 __global__ void softmax_cross_entropy_forward(const T* logits, const i64* labels, T* probs,
                                               T* row_loss, i64 K, T smoothing) {
@@ -25,7 +26,12 @@ __global__ void softmax_cross_entropy_forward(const T* logits, const i64* labels
     if (smoothing != T(0)) shifted_sum = block_reduce(shifted_sum, smem, SumOp());
     for (i64 j = threadIdx.x; j < K; j += BLOCK_1D) out[j] = dev_exp(row[j] - top) / total;
     if (threadIdx.x == 0) {
-        T loss = dev_log(total) - (T(1) - smoothing) * (row[labels[blockIdx.x]] - top);
+        const i64 label = labels[blockIdx.x];
+        if (label < 0 || label >= K) {
+            row_loss[blockIdx.x] = quiet_nan(T());
+            return;
+        }
+        T loss = dev_log(total) - (T(1) - smoothing) * (row[label] - top);
         if (smoothing != T(0)) loss -= smoothing * shifted_sum / (T)K;
         row_loss[blockIdx.x] = loss;
     }

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import make_backend
 
 from gpucnn import functional as F
 from gpucnn import nn
@@ -55,6 +56,22 @@ def test_labels_out_of_range_and_wrong_shape():
         loss(logits, np.array([0.0, 1.0, 2.0, 1.0]))
     with pytest.raises(ValueError, match=r"label_smoothing must lie in \[0, 1\], got 1.5"):
         nn.CrossEntropyLoss(label_smoothing=1.5)(logits, np.array([0, 1, 2, 1]))
+
+
+@pytest.mark.parametrize(
+    "device",
+    [pytest.param("cuda", marks=pytest.mark.gpu), pytest.param("cuda-emu", marks=pytest.mark.emu)],
+)
+def test_unchecked_bad_label_gives_nan_on_the_gpu_not_a_stray_read(device):
+    """With the range check off (no device read), the kernel turns a bad label into a NaN loss."""
+    backend = make_backend(device)
+    rng = np.random.default_rng()
+    logits = backend.asarray(rng.standard_normal((3, 4)).astype(np.float32))
+    loss_fn = nn.CrossEntropyLoss(check_finite=False, check_labels=False)
+    good = float(loss_fn(logits, backend.asarray(np.array([0, 3, 1]))))
+    assert np.isfinite(good)
+    for bad in (4, -1, 2**40):
+        assert np.isnan(float(loss_fn(logits, backend.asarray(np.array([0, bad, 1])))))
 
 
 def test_nan_loss_is_an_error_not_silent():

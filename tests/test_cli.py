@@ -142,6 +142,13 @@ def test_error_augmentation_the_labels_do_not_allow(capsys, tmp_path):
     assert_one_line_error(code, err, "'flip' is not available for dataset 'lines'", "allows: none")
 
 
+def test_error_training_diverges(capsys, tmp_path):
+    code, _, err = run(
+        capsys, "train", "--lr", "1e30", "--epochs", "1", "--out", str(tmp_path), "--no-progress"
+    )
+    assert_one_line_error(code, err, "the training loss became", "try a lower learning rate")
+
+
 def test_error_missing_data(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("GPUCNN_DATA", str(tmp_path))
     code, _, err = run(capsys, "train", "--dataset", "fashion-mnist", "--out", str(tmp_path))

@@ -90,7 +90,8 @@ class CudaBackend(Backend):
 
     def _labels(self, op: str, labels: Any, n: int, classes: int) -> Any:
         """labels (N,) of an integer dtype -> int64, C-contiguous. The range [0, classes) is checked
-        once per step by ``functional.check_labels``, not again here (each check reads the GPU)."""
+        once per step by ``functional.check_labels``, not again here (each check reads the GPU);
+        where a caller skipped it, the forward kernel makes a bad label's loss NaN."""
         labels = self.xp.asarray(labels)
         if labels.shape != (n,) or labels.dtype.kind not in "iu":
             raise ValueError(

@@ -12,17 +12,25 @@ class CrossEntropyLoss(Module):
     logits: (N, K) float, labels: (N,) int in [0, K). ``backward()`` returns d(loss)/d(logits).
     ``label_smoothing`` e trains towards (1 - e) * onehot(labels) + e / K, as PyTorch's does.
     With ``check_finite`` (default) a NaN or infinite loss raises ValueError at once instead of
-    silently corrupting the weights; it costs one device-to-host read per call on the GPU.
+    silently corrupting the weights, and ``check_labels`` (default) refuses labels outside
+    [0, K); on the GPU each costs a device-to-host read per call. A training loop whose labels
+    were validated up front turns both off and checks the loss when it reads it anyway, as
+    ``gpucnn.train`` does (an unchecked bad label gives a NaN loss on the GPU, never a stray read).
     """
 
-    def __init__(self, label_smoothing: float = 0.0, check_finite: bool = True):
+    def __init__(
+        self, label_smoothing: float = 0.0, check_finite: bool = True, check_labels: bool = True
+    ):
         super().__init__()
         self.label_smoothing = label_smoothing
         self.check_finite = check_finite
+        self.check_labels = check_labels
 
     def forward(self, logits, labels):
         smoothing = self.label_smoothing
-        self._backend, self._labels = F.cross_entropy_arguments(logits, labels, smoothing)
+        self._backend, self._labels = F.cross_entropy_arguments(
+            logits, labels, smoothing, self.check_labels
+        )
         loss, self._probs = self._backend.softmax_cross_entropy_forward(
             logits, self._labels, smoothing
         )
