@@ -18,7 +18,13 @@ from .nn.module import Parameter
 
 
 class Optimizer:
-    """Base: holds the parameters, a learning rate ``lr`` and per-parameter state arrays."""
+    """Base: holds the parameters, a learning rate ``lr`` and per-parameter state arrays.
+
+    The step count and the learning rate live in a clock, a (2,) float64 array {step, lr} on the
+    parameters' device that the update kernels read there: ``step()`` advances it on the device
+    and setting ``lr`` writes it, so a captured CUDA graph of the step replays with the current
+    values rather than those of the capture. Reading :attr:`steps` waits for the device.
+    """
 
     state_names: tuple[str, ...] = ()
 
@@ -26,11 +32,36 @@ class Optimizer:
         self.params = list(params)
         if not self.params:
             raise ValueError("optimizer got an empty parameter list")
-        if lr < 0:
-            raise ValueError(f"learning rate must be non-negative, got {lr}")
-        self.lr = float(lr)
-        self.steps = 0
+        self._clock = np.zeros(2)
+        self.lr = lr
         self.state: list[dict[str, Any]] = [{} for _ in self.params]
+
+    @property
+    def lr(self) -> float:
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        if value < 0:
+            raise ValueError(f"learning rate must be non-negative, got {value}")
+        self._lr = float(value)
+        self._clock[1] = self._lr
+
+    @property
+    def steps(self) -> int:
+        """Updates applied so far."""
+        return int(backend_of(self._clock).to_numpy(self._clock)[0])
+
+    @steps.setter
+    def steps(self, value: int) -> None:
+        self._clock[0] = int(value)
+
+    def _device_clock(self):
+        """The clock, moved to the parameters' device if the model has moved since."""
+        backend = backend_of(self.params[0].data)
+        if not backend.owns(self._clock):
+            self._clock = backend.asarray(self._clock)
+        return self._clock
 
     def zero_grad(self) -> None:
         """Set every parameter's gradient to zero."""
@@ -50,11 +81,12 @@ class Optimizer:
 
     def step(self) -> None:
         """Apply one update to every parameter from its accumulated gradient."""
-        self.steps += 1
+        clock = self._device_clock()
+        clock[0] += 1
         for i, p in enumerate(self.params):
-            self._update(i, p)
+            self._update(i, p, clock)
 
-    def _update(self, i: int, p: Parameter) -> None:
+    def _update(self, i: int, p: Parameter, clock: Any) -> None:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -104,14 +136,14 @@ class SGD(Optimizer):
             raise ValueError("nesterov momentum needs momentum > 0")
         self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
 
-    def _update(self, i, p):
+    def _update(self, i, p, clock):
         first = "momentum_buffer" not in self.state[i]
         velocity = self._buffer(i, "momentum_buffer") if self.momentum else None
         backend_of(p.data).sgd_update(
             p.data,
             p.grad,
             velocity,
-            self.lr,
+            clock,
             self.momentum,
             self.nesterov,
             self.weight_decay,
@@ -136,15 +168,14 @@ class Adam(Optimizer):
         super().__init__(params, lr)
         self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
 
-    def _update(self, i, p):
+    def _update(self, i, p, clock):
         m, v = self._buffer(i, "exp_avg"), self._buffer(i, "exp_avg_sq")
         backend_of(p.data).adam_update(
             p.data,
             p.grad,
             m,
             v,
-            self.steps,
-            self.lr,
+            clock,
             *self.betas,
             self.eps,
             self.weight_decay,

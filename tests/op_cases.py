@@ -470,18 +470,26 @@ def _linear_case(bias: bool) -> OpCase:
 
 def _dropout_case(shape, p: float) -> OpCase:
     def sample(rng, dtype):
-        seed = int(rng.integers(0, 2**63))
-        return {"x": _normal(rng, shape, dtype), "p": p, "seed": seed}
+        seed, calls = int(rng.integers(0, 2**63)), int(rng.integers(1, 2**40))
+        return {"x": _normal(rng, shape, dtype), "p": p, "seed": seed, "calls": calls}
 
     def run(bk, d):
         x = _dev(bk, d["x"])
         y, mask = bk.dropout_forward(x, d["p"], d["seed"])
         again = bk.dropout_mask(x.shape, d["p"], d["seed"], x.dtype)
-        return _host(bk, y=y, mask=mask, mask_again=again)
+        calls = _dev(bk, np.array([d["calls"]], np.uint64))  # a layer's counter, read on the device
+        _, mask_call = bk.dropout_forward(x, d["p"], d["seed"], calls)
+        return _host(bk, y=y, mask=mask, mask_again=again, mask_call=mask_call)
 
     def reference(d):
         mask = ref.dropout_mask(d["x"].shape, d["p"], d["seed"])
-        return {"y": ref.dropout_forward(d["x"], mask), "mask": mask, "mask_again": mask}
+        call_seed = (d["seed"] + d["calls"] * 0x9E3779B97F4A7C15) % 2**64
+        return {
+            "y": ref.dropout_forward(d["x"], mask),
+            "mask": mask,
+            "mask_again": mask,
+            "mask_call": ref.dropout_mask(d["x"].shape, d["p"], call_seed),
+        }
 
     def gradient(bk, d):
         x = _dev(bk, d["x"])
@@ -493,7 +501,8 @@ def _dropout_case(shape, p: float) -> OpCase:
         )
 
     name = f"dropout_p{p:g}_{len(shape)}d"
-    return OpCase(name, sample, run, ELEMENTWISE, reference, None, gradient, ("mask", "mask_again"))
+    exact = ("mask", "mask_again", "mask_call")
+    return OpCase(name, sample, run, ELEMENTWISE, reference, None, gradient, exact)
 
 
 # --------------------------------------------------------------------------------- batch norm
@@ -652,7 +661,8 @@ def _sgd_case(name, momentum=0.0, nesterov=False, weight_decay=0.0, lr=0.1) -> O
         p = _dev(bk, d["p"])
         velocity = _dev(bk, d["state"]) if momentum else None
         for step, g in enumerate(d["grads"]):
-            bk.sgd_update(p, _dev(bk, g), velocity, *hyper, first_step=step == 0)
+            clock = _dev(bk, np.array([step + 1, lr], np.float64))
+            bk.sgd_update(p, _dev(bk, g), velocity, clock, *hyper[1:], first_step=step == 0)
         out = {"p": p} if velocity is None else {"p": p, "velocity": velocity}
         return _delta(_host(bk, **out), d)
 
@@ -681,7 +691,8 @@ def _adam_case(name, weight_decay=0.0, decoupled=False, lr=0.05, betas=(0.9, 0.9
             bk.xp.zeros_like(_dev(bk, d["p"])),
         )
         for step, g in enumerate(d["grads"], start=1):
-            bk.adam_update(p, _dev(bk, g), m, v, step, lr, *betas, eps, weight_decay, decoupled)
+            clock = _dev(bk, np.array([step, lr], np.float64))
+            bk.adam_update(p, _dev(bk, g), m, v, clock, *betas, eps, weight_decay, decoupled)
         return _delta(_host(bk, p=p, m=m, v=v), d)
 
     def reference(d):

@@ -138,16 +138,21 @@ class Backend:
         """Gradients of linear. gy: (N, out) -> (gx (N, in), gw (out, in), gb (out,))."""
         return gy @ w, gy.T @ x, gy.sum(axis=0)
 
-    def dropout_mask(self, shape, p: float, seed: int, dtype):
+    def dropout_mask(self, shape, p: float, seed: int, dtype, calls=None):
         """Keep-mask scaled by 1/(1-p): element i is kept when u(seed, i) >= p.
 
         u is a counter-based uniform in [0, 1) with 24 bits (splitmix64 of seed and the flat index),
-        so the mask depends only on (seed, shape, p) and both devices draw the same one.
+        so the mask depends only on (seed, shape, p) and both devices draw the same one. ``calls``
+        (a (1,) uint64 array on this device, read there) moves the seed to seed + calls * golden,
+        a layer's mask of its calls-th step; None means call 0.
         """
         xp = self.xp
         count = int(np.prod(shape))
         idx = xp.arange(1, count + 1, dtype=xp.uint64)
-        z = idx * xp.uint64(_GOLDEN) + xp.uint64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF))
+        call_seed = xp.full(1, np.uint64(seed & 0xFFFFFFFFFFFFFFFF), dtype=xp.uint64)
+        if calls is not None:
+            call_seed += calls.astype(xp.uint64) * xp.uint64(_GOLDEN)  # arrays wrap silently
+        z = idx * xp.uint64(_GOLDEN) + call_seed
         z = (z ^ (z >> xp.uint64(30))) * xp.uint64(_MIX1)
         z = (z ^ (z >> xp.uint64(27))) * xp.uint64(_MIX2)
         z = z ^ (z >> xp.uint64(31))
@@ -155,9 +160,9 @@ class Backend:
         scale = 1.0 / (1.0 - p)
         return xp.where(u >= p, scale, 0.0).astype(dtype).reshape(shape)
 
-    def dropout_forward(self, x, p: float, seed: int):
+    def dropout_forward(self, x, p: float, seed: int, calls=None):
         """Inverted dropout: returns (x * mask, mask), mask as in :meth:`dropout_mask`."""
-        mask = self.dropout_mask(x.shape, p, seed, x.dtype)
+        mask = self.dropout_mask(x.shape, p, seed, x.dtype, calls)
         return x * mask, mask
 
     def batch_norm2d_forward_train(self, x, gamma, beta, eps: float):
@@ -218,12 +223,14 @@ class Backend:
         g /= n
         return g
 
-    def sgd_update(self, p, g, velocity, lr, momentum, nesterov, weight_decay, first_step):
+    def sgd_update(self, p, g, velocity, clock, momentum, nesterov, weight_decay, first_step):
         """One in-place SGD step on p with PyTorch's rule (dampening 0).
 
-        ``velocity`` (same shape as p, or None when momentum is 0) is updated in place; on the first
-        step it is set to the gradient, as PyTorch does.
+        ``clock`` is the optimizer's (2,) float64 array {step, lr} on this device; the learning rate
+        is read from it. ``velocity`` (same shape as p, or None when momentum is 0) is updated in
+        place; on the first step it is set to the gradient, as PyTorch does.
         """
+        lr = float(self.to_numpy(clock)[1])
         d = g + weight_decay * p if weight_decay else g
         if momentum:
             if first_step:
@@ -234,8 +241,10 @@ class Backend:
             d = d + momentum * velocity if nesterov else velocity
         p -= lr * d
 
-    def adam_update(self, p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
-        """One in-place Adam (decoupled=False) or AdamW (decoupled=True) step, PyTorch's rule."""
+    def adam_update(self, p, g, m, v, clock, beta1, beta2, eps, weight_decay, decoupled):
+        """One in-place Adam (decoupled=False) or AdamW (decoupled=True) step, PyTorch's rule; step
+        t (already counting this step) and lr are read from ``clock``, as in :meth:`sgd_update`."""
+        step, lr = (float(c) for c in self.to_numpy(clock))
         if weight_decay:
             if decoupled:
                 p *= 1 - lr * weight_decay

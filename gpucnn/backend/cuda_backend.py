@@ -276,24 +276,38 @@ class CudaBackend(Backend):
         self._launch("activation", "bias_relu_forward", _grid_1d(x.size), *args)
         return y
 
-    @staticmethod
-    def _dropout_args(count: int, p: float, seed: int, dtype: Any) -> tuple:
-        scale = np.dtype(dtype).type(1.0 / (1.0 - p))  # rounded like base's float64 -> dtype cast
-        return (_i64(count), np.uint64(seed & 0xFFFFFFFFFFFFFFFF), np.float64(p), scale)
+    def _counter(self, op: str, name: str, array: Any, dtype: Any, size: int) -> Any:
+        """A device array of ``size`` values of ``dtype`` that a kernel reads by pointer (a call
+        counter or an optimizer clock); refused unless it is exactly that, on this device."""
+        if not self.owns(array) or array.dtype != dtype or array.shape != (size,):
+            raise ValueError(
+                f"{op}: {name} must be a ({size},) {np.dtype(dtype).name} array on {self.name}, "
+                f"got {type(array).__name__} {getattr(array, 'shape', '')} "
+                f"{getattr(array, 'dtype', '')}"
+            )
+        return self.xp.ascontiguousarray(array)
 
-    def dropout_mask(self, shape, p: float, seed: int, dtype):
+    def _dropout_args(self, op: str, count: int, p: float, seed: int, calls: Any, dtype) -> tuple:
+        """The scalars and counter the dropout kernels take; no counter means call 0."""
+        if calls is None:
+            calls = self.xp.zeros(1, dtype=np.uint64)
+        calls = self._counter(op, "calls", calls, np.uint64, 1)
+        scale = np.dtype(dtype).type(1.0 / (1.0 - p))  # rounded like base's float64 -> dtype cast
+        return (_i64(count), np.uint64(seed & 0xFFFFFFFFFFFFFFFF), calls, np.float64(p), scale)
+
+    def dropout_mask(self, shape, p: float, seed: int, dtype, calls=None):
         """Counter-based mask, the same bits as the CPU's. 1-D grid-stride, block 256."""
         mask = self.xp.empty(tuple(shape), dtype=dtype)
         self._floats("dropout_mask", mask)
-        args = (mask, *self._dropout_args(mask.size, p, seed, dtype))
+        args = (mask, *self._dropout_args("dropout_mask", mask.size, p, seed, calls, dtype))
         self._launch("dropout", "dropout_mask", _grid_1d(mask.size), *args)
         return mask
 
-    def dropout_forward(self, x, p: float, seed: int):
+    def dropout_forward(self, x, p: float, seed: int, calls=None):
         """(x * mask, mask) in one pass. 1-D grid-stride, block 256."""
         (x,) = self._floats("dropout_forward", x)
         y, mask = self.xp.empty_like(x), self.xp.empty_like(x)
-        args = (x, y, mask, *self._dropout_args(x.size, p, seed, x.dtype))
+        args = (x, y, mask, *self._dropout_args("dropout_forward", x.size, p, seed, calls, x.dtype))
         self._launch("dropout", "dropout_forward", _grid_1d(x.size), *args)
         return y, mask
 
@@ -359,29 +373,30 @@ class CudaBackend(Backend):
         self._launch("softmax_xent", "softmax_cross_entropy_backward", _grid_1d(grad.size), *args)
         return grad
 
-    def sgd_update(self, p, g, velocity, lr, momentum, nesterov, weight_decay, first_step):
-        """In place on p (and velocity). 1-D grid-stride, block 256."""
+    def sgd_update(self, p, g, velocity, clock, momentum, nesterov, weight_decay, first_step):
+        """In place on p (and velocity); lr read from ``clock`` on the device. 1-D grid-stride,
+        block 256."""
         self._in_place("sgd_update", p=p, velocity=velocity)
         if momentum and velocity is None:
             raise ValueError("sgd_update: momentum needs a velocity buffer")
         g = self._floats("sgd_update", p, g, *([velocity] if momentum else []))[1]
         _shaped("sgd_update", p.shape, g=g, **({"velocity": velocity} if momentum else {}))
+        clock = self._counter("sgd_update", "clock", clock, np.float64, 2)
         t = p.dtype.type
         # Without momentum the kernel never touches velocity; p stands in for it.
         v = velocity if momentum else p
         flags = (_i32(bool(momentum)), _i32(bool(nesterov)), _i32(bool(first_step)))
-        args = (p, g, v, _i64(p.size), t(lr), t(momentum), t(weight_decay), *flags)
+        args = (p, g, v, _i64(p.size), clock, t(momentum), t(weight_decay), *flags)
         self._launch("optim", "sgd_update", _grid_1d(p.size), *args)
 
-    def adam_update(self, p, g, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
-        """In place on p, m, v; bias corrections derived on the host. 1-D grid-stride, block 256."""
+    def adam_update(self, p, g, m, v, clock, beta1, beta2, eps, weight_decay, decoupled):
+        """In place on p, m, v; step and lr read from ``clock`` on the device, the bias corrections
+        derived there. 1-D grid-stride, block 256."""
         self._in_place("adam_update", p=p, m=m, v=v)
         g = self._floats("adam_update", p, g, m, v)[1]
         _shaped("adam_update", p.shape, g=g, m=m, v=v)
-        t = p.dtype.type
-        coupled = 0.0 if decoupled else weight_decay
-        decay = 1.0 - lr * weight_decay if decoupled else 1.0
-        step_size, bias2_sqrt = lr / (1.0 - beta1**step), math.sqrt(1.0 - beta2**step)
-        scalars = (beta1, 1 - beta1, beta2, 1 - beta2, eps, coupled, decay, step_size, bias2_sqrt)
-        args = (p, g, m, v, _i64(p.size), *(t(s) for s in scalars))
+        clock = self._counter("adam_update", "clock", clock, np.float64, 2)
+        betas = (np.float64(beta1), np.float64(beta2))
+        decay = (p.dtype.type(eps), np.float64(weight_decay), _i32(bool(decoupled)))
+        args = (p, g, m, v, _i64(p.size), clock, *betas, *decay)
         self._launch("optim", "adam_update", _grid_1d(p.size), *args)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from ..backend import backend_of
 from .module import Module
 
 
@@ -24,7 +25,9 @@ class Dropout(Module):
     """Inverted dropout: in training, zero each element with probability p and scale by 1/(1-p).
 
     Each training forward draws its mask from (seed, call count) with a counter-based RNG, so the
-    CPU and the GPU drop the same elements and a resumed run continues the same sequence.
+    CPU and the GPU drop the same elements and a resumed run continues the same sequence. The call
+    count lives on the layer's device and the kernel reads it there, so a captured CUDA graph draws
+    a new mask on every replay; reading :attr:`calls` waits for the device.
     """
 
     def __init__(self, p: float = 0.5, seed: int | None = None):
@@ -33,17 +36,27 @@ class Dropout(Module):
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = p
         self.seed = int(np.random.default_rng(seed).integers(2**62))
-        self.calls = 0
+        self._calls = np.zeros(1, dtype=np.uint64)
         self._mask = None
+
+    @property
+    def calls(self) -> int:
+        """Training forwards so far (each drew its own mask)."""
+        return int(backend_of(self._calls).to_numpy(self._calls)[0])
+
+    @calls.setter
+    def calls(self, value: int) -> None:
+        self._calls = np.full(1, value, dtype=np.uint64)
 
     def forward(self, x):
         backend = F.check_float_array(x, "Dropout input")
         if not self.training or self.p == 0.0:
             self._mask = None
             return x
-        call_seed = (self.seed + self.calls * 0x9E3779B97F4A7C15) % 2**64
-        self.calls += 1
-        y, self._mask = backend.dropout_forward(x, self.p, call_seed)
+        if not backend.owns(self._calls):
+            self._calls = backend.asarray(self._calls)
+        y, self._mask = backend.dropout_forward(x, self.p, self.seed, self._calls)
+        self._calls += 1
         return y
 
     def backward(self, grad_out):

@@ -41,9 +41,10 @@ class BatchNorm2d(Module):
         count = x.shape[0] * x.shape[2] * x.shape[3]
         var = 1.0 / (invstd * invstd) - self.eps
         unbiased = var * (count / max(count - 1, 1))
+        # In place: a captured CUDA graph replays its writes into these very arrays.
         m = self.momentum
-        self.running_mean = ((1 - m) * self.running_mean + m * mean).astype(x.dtype)
-        self.running_var = ((1 - m) * self.running_var + m * unbiased).astype(x.dtype)
+        self.running_mean[...] = (1 - m) * self.running_mean + m * mean
+        self.running_var[...] = (1 - m) * self.running_var + m * unbiased
         self.num_batches_tracked += 1
         self._cache = (backend, x, mean, invstd)
         return y
