@@ -120,6 +120,12 @@ def _add_train(sub) -> None:
     p.add_argument("--train-size", type=int, metavar="N", help="use the first N training images")
     p.add_argument("--test-size", type=int, metavar="N", help="use the first N test images")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="record the training step once as a CUDA graph and replay it (device cuda; "
+        "cuda-emu checks the step without a GPU)",
+    )
     _add_device(p)
     _add_data_dir(p)
     p.set_defaults(func=_train)

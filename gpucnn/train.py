@@ -19,6 +19,7 @@ import numpy as np
 
 from . import nn, optim
 from .backend import get_backend
+from .captured_step import CapturedStep
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from .data.datasets import Dataset, dataset_info, load_dataset
 from .data.loader import DataLoader
@@ -33,7 +34,7 @@ AUGMENT_CHOICES = ("none", "shift", "flip", "shift+flip")
 EVAL_BATCH = 1000
 # Settings that a resumed run takes from the command line rather than from the checkpoint
 # (epochs too, when given).
-_RUN_FIELDS = ("device", "out", "resume", "data_dir", "progress")
+_RUN_FIELDS = ("device", "out", "resume", "data_dir", "progress", "cuda_graph")
 
 
 @dataclasses.dataclass
@@ -59,6 +60,7 @@ class TrainConfig:
     train_size: int | None = None
     test_size: int | None = None
     progress: bool = True
+    cuda_graph: bool = False
 
 
 def resolve(config: TrainConfig) -> TrainConfig:
@@ -167,27 +169,41 @@ def _mean_loss(total: Any, seen: int, step: int) -> float:
     return loss
 
 
-def train_epoch(model, loss_fn, optimizer, loader: DataLoader, bar) -> tuple[float, float]:
+def train_step(model, loss_fn, optimizer) -> Callable[[Any, Any], tuple[Any, Any]]:
+    """The update of one batch, ``step(x, labels) -> (logits, loss)``, all on the model's device:
+    forward, loss, backward (no input gradient) and the optimizer's step."""
+
+    def step(x, labels):
+        logits = model(x)
+        loss = loss_fn(logits, labels)
+        optimizer.zero_grad()
+        model.backward(loss_fn.backward(), input_grad=False)
+        optimizer.step()
+        return logits, loss
+
+    return step
+
+
+def train_epoch(model, loss_fn, optimizer, loader: DataLoader, bar, step=None):
     """One pass over ``loader`` with an update per batch; returns (mean loss, accuracy).
 
-    A diverging run is reported once, by :func:`_mean_loss`, not by NumPy's overflow warnings.
+    ``step`` runs an update (default :func:`train_step`; a ``CapturedStep`` of it replays a CUDA
+    graph). A diverging run is reported once, by :func:`_mean_loss`, not by NumPy's overflow
+    warnings.
     """
     model.train()
-    sums, seen, step = [0.0, 0], 0, 0
+    step = step or train_step(model, loss_fn, optimizer)
+    sums, seen, index = [0.0, 0], 0, 0
     with np.errstate(over="ignore", invalid="ignore"):
-        for step, (x, y) in enumerate(loader, 1):
-            logits = model(x)
-            loss = loss_fn(logits, y)
-            optimizer.zero_grad()
-            model.backward(loss_fn.backward(), input_grad=False)
-            optimizer.step()
+        for index, (x, y) in enumerate(loader, 1):
+            logits, loss = step(x, y)
             _count(logits, y, loss, sums)
             seen += len(y)
             bar.update(len(y))
-            if step % 20 == 0:  # reading the sums back synchronises a GPU: not every step
-                mean = _mean_loss(sums[0], seen, step)
+            if index % 20 == 0:  # reading the sums back synchronises a GPU: not every step
+                mean = _mean_loss(sums[0], seen, index)
                 bar.set_postfix(loss=f"{mean:.4f}", acc=f"{int(sums[1]) / seen:.4f}")
-    return _mean_loss(sums[0], seen, step), int(sums[1]) / seen
+    return _mean_loss(sums[0], seen, index), int(sums[1]) / seen
 
 
 def evaluate(model, loader: DataLoader) -> tuple[float, float]:
@@ -291,10 +307,14 @@ def fit(
     norm = (ckpt.meta["mean"], ckpt.meta["std"]) if ckpt else (data.mean, data.std)
     train_loader, test_loader = _loaders(cfg, data, backend, rng, *norm)
     loss_fn = training_loss(cfg.label_smoothing)
+    step = train_step(model, loss_fn, optimizer)
+    if cfg.cuda_graph:
+        backend.graph_session()  # refuses the cpu device now, before any work
+        step = CapturedStep(step)
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         bar = _progress_bar(train_loader.num_samples, f"epoch {epoch}/{cfg.epochs}", cfg.progress)
-        train_loss, train_acc = train_epoch(model, loss_fn, optimizer, train_loader, bar)
+        train_loss, train_acc = train_epoch(model, loss_fn, optimizer, train_loader, bar, step)
         bar.close()
         seconds = time.perf_counter() - t0
         test_loss, test_acc = evaluate(model, test_loader)

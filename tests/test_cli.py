@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import make_backend
 from PIL import Image
 
 from gpucnn.backend import get_backend
@@ -190,3 +191,25 @@ def test_train_on_each_device_and_eval_on_the_cpu(backend, tmp_path, capsys):
     assert metrics["device"] == backend.name and metrics["test_accuracy"] >= 0.9
     code, text, _ = run(capsys, "eval", "--checkpoint", str(tmp_path / "model.npz"))
     assert code == 0 and f"test accuracy {metrics['test_accuracy']:.4f}" in text
+
+
+def test_error_cuda_graph_on_the_cpu(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--cuda-graph", "--out", str(tmp_path))
+    assert_one_line_error(code, err, "CUDA graph capture needs device 'cuda'", "'cpu'")
+
+
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=pytest.mark.gpu), "cuda-emu"])
+def test_cuda_graph_trains_as_the_eager_step_does(device, tmp_path, capsys):
+    """``--cuda-graph`` on a lines run: the same history as the eager run, to float32 rounding
+    (inside the graph the linear layers sum in our GEMM kernel's order)."""
+    make_backend(device)
+    argv = ["train", "--device", device, "--epochs", "2", "--train-size", "200", "--test-size"]
+    histories = []
+    for extra, out in (([], tmp_path / "eager"), (["--cuda-graph"], tmp_path / "graph")):
+        code, _, err = run(capsys, *argv, "64", "--out", str(out), "--no-progress", *extra)
+        assert code == 0, err
+        histories.append(json.loads((out / "metrics.json").read_text())["history"])
+    for eager, graph in zip(*histories, strict=True):
+        # One of the 64 test images may sit at a tie that rounding tips either way.
+        assert abs(graph["test_accuracy"] - eager["test_accuracy"]) <= 1 / 64
+        assert graph["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-5)

@@ -50,6 +50,14 @@ class Backend:
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op on the CPU)."""
 
+    def graph_session(self) -> Any:
+        """A CUDA graph session (``run``, ``capture``, ``replay``) for :mod:`gpucnn.captured_step`;
+        only the CUDA devices have one."""
+        raise ValueError(
+            f"CUDA graph capture needs device 'cuda' (or 'cuda-emu' to check a step without a "
+            f"GPU), but the arrays are on {self.name!r}"
+        )
+
     # ------------------------------------------------- device-specific (windows)
     def conv2d_forward(
         self, x, w, b, stride: Pair, padding: Padding2d, dilation: Pair, groups: int

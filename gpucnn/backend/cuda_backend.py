@@ -31,6 +31,7 @@ _TARGET_BLOCKS = 512  # enough blocks to fill a large GPU, for the split weight-
 _MIN_SPLIT = 1024  # reduction steps per block below which splitting stops paying
 _i64 = np.int64
 _i32 = np.int32
+_POINTWISE = ((1, 1), ((0, 0), (0, 0)), (1, 1), 1)  # stride, padding, dilation, groups of a 1x1
 
 
 def _blocks(count: int, per_block: int = _BLOCK) -> int:
@@ -57,6 +58,8 @@ class CudaBackend(Backend):
     def __init__(self, runner: Any) -> None:
         self.runner = runner
         self._functions: dict[tuple[str, str, str], Any] = {}
+        # True while a graph session runs a step: every op then avoids cuBLAS (see linear_forward).
+        self.capture_safe = False
 
     # ------------------------------------------------------------------ helpers
     def _kernel(self, family: str, kernel: str, dtype: Any) -> Any:
@@ -175,6 +178,27 @@ class CudaBackend(Backend):
         hw = _i64(math.prod(gy.shape[2:]))
         self._launch("conv2d", "conv2d_backward_bias", (k,), gy, gb, _i64(n), _i64(k), hw)
         return gb
+
+    # ----------------------------------------------------------------- linear
+    def linear_forward(self, x, w, b):
+        """cuBLAS through CuPy's matmul; inside a graph session (:attr:`capture_safe`) a 1x1
+        convolution on conv2d.cu's kernels instead, since CuPy refuses cuBLAS calls while a
+        stream is being captured (cupy/cupy#6290)."""
+        if not self.capture_safe:
+            return super().linear_forward(x, w, b)
+        n, k = x.shape[0], w.shape[0]
+        x4, w4 = x.reshape(n, -1, 1, 1), w.reshape(k, -1, 1, 1)
+        return self.conv2d_forward(x4, w4, b, *_POINTWISE).reshape(n, k)
+
+    def linear_backward(self, gy, x, w):
+        """As :meth:`linear_forward`: cuBLAS, or conv2d.cu's kernels in a graph session."""
+        if not self.capture_safe:
+            return super().linear_backward(gy, x, w)
+        (n, k), c = gy.shape, w.shape[1]
+        gy4 = gy.reshape(n, k, 1, 1)
+        gx = self.conv2d_backward_input(gy4, w.reshape(k, c, 1, 1), (n, c, 1, 1), *_POINTWISE)
+        gw = self.conv2d_backward_weight(gy4, x.reshape(n, c, 1, 1), (k, c, 1, 1), *_POINTWISE)
+        return gx.reshape(n, c), gw.reshape(k, c), self.conv2d_backward_bias(gy4)
 
     # ---------------------------------------------------------------- pooling
     @staticmethod

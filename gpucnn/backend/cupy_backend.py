@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -35,6 +37,66 @@ class CupyBackend(CudaBackend):
     def warmup(self) -> None:
         """Compile every kernel family now rather than at first use."""
         self.runner.warmup()
+
+    def graph_session(self) -> CupyGraphSession:
+        return CupyGraphSession(self)
+
+
+class CupyGraphSession:
+    """One step run eagerly, then captured as a CUDA graph, then replayed (see ``captured_step``).
+
+    The step runs on a stream of its own (capture needs one other than the default stream) and
+    allocates from a memory pool of its own, kept as long as the graph: a temporary freed inside
+    the capture is still the graph's memory at every replay, so nothing else may be handed it.
+    Eager runs on the same stream and pool first fill the pool (so the capture need not grow it),
+    compile the kernels and create the optimizer's state. Replays go to the caller's stream.
+    """
+
+    def __init__(self, backend: CupyBackend) -> None:
+        self._backend, self._cupy = backend, backend.xp
+        self._stream = self._cupy.cuda.Stream(non_blocking=True)
+        self._pool = self._cupy.cuda.MemoryPool()
+        self._graph: Any = None
+        self._outputs: Any = None
+
+    @property
+    def captured(self) -> bool:
+        return self._graph is not None
+
+    @contextlib.contextmanager
+    def _session_stream(self) -> Iterator[None]:
+        """The session's stream, pool and capture-safe ops, ordered after the caller's work and
+        before the caller's next."""
+        cuda = self._cupy.cuda
+        caller = cuda.get_current_stream()
+        self._stream.wait_event(caller.record())
+        self._backend.capture_safe = True
+        try:
+            with self._stream, cuda.using_allocator(self._pool.malloc):
+                yield
+        finally:
+            self._backend.capture_safe = False
+            caller.wait_event(self._stream.record())
+
+    def run(self, fn: Callable, inputs: tuple) -> Any:
+        """``fn(*inputs)``, eagerly, as the capture will see it."""
+        with self._session_stream():
+            return fn(*inputs)
+
+    def capture(self, fn: Callable, inputs: tuple) -> None:
+        """Record ``fn(*inputs)`` as the graph; nothing runs until :meth:`replay`."""
+        with self._session_stream():
+            self._stream.begin_capture()
+            try:
+                self._outputs = fn(*inputs)
+            finally:
+                graph = self._stream.end_capture()
+        self._graph = graph
+
+    def replay(self) -> Any:
+        """Launch the graph on the caller's stream; returns the captured outputs, rewritten."""
+        self._graph.launch(stream=self._cupy.cuda.get_current_stream())
+        return self._outputs
 
 
 _INSTALL = "pip install 'gpucnn[cuda12]' (CUDA 12 driver) or 'gpucnn[cuda13]' (CUDA 13 driver)"

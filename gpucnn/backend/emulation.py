@@ -11,6 +11,7 @@ the launchers run unchanged. Slow; it is for tests and for debugging kernels wit
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -108,6 +109,7 @@ class EmulatedCudaBackend(CudaBackend):
     def __init__(self) -> None:
         super().__init__(EmulationRunner(device_array_type=EmuArray))
         self.xp = xp
+        self.launch_log: list | None = None  # kernel launches, recorded by a graph session
 
     def asarray(self, a: Any, dtype: Any = None) -> EmuArray:
         """``a`` (NumPy, EmuArray, CuPy or anything array-like) as a device array."""
@@ -129,6 +131,94 @@ class EmulatedCudaBackend(CudaBackend):
         """Build every kernel family now rather than at first use."""
         self.runner.warmup()
 
+    def _launch(self, family: str, kernel: str, grid: tuple, *args: Any) -> None:
+        if self.launch_log is not None:
+            self.launch_log.append((kernel, grid, tuple(_frozen(a) for a in args)))
+        super()._launch(family, kernel, grid, *args)
+
+    def graph_session(self) -> EmulatedGraphSession:
+        return EmulatedGraphSession(self)
+
+
+def _frozen(arg: Any) -> Any:
+    """What a CUDA graph keeps of a kernel argument: a scalar's value, an array's shape and dtype
+    (its address too, which the emulation cannot compare: each replay allocates anew)."""
+    if isinstance(arg, np.ndarray):
+        return ("array", arg.dtype.str, arg.shape)
+    return (np.asarray(arg).dtype.str, arg.item() if isinstance(arg, np.generic) else arg)
+
+
+class EmulatedGraphSession:
+    """The graph session of ``cuda-emu``: a check of what a CUDA graph would freeze.
+
+    A real capture records the step's launches with their arguments by value, and every replay
+    launches exactly those. Here each replay runs the step's Python again; the first replay's
+    kernel launches are kept, and every later replay must launch the same kernels with the same
+    grids, scalar arguments and array shapes, or :class:`EmulationError` says which argument
+    changed (a step count, a learning rate, a seed passed by value would). A GPU graph is not
+    emulated beyond that: array addresses are not compared.
+    """
+
+    def __init__(self, backend: EmulatedCudaBackend) -> None:
+        self._backend = backend
+        self._step: tuple[Callable, tuple] | None = None
+        self._launches: list | None = None
+        self.replays = 0
+
+    @property
+    def captured(self) -> bool:
+        return self._step is not None
+
+    def run(self, fn: Callable, inputs: tuple) -> Any:
+        """``fn(*inputs)``, eagerly, with the ops a capture allows."""
+        self._backend.capture_safe = True
+        try:
+            return fn(*inputs)
+        finally:
+            self._backend.capture_safe = False
+
+    def capture(self, fn: Callable, inputs: tuple) -> None:
+        """Keep the step; as on a GPU, nothing runs until :meth:`replay`."""
+        self._step = (fn, inputs)
+
+    def replay(self) -> Any:
+        """Run the step again and check its launches against the first replay's."""
+        assert self._step is not None, "replay before capture"
+        log: list = []
+        self._backend.launch_log = log
+        try:
+            outputs = self.run(*self._step)
+        finally:
+            self._backend.launch_log = None
+        self.replays += 1
+        if self._launches is None:
+            self._launches = log
+        else:
+            _check_same_launches(self._launches, log, self.replays)
+        return outputs
+
+
+def _check_same_launches(captured: list, replayed: list, replay: int) -> None:
+    """Raise EmulationError at the first launch of ``replayed`` that a graph could not replay."""
+    for index, (old, new) in enumerate(zip(captured, replayed, strict=False)):
+        if old[:2] != new[:2]:
+            raise EmulationError(
+                f"graph replay {replay}: launch {index} is {new[0]} {new[1]}, but the captured "
+                f"step launched {old[0]} {old[1]} there"
+            )
+        for position, (was, now) in enumerate(zip(old[2], new[2], strict=True)):
+            if was != now:
+                raise EmulationError(
+                    f"graph replay {replay}: {new[0]} argument {position} is {now[-1]!r} but "
+                    f"was {was[-1]!r} when captured; a CUDA graph replays the captured value "
+                    "(keep per-step values in device memory)"
+                )
+    if len(captured) != len(replayed):
+        raise EmulationError(
+            f"graph replay {replay}: {len(replayed)} kernel launches, the captured step had "
+            f"{len(captured)}"
+        )
+
 
 def create_emulated_backend() -> Any:
     """The ``cuda-emu`` backend; GpuUnavailableError if there is no C++ compiler for the kernels."""
@@ -143,6 +233,7 @@ def create_emulated_backend() -> Any:
 __all__ = [
     "EmuArray",
     "EmulatedCudaBackend",
+    "EmulatedGraphSession",
     "EmulatedKernel",
     "EmulatedModule",
     "EmulationBuildError",

@@ -1,0 +1,159 @@
+"""The CUDA-graph training step (``CapturedStep``): same results as the eager step, nothing frozen.
+
+On ``cuda`` the step is really captured and replayed. On ``cuda-emu`` each replay runs the step's
+Python again and the emulated graph session checks that every replay launches the same kernels
+with the same scalar arguments, as a real graph would: that is what catches a per-step value (step
+count, learning rate, dropout seed) passed to a kernel by value.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import make_backend
+
+from gpucnn import optim
+from gpucnn.backend.emulation import EmulationError
+from gpucnn.captured_step import CapturedStep
+from gpucnn.nn.zoo import build_from_spec
+from gpucnn.train import train_step, training_loss
+
+GRAPH_DEVICES = [
+    pytest.param("cuda", id="cuda", marks=pytest.mark.gpu),
+    pytest.param("cuda-emu", id="cuda-emu", marks=pytest.mark.emu),
+]
+
+# Every layer kind with per-step state: batch norm (running statistics), dropout (call counter),
+# linear layers (our GEMM kernels inside a graph session, cuBLAS or NumPy outside).
+SPEC = {
+    "input_shape": [1, 8, 8],
+    "num_classes": 3,
+    "layers": [
+        # No bias before batch norm: its gradient is rounding noise, which Adam would amplify.
+        ["Conv2d", {"in_channels": 1, "out_channels": 4, "kernel_size": 3, "bias": False}],
+        ["BatchNorm2d", {"num_features": 4}],
+        ["ReLU", {}],
+        ["MaxPool2d", {"kernel_size": 2}],
+        ["Flatten", {}],
+        ["Dropout", {"p": 0.25}],
+        ["Linear", {"in_features": 36, "out_features": 16}],
+        ["ReLU", {}],
+        ["Linear", {"in_features": 16, "out_features": 3}],
+    ],
+}
+STEPS = 6
+# float32, a few steps: the captured step's linear layers sum in another order than the eager
+# step's (our GEMM kernel against cuBLAS or NumPy), so values agree to rounding, not bitwise;
+# after 6 updates the differences measured on cuda-emu are ~3e-8, far inside these.
+RTOL, ATOL = 1e-4, 1e-6
+
+
+def _optimizer(name, params):
+    if name == "sgd":
+        return optim.SGD(params, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)
+    return optim.AdamW(params, lr=0.01, weight_decay=0.1)
+
+
+def _train(backend, batches, optimizer_name, captured, seed):
+    """STEPS updates from the same initial weights; the learning rate changes every step."""
+    model = build_from_spec(SPEC, seed).to(backend)
+    optimizer = _optimizer(optimizer_name, model.parameters())
+    step = train_step(model, training_loss(0.1), optimizer)
+    if captured:
+        step = CapturedStep(step)
+    losses = []
+    for i, (x, y) in enumerate(batches):
+        optimizer.lr = optimizer.lr * 0.8 if i else optimizer.lr
+        logits, loss = step(backend.asarray(x), backend.asarray(y))
+        losses.append(float(loss))
+    return model, optimizer, losses, step
+
+
+def _batches(rng, sizes):
+    return [
+        (rng.normal(size=(n, 1, 8, 8)).astype(np.float32), rng.integers(0, 3, n)) for n in sizes
+    ]
+
+
+@pytest.mark.parametrize("device", GRAPH_DEVICES)
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adamw"])
+def test_captured_steps_match_eager_steps(device, optimizer_name, rng):
+    backend = make_backend(device)
+    batches = _batches(rng, [8] * STEPS)
+    seed = int(rng.integers(2**31))
+    eager_model, eager_opt, eager_losses, _ = _train(backend, batches, optimizer_name, False, seed)
+    model, opt, losses, step = _train(backend, batches, optimizer_name, True, seed)
+    assert step.captured and step.calls == STEPS
+    np.testing.assert_allclose(losses, eager_losses, rtol=RTOL, atol=ATOL)
+    assert opt.steps == eager_opt.steps == STEPS
+    state, eager_state = model.state_dict(), eager_model.state_dict()
+    assert state.keys() == eager_state.keys()
+    for name, value in state.items():
+        np.testing.assert_allclose(value, eager_state[name], rtol=RTOL, atol=ATOL, err_msg=name)
+    assert model.random_state() == eager_model.random_state()
+    assert model.random_state()["5.calls"] == STEPS  # dropout drew a mask per step
+    assert int(state["1.num_batches_tracked"]) == STEPS
+
+
+@pytest.mark.parametrize("device", GRAPH_DEVICES)
+def test_a_smaller_last_batch_runs_eagerly(device, rng):
+    backend = make_backend(device)
+    batches = _batches(rng, [8, 8, 8, 8, 5])
+    seed = int(rng.integers(2**31))
+    eager_model, *_ = _train(backend, batches, "adamw", False, seed)
+    model, opt, losses, step = _train(backend, batches, "adamw", True, seed)
+    assert step.calls == 4 and opt.steps == 5  # the fifth batch did not go through the graph
+    for name, value in model.state_dict().items():
+        expected = eager_model.state_dict()[name]
+        np.testing.assert_allclose(value, expected, rtol=RTOL, atol=ATOL, err_msg=name)
+
+
+def test_a_per_step_scalar_argument_is_caught(rng):
+    """A dropout seed passed by value, as the layer did before its counter moved to the device:
+    a real graph would draw the same mask at every replay; the emulated session refuses it."""
+    backend = make_backend("cuda-emu")
+    calls = []
+
+    def step(x):
+        calls.append(1)
+        return backend.dropout_forward(x, 0.5, seed=len(calls))[0]
+
+    captured = CapturedStep(step, warmup=1)
+    x = backend.asarray(rng.normal(size=(4, 16)).astype(np.float32))
+    captured(x)
+    captured(x)  # captured, then the first replay
+    with pytest.raises(EmulationError, match=r"dropout_forward argument 4 is 3 but was 2"):
+        captured(x)
+
+
+def test_the_cpu_has_no_graphs(rng):
+    backend = make_backend("cpu")
+    step = CapturedStep(lambda x: x * 2)
+    with pytest.raises(ValueError, match="CUDA graph capture needs device 'cuda'"):
+        step(backend.asarray(rng.normal(size=(3,))))
+
+
+def test_at_least_one_warmup_call():
+    with pytest.raises(ValueError, match="at least one warm-up"):
+        CapturedStep(lambda x: x, warmup=0)
+
+
+def test_a_graph_step_needs_no_cublas_inside_the_session(rng):
+    """Inside a graph session the CUDA backend's linear layer runs on conv2d.cu's kernels; it
+    must give linear's results (forward and all three gradients)."""
+    backend = make_backend("cuda-emu")
+    x = rng.normal(size=(7, 20)).astype(np.float32)
+    w, b = rng.normal(size=(5, 20)).astype(np.float32), rng.normal(size=(5,)).astype(np.float32)
+    gy = rng.normal(size=(7, 5)).astype(np.float32)
+    x, w, b, gy = (backend.asarray(a) for a in (x, w, b, gy))
+    plain = [backend.linear_forward(x, w, b), *backend.linear_backward(gy, x, w)]
+    session = backend.graph_session()
+    kernels = session.run(
+        lambda: [backend.linear_forward(x, w, b), *backend.linear_backward(gy, x, w)], ()
+    )
+    for name, got, want in zip(["y", "gx", "gw", "gb"], kernels, plain, strict=True):
+        assert got.shape == want.shape, name
+        np.testing.assert_allclose(
+            backend.to_numpy(got), backend.to_numpy(want), rtol=1e-5, atol=1e-5, err_msg=name
+        )
+    assert not backend.capture_safe  # the session's mode ends with it
