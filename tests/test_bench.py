@@ -6,12 +6,14 @@ import json
 
 import numpy as np
 import pytest
+from conftest import make_backend
 
-from gpucnn.bench import main
+from gpucnn.bench import main, peers
 from gpucnn.bench.bandwidth import TRAFFIC
 from gpucnn.bench.coldstart import GOALS
 from gpucnn.bench.peers import PEERS, Peer, select
 from gpucnn.bench.report import Result, add_ratios, table
+from gpucnn.bench.training import step_runner
 from gpucnn.bench.tutorial import TutorialMnistNet
 
 ENV_KEYS = {"date", "device", "commit", "numpy", "torch", "cupy", "python", "platform"}
@@ -124,13 +126,21 @@ def test_compile_suite_is_for_cuda_only(device, capsys):
     assert "runs in the compile suite (it runs on --device cuda)" in capsys.readouterr().err
 
 
-def test_unavailable_peer_is_a_row_with_its_reason(tmp_path, capsys):
+def test_unavailable_peer_is_a_row_with_its_reason(tmp_path, capsys, monkeypatch):
+    real = peers.gpucnn_backend
+
+    def no_graphs(peer):
+        if peers.is_graph(peer):
+            raise peers.Unavailable("a reason given by the peer")
+        return real(peer)
+
+    monkeypatch.setattr(peers, "gpucnn_backend", no_graphs)
     out, record = run_bench(
         tmp_path, capsys, "--suite", "step", "--batch-size", "2",
         "--peers", "gpucnn-cpu,gpucnn-cuda-graph",
     )  # fmt: skip
     (graph,) = [r for r in record["results"] if r["peer"] == "gpucnn-cuda-graph"]
-    assert "not implemented" in graph["status"]
+    assert "a reason given by the peer" in graph["status"]
     assert "not available" in out
     (cpu,) = [r for r in record["results"] if r["peer"] == "gpucnn-cpu"]
     assert cpu["ratios"] == {}  # never divided by a figure of another device
@@ -194,3 +204,13 @@ def test_tutorial_peer_is_plain_per_sample_sgd():
         expected = layer.weight.detach().numpy() - 0.01 * layer.weight.grad.numpy()
         np.testing.assert_allclose(w, expected, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(b, layer.bias.detach().numpy() - 0.01 * layer.bias.grad.numpy())
+
+
+def test_graph_peer_runs_a_captured_step():
+    """The gpucnn-cuda-graph peer's runner, on the emulated device: warm-up captures the step,
+    the timed call replays it."""
+    make_backend("cuda-emu")
+    runner = step_runner(Peer("gpucnn-cuda-emu-graph", "cpu", ("step",)), 4, 1)
+    runner.warmup()
+    losses = [float(runner.fn()) for _ in range(3)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]  # one batch, learnt again and again

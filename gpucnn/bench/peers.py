@@ -84,12 +84,15 @@ def select(device: str, suite: str, names: list[str] | None = None) -> list[Peer
 
 
 # ----------------------------------------------------------------------------------- gpucnn
+def is_graph(peer: Peer) -> bool:
+    """True for the peers that replay a captured CUDA graph of the step."""
+    return peer.name.endswith("-graph")
+
+
 def gpucnn_backend(peer: Peer) -> Backend:
     """The gpucnn backend a ``gpucnn-*`` peer runs on."""
-    if peer.name == "gpucnn-cuda-graph":
-        raise Unavailable("graph capture of the gpucnn step is not implemented yet (issue 6)")
     try:
-        backend = get_backend(peer.name.removeprefix("gpucnn-"))
+        backend = get_backend(peer.name.removeprefix("gpucnn-").removesuffix("-graph"))
     except GpuUnavailableError as err:
         raise Unavailable(str(err)) from err
     if hasattr(backend, "warmup"):

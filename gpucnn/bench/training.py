@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from .. import optim
+from ..captured_step import CapturedStep
 from ..data.loader import DataLoader
 from ..nn.zoo import build_model, model_spec
-from ..train import training_loss
+from ..train import train_step, training_loss
 from . import peers as P
 from .timing import Runner
 from .tutorial import TutorialMnistNet
@@ -25,6 +26,7 @@ from .tutorial import TutorialMnistNet
 MODEL = "tutorial-mnist"
 LR, MOMENTUM = 0.01, 0.9
 EPOCH_WARMUP_STEPS = 3
+GRAPH_WARMUP_CALLS = 3  # a captured step runs eagerly twice, then captures: warmed after three
 
 
 @dataclass
@@ -59,20 +61,18 @@ def reference_weights() -> dict[str, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------------- steps
-def gpucnn_step(backend) -> Callable[[Any, Any], Any]:
-    """A train step of gpucnn's model on ``backend``, as the trainer does it: returns the loss."""
+def gpucnn_step(backend, captured: bool = False) -> Callable[[Any, Any], Any]:
+    """A train step of gpucnn's model on ``backend``, as the trainer does it: returns the loss.
+
+    ``captured``: the step as a CUDA graph (:class:`~gpucnn.captured_step.CapturedStep`), which
+    captures on its third call; warm it up with at least three.
+    """
     model = build_model(MODEL, rng=0).to(backend)
     opt = optim.SGD(model.parameters(), LR, momentum=MOMENTUM)
-    loss_fn = training_loss(0.0)
-
-    def step(x, y):
-        loss = loss_fn(model(x), y)
-        opt.zero_grad()
-        model.backward(loss_fn.backward(), input_grad=False)
-        opt.step()
-        return loss
-
-    return step
+    step = train_step(model, training_loss(0.0), opt)
+    if captured:
+        step = CapturedStep(step)
+    return lambda x, y: step(x, y)[1]
 
 
 def torch_model(device) -> tuple[Any, Any]:
@@ -149,8 +149,12 @@ def step_runner(peer: P.Peer, batch: int, tutorial_samples: int) -> Runner:
         )  # fmt: skip
     if peer.name.startswith("gpucnn-"):
         backend = P.gpucnn_backend(peer)
-        step, xd, yd = gpucnn_step(backend), backend.asarray(x), backend.asarray(y)
-        return Runner(lambda: step(xd, yd), P.gpucnn_clock(backend))
+        step = gpucnn_step(backend, P.is_graph(peer))
+        xd, yd = backend.asarray(x), backend.asarray(y)
+        return Runner(
+            lambda: step(xd, yd), P.gpucnn_clock(backend),
+            warmup=lambda: [step(xd, yd) for _ in range(GRAPH_WARMUP_CALLS)],
+        )  # fmt: skip
     device = P.torch_device(peer)
     tx, ty = P.to_torch(x, device), P.to_torch(y, device)
     if peer.name == "pytorch-cuda-graph":
@@ -162,7 +166,7 @@ def step_runner(peer: P.Peer, batch: int, tutorial_samples: int) -> Runner:
 
 def _gpucnn_epoch(peer: P.Peer, data: Images, batch: int) -> Runner:
     backend = P.gpucnn_backend(peer)
-    step = gpucnn_step(backend)
+    step = gpucnn_step(backend, P.is_graph(peer))
     loader = DataLoader(
         data.x, data.y, batch, device=backend, shuffle=True, drop_last=True, rng=0,
         mean=data.mean, std=data.std,
