@@ -57,8 +57,9 @@ def launch_all(backend: Any, dt: type) -> None:
     backend.global_avg_pool2d_backward(backend.global_avg_pool2d_forward(x), x.shape)
     backend.relu_backward(gy, backend.relu_forward(y))
     backend.bias_relu_forward(x, arr(6))
-    backend.dropout_mask(x.shape, 0.25, 42, dt)
-    backend.dropout_forward(x, 0.25, 42)
+    calls = backend.asarray(np.array([7], np.uint64))  # a layer's call counter, on the device
+    backend.dropout_mask(x.shape, 0.25, 42, dt, calls)
+    backend.dropout_forward(x, 0.25, 42, calls)
     gamma, beta, var = arr(6), arr(6), backend.asarray(rng.random(6).astype(dt) + 0.5)
     _, mean, invstd = backend.batch_norm2d_forward_train(x, gamma, beta, 1e-5)
     backend.batch_norm2d_forward_eval(x, gamma, beta, mean, var, 1e-5)
@@ -67,8 +68,9 @@ def launch_all(backend: Any, dt: type) -> None:
     _, probs = backend.softmax_cross_entropy_forward(logits, labels)
     backend.softmax_cross_entropy_backward(probs, labels)
     param, grad, m, v = arr(300), arr(300), arr(300), backend.asarray(rng.random(300).astype(dt))
-    backend.sgd_update(param, grad, m, 0.1, 0.9, True, 1e-4, False)
-    backend.adam_update(param, grad, m, v, 2, 1e-3, 0.9, 0.999, 1e-8, 1e-2, True)
+    clock = backend.asarray(np.array([2.0, 1e-3]))  # an optimizer's {step, lr}, on the device
+    backend.sgd_update(param, grad, m, clock, 0.9, True, 1e-4, False)
+    backend.adam_update(param, grad, m, v, clock, 0.9, 0.999, 1e-8, 1e-2, True)
     backend.synchronize()
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -354,3 +357,14 @@ def test_parity_table_launches_every_kernel(emu_cache):
         module = backend.runner.module(family, names)
         never += [name for name in names if module.get_function(name).launches == 0]
     assert never == [], f"kernels no parity case launches: {never}"
+
+
+def test_sanitizer_driver_launches_every_kernel(emu_cache):
+    """scripts/launch_all_kernels.py (compute-sanitizer's driver in gpu_check.sh) keeps up with
+    the launchers' signatures: run here on cuda-emu, it must launch all kernels."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "launch_all_kernels.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--device", "cuda-emu"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"launched (\d+) of \1 kernels", result.stdout), result.stdout
