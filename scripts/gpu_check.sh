@@ -3,7 +3,8 @@
 # compute-sanitizer (memcheck, racecheck, initcheck, synccheck) over a driver that launches every
 # kernel, the op and train-step benchmarks against PyTorch/cuDNN, and the bandwidth (ops vs the
 # device's copy) and compile (cold kernel compile, warm first step) goals, and, given DATA_DIR (a
-# folder with the Fashion-MNIST IDX files), the epoch benchmark and the zoo models' accuracy runs.
+# folder with the Fashion-MNIST IDX files), the epoch benchmark and the zoo models' accuracy runs
+# (tutorial-mnist also with --cuda-graph).
 # Each step logs to $OUT/<step>.log (OUT defaults to ./out); a failing step does not stop the
 # others; the summary is printed at the end and written to $OUT/summary.txt. Exit status: 0 only
 # if every step that ran passed. ONLY="tests sanitizer bench train" (any of them) runs just those
@@ -66,6 +67,9 @@ if wanted train && [ -n "$DATA_DIR" ]; then
         step "train-$model" "$PYTHON" -m gpucnn train --dataset fashion-mnist --model "$model" \
             --device cuda --data-dir "$DATA_DIR" --out "$OUT/train-$model" --no-progress
     done
+    step train-tutorial-mnist-graph "$PYTHON" -m gpucnn train --dataset fashion-mnist \
+        --model tutorial-mnist --device cuda --cuda-graph --data-dir "$DATA_DIR" \
+        --out "$OUT/train-tutorial-mnist-graph" --no-progress
 fi
 
 {
