@@ -88,10 +88,13 @@ class CupyGraphSession:
         with self._session_stream():
             self._stream.begin_capture()
             try:
-                self._outputs = fn(*inputs)
-            finally:
-                graph = self._stream.end_capture()
-        self._graph = graph
+                outputs = fn(*inputs)
+            except BaseException:
+                with contextlib.suppress(Exception):  # the step's error is the one to report
+                    self._stream.end_capture()
+                raise
+            self._graph = self._stream.end_capture()
+        self._outputs = outputs
 
     def replay(self) -> Any:
         """Launch the graph on the caller's stream; returns the captured outputs, rewritten."""
