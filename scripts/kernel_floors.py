@@ -154,19 +154,42 @@ def step_table(n=64):
     return "\n".join(lines)
 
 
+def _norm_and_dropout_shapes(spec: dict) -> tuple[list[tuple[int, int]], list[int]]:
+    """(channels, side) at each BatchNorm2d and the features at each Dropout of a zoo spec of
+    square images, 'same'-padded stride-1 convolutions, pooling by its kernel and Linear layers."""
+    channels, side = spec["input_shape"][0], spec["input_shape"][1]
+    features, norms, dropouts = None, [], []
+    for kind, args in spec["layers"]:
+        if kind == "Conv2d":
+            channels = args["out_channels"]
+            side += 2 * args.get("padding", 0) - args["kernel_size"] + 1
+        elif kind == "MaxPool2d":
+            side //= args["kernel_size"]
+        elif kind == "BatchNorm2d":
+            norms.append((channels, side))
+        elif kind == "Flatten":
+            features = channels * side * side
+        elif kind == "Linear":
+            features = args["out_features"]
+        elif kind == "Dropout":
+            dropouts.append(features)
+    return norms, dropouts
+
+
 def other_table(n=128):
     """Kernel families outside the ops suite, on the shapes they see in training: fashion-net's
     batch norm and dropout at batch ``n``, and the optimizers over each zoo model's parameters."""
     from gpucnn.nn.summary import count_parameters
-    from gpucnn.nn.zoo import build_model
+    from gpucnn.nn.zoo import build_model, model_spec
 
     lines = [HEAD]
-    for c, hw in ((32, 28), (64, 14)):
+    norms, dropouts = _norm_and_dropout_shapes(model_spec("fashion-net"))
+    for c, hw in norms:
         count = n * c * hw * hw
         name = f"fashion-net batch-norm {n}x{c}x{hw}x{hw}"
         lines.append(row(name, "forward (train)", *elementwise(count, 1, 1, 7)))
         lines.append(row(name, "backward", *elementwise(count, 2, 1, 8)))
-    for features in (3136, 256):  # y and the float32 mask written
+    for features in dropouts:  # y and the float32 mask written
         lines.append(
             row(f"fashion-net dropout {n}x{features}", "forward", *elementwise(n * features, 1, 2))
         )
