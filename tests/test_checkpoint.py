@@ -177,6 +177,7 @@ def test_resume_is_bit_identical_with_dropout_batchnorm_and_augmentation(tmp_pat
         model="fashion-net",
         epochs=2,
         batch_size=16,
+        augment="shift+flip",
         data_dir=str(data_dir),
         progress=False,
     )
