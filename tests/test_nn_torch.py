@@ -80,13 +80,16 @@ CASES = [("sgd-momentum", np.float32), ("sgd-nesterov-wd", np.float32)] + [
 
 
 @pytest.mark.parametrize(("optimizer", "dtype"), CASES)
-def test_tutorial_mnist_training_steps_match_torch(optimizer, dtype):
+def test_tutorial_mnist_training_steps_match_torch(optimizer, dtype, rng):
     """Three training steps of the tutorial's MNIST net: losses and weights as PyTorch's.
 
-    float64 runs are held to 1e-9; float32 runs to RTOL/ATOL."""
+    float64 runs are held to 1e-9; float32 runs to RTOL/ATOL. After each step's comparison PyTorch
+    continues from our weights (the optimizers keep their own state): otherwise a rare float32
+    near-tie in a max-pool window or at a ReLU's kink, routed differently by the two libraries'
+    rounding, grows over the next steps past RTOL (seen once in about 50 runs, a loss 8e-4 apart
+    at lr 0.05), though each single step is within it."""
     make_optimizer = OPTIMIZERS[optimizer]
     rtol, atol = (RTOL, ATOL) if dtype == np.float32 else (1e-9, 1e-12)
-    rng = np.random.default_rng()
     model = tutorial_mnist(rng, dtype)
     net = torch_twin(model)
     ours, theirs = make_optimizer[0](model.parameters()), make_optimizer[1](net.parameters())
@@ -104,7 +107,10 @@ def test_tutorial_mnist_training_steps_match_torch(optimizer, dtype):
         theirs.step()
         assert np.isfinite(float(loss))
         np.testing.assert_allclose(float(loss), their_loss.item(), rtol=rtol)
-    assert_state_close(model, net, rtol, atol)
+        assert_state_close(model, net, rtol, atol)
+        with torch.no_grad():
+            for key, value in net.state_dict().items():
+                value.copy_(torch.from_numpy(np.array(model.state_dict()[key])))
 
 
 def test_batchnorm_and_dropout_eval_match_torch():
