@@ -13,6 +13,7 @@ import types
 
 import pytest
 
+from gpucnn.backend.cuda_backend import CudaBackend
 from gpucnn.backend.cupy_backend import CupyGraphSession
 
 
@@ -71,6 +72,7 @@ class FakeStream:
 def session():
     cuda = FakeCuda()
     backend = types.SimpleNamespace(xp=types.SimpleNamespace(cuda=cuda), capture_safe=False)
+    backend.capture_safe_ops = types.MethodType(CudaBackend.capture_safe_ops, backend)
     return CupyGraphSession(backend), backend, cuda
 
 

@@ -12,7 +12,9 @@ type: ``np.int64`` for sizes and indices (all kernel index arithmetic is 64-bit)
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -60,6 +62,15 @@ class CudaBackend(Backend):
         self._functions: dict[tuple[str, str, str], Any] = {}
         # True while a graph session runs a step: every op then avoids cuBLAS (see linear_forward).
         self.capture_safe = False
+
+    @contextlib.contextmanager
+    def capture_safe_ops(self) -> Iterator[None]:
+        """Within: only ops a CUDA graph capture allows (see :meth:`linear_forward`)."""
+        self.capture_safe = True
+        try:
+            yield
+        finally:
+            self.capture_safe = False
 
     # ------------------------------------------------------------------ helpers
     def _kernel(self, family: str, kernel: str, dtype: Any) -> Any:

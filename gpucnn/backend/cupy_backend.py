@@ -70,12 +70,11 @@ class CupyGraphSession:
         cuda = self._cupy.cuda
         caller = cuda.get_current_stream()
         self._stream.wait_event(caller.record())
-        self._backend.capture_safe = True
         try:
-            with self._stream, cuda.using_allocator(self._pool.malloc):
-                yield
+            with self._backend.capture_safe_ops(), self._stream:
+                with cuda.using_allocator(self._pool.malloc):
+                    yield
         finally:
-            self._backend.capture_safe = False
             caller.wait_event(self._stream.record())
 
     def run(self, fn: Callable, inputs: tuple) -> Any:

@@ -171,11 +171,8 @@ class EmulatedGraphSession:
 
     def run(self, fn: Callable, inputs: tuple) -> Any:
         """``fn(*inputs)``, eagerly, with the ops a capture allows."""
-        self._backend.capture_safe = True
-        try:
+        with self._backend.capture_safe_ops():
             return fn(*inputs)
-        finally:
-            self._backend.capture_safe = False
 
     def capture(self, fn: Callable, inputs: tuple) -> None:
         """Keep the step; as on a GPU, nothing runs until :meth:`replay`."""
