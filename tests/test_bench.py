@@ -59,7 +59,10 @@ def test_ops_suite(backend, tmp_path, capsys):
     assert {"conv backward-weight", "max-pool backward", "softmax-xent forward"} <= ops
     for row in record["results"]:
         if row["rel_diff"] is not None:  # PyTorch computed the same thing
-            assert row["rel_diff"] < 1e-4, row
+            # float32 sums agree far under 1e-4; TF32 rounds the products' inputs to 10 mantissa
+            # bits (unit roundoff 2**-11, ~5e-4), measured 2e-4 on an H200.
+            limit = 5e-3 if row["precision"] == "tf32" else 1e-4
+            assert row["rel_diff"] < limit, row
     assert "median" in out and "conv backward-input" in out
 
 

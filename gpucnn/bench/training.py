@@ -159,8 +159,10 @@ def step_runner(peer: P.Peer, batch: int, tutorial_samples: int) -> Runner:
     device = P.torch_device(peer)
     tx, ty = P.to_torch(x, device), P.to_torch(y, device)
     if peer.name == "pytorch-cuda-graph":
-        replay = torch_graph_step(device, tx, ty)[0]
-        return Runner(replay, P.torch_clock_for(peer))
+        # The graph reads the static batch at every replay: keep it alive with the replay, or
+        # PyTorch's allocator hands its memory to other tensors (seen: labels overwritten).
+        replay, static_x, static_y = torch_graph_step(device, tx, ty)
+        return Runner(lambda: (replay(), static_x, static_y), P.torch_clock_for(peer))
     step = torch_step(device)
     return Runner(P.torch_call(peer, lambda: step(tx, ty)), P.torch_clock_for(peer))
 

@@ -1,0 +1,89 @@
+"""Train one variant of fashion-net (an architecture change plus recipe overrides) for a recipe search.
+
+The zoo's fashion-net is what ``gpucnn train --model fashion-net`` trains; this script trains a
+variant of it under the name ``fashion-net-ARCH`` without changing the zoo, so several candidates
+can run side by side (one process each) and the winner can then become the zoo's recipe:
+
+    python scripts/sweep_fashion_net.py --arch conv-dropout --epochs 50 --augment flip \\
+        --device cuda --data-dir DIR --out runs/conv-dropout-flip50
+
+Architectures: ``base`` (the zoo's net), ``conv-dropout`` (dropout 0.25 after each pooled conv
+block too), ``k5`` (5x5 kernels). Unset recipe options come from fashion-net's recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gpucnn.nn import zoo  # noqa: E402
+from gpucnn.train import AUGMENT_CHOICES, OPTIMIZERS, SCHEDULES, TrainConfig, fit  # noqa: E402
+
+
+def _with_conv_dropout(layers: list) -> list:
+    out = []
+    for kind, kwargs in layers:
+        out.append([kind, kwargs])
+        if kind == "MaxPool2d":
+            out.append(["Dropout", {"p": 0.25}])
+    return out
+
+
+def _with_kernel(layers: list, size: int) -> list:
+    return [
+        [kind, {**kwargs, "kernel_size": size, "padding": size // 2} if kind == "Conv2d" else kwargs]
+        for kind, kwargs in layers
+    ]
+
+
+ARCHS = {
+    "base": lambda layers: layers,
+    "conv-dropout": _with_conv_dropout,
+    "k5": lambda layers: _with_kernel(layers, 5),
+}
+
+
+def register(arch: str) -> str:
+    """Adds ``fashion-net-ARCH`` to the zoo (fashion-net's recipe) and returns its name."""
+    spec, recipe = zoo.MODELS["fashion-net"]
+    variant = copy.deepcopy(spec)
+    variant["layers"] = ARCHS[arch](variant["layers"])
+    name = f"fashion-net-{arch}"
+    zoo.MODELS[name] = (variant, recipe)
+    return name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", choices=sorted(ARCHS), default="base")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--optimizer", choices=OPTIMIZERS)
+    parser.add_argument("--momentum", type=float)
+    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--schedule", choices=SCHEDULES)
+    parser.add_argument("--augment", choices=AUGMENT_CHOICES)
+    parser.add_argument("--label-smoothing", type=float)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-size", type=int)
+    parser.add_argument("--test-size", type=int)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--out", required=True)
+    args = vars(parser.parse_args())
+    model = register(args.pop("arch"))
+    config = TrainConfig(dataset="fashion-mnist", model=model, progress=False, **args)
+    metrics = fit(config, log=lambda line: print(f"[{Path(args['out']).name}] {line}", flush=True))
+    best = max(h["test_accuracy"] for h in metrics["history"])
+    print(json.dumps({"out": args["out"], "test_accuracy": metrics["test_accuracy"], "best": best,
+                      "train_seconds": round(metrics["train_seconds"], 1)}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
