@@ -17,6 +17,28 @@ __device__ inline i64 global_thread_index() {
 }
 __device__ inline i64 grid_stride() { return (i64)blockDim.x * (i64)gridDim.x; }
 
+// True when 0 <= n < 2^31: indices below n may then be computed in 32-bit unsigned ints (a 64-bit
+// division is a ~70-instruction subroutine on a GPU, a 32-bit one about 10 instructions).
+__device__ inline bool fits_index32(i64 n) { return n >= 0 && n < 2147483648LL; }
+
+// In a kernel templated on T: calls body<T, unsigned>(...) when `fits` (every index of the
+// launch passes fits_index32), else body<T, i64>(...). Both paths are compiled; the branch is
+// launch-uniform.
+#define DISPATCH_INDEX_TYPE(fits, body, ...)                                                       \
+    do {                                                                                           \
+        if (fits)                                                                                  \
+            body<T, unsigned>(__VA_ARGS__);                                                        \
+        else                                                                                       \
+            body<T, i64>(__VA_ARGS__);                                                             \
+    } while (0)
+
+// How many values a thread of the batched loops (pool2d.cu, batchnorm.cu) loads before using any,
+// so that those loads are in flight together: 8 on the 32-bit index path (fastest of 1, 2, 4 and
+// 8 for pool backward on an H200); 1 on the i64 path (tensors past 2^31 elements), whose extra
+// registers would otherwise cut the occupancy of both (a kernel's register count is that of its
+// larger path).
+template <typename I> __device__ constexpr int loads_at_once() { return sizeof(I) == 4 ? 8 : 1; }
+
 // Type-generic math, so templates call one name for float and double (NVRTC has no <cmath>).
 __device__ inline float dev_exp(float x) { return expf(x); }
 __device__ inline double dev_exp(double x) { return exp(x); }

@@ -9,8 +9,9 @@
 
 // A block computes a TILE_M x TILE_P tile of C = A * B, stepping through the reduction dimension Q
 // in slabs of TILE_Q staged in shared memory. 256 threads as 16 x 16; thread (ty, tx) owns the
-// 4 x 4 outputs at rows ty + 16 i and columns tx + 16 j, so a warp reads 16 consecutive B entries
-// (no bank conflicts) and broadcasts 2 A entries.
+// 4 x 4 outputs at rows 4 ty + i and columns 4 tx + j, so each step of the reduction reads its 4 A
+// and 4 B entries as two 16-byte shared loads (a warp: 2 A addresses broadcast, 16 B addresses
+// side by side, no bank conflicts).
 #define TILE_M 64
 #define TILE_P 64
 #define TILE_Q 16
@@ -23,35 +24,54 @@
 #define A_STEP (GEMM_THREADS / TILE_Q)
 #define B_STEP (GEMM_THREADS / TILE_P)
 
-// acc += A[q_begin:q_end, tile] * B[q_begin:q_end, tile]. load_a(m, q) returns A[m0 + m][q] (zero
-// outside the matrix); load_b(q) returns B[q][this thread's column] (zero outside).
-template <typename T, typename LoadA, typename LoadB>
-__device__ void gemm_mainloop(T (*a_tile)[TILE_M], T (*b_tile)[TILE_P], i64 q_begin, i64 q_end,
-                              LoadA load_a, LoadB load_b, T (&acc)[SUB][SUB]) {
+// One reduction index q as a pass needs it, decoded once per slab by the first TILE_Q threads and
+// shared by the whole block: the divisions that split q into (channel, tap) or (image, pixel) run
+// once per row of the slab instead of once per loaded element. a and b are q's offsets into the
+// A and B operands; dh and dw are its window shifts (or output position) in rows and columns.
+struct Row {
+    i64 a, b;
+    int dh, dw;
+};
+
+// SUB consecutive entries of a tile row, aligned so that a thread reads them with one 16-byte
+// shared load (two for double).
+template <typename T> struct __align__(SUB * sizeof(T)) Quad {
+    T v[SUB];
+};
+
+// A tile rows hold one Quad more than they use: consecutive threads store down a column of A
+// (16 values of q), and the padding spreads those stores over the banks.
+#define A_ROW (TILE_M / SUB + 1)
+
+// acc += A[q_begin:q_end, tile] * B[q_begin:q_end, tile]. decode(q) returns q's Row;
+// load_a(m, row) returns A[m0 + m][q] and load_b(row) B[q][this thread's column] (zero outside).
+template <typename T, typename Decode, typename LoadA, typename LoadB>
+__device__ void gemm_mainloop(Quad<T> (*a_tile)[A_ROW], Quad<T> (*b_tile)[TILE_P / SUB],
+                              Row* rows, i64 q_begin, i64 q_end, Decode decode, LoadA load_a,
+                              LoadB load_b, T (&acc)[SUB][SUB]) {
     const int tid = threadIdx.x, ty = tid / 16, tx = tid % 16;
     for (i64 q0 = q_begin; q0 < q_end; q0 += TILE_Q) {
+        if (tid < TILE_Q && q0 + tid < q_end) rows[tid] = decode(q0 + tid);
+        __syncthreads();
 #pragma unroll
         for (int i = 0; i < SUB; ++i) {
             const int m = tid / TILE_Q + A_STEP * i, q = tid % TILE_Q;
-            a_tile[q][m] = q0 + q < q_end ? load_a(m, q0 + q) : T(0);
+            a_tile[q][m / SUB].v[m % SUB] = q0 + q < q_end ? load_a(m, rows[q]) : T(0);
         }
 #pragma unroll
         for (int i = 0; i < TILE_Q / B_STEP; ++i) {
             const int q = tid / TILE_P + B_STEP * i;
-            b_tile[q][tid % TILE_P] = q0 + q < q_end ? load_b(q0 + q) : T(0);
+            const int p = tid % TILE_P;
+            b_tile[q][p / SUB].v[p % SUB] = q0 + q < q_end ? load_b(rows[q]) : T(0);
         }
         __syncthreads();
 #pragma unroll
         for (int q = 0; q < TILE_Q; ++q) {
-            T av[SUB], bv[SUB];
-#pragma unroll
-            for (int i = 0; i < SUB; ++i) av[i] = a_tile[q][ty + 16 * i];
-#pragma unroll
-            for (int j = 0; j < SUB; ++j) bv[j] = b_tile[q][tx + 16 * j];
+            const Quad<T> av = a_tile[q][ty], bv = b_tile[q][tx];
 #pragma unroll
             for (int i = 0; i < SUB; ++i)
 #pragma unroll
-                for (int j = 0; j < SUB; ++j) acc[i][j] += av[i] * bv[j];
+                for (int j = 0; j < SUB; ++j) acc[i][j] += av.v[i] * bv.v[j];
         }
         __syncthreads();
     }
@@ -65,7 +85,7 @@ __device__ void gemm_store(i64 m0, i64 p0, i64 M, i64 P, const T (&acc)[SUB][SUB
     for (int i = 0; i < SUB; ++i)
 #pragma unroll
         for (int j = 0; j < SUB; ++j) {
-            const i64 m = m0 + ty + 16 * i, p = p0 + tx + 16 * j;
+            const i64 m = m0 + ty * SUB + i, p = p0 + tx * SUB + j;
             if (m < M && p < P) store(m, p, acc[i][j]);
         }
 }
@@ -73,31 +93,40 @@ __device__ void gemm_store(i64 m0, i64 p0, i64 M, i64 P, const T (&acc)[SUB][SUB
 // y = conv2d(x, w) + bias. x: (N, C, H, W), w: (K, C/groups, R, S), bias: (K,) (read only when
 // has_bias), y: (N, K, Ho, Wo). GEMM per group g: A = w_g (K/g x Cg*R*S), B = window columns
 // (Cg*R*S x N*Ho*Wo). grid = (ceil(N*Ho*Wo / 64), ceil(K/groups / 64), groups), block = 256.
+// Spatial sizes and window reaches fit in int (the launcher checks).
 template <typename T>
 __global__ void conv2d_forward(const T* x, const T* w, const T* bias, T* y, i64 N, i64 C, i64 H,
                                i64 W, i64 K, i64 Ho, i64 Wo, i64 R, i64 S, i64 stride_h,
                                i64 stride_w, i64 pad_top, i64 pad_left, i64 dil_h, i64 dil_w,
                                i64 groups, int has_bias) {
-    __shared__ T a_tile[TILE_Q][TILE_M];
-    __shared__ T b_tile[TILE_Q][TILE_P];
+    __shared__ Quad<T> a_tile[TILE_Q][A_ROW];
+    __shared__ Quad<T> b_tile[TILE_Q][TILE_P / SUB];
+    __shared__ Row rows[TILE_Q];
     const i64 g = blockIdx.z, Cg = C / groups, Kg = K / groups, RS = R * S, Q = Cg * RS;
     const i64 HWo = Ho * Wo, P = N * HWo;
     const i64 m0 = (i64)blockIdx.y * TILE_M, p0 = (i64)blockIdx.x * TILE_P;
 
     // This thread's B column: output pixel (n, oh, ow) -> top-left input corner (ih0, iw0).
-    const i64 p = p0 + threadIdx.x % TILE_P, n = p / HWo, oh = p % HWo / Wo, ow = p % Wo;
-    const i64 ih0 = oh * stride_h - pad_top, iw0 = ow * stride_w - pad_left;
+    const i64 p = p0 + threadIdx.x % TILE_P, n = p / HWo;
+    const int ih0 = (int)(p % HWo / Wo * stride_h - pad_top);
+    const int iw0 = (int)(p % Wo * stride_w - pad_left);
     const T* x_grp = x + (n * C + g * Cg) * H * W;
     const T* w_grp = w + g * Kg * Q;
 
-    auto load_a = [&](i64 m, i64 q) { return m0 + m < Kg ? w_grp[(m0 + m) * Q + q] : T(0); };
-    auto load_b = [&](i64 q) {
-        const i64 c = q / RS, ih = ih0 + q % RS / S * dil_h, iw = iw0 + q % S * dil_w;
+    auto decode = [&](i64 q) {  // q = (c, r, s): a = q, b = c's plane in x_grp
+        const i64 c = q / RS, rs = q % RS;
+        return Row{q, c * H * W, (int)(rs / S * dil_h), (int)(rs % S * dil_w)};
+    };
+    auto load_a = [&](int m, const Row& row) {
+        return m0 + m < Kg ? w_grp[(m0 + m) * Q + row.a] : T(0);
+    };
+    auto load_b = [&](const Row& row) {
+        const int ih = ih0 + row.dh, iw = iw0 + row.dw;
         const bool inside = p < P && ih >= 0 && ih < H && iw >= 0 && iw < W;
-        return inside ? x_grp[(c * H + ih) * W + iw] : T(0);
+        return inside ? x_grp[row.b + (i64)ih * W + iw] : T(0);
     };
     T acc[SUB][SUB] = {};
-    gemm_mainloop(a_tile, b_tile, 0, Q, load_a, load_b, acc);
+    gemm_mainloop(a_tile, b_tile, rows, 0, Q, decode, load_a, load_b, acc);
     gemm_store(m0, p0, Kg, P, acc, [&](i64 m, i64 pp, T v) {
         const i64 k = g * Kg + m;
         y[(pp / HWo * K + k) * HWo + pp % HWo] = has_bias ? v + bias[k] : v;
@@ -113,31 +142,38 @@ __global__ void conv2d_backward_input(const T* gy, const T* w, T* gx, i64 N, i64
                                       i64 K, i64 Ho, i64 Wo, i64 R, i64 S, i64 stride_h,
                                       i64 stride_w, i64 pad_top, i64 pad_left, i64 dil_h,
                                       i64 dil_w, i64 groups) {
-    __shared__ T a_tile[TILE_Q][TILE_M];
-    __shared__ T b_tile[TILE_Q][TILE_P];
+    __shared__ Quad<T> a_tile[TILE_Q][A_ROW];
+    __shared__ Quad<T> b_tile[TILE_Q][TILE_P / SUB];
+    __shared__ Row rows[TILE_Q];
     const i64 g = blockIdx.z, Cg = C / groups, Kg = K / groups, RS = R * S, Q = Kg * RS;
     const i64 HW = H * W, P = N * HW;
     const i64 m0 = (i64)blockIdx.y * TILE_M, p0 = (i64)blockIdx.x * TILE_P;
 
     // This thread's B column: input pixel (n, ih, iw), shifted into padded coordinates.
     const i64 p = p0 + threadIdx.x % TILE_P, n = p / HW;
-    const i64 th0 = p % HW / W + pad_top, tw0 = p % W + pad_left;
+    const int th0 = (int)(p % HW / W + pad_top), tw0 = (int)(p % W + pad_left);
+    const int sh = (int)stride_h, sw = (int)stride_w;
     const T* gy_grp = gy + (n * K + g * Kg) * Ho * Wo;
     const T* w_grp = w + g * Kg * Cg * RS;
 
-    auto load_a = [&](i64 m, i64 q) {  // w[g*Kg + k, c, r, s] with c = m0 + m, q = (k, r, s)
-        return m0 + m < Cg ? w_grp[(q / RS * Cg + m0 + m) * RS + q % RS] : T(0);
+    auto decode = [&](i64 q) {  // q = (k, r, s): a = w[g*Kg + k, 0, r, s], b = k's plane in gy
+        const i64 k = q / RS, rs = q % RS;
+        return Row{k * Cg * RS + rs, k * Ho * Wo, (int)(rs / S * dil_h), (int)(rs % S * dil_w)};
     };
-    auto load_b = [&](i64 q) {
+    auto load_a = [&](int m, const Row& row) {  // w[g*Kg + k, m0 + m, r, s]
+        return m0 + m < Cg ? w_grp[row.a + (m0 + m) * RS] : T(0);
+    };
+    auto load_b = [&](const Row& row) {
         // Tap (r, s) meets this pixel from output row oh = (ih + pad - r*dil) / stride when that
         // is a non-negative exact multiple below Ho; likewise for columns.
-        const i64 th = th0 - q % RS / S * dil_h, tw = tw0 - q % S * dil_w;
-        if (p >= P || th < 0 || tw < 0 || th % stride_h != 0 || tw % stride_w != 0) return T(0);
-        const i64 oh = th / stride_h, ow = tw / stride_w;
-        return oh < Ho && ow < Wo ? gy_grp[(q / RS * Ho + oh) * Wo + ow] : T(0);
+        const int th = th0 - row.dh, tw = tw0 - row.dw;
+        if (p >= P || th < 0 || tw < 0) return T(0);
+        if ((sh != 1 && th % sh != 0) || (sw != 1 && tw % sw != 0)) return T(0);
+        const int oh = sh == 1 ? th : th / sh, ow = sw == 1 ? tw : tw / sw;
+        return oh < Ho && ow < Wo ? gy_grp[row.b + (i64)oh * Wo + ow] : T(0);
     };
     T acc[SUB][SUB] = {};
-    gemm_mainloop(a_tile, b_tile, 0, Q, load_a, load_b, acc);
+    gemm_mainloop(a_tile, b_tile, rows, 0, Q, decode, load_a, load_b, acc);
     gemm_store(m0, p0, Cg, P, acc, [&](i64 m, i64 pp, T v) {
         gx[(pp / HW * C + g * Cg + m) * HW + pp % HW] = v;
     });
@@ -154,8 +190,9 @@ __global__ void conv2d_backward_weight(const T* gy, const T* x, T* part, i64 N, 
                                        i64 W, i64 K, i64 Ho, i64 Wo, i64 R, i64 S, i64 stride_h,
                                        i64 stride_w, i64 pad_top, i64 pad_left, i64 dil_h,
                                        i64 dil_w, i64 groups, i64 chunk) {
-    __shared__ T a_tile[TILE_Q][TILE_M];
-    __shared__ T b_tile[TILE_Q][TILE_P];
+    __shared__ Quad<T> a_tile[TILE_Q][A_ROW];
+    __shared__ Quad<T> b_tile[TILE_Q][TILE_P / SUB];
+    __shared__ Row rows[TILE_Q];
     const i64 g = blockIdx.z % groups, split = blockIdx.z / groups;
     const i64 Cg = C / groups, Kg = K / groups, RS = R * S, P = Cg * RS, HWo = Ho * Wo;
     const i64 Q = N * HWo, q_begin = split * chunk;
@@ -164,19 +201,25 @@ __global__ void conv2d_backward_weight(const T* gy, const T* x, T* part, i64 N, 
 
     // This thread's B column: weight tap (c, r, s) -> offset of its input pixel from (oh, ow).
     const i64 p = p0 + threadIdx.x % TILE_P, c = g * Cg + p / RS;
-    const i64 dh = p % RS / S * dil_h - pad_top, dw = p % S * dil_w - pad_left;
+    const int dh = (int)(p % RS / S * dil_h - pad_top), dw = (int)(p % S * dil_w - pad_left);
     const T* gy_grp = gy + g * Kg * HWo;
+    const T* x_plane = x + c * H * W;
 
-    auto load_a = [&](i64 m, i64 q) {  // gy[n, g*Kg + m0 + m, oh, ow] with q = (n, oh, ow)
-        return m0 + m < Kg ? gy_grp[(q / HWo * K + m0 + m) * HWo + q % HWo] : T(0);
+    auto decode = [&](i64 q) {  // q = (n, oh, ow): a = gy offset of (n, 0, oh, ow), b = x's image n
+        const i64 n = q / HWo, hw = q % HWo;
+        return Row{n * K * HWo + hw, n * C * H * W, (int)(hw / Wo * stride_h),
+                   (int)(hw % Wo * stride_w)};
     };
-    auto load_b = [&](i64 q) {
-        const i64 ih = q % HWo / Wo * stride_h + dh, iw = q % Wo * stride_w + dw;
+    auto load_a = [&](int m, const Row& row) {  // gy[n, g*Kg + m0 + m, oh, ow]
+        return m0 + m < Kg ? gy_grp[row.a + (m0 + m) * HWo] : T(0);
+    };
+    auto load_b = [&](const Row& row) {
+        const int ih = row.dh + dh, iw = row.dw + dw;
         const bool inside = p < P && ih >= 0 && ih < H && iw >= 0 && iw < W;
-        return inside ? x[((q / HWo * C + c) * H + ih) * W + iw] : T(0);
+        return inside ? x_plane[row.b + (i64)ih * W + iw] : T(0);
     };
     T acc[SUB][SUB] = {};
-    gemm_mainloop(a_tile, b_tile, q_begin, q_end, load_a, load_b, acc);
+    gemm_mainloop(a_tile, b_tile, rows, q_begin, q_end, decode, load_a, load_b, acc);
     T* out = part + split * K * P;
     gemm_store(m0, p0, Kg, P, acc, [&](i64 m, i64 pp, T v) { out[(g * Kg + m) * P + pp] = v; });
 }

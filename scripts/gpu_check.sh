@@ -1,57 +1,43 @@
 #!/usr/bin/env bash
-# One-go check on a machine with an NVIDIA GPU and CuPy: the GPU and emulation test suites,
-# compute-sanitizer (memcheck, racecheck, initcheck, synccheck) over a driver that launches every
-# kernel, the op and train-step benchmarks against PyTorch/cuDNN, and the bandwidth (ops vs the
-# device's copy) and compile (cold kernel compile, warm first step) goals, and, given DATA_DIR (a
-# folder with the Fashion-MNIST IDX files), the epoch benchmark and the zoo models' accuracy runs
-# (tutorial-mnist also with --cuda-graph).
+# One-go check on a machine with an NVIDIA GPU and CuPy, in two phases:
+#   1. the benchmarks, alone on the GPU: ops and train step against PyTorch/cuDNN, bandwidth (ops
+#      vs the device's copy), compile (cold kernel compile, warm first step) and, given DATA_DIR (a
+#      folder with the Fashion-MNIST IDX files), the epoch;
+#   2. side by side: the zoo models' accuracy runs (given DATA_DIR; tutorial-mnist also with
+#      --cuda-graph) in the background, and in the foreground the GPU test suite (parity, cuda vs
+#      cuda-emu, captured step, > 2^31 elements), compute-sanitizer (memcheck, racecheck,
+#      initcheck, synccheck) over a driver that launches every kernel, and the nvcc build report.
 # Each step logs to $OUT/<step>.log (OUT defaults to ./out); a failing step does not stop the
-# others; the summary is printed at the end and written to $OUT/summary.txt. Exit status: 0 only
-# if every step that ran passed. ONLY="tests sanitizer bench train" (any of them) runs just those
-# groups, so the whole check can be split over several calls of a time-limited machine.
+# others; the summary (with each step's end time) is printed at the end and written to
+# $OUT/summary.txt. Exit status: 0 only if every step that ran passed. ONLY="bench train tests
+# sanitizer" (any of them) runs just those groups, to split the check over several calls.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-./out}
 PYTHON=${PYTHON:-python3}
-ONLY=${ONLY:-tests sanitizer bench train}
+ONLY=${ONLY:-bench train tests sanitizer}
 DATA_DIR=${DATA_DIR:-}
 mkdir -p "$OUT"
-summary=()
-failed=0
+export PYTHONUNBUFFERED=1
+start=$(date +%s)
 
 step() {  # step NAME COMMAND...: run COMMAND, log to $OUT/NAME.log, record PASS/FAIL
     local name=$1
     shift
     echo "== $name: $*"
     if "$@" >"$OUT/$name.log" 2>&1; then
-        summary+=("PASS $name")
+        echo "PASS $name (done at $(($(date +%s) - start)) s)" >>"$OUT/steps.txt"
     else
-        summary+=("FAIL $name (exit $?, see $OUT/$name.log)")
-        failed=1
+        echo "FAIL $name (exit $?, done at $(($(date +%s) - start)) s, see $OUT/$name.log)" \
+            >>"$OUT/steps.txt"
     fi
     tail -n 3 "$OUT/$name.log"
 }
 
 wanted() { [[ " $ONLY " == *" $1 "* ]]; }
 
+: >"$OUT/steps.txt"
 step device nvidia-smi
-step compile bash scripts/compile_kernels.sh
-if wanted tests; then
-    step tests "$PYTHON" -m pytest -m "gpu or emu" -ra  # includes cuda vs cuda-emu
-fi
-if wanted sanitizer; then
-    default_sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-    sanitizer=${SANITIZER:-$default_sanitizer}
-    if [ -x "$sanitizer" ]; then
-        for tool in memcheck racecheck initcheck synccheck; do
-            step "sanitizer-$tool" "$sanitizer" --tool "$tool" --error-exitcode 1 \
-                "$PYTHON" scripts/launch_all_kernels.py --device cuda
-        done
-    else
-        summary+=("FAIL sanitizer (no compute-sanitizer on PATH or in /usr/local/cuda/bin)")
-        failed=1
-    fi
-fi
 if wanted bench; then
     for suite in ops step bandwidth compile; do
         step "bench-$suite" "$PYTHON" -m gpucnn bench --suite "$suite" --device cuda \
@@ -63,17 +49,37 @@ if wanted bench; then
     fi
 fi
 if wanted train && [ -n "$DATA_DIR" ]; then
-    for model in tutorial-mnist fashion-net; do  # each with its recipe; metrics.json has the times
-        step "train-$model" "$PYTHON" -m gpucnn train --dataset fashion-mnist --model "$model" \
-            --device cuda --data-dir "$DATA_DIR" --out "$OUT/train-$model" --no-progress
-    done
-    step train-tutorial-mnist-graph "$PYTHON" -m gpucnn train --dataset fashion-mnist \
-        --model tutorial-mnist --device cuda --cuda-graph --data-dir "$DATA_DIR" \
-        --out "$OUT/train-tutorial-mnist-graph" --no-progress
+    train() {  # train NAME OPTIONS...: one zoo run with its recipe; metrics.json has the times
+        local name=$1
+        shift
+        step "train-$name" "$PYTHON" -m gpucnn train --dataset fashion-mnist --device cuda \
+            --data-dir "$DATA_DIR" --out "$OUT/train-$name" --no-progress "$@"
+    }
+    train fashion-net --model fashion-net &
+    train tutorial-mnist --model tutorial-mnist &
+    train tutorial-mnist-graph --model tutorial-mnist --cuda-graph &
 fi
+if wanted tests; then
+    step tests "$PYTHON" -m pytest -m gpu -ra -p no:cacheprovider tests
+fi
+if wanted sanitizer; then
+    default_sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+    sanitizer=${SANITIZER:-$default_sanitizer}
+    if [ -x "$sanitizer" ]; then
+        for tool in memcheck racecheck initcheck synccheck; do
+            step "sanitizer-$tool" "$sanitizer" --tool "$tool" --error-exitcode 1 \
+                "$PYTHON" scripts/launch_all_kernels.py --device cuda
+        done
+    else
+        echo "FAIL sanitizer (no compute-sanitizer on PATH or in /usr/local/cuda/bin)" \
+            >>"$OUT/steps.txt"
+    fi
+    step nvcc-report bash scripts/compile_kernels.sh
+fi
+wait
 
 {
     echo "gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse --short HEAD 2>/dev/null)"
-    printf '%s\n' "${summary[@]}"
+    cat "$OUT/steps.txt"
 } | tee "$OUT/summary.txt"
-exit $failed
+! grep -q '^FAIL' "$OUT/steps.txt"

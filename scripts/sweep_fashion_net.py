@@ -36,7 +36,10 @@ def _with_conv_dropout(layers: list) -> list:
 
 def _with_kernel(layers: list, size: int) -> list:
     return [
-        [kind, {**kwargs, "kernel_size": size, "padding": size // 2} if kind == "Conv2d" else kwargs]
+        [
+            kind,
+            {**kwargs, "kernel_size": size, "padding": size // 2} if kind == "Conv2d" else kwargs,
+        ]
         for kind, kwargs in layers
     ]
 

@@ -101,3 +101,21 @@ def test_arrays_from_another_device_are_named():
         F.conv2d(X, emu.asarray(W))
     with pytest.raises(DeviceMismatchError, match="weight is on device 'cpu'.*'cuda-emu'"):
         F.conv2d(emu.asarray(X), W)
+
+
+@pytest.mark.parametrize(
+    "device",
+    [pytest.param("cuda", marks=pytest.mark.gpu), pytest.param("cuda-emu", marks=pytest.mark.emu)],
+)
+def test_conv_reach_past_int_pixel_coordinates_is_refused(device):
+    """conv2d.cu keeps pixel coordinates in int: a padding of 2^30 is refused before any launch."""
+    backend = make_backend(device)
+    rng = np.random.default_rng()
+    x = backend.asarray(rng.standard_normal((1, 1, 4, 4)).astype(np.float32))
+    w = backend.asarray(rng.standard_normal((1, 1, 3, 3)).astype(np.float32))
+    padding = ((2**30, 2**30), (0, 0))
+    with pytest.raises(ValueError, match="spatial sizes past 2\\^30"):
+        backend.conv2d_forward(x, w, None, (1, 1), padding, (1, 1), 1)
+    assert backend.conv2d_forward(x, w, None, (1, 1), ((1, 1), (1, 1)), (1, 1), 1).shape == (
+        1, 1, 4, 4,
+    )  # fmt: skip

@@ -284,8 +284,8 @@ PLANTS = [
     ),
     pytest.param(
         "conv2d",
-        "acc[i][j] += av[i] * bv[j]",
-        "acc[i][j] = av[i] * bv[j]",
+        "acc[i][j] += av.v[i] * bv.v[j]",
+        "acc[i][j] = av.v[i] * bv.v[j]",
         "conv2d",
         id="dropped-accumulation",
     ),

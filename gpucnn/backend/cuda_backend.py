@@ -30,7 +30,8 @@ _MAX_GRID_YZ = 65535  # CUDA's limit on gridDim.y and gridDim.z
 _TILE = 64  # TILE_M == TILE_P in conv2d.cu
 _TILE_Q = 16  # TILE_Q in conv2d.cu
 _TARGET_BLOCKS = 512  # enough blocks to fill a large GPU, for the split weight-gradient reduction
-_MIN_SPLIT = 1024  # reduction steps per block below which splitting stops paying
+_MIN_SPLIT = 128  # reduction steps per block below which splitting stops paying
+_MAX_SPATIAL = 2**30  # conv2d.cu's pixel coordinates and window reaches are int
 _i64 = np.int64
 _i32 = np.int32
 _POINTWISE = ((1, 1), ((0, 0), (0, 0)), (1, 1), 1)  # stride, padding, dilation, groups of a 1x1
@@ -43,6 +44,18 @@ def _blocks(count: int, per_block: int = _BLOCK) -> int:
 def _grid_1d(count: int) -> tuple[int]:
     """Grid of a 1-D grid-stride kernel over ``count`` elements."""
     return (min(_blocks(count), _MAX_GRID_1D),)
+
+
+_PLANE_LOOP_BLOCKS = 4096  # 1M threads: a few waves even on the largest GPUs
+_BN_ITEMS = 16  # BN_ITEMS in batchnorm.cu: images per thread in a partial-sum block
+
+
+def _grid_plane_loop(plane_size: int, planes: int) -> tuple[int, int]:
+    """Grid (pixel blocks, plane blocks) of a kernel whose threads each keep one pixel position
+    and loop over planes: about _PLANE_LOOP_BLOCKS blocks, so each thread's setup is shared by
+    many planes of a large tensor."""
+    x = _blocks(plane_size)
+    return (x, max(1, min(planes, _PLANE_LOOP_BLOCKS // x, _MAX_GRID_YZ)))
 
 
 def _shaped(op: str, shape: tuple, **arrays: Any) -> None:
@@ -125,6 +138,10 @@ class CudaBackend(Backend):
             )
         if groups > _MAX_GRID_YZ or _blocks(max(k // groups, c // groups), _TILE) > _MAX_GRID_YZ:
             raise ValueError(f"conv2d: {groups} groups of {k // groups} filters exceed the grid")
+        spans = (o * st for o, st in zip(out_hw, stride, strict=True))
+        reaches = (h, w, *spans, *padding[0], *padding[1], r * dilation[0], s * dilation[1])
+        if max(reaches) >= _MAX_SPATIAL:  # the kernels keep pixel coordinates in int
+            raise ValueError(f"conv2d: spatial sizes past 2^30 are not supported, got x {x_shape}")
         dims = (n, c, h, w, k, *out_hw, r, s, *stride, padding[0][0], padding[1][0], *dilation)
         return (*(_i64(v) for v in dims), _i64(groups))
 
@@ -232,7 +249,8 @@ class CudaBackend(Backend):
         return y, argmax
 
     def max_pool2d_backward(self, gy, argmax, x_shape, kernel: Pair, stride: Pair, padding: Pair):
-        """One thread per input pixel gathers its windows (1-D grid-stride, block 256)."""
+        """One thread per pixel position gathers its windows, looping over the planes
+        (grid :func:`_grid_plane_loop`, block 256)."""
         (gy,) = self._floats("max_pool2d_backward", gy)
         if argmax.dtype != np.int32 or argmax.shape != gy.shape:
             got = f"{argmax.dtype} {argmax.shape}"
@@ -242,7 +260,8 @@ class CudaBackend(Backend):
         argmax = self.xp.ascontiguousarray(argmax)
         gx = self.xp.empty(tuple(x_shape), dtype=gy.dtype)
         args = self._pool_args(x_shape, out_hw, kernel, stride, padding)
-        self._launch("pool2d", "max_pool2d_backward", _grid_1d(gx.size), gy, argmax, gx, *args)
+        grid = _grid_plane_loop(x_shape[2] * x_shape[3], x_shape[0] * x_shape[1])
+        self._launch("pool2d", "max_pool2d_backward", grid, gy, argmax, gx, *args)
         return gx
 
     def avg_pool2d_forward(self, x, kernel: Pair, stride: Pair, padding: Pair):
@@ -256,14 +275,16 @@ class CudaBackend(Backend):
         return y
 
     def avg_pool2d_backward(self, gy, x_shape, kernel: Pair, stride: Pair, padding: Pair):
-        """One thread per input pixel gathers its windows (1-D grid-stride, block 256)."""
+        """One thread per pixel position gathers its windows, looping over the planes
+        (grid :func:`_grid_plane_loop`, block 256)."""
         (gy,) = self._floats("avg_pool2d_backward", gy)
         out_hw = pool_output_shape(x_shape, kernel, stride, padding, "avg_pool2d")
         _shaped("avg_pool2d_backward", (*x_shape[:2], *out_hw), gy=gy)
         gx = self.xp.empty(tuple(x_shape), dtype=gy.dtype)
         args = self._pool_args(x_shape, out_hw, kernel, stride, padding)
         divisor = gy.dtype.type(kernel[0] * kernel[1])
-        self._launch("pool2d", "avg_pool2d_backward", _grid_1d(gx.size), gy, gx, *args, divisor)
+        grid = _grid_plane_loop(x_shape[2] * x_shape[3], x_shape[0] * x_shape[1])
+        self._launch("pool2d", "avg_pool2d_backward", grid, gy, gx, *args, divisor)
         return gx
 
     def global_avg_pool2d_forward(self, x):
@@ -347,16 +368,36 @@ class CudaBackend(Backend):
         return y, mask
 
     # ------------------------------------------------------------- batch norm
+    @staticmethod
+    def _bn_grids(x_shape) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """The grids (pixel blocks, C, slices) of batchnorm.cu's training kernels: for the
+        partial sums (at most _BN_ITEMS images per thread), and for the elementwise passes (about
+        _PLANE_LOOP_BLOCKS blocks, each thread looping over its images)."""
+        n, c = x_shape[:2]
+        if c > _MAX_GRID_YZ or _blocks(n, _BN_ITEMS) > _MAX_GRID_YZ:
+            raise ValueError(f"batch_norm2d: {tuple(x_shape)} exceeds the grid")
+        pixel_blocks = _blocks(math.prod(x_shape[2:]))
+        slices = max(1, min(n, _PLANE_LOOP_BLOCKS // (pixel_blocks * c)))
+        return (pixel_blocks, c, _blocks(n, _BN_ITEMS)), (pixel_blocks, c, slices)
+
     def batch_norm2d_forward_train(self, x, gamma, beta, eps: float):
-        """One block per channel (statistics, then y). grid = (C,), block = 256."""
+        """Partial sums per block, combined per channel (grid (C,)), then y elementwise; grids
+        from :meth:`_bn_grids`, block 256."""
         x, gamma, beta = self._floats("batch_norm2d_forward_train", x, gamma, beta)
         n, c = x.shape[:2]
         _shaped("batch_norm2d_forward_train", (c,), gamma=gamma, beta=beta)
         y = self.xp.empty_like(x)
         mean, invstd = self.xp.empty((c,), x.dtype), self.xp.empty((c,), x.dtype)
-        hw = _i64(math.prod(x.shape[2:]))
-        args = (x, gamma, beta, y, mean, invstd, _i64(n), _i64(c), hw, x.dtype.type(eps))
-        self._launch("batchnorm", "batch_norm2d_forward_train", (c,), *args)
+        hw = math.prod(x.shape[2:])
+        sizes = (_i64(n), _i64(c), _i64(hw))
+        partial_grid, grid = self._bn_grids(x.shape)
+        partials = partial_grid[0] * partial_grid[2]  # per channel
+        part = self.xp.empty((3, c, partials), dtype=x.dtype)
+        self._launch("batchnorm", "batch_norm2d_partial_stats", partial_grid, x, part, *sizes)
+        args = (part, mean, invstd, _i64(c), _i64(partials), _i64(n * hw), x.dtype.type(eps))
+        self._launch("batchnorm", "batch_norm2d_stats", (c,), *args)
+        args = (x, gamma, beta, mean, invstd, y, *sizes)
+        self._launch("batchnorm", "batch_norm2d_normalize", grid, *args)
         return y, mean, invstd
 
     def batch_norm2d_forward_eval(self, x, gamma, beta, running_mean, running_var, eps: float):
@@ -372,16 +413,25 @@ class CudaBackend(Backend):
         return y
 
     def batch_norm2d_backward(self, gy, x, gamma, mean, invstd):
-        """One block per channel (two sums, then gx). grid = (C,), block = 256."""
-        arrays = self._floats("batch_norm2d_backward", gy, x, gamma, mean, invstd)
+        """Partial sums of gy and gy*xhat per block, combined per channel (grid (C,)), then gx
+        elementwise; grids from :meth:`_bn_grids`, block 256."""
+        op = "batch_norm2d_backward"
+        gy, x, gamma, mean, invstd = self._floats(op, gy, x, gamma, mean, invstd)
         n, c = x.shape[:2]
-        _shaped("batch_norm2d_backward", x.shape, gy=gy)
-        _shaped("batch_norm2d_backward", (c,), gamma=gamma, mean=mean, invstd=invstd)
-        gx = self.xp.empty_like(arrays[0])
+        _shaped(op, x.shape, gy=gy)
+        _shaped(op, (c,), gamma=gamma, mean=mean, invstd=invstd)
+        gx = self.xp.empty_like(gy)
         ggamma, gbeta = self.xp.empty((c,), gx.dtype), self.xp.empty((c,), gx.dtype)
-        hw = _i64(math.prod(x.shape[2:]))
-        args = (*arrays, gx, ggamma, gbeta, _i64(n), _i64(c), hw)
-        self._launch("batchnorm", "batch_norm2d_backward", (c,), *args)
+        sizes = (_i64(n), _i64(c), _i64(math.prod(x.shape[2:])))
+        partial_grid, grid = self._bn_grids(x.shape)
+        partials = partial_grid[0] * partial_grid[2]  # per channel
+        part = self.xp.empty((2, c, partials), dtype=x.dtype)
+        args = (gy, x, mean, invstd, part, *sizes)
+        self._launch("batchnorm", "batch_norm2d_partial_grad_sums", partial_grid, *args)
+        args = (part, ggamma, gbeta, _i64(c), _i64(partials))
+        self._launch("batchnorm", "batch_norm2d_grad_sums", (c,), *args)
+        args = (gy, x, gamma, mean, invstd, ggamma, gbeta, gx, *sizes)
+        self._launch("batchnorm", "batch_norm2d_backward", grid, *args)
         return gx, ggamma, gbeta
 
     # ------------------------------------------------------------ loss, optim

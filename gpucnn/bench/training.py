@@ -102,8 +102,28 @@ def torch_step(device) -> Callable[[Any, Any], Any]:
     return step
 
 
-def torch_graph_step(device, x, y) -> tuple[Callable[[], Any], Any, Any]:
-    """The whole step captured once as a CUDA graph -> (replay, static x, static y).
+@dataclass
+class TorchGraphStep:
+    """PyTorch's captured step; calling it replays the graph on the batch in ``x`` and ``y``.
+
+    The graph reads and writes the very memory of the net's weights, the optimizer's buffers and
+    the static batch at every replay, so this object keeps them alive as long as the graph: once
+    freed, PyTorch's allocator hands that memory to other tensors (seen on an H200: the replay's
+    SGD update overwrote another peer's labels, and cross-entropy asserted).
+    """
+
+    graph: Any
+    net: Any
+    optimizer: Any
+    x: Any
+    y: Any
+
+    def __call__(self) -> None:
+        self.graph.replay()
+
+
+def torch_graph_step(device, x, y) -> TorchGraphStep:
+    """The whole step captured once as a CUDA graph, on copies of ``x`` and ``y``.
 
     Warm-up runs on a side stream first, as PyTorch's whole-network capture recipe asks.
     """
@@ -125,7 +145,7 @@ def torch_graph_step(device, x, y) -> tuple[Callable[[], Any], Any, Any]:
     with torch.cuda.graph(graph):
         F.cross_entropy(net(static_x), static_y).backward()
         opt.step()
-    return graph.replay, static_x, static_y
+    return TorchGraphStep(graph, net, opt, static_x, static_y)
 
 
 # ------------------------------------------------------------------------------------ suites
@@ -159,10 +179,7 @@ def step_runner(peer: P.Peer, batch: int, tutorial_samples: int) -> Runner:
     device = P.torch_device(peer)
     tx, ty = P.to_torch(x, device), P.to_torch(y, device)
     if peer.name == "pytorch-cuda-graph":
-        # The graph reads the static batch at every replay: keep it alive with the replay, or
-        # PyTorch's allocator hands its memory to other tensors (seen: labels overwritten).
-        replay, static_x, static_y = torch_graph_step(device, tx, ty)
-        return Runner(lambda: (replay(), static_x, static_y), P.torch_clock_for(peer))
+        return Runner(torch_graph_step(device, tx, ty), P.torch_clock_for(peer))
     step = torch_step(device)
     return Runner(P.torch_call(peer, lambda: step(tx, ty)), P.torch_clock_for(peer))
 
@@ -194,14 +211,12 @@ def _torch_epoch(peer: P.Peer, data: Images, batch: int) -> Runner:
     scale, offset = 1.0 / data.std, -data.mean / data.std
     steps = len(data.y) // batch
     if peer.name == "pytorch-cuda-graph":
-        replay, static_x, static_y = torch_graph_step(
-            device, images[:batch].float(), labels[:batch]
-        )
+        graph_step = torch_graph_step(device, images[:batch].float(), labels[:batch])
 
         def step(x, y):
-            static_x.copy_(x)
-            static_y.copy_(y)
-            replay()
+            graph_step.x.copy_(x)
+            graph_step.y.copy_(y)
+            graph_step()
     else:
         step = torch_step(device)
 
