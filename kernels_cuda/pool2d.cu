@@ -73,6 +73,24 @@ template <typename I> struct GatherPixel {
     }
 };
 
+// This thread's batches of loads_at_once<I>() planes, gridDim.y apart: sum(first, step, total)
+// fills one sum (of type Acc) per plane of the batch starting at plane `first`, and each is stored
+// at this thread's pixel of gx.
+template <typename T, typename Acc, typename I, typename Sum>
+__device__ void gather_plane_batches(const Pool2d<I>& g, const GatherPixel<I>& at, T* gx, Sum sum) {
+    constexpr int PLANES_AT_ONCE = loads_at_once<I>();
+    const I step = gridDim.y;
+    for (I first = blockIdx.y; first < g.planes; first += PLANES_AT_ONCE * step) {
+        Acc total[PLANES_AT_ONCE] = {};
+        sum(first, step, total);
+#pragma unroll
+        for (int u = 0; u < PLANES_AT_ONCE; ++u) {
+            const I plane = first + u * step;
+            if (plane < g.planes) gx[plane * g.H * g.W + at.pix] = (T)total[u];
+        }
+    }
+}
+
 // gx[p, h, w] = sum of gy[p, oh, ow] over the windows (oh, ow) covering (h, w) whose argmax is
 // h*W + w, visited in row-major (oh, ow) order and summed in double, like NumPy's bincount.
 template <typename T, typename I>
@@ -81,10 +99,8 @@ __device__ void max_pool2d_backward_body(const T* gy, const int* argmax, T* gx,
     const Pool2d<I> g = geometry.as<I>();
     const GatherPixel<I> at(g);
     if (!at.valid) return;
-    constexpr int PLANES_AT_ONCE = loads_at_once<I>();
-    const I step = gridDim.y;
-    for (I first = blockIdx.y; first < g.planes; first += PLANES_AT_ONCE * step) {
-        double total[PLANES_AT_ONCE] = {};
+    gather_plane_batches<T, double>(g, at, gx, [&](I first, I step, double* total) {
+        constexpr int PLANES_AT_ONCE = loads_at_once<I>();
 #pragma unroll 1  // a window or a few: unrolling only adds overhead
         for (I oh = at.oh_lo; oh < at.oh_hi; ++oh)
 #pragma unroll 1
@@ -101,12 +117,7 @@ __device__ void max_pool2d_backward_body(const T* gy, const int* argmax, T* gx,
                 for (int u = 0; u < PLANES_AT_ONCE; ++u)
                     if (a[u] == (int)at.pix) total[u] += (double)v[u];
             }
-#pragma unroll
-        for (int u = 0; u < PLANES_AT_ONCE; ++u) {
-            const I plane = first + u * step;
-            if (plane < g.planes) gx[plane * g.H * g.W + at.pix] = (T)total[u];
-        }
-    }
+    });
 }
 
 // One thread per pixel position, looping over planes; grid as in the header, block = BLOCK_1D.
@@ -142,10 +153,8 @@ __device__ void avg_pool2d_backward_body(const T* gy, T* gx, T divisor,
     const Pool2d<I> g = geometry.as<I>();
     const GatherPixel<I> at(g);
     if (!at.valid) return;
-    constexpr int PLANES_AT_ONCE = loads_at_once<I>();
-    const I step = gridDim.y;
-    for (I first = blockIdx.y; first < g.planes; first += PLANES_AT_ONCE * step) {
-        T total[PLANES_AT_ONCE] = {};
+    gather_plane_batches<T, T>(g, at, gx, [&](I first, I step, T* total) {
+        constexpr int PLANES_AT_ONCE = loads_at_once<I>();
 #pragma unroll 1  // a window or a few: unrolling only adds overhead
         for (I oh = at.oh_hi; oh-- > at.oh_lo;)
 #pragma unroll 1
@@ -159,12 +168,7 @@ __device__ void avg_pool2d_backward_body(const T* gy, T* gx, T divisor,
 #pragma unroll
                 for (int u = 0; u < PLANES_AT_ONCE; ++u) total[u] += v[u] / divisor;
             }
-#pragma unroll
-        for (int u = 0; u < PLANES_AT_ONCE; ++u) {
-            const I plane = first + u * step;
-            if (plane < g.planes) gx[plane * g.H * g.W + at.pix] = total[u];
-        }
-    }
+    });
 }
 
 // One thread per pixel position, looping over planes; grid as in the header, block = BLOCK_1D.

@@ -58,10 +58,14 @@ def test_labels_out_of_range_and_wrong_shape():
         nn.CrossEntropyLoss(label_smoothing=1.5)(logits, np.array([0, 1, 2, 1]))
 
 
-@pytest.mark.parametrize(
-    "device",
-    [pytest.param("cuda", marks=pytest.mark.gpu), pytest.param("cuda-emu", marks=pytest.mark.emu)],
-)
+# The devices that run kernels_cuda/: the GPU, and its emulation on the CPU.
+KERNEL_DEVICES = [
+    pytest.param("cuda", marks=pytest.mark.gpu),
+    pytest.param("cuda-emu", marks=pytest.mark.emu),
+]
+
+
+@pytest.mark.parametrize("device", KERNEL_DEVICES)
 def test_unchecked_bad_label_gives_nan_on_the_gpu_not_a_stray_read(device):
     """With the range check off (no device read), the kernel turns a bad label into a NaN loss."""
     backend = make_backend(device)
@@ -103,10 +107,7 @@ def test_arrays_from_another_device_are_named():
         F.conv2d(emu.asarray(X), W)
 
 
-@pytest.mark.parametrize(
-    "device",
-    [pytest.param("cuda", marks=pytest.mark.gpu), pytest.param("cuda-emu", marks=pytest.mark.emu)],
-)
+@pytest.mark.parametrize("device", KERNEL_DEVICES)
 def test_conv_reach_past_int_pixel_coordinates_is_refused(device):
     """conv2d.cu keeps pixel coordinates in int: a padding of 2^30 is refused before any launch."""
     backend = make_backend(device)
