@@ -64,9 +64,9 @@ class Optimizer:
         return self._clock
 
     def zero_grad(self) -> None:
-        """Set every parameter's gradient to zero."""
+        """Set every parameter's gradient to zero (lazily: see ``nn.Parameter``)."""
         for p in self.params:
-            p.grad[...] = 0
+            p.zero_grad()
 
     def _buffer(self, i: int, name: str):
         """State array ``name`` of parameter i: created as zeros on the parameter's device, and

@@ -56,6 +56,33 @@ def test_zero_grad_train_eval_and_dropout():
     assert model[4].training
 
 
+def test_gradients_accumulate_and_zeroing_is_lazy():
+    """After zero_grad the next gradient is taken as it is (no memset, no add); later ones add;
+    reading the gradient in between gives zeros; a gradient unlike the parameter is copied in."""
+    rng = np.random.default_rng()
+    p = nn.Parameter(rng.standard_normal((3, 4)).astype(np.float32))
+    g1, g2 = (rng.standard_normal((3, 4)).astype(np.float32) for _ in range(2))
+    p.accumulate(g1)
+    np.testing.assert_array_equal(p.grad, g1)  # accumulated into the initial zeros
+    p.zero_grad()
+    p.accumulate(g1)
+    assert p.grad is g1  # adopted: later accumulations add into g1 itself
+    expected = g1 + g2
+    p.accumulate(g2)
+    np.testing.assert_array_equal(p.grad, expected)
+    p.zero_grad()
+    assert not p.grad.any()  # read while marked zero: zeros
+    p.zero_grad()
+    wide = g2.astype(np.float64)
+    p.accumulate(wide)
+    assert p.grad is not wide and p.grad.dtype == np.float32
+    np.testing.assert_array_equal(p.grad, g2)
+    p.zero_grad()
+    p.accumulate(np.asfortranarray(g2))  # not C-contiguous: copied
+    assert p.grad.flags.c_contiguous
+    np.testing.assert_array_equal(p.grad, g2)
+
+
 def test_dropout_random_state_resumes_the_same_masks():
     x = np.ones((2, 50), np.float32)
     drop = nn.Dropout(0.5, seed=7)

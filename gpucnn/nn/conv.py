@@ -57,11 +57,11 @@ class Conv2d(Module):
 
     def backward_params(self, grad_out):
         backend, w = self._backend, self.weight.data
-        self.weight.grad += backend.conv2d_backward_weight_saved(
-            grad_out, self._saved, w.shape, *self._args
+        self.weight.accumulate(
+            backend.conv2d_backward_weight_saved(grad_out, self._saved, w.shape, *self._args)
         )
         if self.bias is not None:
-            self.bias.grad += backend.conv2d_backward_bias(grad_out)
+            self.bias.accumulate(backend.conv2d_backward_bias(grad_out))
 
     def backward(self, grad_out):
         self.backward_params(grad_out)

@@ -27,9 +27,9 @@ class Linear(Module):
 
     def backward(self, grad_out):
         gx, gw, gb = self._backend.linear_backward(grad_out, self._x, self.weight.data)
-        self.weight.grad += gw
+        self.weight.accumulate(gw)
         if self.bias is not None:
-            self.bias.grad += gb
+            self.bias.accumulate(gb)
         return gx
 
     def extra_repr(self) -> str:

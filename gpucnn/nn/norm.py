@@ -54,8 +54,8 @@ class BatchNorm2d(Module):
         gx, ggamma, gbeta = backend.batch_norm2d_backward(
             grad_out, x, self.weight.data, mean, invstd
         )
-        self.weight.grad += ggamma
-        self.bias.grad += gbeta
+        self.weight.accumulate(ggamma)
+        self.bias.accumulate(gbeta)
         return gx
 
     def extra_repr(self) -> str:
