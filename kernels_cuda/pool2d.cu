@@ -3,41 +3,14 @@
 // Every kernel treats the N*C planes alike: x is (planes, H, W), y is (planes, Ho, Wo). Windows may
 // overlap (stride < kernel) and reach into the padding (ph rows top and bottom, pw columns left and
 // right). Backward passes are gather-form: one thread per input pixel sums the windows that cover
-// it in a fixed order, so there are no atomics and results are bitwise reproducible. Their grid is
-// (ceil(H*W / BLOCK_1D), planes') with planes' <= planes: a thread keeps one pixel position and
-// loops over the planes, so its divisions (which windows cover the pixel) run once, not per pixel,
-// and it loads a window's values in loads_at_once<I>() planes before using any, so that those
-// loads are in flight together (one plane at a time leaves a thread waiting on each load in turn).
+// it in a fixed order, so there are no atomics and results are bitwise reproducible. The max and
+// avg kernels keep one pixel position per thread (an output pixel forward, an input pixel
+// backward) and loop over the planes: grid (ceil(pixels per plane / BLOCK_1D), planes') with
+// planes' <= planes, block BLOCK_1D. So a thread's divisions (where its window lies, or which
+// windows cover its pixel) run once, not per element, and it loads a tap's values in
+// loads_at_once<I>() planes before using any, so that those loads are in flight together (one
+// plane at a time leaves a thread waiting on each load in turn).
 #include "common.cuh"
-
-// y = max over each window (padding counts as -inf), argmax = flat index h*W + w in the input
-// plane of the window's first maximum in row-major order (strictly greater replaces), exactly as
-// the NumPy backend: the search starts from the window's top-left tap, padded or not.
-// One thread per output; 1-D grid-stride over planes*Ho*Wo, block = BLOCK_1D.
-template <typename T>
-__global__ void max_pool2d_forward(const T* x, T* y, int* argmax, i64 planes, i64 H, i64 W, i64 Ho,
-                                   i64 Wo, i64 kh, i64 kw, i64 sh, i64 sw, i64 ph, i64 pw) {
-    for (i64 i = global_thread_index(); i < planes * Ho * Wo; i += grid_stride()) {
-        const T* plane = x + i / (Ho * Wo) * H * W;
-        const i64 h0 = i % (Ho * Wo) / Wo * sh - ph, w0 = i % Wo * sw - pw;
-        const bool corner = h0 >= 0 && h0 < H && w0 >= 0 && w0 < W;
-        T best = corner ? plane[h0 * W + w0] : neg_infinity(T());
-        i64 best_index = h0 * W + w0;
-        for (i64 r = 0; r < kh; ++r) {
-            const i64 h = h0 + r;
-            if (h < 0 || h >= H) continue;
-            for (i64 s = 0; s < kw; ++s) {
-                const i64 w = w0 + s;
-                if (w >= 0 && w < W && plane[h * W + w] > best) {
-                    best = plane[h * W + w];
-                    best_index = h * W + w;
-                }
-            }
-        }
-        y[i] = best;
-        argmax[i] = (int)best_index;  // the launcher checks H*W < 2^31
-    }
-}
 
 // The pooling geometry as the kernels take it (i64), and in the index type I of a body.
 template <typename I> struct Pool2d {
@@ -51,6 +24,143 @@ template <typename I> struct Pool2d {
         return {(J)planes, (J)H, (J)W, (J)Ho, (J)Wo, (J)kh, (J)kw, (J)sh, (J)sw, (J)ph, (J)pw};
     }
 };
+
+// One batch of a thread's planes, first + u*step for u < loads_at_once<I>(), whose loads are issued
+// together; a plane at or past `planes` is absent (neither loaded nor stored).
+template <typename I> struct PlaneBatch {
+    I first, step, planes;
+    __device__ bool has(int u) const { return first + u * step < planes; }
+    // v[u] = a[plane u * plane_size + at], or `absent` for an absent plane.
+    template <typename V, int N>
+    __device__ void load(const V* a, I plane_size, I at, V absent, V (&v)[N]) const {
+#pragma unroll
+        for (int u = 0; u < N; ++u)
+            v[u] = has(u) ? a[(first + u * step) * plane_size + at] : absent;
+    }
+    // a[plane u * plane_size + at] = v[u] for each plane present.
+    template <typename T, typename V, int N>
+    __device__ void store(T* a, I plane_size, I at, const V (&v)[N]) const {
+#pragma unroll
+        for (int u = 0; u < N; ++u)
+            if (has(u)) a[(first + u * step) * plane_size + at] = (T)v[u];
+    }
+};
+
+// Calls batch(b) for each of this thread's batches b of loads_at_once<I>() planes gridDim.y apart,
+// from plane blockIdx.y on.
+template <typename I, typename Batch> __device__ void for_plane_batches(I planes, Batch batch) {
+    const I step = gridDim.y;
+    for (I first = blockIdx.y; first < planes; first += loads_at_once<I>() * step)
+        batch(PlaneBatch<I>{first, step, planes});
+}
+
+// The in-bounds taps [lo, hi) (input coordinates; lo == hi when none) along one axis of n pixels
+// padded by p of a window whose taps are t0 .. t0 + k - 1 in padded coordinates.
+template <typename I> __device__ inline void taps_in_bounds(I t0, I k, I p, I n, I& lo, I& hi) {
+    const I first = t0 > p ? t0 : p, end = t0 + k < n + p ? t0 + k : n + p;
+    lo = first - p;
+    hi = end > first ? end - p : lo;
+}
+
+// A forward thread's output pixel, fixed over its loop: out = oh*Wo + ow in every plane, and its
+// window's in-bounds taps [h_lo, h_hi) x [w_lo, w_hi). The window's top-left tap (h0, w0) =
+// (oh*sh - ph, ow*sw - pw) has flat index `corner` = h0*W + w0 (as int, padded or not) and, when
+// `corner_in` (in bounds), is the first in-bounds tap. `valid` is false past the end of the plane.
+template <typename I> struct WindowPixel {
+    I out, h_lo, h_hi, w_lo, w_hi;
+    int corner;
+    bool corner_in, valid;
+    __device__ explicit WindowPixel(const Pool2d<I>& g)
+        : out((I)blockIdx.x * BLOCK_1D + threadIdx.x), valid(out < g.Ho * g.Wo) {
+        const I oh = out / g.Wo, hp = oh * g.sh, wp = (out - oh * g.Wo) * g.sw;  // padded (h0, w0)
+        taps_in_bounds(hp, g.kh, g.ph, g.H, h_lo, h_hi);
+        taps_in_bounds(wp, g.kw, g.pw, g.W, w_lo, w_hi);
+        // Unsigned I wraps where h0 or w0 < 0: the int is the same as from the exact value.
+        corner = (int)((hp - g.ph) * g.W + (wp - g.pw));
+        corner_in = hp >= g.ph && wp >= g.pw && h_lo < h_hi && w_lo < w_hi;
+    }
+};
+
+// Calls use(tap, v) for each in-bounds tap of at's window in row-major order, tap = h*W + w, with
+// v[u] = x at that tap in plane u of batch b (0 if absent): a tap's loads are issued together.
+template <typename T, typename I, typename Use>
+__device__ void for_window_taps(const Pool2d<I>& g, const WindowPixel<I>& at,
+                                const PlaneBatch<I>& b, const T* x, Use use) {
+#pragma unroll 1  // a few taps: unrolling only adds overhead
+    for (I h = at.h_lo; h < at.h_hi; ++h)
+#pragma unroll 1
+        for (I w = at.w_lo; w < at.w_hi; ++w) {
+            T v[loads_at_once<I>()];
+            b.load(x, g.H * g.W, h * g.W + w, T(0), v);
+            use(h * g.W + w, v);
+        }
+}
+
+// y = max over each window (padding counts as -inf), argmax = flat index h*W + w in the input
+// plane of the window's first maximum in row-major order (strictly greater replaces), exactly as
+// the NumPy backend: the search starts from the window's top-left tap, padded or not (an in-bounds
+// one is taken whatever its value; a padded one is -inf at index h0*W + w0). As comparisons are
+// `>`, a NaN is kept only as the top-left tap, else ignored (NumPy's maximum propagates any NaN).
+template <typename T, typename I>
+__device__ void max_pool2d_forward_body(const T* x, T* y, int* argmax,
+                                        const Pool2d<i64>& geometry) {
+    const Pool2d<I> g = geometry.as<I>();
+    const WindowPixel<I> at(g);
+    if (!at.valid) return;
+    for_plane_batches(g.planes, [&](const PlaneBatch<I>& b) {
+        constexpr int PLANES_AT_ONCE = loads_at_once<I>();
+        T best[PLANES_AT_ONCE];
+        int best_index[PLANES_AT_ONCE];
+#pragma unroll
+        for (int u = 0; u < PLANES_AT_ONCE; ++u)
+            best[u] = neg_infinity(T()), best_index[u] = at.corner;
+        bool take = at.corner_in;  // the first tap visited is then the top-left one
+        for_window_taps(g, at, b, x, [&](I tap, const T* v) {
+#pragma unroll
+            for (int u = 0; u < PLANES_AT_ONCE; ++u)
+                if (take || v[u] > best[u]) best[u] = v[u], best_index[u] = (int)tap;
+            take = false;
+        });
+        b.store(y, g.Ho * g.Wo, at.out, best);
+        b.store(argmax, g.Ho * g.Wo, at.out, best_index);  // the launcher checks H*W < 2^31
+    });
+}
+
+// One thread per output pixel position, looping over planes; grid as in the header.
+template <typename T>
+__global__ void max_pool2d_forward(const T* x, T* y, int* argmax, i64 planes, i64 H, i64 W, i64 Ho,
+                                   i64 Wo, i64 kh, i64 kw, i64 sh, i64 sw, i64 ph, i64 pw) {
+    const Pool2d<i64> g = {planes, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw};
+    DISPATCH_INDEX_TYPE(g.fits_index32(), max_pool2d_forward_body, x, y, argmax, g);
+}
+
+// y = sum of each window's in-bounds taps in row-major order, like the NumPy backend, / divisor
+// (divisor = kh*kw: padded zeros count).
+template <typename T, typename I>
+__device__ void avg_pool2d_forward_body(const T* x, T* y, T divisor, const Pool2d<i64>& geometry) {
+    const Pool2d<I> g = geometry.as<I>();
+    const WindowPixel<I> at(g);
+    if (!at.valid) return;
+    for_plane_batches(g.planes, [&](const PlaneBatch<I>& b) {
+        constexpr int PLANES_AT_ONCE = loads_at_once<I>();
+        T total[PLANES_AT_ONCE] = {};
+        for_window_taps(g, at, b, x, [&](I, const T* v) {
+#pragma unroll
+            for (int u = 0; u < PLANES_AT_ONCE; ++u) total[u] += v[u];
+        });
+#pragma unroll
+        for (int u = 0; u < PLANES_AT_ONCE; ++u) total[u] /= divisor;
+        b.store(y, g.Ho * g.Wo, at.out, total);
+    });
+}
+
+// One thread per output pixel position, looping over planes; grid as in the header.
+template <typename T>
+__global__ void avg_pool2d_forward(const T* x, T* y, i64 planes, i64 H, i64 W, i64 Ho, i64 Wo,
+                                   i64 kh, i64 kw, i64 sh, i64 sw, i64 ph, i64 pw, T divisor) {
+    const Pool2d<i64> g = {planes, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw};
+    DISPATCH_INDEX_TYPE(g.fits_index32(), avg_pool2d_forward_body, x, y, divisor, g);
+}
 
 // The windows o (0 <= o < n_out) that cover padded coordinate t along one axis, o*s <= t <=
 // o*s + k - 1, as the half-open range [lo, hi) (empty when lo >= hi).
@@ -73,22 +183,15 @@ template <typename I> struct GatherPixel {
     }
 };
 
-// This thread's batches of loads_at_once<I>() planes, gridDim.y apart: sum(first, step, total)
-// fills one sum (of type Acc) per plane of the batch starting at plane `first`, and each is stored
-// at this thread's pixel of gx.
+// This thread's batches of planes (for_plane_batches): sum(b, total) fills one sum (of type Acc)
+// per plane of batch b, and each is stored at this thread's pixel of gx.
 template <typename T, typename Acc, typename I, typename Sum>
 __device__ void gather_plane_batches(const Pool2d<I>& g, const GatherPixel<I>& at, T* gx, Sum sum) {
-    constexpr int PLANES_AT_ONCE = loads_at_once<I>();
-    const I step = gridDim.y;
-    for (I first = blockIdx.y; first < g.planes; first += PLANES_AT_ONCE * step) {
-        Acc total[PLANES_AT_ONCE] = {};
-        sum(first, step, total);
-#pragma unroll
-        for (int u = 0; u < PLANES_AT_ONCE; ++u) {
-            const I plane = first + u * step;
-            if (plane < g.planes) gx[plane * g.H * g.W + at.pix] = (T)total[u];
-        }
-    }
+    for_plane_batches(g.planes, [&](const PlaneBatch<I>& b) {
+        Acc total[loads_at_once<I>()] = {};
+        sum(b, total);
+        b.store(gx, g.H * g.W, at.pix, total);
+    });
 }
 
 // gx[p, h, w] = sum of gy[p, oh, ow] over the windows (oh, ow) covering (h, w) whose argmax is
@@ -99,7 +202,7 @@ __device__ void max_pool2d_backward_body(const T* gy, const int* argmax, T* gx,
     const Pool2d<I> g = geometry.as<I>();
     const GatherPixel<I> at(g);
     if (!at.valid) return;
-    gather_plane_batches<T, double>(g, at, gx, [&](I first, I step, double* total) {
+    gather_plane_batches<T, double>(g, at, gx, [&](const PlaneBatch<I>& b, double* total) {
         constexpr int PLANES_AT_ONCE = loads_at_once<I>();
 #pragma unroll 1  // a window or a few: unrolling only adds overhead
         for (I oh = at.oh_lo; oh < at.oh_hi; ++oh)
@@ -107,12 +210,8 @@ __device__ void max_pool2d_backward_body(const T* gy, const int* argmax, T* gx,
             for (I ow = at.ow_lo; ow < at.ow_hi; ++ow) {
                 int a[PLANES_AT_ONCE];  // -1 (no pixel) past the last plane
                 T v[PLANES_AT_ONCE];
-#pragma unroll
-                for (int u = 0; u < PLANES_AT_ONCE; ++u) {
-                    const I plane = first + u * step, o = (plane * g.Ho + oh) * g.Wo + ow;
-                    a[u] = plane < g.planes ? argmax[o] : -1;
-                    v[u] = plane < g.planes ? gy[o] : T(0);
-                }
+                b.load(argmax, g.Ho * g.Wo, oh * g.Wo + ow, -1, a);
+                b.load(gy, g.Ho * g.Wo, oh * g.Wo + ow, T(0), v);
 #pragma unroll
                 for (int u = 0; u < PLANES_AT_ONCE; ++u)
                     if (a[u] == (int)at.pix) total[u] += (double)v[u];
@@ -129,21 +228,6 @@ __global__ void max_pool2d_backward(const T* gy, const int* argmax, T* gx, i64 p
     DISPATCH_INDEX_TYPE(g.fits_index32(), max_pool2d_backward_body, gy, argmax, gx, g);
 }
 
-// y = sum of each window / divisor (divisor = kh*kw: padded zeros count), summed in row-major
-// tap order like the NumPy backend. One thread per output; 1-D grid-stride, block = BLOCK_1D.
-template <typename T>
-__global__ void avg_pool2d_forward(const T* x, T* y, i64 planes, i64 H, i64 W, i64 Ho, i64 Wo,
-                                   i64 kh, i64 kw, i64 sh, i64 sw, i64 ph, i64 pw, T divisor) {
-    for (i64 i = global_thread_index(); i < planes * Ho * Wo; i += grid_stride()) {
-        const T* plane = x + i / (Ho * Wo) * H * W;
-        const i64 h0 = i % (Ho * Wo) / Wo * sh - ph, w0 = i % Wo * sw - pw;
-        T total = T(0);
-        for (i64 h = h0 > 0 ? h0 : 0; h < h0 + kh && h < H; ++h)
-            for (i64 w = w0 > 0 ? w0 : 0; w < w0 + kw && w < W; ++w) total += plane[h * W + w];
-        y[i] = total / divisor;
-    }
-}
-
 // gx[p, h, w] = sum over the taps (r, s) in row-major order whose window exists of
 // gy[p, oh, ow] / divisor, where oh*sh + r = h + ph: r ascending is oh descending, so the
 // covering windows are visited bottom-right first.
@@ -153,18 +237,14 @@ __device__ void avg_pool2d_backward_body(const T* gy, T* gx, T divisor,
     const Pool2d<I> g = geometry.as<I>();
     const GatherPixel<I> at(g);
     if (!at.valid) return;
-    gather_plane_batches<T, T>(g, at, gx, [&](I first, I step, T* total) {
+    gather_plane_batches<T, T>(g, at, gx, [&](const PlaneBatch<I>& b, T* total) {
         constexpr int PLANES_AT_ONCE = loads_at_once<I>();
 #pragma unroll 1  // a window or a few: unrolling only adds overhead
         for (I oh = at.oh_hi; oh-- > at.oh_lo;)
 #pragma unroll 1
             for (I ow = at.ow_hi; ow-- > at.ow_lo;) {
                 T v[PLANES_AT_ONCE];  // 0 past the last plane
-#pragma unroll
-                for (int u = 0; u < PLANES_AT_ONCE; ++u) {
-                    const I plane = first + u * step, o = (plane * g.Ho + oh) * g.Wo + ow;
-                    v[u] = plane < g.planes ? gy[o] : T(0);
-                }
+                b.load(gy, g.Ho * g.Wo, oh * g.Wo + ow, T(0), v);
 #pragma unroll
                 for (int u = 0; u < PLANES_AT_ONCE; ++u) total[u] += v[u] / divisor;
             }

@@ -235,7 +235,8 @@ class CudaBackend(Backend):
         return tuple(_i64(v) for v in (n * c, h, w, *out_hw, *kernel, *stride, *padding))
 
     def max_pool2d_forward(self, x, kernel: Pair, stride: Pair, padding: Pair):
-        """One thread per output (1-D grid-stride, block 256) -> (y, argmax int32)."""
+        """One thread per output pixel position, looping over the planes (grid
+        :func:`_grid_plane_loop`, block 256) -> (y, argmax int32)."""
         (x,) = self._floats("max_pool2d_forward", x)
         if x.shape[2] * x.shape[3] >= 2**31:
             raise ValueError(
@@ -245,7 +246,8 @@ class CudaBackend(Backend):
         y = self.xp.empty((*x.shape[:2], *out_hw), dtype=x.dtype)
         argmax = self.xp.empty(y.shape, dtype=self.xp.int32)
         args = self._pool_args(x.shape, out_hw, kernel, stride, padding)
-        self._launch("pool2d", "max_pool2d_forward", _grid_1d(y.size), x, y, argmax, *args)
+        grid = _grid_plane_loop(out_hw[0] * out_hw[1], x.shape[0] * x.shape[1])
+        self._launch("pool2d", "max_pool2d_forward", grid, x, y, argmax, *args)
         return y, argmax
 
     def max_pool2d_backward(self, gy, argmax, x_shape, kernel: Pair, stride: Pair, padding: Pair):
@@ -265,13 +267,15 @@ class CudaBackend(Backend):
         return gx
 
     def avg_pool2d_forward(self, x, kernel: Pair, stride: Pair, padding: Pair):
-        """One thread per output (1-D grid-stride, block 256); divisor kh*kw."""
+        """One thread per output pixel position, looping over the planes (grid
+        :func:`_grid_plane_loop`, block 256); divisor kh*kw."""
         (x,) = self._floats("avg_pool2d_forward", x)
         out_hw = pool_output_shape(x.shape, kernel, stride, padding, "avg_pool2d")
         y = self.xp.empty((*x.shape[:2], *out_hw), dtype=x.dtype)
         args = self._pool_args(x.shape, out_hw, kernel, stride, padding)
         divisor = x.dtype.type(kernel[0] * kernel[1])
-        self._launch("pool2d", "avg_pool2d_forward", _grid_1d(y.size), x, y, *args, divisor)
+        grid = _grid_plane_loop(out_hw[0] * out_hw[1], x.shape[0] * x.shape[1])
+        self._launch("pool2d", "avg_pool2d_forward", grid, x, y, *args, divisor)
         return y
 
     def avg_pool2d_backward(self, gy, x_shape, kernel: Pair, stride: Pair, padding: Pair):
