@@ -99,3 +99,32 @@ def test_cupy_runner_compiles_nothing_until_asked(monkeypatch):
     runner = kernels.CupyRunner()
     with pytest.raises(ImportError):
         runner.module("activation", kernels.name_expressions("activation"))
+
+
+def test_cupy_runner_warmup_compiles_every_family_once_on_the_callers_device(monkeypatch):
+    """warmup() compiles the families in worker threads, each of which first sets the caller's
+    device (a new thread has no current context to load a module into); a stand-in for CuPy logs
+    which thread did what."""
+    import threading
+    import types
+
+    log: list[tuple] = []
+    current = threading.local()
+
+    class RawModule:
+        def __init__(self, code, options, name_expressions):
+            self.code = code
+
+        def compile(self):
+            log.append(("compile", self.code, getattr(current, "device", None)))
+
+    def set_device(device):
+        current.device = device
+
+    runtime = types.SimpleNamespace(getDevice=lambda: 3, setDevice=set_device)
+    fake = types.SimpleNamespace(RawModule=RawModule, cuda=types.SimpleNamespace(runtime=runtime))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    kernels.CupyRunner().warmup()
+    compiled = sorted(code for _, code, _ in log)
+    assert compiled == sorted(kernels.load_source(f) for f in kernels.families())
+    assert {device for *_, device in log} == {3}

@@ -111,16 +111,17 @@ class CupyRunner:
     def warmup(self) -> None:
         """Compile every family now (instead of at the first launch of each), side by side.
 
-        CuPy runs NVRTC without holding the GIL, so the families compile in parallel threads; each
-        thread makes the caller's device current first, as loading a module needs its context.
+        CuPy runs NVRTC without holding the GIL, so the families compile in parallel threads. Each
+        thread first sets the caller's device, which (CUDA >= 12) makes its primary context current
+        there: loading a module is a driver call that needs one, and a new thread has none.
         """
         import cupy
 
-        device = cupy.cuda.Device()
+        device_id = cupy.cuda.runtime.getDevice()
 
         def build(family: str) -> None:
-            with device:
-                self.module(family, name_expressions(family)).compile()
+            cupy.cuda.runtime.setDevice(device_id)
+            self.module(family, name_expressions(family)).compile()
 
         names = families()
         with ThreadPoolExecutor(max_workers=len(names)) as pool:
