@@ -234,6 +234,16 @@ def test_loader_augmentation_keeps_shapes_and_pixels():
     assert set(np.unique(xb)) <= {0.0, 1.0} and (xb.sum(axis=(1, 2, 3)) > 0).all()
 
 
+def test_shift_padding_is_a_raw_zero_after_normalisation():
+    """Images are normalised once at load, so the shift fills its border with the normalised 0."""
+    images = np.full((4, 1, 6, 6), 200, dtype=np.uint8)
+    loader = DataLoader(images, np.zeros(4), 4, shift=2, rng=3, mean=50.0, std=25.0)
+    ((x, _),) = list(loader)
+    values = set(np.unique(x).tolist())
+    assert values <= {np.float32(6.0), np.float32(-2.0)}  # (200 - 50)/25 and (0 - 50)/25
+    assert np.float32(-2.0) in values  # rng 3 moves at least one image
+
+
 def test_loader_and_augmentation_match_on_every_device(backend, cpu):
     """The same seed gives the same batches, augmented on the device, as on the CPU."""
     rng = np.random.default_rng(0)
