@@ -183,13 +183,17 @@ template <typename I> struct GatherPixel {
     }
 };
 
-// This thread's batches of planes (for_plane_batches): sum(b, total) fills one sum (of type Acc)
-// per plane of batch b, and each is stored at this thread's pixel of gx.
+// A backward thread's work: its pixel (GatherPixel) and its batches of planes (for_plane_batches);
+// sum(g, at, b, total) fills one sum (of type Acc) per plane of batch b, and each is stored at
+// the pixel's place in gx.
 template <typename T, typename Acc, typename I, typename Sum>
-__device__ void gather_plane_batches(const Pool2d<I>& g, const GatherPixel<I>& at, T* gx, Sum sum) {
+__device__ void gather_plane_batches(const Pool2d<i64>& geometry, T* gx, Sum sum) {
+    const Pool2d<I> g = geometry.as<I>();
+    const GatherPixel<I> at(g);
+    if (!at.valid) return;
     for_plane_batches(g.planes, [&](const PlaneBatch<I>& b) {
         Acc total[loads_at_once<I>()] = {};
-        sum(b, total);
+        sum(g, at, b, total);
         b.store(gx, g.H * g.W, at.pix, total);
     });
 }
@@ -199,10 +203,9 @@ __device__ void gather_plane_batches(const Pool2d<I>& g, const GatherPixel<I>& a
 template <typename T, typename I>
 __device__ void max_pool2d_backward_body(const T* gy, const int* argmax, T* gx,
                                          const Pool2d<i64>& geometry) {
-    const Pool2d<I> g = geometry.as<I>();
-    const GatherPixel<I> at(g);
-    if (!at.valid) return;
-    gather_plane_batches<T, double>(g, at, gx, [&](const PlaneBatch<I>& b, double* total) {
+    gather_plane_batches<T, double, I>(geometry, gx, [&](const Pool2d<I>& g,
+                                                         const GatherPixel<I>& at,
+                                                         const PlaneBatch<I>& b, double* total) {
         constexpr int PLANES_AT_ONCE = loads_at_once<I>();
 #pragma unroll 1  // a window or a few: unrolling only adds overhead
         for (I oh = at.oh_lo; oh < at.oh_hi; ++oh)
@@ -234,10 +237,8 @@ __global__ void max_pool2d_backward(const T* gy, const int* argmax, T* gx, i64 p
 template <typename T, typename I>
 __device__ void avg_pool2d_backward_body(const T* gy, T* gx, T divisor,
                                          const Pool2d<i64>& geometry) {
-    const Pool2d<I> g = geometry.as<I>();
-    const GatherPixel<I> at(g);
-    if (!at.valid) return;
-    gather_plane_batches<T, T>(g, at, gx, [&](const PlaneBatch<I>& b, T* total) {
+    gather_plane_batches<T, T, I>(geometry, gx, [&](const Pool2d<I>& g, const GatherPixel<I>& at,
+                                                    const PlaneBatch<I>& b, T* total) {
         constexpr int PLANES_AT_ONCE = loads_at_once<I>();
 #pragma unroll 1  // a window or a few: unrolling only adds overhead
         for (I oh = at.oh_hi; oh-- > at.oh_lo;)
