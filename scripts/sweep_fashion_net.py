@@ -16,13 +16,10 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from gpucnn.nn import zoo  # noqa: E402
-from gpucnn.train import AUGMENT_CHOICES, OPTIMIZERS, SCHEDULES, TrainConfig, fit  # noqa: E402
+from gpucnn.nn import zoo
+from gpucnn.train import AUGMENT_CHOICES, OPTIMIZERS, SCHEDULES, TrainConfig, fit
 
 
 def _with_conv_dropout(layers: list) -> list:
