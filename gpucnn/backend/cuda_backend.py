@@ -6,8 +6,9 @@ only through ``self.runner.module(...)``, so the same code drives CuPy on a GPU
 (``"cuda-emu"``).
 Every launcher checks dtypes (float32/float64), makes its inputs C-contiguous (a kernel reads raw
 memory: a strided view would be read wrongly), and casts each scalar to the kernel parameter's exact
-type: ``np.int64`` for sizes and indices (all kernel index arithmetic is 64-bit), ``np.int32`` for
-``int`` flags, and the array's own float type for ``T``.
+type: ``np.int64`` for sizes and indices (kernels take them 64-bit and switch to 32-bit index
+arithmetic themselves where every index fits), ``np.int32`` for ``int`` flags, and the array's own
+float type for ``T``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ _TILE_Q = 16  # TILE_Q in conv2d.cu
 _TARGET_BLOCKS = 512  # enough blocks to fill a large GPU, for the split weight-gradient reduction
 _MIN_SPLIT = 128  # reduction steps per block below which splitting stops paying
 _MAX_SPATIAL = 2**30  # conv2d.cu's pixel coordinates and window reaches are int
+_PLANE_LOOP_BLOCKS = 4096  # 1M threads: a few waves even on the largest GPUs
+_BN_ITEMS = 16  # BN_ITEMS in batchnorm.cu: images per thread in a partial-sum block
 _i64 = np.int64
 _i32 = np.int32
 _POINTWISE = ((1, 1), ((0, 0), (0, 0)), (1, 1), 1)  # stride, padding, dilation, groups of a 1x1
@@ -44,10 +47,6 @@ def _blocks(count: int, per_block: int = _BLOCK) -> int:
 def _grid_1d(count: int) -> tuple[int]:
     """Grid of a 1-D grid-stride kernel over ``count`` elements."""
     return (min(_blocks(count), _MAX_GRID_1D),)
-
-
-_PLANE_LOOP_BLOCKS = 4096  # 1M threads: a few waves even on the largest GPUs
-_BN_ITEMS = 16  # BN_ITEMS in batchnorm.cu: images per thread in a partial-sum block
 
 
 def _grid_plane_loop(plane_size: int, planes: int) -> tuple[int, int]:

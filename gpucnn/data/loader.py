@@ -108,9 +108,10 @@ class DataLoader:
         return order if on_host else self.backend.asarray(order)
 
     def _take(self, array: Any, index: Any) -> Any:
-        """``array[index]`` on the device, gathering on whichever side ``array`` lives."""
-        if isinstance(array, np.ndarray) and not isinstance(index, slice | np.ndarray):
-            index = self.backend.to_numpy(index)
+        """``array[index]`` on the device, gathering on whichever side ``array`` lives (a device
+        order only comes with data that is all on the device, see :meth:`_order`)."""
+        if not isinstance(index, slice) and not isinstance(array, np.ndarray):
+            index = self.backend.asarray(index)
         return self.backend.asarray(array[index])
 
     def _batch(self, index: Any) -> Any:
