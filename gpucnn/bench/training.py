@@ -204,9 +204,9 @@ def _gpucnn_epoch(peer: P.Peer, data: Images, batch: int) -> Runner:
 
 
 def _torch_epoch(peer: P.Peer, data: Images, batch: int) -> Runner:
+    device = P.torch_device(peer)  # first: it reports a missing PyTorch as an unavailable peer
     import torch
 
-    device = P.torch_device(peer)
     # Normalised once, as gpucnn's DataLoader does: a batch is then a gather of each.
     images = P.to_torch(data.x, device).float() * (1.0 / data.std) - data.mean / data.std
     labels = P.to_torch(data.y, device)
