@@ -122,8 +122,10 @@ def relu(x):
     return check_float_array(x, "relu input").relu_forward(x)
 
 
-def linear(x, weight, bias=None):
-    """x @ weight.T + bias. x: (N, in), weight: (out, in) like PyTorch, bias: (out,) -> (N, out)."""
+def linear(x, weight, bias=None, relu: bool = False):
+    """x @ weight.T + bias. x: (N, in), weight: (out, in) like PyTorch, bias: (out,) -> (N, out).
+
+    ``relu``: max(., 0) of the result, fused where the device can."""
     backend = check_float_array(x, "linear input", 2)
     check_float_array(weight, "linear weight", 2)
     check_same_device(backend, weight=weight, bias=bias)
@@ -133,7 +135,7 @@ def linear(x, weight, bias=None):
             f"linear: input has {x.shape[1]} features but weight {tuple(weight.shape)} "
             f"expects {weight.shape[1]}"
         )
-    return backend.linear_forward(x, weight, bias)
+    return backend.linear_forward(x, weight, bias, relu)
 
 
 def check_labels(backend: Backend, logits, labels, check_range: bool = True) -> Any:

@@ -90,15 +90,15 @@ __device__ void gemm_store(i64 m0, i64 p0, i64 M, i64 P, const T (&acc)[SUB][SUB
         }
 }
 
-// y = conv2d(x, w) + bias. x: (N, C, H, W), w: (K, C/groups, R, S), bias: (K,) (read only when
-// has_bias), y: (N, K, Ho, Wo). GEMM per group g: A = w_g (K/g x Cg*R*S), B = window columns
+// y = conv2d(x, w) + bias, then max(y, 0) when `relu` (as relu_forward: `y < 0 ? 0 : y`).
+// x: (N, C, H, W), w: (K, C/groups, R, S), bias: (K,) (read only when has_bias), y: (N, K, Ho, Wo). GEMM per group g: A = w_g (K/g x Cg*R*S), B = window columns
 // (Cg*R*S x N*Ho*Wo). grid = (ceil(N*Ho*Wo / 64), ceil(K/groups / 64), groups), block = 256.
 // Spatial sizes and window reaches fit in int (the launcher checks).
 template <typename T>
 __global__ void conv2d_forward(const T* x, const T* w, const T* bias, T* y, i64 N, i64 C, i64 H,
                                i64 W, i64 K, i64 Ho, i64 Wo, i64 R, i64 S, i64 stride_h,
                                i64 stride_w, i64 pad_top, i64 pad_left, i64 dil_h, i64 dil_w,
-                               i64 groups, int has_bias) {
+                               i64 groups, int has_bias, int relu) {
     __shared__ Quad<T> a_tile[TILE_Q][A_ROW];
     __shared__ Quad<T> b_tile[TILE_Q][TILE_P / SUB];
     __shared__ Row rows[TILE_Q];
@@ -129,7 +129,8 @@ __global__ void conv2d_forward(const T* x, const T* w, const T* bias, T* y, i64 
     gemm_mainloop(a_tile, b_tile, rows, 0, Q, decode, load_a, load_b, acc);
     gemm_store(m0, p0, Kg, P, acc, [&](i64 m, i64 pp, T v) {
         const i64 k = g * Kg + m;
-        y[(pp / HWo * K + k) * HWo + pp % HWo] = has_bias ? v + bias[k] : v;
+        if (has_bias) v += bias[k];
+        y[(pp / HWo * K + k) * HWo + pp % HWo] = relu && v < T(0) ? T(0) : v;
     });
 }
 
@@ -250,7 +251,7 @@ __global__ void conv2d_backward_bias(const T* gy, T* gb, i64 N, i64 K, i64 HW) {
 #define INSTANTIATE_CONV2D(T)                                                                      \
     template __global__ void conv2d_forward<T>(const T*, const T*, const T*, T*, i64, i64, i64,    \
                                                i64, i64, i64, i64, i64, i64, i64, i64, i64, i64,   \
-                                               i64, i64, i64, int);                                \
+                                               i64, i64, i64, int, int);                           \
     template __global__ void conv2d_backward_input<T>(const T*, const T*, T*, i64, i64, i64, i64,  \
                                                       i64, i64, i64, i64, i64, i64, i64, i64, i64, \
                                                       i64, i64, i64);                              \

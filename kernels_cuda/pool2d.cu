@@ -199,10 +199,13 @@ __device__ void gather_plane_batches(const Pool2d<i64>& geometry, T* gx, Sum sum
 }
 
 // gx[p, h, w] = sum of gy[p, oh, ow] over the windows (oh, ow) covering (h, w) whose argmax is
-// h*W + w, visited in row-major (oh, ow) order and summed in double, like NumPy's bincount.
+// h*W + w, visited in row-major (oh, ow) order and summed in double, like NumPy's bincount. With
+// `masked`, each gy is first multiplied by (relu_y > 0) at its window: the backward of a ReLU right
+// before the pool (relu_y is the pool's output, the ReLU's output at the argmax), as NumPy's
+// gy * (relu_y > 0).
 template <typename T, typename I>
-__device__ void max_pool2d_backward_body(const T* gy, const int* argmax, T* gx,
-                                         const Pool2d<i64>& geometry) {
+__device__ void max_pool2d_backward_body(const T* gy, const int* argmax, const T* relu_y, T* gx,
+                                         const Pool2d<i64>& geometry, bool masked) {
     gather_plane_batches<T, double, I>(geometry, gx, [&](const Pool2d<I>& g,
                                                          const GatherPixel<I>& at,
                                                          const PlaneBatch<I>& b, double* total) {
@@ -215,6 +218,12 @@ __device__ void max_pool2d_backward_body(const T* gy, const int* argmax, T* gx,
                 T v[PLANES_AT_ONCE];
                 b.load(argmax, g.Ho * g.Wo, oh * g.Wo + ow, -1, a);
                 b.load(gy, g.Ho * g.Wo, oh * g.Wo + ow, T(0), v);
+                if (masked) {
+                    T y[PLANES_AT_ONCE];
+                    b.load(relu_y, g.Ho * g.Wo, oh * g.Wo + ow, T(0), y);
+#pragma unroll
+                    for (int u = 0; u < PLANES_AT_ONCE; ++u) v[u] *= y[u] > T(0) ? T(1) : T(0);
+                }
 #pragma unroll
                 for (int u = 0; u < PLANES_AT_ONCE; ++u)
                     if (a[u] == (int)at.pix) total[u] += (double)v[u];
@@ -223,12 +232,14 @@ __device__ void max_pool2d_backward_body(const T* gy, const int* argmax, T* gx,
 }
 
 // One thread per pixel position, looping over planes; grid as in the header, block = BLOCK_1D.
+// relu_y is read only when `masked`.
 template <typename T>
-__global__ void max_pool2d_backward(const T* gy, const int* argmax, T* gx, i64 planes, i64 H,
-                                    i64 W, i64 Ho, i64 Wo, i64 kh, i64 kw, i64 sh, i64 sw, i64 ph,
-                                    i64 pw) {
+__global__ void max_pool2d_backward(const T* gy, const int* argmax, const T* relu_y, T* gx,
+                                    i64 planes, i64 H, i64 W, i64 Ho, i64 Wo, i64 kh, i64 kw,
+                                    i64 sh, i64 sw, i64 ph, i64 pw, int masked) {
     const Pool2d<i64> g = {planes, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw};
-    DISPATCH_INDEX_TYPE(g.fits_index32(), max_pool2d_backward_body, gy, argmax, gx, g);
+    DISPATCH_INDEX_TYPE(g.fits_index32(), max_pool2d_backward_body, gy, argmax, relu_y, gx, g,
+                        masked != 0);
 }
 
 // gx[p, h, w] = sum over the taps (r, s) in row-major order whose window exists of
@@ -281,8 +292,9 @@ __global__ void global_avg_pool2d_backward(const T* gy, T* gx, i64 planes, i64 H
 #define INSTANTIATE_POOL2D(T)                                                                      \
     template __global__ void max_pool2d_forward<T>(const T*, T*, int*, i64, i64, i64, i64, i64,    \
                                                    i64, i64, i64, i64, i64, i64);                  \
-    template __global__ void max_pool2d_backward<T>(const T*, const int*, T*, i64, i64, i64, i64,  \
-                                                    i64, i64, i64, i64, i64, i64, i64);            \
+    template __global__ void max_pool2d_backward<T>(const T*, const int*, const T*, T*, i64, i64,  \
+                                                    i64, i64, i64, i64, i64, i64, i64, i64, i64,   \
+                                                    int);                                          \
     template __global__ void avg_pool2d_forward<T>(const T*, T*, i64, i64, i64, i64, i64, i64,     \
                                                    i64, i64, i64, i64, i64, T);                    \
     template __global__ void avg_pool2d_backward<T>(const T*, T*, i64, i64, i64, i64, i64, i64,    \

@@ -235,6 +235,67 @@ CONV_CASES = [
 ]
 
 
+def _clear_of_kink(sample, pre_activation, margin=1e-3, tries=100):
+    """``sample`` redrawn until every ReLU input that ``pre_activation`` computes (in float64,
+    by the reference) is at least ``margin`` from 0: finite differences never straddle the kink."""
+
+    def draw(rng, dtype):
+        for _ in range(tries):
+            d = sample(rng, dtype)
+            if np.min(np.abs(pre_activation(d))) >= margin:
+                return d
+        raise AssertionError(f"no sample clear of the ReLU kink in {tries} draws")
+
+    return draw
+
+
+def conv_relu_case(name, x_shape, w_shape, padding=0):
+    """conv2d_forward with ``relu`` (the fused epilogue) and its gradients through the ReLU: the
+    values of relu_forward after conv2d_forward."""
+    conv = conv_case(name, x_shape, w_shape, padding=padding)
+    pads = ((padding, padding), (padding, padding))
+    opts = ((1, 1), pads, (1, 1), 1)
+
+    def pre(d):
+        return ref.conv2d_forward(d["x"], d["w"], d["b"], *opts)
+
+    def grads(bk, gy, x, w, y):
+        gz = bk.relu_backward(gy, y)
+        gx = bk.conv2d_backward_input(gz, w, x.shape, *opts)
+        return gx, bk.conv2d_backward_weight(gz, x, w.shape, *opts), bk.conv2d_backward_bias(gz)
+
+    def run(bk, d):
+        x, w, b, gy = (_dev(bk, d[k]) for k in ("x", "w", "b", "gy"))
+        y = bk.conv2d_forward(x, w, b, *opts, relu=True)
+        return _host(bk, y=y, **dict(zip(("gx", "gw", "gb"), grads(bk, gy, x, w, y), strict=True)))
+
+    def reference(d):
+        z = pre(d)
+        gx, gw, gb = ref.conv2d_backward(ref.relu_backward(d["gy"], z), d["x"], d["w"], *opts)
+        return {"y": ref.relu_forward(z), "gx": gx, "gw": gw, "gb": gb}
+
+    def torch_fn(d):
+        _, tf = _torch()
+        x, w, b = _leaf(d["x"]), _leaf(d["w"]), _leaf(d["b"])
+        y = tf.relu(tf.conv2d(x, w, b, 1, padding))
+        _backward(y, d["gy"])
+        return _numpy(y=y, gx=x.grad, gw=w.grad, gb=b.grad)
+
+    def gradient(bk, d):
+        x, w, b = (_dev(bk, d[k]) for k in ("x", "w", "b"))
+        y = bk.conv2d_forward(x, w, b, *opts, relu=True)
+        return (
+            lambda x, w, b: bk.conv2d_forward(x, w, b, *opts, relu=True),
+            (x, w, b),
+            lambda gy: grads(bk, gy, x, w, y),
+        )
+
+    sample = _clear_of_kink(conv.sample, pre)
+    return OpCase(
+        f"conv2d_relu_{name}", sample, run, SUMS, reference, torch_fn, gradient, scale_floor=1.0
+    )
+
+
 # ------------------------------------------------------------------------------------ pooling
 def _pool_sample(x_shape, kernel, stride, padding, name):
     def sample(rng, dtype):
@@ -327,6 +388,50 @@ POOL_CONFIGS = [  # name, x shape, kernel, stride, padding
     ("rect_pad_h", (1, 2, 7, 5), (3, 2), (3, 1), (1, 0)),
 ]
 POOL_CASES = [max_pool_case(*c) for c in POOL_CONFIGS] + [avg_pool_case(*c) for c in POOL_CONFIGS]
+
+
+def relu_max_pool_case(name, x_shape, kernel, stride, padding=(0, 0)):
+    """ReLU then max pooling, with the ReLU's backward done by max_pool2d_backward (``relu_y``):
+    the values of relu_backward after the plain pooling backward. z crosses zero: whole windows
+    are rectified to ties at 0, whose gradient the mask must stop."""
+    opts = (kernel, stride, padding)
+
+    def run(bk, d):
+        z, gy = _dev(bk, d["x"]), _dev(bk, d["gy"])
+        y, argmax = bk.max_pool2d_forward(bk.relu_forward(z), *opts)
+        return _host(bk, y=y, gz=bk.max_pool2d_backward(gy, argmax, z.shape, *opts, relu_y=y))
+
+    def reference(d):
+        a = ref.relu_forward(d["x"])
+        gz = ref.relu_backward(ref.max_pool2d_backward(d["gy"], a, *opts), d["x"])
+        return {"y": ref.max_pool2d_forward(a, *opts)[0], "gz": gz}
+
+    def torch_fn(d):
+        _, tf = _torch()
+        z = _leaf(d["x"])
+        y = tf.max_pool2d(tf.relu(z), kernel, stride, padding)
+        _backward(y, d["gy"])
+        return _numpy(y=y, gz=z.grad)
+
+    def gradient(bk, d):
+        z = _dev(bk, d["x"])
+        y, argmax = bk.max_pool2d_forward(bk.relu_forward(z), *opts)
+        return (
+            lambda z: bk.max_pool2d_forward(bk.relu_forward(z), *opts)[0],
+            (z,),
+            lambda gy: (bk.max_pool2d_backward(gy, argmax, z.shape, *opts, relu_y=y),),
+        )
+
+    sample = _pool_sample(x_shape, kernel, stride, padding, name)
+    return OpCase(f"relu_max_pool2d_{name}", sample, run, SUMS, reference, torch_fn, gradient)
+
+
+FUSED_CASES = [
+    conv_relu_case("basic", (2, 3, 7, 6), (4, 3, 3, 3)),
+    conv_relu_case("pad1", (2, 2, 6, 6), (3, 2, 3, 3), padding=1),
+    relu_max_pool_case("k2s2", (2, 3, 6, 6), (2, 2), (2, 2)),
+    relu_max_pool_case("k3s2p1_overlap", (2, 2, 7, 8), (3, 3), (2, 2), (1, 1)),
+]
 
 
 def _global_avg_pool_case() -> OpCase:
@@ -466,6 +571,47 @@ def _linear_case(bias: bool) -> OpCase:
 
     name = "linear" if bias else "linear_nobias"
     return OpCase(name, sample, run, SUMS, reference, torch_fn, gradient)
+
+
+def _linear_relu_case() -> OpCase:
+    """linear_forward with ``relu`` (fused: bias and ReLU in one kernel on the GPU, in the 1x1
+    conv's epilogue inside a graph session) and its gradients through the ReLU."""
+    plain = _linear_case(bias=True)
+
+    def pre(d):
+        return ref.linear_forward(d["x"], d["w"], d["b"])
+
+    def grads(bk, gy, x, w, y):
+        return bk.linear_backward(bk.relu_backward(gy, y), x, w)
+
+    def run(bk, d):
+        x, w, b, gy = (_dev(bk, d[k]) for k in ("x", "w", "b", "gy"))
+        y = bk.linear_forward(x, w, b, relu=True)
+        return _host(bk, y=y, **dict(zip(("gx", "gw", "gb"), grads(bk, gy, x, w, y), strict=True)))
+
+    def reference(d):
+        z = pre(d)
+        gx, gw, gb = ref.linear_backward(ref.relu_backward(d["gy"], z), d["x"], d["w"])
+        return {"y": ref.relu_forward(z), "gx": gx, "gw": gw, "gb": gb}
+
+    def torch_fn(d):
+        _, tf = _torch()
+        x, w, b = _leaf(d["x"]), _leaf(d["w"]), _leaf(d["b"])
+        y = tf.relu(tf.linear(x, w, b))
+        _backward(y, d["gy"])
+        return _numpy(y=y, gx=x.grad, gw=w.grad, gb=b.grad)
+
+    def gradient(bk, d):
+        x, w, b = (_dev(bk, d[k]) for k in ("x", "w", "b"))
+        y = bk.linear_forward(x, w, b, relu=True)
+        return (
+            lambda x, w, b: bk.linear_forward(x, w, b, relu=True),
+            (x, w, b),
+            lambda gy: grads(bk, gy, x, w, y),
+        )
+
+    sample = _clear_of_kink(plain.sample, pre)
+    return OpCase("linear_relu", sample, run, SUMS, reference, torch_fn, gradient)
 
 
 def _dropout_case(shape, p: float) -> OpCase:
@@ -720,6 +866,8 @@ CASES: list[OpCase] = [
     _bias_relu_case(),
     _linear_case(bias=True),
     _linear_case(bias=False),
+    _linear_relu_case(),
+    *FUSED_CASES,
     _dropout_case((4, 3, 5, 6), 0.3),
     _dropout_case((7, 33), 0.5),
     _bn_train_case(),

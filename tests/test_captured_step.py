@@ -138,19 +138,22 @@ def test_at_least_one_warmup_call():
         CapturedStep(lambda x: x, warmup=0)
 
 
-def test_a_graph_step_needs_no_cublas_inside_the_session(rng):
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "linear_relu"])
+def test_a_graph_step_needs_no_cublas_inside_the_session(rng, relu):
     """Inside a graph session the CUDA backend's linear layer runs on conv2d.cu's kernels; it
-    must give linear's results (forward and all three gradients)."""
+    must give linear's results (forward, fused ReLU or not, and all three gradients)."""
     backend = make_backend("cuda-emu")
     x = rng.normal(size=(7, 20)).astype(np.float32)
     w, b = rng.normal(size=(5, 20)).astype(np.float32), rng.normal(size=(5,)).astype(np.float32)
     gy = rng.normal(size=(7, 5)).astype(np.float32)
     x, w, b, gy = (backend.asarray(a) for a in (x, w, b, gy))
-    plain = [backend.linear_forward(x, w, b), *backend.linear_backward(gy, x, w)]
-    session = backend.graph_session()
-    kernels = session.run(
-        lambda: [backend.linear_forward(x, w, b), *backend.linear_backward(gy, x, w)], ()
-    )
+
+    def linear():
+        return [backend.linear_forward(x, w, b, relu), *backend.linear_backward(gy, x, w)]
+
+    plain = linear()
+    assert relu == bool(np.any(backend.to_numpy(plain[0]) == 0))  # the ReLU cut some outputs
+    kernels = backend.graph_session().run(linear, ())
     for name, got, want in zip(["y", "gx", "gw", "gb"], kernels, plain, strict=True):
         assert got.shape == want.shape, name
         np.testing.assert_allclose(

@@ -60,11 +60,12 @@ class Backend:
 
     # ------------------------------------------------- device-specific (windows)
     def conv2d_forward(
-        self, x, w, b, stride: Pair, padding: Padding2d, dilation: Pair, groups: int
+        self, x, w, b, stride: Pair, padding: Padding2d, dilation: Pair, groups: int, relu=False
     ):
         """y = conv2d(x, w) + b. x: (N, C, H, W), w: (K, C/groups, R, S), b: (K,) or None.
 
-        Returns (N, K, Ho, Wo).
+        Returns (N, K, Ho, Wo); with ``relu``, max(y, 0) in the same pass (the values
+        :meth:`relu_forward` of y gives, without a pass of its own).
         """
         raise NotImplementedError
 
@@ -76,13 +77,13 @@ class Backend:
         """d(loss)/dw for conv2d. gy: (N, K, Ho, Wo), x: (N, C, H, W) -> w_shape."""
         raise NotImplementedError
 
-    def conv2d_forward_saving(self, x, w, b, stride, padding, dilation, groups):
+    def conv2d_forward_saving(self, x, w, b, stride, padding, dilation, groups, relu=False):
         """conv2d_forward that also returns what :meth:`conv2d_backward_weight_saved` needs.
 
         Layers use this pair so a backend can keep work from forward (the CPU keeps its im2col
         matrix); by default what is saved is x itself.
         """
-        return self.conv2d_forward(x, w, b, stride, padding, dilation, groups), x
+        return self.conv2d_forward(x, w, b, stride, padding, dilation, groups, relu), x
 
     def conv2d_backward_weight_saved(self, gy, saved, w_shape, stride, padding, dilation, groups):
         """conv2d_backward_weight from what :meth:`conv2d_forward_saving` returned."""
@@ -96,8 +97,17 @@ class Backend:
         """
         raise NotImplementedError
 
-    def max_pool2d_backward(self, gy, argmax, x_shape, kernel: Pair, stride: Pair, padding: Pair):
-        """Route gy (N, C, Ho, Wo) to the recorded maxima -> gx (N, C, H, W); overlaps add up."""
+    def max_pool2d_backward(
+        self, gy, argmax, x_shape, kernel: Pair, stride: Pair, padding: Pair, relu_y=None
+    ):
+        """Route gy (N, C, Ho, Wo) to the recorded maxima -> gx (N, C, H, W); overlaps add up.
+
+        ``relu_y``: the forward's output y, when a ReLU came right before the pool. gy is then
+        masked by y > 0 first, which is that ReLU's backward done at the pooled size: a window's
+        maximum is the ReLU output at its argmax. The result equals :meth:`relu_backward` of the
+        plain routed gradient (bit for bit where windows do not overlap; where they do, a masked
+        sum may be -0.0 for +0.0).
+        """
         raise NotImplementedError
 
     def avg_pool2d_forward(self, x, kernel: Pair, stride: Pair, padding: Pair):
@@ -135,11 +145,14 @@ class Backend:
         """relu(x + b[None, :, None, None]) for x (N, C, H, W) (one fused kernel on the GPU)."""
         return self.xp.maximum(x + b.reshape(1, -1, 1, 1), 0)
 
-    def linear_forward(self, x, w, b):
-        """x @ w.T + b. x: (N, in), w: (out, in), b: (out,) or None -> (N, out)."""
+    def linear_forward(self, x, w, b, relu=False):
+        """x @ w.T + b. x: (N, in), w: (out, in), b: (out,) or None -> (N, out); with ``relu``,
+        max(., 0) of that, as :meth:`relu_forward` gives it."""
         y = x @ w.T
         if b is not None:
             y += b
+        if relu:
+            self.xp.maximum(y, 0, out=y)
         return y
 
     def linear_backward(self, gy, x, w):

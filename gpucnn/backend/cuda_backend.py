@@ -144,8 +144,11 @@ class CudaBackend(Backend):
         dims = (n, c, h, w, k, *out_hw, r, s, *stride, padding[0][0], padding[1][0], *dilation)
         return (*(_i64(v) for v in dims), _i64(groups))
 
-    def conv2d_forward(self, x, w, b, stride: Pair, padding: Padding2d, dilation: Pair, groups):
-        """Implicit-GEMM kernel. grid = (N*Ho*Wo / 64, K/groups / 64, groups), block = 256."""
+    def conv2d_forward(
+        self, x, w, b, stride: Pair, padding: Padding2d, dilation: Pair, groups, relu=False
+    ):
+        """Implicit-GEMM kernel, bias and ReLU in its epilogue. grid = (N*Ho*Wo / 64,
+        K/groups / 64, groups), block = 256."""
         x, w, *bias = self._floats("conv2d_forward", x, w, *([] if b is None else [b]))
         out_hw = window_output_shape(x.shape[2:], w.shape[2:], stride, padding, dilation, "conv2d")
         args = self._conv_args(x.shape, w.shape, out_hw, stride, padding, dilation, groups)
@@ -156,7 +159,8 @@ class CudaBackend(Backend):
         grid = (_blocks(n * out_hw[0] * out_hw[1], _TILE), _blocks(k // groups, _TILE), groups)
         # Without a bias the kernel never reads its bias pointer; w stands in for it.
         bias_ptr = bias[0] if bias else w
-        self._launch("conv2d", "conv2d_forward", grid, x, w, bias_ptr, y, *args, _i32(bool(bias)))
+        flags = (_i32(bool(bias)), _i32(bool(relu)))
+        self._launch("conv2d", "conv2d_forward", grid, x, w, bias_ptr, y, *args, *flags)
         return y
 
     def conv2d_backward_input(self, gy, w, x_shape, stride, padding, dilation, groups):
@@ -207,15 +211,17 @@ class CudaBackend(Backend):
         return gb
 
     # ----------------------------------------------------------------- linear
-    def linear_forward(self, x, w, b):
-        """cuBLAS through CuPy's matmul; inside a graph session (:attr:`capture_safe`) a 1x1
-        convolution on conv2d.cu's kernels instead, since CuPy refuses cuBLAS calls while a
-        stream is being captured (cupy/cupy#6290)."""
-        if not self.capture_safe:
-            return super().linear_forward(x, w, b)
+    def linear_forward(self, x, w, b, relu=False):
+        """cuBLAS through CuPy's matmul, then bias and ReLU in one kernel; inside a graph session
+        (:attr:`capture_safe`) a 1x1 convolution on conv2d.cu's kernels instead, since CuPy
+        refuses cuBLAS calls while a stream is being captured (cupy/cupy#6290)."""
         n, k = x.shape[0], w.shape[0]
-        x4, w4 = x.reshape(n, -1, 1, 1), w.reshape(k, -1, 1, 1)
-        return self.conv2d_forward(x4, w4, b, *_POINTWISE).reshape(n, k)
+        if self.capture_safe:
+            x4, w4 = x.reshape(n, -1, 1, 1), w.reshape(k, -1, 1, 1)
+            return self.conv2d_forward(x4, w4, b, *_POINTWISE, relu).reshape(n, k)
+        if not relu or b is None:
+            return super().linear_forward(x, w, b, relu)
+        return self.bias_relu_forward(x @ w.T, b)
 
     def linear_backward(self, gy, x, w):
         """As :meth:`linear_forward`: cuBLAS, or conv2d.cu's kernels in a graph session."""
@@ -249,20 +255,29 @@ class CudaBackend(Backend):
         self._launch("pool2d", "max_pool2d_forward", grid, x, y, argmax, *args)
         return y, argmax
 
-    def max_pool2d_backward(self, gy, argmax, x_shape, kernel: Pair, stride: Pair, padding: Pair):
+    def max_pool2d_backward(
+        self, gy, argmax, x_shape, kernel: Pair, stride: Pair, padding: Pair, relu_y=None
+    ):
         """One thread per pixel position gathers its windows, looping over the planes
-        (grid :func:`_grid_plane_loop`, block 256)."""
-        (gy,) = self._floats("max_pool2d_backward", gy)
+        (grid :func:`_grid_plane_loop`, block 256); ``relu_y`` masks what it gathers."""
+        op = "max_pool2d_backward"
+        if relu_y is None:
+            (gy,) = self._floats(op, gy)
+            mask = gy  # the kernel never reads it
+        else:
+            gy, mask = self._floats(op, gy, relu_y)
+            _shaped(op, gy.shape, relu_y=mask)
         if argmax.dtype != np.int32 or argmax.shape != gy.shape:
             got = f"{argmax.dtype} {argmax.shape}"
-            raise TypeError(f"max_pool2d_backward: argmax must be int32 {gy.shape}, got {got}")
+            raise TypeError(f"{op}: argmax must be int32 {gy.shape}, got {got}")
         out_hw = pool_output_shape(x_shape, kernel, stride, padding, "max_pool2d")
-        _shaped("max_pool2d_backward", (*x_shape[:2], *out_hw), gy=gy)
+        _shaped(op, (*x_shape[:2], *out_hw), gy=gy)
         argmax = self.xp.ascontiguousarray(argmax)
         gx = self.xp.empty(tuple(x_shape), dtype=gy.dtype)
         args = self._pool_args(x_shape, out_hw, kernel, stride, padding)
         grid = _grid_plane_loop(x_shape[2] * x_shape[3], x_shape[0] * x_shape[1])
-        self._launch("pool2d", "max_pool2d_backward", grid, gy, argmax, gx, *args)
+        flag = _i32(relu_y is not None)
+        self._launch("pool2d", op, grid, gy, argmax, mask, gx, *args, flag)
         return gx
 
     def avg_pool2d_forward(self, x, kernel: Pair, stride: Pair, padding: Pair):

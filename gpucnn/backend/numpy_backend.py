@@ -147,10 +147,10 @@ class NumpyBackend(Backend):
         out[..., :wo] = gy.transpose(1, 0, 2, 3)
         return out.reshape(groups, k // groups, -1)
 
-    def conv2d_forward(self, x, w, b, stride, padding, dilation, groups):
-        return self.conv2d_forward_saving(x, w, b, stride, padding, dilation, groups)[0]
+    def conv2d_forward(self, x, w, b, stride, padding, dilation, groups, relu=False):
+        return self.conv2d_forward_saving(x, w, b, stride, padding, dilation, groups, relu)[0]
 
-    def conv2d_forward_saving(self, x, w, b, stride, padding, dilation, groups):
+    def conv2d_forward_saving(self, x, w, b, stride, padding, dilation, groups, relu=False):
         """Forward that keeps its im2col matrix for :meth:`conv2d_backward_weight_saved`."""
         n, k = x.shape[0], w.shape[0]
         geo = self._conv_geometry(x.shape, w.shape, stride, padding, dilation)
@@ -160,6 +160,8 @@ class NumpyBackend(Backend):
         y = np.ascontiguousarray(y.transpose(1, 0, 2, 3))
         if b is not None:
             y += b.reshape(1, k, 1, 1)
+        if relu:
+            np.maximum(y, 0, out=y)
         return y, (geo, cols)
 
     def conv2d_backward_input(self, gy, w, x_shape, stride, padding, dilation, groups):
@@ -228,8 +230,12 @@ class NumpyBackend(Backend):
                 np.maximum(best, windows[r, s], out=best)
         return best, best_offset + self._window_origins(out_hw, stride, padding, w)
 
-    def max_pool2d_backward(self, gy, argmax, x_shape, kernel, stride, padding):
+    def max_pool2d_backward(self, gy, argmax, x_shape, kernel, stride, padding, relu_y=None):
         n, c, h, w = x_shape
+        if relu_y is not None:
+            if relu_y.shape != gy.shape:
+                raise ValueError(f"max_pool2d_backward: relu_y {relu_y.shape} is not gy's shape")
+            gy = gy * (relu_y > 0)  # as relu_backward, at the pooled size
         flat = (argmax + np.arange(n * c, dtype=np.int64).reshape(n, c, 1, 1) * (h * w)).ravel()
         if stride[0] >= kernel[0] and stride[1] >= kernel[1]:
             # Disjoint windows: every input element gets at most one gradient, a plain scatter.

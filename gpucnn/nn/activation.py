@@ -20,6 +20,13 @@ class ReLU(Module):
     def backward(self, grad_out):
         return self._backend.relu_backward(grad_out, self._y)
 
+    def rectified(self, y):
+        """Take ``y``, which the layer before already rectified (a fused forward), as this
+        layer's output."""
+        self._backend = F.check_float_array(y, "ReLU input")
+        self._y = y
+        return y
+
 
 class Dropout(Module):
     """Inverted dropout: in training, zero each element with probability p and scale by 1/(1-p).

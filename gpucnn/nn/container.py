@@ -1,7 +1,16 @@
-"""``Sequential``: layers applied in order, gradients passed back in reverse."""
+"""``Sequential``: layers applied in order, gradients passed back in reverse.
+
+A ReLU costs a pass over its tensor each way. Where the layer before it can rectify its own output
+(``fuses_next_relu``: convolution, linear) the ReLU's forward happens there, and where the layer
+after it can mask its own input gradient (``fuses_previous_relu``: max pooling) the ReLU's
+backward happens there, so tutorial-mnist's ReLUs launch one kernel per step instead of six. The
+values are those of the unfused layers (the tests compare them); a layer called on its own is
+never fused.
+"""
 
 from __future__ import annotations
 
+from .activation import ReLU
 from .module import Module
 
 
@@ -12,6 +21,12 @@ class Sequential(Module):
         super().__init__()
         for i, layer in enumerate(layers):
             setattr(self, str(i), layer)
+        relus = [i for i, layer in enumerate(layers) if type(layer) is ReLU]
+        # ReLUs whose forward the layer before does, and whose backward the layer after does.
+        self._relu_ahead = {i for i in relus if i > 0 and layers[i - 1].fuses_next_relu}
+        self._relu_behind = {
+            i for i in relus if i + 1 < len(layers) and layers[i + 1].fuses_previous_relu
+        }
 
     def __getitem__(self, index: int) -> Module:
         return list(self._modules.values())[index]
@@ -23,18 +38,31 @@ class Sequential(Module):
         return iter(self._modules.values())
 
     def forward(self, x):
-        for layer in self:
-            x = layer(x)
+        for i, layer in enumerate(self):
+            if i in self._relu_ahead:
+                x = layer.rectified(x)
+            elif i + 1 in self._relu_ahead:
+                x = layer(x, relu=True)
+            else:
+                x = layer(x)
         return x
 
     def backward(self, grad_out, input_grad: bool = True):
         """Gradients back through the layers; returns d(loss)/d(input), or None when
         ``input_grad`` is False (training: the data needs no gradient, so the first layer skips
         computing it)."""
-        first, *rest = list(self)
-        for layer in reversed(rest):
-            grad_out = layer.backward(grad_out)
+        layers = list(self)
+        for i in range(len(layers) - 1, 0, -1):
+            grad_out = self._layer_backward(layers, i, grad_out)
         if input_grad:
-            return first.backward(grad_out)
-        first.backward_params(grad_out)
+            return self._layer_backward(layers, 0, grad_out)
+        if 0 not in self._relu_behind:
+            layers[0].backward_params(grad_out)
         return None
+
+    def _layer_backward(self, layers: list[Module], i: int, grad_out):
+        if i in self._relu_behind:  # the layer after has applied this ReLU's mask
+            return grad_out
+        if i - 1 in self._relu_behind:
+            return layers[i].backward(grad_out, relu=True)
+        return layers[i].backward(grad_out)

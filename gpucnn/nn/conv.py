@@ -17,6 +17,8 @@ class Conv2d(Module):
     ``padding`` is an int, a pair, "same" or "valid".
     """
 
+    fuses_next_relu = True
+
     def __init__(
         self,
         in_channels: int,
@@ -45,14 +47,16 @@ class Conv2d(Module):
         self.weight = Parameter(he_normal(shape, fan_in, rng, dtype))
         self.bias = Parameter(np.zeros(out_channels, dtype=dtype)) if bias else None
 
-    def forward(self, x):
+    def forward(self, x, relu: bool = False):
+        """The convolution; with ``relu``, max(., 0) of it in the same pass (a ReLU layer right
+        after this one, fused by :class:`~gpucnn.nn.container.Sequential`)."""
         b = self.bias.data if self.bias is not None else None
         backend, stride, padding, dilation = F.conv2d_arguments(
             x, self.weight.data, b, self.stride, self.padding, self.dilation, self.groups
         )
         self._x_shape, self._backend = x.shape, backend
         self._args = (stride, padding, dilation, self.groups)
-        y, self._saved = backend.conv2d_forward_saving(x, self.weight.data, b, *self._args)
+        y, self._saved = backend.conv2d_forward_saving(x, self.weight.data, b, *self._args, relu)
         return y
 
     def backward_params(self, grad_out):

@@ -13,6 +13,8 @@ from .module import Module, Parameter
 class Linear(Module):
     """x: (N, in_features) -> x @ weight.T + bias: (N, out_features); weight (out, in) as PyTorch."""
 
+    fuses_next_relu = True
+
     def __init__(
         self, in_features: int, out_features: int, bias: bool = True, rng=None, dtype=np.float32
     ):
@@ -21,9 +23,12 @@ class Linear(Module):
         self.weight = Parameter(he_normal((out_features, in_features), in_features, rng, dtype))
         self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
 
-    def forward(self, x):
+    def forward(self, x, relu: bool = False):
+        """x @ weight.T + bias; with ``relu``, max(., 0) of it (a ReLU layer right after this
+        one, fused by :class:`~gpucnn.nn.container.Sequential`)."""
         self._x, self._backend = x, backend_of(x)
-        return F.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
+        b = None if self.bias is None else self.bias.data
+        return F.linear(x, self.weight.data, b, relu)
 
     def backward(self, grad_out):
         gx, gw, gb = self._backend.linear_backward(grad_out, self._x, self.weight.data)

@@ -69,6 +69,10 @@ class Module:
     """Base class of layers and containers: ``layer(x)`` is ``layer.forward(x)``."""
 
     training: bool = True
+    # Whether forward(x, relu=True) rectifies the output, and backward(g, relu=True) also passes
+    # the gradient through a ReLU right before this layer (see ``Sequential``).
+    fuses_next_relu: bool = False
+    fuses_previous_relu: bool = False
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})

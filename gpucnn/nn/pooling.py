@@ -27,14 +27,20 @@ class _Pool2d(Module):
 class MaxPool2d(_Pool2d):
     """Max over each window; ties go to the first maximum in row-major order. (N, C, H, W)."""
 
+    fuses_previous_relu = True
+
     def forward(self, x):
         self._backend = self._arguments(x)
-        y, self._argmax = self._backend.max_pool2d_forward(x, *self._geometry)
-        return y
+        self._y, self._argmax = self._backend.max_pool2d_forward(x, *self._geometry)
+        return self._y
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, relu: bool = False):
+        """The input gradient; with ``relu``, the gradient through a ReLU layer right before this
+        one as well (fused by :class:`~gpucnn.nn.container.Sequential`): the ReLU's mask is
+        applied at the pooled size, where a window's maximum is the ReLU's output at its argmax."""
+        relu_y = self._y if relu else None
         return self._backend.max_pool2d_backward(
-            grad_out, self._argmax, self._x_shape, *self._geometry
+            grad_out, self._argmax, self._x_shape, *self._geometry, relu_y
         )
 
 
