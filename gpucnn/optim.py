@@ -1,8 +1,9 @@
 """Optimizers (SGD, Adam, AdamW) and learning-rate schedules (StepLR, CosineAnnealingLR).
 
-Update rules are PyTorch's. Each parameter's update runs on its own device through the backend
-(``sgd_update`` / ``adam_update``: one fused kernel launch per parameter on the GPU). State is kept
-beside each parameter and saved as a flat dict of host arrays, ready for ``numpy.savez``.
+Update rules are PyTorch's. The update runs on the parameters' device through the backend
+(``sgd_update_many`` / ``adam_update_many``: on the GPU one fused kernel launch per 8 parameters,
+so one for the tutorial's net). State is kept beside each parameter and saved as a flat dict of
+host arrays, ready for ``numpy.savez``.
 """
 
 from __future__ import annotations
@@ -83,10 +84,10 @@ class Optimizer:
         """Apply one update to every parameter from its accumulated gradient."""
         clock = self._device_clock()
         clock[0] += 1
-        for i, p in enumerate(self.params):
-            self._update(i, p, clock)
+        self._update(backend_of(clock), clock)
 
-    def _update(self, i: int, p: Parameter, clock: Any) -> None:
+    def _update(self, backend: Any, clock: Any) -> None:
+        """Update every parameter on ``backend``, the clock's (and the parameters') device."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -136,19 +137,24 @@ class SGD(Optimizer):
             raise ValueError("nesterov momentum needs momentum > 0")
         self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
 
-    def _update(self, i, p, clock):
-        first = "momentum_buffer" not in self.state[i]
-        velocity = self._buffer(i, "momentum_buffer") if self.momentum else None
-        backend_of(p.data).sgd_update(
-            p.data,
-            p.grad,
-            velocity,
-            clock,
-            self.momentum,
-            self.nesterov,
-            self.weight_decay,
-            first,
-        )
+    def _update(self, backend, clock):
+        # A parameter's first step with momentum is the one that creates its buffer.
+        firsts = ["momentum_buffer" not in state for state in self.state]
+        velocities = [
+            self._buffer(i, "momentum_buffer") if self.momentum else None
+            for i in range(len(self.params))
+        ]
+        hyper = (self.momentum, self.nesterov, self.weight_decay)
+        for first in sorted(set(firsts)):
+            chosen = [i for i, f in enumerate(firsts) if f == first]
+            backend.sgd_update_many(
+                [self.params[i].data for i in chosen],
+                [self.params[i].grad for i in chosen],
+                [velocities[i] for i in chosen],
+                clock,
+                *hyper,
+                first,
+            )
 
 
 class Adam(Optimizer):
@@ -168,13 +174,13 @@ class Adam(Optimizer):
         super().__init__(params, lr)
         self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
 
-    def _update(self, i, p, clock):
-        m, v = self._buffer(i, "exp_avg"), self._buffer(i, "exp_avg_sq")
-        backend_of(p.data).adam_update(
-            p.data,
-            p.grad,
-            m,
-            v,
+    def _update(self, backend, clock):
+        indices = range(len(self.params))
+        backend.adam_update_many(
+            [p.data for p in self.params],
+            [p.grad for p in self.params],
+            [self._buffer(i, "exp_avg") for i in indices],
+            [self._buffer(i, "exp_avg_sq") for i in indices],
             clock,
             *self.betas,
             self.eps,

@@ -857,6 +857,106 @@ def _adam_case(name, weight_decay=0.0, decoupled=False, lr=0.05, betas=(0.9, 0.9
     return OpCase(name, _optim_sample(), run, OPTIM, reference, torch_fn)
 
 
+# Ten parameters: on the GPU two launches (8 slots, then 2), slots of very different sizes (the
+# 300-element one spans two blocks, the 1-element one leaves most of its blocks idle).
+MANY_SHAPES = [(3,), (4, 6), (2, 3, 5), (7,), (1,), (5, 2), (300,), (2, 2, 2, 2), (6,), (3, 3)]
+
+
+def _many_sample(rng, dtype) -> Inputs:
+    return {
+        "ps": [_normal(rng, shape, dtype) for shape in MANY_SHAPES],
+        "grads": [[_normal(rng, shape, dtype) for shape in MANY_SHAPES] for _ in range(STEPS)],
+    }
+
+
+def _flat(arrays) -> np.ndarray:
+    return np.concatenate([np.asarray(a).ravel() for a in arrays])
+
+
+def _many_outputs(d: Inputs, ps, **states) -> Outputs:
+    """Every parameter (and state) flattened into one output, and their 'delta' (see _delta)."""
+    out = {"p": _flat(ps), **{name: _flat(arrays) for name, arrays in states.items()}}
+    return _delta(out, {"p": _flat(d["ps"])})
+
+
+def _torch_optimise_many(d, make, state_keys) -> Outputs:
+    torch, _ = _torch()
+    ps = [torch.nn.Parameter(torch.from_numpy(np.array(p))) for p in d["ps"]]
+    opt = make(ps)
+    for grads in d["grads"]:
+        for p, g in zip(ps, grads, strict=True):
+            p.grad = torch.from_numpy(np.array(g))
+        opt.step()
+    states = {k: [opt.state[p][src] for p in ps] for k, src in state_keys.items()}
+    return _many_outputs(d, [p.detach() for p in ps], **states)
+
+
+def _sgd_many_case(momentum=0.9, nesterov=True, weight_decay=0.01, lr=0.1) -> OpCase:
+    """sgd_update_many: Nesterov momentum and weight decay over ten parameters at once."""
+    hyper = (momentum, nesterov, weight_decay)
+
+    def run(bk, d):
+        ps = [_dev(bk, p) for p in d["ps"]]
+        velocities = [bk.xp.zeros_like(p) for p in ps]
+        for step, grads in enumerate(d["grads"]):
+            clock = _dev(bk, np.array([step + 1, lr], np.float64))
+            gs = [_dev(bk, g) for g in grads]
+            bk.sgd_update_many(ps, gs, velocities, clock, *hyper, first_step=step == 0)
+        host = lambda arrays: [bk.to_numpy(a) for a in arrays]  # noqa: E731
+        return _many_outputs(d, host(ps), velocity=host(velocities))
+
+    def reference(d):
+        ps, velocities = list(d["ps"]), [None] * len(d["ps"])
+        for step, grads in enumerate(d["grads"]):
+            for i, g in enumerate(grads):
+                ps[i], velocities[i] = ref.sgd_step(
+                    ps[i], g, velocities[i], lr, *hyper, first_step=step == 0
+                )
+        return _many_outputs(d, ps, velocity=velocities)
+
+    def torch_fn(d):
+        torch, _ = _torch()
+        make = lambda ps: torch.optim.SGD(  # noqa: E731
+            ps, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
+        )
+        return _torch_optimise_many(d, make, {"velocity": "momentum_buffer"})
+
+    return OpCase("sgd_many", _many_sample, run, OPTIM, reference, torch_fn)
+
+
+def _adamw_many_case(weight_decay=0.05, lr=0.05, betas=(0.9, 0.999), eps=1e-8) -> OpCase:
+    """adam_update_many with decoupled weight decay (AdamW) over ten parameters at once."""
+    hyper = (*betas, eps, weight_decay, True)
+
+    def run(bk, d):
+        ps = [_dev(bk, p) for p in d["ps"]]
+        ms, vs = [bk.xp.zeros_like(p) for p in ps], [bk.xp.zeros_like(p) for p in ps]
+        for step, grads in enumerate(d["grads"], start=1):
+            clock = _dev(bk, np.array([step, lr], np.float64))
+            bk.adam_update_many(ps, [_dev(bk, g) for g in grads], ms, vs, clock, *hyper)
+        host = lambda arrays: [bk.to_numpy(a) for a in arrays]  # noqa: E731
+        return _many_outputs(d, host(ps), m=host(ms), v=host(vs))
+
+    def reference(d):
+        ps = list(d["ps"])
+        ms, vs = [np.zeros(p.shape) for p in ps], [np.zeros(p.shape) for p in ps]
+        for step, grads in enumerate(d["grads"], start=1):
+            for i, g in enumerate(grads):
+                ps[i], ms[i], vs[i] = ref.adam_step(
+                    ps[i], g, ms[i], vs[i], step, lr, *betas, eps, weight_decay, True
+                )
+        return _many_outputs(d, ps, m=ms, v=vs)
+
+    def torch_fn(d):
+        torch, _ = _torch()
+        make = lambda ps: torch.optim.AdamW(  # noqa: E731
+            ps, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay
+        )
+        return _torch_optimise_many(d, make, {"m": "exp_avg", "v": "exp_avg_sq"})
+
+    return OpCase("adamw_many", _many_sample, run, OPTIM, reference, torch_fn)
+
+
 # -------------------------------------------------------------------------------- the table
 CASES: list[OpCase] = [
     *CONV_CASES,
@@ -883,6 +983,8 @@ CASES: list[OpCase] = [
     _adam_case("adam"),
     _adam_case("adam_l2", weight_decay=0.05),
     _adam_case("adamw", weight_decay=0.05, decoupled=True),
+    _sgd_many_case(),
+    _adamw_many_case(),
 ]
 GRAD_CASES = [c for c in CASES if c.gradient is not None]
 REFERENCE_CASES = [c for c in CASES if c.reference is not None]

@@ -262,6 +262,23 @@ class Backend:
             d = d + momentum * velocity if nesterov else velocity
         p -= lr * d
 
+    def sgd_update_many(
+        self, params, grads, velocities, clock, momentum, nesterov, weight_decay, first_step
+    ):
+        """:meth:`sgd_update` of each parameter of the lists (``velocities`` holds None where
+        there is no momentum), in as few launches as the device can (the GPU: one per
+        8 parameters of a dtype)."""
+        hyper = (momentum, nesterov, weight_decay, first_step)
+        for p, g, velocity in zip(params, grads, velocities, strict=True):
+            self.sgd_update(p, g, velocity, clock, *hyper)
+
+    def adam_update_many(self, params, grads, ms, vs, clock, *hyper):
+        """:meth:`adam_update` of each parameter of the lists (``hyper``: beta1, beta2, eps,
+        weight_decay, decoupled), in as few launches as the device can, as
+        :meth:`sgd_update_many`."""
+        for p, g, m, v in zip(params, grads, ms, vs, strict=True):
+            self.adam_update(p, g, m, v, clock, *hyper)
+
     def adam_update(self, p, g, m, v, clock, beta1, beta2, eps, weight_decay, decoupled):
         """One in-place Adam (decoupled=False) or AdamW (decoupled=True) step, PyTorch's rule; step
         t (already counting this step) and lr are read from ``clock``, as in :meth:`sgd_update`."""
