@@ -46,6 +46,7 @@ def launch_all(backend: Any, dt: type) -> None:
     x, w, b = arr(4, 6, 40, 40), arr(8, 3, 3, 3), arr(8)
     geometry = ((2, 1), ((1, 0), (1, 2)), (1, 2), 2)
     y = backend.conv2d_forward(x, w, b, *geometry)
+    backend.conv2d_forward(x, w, b, *geometry, relu=True)
     gy = arr(*y.shape)
     backend.conv2d_backward_input(gy, w, x.shape, *geometry)
     backend.conv2d_backward_weight(gy, x, w.shape, *geometry)
@@ -53,6 +54,7 @@ def launch_all(backend: Any, dt: type) -> None:
     pool = ((3, 3), (2, 2), (1, 1))
     p, argmax = backend.max_pool2d_forward(x, *pool)
     backend.max_pool2d_backward(arr(*p.shape), argmax, x.shape, *pool)
+    backend.max_pool2d_backward(arr(*p.shape), argmax, x.shape, *pool, relu_y=p)
     backend.avg_pool2d_backward(backend.avg_pool2d_forward(x, *pool), x.shape, *pool)
     backend.global_avg_pool2d_backward(backend.global_avg_pool2d_forward(x), x.shape)
     backend.relu_backward(gy, backend.relu_forward(y))
@@ -67,10 +69,13 @@ def launch_all(backend: Any, dt: type) -> None:
     logits, labels = arr(5, 10), backend.asarray(rng.integers(0, 10, 5))
     _, probs = backend.softmax_cross_entropy_forward(logits, labels)
     backend.softmax_cross_entropy_backward(probs, labels)
-    param, grad, m, v = arr(300), arr(300), arr(300), backend.asarray(rng.random(300).astype(dt))
+    # Ten parameters of different sizes: two launches of the 8-slot optimizer kernels.
+    sizes = (300, 1, 7, 1000, 3, 5, 64, 2, 9, 257)
+    params, grads, ms = ([arr(n) for n in sizes] for _ in range(3))
+    vs = [backend.asarray(rng.random(n).astype(dt)) for n in sizes]
     clock = backend.asarray(np.array([2.0, 1e-3]))  # an optimizer's {step, lr}, on the device
-    backend.sgd_update(param, grad, m, clock, 0.9, True, 1e-4, False)
-    backend.adam_update(param, grad, m, v, clock, 0.9, 0.999, 1e-8, 1e-2, True)
+    backend.sgd_update_many(params, grads, ms, clock, 0.9, True, 1e-4, False)
+    backend.adam_update_many(params, grads, ms, vs, clock, 0.9, 0.999, 1e-8, 1e-2, True)
     backend.synchronize()
 
 
