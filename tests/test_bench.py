@@ -23,7 +23,7 @@ ROW_KEYS = {"suite", "case", "op", "peer", "device", "precision", "times", "medi
 def run_bench(tmp_path, capsys, *argv):
     """Run ``gpucnn bench`` with ``argv``; returns (printed table, JSON record)."""
     path = tmp_path / "bench.json"
-    assert main([*argv, "--repeats", "1", "--json", str(path)]) == 0
+    assert main([*argv, "--repeats", "1", "--settle", "0", "--json", str(path)]) == 0
     return capsys.readouterr().out, json.loads(path.read_text())
 
 
@@ -217,3 +217,18 @@ def test_graph_peer_runs_a_captured_step():
     runner.warmup()
     losses = [float(runner.fn()) for _ in range(3)]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]  # one batch, learnt again and again
+
+
+def test_host_clock_settles_and_warms_before_timing(monkeypatch):
+    """A CPU sample first waits for other peers' threads to idle, then makes one untimed call of
+    its own; only the calls after it are timed."""
+    from gpucnn.bench import timing
+
+    slept, calls = [], []
+    monkeypatch.setattr(timing.time, "sleep", slept.append)
+    clock = timing.HostClock(settle_s=0.5)
+    assert clock.seconds(lambda: calls.append(1), 3) >= 0
+    assert slept == [0.5] and len(calls) == 4
+    monkeypatch.setattr(timing, "SETTLE_S", 0.25)
+    timing.HostClock().seconds(lambda: None, 1)
+    assert slept == [0.5, 0.25]  # no settle_s of its own: the module's

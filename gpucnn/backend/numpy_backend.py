@@ -5,7 +5,9 @@ Convolution is im2col: the windows of the padded input are gathered once into a
 matrix product (BLAS) per group. With stride 1 each kernel tap is a contiguous run of the flattened
 planes (rows computed Wp wide, the extra columns cropped), so the gather copies long runs; other
 strides gather from a strided view. Backward-input and pooling loop over the kernel taps (9 for a
-3x3 kernel), each a vectorised add; no Python loop touches pixels or samples.
+3x3 kernel), each a vectorised add; no Python loop touches pixels or samples. The memory-bound
+passes (gathers, scatters, pooling, layout copies) run on batch slices in parallel threads
+(:mod:`.cpu_threads`); the matrix products use BLAS's own threads.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..shapes import Padding2d, Pair, pool_output_shape, symmetric, window_output_shape
 from .base import Backend
+from .cpu_threads import blas_held, for_batch_slices
 
 
 def _pad(x: np.ndarray, padding: Padding2d, value: float = 0.0) -> np.ndarray:
@@ -82,6 +85,25 @@ class _ConvGeometry(NamedTuple):
         planes[:, :, pt : pt + x.shape[2], pl : pl + x.shape[3]] = x.transpose(1, 0, 2, 3)
         return flat
 
+    def columns(self, part: slice) -> slice:
+        """The im2col columns (last axis) of the samples in ``part``."""
+        per_sample = self.out_hw[0] * self.row
+        return slice(part.start * per_sample, part.stop * per_sample)
+
+    def samples_first(self, gemm: np.ndarray) -> np.ndarray:
+        """A product's (K, n*Ho*row) rows as (n, K, Ho, Wo), the wide rows' extra columns cut."""
+        k = gemm.shape[0]
+        planes = gemm.reshape(k, -1, self.out_hw[0], self.row)[..., : self.out_hw[1]]
+        return planes.transpose(1, 0, 2, 3)
+
+    def crop_planes(self, flat: np.ndarray, padding: Padding2d, hw: Pair) -> np.ndarray:
+        """The inverse of :meth:`flat_planes`: (C, N, flat_length) -> (N, C, H, W) view."""
+        c, n = flat.shape[:2]
+        hp, wp = self.padded
+        (pt, _), (pl, _) = padding
+        planes = flat[:, :, : hp * wp].reshape(c, n, hp, wp)
+        return planes[:, :, pt : pt + hw[0], pl : pl + hw[1]].transpose(1, 0, 2, 3)
+
 
 def _grouped_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a[g] @ b[g] for each group g, as 2-D products: NumPy hands 2-D (transposed) operands straight
@@ -127,13 +149,17 @@ class NumpyBackend(Backend):
             # Stride 1: tap (r, s) of every output is one contiguous run of the flattened padded
             # planes, shifted by r*dh*Wp + s*dw; rows come out Wp wide (the extra columns wrap into
             # the next row and are cropped from the result).
-            flat = geo.flat_planes(x, padding)
             length = ho * geo.row
             cols = np.empty((c, kh, kw, n, length), dtype=x.dtype)
-            for r in range(kh):
-                for s in range(kw):
-                    start = geo.tap_offset(r, s)
-                    cols[:, r, s] = flat[:, :, start : start + length]
+
+            def gather(part: slice) -> None:
+                flat = geo.flat_planes(x[part], padding)
+                for r in range(kh):
+                    for s in range(kw):
+                        start = geo.tap_offset(r, s)
+                        cols[:, r, s, part] = flat[:, :, start : start + length]
+
+            for_batch_slices(n, cols.size, gather)
         else:
             view = _windows(_pad(x, padding), geo.kernel, stride, geo.dilation, geo.out_hw)
             cols = view.transpose(1, 2, 3, 0, 4, 5)
@@ -143,8 +169,13 @@ class NumpyBackend(Backend):
     def _channels_first(gy, geo: _ConvGeometry, groups):
         """gy (N, K, Ho, Wo) -> (G, K/G, N*Ho*row), zero in the extra columns of wide rows."""
         n, k, ho, wo = gy.shape
-        out = np.zeros((k, n, ho, geo.row), dtype=gy.dtype)
-        out[..., :wo] = gy.transpose(1, 0, 2, 3)
+        out = np.empty((k, n, ho, geo.row), dtype=gy.dtype)
+
+        def copy(part: slice) -> None:
+            out[:, part, :, :wo] = gy[part].transpose(1, 0, 2, 3)
+            out[:, part, :, wo:] = 0
+
+        for_batch_slices(n, out.size, copy)
         return out.reshape(groups, k // groups, -1)
 
     def conv2d_forward(self, x, w, b, stride, padding, dilation, groups, relu=False):
@@ -154,14 +185,19 @@ class NumpyBackend(Backend):
         """Forward that keeps its im2col matrix for :meth:`conv2d_backward_weight_saved`."""
         n, k = x.shape[0], w.shape[0]
         geo = self._conv_geometry(x.shape, w.shape, stride, padding, dilation)
-        cols = self._columns(x, geo, stride, padding, groups)
-        y = _grouped_matmul(w.reshape(groups, k // groups, -1), cols)  # (G, K/G, N*Ho*row)
-        y = y.reshape(k, n, geo.out_hw[0], geo.row)[..., : geo.out_hw[1]]
-        y = np.ascontiguousarray(y.transpose(1, 0, 2, 3))
-        if b is not None:
-            y += b.reshape(1, k, 1, 1)
-        if relu:
-            np.maximum(y, 0, out=y)
+        cols = self._columns(x, geo, stride, padding, groups)  # (G, Q, N*Ho*row)
+        y = np.empty((n, k, *geo.out_hw), dtype=np.result_type(x, w))
+
+        def compute(part: slice) -> None:  # the product, samples first, bias, ReLU
+            gemm = _grouped_matmul(w.reshape(groups, k // groups, -1), cols[..., geo.columns(part)])
+            out = y[part]
+            out[...] = geo.samples_first(gemm.reshape(k, -1))
+            if b is not None:
+                out += b.reshape(1, k, 1, 1)
+            if relu:
+                np.maximum(out, 0, out=out)
+
+        for_batch_slices(n, cols.size, compute)
         return y, (geo, cols)
 
     def conv2d_backward_input(self, gy, w, x_shape, stride, padding, dilation, groups):
@@ -169,23 +205,27 @@ class NumpyBackend(Backend):
         k, cg, kh, kw = w.shape
         geo = self._conv_geometry(x_shape, w.shape, stride, padding, dilation)
         wt = w.reshape(groups, k // groups, cg * kh * kw).transpose(0, 2, 1)
-        gcols = _grouped_matmul(wt, self._channels_first(gy, geo, groups))  # (G, Cg*R*S, N*Ho*row)
-        gcols = gcols.reshape(c, kh, kw, n, -1)
-        hp, wp = geo.padded
+        gy_cols = self._channels_first(gy, geo, groups)  # (G, K/G, N*Ho*row)
         if geo.wide:  # stride 1: add each tap's contiguous run back (col2im)
-            flat = np.zeros((c, n, geo.flat_length), dtype=gy.dtype)
-            length = gcols.shape[-1]
-            for r in range(kh):
-                for s in range(kw):
-                    start = geo.tap_offset(r, s)
-                    flat[:, :, start : start + length] += gcols[:, r, s]
-            gx = flat[:, :, : hp * wp].reshape(c, n, hp, wp)
-        else:
-            gcols = gcols.reshape(c, kh, kw, n, *geo.out_hw)
-            gx = np.zeros((c, n, hp, wp), dtype=gy.dtype)
-            for r in range(kh):
-                for s in range(kw):
-                    gx[_offset_slices(r, s, dilation, stride, geo.out_hw)] += gcols[:, r, s]
+            gx = np.empty(tuple(x_shape), dtype=gy.dtype)
+
+            def scatter(part: slice) -> None:
+                gcols = _grouped_matmul(wt, gy_cols[..., geo.columns(part)])
+                gcols = gcols.reshape(c, kh, kw, part.stop - part.start, -1)
+                flat = np.zeros((c, part.stop - part.start, geo.flat_length), dtype=gy.dtype)
+                for r in range(kh):
+                    for s in range(kw):
+                        start = geo.tap_offset(r, s)
+                        flat[:, :, start : start + gcols.shape[-1]] += gcols[:, r, s]
+                gx[part] = geo.crop_planes(flat, padding, (h, width))
+
+            for_batch_slices(n, gy_cols.size * kh * kw, scatter)
+            return gx
+        gcols = _grouped_matmul(wt, gy_cols).reshape(c, kh, kw, n, *geo.out_hw)
+        gx = np.zeros((c, n, *geo.padded), dtype=gy.dtype)
+        for r in range(kh):
+            for s in range(kw):
+                gx[_offset_slices(r, s, dilation, stride, geo.out_hw)] += gcols[:, r, s]
         (pt, _), (pl, _) = padding
         return np.ascontiguousarray(gx[:, :, pt : pt + h, pl : pl + width].transpose(1, 0, 2, 3))
 
@@ -198,8 +238,23 @@ class NumpyBackend(Backend):
 
     def conv2d_backward_weight_saved(self, gy, saved, w_shape, stride, padding, dilation, groups):
         geo, cols = saved
-        gw = _grouped_matmul(self._channels_first(gy, geo, groups), cols.transpose(0, 2, 1))
+        gy_cols = self._channels_first(gy, geo, groups)  # (G, K/G, N*Ho*row)
+        gw = np.empty((groups, gy_cols.shape[1], cols.shape[1]), dtype=gy_cols.dtype)
+
+        def product(part: slice) -> None:  # columns of gw: each sums the whole batch itself
+            gw[..., part] = _grouped_matmul(gy_cols, cols[:, part].transpose(0, 2, 1))
+
+        for_batch_slices(cols.shape[1], cols.size, product)
         return gw.reshape(w_shape)
+
+    # ---------------------------------------------------------------- linear
+    def linear_forward(self, x, w, b, relu=False):
+        with blas_held():
+            return super().linear_forward(x, w, b, relu)
+
+    def linear_backward(self, gy, x, w):
+        with blas_held():
+            return super().linear_backward(gy, x, w)
 
     # ---------------------------------------------------------------- pooling
     @staticmethod
@@ -215,36 +270,52 @@ class NumpyBackend(Backend):
             symmetric(padding),
             pool_output_shape(x.shape, kernel, stride, padding, "max_pool2d"),
         )
-        # (kh, kw, N, C, Ho, Wo), contiguous: branch-free elementwise work from here on.
-        windows = _windows(_pad(x, pads, -np.inf), kernel, stride, (1, 1), out_hw)
-        windows = np.ascontiguousarray(windows.transpose(2, 3, 0, 1, 4, 5))
-        best = windows[0, 0].copy()
-        best_offset = np.zeros(best.shape, dtype=np.int32)  # r*W + s of the maximum so far
-        for r in range(kernel[0]):
-            for s in range(kernel[1]):
-                if r == s == 0:
-                    continue
-                # Strictly greater keeps the first maximum in row-major window order.
-                better = (windows[r, s] > best).view(np.int8)
-                best_offset += better * (r * w + s - best_offset)
-                np.maximum(best, windows[r, s], out=best)
-        return best, best_offset + self._window_origins(out_hw, stride, padding, w)
+        best = np.empty((n, c, *out_hw), dtype=x.dtype)
+        argmax = np.empty(best.shape, dtype=np.int32)
+        origins = self._window_origins(out_hw, stride, padding, w)
+
+        def pool(part: slice) -> None:
+            # (kh, kw, n, C, Ho, Wo), contiguous: branch-free elementwise work from here on.
+            windows = _windows(_pad(x[part], pads, -np.inf), kernel, stride, (1, 1), out_hw)
+            windows = np.ascontiguousarray(windows.transpose(2, 3, 0, 1, 4, 5))
+            top, offset = best[part], argmax[part]  # offset: r*W + s of the maximum so far
+            top[...], offset[...] = windows[0, 0], 0
+            for r in range(kernel[0]):
+                for s in range(kernel[1]):
+                    if r == s == 0:
+                        continue
+                    # Strictly greater keeps the first maximum in row-major window order.
+                    better = (windows[r, s] > top).view(np.int8)
+                    offset += better * (r * w + s - offset)
+                    np.maximum(top, windows[r, s], out=top)
+            offset += origins
+
+        for_batch_slices(n, x.size, pool)
+        return best, argmax
 
     def max_pool2d_backward(self, gy, argmax, x_shape, kernel, stride, padding, relu_y=None):
         n, c, h, w = x_shape
-        if relu_y is not None:
-            if relu_y.shape != gy.shape:
-                raise ValueError(f"max_pool2d_backward: relu_y {relu_y.shape} is not gy's shape")
-            gy = gy * (relu_y > 0)  # as relu_backward, at the pooled size
-        flat = (argmax + np.arange(n * c, dtype=np.int64).reshape(n, c, 1, 1) * (h * w)).ravel()
-        if stride[0] >= kernel[0] and stride[1] >= kernel[1]:
-            # Disjoint windows: every input element gets at most one gradient, a plain scatter.
-            gx = np.zeros(x_shape, dtype=gy.dtype)
-            gx.reshape(-1)[flat] = gy.ravel()
-            return gx
-        # Overlapping windows may pick the same maximum: add up (in float64, in a fixed order).
-        gx = np.bincount(flat, weights=gy.ravel(), minlength=n * c * h * w)
-        return gx.astype(gy.dtype).reshape(x_shape)
+        if relu_y is not None and relu_y.shape != gy.shape:
+            raise ValueError(f"max_pool2d_backward: relu_y {relu_y.shape} is not gy's shape")
+        # Disjoint windows give every input element at most one gradient: a plain scatter.
+        # Overlapping ones may pick the same maximum: add up (in float64, in a fixed order).
+        disjoint = stride[0] >= kernel[0] and stride[1] >= kernel[1]
+        gx = np.empty(tuple(x_shape), dtype=gy.dtype)
+
+        def route(part: slice) -> None:
+            g, out = gy[part], gx[part]
+            if relu_y is not None:
+                g = g * (relu_y[part] > 0)  # as relu_backward, at the pooled size
+            planes = np.arange(out.shape[0] * c, dtype=np.int64).reshape(-1, c, 1, 1)
+            flat = (argmax[part] + planes * (h * w)).ravel()
+            if disjoint:
+                out[...] = 0
+                out.reshape(-1)[flat] = g.ravel()
+            else:
+                out[...] = np.bincount(flat, g.ravel(), out.size).reshape(out.shape)
+
+        for_batch_slices(n, gx.size, route)
+        return gx
 
     def avg_pool2d_forward(self, x, kernel, stride, padding):
         pads, out_hw = (

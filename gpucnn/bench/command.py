@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Sequence
 
+from ..backend import cpu_threads
 from . import peers as P
-from . import report
+from . import report, timing
 from .suites import DEFAULT_REPEATS, SUITES, Options
 
 DEFAULT_BATCH_SIZES = (64, 256)
@@ -60,16 +62,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--megabytes", type=_positive, default=256, metavar="MIB",
         help="bandwidth: input tensor size in MiB (default 256: 64x64x128x128, 268 MB)",
     )  # fmt: skip
-    parser.add_argument("--threads", type=int, help="PyTorch intra-op threads (default: its own)")
+    parser.add_argument(
+        "--threads", type=int,
+        help="intra-op threads of PyTorch and of gpucnn's CPU backend (default: each its own)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--settle", type=float, default=timing.SETTLE_S, metavar="SECONDS",
+        help="pause before each CPU sample, so another peer's idle threads stop spinning "
+        f"(default {timing.SETTLE_S})",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen suite, print the table (and write JSON); returns the exit status."""
     peers = P.select(args.device, args.suite, args.peers)
+    timing.SETTLE_S = args.settle
     if args.threads:
-        import torch
+        cpu_threads.set_threads(args.threads)
+        if importlib.util.find_spec("torch") is not None:
+            import torch
 
-        torch.set_num_threads(args.threads)
+            torch.set_num_threads(args.threads)
     opts = Options(
         batch_sizes=args.batch_size or list(DEFAULT_BATCH_SIZES),
         repeats=args.repeats or DEFAULT_REPEATS[args.suite],

@@ -22,13 +22,29 @@ class Clock(Protocol):
         """Seconds per call over ``number`` back-to-back calls of ``fn``."""
 
 
+# Longer than OpenBLAS's idle threads spin (2^28 cycles) and OpenMP's (~ms); ``gpucnn bench
+# --settle`` sets it.
+SETTLE_S = 0.2
+
+
 @dataclass
 class HostClock:
-    """``time.perf_counter`` around the calls, the device synchronised on both sides."""
+    """``time.perf_counter`` around the calls, the device synchronised on both sides.
+
+    Peers on the CPU share its cores: the thread pools of one library (NumPy's OpenBLAS,
+    PyTorch's OpenMP) keep spinning for a while after its call returns, and measured right after
+    it the other runs up to 2x slower (seen here on 2 cores). So each sample first waits
+    ``settle_s`` for those threads to sleep, then makes one untimed call of its own (waking its
+    own threads), and times the calls after that: each peer as if it ran alone. ``settle_s``
+    None means the module's SETTLE_S.
+    """
 
     sync: Callable[[], None] = lambda: None
+    settle_s: float | None = None
 
     def seconds(self, fn: Callable[[], Any], number: int) -> float:
+        time.sleep(SETTLE_S if self.settle_s is None else self.settle_s)
+        fn()
         self.sync()
         start = time.perf_counter()
         for _ in range(number):

@@ -1,0 +1,67 @@
+"""The CPU backend's batch slices (gpucnn.backend.cpu_threads): any thread count gives one
+thread's results (bit for bit but for matrix products, which may round differently on a slice),
+and the settings are checked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from op_cases import CASES, assert_outputs_close
+
+from gpucnn.backend import cpu_threads
+
+DTYPES = [pytest.param(np.float32, id="f32"), pytest.param(np.float64, id="f64")]
+
+
+@pytest.fixture
+def thread_count():
+    """Set the thread count for one test (slices of any size), restoring it afterwards."""
+    before = cpu_threads.threads()
+    yield cpu_threads.set_threads
+    cpu_threads.set_threads(before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_threads_give_the_one_thread_results(case, dtype, cpu, rng, thread_count, monkeypatch):
+    """Every op case, with the batch split into as many slices as it has samples (3 threads,
+    slices of any size), gives the one-thread run's outputs: within the case's tolerance where a
+    matrix product ran on slices (conv), bit for bit otherwise."""
+    inputs = case.sample(rng, dtype)
+    thread_count(1)
+    want = case.run(cpu, inputs)
+    monkeypatch.setattr(cpu_threads, "MIN_SLICE_ELEMENTS", 1)
+    thread_count(3)
+    got = case.run(cpu, inputs)
+    if "conv" in case.name:
+        assert_outputs_close(got, want, case, dtype, "3 threads vs 1")
+        return
+    for key in want:
+        assert np.array_equal(got[key], want[key]), f"{case.name}.{key} differs with 3 threads"
+
+
+def test_slices_cover_the_batch_once(thread_count, monkeypatch):
+    monkeypatch.setattr(cpu_threads, "MIN_SLICE_ELEMENTS", 1)
+    thread_count(4)
+    seen = np.zeros(10, dtype=int)
+
+    def body(part: slice) -> None:
+        seen[part] += 1
+
+    cpu_threads.for_batch_slices(10, 1000, body)
+    assert np.array_equal(seen, np.ones(10, dtype=int))
+
+
+def test_small_passes_stay_in_the_calling_thread(thread_count):
+    thread_count(4)
+    parts = []
+    cpu_threads.for_batch_slices(64, cpu_threads.MIN_SLICE_ELEMENTS, parts.append)
+    assert parts == [slice(0, 64)]
+
+
+def test_bad_thread_counts_are_refused(monkeypatch):
+    with pytest.raises(ValueError, match="must be positive"):
+        cpu_threads.set_threads(0)
+    monkeypatch.setenv(cpu_threads.THREADS_ENV, "-2")
+    with pytest.raises(ValueError, match="GPUCNN_CPU_THREADS must be a positive integer"):
+        cpu_threads._default_threads()
