@@ -25,12 +25,12 @@ def thread_count():
 @pytest.mark.parametrize("case", CASES, ids=repr)
 def test_threads_give_the_one_thread_results(case, dtype, cpu, rng, thread_count, monkeypatch):
     """Every op case, with the batch split into as many slices as it has samples (3 threads,
-    slices of any size), gives the one-thread run's outputs: within the case's tolerance where a
+    batches of any size), gives the one-thread run's outputs: within the case's tolerance where a
     matrix product ran on slices (conv), bit for bit otherwise."""
     inputs = case.sample(rng, dtype)
     thread_count(1)
     want = case.run(cpu, inputs)
-    monkeypatch.setattr(cpu_threads, "MIN_SLICE_ELEMENTS", 1)
+    monkeypatch.setattr(cpu_threads, "MIN_BATCH", 1)
     thread_count(3)
     got = case.run(cpu, inputs)
     if "conv" in case.name:
@@ -41,22 +41,24 @@ def test_threads_give_the_one_thread_results(case, dtype, cpu, rng, thread_count
 
 
 def test_slices_cover_the_batch_once(thread_count, monkeypatch):
-    monkeypatch.setattr(cpu_threads, "MIN_SLICE_ELEMENTS", 1)
+    monkeypatch.setattr(cpu_threads, "MIN_BATCH", 1)
     thread_count(4)
     seen = np.zeros(10, dtype=int)
 
     def body(part: slice) -> None:
         seen[part] += 1
 
-    cpu_threads.for_batch_slices(10, 1000, body)
+    cpu_threads.for_slices(10, 10, body)
     assert np.array_equal(seen, np.ones(10, dtype=int))
 
 
-def test_small_passes_stay_in_the_calling_thread(thread_count):
+def test_small_batches_stay_in_the_calling_thread(thread_count):
     thread_count(4)
     parts = []
-    cpu_threads.for_batch_slices(64, cpu_threads.MIN_SLICE_ELEMENTS, parts.append)
+    cpu_threads.for_slices(64, cpu_threads.MIN_BATCH - 1, parts.append)
     assert parts == [slice(0, 64)]
+    cpu_threads.for_slices(64, cpu_threads.MIN_BATCH, parts.append)
+    assert sorted(p.start for p in parts[1:]) == [0, 16, 32, 48]
 
 
 def test_bad_thread_counts_are_refused(monkeypatch):

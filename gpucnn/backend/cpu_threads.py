@@ -2,7 +2,8 @@
 
 NumPy runs each elementwise pass, gather and scatter on one core; only BLAS uses several. Like
 PyTorch's intra-op parallelism, the CPU backend splits the batch of its memory-bound passes
-(pooling, im2col and the layout copies around the matrix products) into one slice per thread.
+(pooling, im2col and the layout copies around the matrix products) into one slice per thread,
+for batches of at least MIN_BATCH samples.
 The matrix products around them run on the same slices, with BLAS held to one thread meanwhile:
 BLAS's own threads keep spinning for a while after each call, and on the same cores they would
 slow the slices down instead. NumPy releases the GIL inside all of these, so the slices run at
@@ -25,7 +26,11 @@ from concurrent.futures import ThreadPoolExecutor
 from threadpoolctl import ThreadpoolController
 
 THREADS_ENV = "GPUCNN_CPU_THREADS"
-MIN_SLICE_ELEMENTS = 1 << 15  # a slice smaller than this costs more to hand over than to run
+# Batches smaller than this run every op in the calling thread and leave BLAS its own threads:
+# each pass is then too short to pay for handing slices over. Measured on 2 cores: split in two,
+# tutorial-mnist's step took 12.5 ms at batch 64 (9.4 ms unsplit) and 32.9 ms at batch 256
+# (41.3 ms unsplit); benchmarks/RESULTS.md has the runs.
+MIN_BATCH = 128
 
 _lock = threading.Lock()
 _threads: int | None = None
@@ -70,12 +75,18 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _pool
 
 
-def blas_held() -> contextlib.AbstractContextManager:
-    """A context in which BLAS (NumPy's, found once NumPy is loaded) runs on one thread, when
-    this module runs threads of its own; else it changes nothing. The CPU backend makes every
-    BLAS call in one: a BLAS thread left spinning by an earlier call would slow the slices."""
+def parallel(batch: int) -> bool:
+    """Whether ops on a batch of ``batch`` samples run on this module's threads."""
+    return threads() > 1 and batch >= MIN_BATCH
+
+
+def blas_held(batch: int) -> contextlib.AbstractContextManager:
+    """A context in which BLAS (NumPy's, found once NumPy is loaded) runs on one thread when ops
+    on ``batch`` samples run on this module's threads; else it changes nothing. The CPU backend
+    makes every BLAS call of a parallel batch in one: a BLAS thread left spinning by an earlier
+    call (for ~0.1 s) would slow all the slices after it."""
     global _blas
-    if threads() == 1:
+    if not parallel(batch):
         return contextlib.nullcontext()
     with _lock:
         if _blas is None:
@@ -83,14 +94,15 @@ def blas_held() -> contextlib.AbstractContextManager:
     return _blas.limit(limits=1, user_api="blas")
 
 
-def for_batch_slices(n: int, elements: int, body: Callable[[slice], None]) -> None:
-    """``body(s)`` for slices ``s`` that cover ``range(n)`` (a batch's samples, or a weight
-    gradient's columns): one slice per thread, each at least MIN_SLICE_ELEMENTS of the pass's
-    ``elements``; the calling thread runs the first. ``body`` must write only its own rows."""
-    parts = max(1, min(threads(), n, elements // MIN_SLICE_ELEMENTS))
-    bounds = [n * i // parts for i in range(parts + 1)]
+def for_slices(count: int, batch: int, body: Callable[[slice], None]) -> None:
+    """``body(s)`` for slices ``s`` that cover ``range(count)`` (a batch's samples, or a weight
+    gradient's columns) of an op on ``batch`` samples: one slice per thread when
+    :func:`parallel`, the calling thread running the first; else ``body(slice(0, count))``.
+    ``body`` must write only its own slice's rows."""
+    parts = min(threads(), count) if parallel(batch) else 1
+    bounds = [count * i // parts for i in range(parts + 1)]
     slices = [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False)]
-    with blas_held():
+    with blas_held(batch):
         futures = [_executor(threads() - 1).submit(body, s) for s in slices[1:]]
         body(slices[0])
         for future in futures:

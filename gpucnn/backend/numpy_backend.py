@@ -19,7 +19,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..shapes import Padding2d, Pair, pool_output_shape, symmetric, window_output_shape
 from .base import Backend
-from .cpu_threads import blas_held, for_batch_slices
+from .cpu_threads import blas_held, for_slices
 
 
 def _pad(x: np.ndarray, padding: Padding2d, value: float = 0.0) -> np.ndarray:
@@ -159,7 +159,7 @@ class NumpyBackend(Backend):
                         start = geo.tap_offset(r, s)
                         cols[:, r, s, part] = flat[:, :, start : start + length]
 
-            for_batch_slices(n, cols.size, gather)
+            for_slices(n, n, gather)
         else:
             view = _windows(_pad(x, padding), geo.kernel, stride, geo.dilation, geo.out_hw)
             cols = view.transpose(1, 2, 3, 0, 4, 5)
@@ -175,7 +175,7 @@ class NumpyBackend(Backend):
             out[:, part, :, :wo] = gy[part].transpose(1, 0, 2, 3)
             out[:, part, :, wo:] = 0
 
-        for_batch_slices(n, out.size, copy)
+        for_slices(n, n, copy)
         return out.reshape(groups, k // groups, -1)
 
     def conv2d_forward(self, x, w, b, stride, padding, dilation, groups, relu=False):
@@ -197,7 +197,7 @@ class NumpyBackend(Backend):
             if relu:
                 np.maximum(out, 0, out=out)
 
-        for_batch_slices(n, cols.size, compute)
+        for_slices(n, n, compute)
         return y, (geo, cols)
 
     def conv2d_backward_input(self, gy, w, x_shape, stride, padding, dilation, groups):
@@ -219,7 +219,7 @@ class NumpyBackend(Backend):
                         flat[:, :, start : start + gcols.shape[-1]] += gcols[:, r, s]
                 gx[part] = geo.crop_planes(flat, padding, (h, width))
 
-            for_batch_slices(n, gy_cols.size * kh * kw, scatter)
+            for_slices(n, n, scatter)
             return gx
         gcols = _grouped_matmul(wt, gy_cols).reshape(c, kh, kw, n, *geo.out_hw)
         gx = np.zeros((c, n, *geo.padded), dtype=gy.dtype)
@@ -244,16 +244,16 @@ class NumpyBackend(Backend):
         def product(part: slice) -> None:  # columns of gw: each sums the whole batch itself
             gw[..., part] = _grouped_matmul(gy_cols, cols[:, part].transpose(0, 2, 1))
 
-        for_batch_slices(cols.shape[1], cols.size, product)
+        for_slices(cols.shape[1], gy.shape[0], product)
         return gw.reshape(w_shape)
 
     # ---------------------------------------------------------------- linear
     def linear_forward(self, x, w, b, relu=False):
-        with blas_held():
+        with blas_held(x.shape[0]):
             return super().linear_forward(x, w, b, relu)
 
     def linear_backward(self, gy, x, w):
-        with blas_held():
+        with blas_held(x.shape[0]):
             return super().linear_backward(gy, x, w)
 
     # ---------------------------------------------------------------- pooling
@@ -290,7 +290,7 @@ class NumpyBackend(Backend):
                     np.maximum(top, windows[r, s], out=top)
             offset += origins
 
-        for_batch_slices(n, x.size, pool)
+        for_slices(n, n, pool)
         return best, argmax
 
     def max_pool2d_backward(self, gy, argmax, x_shape, kernel, stride, padding, relu_y=None):
@@ -314,7 +314,7 @@ class NumpyBackend(Backend):
             else:
                 out[...] = np.bincount(flat, g.ravel(), out.size).reshape(out.shape)
 
-        for_batch_slices(n, gx.size, route)
+        for_slices(n, n, route)
         return gx
 
     def avg_pool2d_forward(self, x, kernel, stride, padding):
