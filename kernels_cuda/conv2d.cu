@@ -225,14 +225,26 @@ __global__ void conv2d_backward_weight(const T* gy, const T* x, T* part, i64 N, 
     gemm_store(m0, p0, Kg, P, acc, [&](i64 m, i64 pp, T v) { out[(g * Kg + m) * P + pp] = v; });
 }
 
-// out[i] = part[0][i] + part[1][i] + ... in split order. part: (splits, count), out: (count,).
-// 1-D grid-stride, block = BLOCK_1D.
+// out[i] = the sum over s of part[s][i], in a fixed order. part: (splits, count), out: (count,).
+// A block sums 32 consecutive outputs (a warp's lanes: coalesced loads), its 8 warps taking the
+// splits in turn (warp w: w, w + 8, ...); warp 0 then adds the 8 warp sums in order. Hundreds of
+// splits (conv1's weight gradient at batch 64 has 338) are then 8 times shorter chains than one
+// thread per output would walk. grid = (ceil(count / 32),), block = BLOCK_1D.
 template <typename T>
 __global__ void sum_partials(const T* part, T* out, i64 splits, i64 count) {
-    for (i64 i = global_thread_index(); i < count; i += grid_stride()) {
-        T total = part[i];
-        for (i64 s = 1; s < splits; ++s) total += part[s * count + i];
-        out[i] = total;
+    constexpr int WARPS = BLOCK_1D / 32;
+    __shared__ T sums[WARPS][32];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const i64 i = (i64)blockIdx.x * 32 + lane;
+    T total = T(0);
+    if (i < count)
+        for (i64 s = warp; s < splits; s += WARPS) total += part[s * count + i];
+    sums[warp][lane] = total;
+    __syncthreads();
+    if (warp == 0 && i < count) {
+        T sum = sums[0][lane];
+        for (int w = 1; w < WARPS; ++w) sum += sums[w][lane];
+        out[i] = sum;
     }
 }
 

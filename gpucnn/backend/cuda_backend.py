@@ -180,7 +180,7 @@ class CudaBackend(Backend):
         """Implicit GEMM over (n, oh, ow), split in fixed chunks summed in a fixed order.
 
         grid = (C/groups*R*S / 64, K/groups / 64, groups * splits), block = 256; then, when
-        splits > 1, ``sum_partials`` over K*C/groups*R*S elements (1-D grid-stride).
+        splits > 1, ``sum_partials`` over its K*C/groups*R*S outputs (32 a block).
         """
         gy, x = self._floats("conv2d_backward_weight", gy, x)
         k, cg, r, s = w_shape
@@ -198,8 +198,8 @@ class CudaBackend(Backend):
         grid = (_blocks(cg * r * s, _TILE), _blocks(k // groups, _TILE), groups * splits)
         self._launch("conv2d", "conv2d_backward_weight", grid, gy, x, part, *args, _i64(chunk))
         if splits > 1:
-            count = _i64(gw.size)
-            self._launch("conv2d", "sum_partials", _grid_1d(gw.size), part, gw, _i64(splits), count)
+            sums = (_blocks(gw.size, 32),)  # 32 outputs a block
+            self._launch("conv2d", "sum_partials", sums, part, gw, _i64(splits), _i64(gw.size))
         return gw
 
     def conv2d_backward_bias(self, gy):
