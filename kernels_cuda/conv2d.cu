@@ -181,16 +181,19 @@ __global__ void conv2d_backward_input(const T* gy, const T* w, T* gx, i64 N, i64
 }
 
 // Partial weight gradients: part[split] = sum over this split's (n, oh, ow) of gy * window.
-// gy: (N, K, Ho, Wo), x: (N, C, H, W), part: (splits, K, C/groups, R, S). GEMM per group g:
-// A = gy_g (K/g x N*Ho*Wo), B[(n, oh, ow)][(c, r, s)] = x[n, c, oh*stride - pad + r*dil, ...].
-// The reduction N*Ho*Wo is cut into `splits` chunks of `chunk` (a multiple of TILE_Q) so that
-// enough blocks run; sum_partials adds the chunks in a fixed order.
-// grid = (ceil(C/groups*R*S / 64), ceil(K/groups / 64), groups * splits), block = 256.
+// gy: (N, K, Ho, Wo), x: (N, C, H, W), part: (splits, K*C/groups*R*S (+ K with_bias)): the
+// weight gradient's entries, then, with_bias, the bias gradient's. GEMM per group g:
+// A = gy_g (K/g x N*Ho*Wo), B[(n, oh, ow)][(c, r, s)] = x[n, c, oh*stride - pad + r*dil, ...],
+// and with_bias one more column of B, all ones: its column of the product sums gy, the bias
+// gradient, in the same pass. The reduction N*Ho*Wo is cut into `splits` chunks of `chunk` (a
+// multiple of TILE_Q) so that enough blocks run; sum_partials adds the chunks in a fixed order.
+// grid = (ceil((C/groups*R*S + with_bias) / 64), ceil(K/groups / 64), groups * splits),
+// block = 256.
 template <typename T>
 __global__ void conv2d_backward_weight(const T* gy, const T* x, T* part, i64 N, i64 C, i64 H,
                                        i64 W, i64 K, i64 Ho, i64 Wo, i64 R, i64 S, i64 stride_h,
                                        i64 stride_w, i64 pad_top, i64 pad_left, i64 dil_h,
-                                       i64 dil_w, i64 groups, i64 chunk) {
+                                       i64 dil_w, i64 groups, i64 chunk, int with_bias) {
     __shared__ Quad<T> a_tile[TILE_Q][A_ROW];
     __shared__ Quad<T> b_tile[TILE_Q][TILE_P / SUB];
     __shared__ Row rows[TILE_Q];
@@ -217,12 +220,14 @@ __global__ void conv2d_backward_weight(const T* gy, const T* x, T* part, i64 N, 
     auto load_b = [&](const Row& row) {
         const int ih = row.dh + dh, iw = row.dw + dw;
         const bool inside = p < P && ih >= 0 && ih < H && iw >= 0 && iw < W;
-        return inside ? x_plane[row.b + (i64)ih * W + iw] : T(0);
+        return inside ? x_plane[row.b + (i64)ih * W + iw] : T(p == P && with_bias);
     };
     T acc[SUB][SUB] = {};
     gemm_mainloop(a_tile, b_tile, rows, q_begin, q_end, decode, load_a, load_b, acc);
-    T* out = part + split * K * P;
-    gemm_store(m0, p0, Kg, P, acc, [&](i64 m, i64 pp, T v) { out[(g * Kg + m) * P + pp] = v; });
+    T* out = part + split * (K * P + (with_bias ? K : 0));
+    gemm_store(m0, p0, Kg, P + with_bias, acc, [&](i64 m, i64 pp, T v) {
+        out[pp < P ? (g * Kg + m) * P + pp : K * P + g * Kg + m] = v;
+    });
 }
 
 // out[i] = the sum over s of part[s][i], in a fixed order. part: (splits, count), out: (count,).
@@ -269,7 +274,7 @@ __global__ void conv2d_backward_bias(const T* gy, T* gb, i64 N, i64 K, i64 HW) {
                                                       i64, i64, i64);                              \
     template __global__ void conv2d_backward_weight<T>(const T*, const T*, T*, i64, i64, i64, i64, \
                                                        i64, i64, i64, i64, i64, i64, i64, i64,     \
-                                                       i64, i64, i64, i64, i64);                   \
+                                                       i64, i64, i64, i64, i64, int);              \
     template __global__ void sum_partials<T>(const T*, T*, i64, i64);                              \
     template __global__ void conv2d_backward_bias<T>(const T*, T*, i64, i64, i64);
 INSTANTIATE_CONV2D(float)

@@ -50,6 +50,7 @@ def launch_all(backend: Any, dt: type) -> None:
     gy = arr(*y.shape)
     backend.conv2d_backward_input(gy, w, x.shape, *geometry)
     backend.conv2d_backward_weight(gy, x, w.shape, *geometry)
+    backend.conv2d_backward_params(gy, x, w.shape, *geometry)  # the bias as one more column
     backend.conv2d_backward_bias(gy)
     pool = ((3, 3), (2, 2), (1, 1))
     p, argmax = backend.max_pool2d_forward(x, *pool)

@@ -174,22 +174,22 @@ def conv_case(
 
     def run(bk, d):
         x, w, b, gy = (_dev(bk, d[k]) for k in ("x", "w", "b", "gy"))
+        # The layers' form: both parameter gradients in one call (one pass on the GPU).
+        gw_both, gb_both = bk.conv2d_backward_params(gy, x, w.shape, *opts)
         return _host(
             bk,
             y=bk.conv2d_forward(x, w, b, *opts),
             gx=bk.conv2d_backward_input(gy, w, x.shape, *opts),
             gw=bk.conv2d_backward_weight(gy, x, w.shape, *opts),
             gb=bk.conv2d_backward_bias(gy),
+            gw_both=gw_both,
+            gb_both=gb_both,
         )
 
     def reference(d):
         gx, gw, gb = ref.conv2d_backward(d["gy"], d["x"], d["w"], *opts)
-        return {
-            "y": ref.conv2d_forward(d["x"], d["w"], d["b"], *opts),
-            "gx": gx,
-            "gw": gw,
-            "gb": gb,
-        }
+        y = ref.conv2d_forward(d["x"], d["w"], d["b"], *opts)
+        return {"y": y, "gx": gx, "gw": gw, "gb": gb, "gw_both": gw, "gb_both": gb}
 
     def torch_fn(d):
         _, tf = _torch()
@@ -199,7 +199,7 @@ def conv_case(
         (top, bottom), (left, right) = padding
         y = tf.conv2d(tf.pad(x, (left, right, top, bottom)), w, b, stride, 0, dilation, groups)
         _backward(y, d["gy"])
-        return _numpy(y=y, gx=x.grad, gw=w.grad, gb=b.grad)
+        return _numpy(y=y, gx=x.grad, gw=w.grad, gb=b.grad, gw_both=w.grad, gb_both=b.grad)
 
     def gradient(bk, d):
         x, w, b = (_dev(bk, d[k]) for k in ("x", "w", "b"))

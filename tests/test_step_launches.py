@@ -2,7 +2,8 @@
 
 On a GPU the step is launch-bound (benchmarks/NOTES.md): each launch is a CUDA-graph node of the
 captured step, so the count is part of its speed. This pins it: the ReLUs fused into their
-neighbours (conv and fc epilogues, the pools' backward) and the whole optimizer in one launch.
+neighbours (conv and fc epilogues, the pools' backward), the conv bias gradients inside the weight
+gradients' products, and the whole optimizer in one launch.
 """
 
 from __future__ import annotations
@@ -27,9 +28,8 @@ EXPECTED = {
     "relu_backward": 1,  # fc1's; the pools mask conv1's and conv2's
     "max_pool2d_backward": 2,
     "conv2d_backward_input": 1,  # conv2 only: the images need no gradient
-    "conv2d_backward_weight": 2,
+    "conv2d_backward_weight": 2,  # with the bias gradient as one more column of the product
     "sum_partials": 2,  # the weight gradients' split reductions
-    "conv2d_backward_bias": 2,
 }
 
 

@@ -77,6 +77,12 @@ class Backend:
         """d(loss)/dw for conv2d. gy: (N, K, Ho, Wo), x: (N, C, H, W) -> w_shape."""
         raise NotImplementedError
 
+    def conv2d_backward_params(self, gy, x, w_shape, stride, padding, dilation, groups):
+        """(d(loss)/dw, d(loss)/db) for conv2d: :meth:`conv2d_backward_weight` and
+        :meth:`conv2d_backward_bias`, which a device may compute in one pass (the GPU does)."""
+        gw = self.conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups)
+        return gw, self.conv2d_backward_bias(gy)
+
     def conv2d_forward_saving(self, x, w, b, stride, padding, dilation, groups, relu=False):
         """conv2d_forward that also returns what :meth:`conv2d_backward_weight_saved` needs.
 
@@ -88,6 +94,12 @@ class Backend:
     def conv2d_backward_weight_saved(self, gy, saved, w_shape, stride, padding, dilation, groups):
         """conv2d_backward_weight from what :meth:`conv2d_forward_saving` returned."""
         return self.conv2d_backward_weight(gy, saved, w_shape, stride, padding, dilation, groups)
+
+    def conv2d_backward_params_saved(self, gy, saved, w_shape, stride, padding, dilation, groups):
+        """conv2d_backward_params from what :meth:`conv2d_forward_saving` returned."""
+        geometry = (stride, padding, dilation, groups)
+        gw = self.conv2d_backward_weight_saved(gy, saved, w_shape, *geometry)
+        return gw, self.conv2d_backward_bias(gy)
 
     def max_pool2d_forward(self, x, kernel: Pair, stride: Pair, padding: Pair):
         """Max over windows (padding counts as -inf). x: (N, C, H, W) -> (y, argmax).

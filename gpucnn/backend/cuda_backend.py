@@ -182,25 +182,46 @@ class CudaBackend(Backend):
         grid = (C/groups*R*S / 64, K/groups / 64, groups * splits), block = 256; then, when
         splits > 1, ``sum_partials`` over its K*C/groups*R*S outputs (32 a block).
         """
+        geometry = (stride, padding, dilation, groups)
+        return self._weight_gradient(gy, x, w_shape, geometry, with_bias=False)[0]
+
+    def conv2d_backward_params(self, gy, x, w_shape, stride, padding, dilation, groups):
+        """:meth:`conv2d_backward_weight` with the bias gradient as one more column of its GEMM
+        (a column of ones): no launch of its own."""
+        geometry = (stride, padding, dilation, groups)
+        return self._weight_gradient(gy, x, w_shape, geometry, with_bias=True)
+
+    def conv2d_backward_params_saved(self, gy, saved, w_shape, stride, padding, dilation, groups):
+        """:meth:`conv2d_backward_params`; what forward saved is x itself."""
+        return self.conv2d_backward_params(gy, saved, w_shape, stride, padding, dilation, groups)
+
+    def _weight_gradient(self, gy, x, w_shape, geometry, with_bias: bool):
+        """(gw, gb or None): the split GEMM, then ``sum_partials`` when split; the bias gradient
+        (with_bias) follows gw in one buffer, each returned as a contiguous view of it."""
+        stride, padding, dilation, groups = geometry
         gy, x = self._floats("conv2d_backward_weight", gy, x)
         k, cg, r, s = w_shape
         out_hw = window_output_shape(x.shape[2:], (r, s), stride, padding, dilation, "conv2d")
         _shaped("conv2d_backward_weight", (x.shape[0], k, *out_hw), gy=gy)
         args = self._conv_args(x.shape, w_shape, out_hw, stride, padding, dilation, groups)
         reduction = gy.shape[0] * gy.shape[2] * gy.shape[3]
-        tiles = _blocks(k // groups, _TILE) * _blocks(cg * r * s, _TILE) * groups
+        columns = cg * r * s + with_bias
+        tiles = _blocks(k // groups, _TILE) * _blocks(columns, _TILE) * groups
         want = min(_blocks(_TARGET_BLOCKS, tiles), _blocks(reduction, _MIN_SPLIT))
         chunk = _blocks(reduction, max(1, min(want, _MAX_GRID_YZ // groups)))
         chunk = max(1, _blocks(chunk, _TILE_Q)) * _TILE_Q  # whole TILE_Q slabs per split
         splits = max(1, _blocks(reduction, chunk))
-        gw = self.xp.empty(tuple(w_shape), dtype=gy.dtype)
-        part = gw if splits == 1 else self.xp.empty((splits, *w_shape), dtype=gy.dtype)
-        grid = (_blocks(cg * r * s, _TILE), _blocks(k // groups, _TILE), groups * splits)
-        self._launch("conv2d", "conv2d_backward_weight", grid, gy, x, part, *args, _i64(chunk))
+        weights = math.prod(w_shape)
+        out = self.xp.empty(weights + (k if with_bias else 0), dtype=gy.dtype)
+        part = out if splits == 1 else self.xp.empty((splits, out.size), dtype=gy.dtype)
+        grid = (_blocks(columns, _TILE), _blocks(k // groups, _TILE), groups * splits)
+        flags = (_i64(chunk), _i32(with_bias))
+        self._launch("conv2d", "conv2d_backward_weight", grid, gy, x, part, *args, *flags)
         if splits > 1:
-            sums = (_blocks(gw.size, 32),)  # 32 outputs a block
-            self._launch("conv2d", "sum_partials", sums, part, gw, _i64(splits), _i64(gw.size))
-        return gw
+            sums = (_blocks(out.size, 32),)  # 32 outputs a block
+            self._launch("conv2d", "sum_partials", sums, part, out, _i64(splits), _i64(out.size))
+        gw = out[:weights].reshape(tuple(w_shape))
+        return gw, (out[weights:] if with_bias else None)
 
     def conv2d_backward_bias(self, gy):
         """One block per output channel, a fixed-order tree sum. grid = (K,), block = 256."""
@@ -231,8 +252,9 @@ class CudaBackend(Backend):
         (n, k), c = gy.shape, w.shape[1]
         gy4 = gy.reshape(n, k, 1, 1)
         gx = self.conv2d_backward_input(gy4, w.reshape(k, c, 1, 1), (n, c, 1, 1), *_POINTWISE)
-        gw = self.conv2d_backward_weight(gy4, x.reshape(n, c, 1, 1), (k, c, 1, 1), *_POINTWISE)
-        return gx.reshape(n, c), gw.reshape(k, c), self.conv2d_backward_bias(gy4)
+        x4 = x.reshape(n, c, 1, 1)
+        gw, gb = self.conv2d_backward_params(gy4, x4, (k, c, 1, 1), *_POINTWISE)
+        return gx.reshape(n, c), gw.reshape(k, c), gb
 
     # ---------------------------------------------------------------- pooling
     @staticmethod

@@ -60,12 +60,13 @@ class Conv2d(Module):
         return y
 
     def backward_params(self, grad_out):
-        backend, w = self._backend, self.weight.data
-        self.weight.accumulate(
-            backend.conv2d_backward_weight_saved(grad_out, self._saved, w.shape, *self._args)
-        )
-        if self.bias is not None:
-            self.bias.accumulate(backend.conv2d_backward_bias(grad_out))
+        backend, shape = self._backend, self.weight.data.shape
+        if self.bias is None:
+            gw = backend.conv2d_backward_weight_saved(grad_out, self._saved, shape, *self._args)
+        else:
+            gw, gb = backend.conv2d_backward_params_saved(grad_out, self._saved, shape, *self._args)
+            self.bias.accumulate(gb)
+        self.weight.accumulate(gw)
 
     def backward(self, grad_out):
         self.backward_params(grad_out)
