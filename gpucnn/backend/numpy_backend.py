@@ -5,9 +5,9 @@ Convolution is im2col: the windows of the padded input are gathered once into a
 matrix product (BLAS) per group. With stride 1 each kernel tap is a contiguous run of the flattened
 planes (rows computed Wp wide, the extra columns cropped), so the gather copies long runs; other
 strides gather from a strided view. Backward-input and pooling loop over the kernel taps (9 for a
-3x3 kernel), each a vectorised add; no Python loop touches pixels or samples. The memory-bound
-passes (gathers, scatters, pooling, layout copies) run on batch slices in parallel threads
-(:mod:`.cpu_threads`); the matrix products use BLAS's own threads.
+3x3 kernel), each a vectorised add; no Python loop touches pixels or samples. For batches of 128
+and more, the gathers, scatters, pooling, layout copies and the conv products themselves run on
+batch slices in parallel threads, BLAS held to one thread meanwhile (:mod:`.cpu_threads`).
 """
 
 from __future__ import annotations
