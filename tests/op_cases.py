@@ -154,6 +154,9 @@ def _backward(y, gy) -> None:
 
 
 # -------------------------------------------------------------------------------- convolution
+LAYER_OUTPUTS = ("y_layer", "gx_layer", "gw_layer", "gb_layer")  # forward_saving, backward_saved
+
+
 def conv_case(
     name, x_shape, w_shape, stride=(1, 1), padding=0, dilation=(1, 1), groups=1, bias=True
 ):
@@ -174,8 +177,11 @@ def conv_case(
 
     def run(bk, d):
         x, w, b, gy = (_dev(bk, d[k]) for k in ("x", "w", "b", "gy"))
-        # The layers' form: both parameter gradients in one call (one pass on the GPU).
+        # Both parameter gradients in one call (one pass on the GPU), and the layers' form: a
+        # forward that saves what the backward (all three gradients) uses.
         gw_both, gb_both = bk.conv2d_backward_params(gy, x, w.shape, *opts)
+        y_layer, saved = bk.conv2d_forward_saving(x, w, b, *opts)
+        layer = bk.conv2d_backward_saved(gy, saved, w, x.shape, *opts)
         return _host(
             bk,
             y=bk.conv2d_forward(x, w, b, *opts),
@@ -184,12 +190,14 @@ def conv_case(
             gb=bk.conv2d_backward_bias(gy),
             gw_both=gw_both,
             gb_both=gb_both,
+            **dict(zip(LAYER_OUTPUTS, (y_layer, *layer), strict=True)),
         )
 
     def reference(d):
         gx, gw, gb = ref.conv2d_backward(d["gy"], d["x"], d["w"], *opts)
         y = ref.conv2d_forward(d["x"], d["w"], d["b"], *opts)
-        return {"y": y, "gx": gx, "gw": gw, "gb": gb, "gw_both": gw, "gb_both": gb}
+        want = {"y": y, "gx": gx, "gw": gw, "gb": gb, "gw_both": gw, "gb_both": gb}
+        return {**want, **dict(zip(LAYER_OUTPUTS, (y, gx, gw, gb), strict=True))}
 
     def torch_fn(d):
         _, tf = _torch()
@@ -199,7 +207,9 @@ def conv_case(
         (top, bottom), (left, right) = padding
         y = tf.conv2d(tf.pad(x, (left, right, top, bottom)), w, b, stride, 0, dilation, groups)
         _backward(y, d["gy"])
-        return _numpy(y=y, gx=x.grad, gw=w.grad, gb=b.grad, gw_both=w.grad, gb_both=b.grad)
+        grads = (y, x.grad, w.grad, b.grad)
+        layer = dict(zip(LAYER_OUTPUTS, grads, strict=True))
+        return _numpy(y=y, gx=x.grad, gw=w.grad, gb=b.grad, gw_both=w.grad, gb_both=b.grad, **layer)
 
     def gradient(bk, d):
         x, w, b = (_dev(bk, d[k]) for k in ("x", "w", "b"))

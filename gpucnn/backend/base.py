@@ -84,22 +84,23 @@ class Backend:
         return gw, self.conv2d_backward_bias(gy)
 
     def conv2d_forward_saving(self, x, w, b, stride, padding, dilation, groups, relu=False):
-        """conv2d_forward that also returns what :meth:`conv2d_backward_weight_saved` needs.
+        """conv2d_forward that also returns what :meth:`conv2d_backward_saved` needs.
 
         Layers use this pair so a backend can keep work from forward (the CPU keeps its im2col
         matrix); by default what is saved is x itself.
         """
         return self.conv2d_forward(x, w, b, stride, padding, dilation, groups, relu), x
 
-    def conv2d_backward_weight_saved(self, gy, saved, w_shape, stride, padding, dilation, groups):
-        """conv2d_backward_weight from what :meth:`conv2d_forward_saving` returned."""
-        return self.conv2d_backward_weight(gy, saved, w_shape, stride, padding, dilation, groups)
-
-    def conv2d_backward_params_saved(self, gy, saved, w_shape, stride, padding, dilation, groups):
-        """conv2d_backward_params from what :meth:`conv2d_forward_saving` returned."""
+    def conv2d_backward_saved(
+        self, gy, saved, w, x_shape, stride, padding, dilation, groups, input_grad=True, bias=True
+    ):
+        """A conv layer's whole backward from what :meth:`conv2d_forward_saving` returned:
+        (gx, or None without ``input_grad``; gw; gb, or None without ``bias``)."""
         geometry = (stride, padding, dilation, groups)
-        gw = self.conv2d_backward_weight_saved(gy, saved, w_shape, *geometry)
-        return gw, self.conv2d_backward_bias(gy)
+        gx = self.conv2d_backward_input(gy, w, x_shape, *geometry) if input_grad else None
+        if bias:
+            return (gx, *self.conv2d_backward_params(gy, saved, w.shape, *geometry))
+        return gx, self.conv2d_backward_weight(gy, saved, w.shape, *geometry), None
 
     def max_pool2d_forward(self, x, kernel: Pair, stride: Pair, padding: Pair):
         """Max over windows (padding counts as -inf). x: (N, C, H, W) -> (y, argmax).

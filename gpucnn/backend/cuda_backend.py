@@ -191,10 +191,6 @@ class CudaBackend(Backend):
         geometry = (stride, padding, dilation, groups)
         return self._weight_gradient(gy, x, w_shape, geometry, with_bias=True)
 
-    def conv2d_backward_params_saved(self, gy, saved, w_shape, stride, padding, dilation, groups):
-        """:meth:`conv2d_backward_params`; what forward saved is x itself."""
-        return self.conv2d_backward_params(gy, saved, w_shape, stride, padding, dilation, groups)
-
     def _weight_gradient(self, gy, x, w_shape, geometry, with_bias: bool):
         """(gw, gb or None): the split GEMM, then ``sum_partials`` when split; the bias gradient
         (with_bias) follows gw in one buffer, each returned as a contiguous view of it."""

@@ -182,7 +182,7 @@ class NumpyBackend(Backend):
         return self.conv2d_forward_saving(x, w, b, stride, padding, dilation, groups, relu)[0]
 
     def conv2d_forward_saving(self, x, w, b, stride, padding, dilation, groups, relu=False):
-        """Forward that keeps its im2col matrix for :meth:`conv2d_backward_weight_saved`."""
+        """Forward that keeps its im2col matrix for :meth:`conv2d_backward_saved`."""
         n, k = x.shape[0], w.shape[0]
         geo = self._conv_geometry(x.shape, w.shape, stride, padding, dilation)
         cols = self._columns(x, geo, stride, padding, groups)  # (G, Q, N*Ho*row)
@@ -201,18 +201,54 @@ class NumpyBackend(Backend):
         return y, (geo, cols)
 
     def conv2d_backward_input(self, gy, w, x_shape, stride, padding, dilation, groups):
+        geo = self._conv_geometry(x_shape, w.shape, stride, padding, dilation)
+        gy_cols = self._channels_first(gy, geo, groups)
+        return self._input_product(gy_cols, w, x_shape, geo, stride, padding, dilation, groups)
+
+    def conv2d_backward_weight(self, gy, x, w_shape, stride, padding, dilation, groups):
+        geo = self._conv_geometry(x.shape, w_shape, stride, padding, dilation)
+        cols = self._columns(x, geo, stride, padding, groups)
+        return self._weight_product(self._channels_first(gy, geo, groups), cols, w_shape, len(gy))
+
+    def conv2d_backward_saved(
+        self, gy, saved, w, x_shape, stride, padding, dilation, groups, input_grad=True, bias=True
+    ):
+        """The layer's backward with gy's channels-first copy made once for all three gradients
+        and the im2col matrix kept from forward; the bias gradient is its rows' sums."""
+        geo, cols = saved
+        gy_cols = self._channels_first(gy, geo, groups)  # zero in wide rows' extra columns
+        gx = None
+        if input_grad:
+            gx = self._input_product(gy_cols, w, x_shape, geo, stride, padding, dilation, groups)
+        gb = gy_cols.sum(axis=2).reshape(-1) if bias else None
+        return gx, self._weight_product(gy_cols, cols, w.shape, len(gy)), gb
+
+    @staticmethod
+    def _weight_product(gy_cols, cols, w_shape, batch: int):
+        """gw from gy's channels-first (G, K/G, N*Ho*row) and im2col (G, Q, N*Ho*row) matrices
+        of a batch of ``batch`` samples."""
+        gw = np.empty((gy_cols.shape[0], gy_cols.shape[1], cols.shape[1]), dtype=gy_cols.dtype)
+
+        def product(part: slice) -> None:  # columns of gw: each sums the whole batch itself
+            gw[..., part] = _grouped_matmul(gy_cols, cols[:, part].transpose(0, 2, 1))
+
+        for_slices(cols.shape[1], batch, product)
+        return gw.reshape(w_shape)
+
+    @staticmethod
+    def _input_product(gy_cols, w, x_shape, geo: _ConvGeometry, stride, padding, dilation, groups):
+        """gx from gy's channels-first matrix (G, K/G, N*Ho*row): the product with w, then
+        col2im."""
         n, c, h, width = x_shape
         k, cg, kh, kw = w.shape
-        geo = self._conv_geometry(x_shape, w.shape, stride, padding, dilation)
         wt = w.reshape(groups, k // groups, cg * kh * kw).transpose(0, 2, 1)
-        gy_cols = self._channels_first(gy, geo, groups)  # (G, K/G, N*Ho*row)
         if geo.wide:  # stride 1: add each tap's contiguous run back (col2im)
-            gx = np.empty(tuple(x_shape), dtype=gy.dtype)
+            gx = np.empty(tuple(x_shape), dtype=gy_cols.dtype)
 
             def scatter(part: slice) -> None:
                 gcols = _grouped_matmul(wt, gy_cols[..., geo.columns(part)])
                 gcols = gcols.reshape(c, kh, kw, part.stop - part.start, -1)
-                flat = np.zeros((c, part.stop - part.start, geo.flat_length), dtype=gy.dtype)
+                flat = np.zeros((c, part.stop - part.start, geo.flat_length), dtype=gx.dtype)
                 for r in range(kh):
                     for s in range(kw):
                         start = geo.tap_offset(r, s)
@@ -222,30 +258,12 @@ class NumpyBackend(Backend):
             for_slices(n, n, scatter)
             return gx
         gcols = _grouped_matmul(wt, gy_cols).reshape(c, kh, kw, n, *geo.out_hw)
-        gx = np.zeros((c, n, *geo.padded), dtype=gy.dtype)
+        gx = np.zeros((c, n, *geo.padded), dtype=gy_cols.dtype)
         for r in range(kh):
             for s in range(kw):
                 gx[_offset_slices(r, s, dilation, stride, geo.out_hw)] += gcols[:, r, s]
         (pt, _), (pl, _) = padding
         return np.ascontiguousarray(gx[:, :, pt : pt + h, pl : pl + width].transpose(1, 0, 2, 3))
-
-    def conv2d_backward_weight(self, gy, x, w_shape, stride, padding, dilation, groups):
-        geo = self._conv_geometry(x.shape, w_shape, stride, padding, dilation)
-        saved = (geo, self._columns(x, geo, stride, padding, groups))
-        return self.conv2d_backward_weight_saved(
-            gy, saved, w_shape, stride, padding, dilation, groups
-        )
-
-    def conv2d_backward_weight_saved(self, gy, saved, w_shape, stride, padding, dilation, groups):
-        geo, cols = saved
-        gy_cols = self._channels_first(gy, geo, groups)  # (G, K/G, N*Ho*row)
-        gw = np.empty((groups, gy_cols.shape[1], cols.shape[1]), dtype=gy_cols.dtype)
-
-        def product(part: slice) -> None:  # columns of gw: each sums the whole batch itself
-            gw[..., part] = _grouped_matmul(gy_cols, cols[:, part].transpose(0, 2, 1))
-
-        for_slices(cols.shape[1], gy.shape[0], product)
-        return gw.reshape(w_shape)
 
     # ---------------------------------------------------------------- linear
     def linear_forward(self, x, w, b, relu=False):

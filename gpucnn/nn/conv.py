@@ -60,19 +60,20 @@ class Conv2d(Module):
         return y
 
     def backward_params(self, grad_out):
-        backend, shape = self._backend, self.weight.data.shape
-        if self.bias is None:
-            gw = backend.conv2d_backward_weight_saved(grad_out, self._saved, shape, *self._args)
-        else:
-            gw, gb = backend.conv2d_backward_params_saved(grad_out, self._saved, shape, *self._args)
-            self.bias.accumulate(gb)
-        self.weight.accumulate(gw)
+        self._backward(grad_out, input_grad=False)
 
     def backward(self, grad_out):
-        self.backward_params(grad_out)
-        return self._backend.conv2d_backward_input(
-            grad_out, self.weight.data, self._x_shape, *self._args
-        )
+        return self._backward(grad_out, input_grad=True)
+
+    def _backward(self, grad_out, input_grad: bool):
+        gx, gw, gb = self._backend.conv2d_backward_saved(
+            grad_out, self._saved, self.weight.data, self._x_shape, *self._args,
+            input_grad=input_grad, bias=self.bias is not None,
+        )  # fmt: skip
+        self.weight.accumulate(gw)
+        if gb is not None:
+            self.bias.accumulate(gb)
+        return gx
 
     def extra_repr(self) -> str:
         return (
