@@ -67,3 +67,17 @@ def test_bad_thread_counts_are_refused(monkeypatch):
     monkeypatch.setenv(cpu_threads.THREADS_ENV, "-2")
     with pytest.raises(ValueError, match="GPUCNN_CPU_THREADS must be a positive integer"):
         cpu_threads._default_threads()
+
+
+def test_without_threadpoolctl_ops_stay_in_one_thread(thread_count, monkeypatch):
+    """A --no-deps install (the lent GPU machines have no registry) may lack threadpoolctl: the
+    CPU backend then runs unsplit, with BLAS's own threads, rather than failing or slowing down."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import threadpoolctl now fails
+    monkeypatch.setattr(cpu_threads, "_blas", None)
+    thread_count(4)
+    assert not cpu_threads.parallel(cpu_threads.MIN_BATCH)
+    parts = []
+    cpu_threads.for_slices(256, 256, parts.append)
+    assert parts == [slice(0, 256)]

@@ -22,8 +22,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-
-from threadpoolctl import ThreadpoolController
+from typing import Any
 
 THREADS_ENV = "GPUCNN_CPU_THREADS"
 # Batches smaller than this run every op in the calling thread and leave BLAS its own threads:
@@ -35,7 +34,7 @@ MIN_BATCH = 128
 _lock = threading.Lock()
 _threads: int | None = None
 _pool: ThreadPoolExecutor | None = None
-_blas: ThreadpoolController | None = None
+_blas: Any = None  # threadpoolctl's ThreadpoolController, made once NumPy's BLAS is loaded
 
 
 def _default_threads() -> int:
@@ -75,23 +74,35 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _pool
 
 
+def _blas_controller() -> Any:
+    """threadpoolctl's controller of the loaded BLAS, or False where threadpoolctl is missing (a
+    ``--no-deps`` install); made on first use, once NumPy has loaded its BLAS."""
+    global _blas
+    with _lock:
+        if _blas is None:
+            try:
+                from threadpoolctl import ThreadpoolController
+            except ImportError:
+                _blas = False
+            else:
+                _blas = ThreadpoolController()
+    return _blas
+
+
 def parallel(batch: int) -> bool:
-    """Whether ops on a batch of ``batch`` samples run on this module's threads."""
-    return threads() > 1 and batch >= MIN_BATCH
+    """Whether ops on a batch of ``batch`` samples run on this module's threads: never without
+    threadpoolctl, since BLAS's spinning threads would then make them slower, not faster."""
+    return threads() > 1 and batch >= MIN_BATCH and bool(_blas_controller())
 
 
 def blas_held(batch: int) -> contextlib.AbstractContextManager:
-    """A context in which BLAS (NumPy's, found once NumPy is loaded) runs on one thread when ops
-    on ``batch`` samples run on this module's threads; else it changes nothing. The CPU backend
-    makes every BLAS call of a parallel batch in one: a BLAS thread left spinning by an earlier
-    call (for ~0.1 s) would slow all the slices after it."""
-    global _blas
+    """A context in which BLAS (NumPy's) runs on one thread when ops on ``batch`` samples run on
+    this module's threads; else it changes nothing. The CPU backend makes every BLAS call of a
+    parallel batch in one: a BLAS thread left spinning by an earlier call (for ~0.1 s) would slow
+    all the slices after it."""
     if not parallel(batch):
         return contextlib.nullcontext()
-    with _lock:
-        if _blas is None:
-            _blas = ThreadpoolController()
-    return _blas.limit(limits=1, user_api="blas")
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 def for_slices(count: int, batch: int, body: Callable[[slice], None]) -> None:
