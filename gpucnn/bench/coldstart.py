@@ -25,11 +25,15 @@ from . import training
 BATCH = 64
 CACHE_ENV = "CUPY_CACHE_DIR"
 TIMEOUT_S = 600
-# op -> (case, goal in seconds)
+# op -> (case, goal in seconds, or None for a row that only explains another)
 GOALS = {
     "cold compile": ("every kernel family, empty cache", 2.0),
     "warm first train step": (f"{training.MODEL} b{BATCH}, filled cache", 0.1),
+    # The same with cuBLAS already initialised (one tiny matmul before the clock): the difference
+    # is what cuBLAS's first call (library load, handle) costs the first step.
+    "warm first train step, cuBLAS ready": (f"{training.MODEL} b{BATCH}, filled cache", None),
 }
+_PHASES = dict(zip(GOALS, ("cold", "warm", "warm-cublas"), strict=True))
 _CHILD = "from gpucnn.bench.coldstart import child; child({phase!r})"
 
 
@@ -44,10 +48,13 @@ def child(phase: str) -> None:
     """Time ``phase`` in this (fresh) process and print ``{"seconds": s}`` as the last line.
 
     "cold": ``warmup()``, then one untimed step so the cache also holds the CuPy kernels a step
-    uses; "warm": model creation to the end of the first train step.
+    uses; "warm": model creation to the end of the first train step; "warm-cublas": the same
+    after a 2x2 matmul.
     """
     backend = get_backend("cuda")
-    backend.asarray(np.zeros(1, np.float32))  # the CUDA context, before the clock
+    ones = backend.asarray(np.ones((2, 2), np.float32))  # the CUDA context, before the clock
+    if phase == "warm-cublas":
+        ones @ ones
     backend.synchronize()
     x, y = training.random_batch(BATCH)
     timed = backend.warmup if phase == "cold" else lambda: _first_step(backend, x, y)
@@ -76,11 +83,11 @@ def _run_child(phase: str, cache_dir: str) -> float:
 
 
 def samples(repeats: int) -> dict[str, list[float]]:
-    """Seconds of each op of :data:`GOALS`, one sample per new empty cache (cold, then warm)."""
+    """Seconds of each op of :data:`GOALS`, one sample per new empty cache (cold first, which
+    fills it, then the warm ones)."""
     times: dict[str, list[float]] = {op: [] for op in GOALS}
-    cold, warm = GOALS
     for _ in range(repeats):
         with tempfile.TemporaryDirectory(prefix="gpucnn-kernel-cache-") as cache:
-            times[cold].append(_run_child("cold", cache))
-            times[warm].append(_run_child("warm", cache))
+            for op, phase in _PHASES.items():
+                times[op].append(_run_child(phase, cache))
     return times
