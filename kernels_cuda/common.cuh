@@ -85,4 +85,34 @@ template <typename T, typename Op> __device__ T block_reduce(T v, T* smem, Op op
     return result;
 }
 
+// 16 bytes of T (4 floats, 2 doubles), aligned so that one load or store instruction moves them.
+template <typename T> struct __align__(16) Pack {
+    static constexpr int N = 16 / sizeof(T);
+    T v[N];
+};
+
+__device__ inline bool aligned16(const void* p) { return ((unsigned long long)p & 15) == 0; }
+
+// out[i] = f(a[i], b[i]) for every i < n, in a 1-D grid-stride loop: a Pack at a time when all
+// three arrays are 16-byte aligned (CuPy's allocations are; a view at an offset may not be), then
+// the last n % Pack<T>::N elements one by one. Elementwise kernels read and write near the copy's
+// bandwidth only with wide accesses: one float at a time, ReLU forward ran at 77% of it.
+template <typename T, typename F> __device__ void map_elements(const T* a, const T* b, T* out,
+                                                              i64 n, F f) {
+    typedef Pack<T> P;
+    i64 done = 0;
+    if (aligned16(a) && aligned16(b) && aligned16(out)) {
+        const i64 packs = n / P::N;
+        for (i64 i = global_thread_index(); i < packs; i += grid_stride()) {
+            const P pa = reinterpret_cast<const P*>(a)[i], pb = reinterpret_cast<const P*>(b)[i];
+            P po;
+#pragma unroll
+            for (int j = 0; j < P::N; ++j) po.v[j] = f(pa.v[j], pb.v[j]);
+            reinterpret_cast<P*>(out)[i] = po;
+        }
+        done = packs * P::N;
+    }
+    for (i64 i = done + global_thread_index(); i < n; i += grid_stride()) out[i] = f(a[i], b[i]);
+}
+
 #endif  // GPUCNN_COMMON_CUH

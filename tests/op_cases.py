@@ -510,6 +510,25 @@ def _relu_case() -> OpCase:
     return OpCase("relu", sample, run, ELEMENTWISE, reference, torch_fn, gradient)
 
 
+def _relu_offset_case() -> OpCase:
+    """ReLU on views one element into their arrays (on a GPU not 16-byte aligned, so the kernels
+    take their one-at-a-time path) of an odd length (a tail after the 16-byte packs elsewhere)."""
+
+    def sample(rng, dtype):
+        return {"x": _away_from_zero(rng, (1 + 7 * 11,), dtype), "gy": _normal(rng, (78,), dtype)}
+
+    def run(bk, d):
+        x, gy = _dev(bk, d["x"])[1:], _dev(bk, d["gy"])[1:]
+        y = bk.relu_forward(x)
+        return _host(bk, y=y, gx=bk.relu_backward(gy, bk.relu_forward(x)))
+
+    def reference(d):
+        x = d["x"][1:]
+        return {"y": ref.relu_forward(x), "gx": ref.relu_backward(d["gy"][1:], x)}
+
+    return OpCase("relu_offset_view", sample, run, ELEMENTWISE, reference)
+
+
 def _bias_relu_case() -> OpCase:
     def sample(rng, dtype):
         b = rng.standard_normal(3)
@@ -973,6 +992,7 @@ CASES: list[OpCase] = [
     *POOL_CASES,
     _global_avg_pool_case(),
     _relu_case(),
+    _relu_offset_case(),
     _bias_relu_case(),
     _linear_case(bias=True),
     _linear_case(bias=False),

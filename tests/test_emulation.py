@@ -277,30 +277,30 @@ def test_no_compiler_is_a_clear_device_error(monkeypatch):
         create_emulated_backend()
 
 
-# Bugs planted in a copy of the real kernels: (family, text, replacement, cases that must fail).
+# Bugs planted in a copy of the real kernels: (file, text, replacement, cases that must fail).
 PLANTS = [
     pytest.param(
-        "pool2d", "h < at.h_hi; ++h", "h <= at.h_hi; ++h", "avg_pool2d", id="changed-bound"
+        "pool2d.cu", "h < at.h_hi; ++h", "h <= at.h_hi; ++h", "avg_pool2d", id="changed-bound"
     ),
     pytest.param(
-        "conv2d",
+        "conv2d.cu",
         "acc[i][j] += av.v[i] * bv.v[j]",
         "acc[i][j] = av.v[i] * bv.v[j]",
         "conv2d",
         id="dropped-accumulation",
     ),
-    pytest.param("activation", "b[i / HW % C]", "b[i % C]", "bias_relu", id="wrong-index"),
+    pytest.param("activation.cu", "b[i / HW % C]", "b[i % C]", "bias_relu", id="wrong-index"),
     pytest.param(
-        "pool2d",
+        "pool2d.cu",
         "j < HW; j += BLOCK_1D",
         "j <= HW; j += BLOCK_1D",
         "global_avg_pool2d",
         id="read-past-end",
     ),
-    pytest.param(
-        "activation",
-        "i < n; i += grid_stride()) y[i] = x[i] <",
-        "i <= n; i += grid_stride()) y[i] = x[i] <",
+    pytest.param(  # the elementwise tail loop (relu's sizes leave no tail: i == n is written)
+        "common.cuh",
+        "i < n; i += grid_stride()) out[i] = f(a[i], b[i]);",
+        "i <= n; i += grid_stride()) out[i] = f(a[i], b[i]);",
         "relu",
         id="write-past-end",
     ),
@@ -333,15 +333,15 @@ def parity_failures(backend, prefix: str) -> list[str]:
     return failures
 
 
-@pytest.mark.parametrize("family, text, replacement, prefix", PLANTS)
-def test_planted_kernel_bug_fails_parity(kernel_copy, family, text, replacement, prefix):
+@pytest.mark.parametrize("file, text, replacement, prefix", PLANTS)
+def test_planted_kernel_bug_fails_parity(kernel_copy, file, text, replacement, prefix):
     assert parity_failures(EmulatedCudaBackend(), prefix) == []  # the unmodified copy passes
-    path = kernel_copy / f"{family}.cu"
+    path = kernel_copy / file
     source = path.read_text()
-    assert source.count(text) == 1, f"{family}.cu changed: the planted text is not found once"
+    assert source.count(text) == 1, f"{file} changed: the planted text is not found once"
     path.write_text(source.replace(text, replacement))
     failures = parity_failures(EmulatedCudaBackend(), prefix)
-    assert failures, f"the planted bug in {family}.cu went unnoticed"
+    assert failures, f"the planted bug in {file} went unnoticed"
     if prefix == "relu":
         assert any("wrote past the end of argument 1" in f for f in failures), failures
 
