@@ -14,9 +14,10 @@ float type for ``T``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -65,6 +66,54 @@ def _shaped(op: str, shape: tuple, **arrays: Any) -> None:
             raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {tuple(a.shape)}")
 
 
+@functools.lru_cache(maxsize=512)
+def _conv_scalars(x_shape, w_shape, out_hw, stride, padding, dilation, groups) -> tuple:
+    """CudaBackend._conv_args for hashable (tuple) arguments, checked and converted once."""
+    n, c, h, w = x_shape
+    k, cg, r, s = w_shape
+    if groups < 1 or c != cg * groups or k % groups:
+        raise ValueError(f"conv2d: x {tuple(x_shape)} and w {tuple(w_shape)} with groups={groups}")
+    if groups > _MAX_GRID_YZ or _blocks(max(k // groups, c // groups), _TILE) > _MAX_GRID_YZ:
+        raise ValueError(f"conv2d: {groups} groups of {k // groups} filters exceed the grid")
+    spans = (o * st for o, st in zip(out_hw, stride, strict=True))
+    reaches = (h, w, *spans, *padding[0], *padding[1], r * dilation[0], s * dilation[1])
+    if max(reaches) >= _MAX_SPATIAL:  # the kernels keep pixel coordinates in int
+        raise ValueError(f"conv2d: spatial sizes past 2^30 are not supported, got x {x_shape}")
+    dims = (n, c, h, w, k, *out_hw, r, s, *stride, padding[0][0], padding[1][0], *dilation)
+    return (*(_i64(v) for v in dims), _i64(groups))
+
+
+@functools.lru_cache(maxsize=512)
+def _weight_splits(reduction: int, filters: int, columns: int, groups: int) -> tuple[int, int]:
+    """(chunk, splits) of a weight gradient's reduction of ``reduction`` (N*Ho*Wo) steps: about
+    _TARGET_BLOCKS blocks in all, at least _MIN_SPLIT steps each, in whole TILE_Q slabs."""
+    tiles = _blocks(filters // groups, _TILE) * _blocks(columns, _TILE) * groups
+    want = min(_blocks(_TARGET_BLOCKS, tiles), _blocks(reduction, _MIN_SPLIT))
+    chunk = _blocks(reduction, max(1, min(want, _MAX_GRID_YZ // groups)))
+    chunk = max(1, _blocks(chunk, _TILE_Q)) * _TILE_Q
+    return chunk, max(1, _blocks(reduction, chunk))
+
+
+class _PoolPlan(NamedTuple):
+    """What every pool2d.cu launch of one geometry needs: (Ho, Wo), the scalars after the arrays,
+    and the grids of the forwards (a thread per output pixel) and backwards (per input pixel)."""
+
+    out_hw: tuple[int, int]
+    args: tuple
+    forward_grid: tuple[int, int]
+    backward_grid: tuple[int, int]
+
+
+@functools.lru_cache(maxsize=512)
+def _pool_plan(what: str, x_shape, kernel, stride, padding) -> _PoolPlan:
+    """CudaBackend._pool: made once per geometry."""
+    n, c, h, w = x_shape
+    out_hw = pool_output_shape(x_shape, kernel, stride, padding, what)
+    args = tuple(_i64(v) for v in (n * c, h, w, *out_hw, *kernel, *stride, *padding))
+    forward = _grid_plane_loop(out_hw[0] * out_hw[1], n * c)
+    return _PoolPlan(out_hw, args, forward, _grid_plane_loop(h * w, n * c))
+
+
 class CudaBackend(Backend):
     """The CUDA kernels' launchers over an array module ``xp`` and a kernel ``runner``."""
 
@@ -102,11 +151,11 @@ class CudaBackend(Backend):
 
     def _floats(self, op: str, *arrays: Any) -> tuple[Any, ...]:
         """``arrays`` C-contiguous (copied if needed), checked to share a float dtype."""
-        dtypes = {np.dtype(a.dtype) for a in arrays}
-        if len(dtypes) != 1 or next(iter(dtypes)) not in _CTYPES:
+        dtype = arrays[0].dtype
+        if dtype not in _CTYPES or any(a.dtype != dtype for a in arrays):
             got = ", ".join(str(a.dtype) for a in arrays)
             raise TypeError(f"{op}: expected float32 or float64 arrays of one dtype, got {got}")
-        return tuple(self.xp.ascontiguousarray(a) for a in arrays)
+        return tuple(a if a.flags.c_contiguous else self.xp.ascontiguousarray(a) for a in arrays)
 
     @staticmethod
     def _in_place(op: str, **arrays: Any) -> None:
@@ -129,21 +178,13 @@ class CudaBackend(Backend):
     # ------------------------------------------------------------- convolution
     @staticmethod
     def _conv_args(x_shape, w_shape, out_hw, stride, padding, dilation, groups) -> tuple:
-        """The geometry scalars every conv2d kernel takes, in the kernels' parameter order."""
-        n, c, h, w = x_shape
-        k, cg, r, s = w_shape
-        if groups < 1 or c != cg * groups or k % groups:
-            raise ValueError(
-                f"conv2d: x {tuple(x_shape)} and w {tuple(w_shape)} with groups={groups}"
-            )
-        if groups > _MAX_GRID_YZ or _blocks(max(k // groups, c // groups), _TILE) > _MAX_GRID_YZ:
-            raise ValueError(f"conv2d: {groups} groups of {k // groups} filters exceed the grid")
-        spans = (o * st for o, st in zip(out_hw, stride, strict=True))
-        reaches = (h, w, *spans, *padding[0], *padding[1], r * dilation[0], s * dilation[1])
-        if max(reaches) >= _MAX_SPATIAL:  # the kernels keep pixel coordinates in int
-            raise ValueError(f"conv2d: spatial sizes past 2^30 are not supported, got x {x_shape}")
-        dims = (n, c, h, w, k, *out_hw, r, s, *stride, padding[0][0], padding[1][0], *dilation)
-        return (*(_i64(v) for v in dims), _i64(groups))
+        """The geometry scalars every conv2d kernel takes, in the kernels' parameter order: made
+        once per geometry (a training step asks for the same few every time)."""
+        pads = (tuple(padding[0]), tuple(padding[1]))
+        return _conv_scalars(
+            tuple(x_shape), tuple(w_shape), tuple(out_hw), tuple(stride), pads, tuple(dilation),
+            int(groups),
+        )  # fmt: skip
 
     def conv2d_forward(
         self, x, w, b, stride: Pair, padding: Padding2d, dilation: Pair, groups, relu=False
@@ -200,13 +241,8 @@ class CudaBackend(Backend):
         out_hw = window_output_shape(x.shape[2:], (r, s), stride, padding, dilation, "conv2d")
         _shaped("conv2d_backward_weight", (x.shape[0], k, *out_hw), gy=gy)
         args = self._conv_args(x.shape, w_shape, out_hw, stride, padding, dilation, groups)
-        reduction = gy.shape[0] * gy.shape[2] * gy.shape[3]
         columns = cg * r * s + with_bias
-        tiles = _blocks(k // groups, _TILE) * _blocks(columns, _TILE) * groups
-        want = min(_blocks(_TARGET_BLOCKS, tiles), _blocks(reduction, _MIN_SPLIT))
-        chunk = _blocks(reduction, max(1, min(want, _MAX_GRID_YZ // groups)))
-        chunk = max(1, _blocks(chunk, _TILE_Q)) * _TILE_Q  # whole TILE_Q slabs per split
-        splits = max(1, _blocks(reduction, chunk))
+        chunk, splits = _weight_splits(gy.shape[0] * out_hw[0] * out_hw[1], k, columns, groups)
         weights = math.prod(w_shape)
         out = self.xp.empty(weights + (k if with_bias else 0), dtype=gy.dtype)
         part = out if splits == 1 else self.xp.empty((splits, out.size), dtype=gy.dtype)
@@ -254,9 +290,10 @@ class CudaBackend(Backend):
 
     # ---------------------------------------------------------------- pooling
     @staticmethod
-    def _pool_args(x_shape, out_hw, kernel: Pair, stride: Pair, padding: Pair) -> tuple:
-        n, c, h, w = x_shape
-        return tuple(_i64(v) for v in (n * c, h, w, *out_hw, *kernel, *stride, *padding))
+    def _pool(what: str, x_shape, kernel: Pair, stride: Pair, padding: Pair) -> _PoolPlan:
+        """The checked output size, kernel scalars and grids of a pooling geometry."""
+        key = (tuple(x_shape), tuple(kernel), tuple(stride), tuple(padding))
+        return _pool_plan(what, *key)
 
     def max_pool2d_forward(self, x, kernel: Pair, stride: Pair, padding: Pair):
         """One thread per output pixel position, looping over the planes (grid
@@ -266,12 +303,10 @@ class CudaBackend(Backend):
             raise ValueError(
                 f"max_pool2d: a {x.shape[2]}x{x.shape[3]} plane overflows int32 argmax"
             )
-        out_hw = pool_output_shape(x.shape, kernel, stride, padding, "max_pool2d")
-        y = self.xp.empty((*x.shape[:2], *out_hw), dtype=x.dtype)
+        plan = self._pool("max_pool2d", x.shape, kernel, stride, padding)
+        y = self.xp.empty((*x.shape[:2], *plan.out_hw), dtype=x.dtype)
         argmax = self.xp.empty(y.shape, dtype=self.xp.int32)
-        args = self._pool_args(x.shape, out_hw, kernel, stride, padding)
-        grid = _grid_plane_loop(out_hw[0] * out_hw[1], x.shape[0] * x.shape[1])
-        self._launch("pool2d", "max_pool2d_forward", grid, x, y, argmax, *args)
+        self._launch("pool2d", "max_pool2d_forward", plan.forward_grid, x, y, argmax, *plan.args)
         return y, argmax
 
     def max_pool2d_backward(
@@ -289,39 +324,35 @@ class CudaBackend(Backend):
         if argmax.dtype != np.int32 or argmax.shape != gy.shape:
             got = f"{argmax.dtype} {argmax.shape}"
             raise TypeError(f"{op}: argmax must be int32 {gy.shape}, got {got}")
-        out_hw = pool_output_shape(x_shape, kernel, stride, padding, "max_pool2d")
-        _shaped(op, (*x_shape[:2], *out_hw), gy=gy)
+        plan = self._pool("max_pool2d", x_shape, kernel, stride, padding)
+        _shaped(op, (*x_shape[:2], *plan.out_hw), gy=gy)
         argmax = self.xp.ascontiguousarray(argmax)
         gx = self.xp.empty(tuple(x_shape), dtype=gy.dtype)
-        args = self._pool_args(x_shape, out_hw, kernel, stride, padding)
-        grid = _grid_plane_loop(x_shape[2] * x_shape[3], x_shape[0] * x_shape[1])
+        arrays = (gy, argmax, mask, gx)
         flag = _i32(relu_y is not None)
-        self._launch("pool2d", op, grid, gy, argmax, mask, gx, *args, flag)
+        self._launch("pool2d", op, plan.backward_grid, *arrays, *plan.args, flag)
         return gx
 
     def avg_pool2d_forward(self, x, kernel: Pair, stride: Pair, padding: Pair):
         """One thread per output pixel position, looping over the planes (grid
         :func:`_grid_plane_loop`, block 256); divisor kh*kw."""
         (x,) = self._floats("avg_pool2d_forward", x)
-        out_hw = pool_output_shape(x.shape, kernel, stride, padding, "avg_pool2d")
-        y = self.xp.empty((*x.shape[:2], *out_hw), dtype=x.dtype)
-        args = self._pool_args(x.shape, out_hw, kernel, stride, padding)
+        plan = self._pool("avg_pool2d", x.shape, kernel, stride, padding)
+        y = self.xp.empty((*x.shape[:2], *plan.out_hw), dtype=x.dtype)
         divisor = x.dtype.type(kernel[0] * kernel[1])
-        grid = _grid_plane_loop(out_hw[0] * out_hw[1], x.shape[0] * x.shape[1])
-        self._launch("pool2d", "avg_pool2d_forward", grid, x, y, *args, divisor)
+        self._launch("pool2d", "avg_pool2d_forward", plan.forward_grid, x, y, *plan.args, divisor)
         return y
 
     def avg_pool2d_backward(self, gy, x_shape, kernel: Pair, stride: Pair, padding: Pair):
         """One thread per pixel position gathers its windows, looping over the planes
         (grid :func:`_grid_plane_loop`, block 256)."""
         (gy,) = self._floats("avg_pool2d_backward", gy)
-        out_hw = pool_output_shape(x_shape, kernel, stride, padding, "avg_pool2d")
-        _shaped("avg_pool2d_backward", (*x_shape[:2], *out_hw), gy=gy)
+        plan = self._pool("avg_pool2d", x_shape, kernel, stride, padding)
+        _shaped("avg_pool2d_backward", (*x_shape[:2], *plan.out_hw), gy=gy)
         gx = self.xp.empty(tuple(x_shape), dtype=gy.dtype)
-        args = self._pool_args(x_shape, out_hw, kernel, stride, padding)
         divisor = gy.dtype.type(kernel[0] * kernel[1])
-        grid = _grid_plane_loop(x_shape[2] * x_shape[3], x_shape[0] * x_shape[1])
-        self._launch("pool2d", "avg_pool2d_backward", grid, gy, gx, *args, divisor)
+        args = (gy, gx, *plan.args, divisor)
+        self._launch("pool2d", "avg_pool2d_backward", plan.backward_grid, *args)
         return gx
 
     def global_avg_pool2d_forward(self, x):
