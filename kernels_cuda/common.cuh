@@ -85,6 +85,13 @@ template <typename T, typename Op> __device__ T block_reduce(T v, T* smem, Op op
     return result;
 }
 
+// Reduce v over the 32 lanes of a warp with a fixed butterfly (xor shuffles): every lane
+// receives the result, the same order on every run.
+template <typename T, typename Op> __device__ T warp_all_reduce(T v, Op op) {
+    for (int mask = 16; mask > 0; mask /= 2) v = op(v, __shfl_xor_sync(0xffffffffu, v, mask));
+    return v;
+}
+
 // 16 bytes of T (4 floats, 2 doubles), aligned so that one load or store instruction moves them.
 template <typename T> struct __align__(16) Pack {
     static constexpr int N = 16 / sizeof(T);

@@ -58,11 +58,63 @@ __global__ void softmax_cross_entropy_backward(const T* probs, const i64* labels
     }
 }
 
+// A training step's loss in one launch: loss[0] = the mean row loss and grad = (probs - target) / N,
+// what softmax_cross_entropy_forward, mean_of_rows and softmax_cross_entropy_backward give in
+// three. One block: warp w takes rows w, w + 8, ...; a row's maximum and sums are xor-shuffle
+// trees over its lanes (lane j holds columns j, j + 32, ...), and lane 0 adds its rows' losses in
+// row order, then thread 0 the warps' in warp order: a fixed order, no atomics. One block is
+// quick only for a few rows (the launcher uses it up to 128; each warp then walks 16).
+// grid = (1,), block = BLOCK_1D.
+template <typename T>
+__global__ void softmax_cross_entropy_train(const T* logits, const i64* labels, T* grad, T* loss,
+                                            i64 N, i64 K, T smoothing) {
+    constexpr int WARPS = BLOCK_1D / 32;
+    __shared__ T warp_loss[WARPS];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const T spread = smoothing / (T)K;
+    T total = T(0);
+    for (i64 r = warp; r < N; r += WARPS) {
+        const T* row = logits + r * K;
+        T top = neg_infinity(T());
+        for (i64 j = lane; j < K; j += 32) top = MaxOp()(top, row[j]);
+        top = warp_all_reduce(top, MaxOp());
+        T sum = T(0), shifted_sum = T(0);
+        for (i64 j = lane; j < K; j += 32) {
+            sum += dev_exp(row[j] - top);
+            shifted_sum += row[j] - top;
+        }
+        sum = warp_all_reduce(sum, SumOp());
+        if (smoothing != T(0)) shifted_sum = warp_all_reduce(shifted_sum, SumOp());
+        const i64 label = labels[r];
+        for (i64 j = lane; j < K; j += 32) {
+            const T hit = label == j ? T(1) - smoothing : T(0);
+            grad[r * K + j] = (dev_exp(row[j] - top) / sum - hit - spread) / (T)N;
+        }
+        if (lane == 0) {  // as softmax_cross_entropy_forward's row loss, NaN for a bad label
+            T row_loss = quiet_nan(T());
+            if (label >= 0 && label < K) {
+                row_loss = dev_log(sum) - (T(1) - smoothing) * (row[label] - top);
+                if (smoothing != T(0)) row_loss -= smoothing * shifted_sum / (T)K;
+            }
+            total += row_loss;
+        }
+    }
+    if (lane == 0) warp_loss[warp] = total;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        T sum = T(0);
+        for (int w = 0; w < WARPS; ++w) sum += warp_loss[w];
+        loss[0] = sum / (T)N;
+    }
+}
+
 #define INSTANTIATE_SOFTMAX_XENT(T)                                                                \
     template __global__ void softmax_cross_entropy_forward<T>(const T*, const i64*, T*, T*, i64,   \
                                                               T);                                  \
     template __global__ void mean_of_rows<T>(const T*, T*, i64);                                   \
     template __global__ void softmax_cross_entropy_backward<T>(const T*, const i64*, T*, i64, i64, \
-                                                               T);
+                                                               T);                                 \
+    template __global__ void softmax_cross_entropy_train<T>(const T*, const i64*, T*, T*, i64,     \
+                                                            i64, T);
 INSTANTIATE_SOFTMAX_XENT(float)
 INSTANTIATE_SOFTMAX_XENT(double)

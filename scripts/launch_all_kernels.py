@@ -70,6 +70,7 @@ def launch_all(backend: Any, dt: type) -> None:
     logits, labels = arr(5, 10), backend.asarray(rng.integers(0, 10, 5))
     _, probs = backend.softmax_cross_entropy_forward(logits, labels)
     backend.softmax_cross_entropy_backward(probs, labels)
+    backend.softmax_cross_entropy_train(logits, labels, 0.1)
     # Ten parameters of different sizes: two launches of the 8-slot optimizer kernels.
     sizes = (300, 1, 7, 1000, 3, 5, 64, 2, 9, 257)
     params, grads, ms = ([arr(n) for n in sizes] for _ in range(3))

@@ -758,10 +758,14 @@ def _bn_eval_case() -> OpCase:
 
 
 # ------------------------------------------------------------------------------------- loss
-def _xent_case(name: str, logit_scale: float, smoothing: float = 0.0) -> OpCase:
+def _xent_case(name: str, logit_scale: float, smoothing: float = 0.0, shape=(6, 5)) -> OpCase:
+    """The loss forward and backward, and softmax_cross_entropy_train (both in one call: one
+    launch on the GPU up to 128 rows, the three kernels past that)."""
+    rows, classes = shape
+
     def sample(rng, dtype):
-        logits = _normal(rng, (6, 5), dtype, logit_scale)
-        labels = rng.integers(0, 5, 6).astype(np.int64)
+        logits = _normal(rng, shape, dtype, logit_scale)
+        labels = rng.integers(0, classes, rows).astype(np.int64)
         # One sample's label is its least likely class, so the loss is never exactly zero: with
         # huge logits, labels that all hit their row's maximum would give exp(-1000) = 0.
         labels[0] = np.argmin(logits[0])
@@ -771,12 +775,16 @@ def _xent_case(name: str, logit_scale: float, smoothing: float = 0.0) -> OpCase:
         logits, labels = _dev(bk, d["logits"]), _dev(bk, d["labels"])
         loss, probs = bk.softmax_cross_entropy_forward(logits, labels, smoothing)
         glogits = bk.softmax_cross_entropy_backward(probs, labels, smoothing)
-        return _host(bk, loss=loss, probs=probs, glogits=glogits)
+        loss_train, grad_train = bk.softmax_cross_entropy_train(logits, labels, smoothing)
+        out = dict(loss=loss, probs=probs, glogits=glogits)
+        return _host(bk, **out, loss_train=loss_train, grad_train=grad_train)
 
     def reference(d):
         loss, probs = ref.softmax_cross_entropy_forward(d["logits"], d["labels"], smoothing)
         glogits = ref.softmax_cross_entropy_backward(d["logits"], d["labels"], smoothing)
-        return {"loss": np.float64(loss), "probs": probs, "glogits": glogits}
+        loss = np.float64(loss)
+        return {"loss": loss, "probs": probs, "glogits": glogits, "loss_train": loss,
+                "grad_train": glogits}  # fmt: skip
 
     def torch_fn(d):
         torch, tf = _torch()
@@ -784,7 +792,8 @@ def _xent_case(name: str, logit_scale: float, smoothing: float = 0.0) -> OpCase:
         labels = torch.from_numpy(d["labels"])
         loss = tf.cross_entropy(logits, labels, label_smoothing=smoothing)
         loss.backward()
-        return _numpy(loss=loss, probs=torch.softmax(logits, 1), glogits=logits.grad)
+        probs, grad = torch.softmax(logits, 1), logits.grad
+        return _numpy(loss=loss, probs=probs, glogits=grad, loss_train=loss, grad_train=grad)
 
     def gradient(bk, d):
         logits, labels = _dev(bk, d["logits"]), _dev(bk, d["labels"])
@@ -1006,6 +1015,10 @@ CASES: list[OpCase] = [
     _xent_case("huge_logits", 1e3),
     _xent_case("label_smoothing", 3.0, smoothing=0.1),
     _xent_case("huge_logits_smoothed", 1e3, smoothing=0.25),
+    # Past 128 rows the GPU's softmax_cross_entropy_train takes its three-kernel path; 40 classes
+    # give the one-block path's lanes two columns each.
+    _xent_case("many_rows", 2.0, smoothing=0.1, shape=(129, 7)),
+    _xent_case("wide_rows", 2.0, shape=(128, 40)),
     _sgd_case("plain"),
     _sgd_case("weight_decay", weight_decay=0.05),
     _sgd_case("momentum", momentum=0.9),

@@ -3,7 +3,7 @@
 On a GPU the step is launch-bound (benchmarks/NOTES.md): each launch is a CUDA-graph node of the
 captured step, so the count is part of its speed. This pins it: the ReLUs fused into their
 neighbours (conv and fc epilogues, the pools' backward), the conv bias gradients inside the weight
-gradients' products, and the whole optimizer in one launch.
+gradients' products, the loss and its gradient in one launch, and the whole optimizer in one.
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ EXPECTED = {
     "conv2d_forward": 2,  # conv1, conv2, each with bias and ReLU in its epilogue
     "max_pool2d_forward": 2,
     "bias_relu_forward": 1,  # fc1 after cuBLAS (fc2 has no ReLU: cuBLAS and CuPy's bias add)
-    "softmax_cross_entropy_forward": 1,
-    "mean_of_rows": 1,
-    "softmax_cross_entropy_backward": 1,
+    "softmax_cross_entropy_train": 1,  # loss and its gradient, one block (16 rows here)
     "relu_backward": 1,  # fc1's; the pools mask conv1's and conv2's
     "max_pool2d_backward": 2,
     "conv2d_backward_input": 1,  # conv2 only: the images need no gradient

@@ -246,6 +246,12 @@ class Backend:
         loss = xp.asarray((xp.log(total[:, 0]) - target).mean())  # 0-d array, not a NumPy scalar
         return loss, probs
 
+    def softmax_cross_entropy_train(self, logits, labels, smoothing: float = 0.0):
+        """(loss, d(loss)/d(logits)) at once, as a training step needs them: the forward and the
+        backward, which a device may run as one launch (the GPU does, for up to 128 rows)."""
+        loss, probs = self.softmax_cross_entropy_forward(logits, labels, smoothing)
+        return loss, self.softmax_cross_entropy_backward(probs, labels, smoothing)
+
     def softmax_cross_entropy_backward(self, probs, labels, smoothing: float = 0.0):
         """d(mean loss)/d(logits) = (probs - target) / N, the target as in the forward."""
         xp = self.xp

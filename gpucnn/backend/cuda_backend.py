@@ -37,6 +37,7 @@ _MAX_SPATIAL = 2**30  # conv2d.cu's pixel coordinates and window reaches are int
 _PLANE_LOOP_BLOCKS = 4096  # 1M threads: a few waves even on the largest GPUs
 _BN_ITEMS = 16  # BN_ITEMS in batchnorm.cu: images per thread in a partial-sum block
 _OPTIM_SLOTS = 8  # OPTIM_SLOTS in optim.cu: parameters updated by one launch
+_LOSS_BLOCK_ROWS = 128  # rows up to which softmax_cross_entropy_train's one block is quicker
 _i64 = np.int64
 _i32 = np.int32
 _POINTWISE = ((1, 1), ((0, 0), (0, 0)), (1, 1), 1)  # stride, padding, dilation, groups of a 1x1
@@ -515,6 +516,19 @@ class CudaBackend(Backend):
         self._launch(fam, "softmax_cross_entropy_forward", (n,), *args)
         self._launch(fam, "mean_of_rows", (1,), row_loss, loss, _i64(n))
         return loss.reshape(()), probs
+
+    def softmax_cross_entropy_train(self, logits, labels, smoothing: float = 0.0):
+        """Up to _LOSS_BLOCK_ROWS rows: one block for loss and gradient (grid (1,)); more rows
+        take the three kernels, whose one block per row wins there."""
+        (logits,) = self._floats("softmax_cross_entropy_train", logits)
+        n, k = logits.shape
+        if n > _LOSS_BLOCK_ROWS:
+            return super().softmax_cross_entropy_train(logits, labels, smoothing)
+        labels = self._labels("softmax_cross_entropy_train", labels, n, k)
+        grad, loss = self.xp.empty_like(logits), self.xp.empty((1,), logits.dtype)
+        args = (logits, labels, grad, loss, _i64(n), _i64(k), logits.dtype.type(smoothing))
+        self._launch("softmax_xent", "softmax_cross_entropy_train", (1,), *args)
+        return loss.reshape(()), grad
 
     def softmax_cross_entropy_backward(self, probs, labels, smoothing: float = 0.0):
         """(probs - target) / N, elementwise. 1-D grid-stride, block 256."""

@@ -31,7 +31,8 @@ class CrossEntropyLoss(Module):
         self._backend, self._labels = F.cross_entropy_arguments(
             logits, labels, smoothing, self.check_labels
         )
-        loss, self._probs = self._backend.softmax_cross_entropy_forward(
+        # The gradient comes with the loss (one launch for both on the GPU); backward returns it.
+        loss, self._grad = self._backend.softmax_cross_entropy_train(
             logits, self._labels, smoothing
         )
         if self.check_finite and not bool(self._backend.xp.isfinite(loss)):
@@ -42,7 +43,4 @@ class CrossEntropyLoss(Module):
         return loss
 
     def backward(self, grad_out=None):
-        grad = self._backend.softmax_cross_entropy_backward(
-            self._probs, self._labels, self.label_smoothing
-        )
-        return grad if grad_out is None else grad * grad_out
+        return self._grad if grad_out is None else self._grad * grad_out
