@@ -45,26 +45,51 @@ template <typename T> struct __align__(SUB * sizeof(T)) Quad {
 
 // acc += A[q_begin:q_end, tile] * B[q_begin:q_end, tile]. decode(q) returns q's Row;
 // load_a(m, row) returns A[m0 + m][q] and load_b(row) B[q][this thread's column] (zero outside).
+// Software-pipelined: a slab's global loads go to registers while the block multiplies the slab
+// before from shared memory, so their latency hides behind its FMAs (small convolutions walk
+// many slabs in few blocks, one after another). `rows` holds two slabs' Rows (the one staged and
+// the one being loaded). The multiply-adds run in the same order as without the pipeline.
 template <typename T, typename Decode, typename LoadA, typename LoadB>
 __device__ void gemm_mainloop(Quad<T> (*a_tile)[A_ROW], Quad<T> (*b_tile)[TILE_P / SUB],
-                              Row* rows, i64 q_begin, i64 q_end, Decode decode, LoadA load_a,
-                              LoadB load_b, T (&acc)[SUB][SUB]) {
+                              Row (*rows)[TILE_Q], i64 q_begin, i64 q_end, Decode decode,
+                              LoadA load_a, LoadB load_b, T (&acc)[SUB][SUB]) {
     const int tid = threadIdx.x, ty = tid / 16, tx = tid % 16;
-    for (i64 q0 = q_begin; q0 < q_end; q0 += TILE_Q) {
-        if (tid < TILE_Q && q0 + tid < q_end) rows[tid] = decode(q0 + tid);
-        __syncthreads();
+    T a_next[SUB], b_next[TILE_Q / B_STEP];  // this thread's entries of the next slab
+    auto decode_slab = [&](i64 q0, Row* slab_rows) {
+        if (tid < TILE_Q && q0 + tid < q_end) slab_rows[tid] = decode(q0 + tid);
+    };
+    auto load_slab = [&](i64 q0, const Row* slab_rows) {
 #pragma unroll
         for (int i = 0; i < SUB; ++i) {
             const int m = tid / TILE_Q + A_STEP * i, q = tid % TILE_Q;
-            a_tile[q][m / SUB].v[m % SUB] = q0 + q < q_end ? load_a(m, rows[q]) : T(0);
+            a_next[i] = q0 + q < q_end ? load_a(m, slab_rows[q]) : T(0);
         }
 #pragma unroll
         for (int i = 0; i < TILE_Q / B_STEP; ++i) {
             const int q = tid / TILE_P + B_STEP * i;
-            const int p = tid % TILE_P;
-            b_tile[q][p / SUB].v[p % SUB] = q0 + q < q_end ? load_b(rows[q]) : T(0);
+            b_next[i] = q0 + q < q_end ? load_b(slab_rows[q]) : T(0);
         }
+    };
+    if (q_begin >= q_end) return;
+    decode_slab(q_begin, rows[0]);
+    __syncthreads();
+    load_slab(q_begin, rows[0]);
+    int staged = 0;
+    for (i64 q0 = q_begin; q0 < q_end; q0 += TILE_Q, staged ^= 1) {
+#pragma unroll
+        for (int i = 0; i < SUB; ++i) {
+            const int m = tid / TILE_Q + A_STEP * i, q = tid % TILE_Q;
+            a_tile[q][m / SUB].v[m % SUB] = a_next[i];
+        }
+#pragma unroll
+        for (int i = 0; i < TILE_Q / B_STEP; ++i) {
+            const int q = tid / TILE_P + B_STEP * i, p = tid % TILE_P;
+            b_tile[q][p / SUB].v[p % SUB] = b_next[i];
+        }
+        const bool more = q0 + TILE_Q < q_end;
+        if (more) decode_slab(q0 + TILE_Q, rows[staged ^ 1]);
         __syncthreads();
+        if (more) load_slab(q0 + TILE_Q, rows[staged ^ 1]);  // in flight during the FMAs below
 #pragma unroll
         for (int q = 0; q < TILE_Q; ++q) {
             const Quad<T> av = a_tile[q][ty], bv = b_tile[q][tx];
@@ -101,7 +126,7 @@ __global__ void conv2d_forward(const T* x, const T* w, const T* bias, T* y, i64 
                                i64 groups, int has_bias, int relu) {
     __shared__ Quad<T> a_tile[TILE_Q][A_ROW];
     __shared__ Quad<T> b_tile[TILE_Q][TILE_P / SUB];
-    __shared__ Row rows[TILE_Q];
+    __shared__ Row rows[2][TILE_Q];
     const i64 g = blockIdx.z, Cg = C / groups, Kg = K / groups, RS = R * S, Q = Cg * RS;
     const i64 HWo = Ho * Wo, P = N * HWo;
     const i64 m0 = (i64)blockIdx.y * TILE_M, p0 = (i64)blockIdx.x * TILE_P;
@@ -145,7 +170,7 @@ __global__ void conv2d_backward_input(const T* gy, const T* w, T* gx, i64 N, i64
                                       i64 dil_w, i64 groups) {
     __shared__ Quad<T> a_tile[TILE_Q][A_ROW];
     __shared__ Quad<T> b_tile[TILE_Q][TILE_P / SUB];
-    __shared__ Row rows[TILE_Q];
+    __shared__ Row rows[2][TILE_Q];
     const i64 g = blockIdx.z, Cg = C / groups, Kg = K / groups, RS = R * S, Q = Kg * RS;
     const i64 HW = H * W, P = N * HW;
     const i64 m0 = (i64)blockIdx.y * TILE_M, p0 = (i64)blockIdx.x * TILE_P;
@@ -196,7 +221,7 @@ __global__ void conv2d_backward_weight(const T* gy, const T* x, T* part, i64 N, 
                                        i64 dil_w, i64 groups, i64 chunk, int with_bias) {
     __shared__ Quad<T> a_tile[TILE_Q][A_ROW];
     __shared__ Quad<T> b_tile[TILE_Q][TILE_P / SUB];
-    __shared__ Row rows[TILE_Q];
+    __shared__ Row rows[2][TILE_Q];
     const i64 g = blockIdx.z % groups, split = blockIdx.z / groups;
     const i64 Cg = C / groups, Kg = K / groups, RS = R * S, P = Cg * RS, HWo = Ho * Wo;
     const i64 Q = N * HWo, q_begin = split * chunk;
