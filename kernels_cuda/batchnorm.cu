@@ -73,10 +73,15 @@ __global__ void batch_norm2d_partial_stats(const T* x, T* part, i64 N, i64 C, i6
 
 // Training forward, pass 2 of 3: mean = (sum of the sums) / m and the biased variance
 // (sum of M2_p + count_p * (mean_p - mean)^2) / m, a sum of non-negative terms (no cancellation),
-// m = N*HW; invstd = 1 / sqrt(var + eps). part: (3, C, P) -> mean, invstd: (C,).
-// grid = (C,), block = BLOCK_1D: one block per channel.
+// m = N*HW; invstd = 1 / sqrt(var + eps). part: (3, C, P) -> mean, invstd: (C,). With
+// update_running, also running = keep * running + momentum * batch (keep = 1 - momentum) for the
+// mean and for the unbiased variance (var * unbias, unbias = m / (m - 1)), in place: what would
+// otherwise be a dozen elementwise launches a layer. grid = (C,), block = BLOCK_1D: one block per
+// channel.
 template <typename T>
-__global__ void batch_norm2d_stats(const T* part, T* mean, T* invstd, i64 C, i64 P, i64 m, T eps) {
+__global__ void batch_norm2d_stats(const T* part, T* mean, T* invstd, i64 C, i64 P, i64 m, T eps,
+                                   T* running_mean, T* running_var, T keep, T momentum,
+                                   T unbias, int update_running) {
     __shared__ T smem[BLOCK_1D];
     const i64 c = blockIdx.x;
     const T *counts = part + c * P, *sums = part + (C + c) * P, *m2s = part + (2 * C + c) * P;
@@ -92,6 +97,11 @@ __global__ void batch_norm2d_stats(const T* part, T* mean, T* invstd, i64 C, i64
     if (threadIdx.x == 0) {
         mean[c] = mu;
         invstd[c] = inv;
+        if (update_running) {  // as the NumPy backend: the variance back from invstd, unbiased
+            const T unbiased = (T(1) / (inv * inv) - eps) * unbias;
+            running_mean[c] = keep * running_mean[c] + momentum * mu;
+            running_var[c] = keep * running_var[c] + momentum * unbiased;
+        }
     }
 }
 
@@ -234,7 +244,8 @@ __global__ void batch_norm2d_backward(const T* gy, const T* x, const T* gamma, c
 
 #define INSTANTIATE_BATCHNORM(T)                                                                   \
     template __global__ void batch_norm2d_partial_stats<T>(const T*, T*, i64, i64, i64);           \
-    template __global__ void batch_norm2d_stats<T>(const T*, T*, T*, i64, i64, i64, T);            \
+    template __global__ void batch_norm2d_stats<T>(const T*, T*, T*, i64, i64, i64, T, T*, T*, T,  \
+                                                   T, T, int);                                     \
     template __global__ void batch_norm2d_normalize<T>(const T*, const T*, const T*, const T*,     \
                                                        const T*, T*, i64, i64, i64);               \
     template __global__ void batch_norm2d_forward_eval<T>(const T*, const T*, const T*, const T*,  \

@@ -65,6 +65,8 @@ def launch_all(backend: Any, dt: type) -> None:
     backend.dropout_forward(x, 0.25, 42, calls)
     gamma, beta, var = arr(6), arr(6), backend.asarray(rng.random(6).astype(dt) + 0.5)
     _, mean, invstd = backend.batch_norm2d_forward_train(x, gamma, beta, 1e-5)
+    running = (arr(6), backend.asarray(rng.random(6).astype(dt) + 0.5))
+    backend.batch_norm2d_forward_train(x, gamma, beta, 1e-5, *running, 0.1)  # updates them too
     backend.batch_norm2d_forward_eval(x, gamma, beta, mean, var, 1e-5)
     backend.batch_norm2d_backward(arr(*x.shape), x, gamma, mean, invstd)
     logits, labels = arr(5, 10), backend.asarray(rng.integers(0, 10, 5))

@@ -693,28 +693,41 @@ def _bn_train_case() -> OpCase:
             "gamma": _normal(rng, (4,), dtype, 0.5, 1.0),
             "beta": _normal(rng, (4,), dtype),
             "gy": _normal(rng, shape, dtype),
+            "running_mean": _normal(rng, (4,), dtype),
+            "running_var": rng.uniform(0.5, 2.0, 4).astype(dtype),
         }
 
     def run(bk, d):
         x, gamma, beta, gy = (_dev(bk, d[k]) for k in ("x", "gamma", "beta", "gy"))
-        y, mean, invstd = bk.batch_norm2d_forward_train(x, gamma, beta, BN_EPS)
+        running = (_dev(bk, d["running_mean"]), _dev(bk, d["running_var"]))
+        y, mean, invstd = bk.batch_norm2d_forward_train(x, gamma, beta, BN_EPS, *running, 0.1)
         gx, ggamma, gbeta = bk.batch_norm2d_backward(gy, x, gamma, mean, invstd)
-        return _host(bk, y=y, mean=mean, invstd=invstd, gx=gx, ggamma=ggamma, gbeta=gbeta)
+        stats = dict(running_mean=running[0], running_var=running[1])
+        return _host(bk, y=y, mean=mean, invstd=invstd, gx=gx, ggamma=ggamma, gbeta=gbeta, **stats)
 
     def reference(d):
         y, mean, invstd = ref.batch_norm2d_forward_train(d["x"], d["gamma"], d["beta"], BN_EPS)
         gx, ggamma, gbeta = ref.batch_norm2d_backward(d["gy"], d["x"], d["gamma"], BN_EPS)
-        return {"y": y, "mean": mean, "invstd": invstd, "gx": gx, "ggamma": ggamma, "gbeta": gbeta}
+        count = shape[0] * shape[2] * shape[3]
+        unbiased = (1.0 / invstd**2 - BN_EPS) * count / (count - 1)
+        running = {
+            "running_mean": 0.9 * np.float64(d["running_mean"]) + 0.1 * mean,
+            "running_var": 0.9 * np.float64(d["running_var"]) + 0.1 * unbiased,
+        }
+        grads = {"gx": gx, "ggamma": ggamma, "gbeta": gbeta}
+        return {"y": y, "mean": mean, "invstd": invstd, **grads, **running}
 
     def torch_fn(d):
         torch, tf = _torch()
         x, gamma, beta = _leaf(d["x"]), _leaf(d["gamma"]), _leaf(d["beta"])
-        y = tf.batch_norm(x, None, None, gamma, beta, training=True, eps=BN_EPS)
+        rm, rv = (torch.tensor(np.array(d[k])) for k in ("running_mean", "running_var"))
+        y = tf.batch_norm(x, rm, rv, gamma, beta, training=True, momentum=0.1, eps=BN_EPS)
         _backward(y, d["gy"])
         with torch.no_grad():
             var = x.var(dim=(0, 2, 3), unbiased=False)
             mean, invstd = x.mean(dim=(0, 2, 3)), 1.0 / torch.sqrt(var + BN_EPS)
-        return _numpy(y=y, mean=mean, invstd=invstd, gx=x.grad, ggamma=gamma.grad, gbeta=beta.grad)
+        grads = dict(gx=x.grad, ggamma=gamma.grad, gbeta=beta.grad)
+        return _numpy(y=y, mean=mean, invstd=invstd, **grads, running_mean=rm, running_var=rv)
 
     def gradient(bk, d):
         x, gamma, beta = (_dev(bk, d[k]) for k in ("x", "gamma", "beta"))

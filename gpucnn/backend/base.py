@@ -199,17 +199,27 @@ class Backend:
         mask = self.dropout_mask(x.shape, p, seed, x.dtype, calls)
         return x * mask, mask
 
-    def batch_norm2d_forward_train(self, x, gamma, beta, eps: float):
+    def batch_norm2d_forward_train(
+        self, x, gamma, beta, eps: float, running_mean=None, running_var=None, momentum=0.1
+    ):
         """Normalise with batch statistics. x: (N, C, H, W) -> (y, mean (C,), invstd (C,)).
 
-        Uses the biased variance, as PyTorch does for the normalisation itself.
+        Uses the biased variance, as PyTorch does for the normalisation itself. Given
+        ``running_mean`` and ``running_var``, also updates them in place as PyTorch does:
+        ``running = (1 - momentum) * running + momentum * batch``, with the unbiased variance
+        (the GPU does it in the statistics kernel, instead of a dozen elementwise launches).
         """
         mean = x.mean(axis=(0, 2, 3))
         centred = x - mean.reshape(1, -1, 1, 1)
         var = (centred * centred).mean(axis=(0, 2, 3))
-        invstd = 1.0 / self.xp.sqrt(var + eps)
+        invstd = (1.0 / self.xp.sqrt(var + eps)).astype(x.dtype)
+        if running_mean is not None:
+            count = x.shape[0] * x.shape[2] * x.shape[3]
+            unbiased = (1.0 / (invstd * invstd) - eps) * (count / max(count - 1, 1))
+            running_mean[...] = (1 - momentum) * running_mean + momentum * mean
+            running_var[...] = (1 - momentum) * running_var + momentum * unbiased
         scale = (gamma * invstd).reshape(1, -1, 1, 1)
-        return centred * scale + beta.reshape(1, -1, 1, 1), mean, invstd.astype(x.dtype)
+        return centred * scale + beta.reshape(1, -1, 1, 1), mean, invstd
 
     def batch_norm2d_forward_eval(self, x, gamma, beta, running_mean, running_var, eps: float):
         """Normalise with running statistics. x: (N, C, H, W) -> y."""

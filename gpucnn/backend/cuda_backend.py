@@ -449,12 +449,20 @@ class CudaBackend(Backend):
         slices = max(1, min(n, _PLANE_LOOP_BLOCKS // (pixel_blocks * c)))
         return (pixel_blocks, c, _blocks(n, _BN_ITEMS)), (pixel_blocks, c, slices)
 
-    def batch_norm2d_forward_train(self, x, gamma, beta, eps: float):
-        """Partial sums per block, combined per channel (grid (C,)), then y elementwise; grids
-        from :meth:`_bn_grids`, block 256."""
-        x, gamma, beta = self._floats("batch_norm2d_forward_train", x, gamma, beta)
+    def batch_norm2d_forward_train(
+        self, x, gamma, beta, eps: float, running_mean=None, running_var=None, momentum=0.1
+    ):
+        """Partial sums per block, combined per channel (grid (C,)) with the running statistics'
+        update, then y elementwise; grids from :meth:`_bn_grids`, block 256."""
+        op = "batch_norm2d_forward_train"
+        x, gamma, beta = self._floats(op, x, gamma, beta)
         n, c = x.shape[:2]
-        _shaped("batch_norm2d_forward_train", (c,), gamma=gamma, beta=beta)
+        _shaped(op, (c,), gamma=gamma, beta=beta)
+        update = running_mean is not None
+        if update:
+            self._in_place(op, running_mean=running_mean, running_var=running_var)
+            self._floats(op, x, running_mean, running_var)
+            _shaped(op, (c,), running_mean=running_mean, running_var=running_var)
         y = self.xp.empty_like(x)
         mean, invstd = self.xp.empty((c,), x.dtype), self.xp.empty((c,), x.dtype)
         hw = math.prod(x.shape[2:])
@@ -463,8 +471,12 @@ class CudaBackend(Backend):
         partials = partial_grid[0] * partial_grid[2]  # per channel
         part = self.xp.empty((3, c, partials), dtype=x.dtype)
         self._launch("batchnorm", "batch_norm2d_partial_stats", partial_grid, x, part, *sizes)
-        args = (part, mean, invstd, _i64(c), _i64(partials), _i64(n * hw), x.dtype.type(eps))
-        self._launch("batchnorm", "batch_norm2d_stats", (c,), *args)
+        t, count = x.dtype.type, n * hw
+        args = (part, mean, invstd, _i64(c), _i64(partials), _i64(count), t(eps))
+        # Without an update the kernel never touches the running arrays; mean stands in for them.
+        running = (running_mean, running_var) if update else (mean, mean)
+        factors = (t(1 - momentum), t(momentum), t(count / max(count - 1, 1)), _i32(update))
+        self._launch("batchnorm", "batch_norm2d_stats", (c,), *args, *running, *factors)
         args = (x, gamma, beta, mean, invstd, y, *sizes)
         self._launch("batchnorm", "batch_norm2d_normalize", grid, *args)
         return y, mean, invstd

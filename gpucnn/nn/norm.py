@@ -37,14 +37,11 @@ class BatchNorm2d(Module):
             return backend.batch_norm2d_forward_eval(
                 x, gamma, beta, self.running_mean, self.running_var, self.eps
             )
-        y, mean, invstd = backend.batch_norm2d_forward_train(x, gamma, beta, self.eps)
-        count = x.shape[0] * x.shape[2] * x.shape[3]
-        var = 1.0 / (invstd * invstd) - self.eps
-        unbiased = var * (count / max(count - 1, 1))
-        # In place: a captured CUDA graph replays its writes into these very arrays.
-        m = self.momentum
-        self.running_mean[...] = (1 - m) * self.running_mean + m * mean
-        self.running_var[...] = (1 - m) * self.running_var + m * unbiased
+        # The running statistics are updated in place: a captured CUDA graph replays its writes
+        # into these very arrays.
+        y, mean, invstd = backend.batch_norm2d_forward_train(
+            x, gamma, beta, self.eps, self.running_mean, self.running_var, self.momentum
+        )
         self.num_batches_tracked += 1
         self._cache = (backend, x, mean, invstd)
         return y
