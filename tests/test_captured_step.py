@@ -139,12 +139,16 @@ def test_at_least_one_warmup_call():
 
 
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "linear_relu"])
-def test_a_graph_step_needs_no_cublas_inside_the_session(rng, relu):
-    """Inside a graph session the CUDA backend's linear layer runs on conv2d.cu's kernels; it
-    must give linear's results (forward, fused ReLU or not, and all three gradients)."""
+@pytest.mark.parametrize("features", [20, 300], ids=["1x1_conv", "split_reduction"])
+def test_a_graph_step_needs_no_cublas_inside_the_session(rng, relu, features):
+    """Inside a graph session the CUDA backend's linear layer runs on conv2d.cu's kernels (a 1x1
+    convolution, or for few outputs and many input features the weight-gradient kernel's split
+    reduction); it must give linear's results (forward, fused ReLU or not, and all three
+    gradients)."""
     backend = make_backend("cuda-emu")
-    x = rng.normal(size=(7, 20)).astype(np.float32)
-    w, b = rng.normal(size=(5, 20)).astype(np.float32), rng.normal(size=(5,)).astype(np.float32)
+    x = rng.normal(size=(7, features)).astype(np.float32)
+    w = rng.normal(size=(5, features)).astype(np.float32) / np.float32(np.sqrt(features))
+    b = rng.normal(size=(5,)).astype(np.float32)
     gy = rng.normal(size=(7, 5)).astype(np.float32)
     x, w, b, gy = (backend.asarray(a) for a in (x, w, b, gy))
 

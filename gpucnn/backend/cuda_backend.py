@@ -38,6 +38,9 @@ _PLANE_LOOP_BLOCKS = 4096  # 1M threads: a few waves even on the largest GPUs
 _BN_ITEMS = 16  # BN_ITEMS in batchnorm.cu: images per thread in a partial-sum block
 _OPTIM_SLOTS = 8  # OPTIM_SLOTS in optim.cu: parameters updated by one launch
 _LOSS_BLOCK_ROWS = 128  # rows up to which softmax_cross_entropy_train's one block is quicker
+# A graph session's linear forward with fewer output tiles than _FEW_TILES and at least
+# _LONG_REDUCTION input features splits its reduction (see CudaBackend._linear_split).
+_FEW_TILES, _LONG_REDUCTION = 16, 256
 _i64 = np.int64
 _i32 = np.int32
 _POINTWISE = ((1, 1), ((0, 0), (0, 0)), (1, 1), 1)  # stride, padding, dilation, groups of a 1x1
@@ -272,11 +275,29 @@ class CudaBackend(Backend):
         refuses cuBLAS calls while a stream is being captured (cupy/cupy#6290)."""
         n, k = x.shape[0], w.shape[0]
         if self.capture_safe:
+            few_tiles = _blocks(n, _TILE) * _blocks(k, _TILE) < _FEW_TILES
+            if few_tiles and x.shape[1] >= _LONG_REDUCTION:
+                return self._linear_split(x, w, b, relu)
             x4, w4 = x.reshape(n, -1, 1, 1), w.reshape(k, -1, 1, 1)
             return self.conv2d_forward(x4, w4, b, *_POINTWISE, relu).reshape(n, k)
         if not relu or b is None:
             return super().linear_forward(x, w, b, relu)
         return self.bias_relu_forward(x @ w.T, b)
+
+    def _linear_split(self, x, w, b, relu):
+        """x @ w.T as the weight gradient of a one-image convolution whose reduction runs over
+        the input features (gy = x as (1, N, C, 1), x = w as (1, K, C, 1)): the weight gradient's
+        split reduction gives a small batch's few output tiles many blocks (fc1 at batch 64: 14
+        blocks of 8 slabs, where the 1x1 conv forward has 2 blocks of 50). Then bias and ReLU."""
+        (n, c), k = x.shape, w.shape[0]
+        gy4, x4 = x.reshape(1, n, c, 1), w.reshape(1, k, c, 1)
+        y = self.conv2d_backward_weight(gy4, x4, (n, k, 1, 1), *_POINTWISE).reshape(n, k)
+        if b is None:
+            return self.relu_forward(y) if relu else y
+        if relu:
+            return self.bias_relu_forward(y, b)
+        y += b
+        return y
 
     def linear_backward(self, gy, x, w):
         """As :meth:`linear_forward`: cuBLAS, or conv2d.cu's kernels in a graph session."""
