@@ -26,5 +26,4 @@ __global__ void bias_relu_forward(const T* x, const T* b, T* y, i64 n, i64 C, i6
     template __global__ void relu_forward<T>(const T*, T*, i64);                                   \
     template __global__ void relu_backward<T>(const T*, const T*, T*, i64);                        \
     template __global__ void bias_relu_forward<T>(const T*, const T*, T*, i64, i64, i64);
-INSTANTIATE_ACTIVATION(float)
-INSTANTIATE_ACTIVATION(double)
+INSTANTIATE_FOR_FLOAT_TYPES(INSTANTIATE_ACTIVATION)

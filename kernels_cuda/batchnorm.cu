@@ -256,5 +256,4 @@ __global__ void batch_norm2d_backward(const T* gy, const T* x, const T* gamma, c
     template __global__ void batch_norm2d_backward<T>(const T*, const T*, const T*, const T*,      \
                                                       const T*, const T*, const T*, T*, i64, i64,  \
                                                       i64);
-INSTANTIATE_BATCHNORM(float)
-INSTANTIATE_BATCHNORM(double)
+INSTANTIATE_FOR_FLOAT_TYPES(INSTANTIATE_BATCHNORM)

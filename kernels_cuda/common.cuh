@@ -92,6 +92,18 @@ template <typename T, typename Op> __device__ T warp_all_reduce(T v, Op op) {
     return v;
 }
 
+// Each .cu instantiates its kernels for the float types through this: for float and double,
+// unless the compile names one. CupyRunner (gpucnn/backend/kernels.py) compiles a family once per
+// type, in parallel, so the slowest family's cold compile is about halved; nvcc's check and the
+// emulation build both.
+#if defined(GPUCNN_ONLY_FLOAT)
+#define INSTANTIATE_FOR_FLOAT_TYPES(M) M(float)
+#elif defined(GPUCNN_ONLY_DOUBLE)
+#define INSTANTIATE_FOR_FLOAT_TYPES(M) M(double)
+#else
+#define INSTANTIATE_FOR_FLOAT_TYPES(M) M(float) M(double)
+#endif
+
 // 16 bytes of T (4 floats, 2 doubles), aligned so that one load or store instruction moves them.
 template <typename T> struct __align__(16) Pack {
     static constexpr int N = 16 / sizeof(T);

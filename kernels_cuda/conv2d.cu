@@ -302,5 +302,4 @@ __global__ void conv2d_backward_bias(const T* gy, T* gb, i64 N, i64 K, i64 HW) {
                                                        i64, i64, i64, i64, i64, int);              \
     template __global__ void sum_partials<T>(const T*, T*, i64, i64);                              \
     template __global__ void conv2d_backward_bias<T>(const T*, T*, i64, i64, i64);
-INSTANTIATE_CONV2D(float)
-INSTANTIATE_CONV2D(double)
+INSTANTIATE_FOR_FLOAT_TYPES(INSTANTIATE_CONV2D)

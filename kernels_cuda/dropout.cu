@@ -47,5 +47,4 @@ __global__ void dropout_forward(const T* x, T* y, T* mask, i64 n, u64 seed, cons
 #define INSTANTIATE_DROPOUT(T)                                                                     \
     template __global__ void dropout_mask<T>(T*, i64, u64, const u64*, double, T);                 \
     template __global__ void dropout_forward<T>(const T*, T*, T*, i64, u64, const u64*, double, T);
-INSTANTIATE_DROPOUT(float)
-INSTANTIATE_DROPOUT(double)
+INSTANTIATE_FOR_FLOAT_TYPES(INSTANTIATE_DROPOUT)

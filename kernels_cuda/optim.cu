@@ -82,5 +82,4 @@ __global__ void adam_update(FOR_SLOTS(ADAM_SLOT, T) const double* clock, double 
                                            int);                                                   \
     template __global__ void adam_update<T>(FOR_SLOTS(ADAM_SLOT, T) const double*, double, double, T, \
                                             double, int);
-INSTANTIATE_OPTIM(float)
-INSTANTIATE_OPTIM(double)
+INSTANTIATE_FOR_FLOAT_TYPES(INSTANTIATE_OPTIM)

@@ -301,5 +301,4 @@ __global__ void global_avg_pool2d_backward(const T* gy, T* gx, i64 planes, i64 H
                                                     i64, i64, i64, i64, i64, T);                   \
     template __global__ void global_avg_pool2d_forward<T>(const T*, T*, i64);                      \
     template __global__ void global_avg_pool2d_backward<T>(const T*, T*, i64, i64);
-INSTANTIATE_POOL2D(float)
-INSTANTIATE_POOL2D(double)
+INSTANTIATE_FOR_FLOAT_TYPES(INSTANTIATE_POOL2D)

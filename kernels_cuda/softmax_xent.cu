@@ -116,5 +116,4 @@ __global__ void softmax_cross_entropy_train(const T* logits, const i64* labels, 
                                                                T);                                 \
     template __global__ void softmax_cross_entropy_train<T>(const T*, const i64*, T*, T*, i64,     \
                                                             i64, T);
-INSTANTIATE_SOFTMAX_XENT(float)
-INSTANTIATE_SOFTMAX_XENT(double)
+INSTANTIATE_FOR_FLOAT_TYPES(INSTANTIATE_SOFTMAX_XENT)

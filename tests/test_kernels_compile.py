@@ -101,10 +101,13 @@ def test_cupy_runner_compiles_nothing_until_asked(monkeypatch):
         runner.module("activation", kernels.name_expressions("activation"))
 
 
-def test_cupy_runner_warmup_compiles_every_family_once_on_the_callers_device(monkeypatch):
-    """warmup() compiles the families in worker threads, each of which first sets the caller's
-    device (a new thread has no current context to load a module into); a stand-in for CuPy logs
-    which thread did what."""
+def test_cupy_runner_warmup_compiles_every_family_and_type_once_on_the_callers_device(
+    monkeypatch,
+):
+    """warmup() compiles each family once per float type (that type's instantiations and names
+    only) in worker threads, each of which first sets the caller's device (a new thread has no
+    current context to load a module into); a stand-in for CuPy logs which thread did what, and
+    get_function finds each kernel in its type's module."""
     import threading
     import types
 
@@ -113,10 +116,14 @@ def test_cupy_runner_warmup_compiles_every_family_once_on_the_callers_device(mon
 
     class RawModule:
         def __init__(self, code, options, name_expressions):
-            self.code = code
+            self.code, self.options, self.names = code, options, name_expressions
 
         def compile(self):
-            log.append(("compile", self.code, getattr(current, "device", None)))
+            log.append((self.code, self.options, self.names, getattr(current, "device", None)))
+
+        def get_function(self, name):
+            assert name in self.names, f"{name} asked of the module of {self.options}"
+            return name
 
     def set_device(device):
         current.device = device
@@ -124,7 +131,15 @@ def test_cupy_runner_warmup_compiles_every_family_once_on_the_callers_device(mon
     runtime = types.SimpleNamespace(getDevice=lambda: 3, setDevice=set_device)
     fake = types.SimpleNamespace(RawModule=RawModule, cuda=types.SimpleNamespace(runtime=runtime))
     monkeypatch.setitem(sys.modules, "cupy", fake)
-    kernels.CupyRunner().warmup()
-    compiled = sorted(code for _, code, _ in log)
-    assert compiled == sorted(kernels.load_source(f) for f in kernels.families())
-    assert {device for *_, device in log} == {3}
+    runner = kernels.CupyRunner()
+    runner.warmup()
+    want = []
+    for family in kernels.families():
+        names = kernels.name_expressions(family)
+        for t, define in (("float", "-DGPUCNN_ONLY_FLOAT"), ("double", "-DGPUCNN_ONLY_DOUBLE")):
+            typed = tuple(n for n in names if n.endswith(f"<{t}>"))
+            want.append((kernels.load_source(family), (define,), typed, 3))
+    assert sorted(log) == sorted(want)
+    module = runner.module("conv2d", kernels.name_expressions("conv2d"))
+    for name in ("conv2d_forward<float>", "conv2d_forward<double>"):
+        assert module.get_function(name) == name

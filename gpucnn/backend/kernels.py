@@ -1,11 +1,11 @@
-"""gpucnn's CUDA C sources: where they are, their text, and one lazy CuPy module per file.
+"""gpucnn's CUDA C sources: where they are, their text, lazy CuPy modules (per file and type).
 
 A kernel *family* is one file ``kernels_cuda/<family>.cu`` (``conv2d``, ``pool2d``, ...). Its
 kernels are ``template <typename T> __global__`` functions, compiled for ``float`` and ``double``
 through CuPy's ``name_expressions`` (``conv2d_forward<float>``); the names are read from the
 source, so there is no second list to keep in step. Nothing is compiled at import:
-:class:`CupyRunner` builds a family on first use (once per process) and
-:meth:`CupyRunner.warmup` builds them all up front.
+:class:`CupyRunner` builds a family on first use (once per process, one module per float type)
+and :meth:`CupyRunner.warmup` builds them all up front.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from typing import Any
 
 KERNEL_DIR_ENV = "GPUCNN_KERNEL_DIR"
 KERNEL_TYPES = ("float", "double")
+# The define that limits a source's explicit instantiations to one type (common.cuh).
+_ONLY_TYPE = {"float": "-DGPUCNN_ONLY_FLOAT", "double": "-DGPUCNN_ONLY_DOUBLE"}
 
 _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[ \t]*$', re.MULTILINE)
 _LINE_COMMENT = re.compile(r"//[^\n]*")
@@ -83,35 +85,67 @@ def name_expressions(family: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _template_type(name: str) -> str:
+    """The T of a name expression ``kernel<T>`` ("" for a kernel that is no template)."""
+    return name[name.index("<") + 1 : -1] if name.endswith(">") else ""
+
+
+class TypedModules:
+    """A family's kernels as one CuPy ``RawModule`` per float type: each compiles its own type's
+    instantiations only (``-DGPUCNN_ONLY_FLOAT`` / ``_DOUBLE``, see common.cuh), so a family's
+    two types compile side by side and a float32 model loads no float64 code. ``get_function``
+    picks the module by the name's type."""
+
+    def __init__(self, cupy: Any, source: str, options: tuple[str, ...], names) -> None:
+        groups: dict[str, list[str]] = {}
+        for name in names:
+            groups.setdefault(_template_type(name), []).append(name)
+        self._modules = {
+            t: cupy.RawModule(
+                code=source,
+                options=(*options, *([_ONLY_TYPE[t]] if t in _ONLY_TYPE else [])),
+                name_expressions=tuple(group),
+            )
+            for t, group in groups.items()
+        }
+
+    def get_function(self, name: str) -> Any:
+        return self._modules[_template_type(name)].get_function(name)
+
+    def parts(self) -> list[Any]:
+        """The modules, one per type, each compiled on its own."""
+        return list(self._modules.values())
+
+
 class CupyRunner:
     """Compiles each kernel family with CuPy (NVRTC) on first use, once per process.
 
-    ``module(family, name_expressions)`` returns the ``cupy.RawModule``; its ``get_function(name)``
-    gives a kernel called as ``kernel(grid, block, args, shared_mem=0)``. CuPy also caches the
-    binary on disk (``CUPY_CACHE_DIR``) keyed on the full source text.
+    ``module(family, name_expressions)`` returns the family's :class:`TypedModules`; its
+    ``get_function(name)`` gives a kernel called as ``kernel(grid, block, args, shared_mem=0)``.
+    CuPy also caches the binaries on disk (``CUPY_CACHE_DIR``) keyed on the source text and the
+    options.
     """
 
     # CuPy's defaults (NVRTC's C++17 dialect); the sources need no headers or include paths.
     options: tuple[str, ...] = ()
 
     def __init__(self) -> None:
-        self._modules: dict[str, Any] = {}
+        self._modules: dict[str, TypedModules] = {}
         self._lock = threading.Lock()
 
-    def module(self, family: str, names: tuple[str, ...] | list[str]) -> Any:
+    def module(self, family: str, names: tuple[str, ...] | list[str]) -> TypedModules:
         with self._lock:
             if family not in self._modules:
                 import cupy
 
-                self._modules[family] = cupy.RawModule(
-                    code=load_source(family), options=self.options, name_expressions=tuple(names)
-                )
+                self._modules[family] = TypedModules(cupy, load_source(family), self.options, names)
             return self._modules[family]
 
     def warmup(self) -> None:
-        """Compile every family now (instead of at the first launch of each), side by side.
+        """Compile every family's modules now (instead of at the first launch of each), side by
+        side: one thread per family and type.
 
-        CuPy runs NVRTC without holding the GIL, so the families compile in parallel threads. Each
+        CuPy runs NVRTC without holding the GIL, so the modules compile in parallel threads. Each
         thread first sets the caller's device, which (CUDA >= 12) makes its primary context current
         there: loading a module is a driver call that needs one, and a new thread has none.
         """
@@ -119,10 +153,10 @@ class CupyRunner:
 
         device_id = cupy.cuda.runtime.getDevice()
 
-        def build(family: str) -> None:
+        def build(part: Any) -> None:
             cupy.cuda.runtime.setDevice(device_id)
-            self.module(family, name_expressions(family)).compile()
+            part.compile()
 
-        names = families()
-        with ThreadPoolExecutor(max_workers=len(names)) as pool:
-            list(pool.map(build, names))
+        parts = [p for f in families() for p in self.module(f, name_expressions(f)).parts()]
+        with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+            list(pool.map(build, parts))
