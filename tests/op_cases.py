@@ -242,6 +242,8 @@ CONV_CASES = [
     conv_case("kernel_fills_input", (2, 3, 4, 5), (2, 3, 4, 5)),
     # N*Ho*Wo = 1600 > 1024: the GPU splits the weight/bias reductions and adds the partial sums.
     conv_case("many_pixels", (4, 2, 20, 20), (3, 2, 3, 3), padding=1),
+    # C*R*S = 64 fills a GEMM tile: on the GPU the bias gradient's column is a tile of its own.
+    conv_case("columns_fill_a_tile", (2, 64, 4, 5), (3, 64, 1, 1)),
 ]
 
 

@@ -122,8 +122,9 @@ class CupyRunner:
 
     ``module(family, name_expressions)`` returns the family's :class:`TypedModules`; its
     ``get_function(name)`` gives a kernel called as ``kernel(grid, block, args, shared_mem=0)``.
-    CuPy also caches the binaries on disk (``CUPY_CACHE_DIR``) keyed on the source text and the
-    options.
+    CuPy 14 also caches the binaries on disk (``CUPY_CACHE_DIR``), keyed on the source text,
+    the options and the name expressions; CuPy before cupy/cupy#9801 and #10177 recompiled a
+    module with name expressions in every process.
     """
 
     # CuPy's defaults (NVRTC's C++17 dialect); the sources need no headers or include paths.
