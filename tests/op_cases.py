@@ -212,13 +212,14 @@ def conv_case(
         return _numpy(y=y, gx=x.grad, gw=w.grad, gb=b.grad, gw_both=w.grad, gb_both=b.grad, **layer)
 
     def gradient(bk, d):
+        # The layers' path: forward_saving, then conv2d_backward_saved for all three gradients
+        # (the separate backward ops are held to the reference and PyTorch above).
         x, w, b = (_dev(bk, d[k]) for k in ("x", "w", "b"))
         args = (x, w, b) if bias else (x, w)
+        saved = bk.conv2d_forward_saving(x, w, b, *opts)[1]
 
         def grad_fn(gy):
-            gx = bk.conv2d_backward_input(gy, w, x.shape, *opts)
-            gw = bk.conv2d_backward_weight(gy, x, w.shape, *opts)
-            return (gx, gw, bk.conv2d_backward_bias(gy))[: len(args)]
+            return bk.conv2d_backward_saved(gy, saved, w, x.shape, *opts, bias=bias)[: len(args)]
 
         return (lambda x, w, b=None: bk.conv2d_forward(x, w, b, *opts)), args, grad_fn
 
@@ -811,12 +812,13 @@ def _xent_case(name: str, logit_scale: float, smoothing: float = 0.0, shape=(6, 
         return _numpy(loss=loss, probs=probs, glogits=grad, loss_train=loss, grad_train=grad)
 
     def gradient(bk, d):
+        # The training path's gradient: softmax_cross_entropy_train's, one launch on the GPU.
         logits, labels = _dev(bk, d["logits"]), _dev(bk, d["labels"])
-        _, probs = bk.softmax_cross_entropy_forward(logits, labels, smoothing)
+        _, grad = bk.softmax_cross_entropy_train(logits, labels, smoothing)
         return (
             lambda z: bk.xp.asarray(bk.softmax_cross_entropy_forward(z, labels, smoothing)[0]),
             (logits,),
-            lambda gy: (gy * bk.softmax_cross_entropy_backward(probs, labels, smoothing),),
+            lambda gy: (gy * grad,),
         )
 
     return OpCase(f"softmax_xent_{name}", sample, run, SUMS, reference, torch_fn, gradient)
