@@ -6,6 +6,7 @@ differences between our matrix products and PyTorch's (errors ~1e-6 relative), a
 
 import numpy as np
 import pytest
+from near_ties import clear_of_ties
 
 from gpucnn import nn, optim
 
@@ -59,40 +60,6 @@ def assert_state_close(model, net, rtol=RTOL, atol=ATOL):
         np.testing.assert_allclose(
             ours[key], value.detach().numpy(), rtol=rtol, atol=atol, err_msg=key
         )
-
-
-def clear_of_ties(model, draw, margin=1e-5, tries=100):
-    """A batch from ``draw()`` whose forward through ``model`` has no near-tie: no ReLU input
-    within ``margin`` of 0 (for a ReLU before a max pool: no window maximum), no max-pool window
-    whose two largest values lie within ``margin`` (where the largest is positive), ``margin``
-    relative to the layer's root mean square (at least 1). There float32 rounding in another summation order
-    (PyTorch's) could pick the other side of the kink or the other maximum, and the gradient
-    would go elsewhere (seen: one pool2 window of 16x32x5x5, conv2's weight gradient 5e-3
-    apart)."""
-    layers = list(model)
-    for _ in range(tries):
-        x = draw()
-        h, relu_in, clear = np.asarray(x, np.float64), None, True
-        for i, layer in enumerate(layers):
-            tol = margin * max(1.0, float(np.sqrt(np.mean(h * h))))
-            if isinstance(layer, nn.ReLU):
-                relu_in = h
-                pooled_next = i + 1 < len(layers) and isinstance(layers[i + 1], nn.MaxPool2d)
-                clear &= pooled_next or bool(np.min(np.abs(h)) >= tol)
-            elif isinstance(layer, nn.MaxPool2d):
-                z = relu_in if isinstance(layers[i - 1], nn.ReLU) else h  # the sign decides
-                tol = margin * max(1.0, float(np.sqrt(np.mean(z * z))))
-                n, c, height, width = z.shape
-                windows = z[:, :, : height // 2 * 2, : width // 2 * 2].reshape(
-                    n, c, height // 2, 2, width // 2, 2
-                )
-                top = np.sort(windows.transpose(0, 1, 2, 4, 3, 5).reshape(-1, 4), axis=1)
-                clear &= bool(np.all(np.abs(top[:, 3]) >= tol))
-                clear &= bool(np.all((top[:, 3] - top[:, 2] >= tol) | (top[:, 3] < 0)))
-            h = np.asarray(layer(h.astype(x.dtype)), np.float64)
-        if clear:
-            return x
-    raise AssertionError(f"no batch clear of near-ties in {tries} draws")
 
 
 OPTIMIZERS = {

@@ -105,6 +105,11 @@ class _ConvGeometry(NamedTuple):
         return planes[:, :, pt : pt + hw[0], pl : pl + hw[1]].transpose(1, 0, 2, 3)
 
 
+# Pixels per partial product of a weight gradient: conv1's at batch 64 took 0.25 ms in runs of
+# 4096 against 0.45 ms in one product (at 256: 1.1 against 1.9 ms); conv2's the same either way.
+_REDUCTION_RUN = 4096
+
+
 def _grouped_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a[g] @ b[g] for each group g, as 2-D products: NumPy hands 2-D (transposed) operands straight
     to BLAS, while a stacked 3-D matmul of transposed views can run several times slower."""
@@ -230,7 +235,13 @@ class NumpyBackend(Backend):
         gw = np.empty((gy_cols.shape[0], gy_cols.shape[1], cols.shape[1]), dtype=gy_cols.dtype)
 
         def product(part: slice) -> None:  # columns of gw: each sums the whole batch itself
-            gw[..., part] = _grouped_matmul(gy_cols, cols[:, part].transpose(0, 2, 1))
+            # In runs of _REDUCTION_RUN pixels that stay in cache: BLAS streams a reduction this
+            # long (N*Ho*row: 186,368 for conv1 at batch 256) with few outputs at half speed.
+            out = gw[..., part]
+            out[...] = 0
+            for start in range(0, cols.shape[2], _REDUCTION_RUN):
+                run = slice(start, start + _REDUCTION_RUN)
+                out += _grouped_matmul(gy_cols[..., run], cols[:, part, run].transpose(0, 2, 1))
 
         for_slices(cols.shape[1], batch, product)
         return gw.reshape(w_shape)
