@@ -50,9 +50,11 @@ template <typename T> struct __align__(SUB * sizeof(T)) Quad {
 // many slabs in few blocks, one after another). `rows` holds two slabs' Rows (the one staged and
 // the one being loaded). The multiply-adds run in the same order as without the pipeline.
 template <typename T, typename Decode, typename LoadA, typename LoadB>
-__device__ void gemm_mainloop(Quad<T> (*a_tile)[A_ROW], Quad<T> (*b_tile)[TILE_P / SUB],
-                              Row (*rows)[TILE_Q], i64 q_begin, i64 q_end, Decode decode,
-                              LoadA load_a, LoadB load_b, T (&acc)[SUB][SUB]) {
+__device__ void gemm_mainloop(i64 q_begin, i64 q_end, Decode decode, LoadA load_a, LoadB load_b,
+                              T (&acc)[SUB][SUB]) {
+    __shared__ Quad<T> a_tile[TILE_Q][A_ROW];
+    __shared__ Quad<T> b_tile[TILE_Q][TILE_P / SUB];
+    __shared__ Row rows[2][TILE_Q];
     const int tid = threadIdx.x, ty = tid / 16, tx = tid % 16;
     T a_next[SUB], b_next[TILE_Q / B_STEP];  // this thread's entries of the next slab
     auto decode_slab = [&](i64 q0, Row* slab_rows) {
@@ -116,7 +118,8 @@ __device__ void gemm_store(i64 m0, i64 p0, i64 M, i64 P, const T (&acc)[SUB][SUB
 }
 
 // y = conv2d(x, w) + bias, then max(y, 0) when `relu` (as relu_forward: `y < 0 ? 0 : y`).
-// x: (N, C, H, W), w: (K, C/groups, R, S), bias: (K,) (read only when has_bias), y: (N, K, Ho, Wo). GEMM per group g: A = w_g (K/g x Cg*R*S), B = window columns
+// x: (N, C, H, W), w: (K, C/groups, R, S), bias: (K,) (read only when has_bias),
+// y: (N, K, Ho, Wo). GEMM per group g: A = w_g (K/g x Cg*R*S), B = window columns
 // (Cg*R*S x N*Ho*Wo). grid = (ceil(N*Ho*Wo / 64), ceil(K/groups / 64), groups), block = 256.
 // Spatial sizes and window reaches fit in int (the launcher checks).
 template <typename T>
@@ -124,9 +127,6 @@ __global__ void conv2d_forward(const T* x, const T* w, const T* bias, T* y, i64 
                                i64 W, i64 K, i64 Ho, i64 Wo, i64 R, i64 S, i64 stride_h,
                                i64 stride_w, i64 pad_top, i64 pad_left, i64 dil_h, i64 dil_w,
                                i64 groups, int has_bias, int relu) {
-    __shared__ Quad<T> a_tile[TILE_Q][A_ROW];
-    __shared__ Quad<T> b_tile[TILE_Q][TILE_P / SUB];
-    __shared__ Row rows[2][TILE_Q];
     const i64 g = blockIdx.z, Cg = C / groups, Kg = K / groups, RS = R * S, Q = Cg * RS;
     const i64 HWo = Ho * Wo, P = N * HWo;
     const i64 m0 = (i64)blockIdx.y * TILE_M, p0 = (i64)blockIdx.x * TILE_P;
@@ -151,7 +151,7 @@ __global__ void conv2d_forward(const T* x, const T* w, const T* bias, T* y, i64 
         return inside ? x_grp[row.b + (i64)ih * W + iw] : T(0);
     };
     T acc[SUB][SUB] = {};
-    gemm_mainloop(a_tile, b_tile, rows, 0, Q, decode, load_a, load_b, acc);
+    gemm_mainloop(0, Q, decode, load_a, load_b, acc);
     gemm_store(m0, p0, Kg, P, acc, [&](i64 m, i64 pp, T v) {
         const i64 k = g * Kg + m;
         if (has_bias) v += bias[k];
@@ -168,9 +168,6 @@ __global__ void conv2d_backward_input(const T* gy, const T* w, T* gx, i64 N, i64
                                       i64 K, i64 Ho, i64 Wo, i64 R, i64 S, i64 stride_h,
                                       i64 stride_w, i64 pad_top, i64 pad_left, i64 dil_h,
                                       i64 dil_w, i64 groups) {
-    __shared__ Quad<T> a_tile[TILE_Q][A_ROW];
-    __shared__ Quad<T> b_tile[TILE_Q][TILE_P / SUB];
-    __shared__ Row rows[2][TILE_Q];
     const i64 g = blockIdx.z, Cg = C / groups, Kg = K / groups, RS = R * S, Q = Kg * RS;
     const i64 HW = H * W, P = N * HW;
     const i64 m0 = (i64)blockIdx.y * TILE_M, p0 = (i64)blockIdx.x * TILE_P;
@@ -199,7 +196,7 @@ __global__ void conv2d_backward_input(const T* gy, const T* w, T* gx, i64 N, i64
         return oh < Ho && ow < Wo ? gy_grp[row.b + (i64)oh * Wo + ow] : T(0);
     };
     T acc[SUB][SUB] = {};
-    gemm_mainloop(a_tile, b_tile, rows, 0, Q, decode, load_a, load_b, acc);
+    gemm_mainloop(0, Q, decode, load_a, load_b, acc);
     gemm_store(m0, p0, Cg, P, acc, [&](i64 m, i64 pp, T v) {
         gx[(pp / HW * C + g * Cg + m) * HW + pp % HW] = v;
     });
@@ -219,9 +216,6 @@ __global__ void conv2d_backward_weight(const T* gy, const T* x, T* part, i64 N, 
                                        i64 W, i64 K, i64 Ho, i64 Wo, i64 R, i64 S, i64 stride_h,
                                        i64 stride_w, i64 pad_top, i64 pad_left, i64 dil_h,
                                        i64 dil_w, i64 groups, i64 chunk, int with_bias) {
-    __shared__ Quad<T> a_tile[TILE_Q][A_ROW];
-    __shared__ Quad<T> b_tile[TILE_Q][TILE_P / SUB];
-    __shared__ Row rows[2][TILE_Q];
     const i64 g = blockIdx.z % groups, split = blockIdx.z / groups;
     const i64 Cg = C / groups, Kg = K / groups, RS = R * S, P = Cg * RS, HWo = Ho * Wo;
     const i64 Q = N * HWo, q_begin = split * chunk;
@@ -248,7 +242,7 @@ __global__ void conv2d_backward_weight(const T* gy, const T* x, T* part, i64 N, 
         return inside ? x_plane[row.b + (i64)ih * W + iw] : T(p == P && with_bias);
     };
     T acc[SUB][SUB] = {};
-    gemm_mainloop(a_tile, b_tile, rows, q_begin, q_end, decode, load_a, load_b, acc);
+    gemm_mainloop(q_begin, q_end, decode, load_a, load_b, acc);
     T* out = part + split * (K * P + (with_bias ? K : 0));
     gemm_store(m0, p0, Kg, P + with_bias, acc, [&](i64 m, i64 pp, T v) {
         out[pp < P ? (g * Kg + m) * P + pp : K * P + g * Kg + m] = v;

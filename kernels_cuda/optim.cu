@@ -1,5 +1,5 @@
 // Optimizer steps, in place, float and double, PyTorch's rules (as Backend.sgd_update /
-// adam_update in gpucnn/backend/base.py), for up to OPTIM_SLOTS parameters a launch: a model's
+// adam_update in gpucnn/backend/base.py), for up to 8 parameters a launch: a model's
 // whole update is one launch where it used to be one per parameter (each a CUDA-graph node).
 //
 // Slot i is a parameter's arrays and size, passed as arguments; blockIdx.y picks the slot and a
@@ -14,15 +14,15 @@
 // NumPy code rounds them.
 #include "common.cuh"
 
-#define OPTIM_SLOTS 8
+// The 8 slots (_OPTIM_SLOTS in gpucnn/backend/cuda_backend.py).
 #define FOR_SLOTS(M, T) M(T, 0) M(T, 1) M(T, 2) M(T, 3) M(T, 4) M(T, 5) M(T, 6) M(T, 7)
 #define SGD_SLOT(T, i) T *p##i, const T *g##i, T *v##i, i64 n##i,
-#define SGD_PICK(T, i)                                                                                \
+#define SGD_PICK(T, i)                                                                             \
     case i:                                                                                        \
         p = p##i, g = g##i, velocity = v##i, n = n##i;                                             \
         break;
 #define ADAM_SLOT(T, i) T *p##i, const T *g##i, T *m##i, T *v##i, i64 n##i,
-#define ADAM_PICK(T, i)                                                                               \
+#define ADAM_PICK(T, i)                                                                            \
     case i:                                                                                        \
         p = p##i, g = g##i, m = m##i, v = v##i, n = n##i;                                          \
         break;
@@ -78,8 +78,8 @@ __global__ void adam_update(FOR_SLOTS(ADAM_SLOT, T) const double* clock, double 
 }
 
 #define INSTANTIATE_OPTIM(T)                                                                       \
-    template __global__ void sgd_update<T>(FOR_SLOTS(SGD_SLOT, T) const double*, T, T, int, int,      \
+    template __global__ void sgd_update<T>(FOR_SLOTS(SGD_SLOT, T) const double*, T, T, int, int,   \
                                            int);                                                   \
-    template __global__ void adam_update<T>(FOR_SLOTS(ADAM_SLOT, T) const double*, double, double, T, \
-                                            double, int);
+    template __global__ void adam_update<T>(FOR_SLOTS(ADAM_SLOT, T) const double*, double,         \
+                                            double, T, double, int);
 INSTANTIATE_FOR_FLOAT_TYPES(INSTANTIATE_OPTIM)

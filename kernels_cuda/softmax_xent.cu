@@ -3,10 +3,24 @@
 // logits, probs, grad: (N, K); labels: (N,) int64, checked to lie in [0, K) by the launcher.
 #include "common.cuh"
 
-// Per row i: shifted = logits - max, probs = exp(shifted) / sum, row_loss[i] = log(sum) -
-// (1 - e) * shifted[label] - e * mean(shifted) (the last term only when e != 0, so a -inf logit
-// does not turn an unsmoothed loss into NaN). A label outside [0, K) (possible only when the
-// caller skipped the launcher's range check) gives a NaN row loss instead of a stray read.
+// A row's loss from its maximum `top`, sum of exp(logit - top) and sum of (logit - top):
+// log(sum) - (1 - e) * shifted[label] - e * mean(shifted) (the last term only when e != 0, so a
+// -inf logit does not turn an unsmoothed loss into NaN); NaN for a label outside [0, K) (possible
+// only when the caller skipped the launcher's range check) instead of a stray read.
+template <typename T>
+__device__ T row_loss_of(const T* row, i64 label, i64 K, T top, T sum, T shifted_sum, T smoothing) {
+    if (label < 0 || label >= K) return quiet_nan(T());
+    T loss = dev_log(sum) - (T(1) - smoothing) * (row[label] - top);
+    if (smoothing != T(0)) loss -= smoothing * shifted_sum / (T)K;
+    return loss;
+}
+
+// d(mean loss)/d(logit) of class j: (prob - target) / N, target = (1 - e) * onehot + e / K.
+template <typename T> __device__ T logit_gradient(T prob, bool hit, T smoothing, i64 K, i64 N) {
+    return (prob - (hit ? T(1) - smoothing : T(0)) - smoothing / (T)K) / (T)N;
+}
+
+// Per row i: shifted = logits - max, probs = exp(shifted) / sum, row_loss[i] = row_loss_of(...).
 // grid = (N,), block = BLOCK_1D: one block per row, fixed-order tree reductions.
 template <typename T>
 __global__ void softmax_cross_entropy_forward(const T* logits, const i64* labels, T* probs,
@@ -25,16 +39,9 @@ __global__ void softmax_cross_entropy_forward(const T* logits, const i64* labels
     total = block_reduce(total, smem, SumOp());
     if (smoothing != T(0)) shifted_sum = block_reduce(shifted_sum, smem, SumOp());
     for (i64 j = threadIdx.x; j < K; j += BLOCK_1D) out[j] = dev_exp(row[j] - top) / total;
-    if (threadIdx.x == 0) {
-        const i64 label = labels[blockIdx.x];
-        if (label < 0 || label >= K) {
-            row_loss[blockIdx.x] = quiet_nan(T());
-            return;
-        }
-        T loss = dev_log(total) - (T(1) - smoothing) * (row[label] - top);
-        if (smoothing != T(0)) loss -= smoothing * shifted_sum / (T)K;
-        row_loss[blockIdx.x] = loss;
-    }
+    if (threadIdx.x == 0)
+        row_loss[blockIdx.x] =
+            row_loss_of(row, labels[blockIdx.x], K, top, total, shifted_sum, smoothing);
 }
 
 // loss[0] = mean of row_loss (N,). grid = (1,), block = BLOCK_1D.
@@ -51,15 +58,12 @@ template <typename T> __global__ void mean_of_rows(const T* row_loss, T* loss, i
 template <typename T>
 __global__ void softmax_cross_entropy_backward(const T* probs, const i64* labels, T* grad, i64 N,
                                                i64 K, T smoothing) {
-    const T spread = smoothing / (T)K;
-    for (i64 i = global_thread_index(); i < N * K; i += grid_stride()) {
-        const T hit = labels[i / K] == i % K ? T(1) - smoothing : T(0);
-        grad[i] = (probs[i] - hit - spread) / (T)N;
-    }
+    for (i64 i = global_thread_index(); i < N * K; i += grid_stride())
+        grad[i] = logit_gradient(probs[i], labels[i / K] == i % K, smoothing, K, N);
 }
 
-// A training step's loss in one launch: loss[0] = the mean row loss and grad = (probs - target) / N,
-// what softmax_cross_entropy_forward, mean_of_rows and softmax_cross_entropy_backward give in
+// A training step's loss in one launch: loss[0] = the mean row loss and grad = (probs - target)
+// / N, what softmax_cross_entropy_forward, mean_of_rows and softmax_cross_entropy_backward give in
 // three. One block: warp w takes rows w, w + 8, ...; a row's maximum and sums are xor-shuffle
 // trees over its lanes (lane j holds columns j, j + 32, ...), and lane 0 adds its rows' losses in
 // row order, then thread 0 the warps' in warp order: a fixed order, no atomics. One block is
@@ -71,7 +75,6 @@ __global__ void softmax_cross_entropy_train(const T* logits, const i64* labels, 
     constexpr int WARPS = BLOCK_1D / 32;
     __shared__ T warp_loss[WARPS];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const T spread = smoothing / (T)K;
     T total = T(0);
     for (i64 r = warp; r < N; r += WARPS) {
         const T* row = logits + r * K;
@@ -87,17 +90,10 @@ __global__ void softmax_cross_entropy_train(const T* logits, const i64* labels, 
         if (smoothing != T(0)) shifted_sum = warp_all_reduce(shifted_sum, SumOp());
         const i64 label = labels[r];
         for (i64 j = lane; j < K; j += 32) {
-            const T hit = label == j ? T(1) - smoothing : T(0);
-            grad[r * K + j] = (dev_exp(row[j] - top) / sum - hit - spread) / (T)N;
+            const T prob = dev_exp(row[j] - top) / sum;
+            grad[r * K + j] = logit_gradient(prob, label == j, smoothing, K, N);
         }
-        if (lane == 0) {  // as softmax_cross_entropy_forward's row loss, NaN for a bad label
-            T row_loss = quiet_nan(T());
-            if (label >= 0 && label < K) {
-                row_loss = dev_log(sum) - (T(1) - smoothing) * (row[label] - top);
-                if (smoothing != T(0)) row_loss -= smoothing * shifted_sum / (T)K;
-            }
-            total += row_loss;
-        }
+        if (lane == 0) total += row_loss_of(row, label, K, top, sum, shifted_sum, smoothing);
     }
     if (lane == 0) warp_loss[warp] = total;
     __syncthreads();

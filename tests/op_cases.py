@@ -262,50 +262,62 @@ def _clear_of_kink(sample, pre_activation, margin=1e-3, tries=100):
     return draw
 
 
-def conv_relu_case(name, x_shape, w_shape, padding=0):
-    """conv2d_forward with ``relu`` (the fused epilogue) and its gradients through the ReLU: the
-    values of relu_forward after conv2d_forward."""
-    conv = conv_case(name, x_shape, w_shape, padding=padding)
-    pads = ((padding, padding), (padding, padding))
-    opts = ((1, 1), pads, (1, 1), 1)
-
-    def pre(d):
-        return ref.conv2d_forward(d["x"], d["w"], d["b"], *opts)
+def _relu_after_case(
+    name, plain, forward, backward, ref_forward, ref_backward, torch_forward, **kw
+):
+    """An op with a ReLU fused after it (``forward(bk, x, w, b)`` with relu=True) and its
+    gradients through the ReLU (``backward(bk, gz, x, w)`` -> gx, gw, gb of the plain op): the
+    values of relu_forward after the plain op. ``plain`` is the plain op's case, whose inputs
+    are redrawn clear of the kink; ``ref_*`` and ``torch_forward(tf, x, w, b)`` are the plain op's
+    reference and PyTorch versions."""
 
     def grads(bk, gy, x, w, y):
-        gz = bk.relu_backward(gy, y)
-        gx = bk.conv2d_backward_input(gz, w, x.shape, *opts)
-        return gx, bk.conv2d_backward_weight(gz, x, w.shape, *opts), bk.conv2d_backward_bias(gz)
+        return backward(bk, bk.relu_backward(gy, y), x, w)
 
     def run(bk, d):
         x, w, b, gy = (_dev(bk, d[k]) for k in ("x", "w", "b", "gy"))
-        y = bk.conv2d_forward(x, w, b, *opts, relu=True)
+        y = forward(bk, x, w, b)
         return _host(bk, y=y, **dict(zip(("gx", "gw", "gb"), grads(bk, gy, x, w, y), strict=True)))
 
     def reference(d):
-        z = pre(d)
-        gx, gw, gb = ref.conv2d_backward(ref.relu_backward(d["gy"], z), d["x"], d["w"], *opts)
+        z = ref_forward(d["x"], d["w"], d["b"])
+        gx, gw, gb = ref_backward(ref.relu_backward(d["gy"], z), d["x"], d["w"])
         return {"y": ref.relu_forward(z), "gx": gx, "gw": gw, "gb": gb}
 
     def torch_fn(d):
         _, tf = _torch()
         x, w, b = _leaf(d["x"]), _leaf(d["w"]), _leaf(d["b"])
-        y = tf.relu(tf.conv2d(x, w, b, 1, padding))
+        y = tf.relu(torch_forward(tf, x, w, b))
         _backward(y, d["gy"])
         return _numpy(y=y, gx=x.grad, gw=w.grad, gb=b.grad)
 
     def gradient(bk, d):
         x, w, b = (_dev(bk, d[k]) for k in ("x", "w", "b"))
-        y = bk.conv2d_forward(x, w, b, *opts, relu=True)
-        return (
-            lambda x, w, b: bk.conv2d_forward(x, w, b, *opts, relu=True),
-            (x, w, b),
-            lambda gy: grads(bk, gy, x, w, y),
-        )
+        y = forward(bk, x, w, b)
+        return (lambda x, w, b: forward(bk, x, w, b)), (x, w, b), lambda gy: grads(bk, gy, x, w, y)
 
-    sample = _clear_of_kink(conv.sample, pre)
-    return OpCase(
-        f"conv2d_relu_{name}", sample, run, SUMS, reference, torch_fn, gradient, scale_floor=1.0
+    sample = _clear_of_kink(plain.sample, lambda d: ref_forward(d["x"], d["w"], d["b"]))
+    return OpCase(name, sample, run, SUMS, reference, torch_fn, gradient, **kw)
+
+
+def conv_relu_case(name, x_shape, w_shape, padding=0):
+    """conv2d_forward with ``relu`` (the fused epilogue) and its gradients through the ReLU."""
+    pads = ((padding, padding), (padding, padding))
+    opts = ((1, 1), pads, (1, 1), 1)
+
+    def backward(bk, gz, x, w):
+        gx = bk.conv2d_backward_input(gz, w, x.shape, *opts)
+        return gx, bk.conv2d_backward_weight(gz, x, w.shape, *opts), bk.conv2d_backward_bias(gz)
+
+    return _relu_after_case(
+        f"conv2d_relu_{name}",
+        conv_case(name, x_shape, w_shape, padding=padding),
+        lambda bk, x, w, b: bk.conv2d_forward(x, w, b, *opts, relu=True),
+        backward,
+        lambda x, w, b: ref.conv2d_forward(x, w, b, *opts),
+        lambda gz, x, w: ref.conv2d_backward(gz, x, w, *opts),
+        lambda tf, x, w, b: tf.conv2d(x, w, b, 1, padding),
+        scale_floor=1.0,
     )
 
 
@@ -442,8 +454,7 @@ def relu_max_pool_case(name, x_shape, kernel, stride, padding=(0, 0)):
 FUSED_CASES = [
     conv_relu_case("basic", (2, 3, 7, 6), (4, 3, 3, 3)),
     conv_relu_case("pad1", (2, 2, 6, 6), (3, 2, 3, 3), padding=1),
-    relu_max_pool_case("k2s2", (2, 3, 6, 6), (2, 2), (2, 2)),
-    relu_max_pool_case("k3s2p1_overlap", (2, 2, 7, 8), (3, 3), (2, 2), (1, 1)),
+    *(relu_max_pool_case(*c) for c in POOL_CONFIGS if c[0] in ("k2s2", "k3s2p1_overlap")),
 ]
 
 
@@ -523,7 +534,7 @@ def _relu_offset_case() -> OpCase:
     def run(bk, d):
         x, gy = _dev(bk, d["x"])[1:], _dev(bk, d["gy"])[1:]
         y = bk.relu_forward(x)
-        return _host(bk, y=y, gx=bk.relu_backward(gy, bk.relu_forward(x)))
+        return _host(bk, y=y, gx=bk.relu_backward(gy, y))
 
     def reference(d):
         x = d["x"][1:]
@@ -608,42 +619,15 @@ def _linear_case(bias: bool) -> OpCase:
 def _linear_relu_case() -> OpCase:
     """linear_forward with ``relu`` (fused: bias and ReLU in one kernel on the GPU, in the 1x1
     conv's epilogue inside a graph session) and its gradients through the ReLU."""
-    plain = _linear_case(bias=True)
-
-    def pre(d):
-        return ref.linear_forward(d["x"], d["w"], d["b"])
-
-    def grads(bk, gy, x, w, y):
-        return bk.linear_backward(bk.relu_backward(gy, y), x, w)
-
-    def run(bk, d):
-        x, w, b, gy = (_dev(bk, d[k]) for k in ("x", "w", "b", "gy"))
-        y = bk.linear_forward(x, w, b, relu=True)
-        return _host(bk, y=y, **dict(zip(("gx", "gw", "gb"), grads(bk, gy, x, w, y), strict=True)))
-
-    def reference(d):
-        z = pre(d)
-        gx, gw, gb = ref.linear_backward(ref.relu_backward(d["gy"], z), d["x"], d["w"])
-        return {"y": ref.relu_forward(z), "gx": gx, "gw": gw, "gb": gb}
-
-    def torch_fn(d):
-        _, tf = _torch()
-        x, w, b = _leaf(d["x"]), _leaf(d["w"]), _leaf(d["b"])
-        y = tf.relu(tf.linear(x, w, b))
-        _backward(y, d["gy"])
-        return _numpy(y=y, gx=x.grad, gw=w.grad, gb=b.grad)
-
-    def gradient(bk, d):
-        x, w, b = (_dev(bk, d[k]) for k in ("x", "w", "b"))
-        y = bk.linear_forward(x, w, b, relu=True)
-        return (
-            lambda x, w, b: bk.linear_forward(x, w, b, relu=True),
-            (x, w, b),
-            lambda gy: grads(bk, gy, x, w, y),
-        )
-
-    sample = _clear_of_kink(plain.sample, pre)
-    return OpCase("linear_relu", sample, run, SUMS, reference, torch_fn, gradient)
+    return _relu_after_case(
+        "linear_relu",
+        _linear_case(bias=True),
+        lambda bk, x, w, b: bk.linear_forward(x, w, b, relu=True),
+        lambda bk, gz, x, w: bk.linear_backward(gz, x, w),
+        ref.linear_forward,
+        ref.linear_backward,
+        lambda tf, x, w, b: tf.linear(x, w, b),
+    )
 
 
 def _dropout_case(shape, p: float) -> OpCase:

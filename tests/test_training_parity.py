@@ -12,6 +12,7 @@ import numpy as np
 from near_ties import clear_of_ties
 
 from gpucnn import nn, optim
+from gpucnn.train import train_step
 
 
 def tutorial_mnist(seed):
@@ -29,15 +30,11 @@ class Trainer:
     def __init__(self, backend, seed):
         self.backend = backend
         self.model = tutorial_mnist(seed).to(backend)
-        self.opt = optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
-        self.loss_fn = nn.CrossEntropyLoss()
+        opt = optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+        self._step = train_step(self.model, nn.CrossEntropyLoss(), opt)
 
     def step(self, x, y) -> float:
-        loss = self.loss_fn(self.model(self.backend.asarray(x)), self.backend.asarray(y))
-        self.opt.zero_grad()
-        self.model.backward(self.loss_fn.backward())
-        self.opt.step()
-        return float(loss)
+        return float(self._step(self.backend.asarray(x), self.backend.asarray(y))[1])
 
 
 def test_twenty_training_steps_match_cpu(backend, cpu, rng):

@@ -36,7 +36,7 @@ _MIN_SPLIT = 128  # reduction steps per block below which splitting stops paying
 _MAX_SPATIAL = 2**30  # conv2d.cu's pixel coordinates and window reaches are int
 _PLANE_LOOP_BLOCKS = 4096  # 1M threads: a few waves even on the largest GPUs
 _BN_ITEMS = 16  # BN_ITEMS in batchnorm.cu: images per thread in a partial-sum block
-_OPTIM_SLOTS = 8  # OPTIM_SLOTS in optim.cu: parameters updated by one launch
+_OPTIM_SLOTS = 8  # FOR_SLOTS in optim.cu: parameters updated by one launch
 _LOSS_BLOCK_ROWS = 128  # rows up to which softmax_cross_entropy_train's one block is quicker
 # A graph session's linear forward with fewer output tiles than _FEW_TILES and at least
 # _LONG_REDUCTION input features splits its reduction (see CudaBackend._linear_split).
@@ -462,16 +462,18 @@ class CudaBackend(Backend):
 
     # ------------------------------------------------------------- batch norm
     @staticmethod
-    def _bn_grids(x_shape) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    def _bn_grids(x_shape) -> tuple[tuple[int, int, int], int, tuple[int, int, int]]:
         """The grids (pixel blocks, C, slices) of batchnorm.cu's training kernels: for the
-        partial sums (at most _BN_ITEMS images per thread), and for the elementwise passes (about
-        _PLANE_LOOP_BLOCKS blocks, each thread looping over its images)."""
+        partial sums (at most _BN_ITEMS images per thread) with how many partials that makes per
+        channel, and for the elementwise passes (about _PLANE_LOOP_BLOCKS blocks, each thread
+        looping over its images)."""
         n, c = x_shape[:2]
         if c > _MAX_GRID_YZ or _blocks(n, _BN_ITEMS) > _MAX_GRID_YZ:
             raise ValueError(f"batch_norm2d: {tuple(x_shape)} exceeds the grid")
         pixel_blocks = _blocks(math.prod(x_shape[2:]))
         slices = max(1, min(n, _PLANE_LOOP_BLOCKS // (pixel_blocks * c)))
-        return (pixel_blocks, c, _blocks(n, _BN_ITEMS)), (pixel_blocks, c, slices)
+        partial_grid = (pixel_blocks, c, _blocks(n, _BN_ITEMS))
+        return partial_grid, pixel_blocks * partial_grid[2], (pixel_blocks, c, slices)
 
     def batch_norm2d_forward_train(
         self, x, gamma, beta, eps: float, running_mean=None, running_var=None, momentum=0.1
@@ -491,8 +493,7 @@ class CudaBackend(Backend):
         mean, invstd = self.xp.empty((c,), x.dtype), self.xp.empty((c,), x.dtype)
         hw = math.prod(x.shape[2:])
         sizes = (_i64(n), _i64(c), _i64(hw))
-        partial_grid, grid = self._bn_grids(x.shape)
-        partials = partial_grid[0] * partial_grid[2]  # per channel
+        partial_grid, partials, grid = self._bn_grids(x.shape)
         part = self.xp.empty((3, c, partials), dtype=x.dtype)
         self._launch("batchnorm", "batch_norm2d_partial_stats", partial_grid, x, part, *sizes)
         t, count = x.dtype.type, n * hw
@@ -528,8 +529,7 @@ class CudaBackend(Backend):
         gx = self.xp.empty_like(gy)
         ggamma, gbeta = self.xp.empty((c,), gx.dtype), self.xp.empty((c,), gx.dtype)
         sizes = (_i64(n), _i64(c), _i64(math.prod(x.shape[2:])))
-        partial_grid, grid = self._bn_grids(x.shape)
-        partials = partial_grid[0] * partial_grid[2]  # per channel
+        partial_grid, partials, grid = self._bn_grids(x.shape)
         part = self.xp.empty((2, c, partials), dtype=x.dtype)
         args = (gy, x, mean, invstd, part, *sizes)
         self._launch("batchnorm", "batch_norm2d_partial_grad_sums", partial_grid, *args)

@@ -74,7 +74,9 @@ class DataLoader:
         self.backend = get_backend(device)
         # Normalised as each batch used to be (float32 x * scale + offset): the same values.
         scale, self.offset = np.float32(1.0 / std), np.float32(-mean / std)
-        normalised = np.asarray(images).astype(np.float32) * scale + self.offset
+        normalised = np.asarray(images).astype(np.float32)  # a copy: scaled in place
+        normalised *= scale
+        normalised += self.offset
         self.images = _resident(self.backend, normalised)
         self.labels = _resident(self.backend, np.asarray(labels, dtype=np.int64))
         self.batch_size = batch_size
