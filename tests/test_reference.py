@@ -7,6 +7,7 @@ import pytest
 from op_cases import REFERENCE_CASES, assert_outputs_close
 
 from gpucnn import reference as ref
+from gpucnn.backend import numpy_backend
 
 
 @pytest.mark.parametrize(
@@ -18,6 +19,20 @@ def test_cpu_matches_reference(case, dtype, cpu, rng):
     inputs = case.sample(rng, dtype)
     assert_outputs_close(
         case.run(cpu, inputs), case.reference(inputs), case, dtype, "cpu vs reference"
+    )
+
+
+@pytest.mark.parametrize(
+    "dtype", [pytest.param(np.float32, id="f32"), pytest.param(np.float64, id="f64")]
+)
+@pytest.mark.parametrize("case", [c for c in REFERENCE_CASES if "conv" in c.name], ids=repr)
+def test_cpu_convolution_in_chunks_of_one_sample(case, dtype, cpu, rng, monkeypatch):
+    """Every convolution pass run one sample at a time, as large batches run in many chunks
+    (its weight and bias gradients summed from one share per sample), still matches."""
+    monkeypatch.setattr(numpy_backend, "_CHUNK_BYTES", 1)
+    inputs = case.sample(rng, dtype)
+    assert_outputs_close(
+        case.run(cpu, inputs), case.reference(inputs), case, dtype, "cpu in chunks vs reference"
     )
 
 

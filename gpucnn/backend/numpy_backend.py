@@ -12,6 +12,7 @@ batch slices in parallel threads, BLAS held to one thread meanwhile (:mod:`.cpu_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -52,14 +53,20 @@ def _windows(
 
 
 class _ConvGeometry(NamedTuple):
-    """Sizes a conv pass needs: kernel, dilation, output and padded input (h, w), and whether the
-    im2col rows are ``wide`` (stride 1: the padded width, extra columns cropped) or compact."""
+    """One convolution's sizes and arguments, and its passes over a chunk of samples.
+
+    Sizes: kernel, dilation, output and padded input (h, w), and whether the im2col rows are
+    ``wide`` (stride 1: the padded width, extra columns cropped) or compact.
+    """
 
     kernel: Pair
     dilation: Pair
     out_hw: Pair
     padded: Pair
     wide: bool
+    stride: Pair
+    padding: Padding2d
+    groups: int
 
     @property
     def row(self) -> int:
@@ -75,48 +82,99 @@ class _ConvGeometry(NamedTuple):
         """Where tap (r, s)'s run starts in a flattened padded plane."""
         return r * self.dilation[0] * self.padded[1] + s * self.dilation[1]
 
-    def flat_planes(self, x: np.ndarray, padding: Padding2d) -> np.ndarray:
-        """x padded, channels first and flattened per plane: (C, N, flat_length)."""
-        n, c = x.shape[:2]
-        flat = np.zeros((c, n, self.flat_length), dtype=x.dtype)
-        hp, wp = self.padded
-        (pt, _), (pl, _) = padding
-        planes = flat[:, :, : hp * wp].reshape(c, n, hp, wp)
-        planes[:, :, pt : pt + x.shape[2], pl : pl + x.shape[3]] = x.transpose(1, 0, 2, 3)
-        return flat
+    def chunks(self, x_shape, itemsize: int) -> list[slice]:
+        """The batch of x_shape cut into chunks whose im2col matrix takes about _CHUNK_BYTES; the
+        chunks depend on the shapes alone, never on the thread count."""
+        n, c = x_shape[:2]
+        taps = self.kernel[0] * self.kernel[1]
+        per_sample = itemsize * c * taps * self.out_hw[0] * self.row
+        size = max(1, _CHUNK_BYTES // per_sample)
+        return [slice(lo, min(lo + size, n)) for lo in range(0, n, size)]
 
-    def columns(self, part: slice) -> slice:
-        """The im2col columns (last axis) of the samples in ``part``."""
-        per_sample = self.out_hw[0] * self.row
-        return slice(part.start * per_sample, part.stop * per_sample)
+    def columns(self, x: np.ndarray) -> np.ndarray:
+        """im2col of the samples x: (n, G, C/G*R*S, Ho*row), so that each pass is one matrix
+        product per sample and group, with no layout change on the way in or out."""
+        (kh, kw), (n, c) = self.kernel, x.shape[:2]
+        length = self.out_hw[0] * self.row
+        if self.wide:
+            # Stride 1: tap (r, s) of every output is one contiguous run of the flattened padded
+            # plane, shifted by r*dh*Wp + s*dw; rows come out Wp wide (the extra columns wrap into
+            # the next row and are cropped from the result).
+            flat = self._flat_zeros(n, c, x.dtype)
+            self._planes(flat)[(..., *self._inside(x.shape[2:]))] = x
+            cols = np.empty((n, c, kh, kw, length), dtype=x.dtype)
+            for r in range(kh):
+                for s in range(kw):
+                    start = self.tap_offset(r, s)
+                    cols[:, :, r, s] = flat[:, :, start : start + length]
+        else:
+            xp = _pad(x, self.padding)
+            cols = _windows(xp, self.kernel, self.stride, self.dilation, self.out_hw)
+        return cols.reshape(n, self.groups, -1, length)
 
-    def samples_first(self, gemm: np.ndarray) -> np.ndarray:
-        """A product's (K, n*Ho*row) rows as (n, K, Ho, Wo), the wide rows' extra columns cut."""
-        k = gemm.shape[0]
-        planes = gemm.reshape(k, -1, self.out_hw[0], self.row)[..., : self.out_hw[1]]
-        return planes.transpose(1, 0, 2, 3)
+    def widened(self, gy: np.ndarray) -> np.ndarray:
+        """gy (n, K, Ho, Wo) -> (n, G, K/G, Ho*row), zero in the extra columns of wide rows."""
+        n, k, ho, wo = gy.shape
+        out = np.empty((n, k, ho, self.row), dtype=gy.dtype)
+        out[..., :wo] = gy
+        out[..., wo:] = 0
+        return out.reshape(n, self.groups, k // self.groups, -1)
 
-    def crop_planes(self, flat: np.ndarray, padding: Padding2d, hw: Pair) -> np.ndarray:
-        """The inverse of :meth:`flat_planes`: (C, N, flat_length) -> (N, C, H, W) view."""
-        c, n = flat.shape[:2]
-        hp, wp = self.padded
-        (pt, _), (pl, _) = padding
-        planes = flat[:, :, : hp * wp].reshape(c, n, hp, wp)
-        return planes[:, :, pt : pt + hw[0], pl : pl + hw[1]].transpose(1, 0, 2, 3)
+    def cropped(self, product: np.ndarray) -> np.ndarray:
+        """A product's (n, G, K/G, Ho*row) rows as an (n, K, Ho, Wo) view, extra columns cut."""
+        planes = product.reshape(len(product), -1, self.out_hw[0], self.row)
+        return planes[..., : self.out_hw[1]]
+
+    def input_gradient(self, gy_wide: np.ndarray, w: np.ndarray, hw: Pair) -> np.ndarray:
+        """gx (n, C, H, W) of a chunk from :meth:`widened` gy: the product with w, then every
+        tap's columns added back where they were gathered from (col2im)."""
+        (kh, kw), groups, k = self.kernel, self.groups, w.shape[0]
+        n, c = len(gy_wide), w.shape[1] * groups
+        wt = np.ascontiguousarray(w.reshape(groups, k // groups, -1).transpose(0, 2, 1))
+        gcols = np.matmul(wt, gy_wide).reshape(n, c, kh, kw, -1)
+        flat = self._flat_zeros(n, c, gcols.dtype)
+        planes = self._planes(flat)
+        for r in range(kh):
+            for s in range(kw):
+                if self.wide:  # each tap's contiguous run
+                    start = self.tap_offset(r, s)
+                    flat[:, :, start : start + gcols.shape[-1]] += gcols[:, :, r, s]
+                else:
+                    taps = _offset_slices(r, s, self.dilation, self.stride, self.out_hw)
+                    planes[taps] += gcols[:, :, r, s].reshape(n, c, *self.out_hw)
+        return planes[(..., *self._inside(hw))]
+
+    def _flat_zeros(self, n: int, c: int, dtype) -> np.ndarray:
+        """Zeroed padded planes, flattened: (n, C, flat_length)."""
+        return np.zeros((n, c, self.flat_length), dtype=dtype)
+
+    def _planes(self, flat: np.ndarray) -> np.ndarray:
+        """The (n, C, Hp, Wp) planes of an (n, C, flat_length) array."""
+        return flat[:, :, : self.padded[0] * self.padded[1]].reshape(*flat.shape[:2], *self.padded)
+
+    def _inside(self, hw: Pair) -> tuple[slice, slice]:
+        """Where an (H, W) image lies within its padded plane."""
+        (top, _), (left, _) = self.padding
+        return slice(top, top + hw[0]), slice(left, left + hw[1])
 
 
-# Pixels per partial product of a weight gradient: conv1's at batch 64 took 0.25 ms in runs of
-# 4096 against 0.45 ms in one product (at 256: 1.1 against 1.9 ms); conv2's the same either way.
-_REDUCTION_RUN = 4096
+# Bytes of im2col matrix per chunk of samples. Each conv pass runs chunk by chunk (gather the
+# chunk's columns, multiply, write its outputs or gradients), so the columns and the product stay
+# in a core's L2 cache instead of making round trips to memory; backward gathers the columns again
+# rather than keeping the whole matrix from forward. Measured on tutorial-mnist's step at batch 256
+# (2 cores, 2 MiB L2 each): TUNING.
+_CHUNK_BYTES = 1 << 21
 
 
-def _grouped_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a[g] @ b[g] for each group g, as 2-D products: NumPy hands 2-D (transposed) operands straight
-    to BLAS, while a stacked 3-D matmul of transposed views can run several times slower."""
-    out = np.empty((a.shape[0], a.shape[1], b.shape[2]), dtype=np.result_type(a, b))
-    for g in range(a.shape[0]):
-        np.matmul(a[g], b[g], out=out[g])
-    return out
+def _each_chunk(chunks: list[slice], batch: int, body: Callable[[int, slice], None]) -> None:
+    """``body(i, chunks[i])`` for every chunk of an op on ``batch`` samples, the chunks shared
+    among the CPU threads (:func:`.cpu_threads.for_slices`)."""
+
+    def run(indices: slice) -> None:
+        for i in range(indices.start, indices.stop):
+            body(i, chunks[i])
+
+    for_slices(len(chunks), batch, run)
 
 
 class NumpyBackend(Backend):
@@ -139,142 +197,86 @@ class NumpyBackend(Backend):
 
     # ------------------------------------------------------------ convolution
     @staticmethod
-    def _conv_geometry(x_shape, w_shape, stride, padding, dilation) -> _ConvGeometry:
+    def _conv_geometry(x_shape, w_shape, stride, padding, dilation, groups) -> _ConvGeometry:
         kernel = (w_shape[2], w_shape[3])
         out_hw = window_output_shape(x_shape[2:], kernel, stride, padding, dilation, "conv2d")
         padded = (x_shape[2] + sum(padding[0]), x_shape[3] + sum(padding[1]))
-        return _ConvGeometry(kernel, dilation, out_hw, padded, tuple(stride) == (1, 1))
-
-    def _columns(self, x, geo: _ConvGeometry, stride, padding, groups):
-        """im2col of x: (G, C/G*R*S, N*Ho*row), samples and pixels sharing the last axis so that
-        each conv pass is one large matrix product."""
-        n, c = x.shape[:2]
-        (kh, kw), ho = geo.kernel, geo.out_hw[0]
-        if geo.wide:
-            # Stride 1: tap (r, s) of every output is one contiguous run of the flattened padded
-            # planes, shifted by r*dh*Wp + s*dw; rows come out Wp wide (the extra columns wrap into
-            # the next row and are cropped from the result).
-            length = ho * geo.row
-            cols = np.empty((c, kh, kw, n, length), dtype=x.dtype)
-
-            def gather(part: slice) -> None:
-                flat = geo.flat_planes(x[part], padding)
-                for r in range(kh):
-                    for s in range(kw):
-                        start = geo.tap_offset(r, s)
-                        cols[:, r, s, part] = flat[:, :, start : start + length]
-
-            for_slices(n, n, gather)
-        else:
-            view = _windows(_pad(x, padding), geo.kernel, stride, geo.dilation, geo.out_hw)
-            cols = view.transpose(1, 2, 3, 0, 4, 5)
-        return cols.reshape(groups, -1, n * ho * geo.row)
-
-    @staticmethod
-    def _channels_first(gy, geo: _ConvGeometry, groups):
-        """gy (N, K, Ho, Wo) -> (G, K/G, N*Ho*row), zero in the extra columns of wide rows."""
-        n, k, ho, wo = gy.shape
-        out = np.empty((k, n, ho, geo.row), dtype=gy.dtype)
-
-        def copy(part: slice) -> None:
-            out[:, part, :, :wo] = gy[part].transpose(1, 0, 2, 3)
-            out[:, part, :, wo:] = 0
-
-        for_slices(n, n, copy)
-        return out.reshape(groups, k // groups, -1)
+        wide = tuple(stride) == (1, 1)
+        return _ConvGeometry(kernel, dilation, out_hw, padded, wide, stride, padding, groups)
 
     def conv2d_forward(self, x, w, b, stride, padding, dilation, groups, relu=False):
         return self.conv2d_forward_saving(x, w, b, stride, padding, dilation, groups, relu)[0]
 
     def conv2d_forward_saving(self, x, w, b, stride, padding, dilation, groups, relu=False):
-        """Forward that keeps its im2col matrix for :meth:`conv2d_backward_saved`."""
+        """Forward; what it keeps for :meth:`conv2d_backward_saved` is the geometry and x."""
         n, k = x.shape[0], w.shape[0]
-        geo = self._conv_geometry(x.shape, w.shape, stride, padding, dilation)
-        cols = self._columns(x, geo, stride, padding, groups)  # (G, Q, N*Ho*row)
+        geo = self._conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
         y = np.empty((n, k, *geo.out_hw), dtype=np.result_type(x, w))
+        wg = w.reshape(groups, k // groups, -1)
 
-        def compute(part: slice) -> None:  # the product, samples first, bias, ReLU
-            gemm = _grouped_matmul(w.reshape(groups, k // groups, -1), cols[..., geo.columns(part)])
+        def compute(_: int, part: slice) -> None:  # the product, bias and ReLU, rows cropped
+            product = geo.cropped(np.matmul(wg, geo.columns(x[part])))
             out = y[part]
-            out[...] = geo.samples_first(gemm.reshape(k, -1))
-            if b is not None:
-                out += b.reshape(1, k, 1, 1)
+            if b is None:
+                out[...] = product
+            else:
+                np.add(product, b.reshape(1, k, 1, 1), out=out)
             if relu:
                 np.maximum(out, 0, out=out)
 
-        for_slices(n, n, compute)
-        return y, (geo, cols)
+        _each_chunk(geo.chunks(x.shape, y.itemsize), n, compute)
+        return y, (geo, x)
 
     def conv2d_backward_input(self, gy, w, x_shape, stride, padding, dilation, groups):
-        geo = self._conv_geometry(x_shape, w.shape, stride, padding, dilation)
-        gy_cols = self._channels_first(gy, geo, groups)
-        return self._input_product(gy_cols, w, x_shape, geo, stride, padding, dilation, groups)
+        geo = self._conv_geometry(x_shape, w.shape, stride, padding, dilation, groups)
+        return self._conv_backward(gy, geo, x_shape, w.shape, w=w)[0]
 
     def conv2d_backward_weight(self, gy, x, w_shape, stride, padding, dilation, groups):
-        geo = self._conv_geometry(x.shape, w_shape, stride, padding, dilation)
-        cols = self._columns(x, geo, stride, padding, groups)
-        return self._weight_product(self._channels_first(gy, geo, groups), cols, w_shape, len(gy))
+        geo = self._conv_geometry(x.shape, w_shape, stride, padding, dilation, groups)
+        return self._conv_backward(gy, geo, x.shape, w_shape, x=x)[1]
+
+    def conv2d_backward_params(self, gy, x, w_shape, stride, padding, dilation, groups):
+        geo = self._conv_geometry(x.shape, w_shape, stride, padding, dilation, groups)
+        return self._conv_backward(gy, geo, x.shape, w_shape, x=x, bias=True)[1:]
 
     def conv2d_backward_saved(
         self, gy, saved, w, x_shape, stride, padding, dilation, groups, input_grad=True, bias=True
     ):
-        """The layer's backward with gy's channels-first copy made once for all three gradients
-        and the im2col matrix kept from forward; the bias gradient is its rows' sums."""
-        geo, cols = saved
-        gy_cols = self._channels_first(gy, geo, groups)  # zero in wide rows' extra columns
-        gx = None
-        if input_grad:
-            gx = self._input_product(gy_cols, w, x_shape, geo, stride, padding, dilation, groups)
-        gb = gy_cols.sum(axis=2).reshape(-1) if bias else None
-        return gx, self._weight_product(gy_cols, cols, w.shape, len(gy)), gb
+        geo, x = saved
+        w_input = w if input_grad else None
+        return self._conv_backward(gy, geo, x_shape, w.shape, w=w_input, x=x, bias=bias)
 
     @staticmethod
-    def _weight_product(gy_cols, cols, w_shape, batch: int):
-        """gw from gy's channels-first (G, K/G, N*Ho*row) and im2col (G, Q, N*Ho*row) matrices
-        of a batch of ``batch`` samples."""
-        gw = np.empty((gy_cols.shape[0], gy_cols.shape[1], cols.shape[1]), dtype=gy_cols.dtype)
+    def _conv_backward(gy, geo: _ConvGeometry, x_shape, w_shape, w=None, x=None, bias=False):
+        """(gx given w, gw given x, gb with ``bias``; None for the others), chunk by chunk with
+        gy's channels-first copy made once per chunk for all three. Each chunk's share of gw and
+        gb is kept apart and the shares are summed in chunk order, so that no result depends on
+        the thread count."""
+        n, k, groups = len(gy), w_shape[0], geo.groups
+        chunks = geo.chunks(x_shape, gy.itemsize)
+        gx = None if w is None else np.empty(tuple(x_shape), dtype=np.result_type(gy, w))
+        gw_shares = None
+        if x is not None:  # each chunk's gw, transposed per group: (G, C/G*R*S, K/G)
+            share = (groups, int(np.prod(w_shape[1:])), k // groups)
+            gw_shares = np.empty((len(chunks), *share), dtype=np.result_type(gy, x))
+        gb_shares = np.empty((len(chunks), k), dtype=gy.dtype) if bias else None
 
-        def product(part: slice) -> None:  # columns of gw: each sums the whole batch itself
-            # In runs of _REDUCTION_RUN pixels that stay in cache: BLAS streams a reduction this
-            # long (N*Ho*row: 186,368 for conv1 at batch 256) with few outputs at half speed.
-            out = gw[..., part]
-            out[...] = 0
-            for start in range(0, cols.shape[2], _REDUCTION_RUN):
-                run = slice(start, start + _REDUCTION_RUN)
-                out += _grouped_matmul(gy_cols[..., run], cols[:, part, run].transpose(0, 2, 1))
+        def gradients(i: int, part: slice) -> None:
+            gy_wide = geo.widened(gy[part])
+            if gx is not None:
+                gx[part] = geo.input_gradient(gy_wide, w, x_shape[2:])
+            if gw_shares is not None:  # columns @ gy^T: BLAS's fastest order for these shapes
+                gy_t = gy_wide.transpose(0, 1, 3, 2)
+                np.matmul(geo.columns(x[part]), gy_t).sum(axis=0, out=gw_shares[i])
+            if gb_shares is not None:
+                gb_shares[i] = gy_wide.sum(axis=(0, 3)).reshape(-1)
 
-        for_slices(cols.shape[1], batch, product)
-        return gw.reshape(w_shape)
-
-    @staticmethod
-    def _input_product(gy_cols, w, x_shape, geo: _ConvGeometry, stride, padding, dilation, groups):
-        """gx from gy's channels-first matrix (G, K/G, N*Ho*row): the product with w, then
-        col2im."""
-        n, c, h, width = x_shape
-        k, cg, kh, kw = w.shape
-        wt = w.reshape(groups, k // groups, cg * kh * kw).transpose(0, 2, 1)
-        if geo.wide:  # stride 1: add each tap's contiguous run back (col2im)
-            gx = np.empty(tuple(x_shape), dtype=gy_cols.dtype)
-
-            def scatter(part: slice) -> None:
-                gcols = _grouped_matmul(wt, gy_cols[..., geo.columns(part)])
-                gcols = gcols.reshape(c, kh, kw, part.stop - part.start, -1)
-                flat = np.zeros((c, part.stop - part.start, geo.flat_length), dtype=gx.dtype)
-                for r in range(kh):
-                    for s in range(kw):
-                        start = geo.tap_offset(r, s)
-                        flat[:, :, start : start + gcols.shape[-1]] += gcols[:, r, s]
-                gx[part] = geo.crop_planes(flat, padding, (h, width))
-
-            for_slices(n, n, scatter)
-            return gx
-        gcols = _grouped_matmul(wt, gy_cols).reshape(c, kh, kw, n, *geo.out_hw)
-        gx = np.zeros((c, n, *geo.padded), dtype=gy_cols.dtype)
-        for r in range(kh):
-            for s in range(kw):
-                gx[_offset_slices(r, s, dilation, stride, geo.out_hw)] += gcols[:, r, s]
-        (pt, _), (pl, _) = padding
-        return np.ascontiguousarray(gx[:, :, pt : pt + h, pl : pl + width].transpose(1, 0, 2, 3))
+        _each_chunk(chunks, n, gradients)
+        gw = None
+        if gw_shares is not None:
+            gw = gw_shares.sum(axis=0).transpose(0, 2, 1).reshape(w_shape)
+        gb = None if gb_shares is None else gb_shares.sum(axis=0)
+        return gx, gw, gb
 
     # ---------------------------------------------------------------- linear
     def linear_forward(self, x, w, b, relu=False):
@@ -303,21 +305,25 @@ class NumpyBackend(Backend):
         argmax = np.empty(best.shape, dtype=np.int32)
         origins = self._window_origins(out_hw, stride, padding, w)
 
+        taps = kernel[0] * kernel[1]
+        tap_offsets = np.array([r * w + s for r in range(kernel[0]) for s in range(kernel[1])])
+
         def pool(part: slice) -> None:
-            # (kh, kw, n, C, Ho, Wo), contiguous: branch-free elementwise work from here on.
+            # (kh*kw, n, C, Ho, Wo), contiguous: branch-free flat passes from here on.
             windows = _windows(_pad(x[part], pads, -np.inf), kernel, stride, (1, 1), out_hw)
             windows = np.ascontiguousarray(windows.transpose(2, 3, 0, 1, 4, 5))
-            top, offset = best[part], argmax[part]  # offset: r*W + s of the maximum so far
-            top[...], offset[...] = windows[0, 0], 0
-            for r in range(kernel[0]):
-                for s in range(kernel[1]):
-                    if r == s == 0:
-                        continue
-                    # Strictly greater keeps the first maximum in row-major window order.
-                    better = (windows[r, s] > top).view(np.int8)
-                    offset += better * (r * w + s - offset)
-                    np.maximum(top, windows[r, s], out=top)
-            offset += origins
+            windows = windows.reshape(taps, *best[part].shape)
+            top, tap = windows[0], np.zeros(top_shape := windows.shape[1:], dtype=np.int8)
+            better = np.empty(top_shape, dtype=np.int8)
+            for t in range(1, taps):
+                # Strictly greater keeps the first maximum in row-major window order; taps come
+                # in increasing order, so the later better one is also the larger tap number.
+                np.greater(windows[t], top, out=better.view(bool))
+                better *= t
+                np.maximum(tap, better, out=tap)
+                np.maximum(top, windows[t], out=top)
+            best[part] = top
+            np.add(tap_offsets.take(tap), origins, out=argmax[part])
 
         for_slices(n, n, pool)
         return best, argmax
