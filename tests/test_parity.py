@@ -33,6 +33,21 @@ def test_backend_is_deterministic(case, backend, rng):
         assert np.array_equal(first[key], second[key]), f"{case.name}.{key} changed between runs"
 
 
+@pytest.mark.parametrize("size", [12, 17], ids=["144-taps", "289-taps"])
+def test_max_pool_finds_the_maximum_in_windows_of_many_taps(backend, size, rng):
+    """Windows of more taps than a byte can number (the CPU counts taps in the narrowest integer
+    that holds them): the maximum, planted at each window's last tap and elsewhere, is found."""
+    x = rng.standard_normal((2, 3, size, 2 * size)).astype(np.float32)
+    x[0, :, -1, size - 1] = 10.0  # first window's last tap
+    x[1, :, size // 2, size + 1] = 10.0
+    kernel = (size, size)
+    y, argmax = backend.max_pool2d_forward(backend.asarray(x.copy()), kernel, kernel, (0, 0))
+    want_y, want_argmax = ref.max_pool2d_forward(x, kernel, kernel)
+    assert np.array_equal(backend.to_numpy(y), want_y)
+    assert np.array_equal(backend.to_numpy(argmax), want_argmax)
+    assert (want_argmax[0, :, 0, 0] == (size - 1) * 2 * size + size - 1).all()
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_max_pool_ties_go_to_first_maximum(backend, dtype, rng):
     """With many ties (values from {0, 1, 2}), argmax is the first maximum in row-major order."""

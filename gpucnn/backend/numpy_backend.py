@@ -306,6 +306,7 @@ class NumpyBackend(Backend):
         origins = self._window_origins(out_hw, stride, padding, w)
 
         taps = kernel[0] * kernel[1]
+        tap_type = np.min_scalar_type(taps - 1)  # the window's tap number of each maximum
         tap_offsets = np.array([r * w + s for r in range(kernel[0]) for s in range(kernel[1])])
 
         def pool(part: slice) -> None:
@@ -313,14 +314,15 @@ class NumpyBackend(Backend):
             windows = _windows(_pad(x[part], pads, -np.inf), kernel, stride, (1, 1), out_hw)
             windows = np.ascontiguousarray(windows.transpose(2, 3, 0, 1, 4, 5))
             windows = windows.reshape(taps, *best[part].shape)
-            top, tap = windows[0], np.zeros(top_shape := windows.shape[1:], dtype=np.int8)
-            better = np.empty(top_shape, dtype=np.int8)
+            top, shape = windows[0], windows.shape[1:]
+            tap, number = np.zeros(shape, dtype=tap_type), np.empty(shape, dtype=tap_type)
+            better = np.empty(shape, dtype=bool)
             for t in range(1, taps):
                 # Strictly greater keeps the first maximum in row-major window order; taps come
-                # in increasing order, so the later better one is also the larger tap number.
-                np.greater(windows[t], top, out=better.view(bool))
-                better *= t
-                np.maximum(tap, better, out=tap)
+                # in increasing order, so a later better one is also the larger tap number.
+                np.greater(windows[t], top, out=better)
+                np.multiply(better, tap_type.type(t), out=number)
+                np.maximum(tap, number, out=tap)
                 np.maximum(top, windows[t], out=top)
             best[part] = top
             np.add(tap_offsets.take(tap), origins, out=argmax[part])
