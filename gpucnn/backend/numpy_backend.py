@@ -307,7 +307,6 @@ class NumpyBackend(Backend):
 
         taps = kernel[0] * kernel[1]
         tap_type = np.min_scalar_type(taps - 1)  # the window's tap number of each maximum
-        tap_offsets = np.array([r * w + s for r in range(kernel[0]) for s in range(kernel[1])])
 
         def pool(part: slice) -> None:
             # (kh*kw, n, C, Ho, Wo), contiguous: branch-free flat passes from here on.
@@ -325,7 +324,13 @@ class NumpyBackend(Backend):
                 np.maximum(tap, number, out=tap)
                 np.maximum(top, windows[t], out=top)
             best[part] = top
-            np.add(tap_offsets.take(tap), origins, out=argmax[part])
+            # Tap t = r*kw + s lies r*W + s = t + r*(W - kw) past its window's origin (a table
+            # lookup here, np.take, costs several times these four passes).
+            offset = argmax[part]
+            np.floor_divide(tap, tap_type.type(kernel[1]), out=offset)
+            np.multiply(offset, w - kernel[1], out=offset)
+            np.add(offset, tap, out=offset)
+            np.add(offset, origins, out=offset)
 
         for_slices(n, n, pool)
         return best, argmax
