@@ -26,10 +26,10 @@ from typing import Any
 
 THREADS_ENV = "GPUCNN_CPU_THREADS"
 # Batches smaller than this run every op in the calling thread and leave BLAS its own threads:
-# each pass is then too short to pay for handing slices over. Measured on 2 cores: split in two,
-# tutorial-mnist's step took 12.5 ms at batch 64 (9.4 ms unsplit) and 32.9 ms at batch 256
-# (41.3 ms unsplit); benchmarks/RESULTS.md has the runs.
-MIN_BATCH = 128
+# each pass is then too short to pay for handing slices over. Measured on 2 cores (tutorial-mnist
+# step, convolutions in chunks): split in two, 9.5-9.8 ms at batch 64 (11-12 ms unsplit) but 6.9
+# ms at batch 32 (5.6 ms unsplit).
+MIN_BATCH = 64
 
 _lock = threading.Lock()
 _threads: int | None = None

@@ -91,26 +91,34 @@ class _ConvGeometry(NamedTuple):
         size = max(1, _CHUNK_BYTES // per_sample)
         return [slice(lo, min(lo + size, n)) for lo in range(0, n, size)]
 
-    def columns(self, x: np.ndarray) -> np.ndarray:
+    def columns(self, x: np.ndarray, ones: bool = False) -> np.ndarray:
         """im2col of the samples x: (n, G, C/G*R*S, Ho*row), so that each pass is one matrix
-        product per sample and group, with no layout change on the way in or out."""
-        (kh, kw), (n, c) = self.kernel, x.shape[:2]
+        product per sample and group, with no layout change on the way in or out. ``ones``: one
+        more row of ones per group, so that a product with the bias as one more column of the
+        weights adds the bias, and a product with gy sums the bias gradient."""
+        (kh, kw), (n, c), groups = self.kernel, x.shape[:2], self.groups
         length = self.out_hw[0] * self.row
+        cols = np.empty((n, groups, c // groups * kh * kw + ones, length), dtype=x.dtype)
+        if ones:
+            cols[:, :, -1] = 1
+        taps = cols[:, :, : cols.shape[2] - ones].reshape(n, groups, c // groups, kh, kw, length)
         if self.wide:
             # Stride 1: tap (r, s) of every output is one contiguous run of the flattened padded
             # plane, shifted by r*dh*Wp + s*dw; rows come out Wp wide (the extra columns wrap into
             # the next row and are cropped from the result).
             flat = self._flat_zeros(n, c, x.dtype)
             self._planes(flat)[(..., *self._inside(x.shape[2:]))] = x
-            cols = np.empty((n, c, kh, kw, length), dtype=x.dtype)
+            flat = flat.reshape(n, groups, c // groups, -1)
             for r in range(kh):
                 for s in range(kw):
                     start = self.tap_offset(r, s)
-                    cols[:, :, r, s] = flat[:, :, start : start + length]
+                    taps[:, :, :, r, s] = flat[..., start : start + length]
         else:
             xp = _pad(x, self.padding)
-            cols = _windows(xp, self.kernel, self.stride, self.dilation, self.out_hw)
-        return cols.reshape(n, self.groups, -1, length)
+            windows = _windows(xp, self.kernel, self.stride, self.dilation, self.out_hw)
+            shape = (n, groups, c // groups, kh, kw, *self.out_hw)  # both views: split axes only
+            taps.reshape(shape)[...] = windows.reshape(shape)
+        return cols
 
     def widened(self, gy: np.ndarray) -> np.ndarray:
         """gy (n, K, Ho, Wo) -> (n, G, K/G, Ho*row), zero in the extra columns of wide rows."""
@@ -213,16 +221,15 @@ class NumpyBackend(Backend):
         geo = self._conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
         y = np.empty((n, k, *geo.out_hw), dtype=np.result_type(x, w))
         wg = w.reshape(groups, k // groups, -1)
+        if b is not None:  # the bias as one more column, against the columns' row of ones
+            wg = np.concatenate([wg, b.reshape(groups, k // groups, 1)], axis=2)
 
-        def compute(_: int, part: slice) -> None:  # the product, bias and ReLU, rows cropped
-            product = geo.cropped(np.matmul(wg, geo.columns(x[part])))
-            out = y[part]
-            if b is None:
-                out[...] = product
-            else:
-                np.add(product, b.reshape(1, k, 1, 1), out=out)
+        def compute(_: int, part: slice) -> None:  # the product (with bias), ReLU, rows cropped
+            product = geo.cropped(np.matmul(wg, geo.columns(x[part], ones=b is not None)))
             if relu:
-                np.maximum(out, 0, out=out)
+                np.maximum(product, 0, out=y[part])
+            else:
+                y[part] = product
 
         _each_chunk(geo.chunks(x.shape, y.itemsize), n, compute)
         return y, (geo, x)
@@ -248,34 +255,33 @@ class NumpyBackend(Backend):
 
     @staticmethod
     def _conv_backward(gy, geo: _ConvGeometry, x_shape, w_shape, w=None, x=None, bias=False):
-        """(gx given w, gw given x, gb with ``bias``; None for the others), chunk by chunk with
-        gy's channels-first copy made once per chunk for all three. Each chunk's share of gw and
-        gb is kept apart and the shares are summed in chunk order, so that no result depends on
-        the thread count."""
+        """(gx given w, gw given x, gb with ``bias`` (and x); None for the others), chunk by
+        chunk with gy widened once per chunk for all three; the bias gradient comes out of the
+        weight gradient's product, against the columns' row of ones. Each chunk's share of gw
+        and gb is kept apart and the shares are summed in chunk order, so that no result depends
+        on the thread count."""
         n, k, groups = len(gy), w_shape[0], geo.groups
         chunks = geo.chunks(x_shape, gy.itemsize)
         gx = None if w is None else np.empty(tuple(x_shape), dtype=np.result_type(gy, w))
-        gw_shares = None
-        if x is not None:  # each chunk's gw, transposed per group: (G, C/G*R*S, K/G)
-            share = (groups, int(np.prod(w_shape[1:])), k // groups)
-            gw_shares = np.empty((len(chunks), *share), dtype=np.result_type(gy, x))
-        gb_shares = np.empty((len(chunks), k), dtype=gy.dtype) if bias else None
+        shares = None
+        if x is not None:  # each chunk's gw (and gb), transposed per group: (G, C/G*R*S+1, K/G)
+            share = (groups, int(np.prod(w_shape[1:])) + bias, k // groups)
+            shares = np.empty((len(chunks), *share), dtype=np.result_type(gy, x))
 
         def gradients(i: int, part: slice) -> None:
             gy_wide = geo.widened(gy[part])
             if gx is not None:
                 gx[part] = geo.input_gradient(gy_wide, w, x_shape[2:])
-            if gw_shares is not None:  # columns @ gy^T: BLAS's fastest order for these shapes
-                gy_t = gy_wide.transpose(0, 1, 3, 2)
-                np.matmul(geo.columns(x[part]), gy_t).sum(axis=0, out=gw_shares[i])
-            if gb_shares is not None:
-                gb_shares[i] = gy_wide.sum(axis=(0, 3)).reshape(-1)
+            if shares is not None:  # columns @ gy^T: BLAS's fastest order for these shapes
+                cols = geo.columns(x[part], ones=bias)
+                np.matmul(cols, gy_wide.transpose(0, 1, 3, 2)).sum(axis=0, out=shares[i])
 
         _each_chunk(chunks, n, gradients)
-        gw = None
-        if gw_shares is not None:
-            gw = gw_shares.sum(axis=0).transpose(0, 2, 1).reshape(w_shape)
-        gb = None if gb_shares is None else gb_shares.sum(axis=0)
+        if shares is None:
+            return gx, None, None
+        total = shares.sum(axis=0).transpose(0, 2, 1)  # (G, K/G, C/G*R*S (+1))
+        gw = total[..., : total.shape[2] - bias].reshape(w_shape)
+        gb = total[..., -1].reshape(k) if bias else None
         return gx, gw, gb
 
     # ---------------------------------------------------------------- linear
@@ -311,7 +317,7 @@ class NumpyBackend(Backend):
         def pool(part: slice) -> None:
             # (kh*kw, n, C, Ho, Wo), contiguous: branch-free flat passes from here on.
             windows = _windows(_pad(x[part], pads, -np.inf), kernel, stride, (1, 1), out_hw)
-            windows = np.ascontiguousarray(windows.transpose(2, 3, 0, 1, 4, 5))
+            windows = windows.transpose(2, 3, 0, 1, 4, 5).copy()  # a writable copy, always
             windows = windows.reshape(taps, *best[part].shape)
             top, shape = windows[0], windows.shape[1:]
             tap, number = np.zeros(shape, dtype=tap_type), np.empty(shape, dtype=tap_type)
