@@ -3,6 +3,7 @@ bandwidth suite's fractions of the copy, the compile suite (GPU only), the tutor
 algorithm. Smoke tests with tiny sizes: no timing is asserted."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -221,15 +222,29 @@ def test_graph_peer_runs_a_captured_step():
 
 
 def test_host_clock_settles_and_warms_before_timing(monkeypatch):
-    """A CPU sample first waits for other peers' threads to idle, then makes one untimed call of
-    its own; only the calls after it are timed."""
+    """A CPU sample first waits for other peers' threads to idle, then makes untimed calls of its
+    own for REWARM_S (at least one); only the calls after them are timed."""
     from gpucnn.bench import timing
 
     slept, calls = [], []
     monkeypatch.setattr(timing.time, "sleep", slept.append)
+    monkeypatch.setattr(timing, "REWARM_S", 0.0)
     clock = timing.HostClock(settle_s=0.5)
     assert clock.seconds(lambda: calls.append(1), 3) >= 0
-    assert slept == [0.5] and len(calls) == 4
+    assert slept == [0.5] and len(calls) == 4  # one untimed call at the least
+    monkeypatch.setattr(timing, "REWARM_S", 0.05)
+    calls.clear()
+    timed = []
+
+    def call() -> None:  # 10 ms a call: five untimed calls fill the 50 ms
+        calls.append(time.perf_counter())
+        while time.perf_counter() < calls[-1] + 0.01:
+            pass
+        timed.append(time.perf_counter())
+
+    clock.seconds(call, 2)
+    assert 5 <= len(calls) - 2 <= 6
+    assert calls[-2] - calls[0] >= 0.05  # the first timed call starts after the rewarming
     monkeypatch.setattr(timing, "SETTLE_S", 0.25)
     timing.HostClock().seconds(lambda: None, 1)
-    assert slept == [0.5, 0.25]  # no settle_s of its own: the module's
+    assert slept == [0.5, 0.5, 0.25]  # no settle_s of its own: the module's

@@ -25,6 +25,11 @@ class Clock(Protocol):
 # Longer than OpenBLAS's idle threads spin (2^28 cycles) and OpenMP's (~ms); ``gpucnn bench
 # --settle`` sets it.
 SETTLE_S = 0.2
+# After the settling pause a peer runs untimed calls for this long (at least one) before it is
+# timed: back from idle, its first calls run slow (caches, its own thread pool). Measured here for
+# tutorial-mnist's b256 step, the 1st/2nd/3rd call after 0.2 s idle: gpucnn 43/29/25 ms, PyTorch
+# 27/24/25 ms; one untimed call left gpucnn timed on its second.
+REWARM_S = 0.1
 
 
 @dataclass
@@ -34,9 +39,10 @@ class HostClock:
     Peers on the CPU share its cores: the thread pools of one library (NumPy's OpenBLAS,
     PyTorch's OpenMP) keep spinning for a while after its call returns, and measured right after
     it the other runs up to 2x slower (seen here on 2 cores). So each sample first waits
-    ``settle_s`` for those threads to sleep, then makes one untimed call of its own (waking its
-    own threads), and times the calls after that: each peer as if it ran alone. ``settle_s``
-    None means the module's SETTLE_S.
+    ``settle_s`` for those threads to sleep, then makes untimed calls of its own for REWARM_S (at
+    least one; back to the steady state of calls in a row), and times the calls after that:
+    each peer as if it ran alone, as a training loop runs it. ``settle_s`` None means the
+    module's SETTLE_S.
     """
 
     sync: Callable[[], None] = lambda: None
@@ -44,8 +50,12 @@ class HostClock:
 
     def seconds(self, fn: Callable[[], Any], number: int) -> float:
         time.sleep(SETTLE_S if self.settle_s is None else self.settle_s)
-        fn()
-        self.sync()
+        rewarmed = time.perf_counter() + REWARM_S
+        while True:
+            fn()
+            self.sync()
+            if time.perf_counter() >= rewarmed:
+                break
         start = time.perf_counter()
         for _ in range(number):
             fn()
