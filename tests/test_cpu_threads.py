@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from op_cases import CASES, assert_outputs_close
+from op_cases import CASES
 
 from gpucnn.backend import cpu_threads, numpy_backend
 
