@@ -12,6 +12,7 @@ batch slices in parallel threads, BLAS held to one thread meanwhile (:mod:`.cpu_
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -56,7 +57,10 @@ class _ConvGeometry(NamedTuple):
     """One convolution's sizes and arguments, and its passes over a chunk of samples.
 
     Sizes: kernel, dilation, output and padded input (h, w), and whether the im2col rows are
-    ``wide`` (stride 1: the padded width, extra columns cropped) or compact.
+    ``wide`` (stride 1: the padded width, extra columns cropped) or compact. The im2col matrix
+    of a sample is (G, R*S*C/G, Ho*row), tap-major: a tap's rows for all of a group's channels
+    lie together, so that with stride 1 each tap is one contiguous copy from the group's
+    flattened planes, and each tap of the input gradient one contiguous add back into them.
     """
 
     kernel: Pair
@@ -74,51 +78,73 @@ class _ConvGeometry(NamedTuple):
         return self.padded[1] if self.wide else self.out_hw[1]
 
     @property
-    def flat_length(self) -> int:
-        """Flattened padded plane plus the overrun of the last tap's run."""
-        return self.padded[0] * self.padded[1] + (self.kernel[1] - 1) * self.dilation[1]
+    def length(self) -> int:
+        """Columns of one sample's im2col matrix: Ho rows of ``row``."""
+        return self.out_hw[0] * self.row
 
-    def tap_offset(self, r: int, s: int) -> int:
-        """Where tap (r, s)'s run starts in a flattened padded plane."""
-        return r * self.dilation[0] * self.padded[1] + s * self.dilation[1]
+    @property
+    def plane(self) -> int:
+        """Stride of the channels in flattened padded planes: the plane, and with wide rows the
+        overrun of the last tap's run, so that a tap's run stays within its channel's plane."""
+        overrun = (self.kernel[1] - 1) * self.dilation[1] if self.wide else 0
+        return self.padded[0] * self.padded[1] + overrun
+
+    @property
+    def run(self) -> int:
+        """Row length of the im2col buffers: with wide rows a tap's whole run over one channel
+        (one contiguous copy per tap), its first ``length`` columns the real ones."""
+        return self.plane if self.wide else self.length
+
+    def tap_offsets(self) -> list[int]:
+        """Where each tap's run starts in a flattened padded plane, taps in row-major order."""
+        (kh, kw), (dh, dw) = self.kernel, self.dilation
+        return [r * dh * self.padded[1] + s * dw for r in range(kh) for s in range(kw)]
 
     def chunks(self, x_shape, itemsize: int) -> list[slice]:
         """The batch of x_shape cut into chunks whose im2col matrix takes about _CHUNK_BYTES; the
         chunks depend on the shapes alone, never on the thread count."""
         n, c = x_shape[:2]
-        taps = self.kernel[0] * self.kernel[1]
-        per_sample = itemsize * c * taps * self.out_hw[0] * self.row
+        per_sample = itemsize * c * self.kernel[0] * self.kernel[1] * self.run
         size = max(1, _CHUNK_BYTES // per_sample)
         return [slice(lo, min(lo + size, n)) for lo in range(0, n, size)]
 
+    def weights(self, w: np.ndarray) -> np.ndarray:
+        """w (K, C/G, R, S) as the tap-major (G, K/G, R*S*C/G) matrices."""
+        k, cg, kh, kw = w.shape
+        g = self.groups
+        return w.reshape(g, k // g, cg, kh, kw).transpose(0, 1, 3, 4, 2).reshape(g, k // g, -1)
+
+    def weights_back(self, gw: np.ndarray, w_shape) -> np.ndarray:
+        """The inverse of :meth:`weights`: (G, K/G, R*S*C/G) -> w_shape (K, C/G, R, S)."""
+        k, cg, kh, kw = w_shape
+        per_group = gw.reshape(self.groups, k // self.groups, kh, kw, cg)
+        return per_group.transpose(0, 1, 4, 2, 3).reshape(w_shape)
+
     def columns(self, x: np.ndarray, ones: bool = False) -> np.ndarray:
-        """im2col of the samples x: (n, G, C/G*R*S, Ho*row), so that each pass is one matrix
+        """im2col of the samples x: (n, G, R*S*C/G, Ho*row), so that each pass is one matrix
         product per sample and group, with no layout change on the way in or out. ``ones``: one
         more row of ones per group, so that a product with the bias as one more column of the
         weights adds the bias, and a product with gy sums the bias gradient."""
-        (kh, kw), (n, c), groups = self.kernel, x.shape[:2], self.groups
-        length = self.out_hw[0] * self.row
-        cols = np.empty((n, groups, c // groups * kh * kw + ones, length), dtype=x.dtype)
+        (kh, kw), (n, c), g = self.kernel, x.shape[:2], self.groups
+        cg = c // g
+        cols = np.empty((n, g, kh * kw * cg + ones, self.run), dtype=x.dtype)
         if ones:
             cols[:, :, -1] = 1
-        taps = cols[:, :, : cols.shape[2] - ones].reshape(n, groups, c // groups, kh, kw, length)
         if self.wide:
-            # Stride 1: tap (r, s) of every output is one contiguous run of the flattened padded
-            # plane, shifted by r*dh*Wp + s*dw; rows come out Wp wide (the extra columns wrap into
-            # the next row and are cropped from the result).
-            flat = self._flat_zeros(n, c, x.dtype)
-            self._planes(flat)[(..., *self._inside(x.shape[2:]))] = x
-            flat = flat.reshape(n, groups, c // groups, -1)
-            for r in range(kh):
-                for s in range(kw):
-                    start = self.tap_offset(r, s)
-                    taps[:, :, :, r, s] = flat[..., start : start + length]
+            # Stride 1: tap (r, s) of every output is a run of the flattened padded planes,
+            # shifted by r*dh*Wp + s*dw, rows Wp wide (the extra columns wrap into the next row
+            # and are cropped from the result); over a group's channels, one contiguous run.
+            flat, planes = self._flat_planes(n, c, x.dtype)
+            planes[(..., *self._inside(x.shape[2:]))] = x.reshape(n, g, cg, *x.shape[2:])
+            for t, start in enumerate(self.tap_offsets()):
+                taps = cols[:, :, t * cg : (t + 1) * cg].reshape(n, g, -1)  # a view: rows whole
+                taps[...] = flat[..., start : start + cg * self.plane]
         else:
             xp = _pad(x, self.padding)
             windows = _windows(xp, self.kernel, self.stride, self.dilation, self.out_hw)
-            shape = (n, groups, c // groups, kh, kw, *self.out_hw)  # both views: split axes only
-            taps.reshape(shape)[...] = windows.reshape(shape)
-        return cols
+            windows = windows.reshape(n, g, cg, kh, kw, *self.out_hw).transpose(0, 1, 3, 4, 2, 5, 6)
+            cols[:, :, : kh * kw * cg].reshape(n, g, kh, kw, cg, *self.out_hw)[...] = windows
+        return cols[..., : self.length]
 
     def widened(self, gy: np.ndarray) -> np.ndarray:
         """gy (n, K, Ho, Wo) -> (n, G, K/G, Ho*row), zero in the extra columns of wide rows."""
@@ -133,32 +159,33 @@ class _ConvGeometry(NamedTuple):
         planes = product.reshape(len(product), -1, self.out_hw[0], self.row)
         return planes[..., : self.out_hw[1]]
 
-    def input_gradient(self, gy_wide: np.ndarray, w: np.ndarray, hw: Pair) -> np.ndarray:
-        """gx (n, C, H, W) of a chunk from :meth:`widened` gy: the product with w, then every
-        tap's columns added back where they were gathered from (col2im)."""
-        (kh, kw), groups, k = self.kernel, self.groups, w.shape[0]
-        n, c = len(gy_wide), w.shape[1] * groups
-        wt = np.ascontiguousarray(w.reshape(groups, k // groups, -1).transpose(0, 2, 1))
-        gcols = np.matmul(wt, gy_wide).reshape(n, c, kh, kw, -1)
-        flat = self._flat_zeros(n, c, gcols.dtype)
-        planes = self._planes(flat)
-        for r in range(kh):
-            for s in range(kw):
-                if self.wide:  # each tap's contiguous run
-                    start = self.tap_offset(r, s)
-                    flat[:, :, start : start + gcols.shape[-1]] += gcols[:, :, r, s]
-                else:
-                    taps = _offset_slices(r, s, self.dilation, self.stride, self.out_hw)
-                    planes[taps] += gcols[:, :, r, s].reshape(n, c, *self.out_hw)
-        return planes[(..., *self._inside(hw))]
+    def input_gradient(self, gy_wide: np.ndarray, wt: np.ndarray, out: np.ndarray) -> None:
+        """gx of a chunk into out (n, C, H, W), from :meth:`widened` gy and the transposed
+        tap-major weights wt (G, R*S*C/G, K/G): the product, then every tap's columns added back
+        where they were gathered from (col2im)."""
+        kw, g, (n, c) = self.kernel[1], self.groups, out.shape[:2]
+        cg = c // g
+        gcols = np.empty((n, g, wt.shape[1], self.run), dtype=out.dtype)
+        gcols[..., self.length :] = 0  # a run's overrun adds zeros into the next plane
+        np.matmul(wt, gy_wide, out=gcols[..., : self.length])
+        flat, planes = self._flat_planes(n, c, out.dtype)
+        for t, start in enumerate(self.tap_offsets()):
+            tap = gcols[:, :, t * cg : (t + 1) * cg]
+            if self.wide:  # each tap one contiguous run over the group's channels
+                flat[..., start : start + cg * self.plane] += tap.reshape(n, g, -1)
+            else:
+                rows = _offset_slices(t // kw, t % kw, self.dilation, self.stride, self.out_hw)
+                planes[(..., *rows[2:])] += tap.reshape(n, g, cg, *self.out_hw)
+        out.reshape(n, g, cg, *out.shape[2:])[...] = planes[(..., *self._inside(out.shape[2:]))]
 
-    def _flat_zeros(self, n: int, c: int, dtype) -> np.ndarray:
-        """Zeroed padded planes, flattened: (n, C, flat_length)."""
-        return np.zeros((n, c, self.flat_length), dtype=dtype)
-
-    def _planes(self, flat: np.ndarray) -> np.ndarray:
-        """The (n, C, Hp, Wp) planes of an (n, C, flat_length) array."""
-        return flat[:, :, : self.padded[0] * self.padded[1]].reshape(*flat.shape[:2], *self.padded)
+    def _flat_planes(self, n: int, c: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+        """Zeroed padded planes, flattened per group (n, G, C/G*plane + overrun of the last
+        run), and the same memory as planes (n, G, C/G, Hp, Wp)."""
+        (hp, wp), g = self.padded, self.groups
+        overrun = self.tap_offsets()[-1] if self.wide else 0
+        flat = np.zeros((n, g, c // g * self.plane + overrun), dtype=dtype)
+        by_channel = flat[..., : c // g * self.plane].reshape(n, g, c // g, self.plane)
+        return flat, by_channel[..., : hp * wp].reshape(n, g, c // g, hp, wp)
 
     def _inside(self, hw: Pair) -> tuple[slice, slice]:
         """Where an (H, W) image lies within its padded plane."""
@@ -175,11 +202,19 @@ _CHUNK_BYTES = 1 << 21
 
 
 def _each_chunk(chunks: list[slice], batch: int, body: Callable[[int, slice], None]) -> None:
-    """``body(i, chunks[i])`` for every chunk of an op on ``batch`` samples, the chunks shared
-    among the CPU threads (:func:`.cpu_threads.for_slices`)."""
+    """``body(i, chunks[i])`` for every chunk of an op on ``batch`` samples, on the CPU threads
+    (:func:`.cpu_threads.for_slices`), each taking the next chunk not yet taken, so that a
+    thread slowed down meanwhile does fewer. Results do not depend on which thread ran a
+    chunk: each chunk writes only its own outputs."""
+    taken = iter(range(len(chunks)))
+    lock = threading.Lock()
 
-    def run(indices: slice) -> None:
-        for i in range(indices.start, indices.stop):
+    def run(_: slice) -> None:
+        while True:
+            with lock:
+                i = next(taken, None)
+            if i is None:
+                return
             body(i, chunks[i])
 
     for_slices(len(chunks), batch, run)
@@ -220,7 +255,7 @@ class NumpyBackend(Backend):
         n, k = x.shape[0], w.shape[0]
         geo = self._conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
         y = np.empty((n, k, *geo.out_hw), dtype=np.result_type(x, w))
-        wg = w.reshape(groups, k // groups, -1)
+        wg = geo.weights(w)
         if b is not None:  # the bias as one more column, against the columns' row of ones
             wg = np.concatenate([wg, b.reshape(groups, k // groups, 1)], axis=2)
 
@@ -264,14 +299,16 @@ class NumpyBackend(Backend):
         chunks = geo.chunks(x_shape, gy.itemsize)
         gx = None if w is None else np.empty(tuple(x_shape), dtype=np.result_type(gy, w))
         shares = None
-        if x is not None:  # each chunk's gw (and gb), transposed per group: (G, C/G*R*S+1, K/G)
+        if x is not None:  # each chunk's gw (and gb), transposed per group: (G, R*S*C/G+1, K/G)
             share = (groups, int(np.prod(w_shape[1:])) + bias, k // groups)
             shares = np.empty((len(chunks), *share), dtype=np.result_type(gy, x))
+
+        wt = None if w is None else np.ascontiguousarray(geo.weights(w).transpose(0, 2, 1))
 
         def gradients(i: int, part: slice) -> None:
             gy_wide = geo.widened(gy[part])
             if gx is not None:
-                gx[part] = geo.input_gradient(gy_wide, w, x_shape[2:])
+                geo.input_gradient(gy_wide, wt, gx[part])
             if shares is not None:  # columns @ gy^T: BLAS's fastest order for these shapes
                 cols = geo.columns(x[part], ones=bias)
                 np.matmul(cols, gy_wide.transpose(0, 1, 3, 2)).sum(axis=0, out=shares[i])
@@ -279,8 +316,8 @@ class NumpyBackend(Backend):
         _each_chunk(chunks, n, gradients)
         if shares is None:
             return gx, None, None
-        total = shares.sum(axis=0).transpose(0, 2, 1)  # (G, K/G, C/G*R*S (+1))
-        gw = total[..., : total.shape[2] - bias].reshape(w_shape)
+        total = shares.sum(axis=0).transpose(0, 2, 1)  # (G, K/G, R*S*C/G (+1))
+        gw = geo.weights_back(total[..., : total.shape[2] - bias], w_shape)
         gb = total[..., -1].reshape(k) if bias else None
         return gx, gw, gb
 
