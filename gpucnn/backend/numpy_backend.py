@@ -147,17 +147,15 @@ class _ConvGeometry(NamedTuple):
         return cols[..., : self.length]
 
     def widened(self, gy: np.ndarray) -> np.ndarray:
-        """gy (n, K, Ho, Wo) -> (n, G, K/G, Ho*row), zero in the extra columns of wide rows."""
+        """gy (n, K, Ho, Wo) -> (n, G, K/G, Ho*row), zero in the extra columns of wide rows (gy
+        itself, reshaped, with compact rows)."""
         n, k, ho, wo = gy.shape
+        if not self.wide:
+            return gy.reshape(n, self.groups, k // self.groups, -1)
         out = np.empty((n, k, ho, self.row), dtype=gy.dtype)
         out[..., :wo] = gy
         out[..., wo:] = 0
         return out.reshape(n, self.groups, k // self.groups, -1)
-
-    def cropped(self, product: np.ndarray) -> np.ndarray:
-        """A product's (n, G, K/G, Ho*row) rows as an (n, K, Ho, Wo) view, extra columns cut."""
-        planes = product.reshape(len(product), -1, self.out_hw[0], self.row)
-        return planes[..., : self.out_hw[1]]
 
     def input_gradient(self, gy_wide: np.ndarray, wt: np.ndarray, out: np.ndarray) -> None:
         """gx of a chunk into out (n, C, H, W), from :meth:`widened` gy and the transposed
@@ -240,53 +238,60 @@ class NumpyBackend(Backend):
 
     # ------------------------------------------------------------ convolution
     @staticmethod
-    def _conv_geometry(x_shape, w_shape, stride, padding, dilation, groups) -> _ConvGeometry:
+    def _conv_geometry(
+        x_shape, w_shape, stride, padding, dilation, groups, wide: bool
+    ) -> _ConvGeometry:
+        """The pass's geometry; ``wide`` asks for wide rows, which only stride 1 has. Forward
+        runs compact (the product lands in y's layout: at batch 256, conv2 of tutorial-mnist
+        2.9 ms against 3.6 wide); backward runs wide (each tap of the input gradient adds back
+        one contiguous run), its weight gradient too whether or not the input gradient is made,
+        so that a layer's parameter gradients never depend on that."""
         kernel = (w_shape[2], w_shape[3])
         out_hw = window_output_shape(x_shape[2:], kernel, stride, padding, dilation, "conv2d")
         padded = (x_shape[2] + sum(padding[0]), x_shape[3] + sum(padding[1]))
-        wide = tuple(stride) == (1, 1)
+        wide = wide and tuple(stride) == (1, 1)
         return _ConvGeometry(kernel, dilation, out_hw, padded, wide, stride, padding, groups)
 
     def conv2d_forward(self, x, w, b, stride, padding, dilation, groups, relu=False):
         return self.conv2d_forward_saving(x, w, b, stride, padding, dilation, groups, relu)[0]
 
     def conv2d_forward_saving(self, x, w, b, stride, padding, dilation, groups, relu=False):
-        """Forward; what it keeps for :meth:`conv2d_backward_saved` is the geometry and x."""
+        """Forward; what it keeps for :meth:`conv2d_backward_saved` is x."""
         n, k = x.shape[0], w.shape[0]
-        geo = self._conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
+        geo = self._conv_geometry(x.shape, w.shape, stride, padding, dilation, groups, False)
         y = np.empty((n, k, *geo.out_hw), dtype=np.result_type(x, w))
         wg = geo.weights(w)
         if b is not None:  # the bias as one more column, against the columns' row of ones
             wg = np.concatenate([wg, b.reshape(groups, k // groups, 1)], axis=2)
 
-        def compute(_: int, part: slice) -> None:  # the product (with bias), ReLU, rows cropped
-            product = geo.cropped(np.matmul(wg, geo.columns(x[part], ones=b is not None)))
+        def compute(_: int, part: slice) -> None:  # the product (with bias) into y, ReLU
+            out = y[part]
+            cols = geo.columns(x[part], ones=b is not None)
+            np.matmul(wg, cols, out=out.reshape(cols.shape[:2] + (k // groups, -1)))
             if relu:
-                np.maximum(product, 0, out=y[part])
-            else:
-                y[part] = product
+                np.maximum(out, 0, out=out)
 
         _each_chunk(geo.chunks(x.shape, y.itemsize), n, compute)
-        return y, (geo, x)
+        return y, x
 
     def conv2d_backward_input(self, gy, w, x_shape, stride, padding, dilation, groups):
-        geo = self._conv_geometry(x_shape, w.shape, stride, padding, dilation, groups)
+        geo = self._conv_geometry(x_shape, w.shape, stride, padding, dilation, groups, True)
         return self._conv_backward(gy, geo, x_shape, w.shape, w=w)[0]
 
     def conv2d_backward_weight(self, gy, x, w_shape, stride, padding, dilation, groups):
-        geo = self._conv_geometry(x.shape, w_shape, stride, padding, dilation, groups)
+        geo = self._conv_geometry(x.shape, w_shape, stride, padding, dilation, groups, True)
         return self._conv_backward(gy, geo, x.shape, w_shape, x=x)[1]
 
     def conv2d_backward_params(self, gy, x, w_shape, stride, padding, dilation, groups):
-        geo = self._conv_geometry(x.shape, w_shape, stride, padding, dilation, groups)
+        geo = self._conv_geometry(x.shape, w_shape, stride, padding, dilation, groups, True)
         return self._conv_backward(gy, geo, x.shape, w_shape, x=x, bias=True)[1:]
 
     def conv2d_backward_saved(
         self, gy, saved, w, x_shape, stride, padding, dilation, groups, input_grad=True, bias=True
     ):
-        geo, x = saved
+        geo = self._conv_geometry(x_shape, w.shape, stride, padding, dilation, groups, True)
         w_input = w if input_grad else None
-        return self._conv_backward(gy, geo, x_shape, w.shape, w=w_input, x=x, bias=bias)
+        return self._conv_backward(gy, geo, x_shape, w.shape, w=w_input, x=saved, bias=bias)
 
     @staticmethod
     def _conv_backward(gy, geo: _ConvGeometry, x_shape, w_shape, w=None, x=None, bias=False):
