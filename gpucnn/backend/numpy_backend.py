@@ -1,13 +1,17 @@
-"""The CPU backend: sliding windows in NumPy, as strided views and batched matrix products.
+"""The CPU backend: sliding windows in NumPy, as strided views and matrix products.
 
-Convolution is im2col: the windows of the padded input are gathered once into a
-(groups, C/groups*R*S, N*Ho*row) matrix, so forward and both backward passes are each one large
-matrix product (BLAS) per group. With stride 1 each kernel tap is a contiguous run of the flattened
-planes (rows computed Wp wide, the extra columns cropped), so the gather copies long runs; other
-strides gather from a strided view. Backward-input and pooling loop over the kernel taps (9 for a
-3x3 kernel), each a vectorised add; no Python loop touches pixels or samples. For batches of 128
-and more, the gathers, scatters, pooling, layout copies and the conv products themselves run on
-batch slices in parallel threads, BLAS held to one thread meanwhile (:mod:`.cpu_threads`).
+Convolution is im2col, one chunk of samples at a time (about _CHUNK_BYTES of columns, so a
+chunk's columns and products stay in cache): each sample's windows are gathered into a tap-major
+(G, R*S*C/G, Ho*Wo) matrix and every pass is one matrix product per sample and group (BLAS),
+written straight into NCHW, with no layout transposes on the way in or out. The bias rides in
+the products (a row of ones in the columns). The input gradient runs on wide rows (stride 1:
+rows Wp wide, the extra columns zero), where each kernel tap is one contiguous run of a group's
+flattened planes, so col2im is one contiguous add per tap. Backward gathers the columns again
+rather than keeping the whole im2col matrix from forward. Pooling loops over the kernel taps (4
+for 2x2), each a vectorised pass; no Python loop touches pixels or samples. For batches of
+MIN_BATCH (64) and more, the chunks and batch slices run in parallel threads, BLAS held to one
+thread meanwhile (:mod:`.cpu_threads`); a chunk's share of a weight gradient is summed in chunk
+order, so results do not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -56,11 +60,11 @@ def _windows(
 class _ConvGeometry(NamedTuple):
     """One convolution's sizes and arguments, and its passes over a chunk of samples.
 
-    Sizes: kernel, dilation, output and padded input (h, w), and whether the im2col rows are
-    ``wide`` (stride 1: the padded width, extra columns cropped) or compact. The im2col matrix
-    of a sample is (G, R*S*C/G, Ho*row), tap-major: a tap's rows for all of a group's channels
-    lie together, so that with stride 1 each tap is one contiguous copy from the group's
-    flattened planes, and each tap of the input gradient one contiguous add back into them.
+    Sizes: kernel, dilation, output and padded input (h, w), and whether rows are ``wide``
+    (stride 1, input gradient only: rows Wp wide, the extra columns zero) or compact (Wo). A
+    sample's im2col matrix is tap-major, (G, R*S*C/G, Ho*row): a tap's rows for all of a group's
+    channels lie together, so that with wide rows each tap of the input gradient adds back as
+    one contiguous run over the group's flattened planes.
     """
 
     kernel: Pair
@@ -85,15 +89,10 @@ class _ConvGeometry(NamedTuple):
     @property
     def plane(self) -> int:
         """Stride of the channels in flattened padded planes: the plane, and with wide rows the
-        overrun of the last tap's run, so that a tap's run stays within its channel's plane."""
+        overrun of the last tap's run, so that a tap's run stays within its channel's plane
+        (the last channel's overrun: :meth:`_flat_planes`)."""
         overrun = (self.kernel[1] - 1) * self.dilation[1] if self.wide else 0
         return self.padded[0] * self.padded[1] + overrun
-
-    @property
-    def run(self) -> int:
-        """Row length of the im2col buffers: with wide rows a tap's whole run over one channel
-        (one contiguous copy per tap), its first ``length`` columns the real ones."""
-        return self.plane if self.wide else self.length
 
     def with_wide_rows(self) -> _ConvGeometry:
         """This geometry with wide rows where it can have them (stride 1)."""
@@ -108,7 +107,7 @@ class _ConvGeometry(NamedTuple):
         """The batch of x_shape cut into chunks whose im2col matrix takes about _CHUNK_BYTES; the
         chunks depend on the shapes alone, never on the thread count."""
         n, c = x_shape[:2]
-        per_sample = itemsize * c * self.kernel[0] * self.kernel[1] * self.run
+        per_sample = itemsize * c * self.kernel[0] * self.kernel[1] * self.length
         size = max(1, _CHUNK_BYTES // per_sample)
         return [slice(lo, min(lo + size, n)) for lo in range(0, n, size)]
 
@@ -125,30 +124,21 @@ class _ConvGeometry(NamedTuple):
         return per_group.transpose(0, 1, 4, 2, 3).reshape(w_shape)
 
     def columns(self, x: np.ndarray, ones: bool = False) -> np.ndarray:
-        """im2col of the samples x: (n, G, R*S*C/G, Ho*row), so that each pass is one matrix
-        product per sample and group, with no layout change on the way in or out. ``ones``: one
-        more row of ones per group, so that a product with the bias as one more column of the
-        weights adds the bias, and a product with gy sums the bias gradient."""
+        """im2col of the samples x, compact rows: (n, G, R*S*C/G, Ho*Wo), so that each pass is
+        one matrix product per sample and group, with no layout change on the way in or out.
+        ``ones``: one more row of ones per group, so that a product with the bias as one more
+        column of the weights adds the bias, and a product with gy sums the bias gradient."""
         (kh, kw), (n, c), g = self.kernel, x.shape[:2], self.groups
         cg = c // g
-        cols = np.empty((n, g, kh * kw * cg + ones, self.run), dtype=x.dtype)
+        cols = np.empty((n, g, kh * kw * cg + ones, self.length), dtype=x.dtype)
         if ones:
             cols[:, :, -1] = 1
-        if self.wide:
-            # Stride 1: tap (r, s) of every output is a run of the flattened padded planes,
-            # shifted by r*dh*Wp + s*dw, rows Wp wide (the extra columns wrap into the next row
-            # and are cropped from the result); over a group's channels, one contiguous run.
-            flat, planes = self._flat_planes(n, c, x.dtype)
-            planes[(..., *self._inside(x.shape[2:]))] = x.reshape(n, g, cg, *x.shape[2:])
-            for t, start in enumerate(self.tap_offsets()):
-                taps = cols[:, :, t * cg : (t + 1) * cg].reshape(n, g, -1)  # a view: rows whole
-                taps[...] = flat[..., start : start + cg * self.plane]
-        else:
-            xp = _pad(x, self.padding)
-            windows = _windows(xp, self.kernel, self.stride, self.dilation, self.out_hw)
-            windows = windows.reshape(n, g, cg, kh, kw, *self.out_hw).transpose(0, 1, 3, 4, 2, 5, 6)
-            cols[:, :, : kh * kw * cg].reshape(n, g, kh, kw, cg, *self.out_hw)[...] = windows
-        return cols[..., : self.length]
+        windows = _windows(
+            _pad(x, self.padding), self.kernel, self.stride, self.dilation, self.out_hw
+        )
+        windows = windows.reshape(n, g, cg, kh, kw, *self.out_hw).transpose(0, 1, 3, 4, 2, 5, 6)
+        cols[:, :, : kh * kw * cg].reshape(n, g, kh, kw, cg, *self.out_hw)[...] = windows
+        return cols
 
     def widened(self, gy: np.ndarray) -> np.ndarray:
         """gy (n, K, Ho, Wo) -> (n, G, K/G, Ho*row), zero in the extra columns of wide rows (gy
@@ -167,8 +157,10 @@ class _ConvGeometry(NamedTuple):
         where they were gathered from (col2im)."""
         kw, g, (n, c) = self.kernel[1], self.groups, out.shape[:2]
         cg = c // g
-        gcols = np.empty((n, g, wt.shape[1], self.run), dtype=out.dtype)
-        gcols[..., self.length :] = 0  # a run's overrun adds zeros into the next plane
+        # Wide rows: a tap's run over one channel is a whole plane long, of which the first
+        # ``length`` columns are the product's; the overrun adds zeros into the next plane.
+        gcols = np.empty((n, g, wt.shape[1], self.plane if self.wide else self.length), out.dtype)
+        gcols[..., self.length :] = 0
         np.matmul(wt, gy_wide, out=gcols[..., : self.length])
         flat, planes = self._flat_planes(n, c, out.dtype)
         for t, start in enumerate(self.tap_offsets()):
@@ -197,9 +189,9 @@ class _ConvGeometry(NamedTuple):
 
 # Bytes of im2col matrix per chunk of samples. Each conv pass runs chunk by chunk (gather the
 # chunk's columns, multiply, write its outputs or gradients), so the columns and the product stay
-# in a core's L2 cache instead of making round trips to memory; backward gathers the columns again
-# rather than keeping the whole matrix from forward. Measured on tutorial-mnist's step at batch 256
-# (2 cores, 2 MiB L2 each): TUNING.
+# near the core instead of making round trips to memory. tutorial-mnist's step at batch 256 (2
+# cores, 2 MiB L2 each), runs interleaved: 1 MiB 23.0-24.0 ms, 1.5 MiB 22.2-22.5, 2 MiB 22.0-22.8;
+# 512 KiB 26.4-26.8 (many small products, and the threads scale worse on short passes).
 _CHUNK_BYTES = 1 << 21
 
 
