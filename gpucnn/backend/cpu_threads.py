@@ -1,15 +1,13 @@
 """Intra-op threads of the CPU backend: one op's batch split into slices that run side by side.
 
 NumPy runs each elementwise pass, gather and scatter on one core; only BLAS uses several. Like
-PyTorch's intra-op parallelism, the CPU backend splits the batch of its memory-bound passes
-(pooling, im2col and the layout copies around the matrix products) into one slice per thread,
-for batches of at least MIN_BATCH samples.
-The matrix products around them run on the same slices, with BLAS held to one thread meanwhile:
-BLAS's own threads keep spinning for a while after each call, and on the same cores they would
-slow the slices down instead. NumPy releases the GIL inside all of these, so the slices run at
-once. Each slice writes only its own samples' rows (its own columns of a weight gradient). A
-product over a slice may round differently from one over the whole batch, as BLAS's own threads
-may: results agree across thread counts to rounding, not bit for bit.
+PyTorch's intra-op parallelism, the CPU backend splits the batch of its passes (pooling; the
+convolutions' chunks of samples, each gathered, multiplied and written back) among its threads,
+for batches of at least MIN_BATCH samples, with BLAS held to one thread meanwhile: BLAS's own
+threads keep spinning for a while after each call, and on the same cores they would slow the
+slices down instead. NumPy releases the GIL inside all of these, so the slices run at once. Each
+slice writes only its own samples' rows (a convolution chunk its own share of a weight gradient,
+summed in chunk order afterwards), so results are the same bits for any thread count.
 
 ``GPUCNN_CPU_THREADS`` (default: the cores this process may run on) sets the count; 1 runs every
 op in the calling thread. ``gpucnn bench --threads N`` sets it with PyTorch's.
