@@ -3,6 +3,7 @@ bandwidth suite's fractions of the copy, the compile suite (GPU only), the tutor
 algorithm. Smoke tests with tiny sizes: no timing is asserted."""
 
 import json
+import os
 import time
 
 import numpy as np
@@ -248,3 +249,17 @@ def test_host_clock_settles_and_warms_before_timing(monkeypatch):
     monkeypatch.setattr(timing, "SETTLE_S", 0.25)
     timing.HostClock().seconds(lambda: None, 1)
     assert slept == [0.5, 0.5, 0.25]  # no settle_s of its own: the module's
+
+
+def test_environment_records_the_allocator_settings(monkeypatch):
+    """glibc's MALLOC_* settings change a CPU step's time (page faults on fresh buffers), so a
+    run that sets them says so in its header and JSON; a run without them shows none."""
+    from gpucnn.bench.report import environment, header
+
+    for key in [k for k in os.environ if k.startswith("MALLOC_")]:
+        monkeypatch.delenv(key)
+    assert "malloc" not in environment("cpu")
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "67108864")
+    env = environment("cpu")
+    assert env["malloc"] == "MALLOC_MMAP_THRESHOLD_=67108864"
+    assert "malloc MALLOC_MMAP_THRESHOLD_=67108864" in header(env, "step")

@@ -153,6 +153,11 @@ def environment(device: str) -> dict:
         "torch": _version("torch"),
         "cupy": next(filter(None, map(_version, ("cupy-cuda12x", "cupy-cuda13x", "cupy"))), None),
     }
+    # glibc's allocator settings: they decide whether large buffers come back as fresh pages
+    # (a page fault each) on every step, which moved PyTorch's CPU step by 25% here.
+    malloc = {k: v for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")}
+    if malloc:
+        env["malloc"] = " ".join(f"{k}={v}" for k, v in malloc.items())
     try:
         import torch
 
@@ -165,7 +170,7 @@ def environment(device: str) -> dict:
 
 
 def header(env: dict, suite: str) -> str:
-    keys = ("device", "commit", "date", "numpy", "torch", "cupy", "torch_threads", "gpu")
+    keys = ("device", "commit", "date", "numpy", "torch", "cupy", "torch_threads", "gpu", "malloc")
     return f"gpucnn bench --suite {suite}: " + ", ".join(
         f"{k} {env[k]}" for k in keys if env.get(k) is not None
     )
