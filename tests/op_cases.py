@@ -401,7 +401,12 @@ def avg_pool_case(name, x_shape, kernel, stride, padding=(0, 0)):
         )
 
     sample = _pool_sample(x_shape, kernel, stride, padding, name)
-    return OpCase(f"avg_pool2d_{name}", sample, run, SUMS, reference, torch_fn, gradient)
+    # A window's mean of distinct values in (-2, 2) can cancel to rounding noise (seen in random
+    # configurations: x (1, 1, 2, 5) with a 3x4 window, 1e-9 against 1e-8): errors are measured
+    # against the summands' size, as for convolution.
+    return OpCase(
+        f"avg_pool2d_{name}", sample, run, SUMS, reference, torch_fn, gradient, scale_floor=1.0
+    )
 
 
 POOL_CONFIGS = [  # name, x shape, kernel, stride, padding
