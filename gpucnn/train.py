@@ -208,7 +208,7 @@ def train_epoch(model, loss_fn, optimizer, loader: DataLoader, bar, step=None):
 
 def evaluate(model, loader: DataLoader) -> tuple[float, float]:
     """(mean loss, accuracy) of ``model`` in eval mode over ``loader``."""
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss().eval()  # the loss alone, no gradient
     was_training = model.training
     model.eval()
     sums, seen = [0.0, 0], 0

@@ -172,3 +172,18 @@ def test_optimizer_state_follows_the_model_to_another_device():
     opt.step()
     assert all(emu.owns(s["momentum_buffer"]) for s in opt.state)
     assert all(emu.owns(p.data) for p in layer.parameters())
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_in_eval_mode_gives_the_loss_alone(backend, rng, smoothing):
+    """Evaluation needs no gradient: the same loss as in training mode, and backward after it
+    is refused with the reason instead of returning a stale gradient."""
+    logits = backend.asarray(rng.standard_normal((5, 4)).astype(np.float32))
+    labels = backend.asarray(rng.integers(0, 4, 5))
+    loss_fn = nn.CrossEntropyLoss(smoothing)
+    trained = float(loss_fn(logits, labels))
+    assert loss_fn.backward().shape == (5, 4)
+    evaluated = float(loss_fn.eval()(logits, labels))
+    assert evaluated == pytest.approx(trained, rel=1e-6)
+    with pytest.raises(RuntimeError, match="eval mode"):
+        loss_fn.backward()

@@ -16,6 +16,7 @@ class CrossEntropyLoss(Module):
     [0, K); on the GPU each costs a device-to-host read per call. A training loop whose labels
     were validated up front turns both off and checks the loss when it reads it anyway, as
     ``gpucnn.train`` does (an unchecked bad label gives a NaN loss on the GPU, never a stray read).
+    In eval mode (``.eval()``) it computes the loss alone, without the gradient.
     """
 
     def __init__(
@@ -31,10 +32,14 @@ class CrossEntropyLoss(Module):
         self._backend, self._labels = F.cross_entropy_arguments(
             logits, labels, smoothing, self.check_labels
         )
-        # The gradient comes with the loss (one launch for both on the GPU); backward returns it.
-        loss, self._grad = self._backend.softmax_cross_entropy_train(
-            logits, self._labels, smoothing
-        )
+        if self.training:
+            # The gradient comes with the loss (one launch for both on the GPU); backward returns it.
+            loss, self._grad = self._backend.softmax_cross_entropy_train(
+                logits, self._labels, smoothing
+            )
+        else:  # evaluation: the loss alone
+            loss = self._backend.softmax_cross_entropy_forward(logits, self._labels, smoothing)[0]
+            self._grad = None
         if self.check_finite and not bool(self._backend.xp.isfinite(loss)):
             raise ValueError(
                 f"cross-entropy loss is {float(loss)}: the logits {tuple(logits.shape)} contain "
@@ -43,4 +48,9 @@ class CrossEntropyLoss(Module):
         return loss
 
     def backward(self, grad_out=None):
+        if self._grad is None:
+            raise RuntimeError(
+                "CrossEntropyLoss.backward: the last forward ran in eval mode, which computes the "
+                "loss alone; call .train() on the loss before the forward whose gradient you need"
+            )
         return self._grad if grad_out is None else self._grad * grad_out
