@@ -99,6 +99,24 @@ def _add_train(sub) -> None:
         "--dataset", choices=dataset_names(), help="default: the model's dataset, or lines"
     )
     p.add_argument("--model", choices=model_names(), help="default: the dataset's model")
+    add_recipe_arguments(p)
+    p.add_argument("--out", metavar="DIR", help="output folder (default runs/DATASET-MODEL)")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/model.npz")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="record the training step once as a CUDA graph and replay it (device cuda; "
+        "cuda-emu checks the step without a GPU)",
+    )
+    _add_device(p)
+    _add_data_dir(p)
+    p.set_defaults(func=_train)
+
+
+def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """The training options a model's recipe sets (unset ones come from the recipe), the seed
+    and the data subset; shared with scripts/sweep_fashion_net.py."""
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="learning rate")
@@ -115,20 +133,8 @@ def _add_train(sub) -> None:
         "--label-smoothing", type=float, metavar="E", help="train towards (1-E)*onehot + E/classes"
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", metavar="DIR", help="output folder (default runs/DATASET-MODEL)")
-    p.add_argument("--resume", action="store_true", help="continue from DIR/model.npz")
     p.add_argument("--train-size", type=int, metavar="N", help="use the first N training images")
     p.add_argument("--test-size", type=int, metavar="N", help="use the first N test images")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    p.add_argument(
-        "--cuda-graph",
-        action="store_true",
-        help="record the training step once as a CUDA graph and replay it (device cuda; "
-        "cuda-emu checks the step without a GPU)",
-    )
-    _add_device(p)
-    _add_data_dir(p)
-    p.set_defaults(func=_train)
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:

@@ -18,8 +18,9 @@ import copy
 import json
 from pathlib import Path
 
+from gpucnn.cli import DEVICES, add_recipe_arguments
 from gpucnn.nn import zoo
-from gpucnn.train import AUGMENT_CHOICES, OPTIMIZERS, SCHEDULES, TrainConfig, fit
+from gpucnn.train import TrainConfig, fit
 
 
 def _with_conv_dropout(layers: list) -> list:
@@ -61,19 +62,8 @@ def register(arch: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=sorted(ARCHS), default="base")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--optimizer", choices=OPTIMIZERS)
-    parser.add_argument("--momentum", type=float)
-    parser.add_argument("--weight-decay", type=float)
-    parser.add_argument("--schedule", choices=SCHEDULES)
-    parser.add_argument("--augment", choices=AUGMENT_CHOICES)
-    parser.add_argument("--label-smoothing", type=float)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-size", type=int)
-    parser.add_argument("--test-size", type=int)
-    parser.add_argument("--device", default="cpu")
+    add_recipe_arguments(parser)
+    parser.add_argument("--device", choices=DEVICES, default="cpu")
     parser.add_argument("--data-dir")
     parser.add_argument("--out", required=True)
     args = vars(parser.parse_args())
