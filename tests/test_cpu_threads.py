@@ -79,3 +79,32 @@ def test_without_threadpoolctl_ops_stay_in_one_thread(thread_count, monkeypatch)
     parts = []
     cpu_threads.for_slices(256, 256, parts.append)
     assert parts == [slice(0, 256)]
+
+
+def test_training_steps_are_bit_identical_for_any_thread_count(thread_count):
+    """What the README promises for --resume on the CPU: three training steps of tutorial-mnist
+    (batch 96: split into slices and chunks) give the same weights bit for bit on 1 and 3
+    threads."""
+    from gpucnn import optim
+    from gpucnn.backend import get_backend
+    from gpucnn.nn.zoo import build_model
+    from gpucnn.train import train_step, training_loss
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((96, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, 96)
+    weights = []
+    for threads in (1, 3):
+        thread_count(threads)
+        model = build_model("tutorial-mnist", rng=0).to(get_backend("cpu"))
+        step = train_step(
+            model, training_loss(0.1), optim.SGD(model.parameters(), 0.05, momentum=0.9)
+        )
+        for _ in range(3):
+            step(x, y)
+        weights.append(model.state_dict())
+    for key, value in weights[0].items():
+        assert np.array_equal(value, weights[1][key]), f"{key} differs between 1 and 3 threads"
+    assert not np.array_equal(
+        weights[0]["0.weight"], build_model("tutorial-mnist", rng=0).state_dict()["0.weight"]
+    )  # the steps did train
