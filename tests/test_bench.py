@@ -4,7 +4,10 @@ algorithm. Smoke tests with tiny sizes: no timing is asserted."""
 
 import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -263,3 +266,18 @@ def test_environment_records_the_allocator_settings(monkeypatch):
     env = environment("cpu")
     assert env["malloc"] == "MALLOC_MMAP_THRESHOLD_=67108864"
     assert "malloc MALLOC_MMAP_THRESHOLD_=67108864" in header(env, "step")
+
+
+def test_profile_script_times_every_op_of_a_step():
+    """scripts/profile_step.py (the per-op profile behind benchmarks/NOTES.md) runs, and its
+    rows cover the step: the convolutions' and pools' calls, each with its wall time."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "profile_step.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--batch-size", "8", "--steps", "2", "--top", "20"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {tuple(line.split()[:2]) for line in result.stdout.splitlines()[2:]}
+    for op in ("conv2d_forward_saving", "conv2d_backward_saved", "max_pool2d_forward"):
+        assert {(op, "0"), (op, "1")} <= rows, result.stdout

@@ -1,0 +1,99 @@
+"""Where a training step's time goes: wall and CPU time of every backend call, per call site.
+
+Trains tutorial-mnist's step as ``gpucnn bench --suite step`` does (same model, optimizer and
+random images) and times each backend method around the call. Rows are (method, call): the n-th
+call of that method within a step, so conv1's and conv2's forwards come apart. "CPU / wall" is
+process CPU time (all threads) over wall time: 2 means both of 2 cores busy throughout. On a GPU
+the calls only enqueue work, so this profiles the host side there.
+
+    python scripts/profile_step.py --batch-size 256 --device cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import resource
+import sys
+import time
+
+import numpy as np
+
+from gpucnn.backend import get_backend
+from gpucnn.bench.training import gpucnn_step, random_images
+
+SKIP = {"asarray", "owns", "to_numpy"}  # bookkeeping, not ops
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def instrument(backend) -> tuple[dict, dict, dict]:
+    """Wrap the backend's public methods (on its class) to add up wall and CPU seconds per
+    (method, n-th call in the step); returns (wall, cpu, calls), calls counting per step. A call
+    made inside another (a default method built on others) counts in the outer one only."""
+    wall, cpu, calls = collections.defaultdict(float), collections.defaultdict(float), {}
+    depth = [0]
+    cls = type(backend)
+    names = {n for klass in cls.__mro__ for n in vars(klass) if not n.startswith("_")}
+    for name in sorted(names - SKIP):
+        method = getattr(cls, name)
+        if not callable(method) or isinstance(method, type):
+            continue
+
+        def timed(*args, _method=method, _name=name, **kwargs):
+            if depth[0]:
+                return _method(*args, **kwargs)
+            key = (_name, calls.get(_name, 0))
+            calls[_name] = key[1] + 1
+            depth[0] += 1
+            c0, t0 = cpu_seconds(), time.perf_counter()
+            try:
+                return _method(*args, **kwargs)
+            finally:
+                wall[key] += time.perf_counter() - t0
+                cpu[key] += cpu_seconds() - c0
+                depth[0] -= 1
+
+        setattr(cls, name, timed)
+    return wall, cpu, calls
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps (after 5 untimed)")
+    parser.add_argument("--top", type=int, default=12, help="rows shown")
+    args = parser.parse_args(argv)
+
+    backend = get_backend(args.device)
+    wall, cpu, calls = instrument(backend)
+    step = gpucnn_step(backend)
+    images = random_images(args.batch_size)
+    x = backend.asarray((images.x.astype(np.float32) - images.mean) / images.std)
+    y = backend.asarray(images.y)
+    for _ in range(5):
+        step(x, y)
+    wall.clear(), cpu.clear()
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    for _ in range(args.steps):
+        calls.clear()
+        step(x, y)
+    step_wall = (time.perf_counter() - t0) / args.steps
+    step_cpu = (cpu_seconds() - c0) / args.steps
+
+    ms = 1e3 / args.steps
+    print(f"{args.device} b{args.batch_size}: step {step_wall * 1e3:.2f} ms wall, "
+          f"{step_cpu * 1e3:.2f} ms CPU; in backend calls {sum(wall.values()) * ms:.2f} ms wall")  # fmt: skip
+    print(f"{'method':32s} {'call':>4s} {'wall ms':>8s} {'CPU ms':>8s} {'CPU / wall':>10s}")
+    for key in sorted(wall, key=wall.get, reverse=True)[: args.top]:
+        ratio = cpu[key] / wall[key] if wall[key] else 0.0
+        print(f"{key[0]:32s} {key[1]:4d} {wall[key] * ms:8.2f} {cpu[key] * ms:8.2f} {ratio:10.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
