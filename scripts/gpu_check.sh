@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One-go check on a machine with an NVIDIA GPU and CuPy, in two phases:
 #   1. the benchmarks, alone on the GPU: ops and train step against PyTorch/cuDNN, bandwidth (ops
-#      vs the device's copy), compile (cold kernel compile, warm first step) and, given DATA_DIR (a
-#      folder with the Fashion-MNIST IDX files), the epoch;
+#      vs the device's copy), compile (cold kernel compile, warm first step), the host time of each
+#      backend call of a step (scripts/profile_step.py) and, given DATA_DIR (a folder with the
+#      Fashion-MNIST IDX files), the epoch;
 #   2. side by side: the zoo models' accuracy runs (given DATA_DIR; tutorial-mnist also with
 #      --cuda-graph) in the background, and in the foreground the GPU test suite (parity, cuda vs
 #      cuda-emu, captured step, > 2^31 elements), compute-sanitizer (memcheck, racecheck,
@@ -43,6 +44,8 @@ if wanted bench; then
         step "bench-$suite" "$PYTHON" -m gpucnn bench --suite "$suite" --device cuda \
             --json "$OUT/bench_$suite.json"
     done
+    # Host time of each backend call of an eager b64 step (the launch overhead the step pays).
+    step profile-host "$PYTHON" scripts/profile_step.py --device cuda --batch-size 64 --top 40
     if [ -n "$DATA_DIR" ]; then
         step bench-epoch "$PYTHON" -m gpucnn bench --suite epoch --device cuda \
             --data-dir "$DATA_DIR" --json "$OUT/bench_epoch.json"
