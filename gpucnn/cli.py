@@ -109,8 +109,8 @@ def _add_train(sub) -> None:
         help="record the training step once as a CUDA graph and replay it (device cuda; "
         "cuda-emu checks the step without a GPU)",
     )
-    _add_device(p)
-    _add_data_dir(p)
+    add_device_argument(p)
+    add_data_dir_argument(p)
     p.set_defaults(func=_train)
 
 
@@ -137,11 +137,11 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-size", type=int, metavar="N", help="use the first N test images")
 
 
-def _add_device(p: argparse.ArgumentParser) -> None:
+def add_device_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=DEVICES, default="cpu", help="default: cpu")
 
 
-def _add_data_dir(p: argparse.ArgumentParser) -> None:
+def add_data_dir_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir", metavar="DIR", help="folder with the IDX files (or set GPUCNN_DATA)"
     )
@@ -156,14 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="test accuracy of a checkpoint")
     p.add_argument("--checkpoint", required=True, metavar="FILE")
     p.add_argument("--dataset", choices=dataset_names(), help="default: the checkpoint's")
-    _add_device(p)
-    _add_data_dir(p)
+    add_device_argument(p)
+    add_data_dir_argument(p)
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("predict", help="classify image files (PNG, JPEG, PGM)")
     p.add_argument("--checkpoint", required=True, metavar="FILE")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    _add_device(p)
+    add_device_argument(p)
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("summary", help="layer shapes and parameter counts of a model")
@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the tutorial's walk-through, saving PNGs")
     p.add_argument("--out", metavar="DIR", default="runs/demo")
-    _add_device(p)
+    add_device_argument(p)
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("info", help="devices, CuPy/CUDA versions, kernel cache")

@@ -1,7 +1,7 @@
 """Where a training step's time goes: wall and CPU time of every backend call, per call site.
 
 Trains tutorial-mnist's step as ``gpucnn bench --suite step`` does (same model, optimizer and
-random images) and times each backend method around the call. Rows are (method, call): the n-th
+random batch) and times each backend method around the call. Rows are (method, call): the n-th
 call of that method within a step, so conv1's and conv2's forwards come apart. "CPU / wall" is
 process CPU time (all threads) over wall time: 2 means both of 2 cores busy throughout. On a GPU
 the calls only enqueue work, so this profiles the host side there.
@@ -13,21 +13,13 @@ from __future__ import annotations
 
 import argparse
 import collections
-import resource
 import sys
 import time
 
-import numpy as np
-
 from gpucnn.backend import get_backend
-from gpucnn.bench.training import gpucnn_step, random_images
+from gpucnn.bench.training import gpucnn_step, random_batch
 
 SKIP = {"asarray", "owns", "to_numpy"}  # bookkeeping, not ops
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def instrument(backend) -> tuple[dict, dict, dict]:
@@ -49,12 +41,12 @@ def instrument(backend) -> tuple[dict, dict, dict]:
             key = (_name, calls.get(_name, 0))
             calls[_name] = key[1] + 1
             depth[0] += 1
-            c0, t0 = cpu_seconds(), time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             try:
                 return _method(*args, **kwargs)
             finally:
                 wall[key] += time.perf_counter() - t0
-                cpu[key] += cpu_seconds() - c0
+                cpu[key] += time.process_time() - c0
                 depth[0] -= 1
 
         setattr(cls, name, timed)
@@ -72,18 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     backend = get_backend(args.device)
     wall, cpu, calls = instrument(backend)
     step = gpucnn_step(backend)
-    images = random_images(args.batch_size)
-    x = backend.asarray((images.x.astype(np.float32) - images.mean) / images.std)
-    y = backend.asarray(images.y)
+    x, y = (backend.asarray(a) for a in random_batch(args.batch_size))
     for _ in range(5):
         step(x, y)
     wall.clear(), cpu.clear()
-    c0, t0 = cpu_seconds(), time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     for _ in range(args.steps):
         calls.clear()
         step(x, y)
     step_wall = (time.perf_counter() - t0) / args.steps
-    step_cpu = (cpu_seconds() - c0) / args.steps
+    step_cpu = (time.process_time() - c0) / args.steps
 
     ms = 1e3 / args.steps
     print(f"{args.device} b{args.batch_size}: step {step_wall * 1e3:.2f} ms wall, "

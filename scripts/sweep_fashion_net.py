@@ -18,7 +18,7 @@ import copy
 import json
 from pathlib import Path
 
-from gpucnn.cli import DEVICES, add_recipe_arguments
+from gpucnn.cli import add_data_dir_argument, add_device_argument, add_recipe_arguments
 from gpucnn.nn import zoo
 from gpucnn.train import TrainConfig, fit
 
@@ -63,8 +63,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=sorted(ARCHS), default="base")
     add_recipe_arguments(parser)
-    parser.add_argument("--device", choices=DEVICES, default="cpu")
-    parser.add_argument("--data-dir")
+    add_device_argument(parser)
+    add_data_dir_argument(parser)
     parser.add_argument("--out", required=True)
     args = vars(parser.parse_args())
     model = register(args.pop("arch"))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pytest
 
 from gpucnn import reference as ref
 from gpucnn.shapes import window_output_shape
@@ -104,6 +105,10 @@ def assert_outputs_close(
             f"{label}: max|diff|/max|want| = {err:.3g} > {case.tol(dtype):g} "
             f"(worst at {at}: got {actual[at]!r}, want {expected[at]!r}); tolerance: {case.tol.why}"
         )
+
+
+# The float types every table runs in, as test ids.
+DTYPES = [pytest.param(np.float32, id="f32"), pytest.param(np.float64, id="f64")]
 
 
 # ------------------------------------------------------------------------------ input helpers
@@ -833,15 +838,39 @@ def _delta(out: Outputs, d: Inputs) -> Outputs:
     return {**out, "delta": np.asarray(out["p"], np.float64) - np.asarray(d["p"], np.float64)}
 
 
-def _torch_optimise(d, make, state_keys) -> Outputs:
+def _torch_steps(ps, grads, make, state_keys) -> tuple[list, dict]:
+    """PyTorch's optimizer ``make(parameters)`` over host arrays ``ps``, one step per entry of
+    ``grads`` (a gradient per parameter): the parameters and, per name in ``state_keys``, the
+    optimizer's state of each parameter."""
     torch, _ = _torch()
-    p = torch.nn.Parameter(torch.from_numpy(np.array(d["p"])))
-    opt = make([p])
-    for g in d["grads"]:
-        p.grad = torch.from_numpy(np.array(g))
+    params = [torch.nn.Parameter(torch.from_numpy(np.array(p))) for p in ps]
+    opt = make(params)
+    for step_grads in grads:
+        for p, g in zip(params, step_grads, strict=True):
+            p.grad = torch.from_numpy(np.array(g))
         opt.step()
-    state = {k: opt.state[p][src] for k, src in state_keys.items()}
-    return _delta(_numpy(p=p, **state), d)
+    states = {k: [opt.state[p][src] for p in params] for k, src in state_keys.items()}
+    return [p.detach() for p in params], states
+
+
+def _torch_optimise(d, make, state_keys) -> Outputs:
+    ps, states = _torch_steps([d["p"]], [[g] for g in d["grads"]], make, state_keys)
+    return _delta(_numpy(p=ps[0], **{k: v[0] for k, v in states.items()}), d)
+
+
+def _torch_sgd(lr, momentum, nesterov, weight_decay):
+    """``make`` for :func:`_torch_steps`: PyTorch's SGD with these hyper-parameters."""
+    torch, _ = _torch()
+    return lambda ps: torch.optim.SGD(
+        ps, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
+    )
+
+
+def _torch_adam(lr, betas, eps, weight_decay, decoupled):
+    """``make`` for :func:`_torch_steps`: PyTorch's Adam, or AdamW when ``decoupled``."""
+    torch, _ = _torch()
+    cls = torch.optim.AdamW if decoupled else torch.optim.Adam
+    return lambda ps: cls(ps, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
 def _sgd_case(name, momentum=0.0, nesterov=False, weight_decay=0.0, lr=0.1) -> OpCase:
@@ -864,10 +893,7 @@ def _sgd_case(name, momentum=0.0, nesterov=False, weight_decay=0.0, lr=0.1) -> O
         return _delta(out, d)
 
     def torch_fn(d):
-        torch, _ = _torch()
-        make = lambda ps: torch.optim.SGD(  # noqa: E731
-            ps, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
-        )
+        make = _torch_sgd(lr, momentum, nesterov, weight_decay)
         return _torch_optimise(d, make, {"velocity": "momentum_buffer"} if momentum else {})
 
     return OpCase(f"sgd_{name}", _optim_sample(), run, OPTIM, reference, torch_fn)
@@ -893,9 +919,7 @@ def _adam_case(name, weight_decay=0.0, decoupled=False, lr=0.05, betas=(0.9, 0.9
         return _delta({"p": p, "m": m, "v": v}, d)
 
     def torch_fn(d):
-        torch, _ = _torch()
-        cls = torch.optim.AdamW if decoupled else torch.optim.Adam
-        make = lambda ps: cls(ps, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)  # noqa: E731
+        make = _torch_adam(lr, betas, eps, weight_decay, decoupled)
         return _torch_optimise(d, make, {"m": "exp_avg", "v": "exp_avg_sq"})
 
     return OpCase(name, _optim_sample(), run, OPTIM, reference, torch_fn)
@@ -924,15 +948,8 @@ def _many_outputs(d: Inputs, ps, **states) -> Outputs:
 
 
 def _torch_optimise_many(d, make, state_keys) -> Outputs:
-    torch, _ = _torch()
-    ps = [torch.nn.Parameter(torch.from_numpy(np.array(p))) for p in d["ps"]]
-    opt = make(ps)
-    for grads in d["grads"]:
-        for p, g in zip(ps, grads, strict=True):
-            p.grad = torch.from_numpy(np.array(g))
-        opt.step()
-    states = {k: [opt.state[p][src] for p in ps] for k, src in state_keys.items()}
-    return _many_outputs(d, [p.detach() for p in ps], **states)
+    ps, states = _torch_steps(d["ps"], d["grads"], make, state_keys)
+    return _many_outputs(d, ps, **states)
 
 
 def _sgd_many_case(momentum=0.9, nesterov=True, weight_decay=0.01, lr=0.1) -> OpCase:
@@ -959,10 +976,7 @@ def _sgd_many_case(momentum=0.9, nesterov=True, weight_decay=0.01, lr=0.1) -> Op
         return _many_outputs(d, ps, velocity=velocities)
 
     def torch_fn(d):
-        torch, _ = _torch()
-        make = lambda ps: torch.optim.SGD(  # noqa: E731
-            ps, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
-        )
+        make = _torch_sgd(lr, *hyper)
         return _torch_optimise_many(d, make, {"velocity": "momentum_buffer"})
 
     return OpCase("sgd_many", _many_sample, run, OPTIM, reference, torch_fn)
@@ -992,10 +1006,7 @@ def _adamw_many_case(weight_decay=0.05, lr=0.05, betas=(0.9, 0.999), eps=1e-8) -
         return _many_outputs(d, ps, m=ms, v=vs)
 
     def torch_fn(d):
-        torch, _ = _torch()
-        make = lambda ps: torch.optim.AdamW(  # noqa: E731
-            ps, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay
-        )
+        make = _torch_adam(lr, betas, eps, weight_decay, True)
         return _torch_optimise_many(d, make, {"m": "exp_avg", "v": "exp_avg_sq"})
 
     return OpCase("adamw_many", _many_sample, run, OPTIM, reference, torch_fn)

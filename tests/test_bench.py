@@ -233,25 +233,24 @@ def test_host_clock_settles_and_warms_before_timing(monkeypatch):
     slept, calls = [], []
     monkeypatch.setattr(timing.time, "sleep", slept.append)
     monkeypatch.setattr(timing, "REWARM_S", 0.0)
-    clock = timing.HostClock(settle_s=0.5)
+    monkeypatch.setattr(timing, "SETTLE_S", 0.5)
+    clock = timing.HostClock()
     assert clock.seconds(lambda: calls.append(1), 3) >= 0
     assert slept == [0.5] and len(calls) == 4  # one untimed call at the least
     monkeypatch.setattr(timing, "REWARM_S", 0.05)
     calls.clear()
-    timed = []
 
     def call() -> None:  # 10 ms a call: five untimed calls fill the 50 ms
         calls.append(time.perf_counter())
         while time.perf_counter() < calls[-1] + 0.01:
             pass
-        timed.append(time.perf_counter())
 
     clock.seconds(call, 2)
     assert 5 <= len(calls) - 2 <= 6
     assert calls[-2] - calls[0] >= 0.05  # the first timed call starts after the rewarming
     monkeypatch.setattr(timing, "SETTLE_S", 0.25)
     timing.HostClock().seconds(lambda: None, 1)
-    assert slept == [0.5, 0.5, 0.25]  # no settle_s of its own: the module's
+    assert slept == [0.5, 0.5, 0.25]  # the module's SETTLE_S, read at each sample
 
 
 def test_environment_records_the_allocator_settings(monkeypatch):

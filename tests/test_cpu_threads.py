@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from op_cases import CASES
+from op_cases import CASES, DTYPES
 
 from gpucnn.backend import cpu_threads, numpy_backend
-
-DTYPES = [pytest.param(np.float32, id="f32"), pytest.param(np.float64, id="f64")]
 
 
 @pytest.fixture

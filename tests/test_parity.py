@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from op_cases import CASES, assert_outputs_close
+from op_cases import CASES, DTYPES, assert_outputs_close
 
 from gpucnn import reference as ref
-
-DTYPES = [pytest.param(np.float32, id="f32"), pytest.param(np.float64, id="f64")]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from op_cases import REFERENCE_CASES, assert_outputs_close
+from op_cases import DTYPES, REFERENCE_CASES, assert_outputs_close
 
 from gpucnn import reference as ref
 from gpucnn.backend import numpy_backend
 
 
-@pytest.mark.parametrize(
-    "dtype", [pytest.param(np.float32, id="f32"), pytest.param(np.float64, id="f64")]
-)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", REFERENCE_CASES, ids=repr)
 def test_cpu_matches_reference(case, dtype, cpu, rng):
     """float64: agreement to rounding; float32: the backend's own float32 error stays in bounds."""
@@ -22,9 +20,7 @@ def test_cpu_matches_reference(case, dtype, cpu, rng):
     )
 
 
-@pytest.mark.parametrize(
-    "dtype", [pytest.param(np.float32, id="f32"), pytest.param(np.float64, id="f64")]
-)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", [c for c in REFERENCE_CASES if "conv" in c.name], ids=repr)
 def test_cpu_convolution_in_chunks_of_one_sample(case, dtype, cpu, rng, monkeypatch):
     """Every convolution pass run one sample at a time, as large batches run in many chunks

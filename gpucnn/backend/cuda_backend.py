@@ -71,8 +71,9 @@ def _shaped(op: str, shape: tuple, **arrays: Any) -> None:
 
 
 @functools.lru_cache(maxsize=512)
-def _conv_scalars(x_shape, w_shape, out_hw, stride, padding, dilation, groups) -> tuple:
+def _conv_scalars(x_shape, w_shape, stride, padding, dilation, groups) -> tuple:
     """CudaBackend._conv_args for hashable (tuple) arguments, checked and converted once."""
+    out_hw = window_output_shape(x_shape[2:], w_shape[2:], stride, padding, dilation, "conv2d")
     n, c, h, w = x_shape
     k, cg, r, s = w_shape
     if groups < 1 or c != cg * groups or k % groups:
@@ -84,7 +85,7 @@ def _conv_scalars(x_shape, w_shape, out_hw, stride, padding, dilation, groups) -
     if max(reaches) >= _MAX_SPATIAL:  # the kernels keep pixel coordinates in int
         raise ValueError(f"conv2d: spatial sizes past 2^30 are not supported, got x {x_shape}")
     dims = (n, c, h, w, k, *out_hw, r, s, *stride, padding[0][0], padding[1][0], *dilation)
-    return (*(_i64(v) for v in dims), _i64(groups))
+    return out_hw, (*(_i64(v) for v in dims), _i64(groups))
 
 
 @functools.lru_cache(maxsize=512)
@@ -181,14 +182,14 @@ class CudaBackend(Backend):
 
     # ------------------------------------------------------------- convolution
     @staticmethod
-    def _conv_args(x_shape, w_shape, out_hw, stride, padding, dilation, groups) -> tuple:
-        """The geometry scalars every conv2d kernel takes, in the kernels' parameter order: made
-        once per geometry (a training step asks for the same few every time)."""
+    def _conv_args(x_shape, w_shape, stride, padding, dilation, groups) -> tuple:
+        """(Ho, Wo) and the geometry scalars every conv2d kernel takes, in the kernels'
+        parameter order: made once per geometry (a training step asks for the same few every
+        time)."""
         pads = (tuple(padding[0]), tuple(padding[1]))
         return _conv_scalars(
-            tuple(x_shape), tuple(w_shape), tuple(out_hw), tuple(stride), pads, tuple(dilation),
-            int(groups),
-        )  # fmt: skip
+            tuple(x_shape), tuple(w_shape), tuple(stride), pads, tuple(dilation), int(groups)
+        )
 
     def conv2d_forward(
         self, x, w, b, stride: Pair, padding: Padding2d, dilation: Pair, groups, relu=False
@@ -196,8 +197,7 @@ class CudaBackend(Backend):
         """Implicit-GEMM kernel, bias and ReLU in its epilogue. grid = (N*Ho*Wo / 64,
         K/groups / 64, groups), block = 256."""
         x, w, *bias = self._floats("conv2d_forward", x, w, *([] if b is None else [b]))
-        out_hw = window_output_shape(x.shape[2:], w.shape[2:], stride, padding, dilation, "conv2d")
-        args = self._conv_args(x.shape, w.shape, out_hw, stride, padding, dilation, groups)
+        out_hw, args = self._conv_args(x.shape, w.shape, stride, padding, dilation, groups)
         n, k = x.shape[0], w.shape[0]
         if bias:
             _shaped("conv2d_forward", (k,), b=bias[0])
@@ -213,9 +213,8 @@ class CudaBackend(Backend):
         """Gather-form implicit GEMM. grid = (N*H*W / 64, C/groups / 64, groups), block = 256."""
         gy, w = self._floats("conv2d_backward_input", gy, w)
         n, c, h, width = x_shape
-        out_hw = window_output_shape((h, width), w.shape[2:], stride, padding, dilation, "conv2d")
+        out_hw, args = self._conv_args(x_shape, w.shape, stride, padding, dilation, groups)
         _shaped("conv2d_backward_input", (n, w.shape[0], *out_hw), gy=gy)
-        args = self._conv_args(x_shape, w.shape, out_hw, stride, padding, dilation, groups)
         gx = self.xp.empty(tuple(x_shape), dtype=gy.dtype)
         grid = (_blocks(n * h * width, _TILE), _blocks(c // groups, _TILE), groups)
         self._launch("conv2d", "conv2d_backward_input", grid, gy, w, gx, *args)
@@ -245,9 +244,8 @@ class CudaBackend(Backend):
         stride, padding, dilation, groups = geometry
         gy, x = self._floats("conv2d_backward_weight", gy, x)
         k, cg, r, s = w_shape
-        out_hw = window_output_shape(x.shape[2:], (r, s), stride, padding, dilation, "conv2d")
+        out_hw, args = self._conv_args(x.shape, w_shape, stride, padding, dilation, groups)
         _shaped("conv2d_backward_weight", (x.shape[0], k, *out_hw), gy=gy)
-        args = self._conv_args(x.shape, w_shape, out_hw, stride, padding, dilation, groups)
         columns = cg * r * s + with_bias
         chunk, splits = _weight_splits(gy.shape[0] * out_hw[0] * out_hw[1], k, columns, groups)
         weights = math.prod(w_shape)
@@ -283,9 +281,7 @@ class CudaBackend(Backend):
                 return self._linear_split(x, w, b, relu)
             x4, w4 = x.reshape(n, -1, 1, 1), w.reshape(k, -1, 1, 1)
             return self.conv2d_forward(x4, w4, b, *_POINTWISE, relu).reshape(n, k)
-        if not relu or b is None:
-            return super().linear_forward(x, w, b, relu)
-        return self.bias_relu_forward(x @ w.T, b)
+        return self._linear_epilogue(x @ w.T, b, relu)
 
     def _linear_split(self, x, w, b, relu):
         """x @ w.T as the weight gradient of a one-image convolution whose reduction runs over
@@ -295,6 +291,10 @@ class CudaBackend(Backend):
         (n, c), k = x.shape, w.shape[0]
         gy4, x4 = x.reshape(1, n, c, 1), w.reshape(1, k, c, 1)
         y = self.conv2d_backward_weight(gy4, x4, (n, k, 1, 1), *_POINTWISE).reshape(n, k)
+        return self._linear_epilogue(y, b, relu)
+
+    def _linear_epilogue(self, y, b, relu):
+        """y + b, then max(., 0) with ``relu``: one kernel for both."""
         if b is None:
             return self.relu_forward(y) if relu else y
         if relu:
@@ -487,7 +487,7 @@ class CudaBackend(Backend):
         update = running_mean is not None
         if update:
             self._in_place(op, running_mean=running_mean, running_var=running_var)
-            self._floats(op, x, running_mean, running_var)
+            self._floats(op, x, running_mean, running_var)  # a dtype check: no copy is made
             _shaped(op, (c,), running_mean=running_mean, running_var=running_var)
         y = self.xp.empty_like(x)
         mean, invstd = self.xp.empty((c,), x.dtype), self.xp.empty((c,), x.dtype)

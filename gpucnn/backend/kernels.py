@@ -20,8 +20,6 @@ from typing import Any
 
 KERNEL_DIR_ENV = "GPUCNN_KERNEL_DIR"
 KERNEL_TYPES = ("float", "double")
-# The define that limits a source's explicit instantiations to one type (common.cuh).
-_ONLY_TYPE = {"float": "-DGPUCNN_ONLY_FLOAT", "double": "-DGPUCNN_ONLY_DOUBLE"}
 
 _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[ \t]*$', re.MULTILINE)
 _LINE_COMMENT = re.compile(r"//[^\n]*")
@@ -90,6 +88,12 @@ def _template_type(name: str) -> str:
     return name[name.index("<") + 1 : -1] if name.endswith(">") else ""
 
 
+def _only_type_define(float_type: str) -> list[str]:
+    """The define that limits a source's explicit instantiations to one of KERNEL_TYPES
+    (common.cuh's GPUCNN_ONLY_FLOAT / _DOUBLE); none for a kernel that is no template."""
+    return [f"-DGPUCNN_ONLY_{float_type.upper()}"] if float_type in KERNEL_TYPES else []
+
+
 class TypedModules:
     """A family's kernels as one CuPy ``RawModule`` per float type: each compiles its own type's
     instantiations only (``-DGPUCNN_ONLY_FLOAT`` / ``_DOUBLE``, see common.cuh), so a family's
@@ -103,7 +107,7 @@ class TypedModules:
         self._modules = {
             t: cupy.RawModule(
                 code=source,
-                options=(*options, *([_ONLY_TYPE[t]] if t in _ONLY_TYPE else [])),
+                options=(*options, *_only_type_define(t)),
                 name_expressions=tuple(group),
             )
             for t, group in groups.items()

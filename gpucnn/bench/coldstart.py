@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -25,15 +26,28 @@ from . import training
 BATCH = 64
 CACHE_ENV = "CUPY_CACHE_DIR"
 TIMEOUT_S = 600
-# op -> (case, goal in seconds, or None for a row that only explains another)
+
+
+class Row(NamedTuple):
+    """One row of the compile suite: its case, its goal in seconds (None for a row that only
+    explains another, with ``note`` saying how), and the :func:`child` phase that times it."""
+
+    case: str
+    goal: float | None
+    phase: str
+    note: str = ""
+
+
 GOALS = {
-    "cold compile": ("every kernel family, empty cache", 2.0),
-    "warm first train step": (f"{training.MODEL} b{BATCH}, filled cache", 0.1),
+    "cold compile": Row("every kernel family, empty cache", 2.0, "cold"),
+    "warm first train step": Row(f"{training.MODEL} b{BATCH}, filled cache", 0.1, "warm"),
     # The same with cuBLAS already initialised (one tiny matmul before the clock): the difference
     # is what cuBLAS's first call (library load, handle) costs the first step.
-    "warm first train step, cuBLAS ready": (f"{training.MODEL} b{BATCH}, filled cache", None),
-}
-_PHASES = dict(zip(GOALS, ("cold", "warm", "warm-cublas"), strict=True))
+    "warm first train step, cuBLAS ready": Row(
+        f"{training.MODEL} b{BATCH}, filled cache", None, "warm-cublas",
+        "no goal: shows what cuBLAS's first call adds to the row above",
+    ),
+}  # fmt: skip
 _CHILD = "from gpucnn.bench.coldstart import child; child({phase!r})"
 
 
@@ -88,6 +102,6 @@ def samples(repeats: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {op: [] for op in GOALS}
     for _ in range(repeats):
         with tempfile.TemporaryDirectory(prefix="gpucnn-kernel-cache-") as cache:
-            for op, phase in _PHASES.items():
-                times[op].append(_run_child(phase, cache))
+            for op, row in GOALS.items():
+                times[op].append(_run_child(row.phase, cache))
     return times

@@ -133,16 +133,17 @@ def run_compile(peers: list[Peer], opts: Options) -> list[Result]:
             times = coldstart.samples(opts.repeats)
         except Unavailable as err:
             results += [
-                Result.of(peer, "compile", case, op, status=str(err))
-                for op, (case, _) in coldstart.GOALS.items()
+                Result.of(peer, "compile", row.case, op, status=str(err))
+                for op, row in coldstart.GOALS.items()
             ]
             continue
-        for op, (case, goal) in coldstart.GOALS.items():
-            r = Result.of(peer, "compile", case, op, times=times[op], calls_per_sample=1)
-            if goal is None:
-                r.annotate("no goal: shows what cuBLAS's first call adds to the row above")
+        for op, row in coldstart.GOALS.items():
+            r = Result.of(peer, "compile", row.case, op, times=times[op], calls_per_sample=1)
+            if row.goal is None:
+                r.annotate(row.note)
             else:
-                r.annotate(f"goal <= {goal:g} s: {'met' if r.median <= goal else 'missed'}")
+                met = "met" if r.median <= row.goal else "missed"
+                r.annotate(f"goal <= {row.goal:g} s: {met}")
             results.append(r)
     return results
 

@@ -39,17 +39,15 @@ class HostClock:
     Peers on the CPU share its cores: the thread pools of one library (NumPy's OpenBLAS,
     PyTorch's OpenMP) keep spinning for a while after its call returns, and measured right after
     it the other runs up to 2x slower (seen here on 2 cores). So each sample first waits
-    ``settle_s`` for those threads to sleep, then makes untimed calls of its own for REWARM_S (at
+    SETTLE_S for those threads to sleep, then makes untimed calls of its own for REWARM_S (at
     least one; back to the steady state of calls in a row), and times the calls after that:
-    each peer as if it ran alone, as a training loop runs it. ``settle_s`` None means the
-    module's SETTLE_S.
+    each peer as if it ran alone, as a training loop runs it.
     """
 
     sync: Callable[[], None] = lambda: None
-    settle_s: float | None = None
 
     def seconds(self, fn: Callable[[], Any], number: int) -> float:
-        time.sleep(SETTLE_S if self.settle_s is None else self.settle_s)
+        time.sleep(SETTLE_S)
         rewarmed = time.perf_counter() + REWARM_S
         while True:
             fn()
