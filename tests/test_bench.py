@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import make_backend
 
-from gpucnn.bench import main, peers
+from gpucnn.bench import goals, main, ops, peers
 from gpucnn.bench.bandwidth import TRAFFIC
 from gpucnn.bench.coldstart import GOALS
 from gpucnn.bench.peers import PEERS, Peer, select
@@ -35,6 +35,7 @@ def run_bench(tmp_path, capsys, *argv):
 def check_record(record, device):
     """Keys present; every ratio is between two measured peers of one device, and is right."""
     assert ENV_KEYS <= set(record["environment"])
+    assert all(set(v) == {"suite", "text", "met"} for v in record["goals"])
     assert record["environment"]["device"] == device
     rows = record["results"]
     assert rows
@@ -174,7 +175,7 @@ def test_peer_selection():
     assert [p.name for p in select("cpu", "ops")] == ["gpucnn-cpu", "pytorch-cpu"]
     assert "tutorial-loops" in [p.name for p in select("cpu", "step")]
     cuda_ops = [p.name for p in select("cuda", "ops")]
-    assert "pytorch-cuda-graph" not in cuda_ops and "pytorch-cuda-tf32" in cuda_ops
+    assert {"gpucnn-cuda-graph", "pytorch-cuda-graph", "pytorch-cuda-tf32"} <= set(cuda_ops)
     with pytest.raises(ValueError, match="unknown peers"):
         select("cpu", "step", ["numpy-magic"])
     with pytest.raises(ValueError, match="runs in the ops suite"):
@@ -223,6 +224,62 @@ def test_graph_peer_runs_a_captured_step():
     runner.warmup()
     losses = [float(runner.fn()) for _ in range(3)]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]  # one batch, learnt again and again
+
+
+def test_graph_peer_replays_an_ops_calls():
+    """An ops graph peer, on the emulated device: a replay runs GRAPH_CALLS calls of the op (the
+    emulated session checks that each replay launches what the capture did), its time is
+    reported per call, and its output is the eager peer's."""
+    eager, graph = Peer("gpucnn-cuda-emu", "cpu"), Peer("gpucnn-cuda-emu-graph", "cpu")
+    backend = make_backend("cuda-emu")
+    for case in ops.cases([2])[:3]:
+        for op, (runners, missing, outputs) in ops.runners([eager, graph], case).items():
+            assert not missing, missing
+            replay = runners[graph.name]
+            assert replay.scale == 1 / ops.GRAPH_CALLS and runners[eager.name].scale == 1
+            np.testing.assert_array_equal(outputs[graph.name], outputs[eager.name], err_msg=op)
+            again = backend.to_numpy(replay.fn())
+            np.testing.assert_array_equal(again, outputs[eager.name], err_msg=op)
+
+
+def _timed(suite, case, op, peer, device, seconds):
+    return Result(suite, case, op, peer, device, "float32", times=[seconds])
+
+
+def test_goals_read_the_rows_they_name():
+    step_cpu, step_gpu = goals.STEP_CPU, goals.STEP_GPU
+    results = [
+        _timed("step", step_cpu, "train step", "gpucnn-cpu", "cpu", 0.020),
+        _timed("step", step_cpu, "train step", "pytorch-cpu", "cpu", 0.015),  # 0.75x: missed
+        _timed("step", step_cpu, "train step", "tutorial-loops", "cpu", 30.0),  # 1,500x: met
+        _timed("step", step_gpu, "train step", "gpucnn-cuda-graph", "cuda", 50e-6),
+        _timed("step", step_gpu, "train step", "pytorch-cuda", "cuda", 290e-6),  # 5.8x: missed
+        _timed("step", step_gpu, "train step", "gpucnn-cuda", "cuda", 1.0),
+        _timed("epoch", "random 32 samples b16", "epoch", "gpucnn-cuda-graph", "cuda", 0.05),
+    ]
+    conv = [
+        ("c1", "conv forward", 2.0),
+        ("c1", "conv backward-input", 0.7),
+        ("c2", "conv forward", 1.0),
+    ]
+    for case, op, ratio in conv:  # PyTorch's time over ours
+        results += [
+            _timed("ops", case, op, "gpucnn-cuda", "cuda", 1e-5),
+            _timed("ops", case, op, "pytorch-cuda", "cuda", ratio * 1e-5),
+        ]
+    results.append(_timed("ops", "p1", "max-pool forward", "gpucnn-cuda", "cuda", 1e-5))
+    add_ratios(results)
+    lines = [v.line() for v in goals.check(results)]
+    assert lines == [
+        f"step: {step_cpu}, gpucnn-cpu vs pytorch-cpu 0.75x (goal >= 0.8x): missed",
+        f"step: {step_cpu}, gpucnn-cpu vs tutorial-loops 1,500x (goal >= 1,000x): met",
+        f"step: {step_gpu}, gpucnn-cuda-graph 50 us (goal <= 60 us): met",
+        f"step: {step_gpu}, gpucnn-cuda-graph vs pytorch-cuda 5.8x (goal >= 6x): missed",
+        "epoch: random 32 samples b16, gpucnn-cuda-graph 50 ms (goal <= 100 ms): met",
+        "ops: 3 conv rows, gpucnn-cuda vs pytorch-cuda: geometric mean 1.12x (goal >= 1x): met",
+        "ops: 3 conv rows, gpucnn-cuda vs pytorch-cuda: slowest 0.7x, c1 conv backward-input "
+        "(goal: none under 0.8x): missed",
+    ]
 
 
 def test_host_clock_settles_and_warms_before_timing(monkeypatch):

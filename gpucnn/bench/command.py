@@ -8,8 +8,8 @@ import sys
 from collections.abc import Sequence
 
 from ..backend import cpu_threads
+from . import goals, report, timing
 from . import peers as P
-from . import report, timing
 from .suites import DEFAULT_REPEATS, SUITES, Options
 
 DEFAULT_BATCH_SIZES = (64, 256)
@@ -94,12 +94,15 @@ def run(args: argparse.Namespace) -> int:
     )
     results = SUITES[args.suite](peers, opts)
     report.add_ratios(results)
+    verdicts = goals.check(results)
     env = report.environment(args.device)
     print(report.header(env, args.suite))
     print(report.table(results))
+    if verdicts:
+        print("\ngoals:\n" + "\n".join(f"  {v.line()}" for v in verdicts))
     if args.json:
         options = {k: v for k, v in vars(args).items() if not callable(v)}
-        report.write_json(args.json, env, options, results)
+        report.write_json(args.json, env, options, results, verdicts)
     return 0
 
 

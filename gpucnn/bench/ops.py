@@ -3,6 +3,11 @@
 Cases are the tutorial MNIST net's layers at each batch size (conv1 1->16 28x28, pool1 16x26x26,
 conv2 16->32 13x13, pool2 32x11x11, the 10-class loss) plus a 3x3 64->64 56x56 layer at batch 64.
 Shape arguments are passed already normalised, as :mod:`gpucnn.backend.base` expects.
+
+The eager peers pay one launch from Python per call, which at these sizes can cost more than the
+kernel (a CuPy launch 15-20 us of host time, PyTorch's 8-11 us, measured on an H200). The graph
+peers record GRAPH_CALLS calls of an op as one CUDA graph and replay it: the kernels then run back
+to back, and the time per call is the kernels' own.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ NO_PAD = (0, 0)
 CONV_OPS = ("conv forward", "conv backward-input", "conv backward-weight")
 POOL_OPS = ("max-pool forward", "max-pool backward", "avg-pool forward", "avg-pool backward")
 XENT_OPS = ("softmax-xent forward", "softmax-xent backward")
+GRAPH_CALLS = 20  # an op's calls per captured graph (the graph peers)
 
 
 @dataclass(frozen=True)
@@ -160,18 +166,65 @@ def torch_ops(device, case: Case, host: dict) -> dict[str, Callable[[], Any]]:
     }
 
 
+def gpucnn_graph(backend, fn: Callable[[], Any]) -> Callable[[], Any]:
+    """GRAPH_CALLS calls of ``fn`` captured as one CUDA graph in a graph session of ``backend``
+    (after two eager runs in it, which compile and fill its memory pool); the returned function
+    replays the graph and returns the last call's output."""
+    session = backend.graph_session()
+
+    def calls():
+        return [fn() for _ in range(GRAPH_CALLS)]
+
+    for _ in range(2):
+        session.run(calls, ())
+    session.capture(calls, ())
+    return lambda: session.replay()[-1]
+
+
+def torch_graph(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """GRAPH_CALLS calls of PyTorch's ``fn`` captured as one CUDA graph (warmed up on a side
+    stream first, as PyTorch's capture recipe asks); the returned function replays the graph and
+    returns the last call's output. It holds the graph, the outputs and ``fn`` (whose closure
+    holds the inputs): the graph reads and writes that memory at every replay."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):  # cuDNN's autotuning runs here, not in the capture
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = [fn() for _ in range(GRAPH_CALLS)]
+
+    def replay():
+        graph.replay()
+        return outputs[-1]
+
+    return replay
+
+
 def _peer_ops(peer: P.Peer, case: Case, host: dict):
-    """(ops by name, clock, to_numpy) of one peer."""
+    """(ops by name, clock, to_numpy) of one peer; a graph peer's op replays GRAPH_CALLS calls."""
     if peer.name.startswith("gpucnn-"):
         backend = P.gpucnn_backend(peer)
-        return gpucnn_ops(backend, case, host), P.gpucnn_clock(backend), backend.to_numpy
-    device = P.torch_device(peer)
-    ops = {name: P.torch_call(peer, fn) for name, fn in torch_ops(device, case, host).items()}
+        ops = gpucnn_ops(backend, case, host)
+        if P.is_graph(peer):
+            ops = {name: gpucnn_graph(backend, fn) for name, fn in ops.items()}
+        return ops, P.gpucnn_clock(backend), backend.to_numpy
+    device = P.torch_device(peer)  # sets the peer's TF32 mode, which a capture keeps
+    ops = torch_ops(device, case, host)
+    if P.is_graph(peer):
+        ops = {name: torch_graph(fn) for name, fn in ops.items()}
+    else:
+        ops = {name: P.torch_call(peer, fn) for name, fn in ops.items()}
     return ops, P.torch_clock_for(peer), lambda t: t.detach().cpu().numpy()
 
 
 def runners(peers: list[P.Peer], case: Case, seed: int = 0):
-    """Per op: (runners by peer, unavailable reasons by peer, outputs by peer for the check)."""
+    """Per op: (runners by peer, unavailable reasons by peer, outputs by peer for the check). A
+    graph peer's runner times a replay of GRAPH_CALLS calls and reports it per call."""
     host = inputs(case, np.random.default_rng(seed))
     per_op = {op: ({}, {}, {}) for op in case.ops}
     for peer in peers:
@@ -181,8 +234,9 @@ def runners(peers: list[P.Peer], case: Case, seed: int = 0):
             for _, missing, _ in per_op.values():
                 missing[peer.name] = str(err)
             continue
+        scale = 1 / GRAPH_CALLS if P.is_graph(peer) else 1.0
         for op, fn in ops.items():
             run, _, outputs = per_op[op]
-            run[peer.name] = Runner(fn, clock)
+            run[peer.name] = Runner(fn, clock, scale)
             outputs[peer.name] = np.asarray(to_numpy(fn()), dtype=np.float64)
     return per_op

@@ -47,9 +47,9 @@ PEERS = {
         ),
         Peer("pytorch-cpu", "cpu"),
         Peer("gpucnn-cuda", "cuda", (*GPUCNN_SUITES, "compile"), note="eager"),
-        Peer("gpucnn-cuda-graph", "cuda", ("step", "epoch"), note="captured CUDA graph"),
+        Peer("gpucnn-cuda-graph", "cuda", note="captured CUDA graph"),
         Peer("pytorch-cuda", "cuda", note="eager, cuDNN, TF32 off"),
-        Peer("pytorch-cuda-graph", "cuda", ("step", "epoch"), note="captured CUDA graph, TF32 off"),
+        Peer("pytorch-cuda-graph", "cuda", note="captured CUDA graph, TF32 off"),
         Peer("pytorch-cuda-tf32", "cuda", precision="tf32", note="eager, cuDNN, TF32 on: apart"),
     )
 }
@@ -85,7 +85,7 @@ def select(device: str, suite: str, names: list[str] | None = None) -> list[Peer
 
 # ----------------------------------------------------------------------------------- gpucnn
 def is_graph(peer: Peer) -> bool:
-    """True for the peers that replay a captured CUDA graph of the step."""
+    """True for the peers that replay a captured CUDA graph (of the step, or of an op's calls)."""
     return peer.name.endswith("-graph")
 
 

@@ -76,13 +76,19 @@ def add_ratios(results: list[Result]) -> None:
             }
 
 
-def _time(seconds: float | None) -> str:
+def format_time(seconds: float | None) -> str:
+    """Seconds in s, ms, us or ns, four significant digits; n/a for None."""
     if seconds is None:
         return "n/a"
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
         if seconds >= scale:
             return f"{seconds / scale:.4g} {unit}"
     return f"{seconds * 1e9:.4g} ns"
+
+
+def format_ratio(ratio: float) -> str:
+    """A ratio to three significant digits, whole numbers with separators from 1000 on."""
+    return f"{ratio:,.0f}x" if ratio >= 1000 else f"{ratio:.3g}x"
 
 
 def _spread(times: list[float]) -> str:
@@ -98,9 +104,9 @@ def _row(r: Result, measured: list[str]) -> list[str]:
     gbps = "" if r.gb_per_s is None else f"{r.gb_per_s:.3g}"
     fraction = "" if r.copy_fraction is None else f"{100 * r.copy_fraction:.3g}%"
     diff = "" if r.rel_diff is None else f"{r.rel_diff:.1e}"
-    ratios = [f"{r.ratios[p]:.3g}x" if p in r.ratios else "" for p in measured]
+    ratios = [format_ratio(r.ratios[p]) if p in r.ratios else "" for p in measured]
     note = r.note if r.status == "ok" else f"not available: {r.status}"
-    cells = [r.case, r.op, r.peer, r.device, _time(r.median), rate, gbps, fraction]
+    cells = [r.case, r.op, r.peer, r.device, format_time(r.median), rate, gbps, fraction]
     return cells + [_spread(r.times), diff, *ratios, note]
 
 
@@ -176,8 +182,10 @@ def header(env: dict, suite: str) -> str:
     )
 
 
-def write_json(path: str, env: dict, args: dict, results: list[Result]) -> None:
-    """``{"environment", "arguments", "results"}`` with every sample, its median and GB/s."""
+def write_json(path: str, env: dict, args: dict, results: list[Result], verdicts=()) -> None:
+    """``{"environment", "arguments", "results", "goals"}``: every sample, its median and GB/s,
+    and the goals checked (:mod:`.goals`)."""
     rows = [{**asdict(r), "median": r.median, "gb_per_s": r.gb_per_s} for r in results]
-    record = {"environment": env, "arguments": args, "results": rows}
+    checked = [asdict(v) for v in verdicts]
+    record = {"environment": env, "arguments": args, "results": rows, "goals": checked}
     Path(path).write_text(json.dumps(record, indent=1) + "\n")
