@@ -25,6 +25,11 @@ class Verdict:
         return f"{self.suite}: {self.text}: {'met' if self.met else 'missed'}"
 
 
+def _measured(results: list[Result], suite: str, peer: str) -> list[Result]:
+    """The rows of ``peer`` in ``suite`` that have a median."""
+    return [r for r in results if (r.suite, r.peer) == (suite, peer) and r.median is not None]
+
+
 @dataclass(frozen=True)
 class Faster:
     """``peer`` at least ``times`` as fast as ``other`` on ``case`` (the ratio of their medians)."""
@@ -36,7 +41,8 @@ class Faster:
     times: float
 
     def check(self, results: list[Result]) -> list[Verdict]:
-        row = _row(results, self.suite, self.case, self.peer)
+        rows = _measured(results, self.suite, self.peer)
+        row = next((r for r in rows if r.case == self.case), None)
         if row is None or self.other not in row.ratios:
             return []
         ratio = row.ratios[self.other]
@@ -55,10 +61,7 @@ class Within:
     seconds: float
 
     def check(self, results: list[Result]) -> list[Verdict]:
-        rows = [
-            r for r in results
-            if (r.suite, r.peer) == (self.suite, self.peer) and self.case in r.case and r.median
-        ]  # fmt: skip
+        rows = [r for r in _measured(results, self.suite, self.peer) if self.case in r.case]
         goal = format_time(self.seconds)
         return [
             Verdict(
@@ -84,9 +87,8 @@ class FasterOnAverage:
 
     def check(self, results: list[Result]) -> list[Verdict]:
         rows = [
-            r for r in results
-            if (r.suite, r.peer) == (self.suite, self.peer) and r.op.startswith(self.ops)
-            and self.other in r.ratios
+            r for r in _measured(results, self.suite, self.peer)
+            if r.op.startswith(self.ops) and self.other in r.ratios
         ]  # fmt: skip
         if not rows:
             return []
@@ -107,14 +109,6 @@ class FasterOnAverage:
                 min(ratios) >= self.floor,
             ),
         ]
-
-
-def _row(results: list[Result], suite: str, case: str, peer: str) -> Result | None:
-    """The measured row of ``peer`` on ``case``, if the run has one."""
-    for r in results:
-        if (r.suite, r.case, r.peer) == (suite, case, peer) and r.median is not None:
-            return r
-    return None
 
 
 STEP_CPU, STEP_GPU = "tutorial-mnist b256", "tutorial-mnist b64"
