@@ -104,12 +104,17 @@ class _ConvGeometry(NamedTuple):
         return [r * dh * self.padded[1] + s * dw for r in range(kh) for s in range(kw)]
 
     def chunks(self, x_shape, itemsize: int) -> list[slice]:
-        """The batch of x_shape cut into chunks whose im2col matrix takes about _CHUNK_BYTES; the
-        chunks depend on the shapes alone, never on the thread count."""
+        """The batch of x_shape cut into an even number of chunks, equal to a sample, each with
+        an im2col matrix of at most about _CHUNK_BYTES; even, so that two threads get the same
+        work (tutorial-mnist at b64 on 2 cores: conv2 in 4 chunks of 16 rather than 30, 30 and
+        4, the step 7.1 ms against 7.9-8.3). The chunks depend on the shapes alone, never on
+        the thread count."""
         n, c = x_shape[:2]
         per_sample = itemsize * c * self.kernel[0] * self.kernel[1] * self.length
-        size = max(1, _CHUNK_BYTES // per_sample)
-        return [slice(lo, min(lo + size, n)) for lo in range(0, n, size)]
+        most = max(1, _CHUNK_BYTES // per_sample)
+        count = min(n, 2 * -(-n // (2 * most)))
+        bounds = [n * i // count for i in range(count + 1)]
+        return [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False)]
 
     def weights(self, w: np.ndarray) -> np.ndarray:
         """w (K, C/G, R, S) as the tap-major (G, K/G, R*S*C/G) matrices."""
