@@ -308,6 +308,10 @@ def test_host_clock_settles_and_warms_before_timing(monkeypatch):
     monkeypatch.setattr(timing, "SETTLE_S", 0.25)
     timing.HostClock().seconds(lambda: None, 1)
     assert slept == [0.5, 0.5, 0.25]  # the module's SETTLE_S, read at each sample
+    monkeypatch.setattr(timing, "REWARM_S", 0.0)
+    timed, rewarms = [], []
+    clock.seconds(lambda: timed.append(1), 2, rewarm=lambda: rewarms.append(1))
+    assert (len(timed), len(rewarms)) == (2, 1)  # a long call (an epoch) re-warms with a short one
 
 
 def test_environment_records_the_allocator_settings(monkeypatch):

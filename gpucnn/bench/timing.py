@@ -18,8 +18,11 @@ MAX_CALLS = 1000
 
 
 class Clock(Protocol):
-    def seconds(self, fn: Callable[[], Any], number: int) -> float:
-        """Seconds per call over ``number`` back-to-back calls of ``fn``."""
+    def seconds(
+        self, fn: Callable[[], Any], number: int, rewarm: Callable[[], Any] | None = None
+    ) -> float:
+        """Seconds per call over ``number`` back-to-back calls of ``fn``; ``rewarm`` (default
+        ``fn``) is what a clock that re-warms before timing calls untimed."""
 
 
 # Longer than OpenBLAS's idle threads spin (2^28 cycles) and OpenMP's (~ms); ``gpucnn bench
@@ -41,16 +44,19 @@ class HostClock:
     it the other runs up to 2x slower (seen here on 2 cores). So each sample first waits
     SETTLE_S for those threads to sleep, then makes untimed calls of its own for REWARM_S (at
     least one; back to the steady state of calls in a row), and times the calls after that:
-    each peer as if it ran alone, as a training loop runs it.
+    each peer as if it ran alone, as a training loop runs it. A runner whose call is long (an
+    epoch) re-warms with its short warm-up instead (a few steps), not with a whole call.
     """
 
     sync: Callable[[], None] = lambda: None
 
-    def seconds(self, fn: Callable[[], Any], number: int) -> float:
+    def seconds(
+        self, fn: Callable[[], Any], number: int, rewarm: Callable[[], Any] | None = None
+    ) -> float:
         time.sleep(SETTLE_S)
         rewarmed = time.perf_counter() + REWARM_S
         while True:
-            fn()
+            (rewarm or fn)()
             self.sync()
             if time.perf_counter() >= rewarmed:
                 break
@@ -69,8 +75,10 @@ class EventClock:
     elapsed_ms: Callable[[Any, Any], float]
     sync: Callable[[], None]
 
-    def seconds(self, fn: Callable[[], Any], number: int) -> float:
-        self.sync()
+    def seconds(
+        self, fn: Callable[[], Any], number: int, rewarm: Callable[[], Any] | None = None
+    ) -> float:
+        self.sync()  # the device drained; nothing is re-warmed: the GPU does not idle down
         start, end = self.make_event(), self.make_event()
         start.record()
         for _ in range(number):
@@ -104,7 +112,8 @@ class Runner:
 
     ``scale`` converts seconds per call into seconds per reported unit (the tutorial's loops do one
     sample per call, reported per batch); ``number`` fixes the calls per sample (None: calibrate);
-    ``max_samples`` caps the samples of a slow peer; ``warmup`` replaces ``fn`` for the warm-up.
+    ``max_samples`` caps the samples of a slow peer; ``warmup`` replaces ``fn`` for the warm-up
+    and for the host clock's re-warming before each sample.
     """
 
     fn: Callable[[], Any]
@@ -126,7 +135,7 @@ class Samples:
 def _calls_per_sample(runner: Runner) -> int:
     if runner.number is not None:
         return runner.number
-    once = runner.clock.seconds(runner.fn, 1)
+    once = runner.clock.seconds(runner.fn, 1, runner.warmup)
     return max(1, min(MAX_CALLS, math.ceil(MIN_SAMPLE_S / max(once, 1e-9))))
 
 
@@ -147,6 +156,6 @@ def measure(runners: dict[str, Runner], repeats: int, warmups: int = 2) -> dict[
             runner = runners[name]
             if runner.max_samples is not None and len(samples[name].times) >= runner.max_samples:
                 continue
-            seconds = runner.clock.seconds(runner.fn, numbers[name])
+            seconds = runner.clock.seconds(runner.fn, numbers[name], runner.warmup)
             samples[name].times.append(seconds * runner.scale)
     return samples
