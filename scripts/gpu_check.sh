@@ -42,13 +42,11 @@ step device nvidia-smi
 if wanted bench; then
     # The suites with the most goals first, in case the lease runs out; the epoch on the real
     # images given DATA_DIR, else on random ones of the same size (the time is the same).
-    data=()
-    [ -n "$DATA_DIR" ] && data=(--data-dir "$DATA_DIR")
     for suite in step ops epoch bandwidth compile; do
         options=()
-        [ "$suite" = epoch ] && options=("${data[@]}")
+        [ "$suite" = epoch ] && [ -n "$DATA_DIR" ] && options=(--data-dir "$DATA_DIR")
         step "bench-$suite" "$PYTHON" -m gpucnn bench --suite "$suite" --device cuda \
-            "${options[@]}" --json "$OUT/bench_$suite.json"
+            ${options[@]+"${options[@]}"} --json "$OUT/bench_$suite.json"
     done
     # Host time of each backend call of an eager b64 step (the launch overhead the step pays).
     step profile-host "$PYTHON" scripts/profile_step.py --device cuda --batch-size 64 --top 40

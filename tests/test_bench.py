@@ -72,12 +72,18 @@ def test_ops_suite(backend, tmp_path, capsys):
     assert "median" in out and "conv backward-input" in out
 
 
-def test_step_suite(backend, tmp_path, capsys):
-    _, record = run_bench(
+def test_step_suite(backend, tmp_path, capsys, monkeypatch):
+    peer = f"gpucnn-{backend.name}"
+    goal = goals.Within("step", "tutorial-mnist b3", peer, 1e9)  # the goals' lines, at any speed
+    monkeypatch.setattr(goals, "GOALS", (goal,))
+    out, record = run_bench(
         tmp_path, capsys, "--suite", "step", "--device", backend.name, "--batch-size", "2,3",
         "--tutorial-samples", "1",
     )  # fmt: skip
     check_record(record, backend.name)
+    (verdict,) = record["goals"]
+    assert verdict["met"] and verdict["text"].startswith(f"tutorial-mnist b3, {peer} ")
+    assert f"goals:\n  step: tutorial-mnist b3, {peer} " in out
     rows = record["results"]
     assert {r["case"] for r in rows} == {"tutorial-mnist b2", "tutorial-mnist b3"}
     assert all(r["samples_per_unit"] in (2, 3) for r in rows)
@@ -226,19 +232,27 @@ def test_graph_peer_runs_a_captured_step():
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]  # one batch, learnt again and again
 
 
-def test_graph_peer_replays_an_ops_calls():
-    """An ops graph peer, on the emulated device: a replay runs GRAPH_CALLS calls of the op (the
-    emulated session checks that each replay launches what the capture did), its time is
-    reported per call, and its output is the eager peer's."""
+def test_graph_peer_replays_an_ops_calls(monkeypatch):
+    """An ops graph peer, on the emulated device: a replay launches GRAPH_CALLS calls' kernels
+    (the emulated session also checks that each replay launches what the capture did), its
+    time is reported per call, and its output is the eager peer's."""
     eager, graph = Peer("gpucnn-cuda-emu", "cpu"), Peer("gpucnn-cuda-emu-graph", "cpu")
     backend = make_backend("cuda-emu")
-    for case in ops.cases([2])[:3]:
+    launches = []
+    launch = backend._launch
+    monkeypatch.setattr(backend, "_launch", lambda *a: launches.append(a[1]) or launch(*a))
+    for case in ops.cases([2])[:5]:
         for op, (runners, missing, outputs) in ops.runners([eager, graph], case).items():
             assert not missing, missing
             replay = runners[graph.name]
             assert replay.scale == 1 / ops.GRAPH_CALLS and runners[eager.name].scale == 1
             np.testing.assert_array_equal(outputs[graph.name], outputs[eager.name], err_msg=op)
+            launches.clear()
+            runners[eager.name].fn()
+            once = list(launches)
+            launches.clear()
             again = backend.to_numpy(replay.fn())
+            assert once and launches == once * ops.GRAPH_CALLS, op
             np.testing.assert_array_equal(again, outputs[eager.name], err_msg=op)
 
 

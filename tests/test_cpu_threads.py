@@ -48,12 +48,12 @@ def test_slices_cover_the_batch_once(thread_count, monkeypatch):
     assert np.array_equal(seen, np.ones(10, dtype=int))
 
 
-@pytest.mark.parametrize("batch", [1, 2, 3, 31, 64, 255, 256])
+@pytest.mark.parametrize("batch", [1, 2, 3, 31, 63, 64, 65, 255, 256])
 def test_conv_chunks_are_even_and_cover_the_batch(batch):
-    """A convolution's chunks: in order, once over the batch, an even number of them (or one a
-    sample), sizes within one sample of each other, none with more columns than _CHUNK_BYTES
-    holds (conv2 of tutorial-mnist: 30 samples' worth), and no more than one chunk over the fewest
-    that would do."""
+    """A convolution's chunks: in order, once over the batch, sizes within one sample of each
+    other, none with more columns than _CHUNK_BYTES holds (conv2 of tutorial-mnist: 30 samples'
+    worth), the fewest that do, and from MIN_BATCH on (where threads take them) an even number,
+    one more at the most."""
     shape, w_shape = (batch, 16, 13, 13), (32, 16, 3, 3)
     no_pad = ((0, 0), (0, 0))
     geo = numpy_backend.NumpyBackend._conv_geometry(shape, w_shape, (1, 1), no_pad, (1, 1), 1)
@@ -62,9 +62,12 @@ def test_conv_chunks_are_even_and_cover_the_batch(batch):
     assert [c.start for c in chunks] == [0] + [c.stop for c in chunks[:-1]]
     assert chunks[-1].stop == batch
     sizes = [c.stop - c.start for c in chunks]
-    assert len(sizes) % 2 == 0 or len(sizes) == batch
     assert max(sizes) - min(sizes) <= 1 and max(sizes) <= most
-    assert len(sizes) <= -(-batch // most) + 1
+    fewest = -(-batch // most)
+    if batch < cpu_threads.MIN_BATCH:
+        assert len(sizes) == fewest
+    else:
+        assert len(sizes) % 2 == 0 and len(sizes) <= fewest + 1
 
 
 def test_small_batches_stay_in_the_calling_thread(thread_count):

@@ -24,6 +24,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..shapes import Padding2d, Pair, pool_output_shape, symmetric, window_output_shape
+from . import cpu_threads
 from .base import Backend
 from .cpu_threads import blas_held, for_slices
 
@@ -104,15 +105,18 @@ class _ConvGeometry(NamedTuple):
         return [r * dh * self.padded[1] + s * dw for r in range(kh) for s in range(kw)]
 
     def chunks(self, x_shape, itemsize: int) -> list[slice]:
-        """The batch of x_shape cut into an even number of chunks, equal to a sample, each with
-        an im2col matrix of at most about _CHUNK_BYTES; even, so that two threads get the same
-        work (tutorial-mnist's conv1 at b256 on 2 cores: 4 chunks of 64 rather than 85, 85, 85
-        and 1, forward 1.3 ms against 1.6). The chunks depend on the shapes alone, never on the
-        thread count."""
+        """The batch of x_shape cut into chunks whose im2col matrix takes at most about
+        _CHUNK_BYTES, their sizes within one sample of each other. From MIN_BATCH samples on
+        (where the CPU threads take the chunks) their number is even, so that two threads get
+        the same work (tutorial-mnist's conv1 at b256 on 2 cores: 4 chunks of 64 rather than 85,
+        85, 85 and 1, forward 1.3 ms against 1.6). The chunks depend on the shapes alone, never
+        on the thread count."""
         n, c = x_shape[:2]
         per_sample = itemsize * c * self.kernel[0] * self.kernel[1] * self.length
         most = max(1, _CHUNK_BYTES // per_sample)
-        count = min(n, 2 * -(-n // (2 * most)))
+        count = max(1, -(-n // most))  # one empty chunk for an empty batch
+        if n >= cpu_threads.MIN_BATCH:
+            count = min(n, count + count % 2)
         bounds = [n * i // count for i in range(count + 1)]
         return [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False)]
 

@@ -7,7 +7,8 @@ Shape arguments are passed already normalised, as :mod:`gpucnn.backend.base` exp
 The eager peers pay one launch from Python per call, which at these sizes can cost more than the
 kernel (a CuPy launch 15-20 us of host time, PyTorch's 8-11 us, measured on an H200). The graph
 peers record GRAPH_CALLS calls of an op as one CUDA graph and replay it: the kernels then run back
-to back, and the time per call is the kernels' own.
+to back, the graph's one launch spread over GRAPH_CALLS calls, and the time reported per call is
+about the kernels' own.
 """
 
 from __future__ import annotations
@@ -166,10 +167,23 @@ def torch_ops(device, case: Case, host: dict) -> dict[str, Callable[[], Any]]:
     }
 
 
-def gpucnn_graph(backend, fn: Callable[[], Any]) -> Callable[[], Any]:
-    """GRAPH_CALLS calls of ``fn`` captured as one CUDA graph in a graph session of ``backend``
-    (after two eager runs in it, which compile and fill its memory pool); the returned function
-    replays the graph and returns the last call's output."""
+@dataclass
+class GraphReplay:
+    """GRAPH_CALLS calls of ``fn`` captured as one CUDA graph: calling this replays the graph and
+    returns the last call's output. It keeps ``fn`` as long as the graph: ``fn``'s closure holds
+    the op's inputs, which the graph reads at every replay and which nothing else keeps (freed,
+    their memory would go to other arrays and the replays would read those)."""
+
+    replay: Callable[[], Any]
+    fn: Callable[[], Any]
+
+    def __call__(self) -> Any:
+        return self.replay()
+
+
+def gpucnn_graph(backend, fn: Callable[[], Any]) -> GraphReplay:
+    """``fn``'s calls captured in a graph session of ``backend``, after two eager runs in it
+    (which compile and fill its memory pool)."""
     session = backend.graph_session()
 
     def calls():
@@ -178,20 +192,19 @@ def gpucnn_graph(backend, fn: Callable[[], Any]) -> Callable[[], Any]:
     for _ in range(2):
         session.run(calls, ())
     session.capture(calls, ())
-    return lambda: session.replay()[-1]
+    return GraphReplay(lambda: session.replay()[-1], fn)
 
 
-def torch_graph(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """GRAPH_CALLS calls of PyTorch's ``fn`` captured as one CUDA graph (warmed up on a side
-    stream first, as PyTorch's capture recipe asks); the returned function replays the graph and
-    returns the last call's output. It holds the graph, the outputs and ``fn`` (whose closure
-    holds the inputs): the graph reads and writes that memory at every replay."""
+def torch_graph(fn: Callable[[], Any]) -> GraphReplay:
+    """PyTorch's ``fn``'s calls captured with ``torch.cuda.graph``, warmed up on a side stream
+    first, as PyTorch's capture recipe asks (cuDNN's autotuning runs there, not in the capture;
+    the TF32 mode set at capture is the graph's). The replay holds the graph and its outputs."""
     import torch
 
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        for _ in range(3):  # cuDNN's autotuning runs here, not in the capture
+        for _ in range(3):
             fn()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
@@ -202,7 +215,7 @@ def torch_graph(fn: Callable[[], Any]) -> Callable[[], Any]:
         graph.replay()
         return outputs[-1]
 
-    return replay
+    return GraphReplay(replay, fn)
 
 
 def _peer_ops(peer: P.Peer, case: Case, host: dict):

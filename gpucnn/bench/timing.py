@@ -78,7 +78,7 @@ class EventClock:
     def seconds(
         self, fn: Callable[[], Any], number: int, rewarm: Callable[[], Any] | None = None
     ) -> float:
-        self.sync()  # the device drained; nothing is re-warmed: the GPU does not idle down
+        self.sync()  # the device drained; no re-warming: the GPU has no idle pause to recover from
         start, end = self.make_event(), self.make_event()
         start.record()
         for _ in range(number):

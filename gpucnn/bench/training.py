@@ -227,8 +227,8 @@ def _torch_epoch(peer: P.Peer, data: Images, batch: int) -> Runner:
             index = order[i * batch : (i + 1) * batch]
             step(images[index], labels[index])
 
-    call = P.torch_call(peer, lambda: run(steps))
-    return Runner(call, P.torch_clock_for(peer), number=1, warmup=lambda: run(EPOCH_WARMUP_STEPS))
+    call, warmup = P.torch_call(peer, lambda: run(steps)), lambda: run(EPOCH_WARMUP_STEPS)
+    return Runner(call, P.torch_clock_for(peer), number=1, warmup=P.torch_call(peer, warmup))
 
 
 def epoch_runner(peer: P.Peer, batch: int, data: Images) -> Runner:
