@@ -222,14 +222,22 @@ def test_tutorial_peer_is_plain_per_sample_sgd():
         np.testing.assert_allclose(b, layer.bias.detach().numpy() - 0.01 * layer.bias.grad.numpy())
 
 
-def test_graph_peer_runs_a_captured_step():
-    """The gpucnn-cuda-graph peer's runner, on the emulated device: warm-up captures the step,
-    the timed call replays it."""
-    make_backend("cuda-emu")
-    runner = step_runner(Peer("gpucnn-cuda-emu-graph", "cpu", ("step",)), 4, 1)
-    runner.warmup()
+def test_graph_peer_runs_a_captured_step(monkeypatch):
+    """The gpucnn-cuda-graph peer's runner, on the emulated device: made, it has captured the
+    step; a call replays it. A capture the device refuses makes the peer unavailable instead,
+    with the error as its reason."""
+    backend = make_backend("cuda-emu")
+    peer = Peer("gpucnn-cuda-emu-graph", "cpu", ("step",))
+    runner = step_runner(peer, 4, 1)
     losses = [float(runner.fn()) for _ in range(3)]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]  # one batch, learnt again and again
+
+    def refuse():
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(backend, "graph_session", refuse)
+    with pytest.raises(peers.Unavailable, match="capture failed: RuntimeError: operation not"):
+        step_runner(peer, 4, 1)
 
 
 def test_graph_peer_replays_an_ops_calls(monkeypatch):
@@ -254,6 +262,21 @@ def test_graph_peer_replays_an_ops_calls(monkeypatch):
             again = backend.to_numpy(replay.fn())
             assert once and launches == once * ops.GRAPH_CALLS, op
             np.testing.assert_array_equal(again, outputs[eager.name], err_msg=op)
+
+
+def test_a_refused_graph_capture_is_a_row_with_its_reason(monkeypatch):
+    """A graph peer whose capture fails (here: a stand-in error) is reported unavailable with the
+    error; the other peers of the case are still measured."""
+    eager, graph = Peer("gpucnn-cuda-emu", "cpu"), Peer("gpucnn-cuda-emu-graph", "cpu")
+    make_backend("cuda-emu")
+
+    def refuse(backend, fn):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(ops, "gpucnn_graph", refuse)
+    for runners, missing, outputs in ops.runners([eager, graph], ops.cases([2])[4]).values():
+        assert list(runners) == list(outputs) == [eager.name]
+        assert "capture failed: RuntimeError: operation not permitted" in missing[graph.name]
 
 
 def _timed(suite, case, op, peer, device, seconds):

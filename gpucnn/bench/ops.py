@@ -224,12 +224,12 @@ def _peer_ops(peer: P.Peer, case: Case, host: dict):
         backend = P.gpucnn_backend(peer)
         ops = gpucnn_ops(backend, case, host)
         if P.is_graph(peer):
-            ops = {name: gpucnn_graph(backend, fn) for name, fn in ops.items()}
+            ops = P.capturing(lambda: {name: gpucnn_graph(backend, fn) for name, fn in ops.items()})
         return ops, P.gpucnn_clock(backend), backend.to_numpy
     device = P.torch_device(peer)  # sets the peer's TF32 mode, which a capture keeps
     ops = torch_ops(device, case, host)
     if P.is_graph(peer):
-        ops = {name: torch_graph(fn) for name, fn in ops.items()}
+        ops = P.capturing(lambda: {name: torch_graph(fn) for name, fn in ops.items()})
     else:
         ops = {name: P.torch_call(peer, fn) for name, fn in ops.items()}
     return ops, P.torch_clock_for(peer), lambda t: t.detach().cpu().numpy()

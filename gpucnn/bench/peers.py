@@ -89,6 +89,16 @@ def is_graph(peer: Peer) -> bool:
     return peer.name.endswith("-graph")
 
 
+def capturing(make: Callable[[], Any]) -> Any:
+    """``make()``, which captures a CUDA graph. An error from it (the device or a library
+    refusing the capture) makes the peer unavailable with the error as its reason: its rows say
+    so, and the run's other figures still come out."""
+    try:
+        return make()
+    except Exception as err:
+        raise Unavailable(f"the CUDA graph capture failed: {type(err).__name__}: {err}") from err
+
+
 def gpucnn_backend(peer: Peer) -> Backend:
     """The gpucnn backend a ``gpucnn-*`` peer runs on."""
     try:
