@@ -319,6 +319,26 @@ def test_goals_read_the_rows_they_name():
     ]
 
 
+def test_goals_whose_peer_could_not_run_are_not_checked():
+    """A goal whose peer has a row but could not run says so, with the peer's reason, rather
+    than vanishing: a run without PyTorch, a refused graph capture."""
+    cpu = _timed("step", goals.STEP_CPU, "train step", "gpucnn-cpu", "cpu", 0.02)
+    torch = Result("step", goals.STEP_CPU, "train step", "pytorch-cpu", "cpu", "float32")
+    torch.status = "PyTorch is not installed"
+    graph = Result("epoch", "random b64", "epoch", "gpucnn-cuda-graph", "cuda", "float32")
+    graph.status = "the CUDA graph capture failed: RuntimeError: no"
+    results = [cpu, torch, graph]
+    add_ratios(results)
+    verdicts = goals.check(results)
+    assert [v.met for v in verdicts] == [None, None]
+    assert [v.line() for v in verdicts] == [
+        f"step: {goals.STEP_CPU}, gpucnn-cpu vs pytorch-cpu: pytorch-cpu not available (PyTorch "
+        "is not installed): not checked",
+        "epoch: random b64, gpucnn-cuda-graph: gpucnn-cuda-graph not available (the CUDA graph "
+        "capture failed: RuntimeError: no): not checked",
+    ]
+
+
 def test_host_clock_settles_and_warms_before_timing(monkeypatch):
     """A CPU sample first waits for other peers' threads to idle, then makes untimed calls of its
     own for REWARM_S (at least one); only the calls after them are timed."""

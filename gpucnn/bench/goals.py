@@ -1,8 +1,9 @@
 """The project's speed goals, checked against one run's results and printed under its table.
 
-Each goal names the rows it reads (suite, case, peers); a goal whose rows the run did not measure
-is left out. The ``bandwidth`` and ``compile`` suites mark their goals on each row instead (a
-fraction of the copy, a time per process).
+Each goal names the rows it reads (suite, case, peers). A goal whose rows the run does not have
+is left out; one whose peer could not run here (no PyTorch, a refused graph capture) is printed
+as not checked, with the reason. The ``bandwidth`` and ``compile`` suites mark their goals on
+each row instead (a fraction of the copy, a time per process).
 """
 
 from __future__ import annotations
@@ -15,19 +16,29 @@ from .report import Result, format_ratio, format_time
 
 @dataclass(frozen=True)
 class Verdict:
-    """One goal against what was measured: ``text`` says which rows, the value and the goal."""
+    """One goal against what was measured: ``text`` says which rows, the value and the goal;
+    ``met`` is None where a peer it needs could not run (``text`` then says why)."""
 
     suite: str
     text: str
-    met: bool
+    met: bool | None
 
     def line(self) -> str:
-        return f"{self.suite}: {self.text}: {'met' if self.met else 'missed'}"
+        outcome = {True: "met", False: "missed", None: "not checked"}[self.met]
+        return f"{self.suite}: {self.text}: {outcome}"
 
 
-def _measured(results: list[Result], suite: str, peer: str) -> list[Result]:
-    """The rows of ``peer`` in ``suite`` that have a median."""
-    return [r for r in results if (r.suite, r.peer) == (suite, peer) and r.median is not None]
+def _rows(results: list[Result], suite: str, peer: str, case: str | None = None) -> list[Result]:
+    """The rows of ``peer`` in ``suite``, on ``case`` (None: on every case), run or not."""
+    return [r for r in results if (r.suite, r.peer) == (suite, peer) and case in (None, r.case)]
+
+
+def _not_checked(suite: str, text: str, rows: list[Result]) -> Verdict | None:
+    """A verdict of "not checked" naming the first of ``rows`` whose peer could not run."""
+    for r in rows:
+        if r.median is None:
+            return Verdict(suite, f"{text}: {r.peer} not available ({r.status})", None)
+    return None
 
 
 @dataclass(frozen=True)
@@ -41,13 +52,16 @@ class Faster:
     times: float
 
     def check(self, results: list[Result]) -> list[Verdict]:
-        rows = _measured(results, self.suite, self.peer)
-        row = next((r for r in rows if r.case == self.case), None)
-        if row is None or self.other not in row.ratios:
+        mine = _rows(results, self.suite, self.peer, self.case)
+        theirs = _rows(results, self.suite, self.other, self.case)
+        if not mine or not theirs:
             return []
-        ratio = row.ratios[self.other]
-        goal = format_ratio(self.times)
-        text = f"{self.case}, {self.peer} vs {self.other} {format_ratio(ratio)} (goal >= {goal})"
+        text = f"{self.case}, {self.peer} vs {self.other}"
+        skipped = _not_checked(self.suite, text, mine + theirs)
+        if skipped:
+            return [skipped]
+        ratio, goal = mine[0].ratios[self.other], format_ratio(self.times)
+        text += f" {format_ratio(ratio)} (goal >= {goal})"
         return [Verdict(self.suite, text, ratio >= self.times)]
 
 
@@ -61,16 +75,18 @@ class Within:
     seconds: float
 
     def check(self, results: list[Result]) -> list[Verdict]:
-        rows = [r for r in _measured(results, self.suite, self.peer) if self.case in (None, r.case)]
-        goal = format_time(self.seconds)
-        return [
-            Verdict(
-                self.suite,
-                f"{r.case}, {self.peer} {format_time(r.median)} (goal <= {goal})",
-                r.median <= self.seconds,
+        goal, verdicts = format_time(self.seconds), []
+        for r in _rows(results, self.suite, self.peer, self.case):
+            text = f"{r.case}, {self.peer}"
+            verdicts.append(
+                _not_checked(self.suite, text, [r])
+                or Verdict(
+                    self.suite,
+                    f"{text} {format_time(r.median)} (goal <= {goal})",
+                    r.median <= self.seconds,
+                )
             )
-            for r in rows
-        ]
+        return verdicts
 
 
 @dataclass(frozen=True)
@@ -86,16 +102,21 @@ class FasterOnAverage:
     floor: float
 
     def check(self, results: list[Result]) -> list[Verdict]:
-        rows = [
-            r for r in _measured(results, self.suite, self.peer)
-            if r.op.startswith(self.ops) and self.other in r.ratios
-        ]  # fmt: skip
-        if not rows:
+        mine, theirs = (
+            [r for r in _rows(results, self.suite, name) if r.op.startswith(self.ops)]
+            for name in (self.peer, self.other)
+        )
+        if not mine or not theirs:
             return []
-        ratios = [r.ratios[self.other] for r in rows]
+        head = f"{self.ops} rows, {self.peer} vs {self.other}"
+        skipped = _not_checked(self.suite, head, mine + theirs)
+        if skipped:
+            return [skipped]
+        paired = [r for r in mine if self.other in r.ratios]  # the ops both ran
+        ratios = [r.ratios[self.other] for r in paired]
         geomean = math.exp(sum(map(math.log, ratios)) / len(ratios))
-        worst = min(rows, key=lambda r: r.ratios[self.other])
-        head = f"{len(rows)} {self.ops} rows, {self.peer} vs {self.other}"
+        worst = min(paired, key=lambda r: r.ratios[self.other])
+        head = f"{len(paired)} {head}"
         return [
             Verdict(
                 self.suite,
