@@ -13,7 +13,8 @@ from .backend import get_backend
 from .errors import GpuUnavailableError
 
 
-def _version(package: str) -> str | None:
+def package_version(package: str) -> str | None:
+    """The installed version of distribution ``package``, or None where it is not installed."""
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
@@ -49,7 +50,7 @@ def kernel_cache_dir() -> Path:
 def describe() -> str:
     """A few lines about this installation, its devices and its kernel cache."""
     lines = [
-        f"gpucnn {_version('gpucnn') or '(not installed, run from a checkout)'}",
+        f"gpucnn {package_version('gpucnn') or '(not installed, run from a checkout)'}",
         f"Python {platform.python_version()}, NumPy {np.__version__}, {platform.platform()}",
         *(f"device {d:<9}{_device_status(d)}" for d in ("cpu", "cuda", "cuda-emu")),
         _cuda_versions(),

@@ -8,11 +8,11 @@ import os
 import platform
 import subprocess
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
+from ..sysinfo import package_version
 from .peers import Peer
 
 
@@ -128,13 +128,6 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def _commit() -> str | None:
     try:
         out = subprocess.run(
@@ -156,8 +149,10 @@ def environment(device: str) -> dict:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "numpy": np.__version__,
-        "torch": _version("torch"),
-        "cupy": next(filter(None, map(_version, ("cupy-cuda12x", "cupy-cuda13x", "cupy"))), None),
+        "torch": package_version("torch"),
+        "cupy": next(
+            filter(None, map(package_version, ("cupy-cuda12x", "cupy-cuda13x", "cupy"))), None
+        ),
     }
     # glibc's allocator settings: they decide whether large buffers come back as fresh pages
     # (a page fault each) on every step, which moved PyTorch's CPU step by 25% here.
