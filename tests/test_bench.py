@@ -16,7 +16,7 @@ from conftest import make_backend
 from gpucnn.bench import goals, main, ops, peers
 from gpucnn.bench.bandwidth import TRAFFIC
 from gpucnn.bench.coldstart import GOALS
-from gpucnn.bench.peers import PEERS, Peer, select
+from gpucnn.bench.peers import CAPTURE_FAILED, PEERS, Peer, select
 from gpucnn.bench.report import Result, add_ratios, table
 from gpucnn.bench.training import step_runner
 from gpucnn.bench.tutorial import TutorialMnistNet
@@ -319,24 +319,35 @@ def test_goals_read_the_rows_they_name():
     ]
 
 
+def _unavailable(suite, case, op, peer, device, why):
+    return Result(suite, case, op, peer, device, "float32", status=why)
+
+
 def test_goals_whose_peer_could_not_run_are_not_checked():
-    """A goal whose peer has a row but could not run says so, with the peer's reason, rather
-    than vanishing: a run without PyTorch, a refused graph capture."""
-    cpu = _timed("step", goals.STEP_CPU, "train step", "gpucnn-cpu", "cpu", 0.02)
-    torch = Result("step", goals.STEP_CPU, "train step", "pytorch-cpu", "cpu", "float32")
-    torch.status = "PyTorch is not installed"
-    graph = Result("epoch", "random b64", "epoch", "gpucnn-cuda-graph", "cuda", "float32")
-    graph.status = "the CUDA graph capture failed: RuntimeError: no"
-    results = [cpu, torch, graph]
+    """A goal whose peer has a row but could not run here says so, with the peer's reason,
+    rather than vanishing (a run without PyTorch, or without a GPU); a gpucnn graph peer whose
+    capture failed misses its goals."""
+    step, conv = goals.STEP_CPU, "conv forward"
+    results = [
+        _timed("step", step, "train step", "gpucnn-cpu", "cpu", 0.02),
+        _unavailable("step", step, "train step", "pytorch-cpu", "cpu", "PyTorch is not installed"),
+        _unavailable("epoch", "b64", "epoch", "gpucnn-cuda", "cuda", "no GPU"),
+        _unavailable("epoch", "b64", "epoch", "gpucnn-cuda-graph", "cuda", f"{CAPTURE_FAILED}: x"),
+        _timed("ops", "c1", conv, "gpucnn-cuda", "cuda", 1e-5),
+        _unavailable("ops", "c1", conv, "pytorch-cuda", "cuda", "PyTorch sees no CUDA device"),
+    ]
     add_ratios(results)
     verdicts = goals.check(results)
-    assert [v.met for v in verdicts] == [None, None]
     assert [v.line() for v in verdicts] == [
-        f"step: {goals.STEP_CPU}, gpucnn-cpu vs pytorch-cpu: pytorch-cpu not available (PyTorch "
-        "is not installed): not checked",
-        "epoch: random b64, gpucnn-cuda-graph: gpucnn-cuda-graph not available (the CUDA graph "
-        "capture failed: RuntimeError: no): not checked",
+        f"step: {step}, gpucnn-cpu vs pytorch-cpu: pytorch-cpu not available (PyTorch is not "
+        "installed): not checked",
+        "epoch: b64, gpucnn-cuda: gpucnn-cuda not available (no GPU): not checked",
+        f"epoch: b64, gpucnn-cuda-graph: gpucnn-cuda-graph not available ({CAPTURE_FAILED}: x): "
+        "missed",
+        "ops: conv rows, gpucnn-cuda vs pytorch-cuda: pytorch-cuda not available (PyTorch sees no "
+        "CUDA device): not checked",
     ]
+    assert [v.met for v in verdicts] == [None, None, False, None]
 
 
 def test_host_clock_settles_and_warms_before_timing(monkeypatch):

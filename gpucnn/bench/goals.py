@@ -1,8 +1,8 @@
 """The project's speed goals, checked against one run's results and printed under its table.
 
 Each goal names the rows it reads (suite, case, peers). A goal whose rows the run does not have
-is left out; one whose peer could not run here (no PyTorch, a refused graph capture) is printed
-as not checked, with the reason. The ``bandwidth`` and ``compile`` suites mark their goals on
+is left out; one whose peer could not run here (no PyTorch, no GPU) is printed as not checked,
+with the reason, and one whose gpucnn graph peer failed its capture as missed. The ``bandwidth`` and ``compile`` suites mark their goals on
 each row instead (a fraction of the copy, a time per process).
 """
 
@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .peers import CAPTURE_FAILED
 from .report import Result, format_ratio, format_time
 
 
 @dataclass(frozen=True)
 class Verdict:
     """One goal against what was measured: ``text`` says which rows, the value and the goal;
-    ``met`` is None where a peer it needs could not run (``text`` then says why)."""
+    ``met`` is None where a peer it needs could not run here (``text`` then says why)."""
 
     suite: str
     text: str
@@ -34,10 +35,15 @@ def _rows(results: list[Result], suite: str, peer: str, case: str | None = None)
 
 
 def _not_checked(suite: str, text: str, rows: list[Result]) -> Verdict | None:
-    """A verdict of "not checked" naming the first of ``rows`` whose peer could not run."""
+    """For the first of ``rows`` without a median, a verdict saying why: "not checked" where its
+    peer could not run here, but "missed" where it is a gpucnn graph peer whose capture failed
+    (gpucnn's own step or op could not be captured, which no other peer can excuse)."""
     for r in rows:
         if r.median is None:
-            return Verdict(suite, f"{text}: {r.peer} not available ({r.status})", None)
+            reason = "no samples were taken" if r.status == "ok" else r.status
+            own_failure = r.peer.startswith("gpucnn-") and r.status.startswith(CAPTURE_FAILED)
+            met = False if own_failure else None
+            return Verdict(suite, f"{text}: {r.peer} not available ({reason})", met)
     return None
 
 
@@ -113,6 +119,8 @@ class FasterOnAverage:
         if skipped:
             return [skipped]
         paired = [r for r in mine if self.other in r.ratios]  # the ops both ran
+        if not paired:
+            return []
         ratios = [r.ratios[self.other] for r in paired]
         geomean = math.exp(sum(map(math.log, ratios)) / len(ratios))
         worst = min(paired, key=lambda r: r.ratios[self.other])

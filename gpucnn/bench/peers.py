@@ -7,6 +7,8 @@ figures are CPU figures (useful to test the harness, not as a speed).
 
 from __future__ import annotations
 
+import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -89,14 +91,23 @@ def is_graph(peer: Peer) -> bool:
     return peer.name.endswith("-graph")
 
 
+CAPTURE_FAILED = "the CUDA graph capture failed"
+
+
 def capturing(make: Callable[[], Any]) -> Any:
-    """``make()``, which captures a CUDA graph. An error from it (the device or a library
-    refusing the capture) makes the peer unavailable with the error as its reason: its rows say
-    so, and the run's other figures still come out."""
+    """``make()``, which warms up and captures a CUDA graph. An error from it makes the peer
+    unavailable, with the error (and the one it was raised in handling: PyTorch's end of a
+    capture reports its own) as the reason, and its traceback on stderr: the peer's rows say so,
+    the goals that need a gpucnn graph peer count as missed (:mod:`.goals`), and the run's other
+    figures still come out."""
     try:
         return make()
     except Exception as err:
-        raise Unavailable(f"the CUDA graph capture failed: {type(err).__name__}: {err}") from err
+        traceback.print_exc(file=sys.stderr)
+        reason = f"{CAPTURE_FAILED}: {type(err).__name__}: {err}"
+        if err.__context__ is not None:
+            reason += f" (while handling {type(err.__context__).__name__}: {err.__context__})"
+        raise Unavailable(reason) from err
 
 
 def gpucnn_backend(peer: Peer) -> Backend:
