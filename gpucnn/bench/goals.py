@@ -47,6 +47,15 @@ def _not_checked(suite: str, text: str, rows: list[Result]) -> Verdict | None:
     return None
 
 
+def _unpaired(suite: str, text: str, mine: list[Result], theirs: list[Result]) -> list | None:
+    """None where both peers' rows are there and ran (the goal can be checked); else what to
+    report instead: nothing where either peer has no rows, or why one of them could not run."""
+    if not mine or not theirs:
+        return []
+    skipped = _not_checked(suite, text, mine + theirs)
+    return [skipped] if skipped else None
+
+
 @dataclass(frozen=True)
 class Faster:
     """``peer`` at least ``times`` as fast as ``other`` on ``case`` (the ratio of their medians)."""
@@ -60,12 +69,10 @@ class Faster:
     def check(self, results: list[Result]) -> list[Verdict]:
         mine = _rows(results, self.suite, self.peer, self.case)
         theirs = _rows(results, self.suite, self.other, self.case)
-        if not mine or not theirs:
-            return []
         text = f"{self.case}, {self.peer} vs {self.other}"
-        skipped = _not_checked(self.suite, text, mine + theirs)
-        if skipped:
-            return [skipped]
+        instead = _unpaired(self.suite, text, mine, theirs)
+        if instead is not None:
+            return instead
         ratio, goal = mine[0].ratios[self.other], format_ratio(self.times)
         text += f" {format_ratio(ratio)} (goal >= {goal})"
         return [Verdict(self.suite, text, ratio >= self.times)]
@@ -112,12 +119,10 @@ class FasterOnAverage:
             [r for r in _rows(results, self.suite, name) if r.op.startswith(self.ops)]
             for name in (self.peer, self.other)
         )
-        if not mine or not theirs:
-            return []
         head = f"{self.ops} rows, {self.peer} vs {self.other}"
-        skipped = _not_checked(self.suite, head, mine + theirs)
-        if skipped:
-            return [skipped]
+        instead = _unpaired(self.suite, head, mine, theirs)
+        if instead is not None:
+            return instead
         paired = [r for r in mine if self.other in r.ratios]  # the ops both ran
         if not paired:
             return []
