@@ -18,6 +18,8 @@ import time
 
 from gpucnn.backend import get_backend
 from gpucnn.bench.training import gpucnn_step, random_batch
+from gpucnn.cli import add_device_argument
+from gpucnn.errors import GpuUnavailableError
 
 SKIP = {"asarray", "owns", "to_numpy"}  # bookkeeping, not ops
 
@@ -56,12 +58,16 @@ def instrument(backend) -> tuple[dict, dict, dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--device", default="cpu")
+    add_device_argument(parser)
     parser.add_argument("--steps", type=int, default=30, help="timed steps (after 5 untimed)")
     parser.add_argument("--top", type=int, default=12, help="rows shown")
     args = parser.parse_args(argv)
 
-    backend = get_backend(args.device)
+    try:
+        backend = get_backend(args.device)
+    except GpuUnavailableError as err:
+        print(f"profile_step.py: error: {err}", file=sys.stderr)
+        return 2
     wall, cpu, calls = instrument(backend)
     step = gpucnn_step(backend)
     x, y = (backend.asarray(a) for a in random_batch(args.batch_size))

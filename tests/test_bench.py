@@ -409,3 +409,22 @@ def test_profile_script_times_every_op_of_a_step():
     rows = {tuple(line.split()[:2]) for line in result.stdout.splitlines()[2:]}
     for op in ("conv2d_forward_saving", "conv2d_backward_saved", "max_pool2d_forward"):
         assert {(op, "0"), (op, "1")} <= rows, result.stdout
+
+
+def test_profile_script_names_an_unusable_device(monkeypatch, capsys):
+    """scripts/profile_step.py on a device that cannot run says why in one line (exit 2)."""
+    import importlib.util
+
+    from gpucnn.errors import GpuUnavailableError
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "profile_step.py"
+    spec = importlib.util.spec_from_file_location("profile_step", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def no_gpu(device):
+        raise GpuUnavailableError("no NVIDIA driver found")
+
+    monkeypatch.setattr(module, "get_backend", no_gpu)
+    assert module.main(["--device", "cuda"]) == 2
+    assert capsys.readouterr().err == "profile_step.py: error: no NVIDIA driver found\n"
