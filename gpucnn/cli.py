@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from . import bench
 from .backend import DEVICES
@@ -201,15 +201,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error already printed on one line
         return int(exit_.code or 0)
+    return run_reporting_errors("gpucnn", lambda: args.func(args), RESUME_HINT)
+
+
+RESUME_HINT = "continue a training run with --resume"
+
+
+def run_reporting_errors(prog: str, fn: Callable[[], int | None], hint: str = "") -> int:
+    """``fn()``'s exit status, with Ctrl-C (and ``hint`` on what to do next) and the errors a
+    user can cause (bad input, missing data, no usable GPU) as one line on stderr instead of a
+    traceback; ``GPUCNN_DEBUG=1`` shows the traceback. The ``gpucnn`` command and the scripts
+    in ``scripts/`` use it."""
     try:
-        status = args.func(args)
+        status = fn()
     except KeyboardInterrupt:
-        print("gpucnn: interrupted (continue a training run with --resume)", file=sys.stderr)
+        print(f"{prog}: interrupted" + (f" ({hint})" if hint else ""), file=sys.stderr)
         return 130
     except (ValueError, TypeError, OSError, RuntimeError, ImportError) as err:
         if os.environ.get("GPUCNN_DEBUG"):
             raise
         message = " ".join(str(err).split()) or type(err).__name__
-        print(f"gpucnn: error: {message}", file=sys.stderr)
+        print(f"{prog}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     return status or 0

@@ -20,6 +20,7 @@ ONLY=${ONLY:-bench train tests sanitizer}
 DATA_DIR=${DATA_DIR:-}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+export GPUCNN_DEBUG=1  # an error's whole traceback in the step's log, not its one-line summary
 start=$(date +%s)
 
 step() {  # step NAME COMMAND...: run COMMAND, log to $OUT/NAME.log, record PASS/FAIL

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from gpucnn.backend import get_backend, kernels
+from gpucnn.cli import run_reporting_errors
 
 
 class RecordingRunner:
@@ -87,11 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda", choices=["cuda", "cuda-emu"])
     args = parser.parse_args(argv)
+    backend = get_backend(args.device)  # first: names a missing GPU or CuPy in one line
     if args.device == "cuda":
         import cupy
 
         cupy.cuda.set_allocator(None)  # one cudaMalloc per array: exact bounds for memcheck
-    backend = get_backend(args.device)
     backend.runner = recorder = RecordingRunner(backend.runner)
     for dt in (np.float32, np.float64):
         launch_all(backend, dt)
@@ -104,4 +105,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_reporting_errors("launch_all_kernels.py", main))

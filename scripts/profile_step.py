@@ -18,8 +18,7 @@ import time
 
 from gpucnn.backend import get_backend
 from gpucnn.bench.training import gpucnn_step, random_batch
-from gpucnn.cli import add_device_argument
-from gpucnn.errors import GpuUnavailableError
+from gpucnn.cli import add_device_argument, run_reporting_errors
 
 SKIP = {"asarray", "owns", "to_numpy"}  # bookkeeping, not ops
 
@@ -63,11 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=12, help="rows shown")
     args = parser.parse_args(argv)
 
-    try:
-        backend = get_backend(args.device)
-    except GpuUnavailableError as err:
-        print(f"profile_step.py: error: {err}", file=sys.stderr)
-        return 2
+    backend = get_backend(args.device)
     wall, cpu, calls = instrument(backend)
     step = gpucnn_step(backend)
     x, y = (backend.asarray(a) for a in random_batch(args.batch_size))
@@ -92,4 +87,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_reporting_errors("profile_step.py", main))

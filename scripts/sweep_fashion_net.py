@@ -16,9 +16,16 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 from pathlib import Path
 
-from gpucnn.cli import add_data_dir_argument, add_device_argument, add_recipe_arguments
+from gpucnn.cli import (
+    RESUME_HINT,
+    add_data_dir_argument,
+    add_device_argument,
+    add_recipe_arguments,
+    run_reporting_errors,
+)
 from gpucnn.nn import zoo
 from gpucnn.train import TrainConfig, fit
 
@@ -76,4 +83,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_reporting_errors("sweep_fashion_net.py", main, RESUME_HINT))

@@ -1,4 +1,5 @@
-"""Shared fixtures: a freshly seeded ``rng`` (seed reported on failure) and the ``backend`` fixture.
+"""Shared fixtures: a freshly seeded ``rng`` (seed reported on failure) and the ``backend`` fixture;
+GPUCNN_DEBUG unset in every test.
 
 ``backend`` runs a test once per device: ``cpu`` always; ``cuda`` (marked ``gpu``) and ``cuda-emu``
 (marked ``emu``) are skipped, with the reason, where they cannot be created, so they show up as
@@ -22,6 +23,13 @@ BACKENDS = [
     pytest.param("cuda", id="cuda", marks=pytest.mark.gpu),
     pytest.param("cuda-emu", id="cuda-emu", marks=pytest.mark.emu),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _errors_as_users_see_them(monkeypatch):
+    """Every test sees the command line's one-line errors, whatever the shell sets: GPUCNN_DEBUG
+    (tracebacks instead) is for people debugging, and scripts/gpu_check.sh sets it for its logs."""
+    monkeypatch.delenv("GPUCNN_DEBUG", raising=False)
 
 
 def fresh_seed() -> int:

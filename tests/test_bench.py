@@ -426,5 +426,6 @@ def test_profile_script_names_an_unusable_device(monkeypatch, capsys):
         raise GpuUnavailableError("no NVIDIA driver found")
 
     monkeypatch.setattr(module, "get_backend", no_gpu)
-    assert module.main(["--device", "cuda"]) == 2
+    run = lambda: module.main(["--device", "cuda"])  # noqa: E731 - as the script's __main__ does
+    assert module.run_reporting_errors("profile_step.py", run) == 2
     assert capsys.readouterr().err == "profile_step.py: error: no NVIDIA driver found\n"
