@@ -21,7 +21,9 @@ template <typename I> struct ChannelPixel {
     __device__ ChannelPixel(I channels, I plane_size)
         : c(blockIdx.y), pix((I)blockIdx.x * BLOCK_1D + threadIdx.x), C(channels), HW(plane_size),
           valid(pix < plane_size) {}
-    __device__ I offset(I n) const { return (n * C + c) * HW + pix; }
+    __device__ I offset(I n) const { return n * image() + in_image(); }
+    __device__ I image() const { return C * HW; }        // the stride of n
+    __device__ I in_image() const { return c * HW + pix; }  // the offset within an image
 };
 
 // Partial sums are stored per channel, P = gridDim.x * gridDim.z of them: this block's index.
@@ -111,20 +113,13 @@ __device__ void normalize_body(const T* x, const T* gamma, const T* beta, const 
     const ChannelPixel<I> at(C, HW);
     if (!at.valid) return;
     const T mu = mean[at.c], scale = gamma[at.c] * invstd[at.c], shift = beta[at.c];
-    constexpr int IMAGES_AT_ONCE = loads_at_once<I>();  // images in flight at once
-    for (I first = blockIdx.z; first < N; first += IMAGES_AT_ONCE * gridDim.z) {
-        T v[IMAGES_AT_ONCE];
+    for_batches(N, (I)blockIdx.z, (I)gridDim.z, [&](const Batch<I>& b) {
+        T v[loads_at_once<I>()];
+        b.load(x, at.image(), at.in_image(), T(0), v);
 #pragma unroll
-        for (int u = 0; u < IMAGES_AT_ONCE; ++u) {
-            const I n = first + u * gridDim.z;
-            v[u] = n < N ? x[at.offset(n)] : T(0);
-        }
-#pragma unroll
-        for (int u = 0; u < IMAGES_AT_ONCE; ++u) {
-            const I n = first + u * gridDim.z;
-            if (n < N) y[at.offset(n)] = (v[u] - mu) * scale + shift;
-        }
-    }
+        for (int u = 0; u < loads_at_once<I>(); ++u) v[u] = (v[u] - mu) * scale + shift;
+        b.store(y, at.image(), at.in_image(), v);
+    });
 }
 
 // Training forward, pass 3 of 3: y = (x - mean) * (gamma * invstd) + beta, per channel.
@@ -214,21 +209,15 @@ __device__ void backward_body(const T* gy, const T* x, const T* gamma, const T* 
     if (!at.valid) return;
     const T m = (T)(N * HW), mu = mean[at.c], inv = invstd[at.c], gb = gbeta[at.c];
     const T k = gamma[at.c] * inv / m, gg = ggamma[at.c];
-    constexpr int IMAGES_AT_ONCE = loads_at_once<I>();  // images in flight at once
-    for (I first = blockIdx.z; first < N; first += IMAGES_AT_ONCE * gridDim.z) {
-        T g[IMAGES_AT_ONCE], v[IMAGES_AT_ONCE];
+    for_batches(N, (I)blockIdx.z, (I)gridDim.z, [&](const Batch<I>& b) {
+        T g[loads_at_once<I>()], v[loads_at_once<I>()];
+        b.load(gy, at.image(), at.in_image(), T(0), g);
+        b.load(x, at.image(), at.in_image(), T(0), v);
 #pragma unroll
-        for (int u = 0; u < IMAGES_AT_ONCE; ++u) {
-            const I n = first + u * gridDim.z;
-            g[u] = n < N ? gy[at.offset(n)] : T(0);
-            v[u] = n < N ? x[at.offset(n)] : T(0);
-        }
-#pragma unroll
-        for (int u = 0; u < IMAGES_AT_ONCE; ++u) {
-            const I n = first + u * gridDim.z;
-            if (n < N) gx[at.offset(n)] = k * (m * g[u] - gb - (v[u] - mu) * inv * gg);
-        }
-    }
+        for (int u = 0; u < loads_at_once<I>(); ++u)
+            v[u] = k * (m * g[u] - gb - (v[u] - mu) * inv * gg);
+        b.store(gx, at.image(), at.in_image(), v);
+    });
 }
 
 // Training backward, pass 3 of 3: gx = gamma * invstd / m * (m * gy - gbeta - xhat * ggamma),

@@ -39,6 +39,35 @@ __device__ inline bool fits_index32(i64 n) { return n >= 0 && n < 2147483648LL; 
 // larger path).
 template <typename I> __device__ constexpr int loads_at_once() { return sizeof(I) == 4 ? 8 : 1; }
 
+// One batch of a thread's items (pool2d.cu: planes; batchnorm.cu: images), first + u*step for
+// u < loads_at_once<I>(), whose loads are issued together; an item at or past `count` is absent
+// (neither loaded nor stored). Item i's value of a thread lies at a[i * item_size + at].
+template <typename I> struct Batch {
+    I first, step, count;
+    __device__ bool has(int u) const { return first + u * step < count; }
+    // v[u] = a[item u * item_size + at], or `absent` for an absent item.
+    template <typename V, int N>
+    __device__ void load(const V* a, I item_size, I at, V absent, V (&v)[N]) const {
+#pragma unroll
+        for (int u = 0; u < N; ++u)
+            v[u] = has(u) ? a[(first + u * step) * item_size + at] : absent;
+    }
+    // a[item u * item_size + at] = v[u] for each item present.
+    template <typename T, typename V, int N>
+    __device__ void store(T* a, I item_size, I at, const V (&v)[N]) const {
+#pragma unroll
+        for (int u = 0; u < N; ++u)
+            if (has(u)) a[(first + u * step) * item_size + at] = (T)v[u];
+    }
+};
+
+// Calls batch(b) for each of this thread's batches b of loads_at_once<I>() items `step` apart
+// (a grid dimension), from item `first` (the block's index along it) on.
+template <typename I, typename Body>
+__device__ void for_batches(I count, I first, I step, Body batch) {
+    for (; first < count; first += loads_at_once<I>() * step) batch(Batch<I>{first, step, count});
+}
+
 // Type-generic math, so templates call one name for float and double (NVRTC has no <cmath>).
 __device__ inline float dev_exp(float x) { return expf(x); }
 __device__ inline double dev_exp(double x) { return exp(x); }

@@ -25,35 +25,6 @@ template <typename I> struct Pool2d {
     }
 };
 
-// One batch of a thread's planes, first + u*step for u < loads_at_once<I>(), whose loads are issued
-// together; a plane at or past `planes` is absent (neither loaded nor stored).
-template <typename I> struct PlaneBatch {
-    I first, step, planes;
-    __device__ bool has(int u) const { return first + u * step < planes; }
-    // v[u] = a[plane u * plane_size + at], or `absent` for an absent plane.
-    template <typename V, int N>
-    __device__ void load(const V* a, I plane_size, I at, V absent, V (&v)[N]) const {
-#pragma unroll
-        for (int u = 0; u < N; ++u)
-            v[u] = has(u) ? a[(first + u * step) * plane_size + at] : absent;
-    }
-    // a[plane u * plane_size + at] = v[u] for each plane present.
-    template <typename T, typename V, int N>
-    __device__ void store(T* a, I plane_size, I at, const V (&v)[N]) const {
-#pragma unroll
-        for (int u = 0; u < N; ++u)
-            if (has(u)) a[(first + u * step) * plane_size + at] = (T)v[u];
-    }
-};
-
-// Calls batch(b) for each of this thread's batches b of loads_at_once<I>() planes gridDim.y apart,
-// from plane blockIdx.y on.
-template <typename I, typename Batch> __device__ void for_plane_batches(I planes, Batch batch) {
-    const I step = gridDim.y;
-    for (I first = blockIdx.y; first < planes; first += loads_at_once<I>() * step)
-        batch(PlaneBatch<I>{first, step, planes});
-}
-
 // The in-bounds taps [lo, hi) (input coordinates; lo == hi when none) along one axis of n pixels
 // padded by p of a window whose taps are t0 .. t0 + k - 1 in padded coordinates.
 template <typename I> __device__ inline void taps_in_bounds(I t0, I k, I p, I n, I& lo, I& hi) {
@@ -85,7 +56,7 @@ template <typename I> struct WindowPixel {
 // v[u] = x at that tap in plane u of batch b (0 if absent): a tap's loads are issued together.
 template <typename T, typename I, typename Use>
 __device__ void for_window_taps(const Pool2d<I>& g, const WindowPixel<I>& at,
-                                const PlaneBatch<I>& b, const T* x, Use use) {
+                                const Batch<I>& b, const T* x, Use use) {
 #pragma unroll 1  // a few taps: unrolling only adds overhead
     for (I h = at.h_lo; h < at.h_hi; ++h)
 #pragma unroll 1
@@ -107,7 +78,7 @@ __device__ void max_pool2d_forward_body(const T* x, T* y, int* argmax,
     const Pool2d<I> g = geometry.as<I>();
     const WindowPixel<I> at(g);
     if (!at.valid) return;
-    for_plane_batches(g.planes, [&](const PlaneBatch<I>& b) {
+    for_batches(g.planes, (I)blockIdx.y, (I)gridDim.y, [&](const Batch<I>& b) {
         constexpr int PLANES_AT_ONCE = loads_at_once<I>();
         T best[PLANES_AT_ONCE];
         int best_index[PLANES_AT_ONCE];
@@ -141,7 +112,7 @@ __device__ void avg_pool2d_forward_body(const T* x, T* y, T divisor, const Pool2
     const Pool2d<I> g = geometry.as<I>();
     const WindowPixel<I> at(g);
     if (!at.valid) return;
-    for_plane_batches(g.planes, [&](const PlaneBatch<I>& b) {
+    for_batches(g.planes, (I)blockIdx.y, (I)gridDim.y, [&](const Batch<I>& b) {
         constexpr int PLANES_AT_ONCE = loads_at_once<I>();
         T total[PLANES_AT_ONCE] = {};
         for_window_taps(g, at, b, x, [&](I, const T* v) {
@@ -183,7 +154,7 @@ template <typename I> struct GatherPixel {
     }
 };
 
-// A backward thread's work: its pixel (GatherPixel) and its batches of planes (for_plane_batches);
+// A backward thread's work: its pixel (GatherPixel) and its batches of planes (for_batches);
 // sum(g, at, b, total) fills one sum (of type Acc) per plane of batch b, and each is stored at
 // the pixel's place in gx.
 template <typename T, typename Acc, typename I, typename Sum>
@@ -191,7 +162,7 @@ __device__ void gather_plane_batches(const Pool2d<i64>& geometry, T* gx, Sum sum
     const Pool2d<I> g = geometry.as<I>();
     const GatherPixel<I> at(g);
     if (!at.valid) return;
-    for_plane_batches(g.planes, [&](const PlaneBatch<I>& b) {
+    for_batches(g.planes, (I)blockIdx.y, (I)gridDim.y, [&](const Batch<I>& b) {
         Acc total[loads_at_once<I>()] = {};
         sum(g, at, b, total);
         b.store(gx, g.H * g.W, at.pix, total);
@@ -208,7 +179,7 @@ __device__ void max_pool2d_backward_body(const T* gy, const int* argmax, const T
                                          const Pool2d<i64>& geometry, bool masked) {
     gather_plane_batches<T, double, I>(geometry, gx, [&](const Pool2d<I>& g,
                                                          const GatherPixel<I>& at,
-                                                         const PlaneBatch<I>& b, double* total) {
+                                                         const Batch<I>& b, double* total) {
         constexpr int PLANES_AT_ONCE = loads_at_once<I>();
 #pragma unroll 1  // a window or a few: unrolling only adds overhead
         for (I oh = at.oh_lo; oh < at.oh_hi; ++oh)
@@ -249,7 +220,7 @@ template <typename T, typename I>
 __device__ void avg_pool2d_backward_body(const T* gy, T* gx, T divisor,
                                          const Pool2d<i64>& geometry) {
     gather_plane_batches<T, T, I>(geometry, gx, [&](const Pool2d<I>& g, const GatherPixel<I>& at,
-                                                    const PlaneBatch<I>& b, T* total) {
+                                                    const Batch<I>& b, T* total) {
         constexpr int PLANES_AT_ONCE = loads_at_once<I>();
 #pragma unroll 1  // a window or a few: unrolling only adds overhead
         for (I oh = at.oh_hi; oh-- > at.oh_lo;)
