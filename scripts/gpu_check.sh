@@ -12,20 +12,27 @@
 # others; the summary (with each step's end time) is printed at the end and written to
 # $OUT/summary.txt. Exit status: 0 only if every step that ran passed. ONLY="bench train tests
 # sanitizer" (any of them) runs just those groups, to split the check over several calls.
+# DEADLINE_S=N starts no step after N seconds (each is listed as SKIP), so that a time-limited
+# call still ends with its summary.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-./out}
 PYTHON=${PYTHON:-python3}
 ONLY=${ONLY:-bench train tests sanitizer}
 DATA_DIR=${DATA_DIR:-}
+DEADLINE_S=${DEADLINE_S:-}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 export GPUCNN_DEBUG=1  # an error's whole traceback in the step's log, not its one-line summary
 start=$(date +%s)
 
-step() {  # step NAME COMMAND...: run COMMAND, log to $OUT/NAME.log, record PASS/FAIL
+step() {  # step NAME COMMAND...: run COMMAND, log to $OUT/NAME.log, record PASS/FAIL/SKIP
     local name=$1
     shift
+    if [ -n "$DEADLINE_S" ] && [ $(($(date +%s) - start)) -ge "$DEADLINE_S" ]; then
+        echo "SKIP $name (past DEADLINE_S=$DEADLINE_S s)" >>"$OUT/steps.txt"
+        return
+    fi
     echo "== $name: $*"
     if "$@" >"$OUT/$name.log" 2>&1; then
         echo "PASS $name (done at $(($(date +%s) - start)) s)" >>"$OUT/steps.txt"
