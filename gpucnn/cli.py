@@ -18,6 +18,7 @@ from .nn.zoo import model_names
 from .train import AUGMENT_CHOICES, OPTIMIZERS, SCHEDULES
 
 EXIT_USAGE = 2
+RESUME_HINT = "continue a training run with --resume"  # after Ctrl-C in a training run
 
 
 class _Parser(argparse.ArgumentParser):
@@ -202,9 +203,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, or a usage error already printed on one line
         return int(exit_.code or 0)
     return run_reporting_errors("gpucnn", lambda: args.func(args), RESUME_HINT)
-
-
-RESUME_HINT = "continue a training run with --resume"
 
 
 def run_reporting_errors(prog: str, fn: Callable[[], int | None], hint: str = "") -> int:

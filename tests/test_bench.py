@@ -429,3 +429,39 @@ def test_profile_script_names_an_unusable_device(monkeypatch, capsys):
     run = lambda: module.main(["--device", "cuda"])  # noqa: E731 - as the script's __main__ does
     assert module.run_reporting_errors("profile_step.py", run) == 2
     assert capsys.readouterr().err == "profile_step.py: error: no NVIDIA driver found\n"
+
+
+def test_torch_capture_follows_the_capture_recipe(monkeypatch):
+    """peers.torch_capture, against a stand-in torch that logs what it is asked (no GPU here):
+    three warm-up calls on a side stream, each after reset; reset again outside the capture;
+    then the one captured call, whose output comes back with the graph."""
+    import contextlib
+    import types
+
+    log = []
+    stream = types.SimpleNamespace(wait_stream=lambda other: log.append("wait"))
+
+    @contextlib.contextmanager
+    def on(name):
+        log.append(f"enter {name}")
+        yield
+        log.append(f"exit {name}")
+
+    cuda = types.SimpleNamespace(
+        Stream=lambda: stream,
+        current_stream=lambda: stream,
+        stream=lambda s: on("side stream"),
+        graph=lambda g: on("capture"),
+        CUDAGraph=lambda: "graph",
+    )
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    calls = iter(range(10))
+    graph, output = peers.torch_capture(
+        lambda: log.append(f"fn {next(calls)}") or "out", reset=lambda: log.append("reset")
+    )
+    assert (graph, output) == ("graph", "out")
+    warm = ["reset", "fn 0", "reset", "fn 1", "reset", "fn 2"]
+    assert log == [
+        "wait", "enter side stream", *warm, "exit side stream", "wait",
+        "reset", "enter capture", "fn 3", "exit capture",
+    ]  # fmt: skip

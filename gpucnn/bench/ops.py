@@ -196,20 +196,9 @@ def gpucnn_graph(backend, fn: Callable[[], Any]) -> GraphReplay:
 
 
 def torch_graph(fn: Callable[[], Any]) -> GraphReplay:
-    """PyTorch's ``fn``'s calls captured with ``torch.cuda.graph``, warmed up on a side stream
-    first, as PyTorch's capture recipe asks (cuDNN's autotuning runs there, not in the capture;
-    the TF32 mode set at capture is the graph's). The replay holds the graph and its outputs."""
-    import torch
-
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        outputs = [fn() for _ in range(GRAPH_CALLS)]
+    """PyTorch's ``fn``'s calls captured with :func:`.peers.torch_capture`; the replay holds the
+    graph and its outputs."""
+    graph, outputs = P.torch_capture(lambda: [fn() for _ in range(GRAPH_CALLS)])
 
     def replay():
         graph.replay()

@@ -168,6 +168,28 @@ def torch_clock_for(peer: Peer) -> Clock:
     return torch_clock() if peer.device == "cuda" else HostClock()
 
 
+def torch_capture(fn: Callable[[], Any], reset: Callable[[], None] = lambda: None):
+    """(graph, output): ``fn()`` captured once as a PyTorch CUDA graph, after three warm-up calls
+    on a side stream, as PyTorch's capture recipe asks (cuDNN's autotuning runs there, not in
+    the capture; the TF32 mode set now is the graph's). ``reset()`` runs before each warm-up
+    call and before the capture, outside it (an optimizer's ``zero_grad``). The caller keeps
+    the graph's inputs and ``output`` alive as long as it replays the graph."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            reset()
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    reset()
+    with torch.cuda.graph(graph):
+        output = fn()
+    return graph, output
+
+
 def to_torch(array: Any, device: Any) -> Any:
     """A host NumPy array as a PyTorch tensor on ``device`` (a copy)."""
     import torch

@@ -123,28 +123,18 @@ class TorchGraphStep:
 
 
 def torch_graph_step(device, x, y) -> TorchGraphStep:
-    """The whole step captured once as a CUDA graph, on copies of ``x`` and ``y``.
-
-    Warm-up runs on a side stream first, as PyTorch's whole-network capture recipe asks.
-    """
-    import torch
+    """The whole step captured once as a CUDA graph (:func:`.peers.torch_capture`, the gradients
+    set to None before each warm-up step and the capture), on copies of ``x`` and ``y``."""
     import torch.nn.functional as F
 
     net, opt = torch_model(device)
     static_x, static_y = x.clone(), y.clone()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(net(static_x), static_y).backward()
-            opt.step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    opt.zero_grad(set_to_none=True)
-    with torch.cuda.graph(graph):
+
+    def step():
         F.cross_entropy(net(static_x), static_y).backward()
         opt.step()
+
+    graph, _ = P.torch_capture(step, reset=lambda: opt.zero_grad(set_to_none=True))
     return TorchGraphStep(graph, net, opt, static_x, static_y)
 
 
