@@ -1,7 +1,6 @@
 """Checkpoints: one ``.npz`` with model spec, weights, optimizer and schedule state, epoch and RNGs.
 
-Written atomically (a temporary file in the same folder, fsync, ``os.replace``), so a crash leaves
-the previous checkpoint intact. Arrays are saved from the host, so a checkpoint written on either
+Written atomically (:mod:`gpucnn.atomic`), so a crash leaves the previous checkpoint intact. Arrays are saved from the host, so a checkpoint written on either
 device loads on either device. Weight names are PyTorch's (``to_torch`` / ``from_torch`` convert).
 """
 
@@ -9,15 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_write
 from .nn.module import Module
 from .nn.zoo import build_from_spec
 
@@ -55,29 +53,6 @@ class Checkpoint:
             ) from err
         model.set_random_state(self.random_state)
         return model.to(device)
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync, rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return path
 
 
 def save_checkpoint(

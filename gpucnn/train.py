@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from . import nn, optim
+from .atomic import atomic_write
 from .backend import get_backend
 from .captured_step import CapturedStep
-from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data.datasets import Dataset, dataset_info, load_dataset
 from .data.loader import DataLoader
 from .nn.summary import count_parameters

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -90,7 +92,7 @@ def test_atomic_write_survives_a_killed_process(tmp_path):
     before = path.read_bytes()
     script = textwrap.dedent(f"""
         import os
-        from gpucnn.checkpoint import atomic_write
+        from gpucnn.atomic import atomic_write
         def write(f):
             f.write(b"x" * 100000)
             f.flush()
@@ -100,6 +102,21 @@ def test_atomic_write_survives_a_killed_process(tmp_path):
     assert subprocess.run([sys.executable, "-c", script], timeout=60).returncode == 9
     assert path.read_bytes() == before
     ck.load_checkpoint(path)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_a_checkpoint_gets_the_permissions_of_an_ordinary_file(tmp_path, umask):
+    # A temporary file is made 0600; renamed as it is, a shared runs folder's checkpoint would be
+    # unreadable to the other users the umask lets read it.
+    old = os.umask(umask)
+    try:
+        path = tmp_path / "m.npz"
+        _save(path)
+        (tmp_path / "plain").write_bytes(b"")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    assert mode == 0o666 & ~umask == stat.S_IMODE((tmp_path / "plain").stat().st_mode)
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
+import stat
 import threading
 
 import numpy as np
@@ -64,6 +66,17 @@ def test_fetch_refuses_a_bad_checksum_and_leaves_nothing(served, tmp_path):
     with pytest.raises(dl.DownloadError, match="checksum mismatch"):
         dl.fetch(url + "train-labels-idx1-ubyte.gz", out / "labels.gz", "0" * 64, timeout=5)
     assert list(out.iterdir()) == []
+
+
+def test_a_download_gets_the_permissions_of_an_ordinary_file(served, tmp_path):
+    url, folder = served
+    name = "train-labels-idx1-ubyte.gz"
+    old = os.umask(0o022)
+    try:
+        dest = dl.fetch(url + name, tmp_path / name, dl.sha256_of(folder / name), timeout=5)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o644  # readable by a shared folder's users
 
 
 def test_fetch_reports_http_errors(served, tmp_path):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.request
 from pathlib import Path
+from typing import BinaryIO
+
+from ..atomic import atomic_write
 
 FILES = (
     "train-images-idx3-ubyte.gz",
@@ -51,18 +53,18 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 
 def fetch(url: str, dest: str | os.PathLike, sha256: str, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``dest`` atomically; refuse (and delete) it unless its SHA-256 matches.
+    """Download ``url`` to ``dest``; refuse it unless its SHA-256 matches.
 
-    A file already at ``dest`` with the right checksum is kept without downloading.
+    Written atomically (:mod:`gpucnn.atomic`): a failed or refused download leaves nothing. A
+    file already at ``dest`` with the right checksum is kept without downloading.
     """
     dest = Path(dest)
     if dest.is_file() and sha256_of(dest) == sha256:
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
+
+    def download(out: BinaryIO) -> None:
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 digest.update(chunk)
                 out.write(chunk)
@@ -71,11 +73,12 @@ def fetch(url: str, dest: str | os.PathLike, sha256: str, timeout: float = 60.0)
                 f"{url}: checksum mismatch (sha256 {digest.hexdigest()}, expected {sha256}); "
                 "file refused"
             )
-        os.replace(tmp, dest)
+
+    try:
+        atomic_write(dest, download)
+    except DownloadError:
+        raise
     except OSError as err:  # URLError, HTTPError and timeouts are OSErrors too
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, DownloadError):
-            raise
         raise DownloadError(f"{url}: download failed: {err}") from err
     return dest
 
