@@ -12,8 +12,8 @@
 # others; the summary (with each step's end time) is printed at the end and written to
 # $OUT/summary.txt. Exit status: 0 only if every step that ran passed. ONLY="bench train tests
 # sanitizer" (any of them) runs just those groups, to split the check over several calls.
-# DEADLINE_S=N starts no step after N seconds (each is listed as SKIP), so that a time-limited
-# call still ends with its summary.
+# DEADLINE_S=N starts no step after N seconds (each is listed as SKIP) and stops a step still
+# running then (TIMEOUT), so that a time-limited call still ends with its summary.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-./out}
@@ -23,22 +23,34 @@ DATA_DIR=${DATA_DIR:-}
 DEADLINE_S=${DEADLINE_S:-}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+# The scripts run as `python scripts/x.py` import gpucnn from this checkout, installed or not.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export GPUCNN_DEBUG=1  # an error's whole traceback in the step's log, not its one-line summary
 start=$(date +%s)
 
 step() {  # step NAME COMMAND...: run COMMAND, log to $OUT/NAME.log, record PASS/FAIL/SKIP
     local name=$1
     shift
-    if [ -n "$DEADLINE_S" ] && [ $(($(date +%s) - start)) -ge "$DEADLINE_S" ]; then
-        echo "SKIP $name (past DEADLINE_S=$DEADLINE_S s)" >>"$OUT/steps.txt"
-        return
+    local limit=()
+    if [ -n "$DEADLINE_S" ]; then
+        local left=$((DEADLINE_S - ($(date +%s) - start)))
+        if [ "$left" -le 0 ]; then
+            echo "SKIP $name (past DEADLINE_S=$DEADLINE_S s)" >>"$OUT/steps.txt"
+            return
+        fi
+        limit=(timeout -k 5 "$left")
     fi
     echo "== $name: $*"
-    if "$@" >"$OUT/$name.log" 2>&1; then
-        echo "PASS $name (done at $(($(date +%s) - start)) s)" >>"$OUT/steps.txt"
-    else
-        echo "FAIL $name (exit $?, done at $(($(date +%s) - start)) s, see $OUT/$name.log)" \
+    local status=0
+    ${limit[@]+"${limit[@]}"} "$@" >"$OUT/$name.log" 2>&1 || status=$?
+    local at="done at $(($(date +%s) - start)) s"
+    if [ "$status" = 0 ]; then
+        echo "PASS $name ($at)" >>"$OUT/steps.txt"
+    elif [ ${#limit[@]} -gt 0 ] && { [ "$status" = 124 ] || [ "$status" = 137 ]; }; then
+        echo "FAIL $name (TIMEOUT: stopped at DEADLINE_S=$DEADLINE_S s, see $OUT/$name.log)" \
             >>"$OUT/steps.txt"
+    else
+        echo "FAIL $name (exit $status, $at, see $OUT/$name.log)" >>"$OUT/steps.txt"
     fi
     tail -n 3 "$OUT/$name.log"
 }
