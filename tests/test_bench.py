@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import make_backend
 
-from gpucnn.bench import goals, main, ops, peers
+from gpucnn.bench import goals, main, ops, peers, training
 from gpucnn.bench.bandwidth import TRAFFIC
 from gpucnn.bench.coldstart import GOALS
 from gpucnn.bench.peers import CAPTURE_FAILED, PEERS, Peer, select
@@ -160,6 +160,30 @@ def test_unavailable_peer_is_a_row_with_its_reason(tmp_path, capsys, monkeypatch
     assert "not available" in out
     (cpu,) = [r for r in record["results"] if r["peer"] == "gpucnn-cpu"]
     assert cpu["ratios"] == {}  # never divided by a figure of another device
+
+
+def test_a_peer_that_fails_is_a_row_and_the_exit_status_says_so(tmp_path, capsys, monkeypatch):
+    """An error while a gpucnn peer is set up (not a missing GPU or PyTorch: a bug, or a
+    cuDNN error on a PyTorch peer) costs that peer's rows only: the others are measured, the
+    JSON is written, the traceback goes to stderr, and, gpucnn's own failure, the exit is 1."""
+    real = training.gpucnn_step
+
+    def broken(backend, captured=False):
+        if backend.name == "cuda-emu":
+            raise RuntimeError("a stand-in bug")
+        return real(backend, captured)
+
+    monkeypatch.setattr(training, "gpucnn_step", broken)
+    path = tmp_path / "bench.json"
+    argv = ["--suite", "step", "--batch-size", "2", "--peers", "gpucnn-cpu,gpucnn-cuda-emu"]
+    assert main([*argv, "--repeats", "1", "--settle", "0", "--json", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert "a stand-in bug" in captured.err and "gpucnn-cuda-emu failed" in captured.err
+    rows = {r["peer"]: r for r in json.loads(path.read_text())["results"]}
+    assert rows["gpucnn-cpu"]["status"] == "ok" and rows["gpucnn-cpu"]["median"] > 0
+    assert rows["gpucnn-cuda-emu"]["status"] == (
+        f"{peers.SETUP_FAILED}: RuntimeError: a stand-in bug"
+    )
 
 
 def test_ratios_never_cross_devices():

@@ -103,6 +103,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         options = {k: v for k, v in vars(args).items() if not callable(v)}
         report.write_json(args.json, env, options, results, verdicts)
+    failed = sorted({r.peer for r in results if P.own_failure(r.peer, r.status)})
+    if failed:
+        print(f"\n{', '.join(failed)} failed (tracebacks above): exit status 1", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -2,8 +2,9 @@
 
 Each goal names the rows it reads (suite, case, peers). A goal whose rows the run does not have
 is left out; one whose peer could not run here (no PyTorch, no GPU) is printed as not checked,
-with the reason, and one whose gpucnn graph peer failed its capture as missed. The ``bandwidth`` and ``compile`` suites mark their goals on
-each row instead (a fraction of the copy, a time per process).
+with the reason, and one whose gpucnn peer failed (its setup or its graph capture) as missed. The
+``bandwidth`` and ``compile`` suites mark their goals on each row instead (a fraction of the
+copy, a time per process).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .peers import CAPTURE_FAILED
+from .peers import own_failure
 from .report import Result, format_ratio, format_time
 
 
@@ -36,13 +37,12 @@ def _rows(results: list[Result], suite: str, peer: str, case: str | None = None)
 
 def _not_checked(suite: str, text: str, rows: list[Result]) -> Verdict | None:
     """For the first of ``rows`` without a median, a verdict saying why: "not checked" where its
-    peer could not run here, but "missed" where it is a gpucnn graph peer whose capture failed
-    (gpucnn's own step or op could not be captured, which no other peer can excuse)."""
+    peer could not run here, but "missed" where a gpucnn peer failed (its setup or its capture:
+    gpucnn's own error, which no other peer can excuse)."""
     for r in rows:
         if r.median is None:
             reason = "no samples were taken" if r.status == "ok" else r.status
-            own_failure = r.peer.startswith("gpucnn-") and r.status.startswith(CAPTURE_FAILED)
-            met = False if own_failure else None
+            met = False if own_failure(r.peer, r.status) else None
             return Verdict(suite, f"{text}: {r.peer} not available ({reason})", met)
     return None
 

@@ -231,14 +231,22 @@ def runners(peers: list[P.Peer], case: Case, seed: int = 0):
     per_op = {op: ({}, {}, {}) for op in case.ops}
     for peer in peers:
         try:
-            ops, clock, to_numpy = _peer_ops(peer, case, host)
+            built = P.setting_up(lambda peer=peer: _peer_runners(peer, case, host))
         except P.Unavailable as err:
             for _, missing, _ in per_op.values():
                 missing[peer.name] = str(err)
             continue
-        scale = 1 / GRAPH_CALLS if P.is_graph(peer) else 1.0
-        for op, fn in ops.items():
+        for op, (runner, output) in built.items():
             run, _, outputs = per_op[op]
-            run[peer.name] = Runner(fn, clock, scale)
-            outputs[peer.name] = np.asarray(to_numpy(fn()), dtype=np.float64)
+            run[peer.name], outputs[peer.name] = runner, output
     return per_op
+
+
+def _peer_runners(peer: P.Peer, case: Case, host: dict) -> dict[str, tuple[Runner, np.ndarray]]:
+    """Per op, the peer's runner and its output (float64, for the check against the first)."""
+    ops, clock, to_numpy = _peer_ops(peer, case, host)
+    scale = 1 / GRAPH_CALLS if P.is_graph(peer) else 1.0
+    return {
+        op: (Runner(fn, clock, scale), np.asarray(to_numpy(fn()), dtype=np.float64))
+        for op, fn in ops.items()
+    }

@@ -92,22 +92,41 @@ def is_graph(peer: Peer) -> bool:
 
 
 CAPTURE_FAILED = "the CUDA graph capture failed"
+SETUP_FAILED = "setting the peer up failed"
 
 
-def capturing(make: Callable[[], Any]) -> Any:
-    """``make()``, which warms up and captures a CUDA graph. An error from it makes the peer
-    unavailable, with the error (and the one it was raised in handling: PyTorch's end of a
-    capture reports its own) as the reason, and its traceback on stderr: the peer's rows say so,
-    the goals that need a gpucnn graph peer count as missed (:mod:`.goals`), and the run's other
-    figures still come out."""
+def failing_softly(make: Callable[[], Any], failure: str) -> Any:
+    """``make()``; an error from it (other than :class:`Unavailable`) makes the peer unavailable,
+    with ``failure``, the error and the one it was raised in handling (PyTorch's end of a capture
+    reports its own) as the reason, and its traceback on stderr: the peer's rows say so, the goals
+    that need a gpucnn peer that failed count as missed (:mod:`.goals`), the command exits 1
+    (:func:`own_failures`), and the run's other figures still come out."""
     try:
         return make()
+    except Unavailable:
+        raise
     except Exception as err:
         traceback.print_exc(file=sys.stderr)
-        reason = f"{CAPTURE_FAILED}: {type(err).__name__}: {err}"
+        reason = f"{failure}: {type(err).__name__}: {err}"
         if err.__context__ is not None:
             reason += f" (while handling {type(err.__context__).__name__}: {err.__context__})"
         raise Unavailable(reason) from err
+
+
+def capturing(make: Callable[[], Any]) -> Any:
+    """``make()``, which warms up and captures a CUDA graph, failing softly."""
+    return failing_softly(make, CAPTURE_FAILED)
+
+
+def setting_up(make: Callable[[], Any]) -> Any:
+    """``make()``, which builds a peer's runners (a cuDNN error, say), failing softly."""
+    return failing_softly(make, SETUP_FAILED)
+
+
+def own_failure(peer: str, status: str) -> bool:
+    """True where a gpucnn peer failed (its setup or its capture): gpucnn's own error, which no
+    missing PyTorch or GPU excuses."""
+    return peer.startswith("gpucnn-") and status.startswith((CAPTURE_FAILED, SETUP_FAILED))
 
 
 def gpucnn_backend(peer: Peer) -> Backend:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import bandwidth, coldstart, ops, training
+from . import peers as P
 from .peers import Peer, Unavailable, gpucnn_backend, gpucnn_clock, is_graph
 from .report import Result
 from .timing import Runner, measure
@@ -48,7 +49,7 @@ def _build(peers: list[Peer], make: Callable[..., Runner], *args):
     runners, missing = {}, {}
     for peer in peers:
         try:
-            runners[peer.name] = make(peer, *args)
+            runners[peer.name] = P.setting_up(lambda peer=peer: make(peer, *args))
         except Unavailable as err:
             missing[peer.name] = str(err)
     return runners, missing
@@ -109,7 +110,7 @@ def run_bandwidth(peers: list[Peer], opts: Options) -> list[Result]:
     for peer in peers:
         try:
             backend = gpucnn_backend(peer)
-            calls = bandwidth.gpucnn_ops(backend, x_shape)
+            calls = P.setting_up(lambda b=backend: bandwidth.gpucnn_ops(b, x_shape))
         except Unavailable as err:
             results += [
                 Result.of(peer, "bandwidth", case, op, status=str(err)) for op in bandwidth.TRAFFIC
@@ -133,7 +134,7 @@ def run_compile(peers: list[Peer], opts: Options) -> list[Result]:
     for peer in peers:
         try:
             gpucnn_backend(peer)  # says why the GPU is unusable, before any child starts
-            times = coldstart.samples(opts.repeats)
+            times = P.setting_up(lambda: coldstart.samples(opts.repeats))
         except Unavailable as err:
             results += [
                 Result.of(peer, "compile", row.case, op, status=str(err))

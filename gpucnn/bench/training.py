@@ -104,7 +104,9 @@ def torch_step(device) -> Callable[[Any, Any], Any]:
 
 @dataclass
 class TorchGraphStep:
-    """PyTorch's captured step; calling it replays the graph on the batch in ``x`` and ``y``.
+    """PyTorch's captured step: ``step(x, y)`` copies the batch into the static ``x`` and ``y``
+    and replays the graph, as gpucnn's :class:`~gpucnn.captured_step.CapturedStep` does, so the
+    two graph peers time the same work (a step on a new batch, copies included).
 
     The graph reads and writes the very memory of the net's weights, the optimizer's buffers and
     the static batch at every replay, so this object keeps them alive as long as the graph: once
@@ -118,7 +120,9 @@ class TorchGraphStep:
     x: Any
     y: Any
 
-    def __call__(self) -> None:
+    def __call__(self, x, y) -> None:
+        self.x.copy_(x)
+        self.y.copy_(y)
         self.graph.replay()
 
 
@@ -168,7 +172,7 @@ def step_runner(peer: P.Peer, batch: int, tutorial_samples: int) -> Runner:
     tx, ty = P.to_torch(x, device), P.to_torch(y, device)
     if peer.name == "pytorch-cuda-graph":
         graph_step = P.capturing(lambda: torch_graph_step(device, tx, ty))
-        return Runner(graph_step, P.torch_clock_for(peer))
+        return Runner(lambda: graph_step(tx, ty), P.torch_clock_for(peer))
     step = torch_step(device)
     return Runner(P.torch_call(peer, lambda: step(tx, ty)), P.torch_clock_for(peer))
 
@@ -203,12 +207,7 @@ def _torch_epoch(peer: P.Peer, data: Images, batch: int) -> Runner:
     labels = P.to_torch(data.y, device)
     steps = len(data.y) // batch
     if peer.name == "pytorch-cuda-graph":
-        graph_step = P.capturing(lambda: torch_graph_step(device, images[:batch], labels[:batch]))
-
-        def step(x, y):
-            graph_step.x.copy_(x)
-            graph_step.y.copy_(y)
-            graph_step()
+        step = P.capturing(lambda: torch_graph_step(device, images[:batch], labels[:batch]))
     else:
         step = torch_step(device)
 
