@@ -33,6 +33,10 @@ class Optimizer:
         self.params = list(params)
         if not self.params:
             raise ValueError("optimizer got an empty parameter list")
+        if len({id(p) for p in self.params}) < len(self.params):
+            # Each copy would keep its own state and update the same weights: twice in turn on
+            # the CPU, racing in one launch on a GPU.
+            raise ValueError("optimizer got the same parameter twice; pass each one once")
         self._clock = np.zeros(2)
         self.lr = lr
         self.state: list[dict[str, Any]] = [{} for _ in self.params]

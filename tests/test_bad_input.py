@@ -5,7 +5,7 @@ import pytest
 from conftest import make_backend
 
 from gpucnn import functional as F
-from gpucnn import nn
+from gpucnn import nn, optim
 from gpucnn.backend import get_backend
 from gpucnn.errors import DeviceMismatchError, GpuUnavailableError
 
@@ -41,6 +41,23 @@ W = np.random.default_rng().standard_normal((4, 3, 3, 3)).astype(np.float32)
 def test_bad_arguments_raise_named_errors(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_one_layer_or_parameter_in_two_places_is_refused():
+    """A layer keeps its forward's input for backward, and an optimizer keeps state per
+    parameter: either in two places would give silently wrong gradients or updates (on a GPU,
+    two slots of one fused optimizer launch racing on the same weights)."""
+    conv, relu = nn.Conv2d(3, 4, 3), nn.ReLU()
+    with pytest.raises(ValueError, match=r"layer 2 \(Conv2d\) is the same object as layer 0"):
+        nn.Sequential(conv, relu, conv)
+    with pytest.raises(ValueError, match=r"layer 2.1 \(ReLU\) is the same object as layer 1"):
+        nn.Sequential(conv, relu, nn.Sequential(nn.Flatten(), relu))
+    with pytest.raises(ValueError, match="the same parameter twice"):
+        optim.Adam([*conv.parameters(), conv.weight], 0.1)
+    shared = nn.Sequential(nn.Flatten())
+    shared.first, shared.again = conv, conv  # a module reachable twice: each parameter once
+    assert [name for name, _ in shared.named_parameters()] == ["first.weight", "first.bias"]
+    optim.SGD(shared.parameters(), 0.1)
 
 
 def test_labels_out_of_range_and_wrong_shape():

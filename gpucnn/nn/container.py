@@ -19,6 +19,7 @@ class Sequential(Module):
 
     def __init__(self, *layers: Module):
         super().__init__()
+        _check_each_layer_once(layers)
         for i, layer in enumerate(layers):
             setattr(self, str(i), layer)
         relus = [i for i, layer in enumerate(layers) if type(layer) is ReLU]
@@ -66,3 +67,19 @@ class Sequential(Module):
         if i - 1 in self._relu_behind:
             return layers[i].backward(grad_out, relu=True)
         return layers[i].backward(grad_out)
+
+
+def _check_each_layer_once(layers: tuple[Module, ...]) -> None:
+    """A layer keeps what its backward needs (its input, a mask) from its last forward, so one
+    layer object in two places would give the first place the second's gradients: refuse it."""
+    seen: dict[int, str] = {}
+    for i, layer in enumerate(layers):
+        for name, module in layer.named_modules(f"{i}."):
+            where = name.removesuffix(".")
+            if id(module) in seen:
+                raise ValueError(
+                    f"Sequential: layer {where} ({type(module).__name__}) is the same object as "
+                    f"layer {seen[id(module)]}; a layer keeps its forward's input for backward, "
+                    "so make a new layer for each place"
+                )
+            seen[id(module)] = where

@@ -114,10 +114,14 @@ class Module:
             yield from child.named_modules(f"{prefix}{name}.")
 
     def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
-        """Every parameter with its PyTorch-style dotted name, e.g. "0.weight"."""
+        """Every parameter once, with its PyTorch-style dotted name, e.g. "0.weight" (a
+        parameter registered in two places is named by the first, as PyTorch does)."""
+        seen: set[int] = set()
         for prefix, module in self.named_modules():
             for name, p in module._parameters.items():
-                yield prefix + name, p
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    yield prefix + name, p
 
     def parameters(self) -> list[Parameter]:
         """Every trainable parameter, in registration order."""
