@@ -269,10 +269,34 @@ def _resume_config(config: TrainConfig, path: Path):
     stored = ckpt.meta.get("config")
     if not isinstance(stored, dict):
         raise CheckpointError(f"{path}: has no training configuration to resume from")
+    _check_resumable(config, TrainConfig(**stored), ckpt.epoch)
     run = {k: getattr(config, k) for k in _RUN_FIELDS}
     cfg = dataclasses.replace(TrainConfig(**stored), **run)
     cfg.epochs = config.epochs or cfg.epochs
     return resolve(cfg), ckpt
+
+
+def _check_resumable(config: TrainConfig, stored: TrainConfig, epochs_done: int) -> None:
+    """A resumed run goes on with the stored recipe: an option given now that would change it
+    (other than more epochs) is refused, rather than silently ignored."""
+    default = TrainConfig()
+    changed = [
+        f"--{field.name.replace('_', '-')} {getattr(config, field.name)} "
+        f"(the run's: {getattr(stored, field.name)})"
+        for field in dataclasses.fields(TrainConfig)
+        if field.name not in (*_RUN_FIELDS, "epochs")
+        and getattr(config, field.name) != getattr(default, field.name)
+        and getattr(config, field.name) != getattr(stored, field.name)
+    ]
+    if changed:
+        raise ValueError(
+            f"--resume goes on with the run's own settings, but these differ: {', '.join(changed)}; "
+            "drop them, or start a new run with another --out"
+        )
+    if config.epochs is not None and config.epochs < epochs_done:
+        raise ValueError(
+            f"--resume --epochs {config.epochs}: the run has already done {epochs_done} epochs"
+        )
 
 
 def fit(

@@ -169,6 +169,28 @@ def test_error_resume_without_checkpoint(capsys, tmp_path):
     assert_one_line_error(code, err, "no such checkpoint")
 
 
+def test_error_resume_that_would_change_the_run(capsys, tmp_path):
+    """--resume goes on with the stored recipe: an option that would change it, or fewer epochs
+    than already done, is an error rather than silently ignored. The same values are fine."""
+    common = ["--train-size", "64", "--test-size", "32", "--out", str(tmp_path), "--no-progress"]
+    assert run(capsys, "train", "--epochs", "2", "--lr", "0.05", *common)[0] == 0
+    code, _, err = run(capsys, "train", "--resume", "--lr", "0.9", "--batch-size", "7", *common)
+    assert_one_line_error(code, err, "--lr 0.9 (the run's: 0.05)", "--batch-size 7 (the run's: 32)")
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "1", *common)
+    assert_one_line_error(code, err, "--epochs 1: the run has already done 2 epochs")
+    code, text, _ = run(capsys, "train", "--resume", "--epochs", "3", "--lr", "0.05", *common)
+    assert code == 0 and "epoch 3/3" in text
+
+
+@pytest.mark.parametrize("option", ["--train-size", "--test-size"])
+@pytest.mark.parametrize("dataset", ["lines", "fashion-mnist"])
+def test_error_subset_sizes_below_one(capsys, tmp_path, option, dataset):
+    argv = ["train", "--dataset", dataset, "--data-dir", str(tmp_path), "--out", str(tmp_path)]
+    for size in ("0", "-250"):
+        code, _, err = run(capsys, *argv, option, size)
+        assert_one_line_error(code, err, f"{option} must be at least 1, got {size}")
+
+
 def test_error_cuda_unavailable(capsys, tmp_path):
     try:
         get_backend("cuda")

@@ -200,10 +200,14 @@ def load_dataset(
 ) -> Dataset:
     """Load dataset ``name``; ``train_size``/``test_size`` take (or generate) that many samples.
 
-    IDX datasets are found in ``data_dir``, else ``$GPUCNN_DATA``, else Debian's
-    ``/usr/share/datasets/<name>`` (a ``<name>`` subfolder of the first two also works).
+    IDX datasets are found in the first of ``data_dir``, ``$GPUCNN_DATA`` and Debian's
+    ``/usr/share/datasets/<name>`` that is set (a ``<name>`` subfolder of the first two also
+    works).
     """
     dataset_info(name)
+    for option, size in (("train", train_size), ("test", test_size)):
+        if size is not None and size < 1:
+            raise ValueError(f"--{option}-size must be at least 1, got {size}")
     if name == "lines":
         return _load_lines(seed, train_size, test_size)
     return _load_idx(name, data_dir, train_size, test_size)
