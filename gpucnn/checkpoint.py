@@ -22,6 +22,9 @@ from .nn.zoo import build_from_spec
 FORMAT = "gpucnn-checkpoint"
 VERSION = 1
 _HEADER = "__header__"
+_ZIP_MAGIC = b"PK\x03\x04"
+_HEADER_KEYS = ("epoch", "rng_state", "random_state", "meta")
+_SPEC_KEYS = {"name", "input_shape", "num_classes", "layers"}
 
 
 class CheckpointError(ValueError):
@@ -44,7 +47,10 @@ class Checkpoint:
 
     def build_model(self, device: str = "cpu") -> Module:
         """The model of this checkpoint, weights loaded, on ``device``."""
-        model = build_from_spec(self.spec)
+        try:
+            model = build_from_spec(self.spec)
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{self.path}: its model spec is not buildable: {err!r}") from err
         try:
             model.load_state_dict(self.model_state)
         except ValueError as err:
@@ -88,8 +94,14 @@ def save_checkpoint(
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     try:
         # Our own file handle: np.load leaves the file it opened unclosed when the zip is corrupt.
-        with open(path, "rb") as file, np.load(file, allow_pickle=False) as npz:
-            return {key: npz[key] for key in npz.files}  # reading checks each member's CRC
+        with open(path, "rb") as file:
+            if file.read(4) != _ZIP_MAGIC:  # np.load would try it as a pickle, and say so
+                raise CheckpointError(f"{path}: not a checkpoint (not an .npz file: no zip header)")
+            file.seek(0)
+            with np.load(file, allow_pickle=False) as npz:
+                return {key: npz[key] for key in npz.files}  # reading checks each member's CRC
+    except CheckpointError:
+        raise
     except FileNotFoundError as err:
         raise CheckpointError(f"{path}: no such checkpoint file") from err
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
@@ -106,11 +118,19 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         header = json.loads(arrays.pop(_HEADER).tobytes().decode())
     except (KeyError, ValueError) as err:
         raise CheckpointError(f"{path}: not a gpucnn checkpoint (no valid header)") from err
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: not a gpucnn checkpoint (its header is not an object)")
     if header.get("format") != FORMAT or header.get("version") != VERSION:
         raise CheckpointError(
             f"{path}: unsupported checkpoint format {header.get('format')!r} "
             f"version {header.get('version')!r} (expected {FORMAT!r} version {VERSION})"
         )
+    missing = [key for key in _HEADER_KEYS if key not in header]
+    spec = header.get("spec")
+    if not isinstance(spec, dict) or not _SPEC_KEYS <= spec.keys():
+        missing.append(f"spec with {', '.join(sorted(_SPEC_KEYS))}")
+    if missing:
+        raise CheckpointError(f"{path}: damaged header, missing {'; '.join(missing)}")
     parts: dict[str, dict[str, np.ndarray]] = {"model": {}, "optimizer": {}, "scheduler": {}}
     for key, value in arrays.items():
         group, _, name = key.partition("/")

@@ -113,15 +113,15 @@ def make_scheduler(cfg: TrainConfig, optimizer: optim.Optimizer) -> optim.LRSche
     return None
 
 
-def check_compatible(spec: dict, data: Dataset) -> None:
-    """A clear error when the model's input shape or class count does not fit the dataset."""
+def check_compatible(spec: dict, data: Dataset, hint: str = "") -> None:
+    """A clear error, ending with ``hint``, when the model's input shape or class count does
+    not fit the dataset."""
     want = (tuple(spec["input_shape"]), spec["num_classes"])
     have = (data.input_shape, data.num_classes)
     if want != have:
         raise ValueError(
             f"model {spec['name']!r} takes inputs {want[0]} with {want[1]} classes, but dataset "
-            f"{data.name!r} has {have[0]} with {have[1]}; "
-            f"try --model {dataset_info(data.name).default_model}"
+            f"{data.name!r} has {have[0]} with {have[1]}{hint}"
         )
 
 
@@ -316,18 +316,26 @@ def fit(
     backend = get_backend(cfg.device)
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.seed, cfg.train_size, cfg.test_size)
     spec = ckpt.spec if ckpt else model_spec(cfg.model)
-    check_compatible(spec, data)
+    default = dataset_info(data.name).default_model
+    check_compatible(
+        spec, data, "" if ckpt or default == spec["name"] else f"; try --model {default}"
+    )
     model = ckpt.build_model(backend) if ckpt else build_from_spec(spec, [cfg.seed, 2]).to(backend)
     optimizer = make_optimizer(cfg, model.parameters())
     scheduler = make_scheduler(cfg, optimizer)
     rng = np.random.default_rng([cfg.seed, 3])
     history: list[dict] = []
     if ckpt:
-        optimizer.load_state_dict(ckpt.optimizer_state)
-        if scheduler is not None:
-            scheduler.load_state_dict(ckpt.scheduler_state)
-        rng.bit_generator.state = ckpt.rng_state
-        history = ckpt.meta["history"]
+        try:
+            optimizer.load_state_dict(ckpt.optimizer_state)
+            if scheduler is not None:
+                scheduler.load_state_dict(ckpt.scheduler_state)
+            rng.bit_generator.state = ckpt.rng_state
+            history = ckpt.meta["history"]
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(
+                f"{ckpt.path}: its training state cannot be resumed ({err!r})"
+            ) from err
         log(f"resuming {ckpt.path} after epoch {ckpt.epoch} of {cfg.epochs}")
     norm = (ckpt.meta["mean"], ckpt.meta["std"]) if ckpt else (data.mean, data.std)
     train_loader, test_loader = _loaders(cfg, data, backend, rng, *norm)
@@ -416,7 +424,8 @@ def evaluate_checkpoint(
         cfg.get("seed", 0) if same else 0,
         test_size=cfg.get("test_size") if same else None,
     )
-    check_compatible(ckpt.spec, data)
+    trained_on = ckpt.meta.get("dataset")
+    check_compatible(ckpt.spec, data, f"; it was trained on {trained_on}" if trained_on else "")
     model = ckpt.build_model(device)
     mean, std = (
         (ckpt.meta["mean"], ckpt.meta["std"]) if "mean" in ckpt.meta else (data.mean, data.std)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import stat
 import subprocess
@@ -123,8 +125,8 @@ def test_a_checkpoint_gets_the_permissions_of_an_ordinary_file(tmp_path, umask):
     "damage, message",
     [
         (lambda b: b[: len(b) // 2], "corrupt or truncated"),
-        (lambda b: b"not a zip file at all", "corrupt or truncated"),
-        (lambda b: b"", "corrupt or truncated"),
+        (lambda b: b"not a zip file at all", "not an .npz file"),
+        (lambda b: b"", "not an .npz file"),
         (lambda b: b[:300] + bytes([b[300] ^ 0xFF]) + b[301:], "corrupt or truncated"),
     ],
 )
@@ -150,6 +152,56 @@ def test_foreign_or_mismatched_checkpoint_is_refused(tmp_path):
         ck.load_checkpoint(tmp_path / "m.npz").build_model()
 
 
+def _with_header(path, change):
+    """Rewrite the checkpoint at ``path`` with ``change(header)`` as its header."""
+    with np.load(path) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    header = change(json.loads(arrays["__header__"].tobytes().decode()))
+    arrays["__header__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+
+
+def _without(key):
+    return lambda header: {k: v for k, v in header.items() if k != key}
+
+
+def _spec_without(key):
+    return lambda header: header | {"spec": _without(key)(header["spec"])}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda header: [header], "header is not an object"),
+        (_without("spec"), "damaged header, missing spec with input_shape"),
+        (_spec_without("input_shape"), "damaged header, missing spec with input_shape"),
+        (_without("epoch"), "damaged header, missing epoch"),
+        (_without("rng_state"), "damaged header, missing rng_state"),
+    ],
+)
+def test_a_damaged_header_is_named(tmp_path, change, message):
+    path = tmp_path / "m.npz"
+    _save(path)
+    _with_header(path, change)
+    with pytest.raises(ck.CheckpointError, match=message):
+        ck.load_checkpoint(path)
+
+
+def test_an_unbuildable_spec_or_missing_training_state_is_named(tmp_path):
+    config = TrainConfig(epochs=1, train_size=64, test_size=32, progress=False, out=str(tmp_path))
+    fit(config, log=lambda s: None)
+    path = tmp_path / "model.npz"
+    good = path.read_bytes()
+    _with_header(path, lambda h: h | {"spec": h["spec"] | {"layers": [["Conv9d", {}]]}})
+    with pytest.raises(ck.CheckpointError, match="model spec is not buildable.*Conv9d"):
+        ck.load_checkpoint(path).build_model()
+    path.write_bytes(good)
+    with np.load(path) as npz:  # the optimizer's arrays gone
+        np.savez(path, **{k: npz[k] for k in npz.files if not k.startswith("optimizer/")})
+    with pytest.raises(ck.CheckpointError, match="training state cannot be resumed.*'lr'"):
+        fit(dataclasses.replace(config, epochs=2, resume=True), log=lambda s: None)
+
+
 def _interrupt_after(epoch):
     def callback(e, record):
         if e == epoch:
@@ -160,8 +212,6 @@ def _interrupt_after(epoch):
 
 def _run_twice(config: TrainConfig, tmp_path):
     """Checkpoints of an uninterrupted run and of a run interrupted after epoch 1 and resumed."""
-    import dataclasses
-
     straight = dataclasses.replace(config, out=str(tmp_path / "straight"))
     fit(straight, log=lambda s: None)
     resumed = dataclasses.replace(config, out=str(tmp_path / "resumed"))

@@ -14,6 +14,7 @@ from PIL import Image
 
 from gpucnn.backend import get_backend
 from gpucnn.cli import main
+from gpucnn.data.datasets import write_idx_dataset
 from gpucnn.errors import GpuUnavailableError
 
 
@@ -136,6 +137,22 @@ def test_error_model_does_not_fit_dataset(capsys, tmp_path):
         capsys, "train", "--model", "tutorial-mnist", "--dataset", "lines", "--out", str(tmp_path)
     )
     assert_one_line_error(code, err, "try --model tutorial-lines")
+
+
+def test_error_checkpoint_evaluated_on_another_dataset(capsys, tmp_path):
+    """eval has no --model: its hint names the dataset the checkpoint was trained on."""
+    rng = np.random.default_rng()
+    train, test = [
+        (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), np.arange(n) % 10) for n in (32, 16)
+    ]
+    data = write_idx_dataset(tmp_path / "data", train, test)
+    argv = ["--dataset", "mnist", "--data-dir", str(data), "--out", str(tmp_path), "--no-progress"]
+    assert run(capsys, "train", "--epochs", "1", *argv)[0] == 0
+    code, _, err = run(
+        capsys, "eval", "--checkpoint", str(tmp_path / "model.npz"), "--dataset", "lines"
+    )
+    assert_one_line_error(code, err, "dataset 'lines' has (1, 8, 8)", "it was trained on mnist")
+    assert "--model" not in err
 
 
 def test_error_augmentation_the_labels_do_not_allow(capsys, tmp_path):
