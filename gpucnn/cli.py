@@ -216,7 +216,7 @@ def run_reporting_errors(prog: str, fn: Callable[[], int | None], hint: str = ""
         print(f"{prog}: interrupted" + (f" ({hint})" if hint else ""), file=sys.stderr)
         return 130
     except (ValueError, TypeError, OSError, RuntimeError, ImportError) as err:
-        if os.environ.get("GPUCNN_DEBUG"):
+        if os.environ.get("GPUCNN_DEBUG", "0") not in ("", "0"):
             raise
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)

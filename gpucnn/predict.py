@@ -12,7 +12,12 @@ from .checkpoint import load_checkpoint
 
 def load_image(path: str | os.PathLike, shape: Sequence[int]) -> np.ndarray:
     """An image file as (C, H, W) float32 in [0, 1]: converted to C channels, resized to H x W."""
-    from PIL import Image, UnidentifiedImageError
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as err:
+        raise ImportError(
+            f"reading images needs Pillow ({err}): pip install 'gpucnn[cli]'"
+        ) from err
 
     c, h, w = shape
     try:

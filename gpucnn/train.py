@@ -232,7 +232,7 @@ def augmentations(requested: str, data: Dataset) -> dict:
     if refused:
         raise ValueError(
             f"augmentation {'+'.join(refused)!r} is not available for dataset {data.name!r}; "
-            f"it allows: {', '.join(['none', *allowed])}"
+            f"it allows: {', '.join(['none', *allowed])} (--augment; the model's recipe may set it)"
         )
     return {"shift": data.augment["shift"] if "shift" in names else 0, "flip": "flip" in names}
 

@@ -128,6 +128,24 @@ def test_help_everywhere():
         assert result.returncode == 0 and "usage: gpucnn" in result.stdout
 
 
+@pytest.mark.parametrize("value, traceback", [("0", False), ("", False), ("1", True)])
+def test_gpucnn_debug_shows_the_traceback_only_when_set_on(capsys, monkeypatch, value, traceback):
+    monkeypatch.setenv("GPUCNN_DEBUG", value)
+    argv = ["train", "--train-size", "0"]
+    if traceback:
+        with pytest.raises(ValueError, match="--train-size must be at least 1"):
+            main(argv)
+    else:
+        assert_one_line_error(*run(capsys, *argv)[::2], "--train-size must be at least 1")
+
+
+def test_error_predict_without_pillow(capsys, tmp_path, monkeypatch):
+    assert run(capsys, "train", "--epochs", "1", "--out", str(tmp_path), "--no-progress")[0] == 0
+    monkeypatch.setitem(sys.modules, "PIL", None)  # as if Pillow were not installed
+    code, _, err = run(capsys, "predict", "--checkpoint", str(tmp_path / "model.npz"), "x.png")
+    assert_one_line_error(code, err, "needs Pillow", "pip install 'gpucnn[cli]'")
+
+
 def test_error_unknown_model(capsys):
     assert_one_line_error(*run(capsys, "train", "--model", "resnet")[::2], "invalid choice")
 
