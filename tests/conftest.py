@@ -3,7 +3,7 @@ GPUCNN_DEBUG unset in every test.
 
 ``backend`` runs a test once per device: ``cpu`` always; ``cuda`` (marked ``gpu``) and ``cuda-emu``
 (marked ``emu``) are skipped, with the reason, where they cannot be created, so they show up as
-skipped in the summary rather than vanishing. Set ``GPUCNN_TEST_SEED`` to replay a failing seed.
+skipped in the summary rather than vanishing. ``kernel_backend`` is the same without ``cpu``. Set ``GPUCNN_TEST_SEED`` to replay a failing seed.
 """
 
 from __future__ import annotations
@@ -70,6 +70,13 @@ def make_backend(name: str):
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     """Each backend in turn: cpu, cuda (gpu) and cuda-emu (emu), skipped with a reason if absent."""
+    return make_backend(request.param)
+
+
+@pytest.fixture(params=[p for p in BACKENDS if p.values[0] != "cpu"])
+def kernel_backend(request):
+    """Each backend that runs the CUDA kernels (cuda, cuda-emu), for the tests that compare one
+    with the CPU backend (the CPU against itself would check nothing)."""
     return make_backend(request.param)
 
 

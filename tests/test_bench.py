@@ -389,14 +389,19 @@ def test_host_clock_settles_and_warms_before_timing(monkeypatch):
     monkeypatch.setattr(timing, "REWARM_S", 0.05)
     calls.clear()
 
-    def call() -> None:  # 10 ms a call: five untimed calls fill the 50 ms
-        calls.append(time.perf_counter())
-        while time.perf_counter() < calls[-1] + 0.01:
-            pass
+    real_clock, now = time.perf_counter, [0.0]
+    # A fake clock that only the calls move (by 2^-7 s: exact sums), so the count of untimed
+    # calls cannot depend on the machine's load.
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(timing, "REWARM_S", 5 * 2**-7)
 
-    clock.seconds(call, 2)
-    assert 5 <= len(calls) - 2 <= 6
-    assert calls[-2] - calls[0] >= 0.05  # the first timed call starts after the rewarming
+    def call() -> None:
+        calls.append(now[0])
+        now[0] += 2**-7
+
+    assert clock.seconds(call, 2) == 2**-7
+    assert calls == [i * 2**-7 for i in range(7)]  # 5 untimed calls fill REWARM_S, then 2 timed
+    monkeypatch.setattr(timing.time, "perf_counter", real_clock)
     monkeypatch.setattr(timing, "SETTLE_S", 0.25)
     timing.HostClock().seconds(lambda: None, 1)
     assert slept == [0.5, 0.5, 0.25]  # the module's SETTLE_S, read at each sample

@@ -84,12 +84,14 @@ def test_captured_steps_match_eager_steps(device, optimizer_name, rng):
     eager_model, eager_opt, eager_losses, _ = _train(backend, batches, optimizer_name, False, seed)
     model, opt, losses, step = _train(backend, batches, optimizer_name, True, seed)
     assert step.captured and step.calls == STEPS
-    np.testing.assert_allclose(losses, eager_losses, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(losses, eager_losses, rtol=RTOL, atol=ATOL, equal_nan=False)
     assert opt.steps == eager_opt.steps == STEPS
     state, eager_state = model.state_dict(), eager_model.state_dict()
     assert state.keys() == eager_state.keys()
     for name, value in state.items():
-        np.testing.assert_allclose(value, eager_state[name], rtol=RTOL, atol=ATOL, err_msg=name)
+        np.testing.assert_allclose(
+            value, eager_state[name], rtol=RTOL, atol=ATOL, err_msg=name, equal_nan=False
+        )
     assert model.random_state() == eager_model.random_state()
     assert model.random_state()["5.calls"] == STEPS  # dropout drew a mask per step
     assert int(state["1.num_batches_tracked"]) == STEPS
@@ -105,7 +107,9 @@ def test_a_smaller_last_batch_runs_eagerly(device, rng):
     assert step.calls == 4 and opt.steps == 5  # the fifth batch did not go through the graph
     for name, value in model.state_dict().items():
         expected = eager_model.state_dict()[name]
-        np.testing.assert_allclose(value, expected, rtol=RTOL, atol=ATOL, err_msg=name)
+        np.testing.assert_allclose(
+            value, expected, rtol=RTOL, atol=ATOL, err_msg=name, equal_nan=False
+        )
 
 
 def test_a_per_step_scalar_argument_is_caught(rng):

@@ -244,8 +244,9 @@ def test_shift_padding_is_a_raw_zero_after_normalisation():
     assert np.float32(-2.0) in values  # rng 3 moves at least one image
 
 
-def test_loader_and_augmentation_match_on_every_device(backend, cpu):
+def test_loader_and_augmentation_match_on_every_device(kernel_backend, cpu):
     """The same seed gives the same batches, augmented on the device, as on the CPU."""
+    backend = kernel_backend
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (20, 1, 12, 12), dtype=np.uint8)
     labels = np.arange(20) % 10

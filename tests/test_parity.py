@@ -11,8 +11,9 @@ from gpucnn import reference as ref
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES, ids=repr)
-def test_backend_matches_cpu(case, dtype, backend, cpu, rng):
+def test_backend_matches_cpu(case, dtype, kernel_backend, cpu, rng):
     """Same inputs and upstream gradients on both devices: same forward and every gradient."""
+    backend = kernel_backend
     inputs = case.sample(rng, dtype)
     got = case.run(backend, inputs)
     want = case.run(cpu, inputs)

@@ -1,8 +1,9 @@
-"""Random conv and pool configurations, fresh each run, against PyTorch (else the reference).
+"""Random conv and pool configurations, fresh each run, against the reference and PyTorch.
 
 Every run draws new shapes, strides, paddings (asymmetric for conv), dilations, groups, kernels,
 bias or not, and dtypes, builds an op case from each (the same :mod:`op_cases` factories the
-parity table uses) and compares the backend's forward and every gradient with the oracle. Failures
+parity table uses) and compares the backend's forward and every gradient with each oracle: the
+reference loops always, PyTorch where it is installed (skipped with the reason where not). Failures
 are collected and reported together with their configurations and the run's seed.
 """
 
@@ -19,9 +20,20 @@ try:
 except ImportError:
     torch = None
 HAVE_TORCH = torch is not None
-ORACLE = "torch" if HAVE_TORCH else "reference"
+ORACLES = [
+    pytest.param("reference", id="reference"),
+    pytest.param(
+        "torch",
+        id="torch",
+        marks=[
+            pytest.mark.torch,
+            pytest.mark.skipif(not HAVE_TORCH, reason="PyTorch is not installed"),
+        ],
+    ),
+]
 
-# Configurations per run and backend; the emulator runs CUDA kernels on the CPU, so it gets fewer.
+# Configurations per run, backend and oracle; the emulator runs CUDA kernels on the CPU, so it
+# gets fewer.
 COUNTS = {"conv": 1000, "max_pool": 300, "avg_pool": 300}
 EMU_SHARE = 0.1
 
@@ -84,9 +96,10 @@ def _one_torch_thread():
         torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("oracle", ORACLES)
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_random_configurations_match_oracle(family, backend, rng):
-    """Forward and every gradient of many random configurations agree with torch/the reference."""
+def test_random_configurations_match_oracle(family, oracle, backend, rng):
+    """Forward and every gradient of many random configurations agree with the oracle."""
     count = COUNTS[family]
     if backend.name == "cuda-emu":
         count = int(count * EMU_SHARE)
@@ -96,10 +109,10 @@ def test_random_configurations_match_oracle(family, backend, rng):
             case = FAMILIES[family](rng, index)
             dtype = np.float32 if rng.random() < 0.3 else np.float64
             inputs = case.sample(rng, dtype)
-            want = case.torch(inputs) if HAVE_TORCH else case.reference(inputs)
+            want = case.torch(inputs) if oracle == "torch" else case.reference(inputs)
             try:
                 got = case.run(backend, inputs)
-                assert_outputs_close(got, want, case, dtype, f"{backend.name} vs {ORACLE}", True)
+                assert_outputs_close(got, want, case, dtype, f"{backend.name} vs {oracle}", True)
             except (AssertionError, ValueError, TypeError, IndexError) as err:
                 failures.append(
                     f"{case.name} [{np.dtype(dtype).name}]: {type(err).__name__}: {err}"
