@@ -550,6 +550,8 @@ def _relu_offset_case() -> OpCase:
         x = d["x"][1:]
         return {"y": ref.relu_forward(x), "gx": ref.relu_backward(d["gy"][1:], x)}
 
+    # Against the reference only: the op is relu's (whose case meets PyTorch and finite
+    # differences); what this case adds is the unaligned views, which the reference reads alike.
     return OpCase("relu_offset_view", sample, run, ELEMENTWISE, reference)
 
 
@@ -674,6 +676,8 @@ def _dropout_case(shape, p: float) -> OpCase:
 
     name = f"dropout_p{p:g}_{len(shape)}d"
     exact = ("mask", "mask_again", "mask_call")
+    # No PyTorch check: its masks come from its own generator, so no output could match ours;
+    # the reference draws ours from the same counter-based hash, bit for bit.
     return OpCase(name, sample, run, ELEMENTWISE, reference, None, gradient, exact)
 
 
@@ -806,7 +810,9 @@ def _xent_case(name: str, logit_scale: float, smoothing: float = 0.0, shape=(6, 
         return _numpy(loss=loss, probs=probs, glogits=grad, loss_train=loss, grad_train=grad)
 
     def gradient(bk, d):
-        # The training path's gradient: softmax_cross_entropy_train's, one launch on the GPU.
+        # The training path's gradient: softmax_cross_entropy_train's, one launch on the GPU up to
+        # 128 rows; past that (many_rows) and on the CPU it is softmax_cross_entropy_backward's,
+        # so both kernels meet finite differences.
         logits, labels = _dev(bk, d["logits"]), _dev(bk, d["labels"])
         _, grad = bk.softmax_cross_entropy_train(logits, labels, smoothing)
         return (

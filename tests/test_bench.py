@@ -162,10 +162,12 @@ def test_unavailable_peer_is_a_row_with_its_reason(tmp_path, capsys, monkeypatch
     assert cpu["ratios"] == {}  # never divided by a figure of another device
 
 
+@pytest.mark.emu
 def test_a_peer_that_fails_is_a_row_and_the_exit_status_says_so(tmp_path, capsys, monkeypatch):
     """An error while a gpucnn peer is set up (not a missing GPU or PyTorch: a bug, or a
     cuDNN error on a PyTorch peer) costs that peer's rows only: the others are measured, the
     JSON is written, the traceback goes to stderr, and, gpucnn's own failure, the exit is 1."""
+    make_backend("cuda-emu")  # skipped with the reason where the emulation cannot run
     real = training.gpucnn_step
 
     def broken(backend, captured=False):
@@ -246,6 +248,7 @@ def test_tutorial_peer_is_plain_per_sample_sgd():
         np.testing.assert_allclose(b, layer.bias.detach().numpy() - 0.01 * layer.bias.grad.numpy())
 
 
+@pytest.mark.emu
 def test_graph_peer_runs_a_captured_step(monkeypatch):
     """The gpucnn-cuda-graph peer's runner, on the emulated device: made, it has captured the
     step; a call replays it. A capture the device refuses makes the peer unavailable instead,
@@ -264,6 +267,7 @@ def test_graph_peer_runs_a_captured_step(monkeypatch):
         step_runner(peer, 4, 1)
 
 
+@pytest.mark.emu
 def test_graph_peer_replays_an_ops_calls(monkeypatch):
     """An ops graph peer, on the emulated device: a replay launches GRAPH_CALLS calls' kernels
     (the emulated session also checks that each replay launches what the capture did), its
@@ -288,6 +292,7 @@ def test_graph_peer_replays_an_ops_calls(monkeypatch):
             np.testing.assert_array_equal(again, outputs[eager.name], err_msg=op)
 
 
+@pytest.mark.emu
 def test_a_refused_graph_capture_is_a_row_with_its_reason(monkeypatch):
     """A graph peer whose capture fails (here: a stand-in error) is reported unavailable with the
     error; the other peers of the case are still measured."""

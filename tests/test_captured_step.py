@@ -112,6 +112,7 @@ def test_a_smaller_last_batch_runs_eagerly(device, rng):
         )
 
 
+@pytest.mark.emu
 def test_a_per_step_scalar_argument_is_caught(rng):
     """A dropout seed passed by value, as the layer did before its counter moved to the device:
     a real graph would draw the same mask at every replay; the emulated session refuses it."""
@@ -144,6 +145,7 @@ def test_at_least_one_warmup_call():
 
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "linear_relu"])
 @pytest.mark.parametrize("features", [20, 300], ids=["1x1_conv", "split_reduction"])
+@pytest.mark.emu
 def test_a_graph_step_needs_no_cublas_inside_the_session(rng, relu, features):
     """Inside a graph session the CUDA backend's linear layer runs on conv2d.cu's kernels (a 1x1
     convolution, or for few outputs and many input features the weight-gradient kernel's split

@@ -256,13 +256,14 @@ def test_resume_is_bit_identical_with_dropout_batchnorm_and_augmentation(tmp_pat
 
 
 def _torch_model(spec):
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
     return torch.nn.Sequential(*(getattr(torch.nn, kind)(**args) for kind, args in spec["layers"]))
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("name", ["tutorial-mnist", "fashion-net"])
 def test_to_torch_and_back(name):
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
     model, spec, *_ = _trained(name)
     reference = _torch_model(spec)
     reference.load_state_dict(ck.to_torch(model), strict=True)
@@ -271,7 +272,10 @@ def test_to_torch_and_back(name):
     x = np.random.default_rng(1).standard_normal((3, *spec["input_shape"])).astype(np.float32)
     with torch.no_grad():
         expected = reference(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(model(x), expected, rtol=1e-4, atol=1e-4)
+    # float32 through the whole net, each library summing in its own order: measured ~1e-7 of
+    # the largest logit apart; a weight mapped to the wrong place moves outputs by far more.
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(model(x), expected, rtol=1e-5, atol=1e-6 * scale)
     fresh = build_from_spec(spec, rng=5)
     fresh.load_state_dict(ck.from_torch(reference.state_dict()))
     _assert_same_state(fresh.state_dict(), model.state_dict())

@@ -255,7 +255,10 @@ def test_error_cuda_graph_on_the_cpu(capsys, tmp_path):
     assert_one_line_error(code, err, "CUDA graph capture needs device 'cuda'", "'cpu'")
 
 
-@pytest.mark.parametrize("device", [pytest.param("cuda", marks=pytest.mark.gpu), "cuda-emu"])
+@pytest.mark.parametrize(
+    "device",
+    [pytest.param("cuda", marks=pytest.mark.gpu), pytest.param("cuda-emu", marks=pytest.mark.emu)],
+)
 def test_cuda_graph_trains_as_the_eager_step_does(device, tmp_path, capsys):
     """``--cuda-graph`` on a lines run: the same history as the eager run, to float32 rounding
     (inside the graph the linear layers sum in our GEMM kernel's order)."""

@@ -11,6 +11,7 @@ from near_ties import clear_of_ties
 from gpucnn import nn, optim
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed: torch comparisons skipped")
+pytestmark = pytest.mark.torch
 
 RTOL, ATOL = 1e-4, 1e-5
 

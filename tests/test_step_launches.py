@@ -39,6 +39,7 @@ EXPECTED = {
     ],
     ids=["sgd", "adamw"],
 )
+@pytest.mark.emu
 def test_a_tutorial_mnist_step_launches_these_kernels(make_optimizer, update, rng):
     backend = make_backend("cuda-emu")
     model = build_model("tutorial-mnist", rng=0).to(backend)
