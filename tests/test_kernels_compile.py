@@ -143,3 +143,30 @@ def test_cupy_runner_warmup_compiles_every_family_and_type_once_on_the_callers_d
     module = runner.module("conv2d", kernels.name_expressions("conv2d"))
     for name in ("conv2d_forward<float>", "conv2d_forward<double>"):
         assert module.get_function(name) == name
+
+
+def test_nvrtc_times_builds_each_family_and_type_as_cupy_does(monkeypatch, capsys):
+    """scripts/nvrtc_times.py (the no-GPU stand-in for the cold-compile goal) times one module per
+    family and float type, with the options and name expressions CuPy's modules get."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nvrtc_times", REPO / "scripts/nvrtc_times.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    built = []
+
+    class FakeNvrtc:
+        def __init__(self, path):
+            assert path == "libnvrtc.so"
+
+        def compile_seconds(self, family, float_type, arch):
+            defines, names = kernels.modules_by_type(kernels.name_expressions(family))[float_type]
+            assert defines == [f"-DGPUCNN_ONLY_{float_type.upper()}"] and arch == "sm_90"
+            assert names and all(n.endswith(f"<{float_type}>") for n in names)
+            built.append((family, float_type))
+            return 0.5 if family == "conv2d" else 0.1
+
+    monkeypatch.setattr(script, "Nvrtc", FakeNvrtc)
+    assert script.main(["--library", "libnvrtc.so"]) == 0
+    assert built == [(f, t) for f in kernels.families() for t in kernels.KERNEL_TYPES]
+    assert "slowest conv2d float 0.50 s" in capsys.readouterr().out

@@ -94,6 +94,15 @@ def _only_type_define(float_type: str) -> list[str]:
     return [f"-DGPUCNN_ONLY_{float_type.upper()}"] if float_type in KERNEL_TYPES else []
 
 
+def modules_by_type(names) -> dict[str, tuple[list[str], list[str]]]:
+    """How a family's name expressions split into modules, one per float type ("" for kernels
+    that are no template): each type's extra compile options (its only-type define) and names."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(_template_type(name), []).append(name)
+    return {t: (_only_type_define(t), group) for t, group in groups.items()}
+
+
 class TypedModules:
     """A family's kernels as one CuPy ``RawModule`` per float type: each compiles its own type's
     instantiations only (``-DGPUCNN_ONLY_FLOAT`` / ``_DOUBLE``, see common.cuh), so a family's
@@ -101,16 +110,11 @@ class TypedModules:
     picks the module by the name's type."""
 
     def __init__(self, cupy: Any, source: str, options: tuple[str, ...], names) -> None:
-        groups: dict[str, list[str]] = {}
-        for name in names:
-            groups.setdefault(_template_type(name), []).append(name)
         self._modules = {
             t: cupy.RawModule(
-                code=source,
-                options=(*options, *_only_type_define(t)),
-                name_expressions=tuple(group),
+                code=source, options=(*options, *defines), name_expressions=tuple(group)
             )
-            for t, group in groups.items()
+            for t, (defines, group) in modules_by_type(names).items()
         }
 
     def get_function(self, name: str) -> Any:

@@ -1,0 +1,95 @@
+"""Time NVRTC on each kernel module as CuPy compiles it (one per family and float type), no GPU
+needed: a stand-in for the cold-compile goal (<= 2 s) where no GPU is lent.
+
+CuPy builds each module with NVRTC straight to a cubin (``-arch=sm_XX``, C++17, our
+``-DGPUCNN_ONLY_<TYPE>``) and ``CupyRunner.warmup`` compiles them all in parallel threads, so on
+a machine with as many cores as modules the cold compile takes about the slowest module's time
+(plus loading). This prints each module's time, their sum, and the wall time with ``--threads``.
+NVRTC comes from ``--library``, else the pip wheel CuPy depends on (nvidia-cuda-nvrtc), else the
+CUDA toolkit.
+
+    python scripts/nvrtc_times.py [--arch sm_90] [--threads 14] [--library PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import glob
+import os
+import site
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from gpucnn.backend.kernels import families, load_source, modules_by_type, name_expressions
+from gpucnn.cli import run_reporting_errors
+
+
+def find_nvrtc() -> str:
+    """The first NVRTC library found: the nvidia wheel's, the loader's, the CUDA toolkit's."""
+    roots = [*site.getsitepackages(), site.getusersitepackages()]
+    patterns = [f"{root}/nvidia/*/lib/libnvrtc.so.*" for root in roots]
+    cuda = os.environ.get("CUDA_HOME", "/usr/local/cuda")
+    patterns.append(f"{cuda}/lib64/libnvrtc.so*")
+    found = [p for pattern in patterns for p in sorted(glob.glob(pattern)) if "builtins" not in p]
+    system = ctypes.util.find_library("nvrtc")
+    if found or system:
+        return found[0] if found else system
+    raise OSError("no NVRTC library found: pip install nvidia-cuda-nvrtc, or pass --library PATH")
+
+
+class Nvrtc:
+    """The few NVRTC calls a timed compile needs, through ctypes."""
+
+    def __init__(self, path: str) -> None:
+        self.lib = ctypes.CDLL(path)
+
+    def _call(self, what: str, *args) -> None:
+        status = getattr(self.lib, what)(*args)
+        if status != 0:
+            raise RuntimeError(f"{what} failed with NVRTC status {status}")
+
+    def compile_seconds(self, family: str, float_type: str, arch: str) -> float:
+        """Seconds NVRTC takes to build ``family``'s ``float_type`` module to a cubin."""
+        defines, names = modules_by_type(name_expressions(family))[float_type]
+        program = ctypes.c_void_p()
+        source = load_source(family).encode()
+        self._call(
+            "nvrtcCreateProgram", ctypes.byref(program), source, family.encode(), 0, None, None
+        )
+        try:
+            for name in names:
+                self._call("nvrtcAddNameExpression", program, name.encode())
+            options = [f"-arch={arch}", "-std=c++17", *defines]
+            argv = (ctypes.c_char_p * len(options))(*(o.encode() for o in options))
+            start = time.perf_counter()
+            self._call("nvrtcCompileProgram", program, len(options), argv)
+            return time.perf_counter() - start
+        finally:
+            self.lib.nvrtcDestroyProgram(ctypes.byref(program))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="sm_90")
+    parser.add_argument("--threads", type=int, default=0, help="also time all modules at once")
+    parser.add_argument("--library", help="path of libnvrtc.so (default: searched)")
+    args = parser.parse_args(argv)
+    nvrtc = Nvrtc(args.library or find_nvrtc())
+    modules = [(f, t) for f in families() for t in modules_by_type(name_expressions(f))]
+    times = {m: nvrtc.compile_seconds(*m, args.arch) for m in modules}
+    for (family, t), seconds in times.items():
+        print(f"{family:14} {t:7} {seconds * 1e3:7.0f} ms")
+    slowest = max(times, key=times.get)
+    print(f"sum {sum(times.values()):.2f} s; slowest {' '.join(slowest)} {times[slowest]:.2f} s")
+    if args.threads:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(args.threads) as pool:
+            list(pool.map(lambda m: nvrtc.compile_seconds(*m, args.arch), modules))
+        print(f"all {len(modules)} on {args.threads} threads: {time.perf_counter() - start:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_reporting_errors("nvrtc_times.py", main))
