@@ -499,3 +499,29 @@ def test_torch_capture_follows_the_capture_recipe(monkeypatch):
         "wait", "enter side stream", *warm, "exit side stream", "wait",
         "reset", "enter capture", "fn 3", "exit capture",
     ]  # fmt: skip
+
+
+def test_cuda_peers_leave_pytorchs_modes_as_they_found_them(monkeypatch):
+    """The CUDA peers switch TF32 and cuDNN autotuning (global modes); after the run they are
+    back as before, so a bench inside a bigger process (the tests) changes nothing for the rest.
+    A stand-in torch that says it has a GPU: no GPU here."""
+    import types
+
+    backends = types.SimpleNamespace(
+        cuda=types.SimpleNamespace(matmul=types.SimpleNamespace(allow_tf32=False)),
+        cudnn=types.SimpleNamespace(allow_tf32=True, benchmark=False),  # PyTorch's defaults
+    )
+    torch = types.SimpleNamespace(
+        backends=backends,
+        cuda=types.SimpleNamespace(is_available=lambda: True),
+        device=lambda name: name,
+    )
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    for name in ("pytorch-cuda-tf32", "pytorch-cuda"):
+        assert peers.torch_device(PEERS[name]) == "cuda"
+    modes = (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32, backends.cudnn.benchmark)
+    assert modes == (False, False, True)  # the last peer's: TF32 off, autotuning on
+    peers.restore_torch_modes()
+    modes = (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32, backends.cudnn.benchmark)
+    assert modes == (False, True, False)
+    peers.restore_torch_modes()  # nothing saved any more: nothing to do

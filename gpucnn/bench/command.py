@@ -92,7 +92,10 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         megabytes=args.megabytes,
     )
-    results = SUITES[args.suite](peers, opts)
+    try:
+        results = SUITES[args.suite](peers, opts)
+    finally:
+        P.restore_torch_modes()
     report.add_ratios(results)
     verdicts = goals.check(results)
     env = report.environment(args.device)

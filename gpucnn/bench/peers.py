@@ -146,6 +146,28 @@ def gpucnn_clock(backend: Backend) -> Clock:
 
 
 # ---------------------------------------------------------------------------------- PyTorch
+_MODES_BEFORE: list[tuple[Any, tuple[bool, bool, bool]]] = []  # torch and its modes, once saved
+
+
+def _modes(torch: Any) -> tuple[bool, bool, bool]:
+    return (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cudnn.benchmark,
+    )
+
+
+def restore_torch_modes() -> None:
+    """Put back the PyTorch modes the CUDA peers set (TF32 for matmul and cuDNN, cuDNN
+    autotuning) as they were before the first of them, so that a run inside a bigger process
+    (the tests) leaves them as it found them."""
+    if _MODES_BEFORE:
+        torch, (matmul, cudnn, benchmark) = _MODES_BEFORE.pop()
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+        torch.backends.cudnn.allow_tf32 = cudnn
+        torch.backends.cudnn.benchmark = benchmark
+
+
 def torch_device(peer: Peer) -> Any:
     """``torch.device`` of a ``pytorch-*`` peer, with cuDNN autotuning and its TF32 mode set."""
     try:
@@ -156,6 +178,8 @@ def torch_device(peer: Peer) -> Any:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise Unavailable("PyTorch sees no CUDA device (torch.cuda.is_available() is False)")
+    if not _MODES_BEFORE:
+        _MODES_BEFORE.append((torch, _modes(torch)))
     torch.backends.cudnn.benchmark = True
     set_tf32(peer)
     return torch.device("cuda")
