@@ -51,6 +51,7 @@ BASICS = [
     "add_one",
     "too_much_shared",
     "failing_assert",
+    "address_offset",
 ]
 
 
@@ -131,6 +132,25 @@ def test_arguments_alias_as_on_a_gpu(basics):
     x = np.arange(10, dtype=np.float32)
     basics.get_function("add_one")(1, 32, (x, x, np.int32(10)))
     np.testing.assert_array_equal(x, np.arange(1, 11, dtype=np.float32))
+
+
+def test_a_kernel_sees_its_arrays_aligned_as_the_host_has_them(basics):
+    """Views at any offset keep their address modulo 256, so a kernel's test for 16-byte
+    alignment (map_elements' packs) answers as on a GPU for a view one element in."""
+    base, out = np.zeros(80, np.float32), np.zeros(1, np.int64)
+    for start in range(6):
+        x = base[start:]
+        basics.get_function("address_offset")(1, 1, (x, out))
+        assert out[0] == x.ctypes.data % 256
+
+
+def test_fresh_device_memory_is_poisoned_not_zero():
+    """xp.empty on cuda-emu holds NaN (or -1), never zeros or a freed array's values, so a kernel
+    that leaves an output unwritten cannot pass on memory that held the answer already."""
+    assert np.isnan(xp.empty((3, 4), np.float32)).all()
+    assert np.isnan(xp.empty_like(xp.zeros(5))).all()
+    assert (xp.empty(4, np.int32) == -1).all() and (xp.empty(2, np.uint8) == 255).all()
+    assert isinstance(xp.empty(2), EmuArray)
 
 
 @pytest.mark.parametrize(

@@ -87,7 +87,32 @@ class _DeviceNumpy:
         self._module = module
 
     def __getattr__(self, name: str) -> Any:
+        if self._module is np and name in ("empty", "empty_like"):
+            return _DeviceCallable(_poisoned(getattr(np, name)))
         return _device(getattr(self._module, name))
+
+
+def _poisoned(make: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """``np.empty`` or ``np.empty_like`` whose arrays hold NaN (-1, the largest unsigned value)
+    rather than what NumPy's memory happens to hold: zeros, often, or a freed array's values,
+    such as a previous run's right answer. A kernel that leaves an output unwritten then shows,
+    as on a GPU, where fresh memory holds anything."""
+
+    def empty(*args: Any, **kwargs: Any) -> np.ndarray:
+        a = make(*args, **kwargs)
+        kind = a.dtype.kind
+        a[...] = (
+            np.nan
+            if kind in "fc"
+            else -1
+            if kind == "i"
+            else np.iinfo(a.dtype).max
+            if kind == "u"
+            else True
+        )
+        return a
+
+    return empty
 
 
 def _device(attr: Any) -> Any:

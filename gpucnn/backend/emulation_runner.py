@@ -19,6 +19,7 @@ import numpy as np
 from . import kernels
 from .emulation_build import EmulationBuildError, build, find_compiler, translate
 
+_ALIGNMENT = 256  # the largest alignment a kernel may test for (CUDA allocations have 256)
 GUARD_BYTES = 4096
 SHARED_LIMIT = 48 * 1024
 _BLOCK_LIMITS = (1024, 1024, 64)
@@ -87,12 +88,19 @@ class _Region:
 
     The guards repeat the bytes (tag, FF, FF, FF): NaN read as float32 or float64, negative as an
     integer. ``tag`` differs per region, so a value copied from one guard into another is seen.
+    The copy keeps the host address's offset from a 256-byte boundary, so a kernel sees a view one
+    element into its array as unaligned, as on a GPU (and takes its unaligned path).
     """
 
     def __init__(self, start: int, end: int, tag: int):
         self.start, self.end = start, end
+        size = end - start
         self.guard = np.tile(np.array([tag & 0xFF, 0xFF, 0xFF, 0xFF], np.uint8), GUARD_BYTES // 4)
-        self.buffer = np.concatenate([self.guard, np.empty(end - start, np.uint8), self.guard])
+        room = np.empty(2 * GUARD_BYTES + size + _ALIGNMENT, np.uint8)
+        shift = (start - room.ctypes.data - GUARD_BYTES) % _ALIGNMENT
+        self.buffer = room[shift : shift + 2 * GUARD_BYTES + size]
+        self.buffer[:GUARD_BYTES] = self.guard
+        self.buffer[GUARD_BYTES + size :] = self.guard
         self.base = self.buffer.ctypes.data + GUARD_BYTES
         ctypes.memmove(self.base, start, end - start)
         self.members: list[tuple[int, np.ndarray]] = []

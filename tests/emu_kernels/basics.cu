@@ -119,3 +119,8 @@ extern "C" __global__ void too_much_shared(float* y) {
 
 // A device-side assert that fails in one thread.
 extern "C" __global__ void failing_assert(const int* x) { assert(x[threadIdx.x] >= 0); }
+
+// The address of x past a 256-byte boundary, as the kernel sees it.
+extern "C" __global__ void address_offset(const float* x, long long* out) {
+  out[0] = (long long)((unsigned long long)x % 256);
+}
