@@ -120,7 +120,8 @@ class Optimizer:
                     f"optimizer state {key!r} has shape {np.shape(value)}, parameter {i} has "
                     f"{tuple(param.shape)}"
                 )
-            self.state[i][name] = backend_of(param).asarray(value, dtype=param.dtype)
+            # A copy: the update works in place, and must not write into the caller's arrays.
+            self.state[i][name] = backend_of(param).asarray(value, dtype=param.dtype).copy()
 
 
 class SGD(Optimizer):

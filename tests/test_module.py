@@ -31,6 +31,38 @@ def test_state_dict_round_trip_restores_outputs():
     np.testing.assert_array_equal(a(x), b(x))
 
 
+def test_loaded_state_is_the_modules_own_copy():
+    """Training updates weights, buffers and optimizer state in place; what was loaded from a dict
+    must not write into that dict's arrays (a snapshot, or a second model loaded from it)."""
+    rng = np.random.default_rng()
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, rng=rng), nn.BatchNorm2d(2), nn.Flatten())
+    snapshot = model.state_dict()
+    kept = {k: v.copy() for k, v in snapshot.items()}
+    model.load_state_dict(snapshot)
+    opt = optim.Adam(model.parameters(), 0.1)
+    opt.load_state_dict(opt_state := _stepped_adam_state(model))
+    kept_opt = {k: np.array(v) for k, v in opt_state.items()}
+    x = rng.standard_normal((4, 1, 6, 6)).astype(np.float32)
+    model.zero_grad()
+    out = model(x)
+    model.backward(np.ones_like(out))
+    opt.step()
+    for key, value in {**snapshot, **opt_state}.items():
+        np.testing.assert_array_equal(value, {**kept, **kept_opt}[key], err_msg=key)
+    assert not np.array_equal(model.state_dict()["0.weight"], kept["0.weight"])  # it trained
+
+
+def _stepped_adam_state(model):
+    """An Adam state dict with moment arrays, from a copy of ``model`` after one step."""
+    twin = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten())
+    twin.load_state_dict(model.state_dict())
+    opt = optim.Adam(twin.parameters(), 0.1)
+    out = twin(np.ones((2, 1, 6, 6), np.float32))
+    twin.backward(np.ones_like(out))
+    opt.step()
+    return opt.state_dict()
+
+
 def test_load_state_dict_refuses_mismatches():
     model = small_net(np.random.default_rng())
     state = model.state_dict()

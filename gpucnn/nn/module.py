@@ -191,12 +191,15 @@ class Module:
                     f"state dict entry {key!r} has shape {tuple(np.shape(value))}, "
                     f"the module expects {own[key]}"
                 )
+        # Copies, as PyTorch's copy_: training updates weights and buffers in place, which must
+        # not write into the caller's arrays (a snapshot, or another model loaded from them).
         for prefix, module in self.named_modules():
             for name, p in module._parameters.items():
-                p.data = backend_of(p.data).asarray(state[prefix + name], dtype=p.data.dtype)
+                value = state[prefix + name]
+                p.data = backend_of(p.data).asarray(value, dtype=p.data.dtype).copy()
             for name, buf in list(module._buffers.items()):
-                target = backend_of(buf)
-                setattr(module, name, target.asarray(state[prefix + name], dtype=buf.dtype))
+                value = backend_of(buf).asarray(state[prefix + name], dtype=buf.dtype).copy()
+                setattr(module, name, value)
 
     # ------------------------------------------------------------ randomness
     def random_state(self) -> dict[str, int]:
