@@ -28,6 +28,7 @@ LAYERS = {
     ),
     "linear": lambda: nn.Sequential(nn.Flatten(), nn.Linear(4 * 5 * 5, 3, dtype=F64)),
     "batch_norm2d": lambda: nn.BatchNorm2d(4, dtype=F64),
+    "batch_norm2d_eval": lambda: _with_running_statistics(nn.BatchNorm2d(4, dtype=F64)).eval(),
     "max_pool2d": lambda: nn.MaxPool2d(3, stride=2, padding=1),
     "avg_pool2d": lambda: nn.AvgPool2d(2, stride=1, padding=1),
     "tutorial_net": lambda: nn.Sequential(
@@ -39,6 +40,15 @@ LAYERS = {
         nn.Linear(3, 2, dtype=F64),
     ),
 }
+
+
+def _with_running_statistics(layer: nn.BatchNorm2d) -> nn.BatchNorm2d:
+    """The layer with running statistics and an affine part other than the initial 0, 1."""
+    rng = np.random.default_rng()
+    layer.running_mean[...] = rng.standard_normal(4)
+    layer.running_var[...] = rng.uniform(0.5, 2.0, 4)
+    layer.weight.data[...] = rng.uniform(0.5, 1.5, 4)
+    return layer
 
 
 @pytest.mark.parametrize("name", list(LAYERS))

@@ -34,6 +34,7 @@ class BatchNorm2d(Module):
             )
         gamma, beta = self.weight.data, self.bias.data
         if not self.training:
+            self._cache = (backend, x, None, None)  # backward: by the running statistics
             return backend.batch_norm2d_forward_eval(
                 x, gamma, beta, self.running_mean, self.running_var, self.eps
             )
@@ -48,12 +49,24 @@ class BatchNorm2d(Module):
 
     def backward(self, grad_out):
         backend, x, mean, invstd = self._cache
-        gx, ggamma, gbeta = backend.batch_norm2d_backward(
-            grad_out, x, self.weight.data, mean, invstd
-        )
+        if mean is None:
+            gx, ggamma, gbeta = self._eval_backward(backend.xp, grad_out, x)
+        else:
+            gx, ggamma, gbeta = backend.batch_norm2d_backward(
+                grad_out, x, self.weight.data, mean, invstd
+            )
         self.weight.accumulate(ggamma)
         self.bias.accumulate(gbeta)
         return gx
+
+    def _eval_backward(self, xp, gy, x):
+        """Gradients of the eval forward, y = (x - running_mean) * s * gamma + beta with
+        s = 1/sqrt(running_var + eps): an affine map per channel (not a hot path: array ops)."""
+        channel = (1, -1, 1, 1)
+        scale = 1 / xp.sqrt(self.running_var + self.eps)
+        normalised = (x - self.running_mean.reshape(channel)) * scale.reshape(channel)
+        gx = gy * (self.weight.data * scale).reshape(channel)
+        return gx, (gy * normalised).sum(axis=(0, 2, 3)), gy.sum(axis=(0, 2, 3))
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
