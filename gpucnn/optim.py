@@ -33,6 +33,8 @@ class Optimizer:
         self.params = list(params)
         if not self.params:
             raise ValueError("optimizer got an empty parameter list")
+        if not lr >= 0:  # NaN too
+            raise ValueError(f"learning rate must be non-negative, got {lr}")
         if len({id(p) for p in self.params}) < len(self.params):
             # Each copy would keep its own state and update the same weights: twice in turn on
             # the CPU, racing in one launch on a GPU.
@@ -47,7 +49,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        if value < 0:
+        if not value >= 0:  # NaN too
             raise ValueError(f"learning rate must be non-negative, got {value}")
         self._lr = float(value)
         self._clock[1] = self._lr
@@ -124,6 +126,12 @@ class Optimizer:
             self.state[i][name] = backend_of(param).asarray(value, dtype=param.dtype).copy()
 
 
+def _check_non_negative(**values: float) -> None:
+    for name, value in values.items():
+        if not value >= 0:  # NaN too
+            raise ValueError(f"{name} must be non-negative, got {value}")
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay."""
 
@@ -138,6 +146,7 @@ class SGD(Optimizer):
         weight_decay: float = 0.0,
     ):
         super().__init__(params, lr)
+        _check_non_negative(momentum=momentum, weight_decay=weight_decay)
         if nesterov and momentum <= 0:
             raise ValueError("nesterov momentum needs momentum > 0")
         self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
@@ -177,6 +186,9 @@ class Adam(Optimizer):
         weight_decay: float = 0.0,
     ):
         super().__init__(params, lr)
+        _check_non_negative(eps=eps, weight_decay=weight_decay)
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
         self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
 
     def _update(self, backend, clock):
@@ -239,6 +251,8 @@ class StepLR(LRScheduler):
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
         super().__init__(optimizer)
+        if step_size < 1:
+            raise ValueError(f"step_size must be >= 1 epoch, got {step_size}")
         self.step_size, self.gamma = step_size, gamma
 
     def lr_at(self, epoch: int) -> float:
@@ -250,6 +264,8 @@ class CosineAnnealingLR(LRScheduler):
 
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0):  # noqa: N803
         super().__init__(optimizer)
+        if T_max < 1:
+            raise ValueError(f"T_max must be >= 1 epoch, got {T_max}")
         self.T_max, self.eta_min = T_max, eta_min
 
     def lr_at(self, epoch: int) -> float:

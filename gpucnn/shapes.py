@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 Pair = tuple[int, int]
@@ -15,8 +16,11 @@ def pair(value: int | Sequence[int], name: str) -> Pair:
     if isinstance(value, (int,)) or (hasattr(value, "__index__") and not hasattr(value, "__len__")):
         v = int(value)
         return (v, v)
-    if isinstance(value, Sequence) and len(value) == 2:
-        return (int(value[0]), int(value[1]))
+    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
+        try:  # whole numbers only: int() would truncate 2.7 to 2
+            return (operator.index(value[0]), operator.index(value[1]))
+        except TypeError:
+            pass
     raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
 
 

@@ -11,6 +11,7 @@ from gpucnn.errors import DeviceMismatchError, GpuUnavailableError
 
 X = np.random.default_rng().standard_normal((2, 3, 8, 8)).astype(np.float32)
 W = np.random.default_rng().standard_normal((4, 3, 3, 3)).astype(np.float32)
+P = nn.Linear(3, 2).parameters()
 
 
 @pytest.mark.parametrize(
@@ -36,11 +37,37 @@ W = np.random.default_rng().standard_normal((4, 3, 3, 3)).astype(np.float32)
         (lambda: F.linear(X[:, 0, 0], np.ones((2, 5), np.float32)), ValueError, "8 features"),
         (lambda: nn.BatchNorm2d(4)(X), ValueError, "got 3 channels"),
         (lambda: nn.Dropout(1.0), ValueError, "dropout probability"),
+        (lambda: nn.BatchNorm2d(4, momentum=None), ValueError, "momentum must be a number"),
+        (lambda: nn.BatchNorm2d(3)(X[:1, :, :1, :1]), ValueError, "more than one value per"),
+        (lambda: nn.Conv2d(1, 1, "33"), TypeError, "kernel_size must be an int or a pair"),
+        (lambda: nn.Conv2d(1, 1, (2.7, 3)), TypeError, "kernel_size must be an int or a pair"),
+        (lambda: nn.Conv2d(1, 1, 0), ValueError, "kernel_size must be positive"),
+        (lambda: nn.Conv2d(2, 2, 3, groups=0), ValueError, "groups must be >= 1"),
+        (lambda: optim.SGD(P, 0.1, momentum=-0.9), ValueError, "momentum must be non-negative"),
+        (lambda: optim.SGD(P, float("nan")), ValueError, "learning rate must be non-negative"),
+        (lambda: optim.Adam(P, betas=(0.9, 1.0)), ValueError, r"betas must be two numbers"),
+        (lambda: optim.AdamW(P, weight_decay=-1), ValueError, "weight_decay must be non-neg"),
+        (lambda: optim.Adam(P, eps=-1e-8), ValueError, "eps must be non-negative"),
+        (lambda: optim.StepLR(optim.SGD(P, 0.1), 0), ValueError, "step_size must be >= 1"),
+        (lambda: optim.CosineAnnealingLR(optim.SGD(P, 0.1), 0), ValueError, "T_max must be"),
     ],
 )
 def test_bad_arguments_raise_named_errors(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_conv2d_takes_pytorchs_positional_order():
+    """(in, out, kernel, stride, padding, dilation, groups, bias), as torch.nn.Conv2d."""
+    conv = nn.Conv2d(4, 6, 3, 1, 1, 1, 2, False)
+    assert conv.groups == 2 and conv.weight.data.shape == (6, 2, 3, 3) and conv.bias is None
+
+
+def test_summary_keeps_each_layers_own_mode():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten())
+    model[1].eval()  # a frozen batch norm inside a training model
+    model.summary((1, 6, 6))
+    assert model.training and model[0].training and not model[1].training
 
 
 def test_one_layer_or_parameter_in_two_places_is_refused():

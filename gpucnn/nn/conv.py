@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
-from ..shapes import pair
+from ..shapes import positive_pair
 from .init import he_normal
 from .module import Module, Parameter
 
@@ -27,18 +27,23 @@ class Conv2d(Module):
         stride=1,
         padding=0,
         dilation=1,
-        bias: bool = True,
         groups: int = 1,
+        bias: bool = True,
         rng=None,
         dtype=np.float32,
     ):
         super().__init__()
+        if min(in_channels, out_channels, groups) < 1:
+            raise ValueError(
+                f"in_channels, out_channels and groups must be >= 1, got {in_channels}, "
+                f"{out_channels}, {groups}"
+            )
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"in_channels {in_channels} and out_channels {out_channels} must be divisible "
                 f"by groups={groups}"
             )
-        kh, kw = pair(kernel_size, "kernel_size")
+        kh, kw = positive_pair(kernel_size, "kernel_size")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
         self.dilation, self.groups = dilation, groups

@@ -19,6 +19,8 @@ class BatchNorm2d(Module):
         self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, dtype=np.float32
     ):
         super().__init__()
+        if not isinstance(momentum, int | float) or not 0 <= momentum <= 1:
+            raise ValueError(f"BatchNorm2d momentum must be a number in [0, 1], got {momentum!r}")
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.weight = Parameter(np.ones(num_features, dtype=dtype))
         self.bias = Parameter(np.zeros(num_features, dtype=dtype))
@@ -37,6 +39,11 @@ class BatchNorm2d(Module):
             self._cache = (backend, x, None, None)  # backward: by the running statistics
             return backend.batch_norm2d_forward_eval(
                 x, gamma, beta, self.running_mean, self.running_var, self.eps
+            )
+        if x.shape[0] * x.shape[2] * x.shape[3] < 2:  # its variance would be 0 / 0
+            raise ValueError(
+                f"BatchNorm2d in training needs more than one value per channel, got input "
+                f"shape {tuple(x.shape)}"
             )
         # The running statistics are updated in place: a captured CUDA graph replays its writes
         # into these very arrays.

@@ -21,7 +21,7 @@ def summarize(model: Module, input_shape: tuple[int, ...]) -> str:
     dtype = next((p.data.dtype for p in model.parameters()), np.float32)
     x = backend.xp.zeros((1, *input_shape), dtype=dtype)
     layers = list(model) if hasattr(model, "__iter__") else [model]
-    was_training = model.training
+    modes = [(m, m.training) for _, m in model.named_modules()]  # each layer's own, restored
     model.eval()
     rows = [("input", tuple(input_shape), 0)]
     try:
@@ -31,7 +31,8 @@ def summarize(model: Module, input_shape: tuple[int, ...]) -> str:
                 (f"{i}: {type(layer).__name__}", tuple(x.shape[1:]), count_parameters(layer))
             )
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            object.__setattr__(module, "training", training)
     width = max(len(r[0]) for r in rows) + 2
     lines = [f"{'layer':<{width}}{'output shape':<22}{'parameters':>12}"]
     lines += [f"{name:<{width}}{str(shape):<22}{n:>12,}" for name, shape, n in rows]
