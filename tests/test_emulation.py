@@ -52,6 +52,7 @@ BASICS = [
     "too_much_shared",
     "failing_assert",
     "address_offset",
+    "shift_no_barrier",
 ]
 
 
@@ -86,6 +87,33 @@ def test_missing_barrier_reads_poisoned_shared_memory(basics):
     assert np.isnan(y[:128]).all()  # threads read slots later threads had not written yet
 
 
+def test_reverse_order_shows_a_race_the_usual_order_hides(basics, monkeypatch):
+    """Threads run in index order between barriers, so reading a lower thread's shared write
+    without a barrier happens to work; GPUCNN_EMU_ORDER=reverse runs them last first, and the
+    race shows as poisoned (NaN) reads."""
+    x, y = np.arange(1, 257, dtype=np.float32), np.zeros(256, np.float32)
+    basics.get_function("shift_no_barrier")(1, 256, (x, y))
+    np.testing.assert_array_equal(y, np.concatenate([[0], x[:-1]]))  # the blind spot
+    monkeypatch.setenv("GPUCNN_EMU_ORDER", "reverse")
+    basics.get_function("shift_no_barrier")(1, 256, (x, y))
+    assert np.isnan(y[1:]).all()
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_every_kernel_gives_the_same_bits_in_reverse_order(case, monkeypatch):
+    """Every op case on cuda-emu, with blocks and threads run last first: the same bits as in
+    the usual order. A kernel whose result depends on the order has a race (a missing barrier,
+    a read of another block's output), which a GPU's scheduling could expose at any time."""
+    backend = get_backend("cuda-emu")
+    rng = np.random.default_rng()
+    inputs = case.sample(rng, np.float32)
+    usual = case.run(backend, inputs)
+    monkeypatch.setenv("GPUCNN_EMU_ORDER", "reverse")
+    reverse = case.run(backend, inputs)
+    for key, value in usual.items():
+        np.testing.assert_array_equal(reverse[key], value, err_msg=f"{case.name}.{key}")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dynamic_shared_memory_tree_reduction(basics, dtype):
     rng = np.random.default_rng(0)
@@ -97,7 +125,10 @@ def test_dynamic_shared_memory_tree_reduction(basics, dtype):
     np.testing.assert_allclose(out, expected, rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 
-def test_three_dimensional_grid_and_block(basics):
+@pytest.mark.parametrize("order", ["usual", "reverse"])
+def test_three_dimensional_grid_and_block(basics, monkeypatch, order):
+    """Every block and thread runs once with its own coordinates, in either order."""
+    monkeypatch.setenv("GPUCNN_EMU_ORDER", order)
     grid, block = (2, 3, 2), (4, 2, 3)
     out = np.full((12 * 24, 4), -1, dtype=np.int32)
     basics.get_function("coords")(grid, block, (out,))

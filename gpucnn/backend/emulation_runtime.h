@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <cxxabi.h>
 #include <string>
@@ -74,6 +75,7 @@ struct Launch {
   size_t shared_dynamic = 0, shared_used = 0, shared_dirty = 0;
   unsigned long long block_gen = 0;
   uint64_t warp_buf[2][kMaxThreads];
+  bool reverse = false;  // GPUCNN_EMU_ORDER=reverse (see run_grid)
   bool failed = false;
   std::string error;
 };
@@ -251,7 +253,8 @@ inline void run_block() {
   g.shared_used = g.shared_dirty = g.shared_dynamic;
   for (unsigned i = 0; i < n; ++i) start_fiber(g.fibers[i], g.stacks + size_t(i) * kStackSize);
   for (;;) {
-    for (unsigned i = 0; i < n; ++i) {
+    for (unsigned k = 0; k < n; ++k) {
+      const unsigned i = g.reverse ? n - 1 - k : k;
       if (g.fibers[i].state != State::Runnable) continue;
       resume(g.fibers[i]);
       if (g.failed) return;
@@ -328,9 +331,15 @@ inline bool reserve_stacks(unsigned n) {
 }
 
 // Runs the whole grid; returns false with g.error set when the launch failed.
+// GPUCNN_EMU_ORDER=reverse runs the blocks, and each block's threads between barriers, last
+// first. A kernel whose result depends on that order (a missing barrier, a thread reading what
+// another writes in the same interval, a block reading another block's output) then gives other
+// bits than the usual run; a GPU promises neither order.
 inline bool run_grid(const unsigned* grid, const unsigned* block, size_t shmem) {
   g.failed = false;
   g.error.clear();
+  const char* order = std::getenv("GPUCNN_EMU_ORDER");
+  g.reverse = order != nullptr && std::strcmp(order, "reverse") == 0;
   g.nthreads = block[0] * block[1] * block[2];
   if (shmem > kSharedLimit) {
     g.error = "the launch asks for " + std::to_string(shmem) + " bytes of dynamic shared memory, " +
@@ -350,13 +359,14 @@ inline bool run_grid(const unsigned* grid, const unsigned* block, size_t shmem) 
     f.linear = i;
     f.tid = uint3{i % block[0], i / block[0] % block[1], i / (block[0] * block[1])};
   }
-  for (unsigned z = 0; z < grid[2]; ++z)
-    for (unsigned y = 0; y < grid[1]; ++y)
-      for (unsigned x = 0; x < grid[0]; ++x) {
-        blockIdx = uint3{x, y, z};
-        run_block();
-        if (g.failed) return false;
-      }
+  const unsigned long long blocks = 1ull * grid[0] * grid[1] * grid[2];
+  for (unsigned long long k = 0; k < blocks; ++k) {
+    const unsigned long long b = g.reverse ? blocks - 1 - k : k;  // x fastest, then y, then z
+    blockIdx = uint3{unsigned(b % grid[0]), unsigned(b / grid[0] % grid[1]),
+                     unsigned(b / (1ull * grid[0] * grid[1]))};
+    run_block();
+    if (g.failed) return false;
+  }
   return true;
 }
 

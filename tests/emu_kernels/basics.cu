@@ -124,3 +124,11 @@ extern "C" __global__ void failing_assert(const int* x) { assert(x[threadIdx.x] 
 extern "C" __global__ void address_offset(const float* x, long long* out) {
   out[0] = (long long)((unsigned long long)x % 256);
 }
+
+// y[i] = x[i - 1] through shared memory with no barrier: right when the threads happen to run in
+// index order (the emulation's usual order), wrong in any other.
+extern "C" __global__ void shift_no_barrier(const float* x, float* y) {
+  __shared__ float tile[256];
+  tile[threadIdx.x] = x[threadIdx.x];
+  y[threadIdx.x] = threadIdx.x > 0 ? tile[threadIdx.x - 1] : 0.0f;
+}
