@@ -226,6 +226,15 @@ def test_error_subset_sizes_below_one(capsys, tmp_path, option, dataset):
         assert_one_line_error(code, err, f"{option} must be at least 1, got {size}")
 
 
+def test_error_subset_larger_than_the_files(capsys, tmp_path):
+    rng = np.random.default_rng()
+    split = [(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), np.arange(n) % 10) for n in (8, 4)]
+    data = write_idx_dataset(tmp_path / "data", *split)
+    argv = ["train", "--dataset", "mnist", "--data-dir", str(data), "--out", str(tmp_path)]
+    code, _, err = run(capsys, *argv, "--test-size", "5")
+    assert_one_line_error(code, err, "--test-size 5:", "has only 4 images")
+
+
 def test_error_cuda_unavailable(capsys, tmp_path):
     try:
         get_backend("cuda")

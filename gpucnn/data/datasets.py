@@ -150,6 +150,8 @@ def write_idx_dataset(
 
 
 def _moments(images: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of the pixels of the first 10,000 images (enough to fix the
+    normalisation to 3 digits, without a float64 copy of the whole training set)."""
     sample = images[:10000].astype(np.float64)
     return float(sample.mean()), float(sample.std()) or 1.0
 
@@ -169,6 +171,11 @@ def _load_idx(name: str, data_dir, train_size: int | None, test_size: int | None
             )
         if y.size and (y.min() < 0 or y.max() >= len(info.classes)):
             raise IdxError(f"{paths[split + '_y']}: labels outside 0..{len(info.classes) - 1}")
+        size = train_size if split == "train" else test_size
+        if size is not None and size > len(y):
+            raise ValueError(
+                f"--{split}-size {size}: {paths[split + '_x']} has only {len(y)} images"
+            )
     train_x = arrays["train_x"][:train_size, None]
     mean, std = _moments(train_x)
     return Dataset(
