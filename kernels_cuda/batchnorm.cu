@@ -95,14 +95,13 @@ __global__ void batch_norm2d_stats(const T* part, T* mean, T* invstd, i64 C, i64
         const T d = sums[p] / counts[p] - mu;
         sq += m2s[p] + counts[p] * d * d;
     }
-    const T inv = T(1) / dev_sqrt(block_reduce(sq, smem, SumOp()) / (T)m + eps);
+    const T var = block_reduce(sq, smem, SumOp()) / (T)m;
     if (threadIdx.x == 0) {
         mean[c] = mu;
-        invstd[c] = inv;
-        if (update_running) {  // as the NumPy backend: the variance back from invstd, unbiased
-            const T unbiased = (T(1) / (inv * inv) - eps) * unbias;
+        invstd[c] = T(1) / dev_sqrt(var + eps);
+        if (update_running) {  // as the NumPy backend
             running_mean[c] = keep * running_mean[c] + momentum * mu;
-            running_var[c] = keep * running_var[c] + momentum * unbiased;
+            running_var[c] = keep * running_var[c] + momentum * (var * unbias);
         }
     }
 }

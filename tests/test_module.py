@@ -219,3 +219,13 @@ def test_cross_entropy_in_eval_mode_gives_the_loss_alone(backend, rng, smoothing
     assert evaluated == pytest.approx(trained, rel=1e-6)
     with pytest.raises(RuntimeError, match="eval mode"):
         loss_fn.backward()
+
+
+def test_batch_norm_running_variance_keeps_its_precision_when_small(backend, rng):
+    """The running variance is the batch's own unbiased variance, not one rebuilt from the
+    float32 inverse std (1/invstd^2 - eps lost ~eps/var of it: 1e-3 at var 1e-8)."""
+    layer = nn.BatchNorm2d(3, momentum=1.0).to(backend)  # running = this batch's statistics
+    x = (rng.standard_normal((8, 3, 5, 5)) * 1e-4).astype(np.float32)
+    layer(backend.asarray(x))
+    exact = x.astype(np.float64).var(axis=(0, 2, 3), ddof=1)
+    np.testing.assert_allclose(backend.to_numpy(layer.running_var), exact, rtol=1e-5)

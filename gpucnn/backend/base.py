@@ -215,7 +215,7 @@ class Backend:
         invstd = (1.0 / self.xp.sqrt(var + eps)).astype(x.dtype)
         if running_mean is not None:
             count = x.shape[0] * x.shape[2] * x.shape[3]
-            unbiased = (1.0 / (invstd * invstd) - eps) * (count / max(count - 1, 1))
+            unbiased = var * (count / max(count - 1, 1))
             running_mean[...] = (1 - momentum) * running_mean + momentum * mean
             running_var[...] = (1 - momentum) * running_var + momentum * unbiased
         scale = (gamma * invstd).reshape(1, -1, 1, 1)
