@@ -99,19 +99,28 @@ def test_reverse_order_shows_a_race_the_usual_order_hides(basics, monkeypatch):
     assert np.isnan(y[1:]).all()
 
 
+PERTURBATIONS = {
+    # A result that depends on the order has a race (a missing barrier, a read of another
+    # block's output), which a GPU's scheduling could expose at any time.
+    "reverse-order": ("GPUCNN_EMU_ORDER", "reverse"),
+    # A result that depends on the poison read memory it should not (past an array, unwritten
+    # shared or device memory), even where an op absorbed the NaN (a maximum drops it).
+    "finite-poison": ("GPUCNN_EMU_POISON", "finite"),
+}
+
+
+@pytest.mark.parametrize("perturbation", list(PERTURBATIONS))
 @pytest.mark.parametrize("case", CASES, ids=repr)
-def test_every_kernel_gives_the_same_bits_in_reverse_order(case, monkeypatch):
-    """Every op case on cuda-emu, with blocks and threads run last first: the same bits as in
-    the usual order. A kernel whose result depends on the order has a race (a missing barrier,
-    a read of another block's output), which a GPU's scheduling could expose at any time."""
+def test_every_kernel_gives_the_same_bits_when_perturbed(case, perturbation, monkeypatch):
+    """Every op case on cuda-emu, run as usual and then perturbed: the same bits."""
     backend = get_backend("cuda-emu")
     rng = np.random.default_rng()
     inputs = case.sample(rng, np.float32)
     usual = case.run(backend, inputs)
-    monkeypatch.setenv("GPUCNN_EMU_ORDER", "reverse")
-    reverse = case.run(backend, inputs)
+    monkeypatch.setenv(*PERTURBATIONS[perturbation])
+    perturbed = case.run(backend, inputs)
     for key, value in usual.items():
-        np.testing.assert_array_equal(reverse[key], value, err_msg=f"{case.name}.{key}")
+        np.testing.assert_array_equal(perturbed[key], value, err_msg=f"{case.name}.{key}")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -247,6 +256,18 @@ def test_uninitialised_shared_memory_reads_nan(basics):
     y = np.zeros(32, np.float32)
     basics.get_function("read_uninitialised_shared")(1, 32, (y,))
     assert np.isnan(y).all()
+
+
+def test_finite_poison_fills_guards_shared_and_fresh_memory(basics, monkeypatch):
+    """GPUCNN_EMU_POISON=finite: the same places hold 0x3F bytes (0.747 as a float32) instead."""
+    monkeypatch.setenv("GPUCNN_EMU_POISON", "finite")
+    finite = np.frombuffer(b"\x3f" * 4, np.float32)[0]
+    x, y = np.arange(100, dtype=np.float32), np.zeros(100, np.float32)
+    basics.get_function("copy_read_past_end")(1, 128, (x, y, np.int32(100)))
+    assert y[99] == pytest.approx(finite, rel=1e-4)  # the guard's first byte tags its region
+    shared = np.zeros(32, np.float32)
+    basics.get_function("read_uninitialised_shared")(1, 32, (shared,))
+    assert (shared == finite).all() and (xp.empty(3, np.float32) == finite).all()
 
 
 def test_divergent_barrier_is_reported(basics):

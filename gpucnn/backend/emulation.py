@@ -19,7 +19,13 @@ import numpy as np
 from ..errors import GpuUnavailableError
 from .cuda_backend import CudaBackend
 from .emulation_build import EmulationBuildError, find_compiler
-from .emulation_runner import EmulatedKernel, EmulatedModule, EmulationError, EmulationRunner
+from .emulation_runner import (
+    EmulatedKernel,
+    EmulatedModule,
+    EmulationError,
+    EmulationRunner,
+    poison_byte,
+)
 
 
 class EmuArray(np.ndarray):
@@ -93,23 +99,14 @@ class _DeviceNumpy:
 
 
 def _poisoned(make: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-    """``np.empty`` or ``np.empty_like`` whose arrays hold NaN (-1, the largest unsigned value)
-    rather than what NumPy's memory happens to hold: zeros, often, or a freed array's values,
-    such as a previous run's right answer. A kernel that leaves an output unwritten then shows,
-    as on a GPU, where fresh memory holds anything."""
+    """``np.empty`` or ``np.empty_like`` whose arrays hold the poison bytes (:func:`poison_byte`:
+    NaN, -1) rather than what NumPy's memory happens to hold: zeros, often, or a freed array's
+    values, such as a previous run's right answer. A kernel that leaves an output unwritten
+    then shows, as on a GPU, where fresh memory holds anything."""
 
     def empty(*args: Any, **kwargs: Any) -> np.ndarray:
         a = make(*args, **kwargs)
-        kind = a.dtype.kind
-        a[...] = (
-            np.nan
-            if kind in "fc"
-            else -1
-            if kind == "i"
-            else np.iinfo(a.dtype).max
-            if kind == "u"
-            else True
-        )
+        a[...] = np.frombuffer(bytes([poison_byte()]) * a.dtype.itemsize, a.dtype)[0]
         return a
 
     return empty

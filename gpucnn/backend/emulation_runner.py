@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +21,17 @@ from . import kernels
 from .emulation_build import EmulationBuildError, build, find_compiler, translate
 
 _ALIGNMENT = 256  # the largest alignment a kernel may test for (CUDA allocations have 256)
+POISON_ENV = "GPUCNN_EMU_POISON"
+
+
+def poison_byte() -> int:
+    """The byte that fills guard zones, fresh shared and fresh device memory: 0xFF (NaN as a
+    float, -1 as an int), or 0x3F with ``GPUCNN_EMU_POISON=finite`` (0.747 as a float32,
+    finite). A kernel that reads memory it should not gives other bits under the two, even
+    where an op absorbs a NaN (a maximum drops it)."""
+    return 0x3F if os.environ.get(POISON_ENV) == "finite" else 0xFF
+
+
 GUARD_BYTES = 4096
 SHARED_LIMIT = 48 * 1024
 _BLOCK_LIMITS = (1024, 1024, 64)
@@ -86,8 +98,9 @@ def _dims(value: Any, what: str, limits: Sequence[int]) -> tuple[int, int, int]:
 class _Region:
     """One guarded copy of a stretch of host memory (one array, or arrays that overlap).
 
-    The guards repeat the bytes (tag, FF, FF, FF): NaN read as float32 or float64, negative as an
-    integer. ``tag`` differs per region, so a value copied from one guard into another is seen.
+    The guards repeat the bytes (tag, P, P, P), P the :func:`poison_byte`: NaN read as float32 or
+    float64, negative as an integer. ``tag`` differs per region, so a value copied from one guard
+    into another is seen.
     The copy keeps the host address's offset from a 256-byte boundary, so a kernel sees a view one
     element into its array as unaligned, as on a GPU (and takes its unaligned path).
     """
@@ -95,7 +108,8 @@ class _Region:
     def __init__(self, start: int, end: int, tag: int):
         self.start, self.end = start, end
         size = end - start
-        self.guard = np.tile(np.array([tag & 0xFF, 0xFF, 0xFF, 0xFF], np.uint8), GUARD_BYTES // 4)
+        p = poison_byte()
+        self.guard = np.tile(np.array([tag & 0xFF, p, p, p], np.uint8), GUARD_BYTES // 4)
         room = np.empty(2 * GUARD_BYTES + size + _ALIGNMENT, np.uint8)
         shift = (start - room.ctypes.data - GUARD_BYTES) % _ALIGNMENT
         self.buffer = room[shift : shift + 2 * GUARD_BYTES + size]

@@ -76,6 +76,7 @@ struct Launch {
   unsigned long long block_gen = 0;
   uint64_t warp_buf[2][kMaxThreads];
   bool reverse = false;  // GPUCNN_EMU_ORDER=reverse (see run_grid)
+  unsigned char poison = 0xFF;  // fills fresh shared memory; 0x3F with GPUCNN_EMU_POISON=finite
   bool failed = false;
   std::string error;
 };
@@ -249,7 +250,7 @@ T lane_value(const uint64_t* row, unsigned src, unsigned mask) {
 inline void run_block() {
   const unsigned n = g.nthreads;
   ++g.block_gen;
-  std::memset(g.shared, 0xFF, g.shared_dirty);  // uninitialised shared memory reads as NaN / -1
+  std::memset(g.shared, g.poison, g.shared_dirty);  // uninitialised shared memory: NaN, -1
   g.shared_used = g.shared_dirty = g.shared_dynamic;
   for (unsigned i = 0; i < n; ++i) start_fiber(g.fibers[i], g.stacks + size_t(i) * kStackSize);
   for (;;) {
@@ -340,6 +341,8 @@ inline bool run_grid(const unsigned* grid, const unsigned* block, size_t shmem) 
   g.error.clear();
   const char* order = std::getenv("GPUCNN_EMU_ORDER");
   g.reverse = order != nullptr && std::strcmp(order, "reverse") == 0;
+  const char* poison = std::getenv("GPUCNN_EMU_POISON");  // as emulation_runner.poison_byte
+  g.poison = poison != nullptr && std::strcmp(poison, "finite") == 0 ? 0x3F : 0xFF;
   g.nthreads = block[0] * block[1] * block[2];
   if (shmem > kSharedLimit) {
     g.error = "the launch asks for " + std::to_string(shmem) + " bytes of dynamic shared memory, " +
