@@ -100,7 +100,7 @@ def failing_softly(make: Callable[[], Any], failure: str) -> Any:
     with ``failure``, the error and the one it was raised in handling (PyTorch's end of a capture
     reports its own) as the reason, and its traceback on stderr: the peer's rows say so, the goals
     that need a gpucnn peer that failed count as missed (:mod:`.goals`), the command exits 1
-    (:func:`own_failures`), and the run's other figures still come out."""
+    (:func:`own_failure`), and the run's other figures still come out."""
     try:
         return make()
     except Unavailable:
