@@ -1,7 +1,8 @@
 """Checkpoints: one ``.npz`` with model spec, weights, optimizer and schedule state, epoch and RNGs.
 
 Written atomically (:mod:`gpucnn.atomic`), so a crash leaves the previous checkpoint intact.
-Arrays are saved from the host, so a checkpoint written on either device loads on either device. Weight names are PyTorch's (``to_torch`` / ``from_torch`` convert).
+Arrays are saved from the host, so a checkpoint written on either device loads on either device.
+Weight names are PyTorch's (``to_torch`` / ``from_torch`` convert).
 """
 
 from __future__ import annotations
