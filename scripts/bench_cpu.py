@@ -2,7 +2,7 @@
 
 Both run in one process on the same batch and weights, alternating after a warm-up; the table gives
 medians and the ratio of the two measured in the same run. Any ``gpucnn bench`` option overrides
-these defaults (add the tutorial's loops with ``--peers tutorial-loops``).
+these defaults (the tutorial's loops too: ``--peers gpucnn-cpu,pytorch-cpu,tutorial-loops``).
 
     python scripts/bench_cpu.py --repeats 20
 """

@@ -188,6 +188,24 @@ def test_a_peer_that_fails_is_a_row_and_the_exit_status_says_so(tmp_path, capsys
     )
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--suite", "ops", "--cases", "zzz"], "no ops case matches --cases 'zzz'"),
+        (["--json", "/nonexistent/folder/x.json"], "its folder does not exist"),
+        (["--repeats", "0"], "argument --repeats: expected positive integers"),
+    ],
+)
+def test_bench_refuses_what_would_run_nothing_or_lose_the_results(argv, message, capsys):
+    """Checked before any timing (a --json path that cannot be written, found after a long run,
+    lost it), in one line with exit code 2, from the scripts' main as from ``gpucnn bench``."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    assert code == 2 and message in capsys.readouterr().err
+
+
 def test_ratios_never_cross_devices():
     def result(peer, device, seconds):
         return Result("step", "b64", "train step", peer, device, "float32", times=[seconds])

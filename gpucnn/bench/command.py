@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..backend import cpu_threads
 from . import goals, report, timing
@@ -20,6 +21,11 @@ def _ints(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return values
+
+
+def _count(text: str) -> int:
+    (value,) = _ints(text)
+    return value
 
 
 def _positive(text: str) -> float:
@@ -42,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"repeatable or comma list (default {','.join(map(str, DEFAULT_BATCH_SIZES))})",
     )  # fmt: skip
     defaults = ", ".join(f"{suite} {n}" for suite, n in DEFAULT_REPEATS.items())
-    parser.add_argument("--repeats", type=int, help=f"samples per peer (default: {defaults})")
+    parser.add_argument("--repeats", type=_count, help=f"samples per peer (default: {defaults})")
     parser.add_argument(
         "--peers", type=_names, action="extend", metavar="NAME[,NAME]",
         help=f"peers to run (default: the device's); from {', '.join(P.PEERS)}",
@@ -50,10 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--cases", metavar="TEXT", help="ops: only cases whose name has TEXT")
     parser.add_argument(
-        "--tutorial-samples", type=int, default=3, help="step: samples timed on the tutorial loops"
-    )
+        "--tutorial-samples", type=_count, default=3,
+        help="step: samples timed on the tutorial loops",
+    )  # fmt: skip
     parser.add_argument(
-        "--epoch-samples", type=int, default=60_000, help="epoch: training-set size"
+        "--epoch-samples", type=_count, default=60_000, help="epoch: training-set size"
     )
     parser.add_argument(
         "--data-dir", metavar="DIR", help="epoch: Fashion-MNIST IDX files (default: random data)"
@@ -63,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bandwidth: input tensor size in MiB (default 256: 64x64x128x128, 268 MB)",
     )  # fmt: skip
     parser.add_argument(
-        "--threads", type=int,
+        "--threads", type=_count,
         help="intra-op threads of PyTorch and of gpucnn's CPU backend (default: each its own)",
     )  # fmt: skip
     parser.add_argument(
@@ -76,6 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the chosen suite, print the table (and write JSON); returns the exit status."""
     peers = P.select(args.device, args.suite, args.peers)
+    if args.json and not Path(args.json).resolve().parent.is_dir():  # before the run, not after
+        raise ValueError(f"--json {args.json}: its folder does not exist")
     timing.SETTLE_S = args.settle
     if args.threads:
         cpu_threads.set_threads(args.threads)
@@ -96,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         results = SUITES[args.suite](peers, opts)
     finally:
         P.restore_torch_modes()
+    if not results:
+        raise ValueError(f"no {args.suite} case matches --cases {args.cases!r}")
     report.add_ratios(results)
     verdicts = goals.check(results)
     env = report.environment(args.device)
@@ -114,7 +125,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None, **defaults) -> int:
-    """Stand-alone entry (the ``scripts/bench_*.py`` wrappers): ``defaults`` fill unset options."""
+    """Stand-alone entry (the ``scripts/bench_*.py`` wrappers): ``defaults`` fill unset options;
+    errors are one line, as from the ``gpucnn`` command."""
+    from ..cli import run_reporting_errors  # here: the cli module imports this one
+
     parser = argparse.ArgumentParser(prog="gpucnn bench", description=__doc__.splitlines()[0])
     add_arguments(parser)
     parser.set_defaults(**{k: v for k, v in defaults.items() if k not in ("batch_size", "peers")})
@@ -122,8 +136,4 @@ def main(argv: Sequence[str] | None = None, **defaults) -> int:
     for key in ("batch_size", "peers"):
         if getattr(args, key) is None and key in defaults:
             setattr(args, key, defaults[key])
-    try:
-        return run(args)
-    except ValueError as err:
-        print(f"gpucnn bench: error: {err}", file=sys.stderr)
-        return 2
+    return run_reporting_errors("gpucnn bench", lambda: run(args))
