@@ -9,9 +9,16 @@ import numpy as np
 
 from .checkpoint import load_checkpoint
 
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # "I": how older Pillows open them
+
 
 def load_image(path: str | os.PathLike, shape: Sequence[int]) -> np.ndarray:
-    """An image file as (C, H, W) float32 in [0, 1]: converted to C channels, resized to H x W."""
+    """An image file as (C, H, W) float32 in [0, 1]: converted to C channels, resized to H x W.
+
+    16-bit images are scaled by their own range (Pillow's 8-bit conversion would clip them to
+    black and white), float images are clipped to [0, 1], and transparent pixels are laid on
+    black, the background of the training images.
+    """
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError as err:
@@ -22,13 +29,29 @@ def load_image(path: str | os.PathLike, shape: Sequence[int]) -> np.ndarray:
     c, h, w = shape
     try:
         with Image.open(path) as image:
-            image = image.convert("L" if c == 1 else "RGB")
-            if image.size != (w, h):
-                image = image.resize((w, h), Image.Resampling.BILINEAR)
-            pixels = np.asarray(image, dtype=np.float32) / 255.0
+            image.load()
+            pixels = _pixels(Image, image, c, (w, h))
     except UnidentifiedImageError as err:
         raise ValueError(f"{path}: not an image Pillow can read") from err
+    except OSError as err:  # a truncated or damaged file
+        raise ValueError(f"{path}: {err}") from err
     return pixels[None] if c == 1 else pixels.transpose(2, 0, 1)
+
+
+def _pixels(Image, image, channels: int, size: tuple[int, int]) -> np.ndarray:  # noqa: N803
+    """(H, W) for one channel, else (H, W, 3), float32 in [0, 1], at ``size`` (w, h)."""
+    if image.mode in (*_SIXTEEN_BIT, "F"):
+        scale = 65535.0 if image.mode in _SIXTEEN_BIT else 1.0
+        gray = np.clip(np.asarray(image, dtype=np.float32) / scale, 0.0, 1.0)
+        gray = np.asarray(Image.fromarray(gray, mode="F").resize(size, Image.Resampling.BILINEAR))
+        return gray if channels == 1 else np.repeat(gray[..., None], 3, axis=2)
+    if "A" in image.getbands() or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+    image = image.convert("L" if channels == 1 else "RGB")
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.float32) / 255.0
 
 
 def predict_files(

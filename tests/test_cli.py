@@ -139,6 +139,43 @@ def test_gpucnn_debug_shows_the_traceback_only_when_set_on(capsys, monkeypatch, 
         assert_one_line_error(*run(capsys, *argv)[::2], "--train-size must be at least 1")
 
 
+def _saved(tmp_path, name, image):
+    image.save(tmp_path / name)
+    return tmp_path / name
+
+
+def test_images_of_every_depth_and_with_transparency_load_as_their_grey_levels(tmp_path):
+    """A 16-bit image is scaled by its range, not clipped to 8 bits (black and white); ink whose
+    opacity is the pixel value, on a transparent page, is the same picture as the grey one."""
+    from gpucnn.predict import load_image
+
+    grey = np.random.default_rng().integers(0, 256, (8, 8)).astype(np.uint8)
+    want = grey / np.float32(255)
+    files = {
+        "8-bit": Image.fromarray(grey),
+        "16-bit": Image.fromarray(grey.astype(np.uint16) * 257),
+        "float": Image.fromarray(want.astype(np.float32), mode="F"),
+        "grey and alpha": Image.fromarray(np.stack([np.full_like(grey, 255), grey], -1), "LA"),
+        "rgb and alpha": Image.fromarray(np.stack([np.full_like(grey, 255)] * 3 + [grey], -1)),
+    }
+    for kind, image in files.items():
+        suffix = ".tiff" if kind == "float" else ".png"
+        got = load_image(_saved(tmp_path, f"{kind}{suffix}", image), (1, 8, 8))
+        np.testing.assert_allclose(got[0], want, atol=1 / 255 + 1e-6, err_msg=kind)
+        rgb = load_image(tmp_path / f"{kind}{suffix}", (3, 8, 8))
+        assert rgb.shape == (3, 8, 8), kind
+        np.testing.assert_allclose(rgb[0], want, atol=1 / 255 + 1e-6, err_msg=kind)
+
+
+def test_error_predict_on_a_truncated_image_names_the_file(lines_run, tmp_path, capsys):
+    out, _ = lines_run
+    noise = np.random.default_rng().integers(0, 256, (64, 64)).astype(np.uint8)
+    image = _saved(tmp_path, "cut.png", Image.fromarray(noise))
+    image.write_bytes(image.read_bytes()[:2000])  # half of the pixel data gone
+    code, _, err = run(capsys, "predict", "--checkpoint", str(out / "model.npz"), str(image))
+    assert_one_line_error(code, err, str(image))
+
+
 def test_error_predict_without_pillow(capsys, tmp_path, monkeypatch):
     assert run(capsys, "train", "--epochs", "1", "--out", str(tmp_path), "--no-progress")[0] == 0
     monkeypatch.setitem(sys.modules, "PIL", None)  # as if Pillow were not installed
