@@ -7,8 +7,10 @@ can run side by side (one process each) and the winner can then become the zoo's
     python scripts/sweep_fashion_net.py --arch conv-dropout --epochs 50 --augment flip \\
         --device cuda --data-dir DIR --out runs/conv-dropout-flip50
 
-Architectures: ``base`` (the zoo's net), ``conv-dropout`` (dropout 0.25 after each pooled conv
-block too), ``k5`` (5x5 kernels). Unset recipe options come from fashion-net's recipe.
+Architectures: ``base`` (the zoo's net), ``conv-dropout`` (dropout 0.25 after each max pool
+too, the last one included, so two dropouts of 0.25 then meet around the Flatten: about 0.44 there),
+``k5`` (5x5 kernels). Unset recipe options come from fashion-net's recipe. ``--resume`` continues
+a run in ``--out`` after an interruption, as ``gpucnn train --resume`` does.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def main() -> None:
     add_device_argument(parser)
     add_data_dir_argument(parser)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/model.npz")
     args = vars(parser.parse_args())
     model = register(args.pop("arch"))
     config = TrainConfig(dataset="fashion-mnist", model=model, progress=False, **args)
