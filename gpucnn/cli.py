@@ -215,6 +215,9 @@ def run_reporting_errors(prog: str, fn: Callable[[], int | None], hint: str = ""
     except KeyboardInterrupt:
         print(f"{prog}: interrupted" + (f" ({hint})" if hint else ""), file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader left (`gpucnn predict ... | head -1`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
+        return 1
     except (ValueError, TypeError, OSError, RuntimeError, ImportError) as err:
         if os.environ.get("GPUCNN_DEBUG", "0") not in ("", "0"):
             raise

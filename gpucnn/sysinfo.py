@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import get_backend
+from .backend import emulation_build, get_backend
 from .errors import GpuUnavailableError
 
 
@@ -54,6 +54,7 @@ def describe() -> str:
         f"Python {platform.python_version()}, NumPy {np.__version__}, {platform.platform()}",
         *(f"device {d:<9}{_device_status(d)}" for d in ("cpu", "cuda", "cuda-emu")),
         _cuda_versions(),
-        f"kernel cache: {kernel_cache_dir()}",
+        f"kernel cache (cuda, CuPy's): {kernel_cache_dir()}",
+        f"kernel cache (cuda-emu): {emulation_build.cache_dir()}",
     ]
     return "\n".join(lines)

@@ -310,6 +310,8 @@ def fit(
     """
     start_time = time.perf_counter()
     cfg, ckpt = resolve(config), None
+    if config.momentum is not None and cfg.optimizer != "sgd":  # given, but it would do nothing
+        raise ValueError(f"--momentum is SGD's; optimizer {cfg.optimizer!r} has none")
     if config.resume:
         cfg, ckpt = _resume_config(config, Path(cfg.out) / "model.npz")
     out = Path(cfg.out)

@@ -5,10 +5,12 @@
 # (default: every kernels_cuda/*.cu). $NVCC overrides the compiler. Used by CI and by
 # tests/test_kernels_compile.py.
 set -u
+files=()
+for src in "$@"; do files+=("$(realpath "$src")"); done  # as named from the caller's folder
 cd "$(dirname "$0")/.."
 archs=${ARCHS:-"80 90"}
 nvcc=${NVCC:-nvcc}
-if [ $# -gt 0 ]; then files=("$@"); else files=(kernels_cuda/*.cu); fi
+if [ $# -eq 0 ]; then files=(kernels_cuda/*.cu); fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 status=0

@@ -18,9 +18,20 @@ set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-./out}
 PYTHON=${PYTHON:-python3}
+asked=${ONLY:-}  # the groups named, if any (by default every group, train only given DATA_DIR)
 ONLY=${ONLY:-bench train tests sanitizer}
 DATA_DIR=${DATA_DIR:-}
 DEADLINE_S=${DEADLINE_S:-}
+for group in $ONLY; do
+    case $group in
+    bench | train | tests | sanitizer) ;;
+    *) echo "gpu_check.sh: ONLY names '$group'; the groups are bench train tests sanitizer" >&2; exit 2 ;;
+    esac
+done
+if [[ " $asked " == *" train "* ]] && [ -z "$DATA_DIR" ]; then
+    echo "gpu_check.sh: ONLY names train, which needs DATA_DIR (the Fashion-MNIST folder)" >&2
+    exit 2
+fi
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 # The scripts run as `python scripts/x.py` import gpucnn from this checkout, installed or not.

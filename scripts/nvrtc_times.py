@@ -44,6 +44,8 @@ class Nvrtc:
 
     def __init__(self, path: str) -> None:
         self.lib = ctypes.CDLL(path)
+        if not hasattr(self.lib, "nvrtcCompileProgram"):
+            raise OSError(f"{path} is not an NVRTC library (no nvrtcCompileProgram)")
 
     def _call(self, what: str, *args) -> None:
         status = getattr(self.lib, what)(*args)

@@ -17,6 +17,7 @@ import sys
 import time
 
 from gpucnn.backend import get_backend
+from gpucnn.bench.command import positive_int
 from gpucnn.bench.training import gpucnn_step, random_batch
 from gpucnn.cli import add_device_argument, run_reporting_errors
 
@@ -56,10 +57,12 @@ def instrument(backend) -> tuple[dict, dict, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=positive_int, default=256)
     add_device_argument(parser)
-    parser.add_argument("--steps", type=int, default=30, help="timed steps (after 5 untimed)")
-    parser.add_argument("--top", type=int, default=12, help="rows shown")
+    parser.add_argument(
+        "--steps", type=positive_int, default=30, help="timed steps (after 5 untimed)"
+    )
+    parser.add_argument("--top", type=positive_int, default=12, help="rows shown")
     args = parser.parse_args(argv)
 
     backend = get_backend(args.device)

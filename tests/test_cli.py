@@ -183,6 +183,24 @@ def test_error_predict_without_pillow(capsys, tmp_path, monkeypatch):
     assert_one_line_error(code, err, "needs Pillow", "pip install 'gpucnn[cli]'")
 
 
+def test_a_reader_that_leaves_early_stops_the_command_quietly(tmp_path):
+    """``gpucnn ... | head -1``: the broken pipe ends the command without an error message."""
+    script = (
+        "import sys\n"
+        "from gpucnn.cli import run_reporting_errors\n"
+        "def lines():\n"
+        "    for i in range(100000):\n"
+        "        print('line', i)\n"
+        "sys.exit(run_reporting_errors('gpucnn', lines))\n"
+    )
+    writer = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path
+    )
+    assert writer.stdout.readline() == b"line 0\n"
+    writer.stdout.close()  # as head does after its line
+    assert writer.wait(timeout=60) == 1 and writer.stderr.read() == b""
+
+
 def test_error_unknown_model(capsys):
     assert_one_line_error(*run(capsys, "train", "--model", "resnet")[::2], "invalid choice")
 
@@ -252,6 +270,11 @@ def test_error_resume_that_would_change_the_run(capsys, tmp_path):
     assert_one_line_error(code, err, "--epochs 1: the run has already done 2 epochs")
     code, text, _ = run(capsys, "train", "--resume", "--epochs", "3", "--lr", "0.05", *common)
     assert code == 0 and "epoch 3/3" in text
+
+
+def test_error_momentum_for_an_optimizer_without_it(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--optimizer", "adam", "--momentum", "0.99")
+    assert_one_line_error(code, err, "--momentum is SGD's; optimizer 'adam' has none")
 
 
 @pytest.mark.parametrize("option", ["--train-size", "--test-size"])

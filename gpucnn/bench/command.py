@@ -23,7 +23,8 @@ def _ints(text: str) -> list[int]:
     return values
 
 
-def _count(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: one whole number >= 1."""
     (value,) = _ints(text)
     return value
 
@@ -48,7 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"repeatable or comma list (default {','.join(map(str, DEFAULT_BATCH_SIZES))})",
     )  # fmt: skip
     defaults = ", ".join(f"{suite} {n}" for suite, n in DEFAULT_REPEATS.items())
-    parser.add_argument("--repeats", type=_count, help=f"samples per peer (default: {defaults})")
+    parser.add_argument(
+        "--repeats", type=positive_int, help=f"samples per peer (default: {defaults})"
+    )
     parser.add_argument(
         "--peers", type=_names, action="extend", metavar="NAME[,NAME]",
         help=f"peers to run (default: the device's); from {', '.join(P.PEERS)}",
@@ -56,11 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--cases", metavar="TEXT", help="ops: only cases whose name has TEXT")
     parser.add_argument(
-        "--tutorial-samples", type=_count, default=3,
+        "--tutorial-samples", type=positive_int, default=3,
         help="step: samples timed on the tutorial loops",
     )  # fmt: skip
     parser.add_argument(
-        "--epoch-samples", type=_count, default=60_000, help="epoch: training-set size"
+        "--epoch-samples", type=positive_int, default=60_000, help="epoch: training-set size"
     )
     parser.add_argument(
         "--data-dir", metavar="DIR", help="epoch: Fashion-MNIST IDX files (default: random data)"
@@ -70,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bandwidth: input tensor size in MiB (default 256: 64x64x128x128, 268 MB)",
     )  # fmt: skip
     parser.add_argument(
-        "--threads", type=_count,
+        "--threads", type=positive_int,
         help="intra-op threads of PyTorch and of gpucnn's CPU backend (default: each its own)",
     )  # fmt: skip
     parser.add_argument(
