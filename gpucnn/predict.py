@@ -43,7 +43,7 @@ def _pixels(Image, image, channels: int, size: tuple[int, int]) -> np.ndarray:  
     if image.mode in (*_SIXTEEN_BIT, "F"):
         scale = 65535.0 if image.mode in _SIXTEEN_BIT else 1.0
         gray = np.clip(np.asarray(image, dtype=np.float32) / scale, 0.0, 1.0)
-        gray = np.asarray(Image.fromarray(gray, mode="F").resize(size, Image.Resampling.BILINEAR))
+        gray = np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.BILINEAR))
         return gray if channels == 1 else np.repeat(gray[..., None], 3, axis=2)
     if "A" in image.getbands() or "transparency" in image.info:
         rgba = image.convert("RGBA")

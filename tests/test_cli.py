@@ -154,8 +154,10 @@ def test_images_of_every_depth_and_with_transparency_load_as_their_grey_levels(t
     files = {
         "8-bit": Image.fromarray(grey),
         "16-bit": Image.fromarray(grey.astype(np.uint16) * 257),
-        "float": Image.fromarray(want.astype(np.float32), mode="F"),
-        "grey and alpha": Image.fromarray(np.stack([np.full_like(grey, 255), grey], -1), "LA"),
+        "float": Image.fromarray(want.astype(np.float32)),
+        "grey and alpha": Image.merge(
+            "LA", [Image.fromarray(np.full_like(grey, 255)), Image.fromarray(grey)]
+        ),
         "rgb and alpha": Image.fromarray(np.stack([np.full_like(grey, 255)] * 3 + [grey], -1)),
     }
     for kind, image in files.items():
