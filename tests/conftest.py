@@ -9,6 +9,7 @@ skipped in the summary rather than vanishing. ``kernel_backend`` is the same wit
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -78,6 +79,17 @@ def kernel_backend(request):
     """Each backend that runs the CUDA kernels (cuda, cuda-emu), for the tests that compare one
     with the CPU backend (the CPU against itself would check nothing)."""
     return make_backend(request.param)
+
+
+@pytest.fixture
+def without_cupy(monkeypatch):
+    """This machine as one without CuPy, GPU or not: ``import cupy`` fails and no backend is
+    cached, so the missing-GPU errors can be checked everywhere."""
+    import gpucnn.backend as backends
+
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    monkeypatch.setattr(backends, "_instances", {})
+    monkeypatch.setattr(backends, "_auto_fallback_reported", False)
 
 
 @pytest.fixture
