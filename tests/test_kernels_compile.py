@@ -170,3 +170,15 @@ def test_nvrtc_times_builds_each_family_and_type_as_cupy_does(monkeypatch, capsy
     assert script.main(["--library", "libnvrtc.so"]) == 0
     assert built == [(f, t) for f in kernels.families() for t in kernels.KERNEL_TYPES]
     assert "slowest conv2d float 0.50 s" in capsys.readouterr().out
+
+
+def test_every_package_ships_in_the_wheel():
+    """pyproject.toml lists the packages by hand (kernels_cuda is mapped in under gpucnn): each
+    folder of gpucnn/ with an __init__.py must be in that list, or a wheel would lack it."""
+    tomllib = pytest.importorskip("tomllib", reason="Python before 3.11 has no tomllib")
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {
+        ".".join(path.parent.relative_to(REPO).parts)
+        for path in (REPO / "gpucnn").rglob("__init__.py")
+    }
+    assert folders <= set(config["packages"]), sorted(folders - set(config["packages"]))
