@@ -15,7 +15,7 @@ from . import bench
 from .backend import DEVICES
 from .data.datasets import dataset_names
 from .nn.zoo import model_names
-from .train import AUGMENT_CHOICES, OPTIMIZERS, SCHEDULES
+from .run_config import AUGMENT_CHOICES, OPTIMIZERS, SCHEDULES
 
 EXIT_USAGE = 2
 RESUME_HINT = "continue a training run with --resume"  # after Ctrl-C in a training run

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import nn, optim
+from . import nn
 from .atomic import atomic_write
 from .backend import get_backend
 from .captured_step import CapturedStep
@@ -25,92 +25,19 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data.datasets import Dataset, dataset_info, load_dataset
 from .data.loader import DataLoader
 from .nn.summary import count_parameters
-from .nn.zoo import build_from_spec, model_spec, recipe
+from .nn.zoo import build_from_spec, model_spec
 from .plots import plot_curves, plot_filters
+from .run_config import (
+    TrainConfig,
+    make_optimizer,
+    make_scheduler,
+    resolve,
+    resume_config,
+    stored_settings,
+)
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("none", "cosine", "step")
 AUGMENTATIONS = ("shift", "flip")
-AUGMENT_CHOICES = ("none", "shift", "flip", "shift+flip")
 EVAL_BATCH = 1000
-# Settings that a resumed run takes from the command line rather than from the checkpoint
-# (epochs too, when given).
-_RUN_FIELDS = ("device", "out", "resume", "data_dir", "progress", "cuda_graph")
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """What to train and how; ``None`` fields take the model's recipe (see ``gpucnn.nn.zoo``)."""
-
-    dataset: str | None = None
-    model: str | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    optimizer: str | None = None
-    momentum: float | None = None
-    weight_decay: float | None = None
-    schedule: str | None = None
-    augment: str | None = None
-    label_smoothing: float | None = None
-    device: str = "cpu"
-    seed: int = 0
-    out: str | None = None
-    resume: bool = False
-    data_dir: str | None = None
-    train_size: int | None = None
-    test_size: int | None = None
-    progress: bool = True
-    cuda_graph: bool = False
-
-
-def resolve(config: TrainConfig) -> TrainConfig:
-    """Fill unset fields: dataset and model from each other, the rest from the model's recipe."""
-    dataset, model = config.dataset, config.model
-    if model is None:
-        dataset = dataset or "lines"
-        model = dataset_info(dataset).default_model
-    defaults = dataclasses.asdict(recipe(model))
-    filled = {k: defaults[k] for k in defaults if getattr(config, k) is None}
-    cfg = dataclasses.replace(config, model=model, **filled)
-    cfg.dataset = dataset or defaults["dataset"]
-    cfg.out = cfg.out or f"runs/{cfg.dataset}-{cfg.model}"
-    if cfg.optimizer not in OPTIMIZERS:
-        raise ValueError(
-            f"unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
-        )
-    if cfg.schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-    if cfg.augment not in AUGMENT_CHOICES:
-        raise ValueError(
-            f"unknown augmentation {cfg.augment!r}; choose one of {', '.join(AUGMENT_CHOICES)}"
-        )
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise ValueError(f"epochs and batch size must be >= 1, got {cfg.epochs}, {cfg.batch_size}")
-    return cfg
-
-
-def make_optimizer(cfg: TrainConfig, params: list) -> optim.Optimizer:
-    """The optimizer named by ``cfg.optimizer`` (SGD uses Nesterov momentum when momentum > 0)."""
-    if cfg.optimizer == "sgd":
-        return optim.SGD(
-            params,
-            cfg.lr,
-            momentum=cfg.momentum,
-            nesterov=cfg.momentum > 0,
-            weight_decay=cfg.weight_decay,
-        )
-    kind = optim.Adam if cfg.optimizer == "adam" else optim.AdamW
-    return kind(params, cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def make_scheduler(cfg: TrainConfig, optimizer: optim.Optimizer) -> optim.LRScheduler | None:
-    """Cosine annealing over all epochs, a step decay (x0.1 every third of them), or none."""
-    if cfg.schedule == "cosine":
-        return optim.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    if cfg.schedule == "step":
-        return optim.StepLR(optimizer, step_size=max(1, cfg.epochs // 3))
-    return None
 
 
 def check_compatible(spec: dict, data: Dataset, hint: str = "") -> None:
@@ -252,9 +179,8 @@ def _loaders(cfg: TrainConfig, data: Dataset, device, rng, mean: float, std: flo
 
 
 def _meta(cfg: TrainConfig, data: Dataset, norm: tuple[float, float], history: list) -> dict:
-    config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RUN_FIELDS}
     return {
-        "config": config,
+        "config": stored_settings(cfg),
         "dataset": data.name,
         "classes": list(data.classes),
         "mean": norm[0],
@@ -262,41 +188,6 @@ def _meta(cfg: TrainConfig, data: Dataset, norm: tuple[float, float], history: l
         "input_range": 255.0 if data.train_x.dtype == np.uint8 else 1.0,
         "history": history,
     }
-
-
-def _resume_config(config: TrainConfig, path: Path):
-    ckpt = load_checkpoint(path)
-    stored = ckpt.meta.get("config")
-    if not isinstance(stored, dict):
-        raise CheckpointError(f"{path}: has no training configuration to resume from")
-    _check_resumable(config, TrainConfig(**stored), ckpt.epoch)
-    run = {k: getattr(config, k) for k in _RUN_FIELDS}
-    cfg = dataclasses.replace(TrainConfig(**stored), **run)
-    cfg.epochs = config.epochs or cfg.epochs
-    return resolve(cfg), ckpt
-
-
-def _check_resumable(config: TrainConfig, stored: TrainConfig, epochs_done: int) -> None:
-    """A resumed run goes on with the stored recipe: an option given now that would change it
-    (other than more epochs) is refused, rather than silently ignored."""
-    default = TrainConfig()
-    changed = [
-        f"--{field.name.replace('_', '-')} {getattr(config, field.name)} "
-        f"(the run's: {getattr(stored, field.name)})"
-        for field in dataclasses.fields(TrainConfig)
-        if field.name not in (*_RUN_FIELDS, "epochs")
-        and getattr(config, field.name) != getattr(default, field.name)
-        and getattr(config, field.name) != getattr(stored, field.name)
-    ]
-    if changed:
-        raise ValueError(
-            f"--resume goes on with the run's own settings, but these differ: {', '.join(changed)}; "
-            "drop them, or start a new run with another --out"
-        )
-    if config.epochs is not None and config.epochs < epochs_done:
-        raise ValueError(
-            f"--resume --epochs {config.epochs}: the run has already done {epochs_done} epochs"
-        )
 
 
 def fit(
@@ -313,7 +204,7 @@ def fit(
     if config.momentum is not None and cfg.optimizer != "sgd":  # given, but it would do nothing
         raise ValueError(f"--momentum is SGD's; optimizer {cfg.optimizer!r} has none")
     if config.resume:
-        cfg, ckpt = _resume_config(config, Path(cfg.out) / "model.npz")
+        cfg, ckpt = resume_config(config, Path(cfg.out) / "model.npz")
     out = Path(cfg.out)
     backend = get_backend(cfg.device)
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.seed, cfg.train_size, cfg.test_size)
