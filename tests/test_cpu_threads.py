@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from op_cases import CASES, DTYPES
 
-from gpucnn.backend import cpu_threads, numpy_backend
+from gpucnn.backend import cpu_threads, im2col, numpy_backend
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def test_threads_give_the_one_thread_results(case, dtype, cpu, rng, thread_count
     outputs bit for bit: a chunk's gradient shares are summed in chunk order, whichever thread
     made them."""
     inputs = case.sample(rng, dtype)
-    monkeypatch.setattr(numpy_backend, "_CHUNK_BYTES", 1)
+    monkeypatch.setattr(im2col, "CHUNK_BYTES", 1)
     thread_count(1)
     want = case.run(cpu, inputs)
     monkeypatch.setattr(cpu_threads, "MIN_BATCH", 1)
@@ -51,14 +51,14 @@ def test_slices_cover_the_batch_once(thread_count, monkeypatch):
 @pytest.mark.parametrize("batch", [1, 2, 3, 31, 63, 64, 65, 255, 256])
 def test_conv_chunks_are_even_and_cover_the_batch(batch):
     """A convolution's chunks: in order, once over the batch, sizes within one sample of each
-    other, none with more columns than _CHUNK_BYTES holds (conv2 of tutorial-mnist: 30 samples'
+    other, none with more columns than CHUNK_BYTES holds (conv2 of tutorial-mnist: 30 samples'
     worth), the fewest that do, and from MIN_BATCH on (where threads take them) an even number,
     one more at the most."""
     shape, w_shape = (batch, 16, 13, 13), (32, 16, 3, 3)
     no_pad = ((0, 0), (0, 0))
     geo = numpy_backend.NumpyBackend._conv_geometry(shape, w_shape, (1, 1), no_pad, (1, 1), 1)
     chunks = geo.chunks(shape, 4)
-    most = numpy_backend._CHUNK_BYTES // (4 * 16 * 9 * 11 * 11)
+    most = im2col.CHUNK_BYTES // (4 * 16 * 9 * 11 * 11)
     assert [c.start for c in chunks] == [0] + [c.stop for c in chunks[:-1]]
     assert chunks[-1].stop == batch
     sizes = [c.stop - c.start for c in chunks]

@@ -7,7 +7,7 @@ import pytest
 from op_cases import DTYPES, REFERENCE_CASES, assert_outputs_close
 
 from gpucnn import reference as ref
-from gpucnn.backend import numpy_backend
+from gpucnn.backend import im2col
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -25,7 +25,7 @@ def test_cpu_matches_reference(case, dtype, cpu, rng):
 def test_cpu_convolution_in_chunks_of_one_sample(case, dtype, cpu, rng, monkeypatch):
     """Every convolution pass run one sample at a time, as large batches run in many chunks
     (its weight and bias gradients summed from one share per sample), still matches."""
-    monkeypatch.setattr(numpy_backend, "_CHUNK_BYTES", 1)
+    monkeypatch.setattr(im2col, "CHUNK_BYTES", 1)
     inputs = case.sample(rng, dtype)
     assert_outputs_close(
         case.run(cpu, inputs), case.reference(inputs), case, dtype, "cpu in chunks vs reference"
