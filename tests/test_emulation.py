@@ -53,6 +53,7 @@ BASICS = [
     "failing_assert",
     "address_offset",
     "shift_no_barrier",
+    "shared_overrun",
 ]
 
 
@@ -256,6 +257,21 @@ def test_uninitialised_shared_memory_reads_nan(basics):
     y = np.zeros(32, np.float32)
     basics.get_function("read_uninitialised_shared")(1, 32, (y,))
     assert np.isnan(y).all()
+
+
+def test_a_write_past_a_shared_array_is_reported(basics):
+    y = np.zeros(33, np.float32)
+    basics.get_function("shared_overrun")(1, 32, (y,))  # in bounds
+    with pytest.raises(EmulationError, match=r"wrote past the end of a __shared__ variable "
+                       r"\(128 bytes; byte 0 past it\)"):  # fmt: skip
+        basics.get_function("shared_overrun")(1, 33, (y,))
+
+
+def test_a_write_past_the_dynamic_shared_memory_is_reported(basics):
+    x = np.ones(64, np.float32)
+    out = np.zeros(1, np.float32)
+    with pytest.raises(EmulationError, match="wrote past the end of the dynamic shared memory"):
+        basics.get_function("block_sum<float>")(1, 64, (x, out, np.int32(64)), shared_mem=128)
 
 
 def test_finite_poison_fills_guards_shared_and_fresh_memory(basics, monkeypatch):

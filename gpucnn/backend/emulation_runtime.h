@@ -56,6 +56,12 @@ struct Fiber {
 
 constexpr unsigned kMaxThreads = 1024;
 constexpr size_t kSharedLimit = 48 * 1024;  // static + dynamic, per block, without opt-in
+// Each shared allocation (and the dynamic area) is followed by a guard of kSharedGuard bytes of
+// kGuardByte, checked when the block ends: a write past a __shared__ array is then reported.
+// Guards are not counted against kSharedLimit; past kMaxSharedGuards allocations none is added.
+constexpr size_t kSharedGuard = 16;
+constexpr int kMaxSharedGuards = 64;
+constexpr unsigned char kGuardByte = 0xA5;
 constexpr size_t kStackSize = 64 * 1024;     // per fiber; the lowest page is a guard page
 
 // Everything one launch needs; a .so runs one launch at a time (Python holds a lock).
@@ -71,8 +77,10 @@ struct Launch {
 #endif
   char* stacks = nullptr;
   size_t stacks_capacity = 0;
-  alignas(64) char shared[kSharedLimit];
+  alignas(64) char shared[kSharedLimit + kMaxSharedGuards * 2 * kSharedGuard];
   size_t shared_dynamic = 0, shared_used = 0, shared_dirty = 0;
+  size_t guard_at[kMaxSharedGuards], guard_of[kMaxSharedGuards], guard_bytes = 0;
+  int guards = 0;
   unsigned long long block_gen = 0;
   uint64_t warp_buf[2][kMaxThreads];
   bool reverse = false;  // GPUCNN_EMU_ORDER=reverse (see run_grid)
@@ -178,15 +186,43 @@ inline std::string where() {
 }
 
 // ------------------------------------------------------------------------ shared memory
+// Puts a guard at `at`, after `size` bytes of shared memory (see kSharedGuard).
+inline void guard_shared(size_t at, size_t size) {
+  if (g.guards == kMaxSharedGuards) return;
+  std::memset(g.shared + at, kGuardByte, kSharedGuard);
+  g.guard_at[g.guards] = at;
+  g.guard_of[g.guards++] = size;
+  g.guard_bytes += kSharedGuard;
+  g.shared_used = at + kSharedGuard;
+}
+
 inline void* shared_alloc(size_t size, size_t align) {
   size_t at = (g.shared_used + align - 1) & ~(align - 1);
-  if (at + size > kSharedLimit) {
+  if (at + size - g.guard_bytes > kSharedLimit) {
     fail("the block needs more than " + std::to_string(kSharedLimit) +
          " bytes of shared memory (static + dynamic), the CUDA limit without opt-in");
   }
   g.shared_used = at + size;
+  guard_shared(at + size, size);
   if (g.shared_used > g.shared_dirty) g.shared_dirty = g.shared_used;
   return g.shared + at;
+}
+
+// Fails the launch if a guard changed: a thread wrote past a shared allocation.
+inline void check_shared_guards() {
+  for (int i = 0; i < g.guards; ++i)
+    for (size_t b = 0; b < kSharedGuard; ++b)
+      if (static_cast<unsigned char>(g.shared[g.guard_at[i] + b]) != kGuardByte) {
+        char buf[240];
+        const char* what = i == 0 && g.shared_dynamic ? "the dynamic shared memory"
+                                                      : "a __shared__ variable";
+        std::snprintf(buf, sizeof buf, "wrote past the end of %s (%zu bytes; byte %zu past "
+                      "it) in block (%u,%u,%u)", what, g.guard_of[i], b, blockIdx.x, blockIdx.y,
+                      blockIdx.z);
+        g.failed = true;
+        g.error = buf;
+        return;
+      }
 }
 
 // The block's instance of one `__shared__` declaration (ID tells declarations apart).
@@ -251,7 +287,11 @@ inline void run_block() {
   const unsigned n = g.nthreads;
   ++g.block_gen;
   std::memset(g.shared, g.poison, g.shared_dirty);  // uninitialised shared memory: NaN, -1
-  g.shared_used = g.shared_dirty = g.shared_dynamic;
+  g.shared_used = g.shared_dynamic;
+  g.guards = 0;
+  g.guard_bytes = 0;
+  if (g.shared_dynamic) guard_shared(g.shared_dynamic, g.shared_dynamic);
+  g.shared_dirty = g.shared_used;
   for (unsigned i = 0; i < n; ++i) start_fiber(g.fibers[i], g.stacks + size_t(i) * kStackSize);
   for (;;) {
     for (unsigned k = 0; k < n; ++k) {
@@ -288,7 +328,10 @@ inline void run_block() {
       same_site = same_site && f.site == g.fibers[first].site;
       ++at_barrier;
     }
-    if (done == n) return;
+    if (done == n) {
+      check_shared_guards();
+      return;
+    }
     if (at_barrier == n && same_site) {
       for (unsigned i = 0; i < n; ++i) g.fibers[i].state = State::Runnable;
       continue;

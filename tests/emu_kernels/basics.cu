@@ -132,3 +132,11 @@ extern "C" __global__ void shift_no_barrier(const float* x, float* y) {
   tile[threadIdx.x] = x[threadIdx.x];
   y[threadIdx.x] = threadIdx.x > 0 ? tile[threadIdx.x - 1] : 0.0f;
 }
+
+// Each thread writes tile[threadIdx.x]: with more than 32 threads, past the end of the array.
+extern "C" __global__ void shared_overrun(float* y) {
+  __shared__ float tile[32];
+  tile[threadIdx.x] = 1.0f;
+  __syncthreads();
+  y[threadIdx.x] = tile[threadIdx.x % 32];
+}
