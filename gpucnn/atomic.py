@@ -16,6 +16,15 @@ from typing import BinaryIO
 
 
 def _umask() -> int:
+    """The process's umask: read from /proc where Linux shows it, else set and put back (which
+    leaves it 0 for an instant, in which another thread's new file would get 0666)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask

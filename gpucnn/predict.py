@@ -15,9 +15,9 @@ _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # "I": how older Pillow
 def load_image(path: str | os.PathLike, shape: Sequence[int]) -> np.ndarray:
     """An image file as (C, H, W) float32 in [0, 1]: converted to C channels, resized to H x W.
 
-    16-bit images are scaled by their own range (Pillow's 8-bit conversion would clip them to
-    black and white), float images are clipped to [0, 1], and transparent pixels are laid on
-    black, the background of the training images.
+    16-bit images are divided by 65535 (Pillow's 8-bit conversion would clip them to black and
+    white), float images are clipped to [0, 1], and transparent pixels are laid on black, the
+    background of the training images.
     """
     try:
         from PIL import Image, UnidentifiedImageError
@@ -42,7 +42,10 @@ def _pixels(Image, image, channels: int, size: tuple[int, int]) -> np.ndarray:  
     """(H, W) for one channel, else (H, W, 3), float32 in [0, 1], at ``size`` (w, h)."""
     if image.mode in (*_SIXTEEN_BIT, "F"):
         scale = 65535.0 if image.mode in _SIXTEEN_BIT else 1.0
-        gray = np.clip(np.asarray(image, dtype=np.float32) / scale, 0.0, 1.0)
+        values = np.asarray(image)
+        gray = np.clip(values.astype(np.float32) / scale, 0.0, 1.0)
+        if "transparency" in image.info:  # one value that marks transparent pixels
+            gray[values == image.info["transparency"]] = 0.0
         gray = np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.BILINEAR))
         return gray if channels == 1 else np.repeat(gray[..., None], 3, axis=2)
     if "A" in image.getbands() or "transparency" in image.info:

@@ -201,10 +201,10 @@ def fit(
     """
     start_time = time.perf_counter()
     cfg, ckpt = resolve(config), None
-    if config.momentum is not None and cfg.optimizer != "sgd":  # given, but it would do nothing
-        raise ValueError(f"--momentum is SGD's; optimizer {cfg.optimizer!r} has none")
     if config.resume:
         cfg, ckpt = resume_config(config, Path(cfg.out) / "model.npz")
+    if config.momentum is not None and cfg.optimizer != "sgd":  # given, but it would do nothing
+        raise ValueError(f"--momentum is SGD's; optimizer {cfg.optimizer!r} has none")
     out = Path(cfg.out)
     backend = get_backend(cfg.device)
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.seed, cfg.train_size, cfg.test_size)

@@ -14,7 +14,7 @@
 // NumPy code rounds them.
 #include "common.cuh"
 
-// The 8 slots (_OPTIM_SLOTS in gpucnn/backend/cuda_backend.py).
+// The 8 slots (_OPTIM_SLOTS in gpucnn/backend/launchers/optim.py).
 #define FOR_SLOTS(M, T) M(T, 0) M(T, 1) M(T, 2) M(T, 3) M(T, 4) M(T, 5) M(T, 6) M(T, 7)
 #define SGD_SLOT(T, i) T *p##i, const T *g##i, T *v##i, i64 n##i,
 #define SGD_PICK(T, i)                                                                             \

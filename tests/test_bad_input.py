@@ -57,6 +57,13 @@ def test_bad_arguments_raise_named_errors(call, error, message):
         call()
 
 
+def test_numpy_numbers_are_numbers():
+    conv = nn.Conv2d(np.int64(2), 3, (np.int64(3), np.int32(2)))
+    assert conv.weight.data.shape == (3, 2, 3, 2)
+    assert nn.BatchNorm2d(3, momentum=np.float32(0.25)).momentum == np.float32(0.25)
+    optim.Adam(P, betas=[0.5, np.float64(0.9)])
+
+
 def test_conv2d_takes_pytorchs_positional_order():
     """(in, out, kernel, stride, padding, dilation, groups, bias), as torch.nn.Conv2d."""
     conv = nn.Conv2d(4, 6, 3, 1, 1, 1, 2, False)

@@ -158,6 +158,10 @@ def test_images_of_every_depth_and_with_transparency_load_as_their_grey_levels(t
         ),
         "rgb and alpha": Image.fromarray(np.stack([np.full_like(grey, 255)] * 3 + [grey], -1)),
     }
+    transparent = Image.fromarray(np.full((8, 8), 30000, np.uint16))
+    transparent.info["transparency"] = 30000
+    transparent.save(tmp_path / "transparent.png", transparency=30000)
+    np.testing.assert_array_equal(load_image(tmp_path / "transparent.png", (1, 8, 8)), 0)
     for kind, image in files.items():
         suffix = ".tiff" if kind == "float" else ".png"
         got = load_image(_saved(tmp_path, f"{kind}{suffix}", image), (1, 8, 8))
@@ -275,6 +279,10 @@ def test_error_resume_that_would_change_the_run(capsys, tmp_path):
 def test_error_momentum_for_an_optimizer_without_it(capsys, tmp_path):
     code, _, err = run(capsys, "train", "--optimizer", "adam", "--momentum", "0.99")
     assert_one_line_error(code, err, "--momentum is SGD's; optimizer 'adam' has none")
+    out = ["--out", str(tmp_path), "--no-progress", "--train-size", "64", "--test-size", "32"]
+    assert run(capsys, "train", "--optimizer", "adam", "--epochs", "1", *out)[0] == 0
+    code, _, err = run(capsys, "train", "--resume", "--momentum", "0.9", "--epochs", "2", *out)
+    assert_one_line_error(code, err, "optimizer 'adam' has none")  # the run's, not the recipe's
 
 
 @pytest.mark.parametrize("option", ["--train-size", "--test-size"])

@@ -267,11 +267,15 @@ def test_a_write_past_a_shared_array_is_reported(basics):
         basics.get_function("shared_overrun")(1, 33, (y,))
 
 
-def test_a_write_past_the_dynamic_shared_memory_is_reported(basics):
-    x = np.ones(64, np.float32)
+@pytest.mark.parametrize("threads, shared", [(64, 128), (32, 120)])
+def test_a_write_past_the_dynamic_shared_memory_is_reported(basics, threads, shared):
+    """Each thread stores one float: past the bytes the launch asked for, even by less than 16."""
+    x = np.ones(threads, np.float32)
     out = np.zeros(1, np.float32)
-    with pytest.raises(EmulationError, match="wrote past the end of the dynamic shared memory"):
-        basics.get_function("block_sum<float>")(1, 64, (x, out, np.int32(64)), shared_mem=128)
+    with pytest.raises(EmulationError, match=f"dynamic shared memory \\({shared} bytes"):
+        basics.get_function("block_sum<float>")(
+            1, threads, (x, out, np.int32(threads)), shared_mem=shared
+        )
 
 
 def test_finite_poison_fills_guards_shared_and_fresh_memory(basics, monkeypatch):

@@ -78,7 +78,7 @@ struct Launch {
   char* stacks = nullptr;
   size_t stacks_capacity = 0;
   alignas(64) char shared[kSharedLimit + kMaxSharedGuards * 2 * kSharedGuard];
-  size_t shared_dynamic = 0, shared_used = 0, shared_dirty = 0;
+  size_t shared_dynamic = 0, shared_asked = 0, shared_used = 0, shared_dirty = 0;
   size_t guard_at[kMaxSharedGuards], guard_of[kMaxSharedGuards], guard_bytes = 0;
   int guards = 0;
   unsigned long long block_gen = 0;
@@ -214,7 +214,7 @@ inline void check_shared_guards() {
     for (size_t b = 0; b < kSharedGuard; ++b)
       if (static_cast<unsigned char>(g.shared[g.guard_at[i] + b]) != kGuardByte) {
         char buf[240];
-        const char* what = i == 0 && g.shared_dynamic ? "the dynamic shared memory"
+        const char* what = i == 0 && g.shared_asked ? "the dynamic shared memory"
                                                       : "a __shared__ variable";
         std::snprintf(buf, sizeof buf, "wrote past the end of %s (%zu bytes; byte %zu past "
                       "it) in block (%u,%u,%u)", what, g.guard_of[i], b, blockIdx.x, blockIdx.y,
@@ -290,7 +290,7 @@ inline void run_block() {
   g.shared_used = g.shared_dynamic;
   g.guards = 0;
   g.guard_bytes = 0;
-  if (g.shared_dynamic) guard_shared(g.shared_dynamic, g.shared_dynamic);
+  if (g.shared_asked) guard_shared(g.shared_asked, g.shared_asked);  // right at its end
   g.shared_dirty = g.shared_used;
   for (unsigned i = 0; i < n; ++i) start_fiber(g.fibers[i], g.stacks + size_t(i) * kStackSize);
   for (;;) {
@@ -392,6 +392,7 @@ inline bool run_grid(const unsigned* grid, const unsigned* block, size_t shmem) 
               "more than the " + std::to_string(kSharedLimit) + " a block may use without opt-in";
     return false;
   }
+  g.shared_asked = shmem;
   g.shared_dynamic = (shmem + 15) & ~size_t(15);
   g.shared_dirty = sizeof g.shared;  // poison all of it for the first block
   if (!reserve_stacks(g.nthreads)) {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from .. import functional as F
@@ -19,7 +21,9 @@ class BatchNorm2d(Module):
         self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, dtype=np.float32
     ):
         super().__init__()
-        if not isinstance(momentum, int | float) or not 0 <= momentum <= 1:
+        if not isinstance(momentum, numbers.Real) or isinstance(momentum, bool):
+            raise ValueError(f"BatchNorm2d momentum must be a number in [0, 1], got {momentum!r}")
+        if not 0 <= momentum <= 1:
             raise ValueError(f"BatchNorm2d momentum must be a number in [0, 1], got {momentum!r}")
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.weight = Parameter(np.ones(num_features, dtype=dtype))
