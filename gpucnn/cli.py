@@ -133,7 +133,7 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--label-smoothing", type=float, metavar="E", help="train towards (1-E)*onehot + E/classes"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--train-size", type=int, metavar="N", help="use the first N training images")
     p.add_argument("--test-size", type=int, metavar="N", help="use the first N test images")
 

@@ -35,7 +35,7 @@ class TrainConfig:
     augment: str | None = None
     label_smoothing: float | None = None
     device: str = "cpu"
-    seed: int = 0
+    seed: int | None = None  # 0 when unset
     out: str | None = None
     resume: bool = False
     data_dir: str | None = None
@@ -56,6 +56,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
     cfg = dataclasses.replace(config, model=model, **filled)
     cfg.dataset = dataset or defaults["dataset"]
     cfg.out = cfg.out or f"runs/{cfg.dataset}-{cfg.model}"
+    cfg.seed = 0 if cfg.seed is None else cfg.seed
     if cfg.optimizer not in OPTIMIZERS:
         raise ValueError(
             f"unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"

@@ -272,6 +272,8 @@ def test_error_resume_that_would_change_the_run(capsys, tmp_path):
     assert_one_line_error(code, err, "--lr 0.9 (the run's: 0.05)", "--batch-size 7 (the run's: 32)")
     code, _, err = run(capsys, "train", "--resume", "--epochs", "1", *common)
     assert_one_line_error(code, err, "--epochs 1: the run has already done 2 epochs")
+    code, _, err = run(capsys, "train", "--resume", "--seed", "3", *common)
+    assert_one_line_error(code, err, "--seed 3 (the run's: 0)")
     code, text, _ = run(capsys, "train", "--resume", "--epochs", "3", "--lr", "0.05", *common)
     assert code == 0 and "epoch 3/3" in text
 
