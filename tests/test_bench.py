@@ -21,7 +21,10 @@ from gpucnn.bench.report import Result, add_ratios, table
 from gpucnn.bench.training import step_runner
 from gpucnn.bench.tutorial import TutorialMnistNet
 
-ENV_KEYS = {"date", "device", "commit", "numpy", "torch", "cupy", "python", "platform"}
+ENV_KEYS = {
+    "date", "device", "commit", "gpucnn", "cpu_threads", "numpy", "torch", "cupy", "python",
+    "platform",
+}  # fmt: skip
 ROW_KEYS = {"suite", "case", "op", "peer", "device", "precision", "times", "median", "status"}
 
 
@@ -35,6 +38,8 @@ def run_bench(tmp_path, capsys, *argv):
 def check_record(record, device):
     """Keys present; every ratio is between two measured peers of one device, and is right."""
     assert ENV_KEYS <= set(record["environment"])
+    resolved = record["arguments"]["resolved"]  # the options as run, defaults filled in
+    assert resolved["repeats"] >= 1 and resolved["batch_sizes"]
     assert all(set(v) == {"suite", "text", "met"} for v in record["goals"])
     assert record["environment"]["device"] == device
     rows = record["results"]
@@ -339,8 +344,15 @@ def test_goals_read_the_rows_they_name():
         _timed("step", step_gpu, "train step", "gpucnn-cuda-graph", "cuda", 50e-6),
         _timed("step", step_gpu, "train step", "pytorch-cuda", "cuda", 290e-6),  # 5.8x: missed
         _timed("step", step_gpu, "train step", "gpucnn-cuda", "cuda", 1.0),
-        _timed("epoch", "random 32 samples b16", "epoch", "gpucnn-cuda-graph", "cuda", 0.05),
-    ]
+        _timed("epoch", "random 59968 samples b64", "epoch", "gpucnn-cuda-graph", "cuda", 0.05),
+        _timed("epoch", "random 32 samples b16", "epoch", "gpucnn-cuda-graph", "cuda", 0.001),
+        _timed("bandwidth", "x", "copy", "gpucnn-cuda", "cuda", 1e-3),
+        _timed("bandwidth", "x", "relu forward", "gpucnn-cuda", "cuda", 1e-3),
+        _timed("compile", "every kernel family, empty cache", "cold compile", "gpucnn-cuda",
+               "cuda", 2.5),
+    ]  # fmt: skip
+    results[6].samples_per_unit, results[7].samples_per_unit = 59968, 32
+    results[8].copy_fraction, results[9].copy_fraction = 1.0, 0.9
     conv = [
         ("c1", "conv forward", 2.0),
         ("c1", "conv backward-input", 0.7),
@@ -359,10 +371,15 @@ def test_goals_read_the_rows_they_name():
         f"step: {step_cpu}, gpucnn-cpu vs tutorial-loops 1,500x (goal >= 1,000x): met",
         f"step: {step_gpu}, gpucnn-cuda-graph 50 us (goal <= 60 us): met",
         f"step: {step_gpu}, gpucnn-cuda-graph vs pytorch-cuda 5.8x (goal >= 6x): missed",
-        "epoch: random 32 samples b16, gpucnn-cuda-graph 50 ms (goal <= 100 ms): met",
-        "ops: 3 conv rows, gpucnn-cuda vs pytorch-cuda: geometric mean 1.12x (goal >= 1x): met",
+        "epoch: random 59968 samples b64, gpucnn-cuda-graph 50 ms (goal <= 100 ms): met",
+        "epoch: random 32 samples b16, gpucnn-cuda-graph: 32 samples, the goal is for 59,000: "
+        "not checked",  # a shortened epoch says nothing of a whole one
+        "ops: 3 conv rows, gpucnn-cuda vs pytorch-cuda: geometric mean 1.119x (goal >= 1x): met",
         "ops: 3 conv rows, gpucnn-cuda vs pytorch-cuda: slowest 0.7x, c1 conv backward-input "
         "(goal: none under 0.8x): missed",
+        "bandwidth: relu forward, gpucnn-cuda 90% of the copy (goal >= 85%): met",
+        "compile: every kernel family, empty cache, cold compile, gpucnn-cuda 2.5 s "
+        "(goal <= 2 s): missed",
     ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import sys
 from collections.abc import Sequence
@@ -119,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         print("\ngoals:\n" + "\n".join(f"  {v.line()}" for v in verdicts))
     if args.json:
         options = {k: v for k, v in vars(args).items() if not callable(v)}
+        options["resolved"] = dataclasses.asdict(opts)  # the defaults filled in, as run
         report.write_json(args.json, env, options, results, verdicts)
     failed = sorted({r.peer for r in results if P.own_failure(r.peer, r.status)})
     if failed:

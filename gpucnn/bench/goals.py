@@ -3,8 +3,7 @@
 Each goal names the rows it reads (suite, case, peers). A goal whose rows the run does not have
 is left out; one whose peer could not run here (no PyTorch, no GPU) is printed as not checked,
 with the reason, and one whose gpucnn peer failed (its setup or its graph capture) as missed. The
-``bandwidth`` and ``compile`` suites mark their goals on each row instead (a fraction of the
-copy, a time per process).
+``bandwidth`` and ``compile`` suites also note each row's goal on the row.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from . import bandwidth, coldstart
 from .peers import own_failure
 from .report import Result, format_ratio, format_time
 
@@ -74,31 +74,66 @@ class Faster:
         if instead is not None:
             return instead
         ratio, goal = mine[0].ratios[self.other], format_ratio(self.times)
-        text += f" {format_ratio(ratio)} (goal >= {goal})"
+        text += f" {format_ratio(ratio, 4)} (goal >= {goal})"
         return [Verdict(self.suite, text, ratio >= self.times)]
 
 
 @dataclass(frozen=True)
 class Within:
-    """``peer``'s median at most ``seconds`` on ``case`` (None: on every case of the suite)."""
+    """``peer``'s median at most ``seconds`` on ``case`` (None: on every case of the suite), on
+    ``op`` (None: every op), for rows of at least ``least_samples`` samples (an epoch goal is for
+    a whole Fashion-MNIST epoch; a shortened one is reported as not checked)."""
 
     suite: str
     case: str | None
     peer: str
     seconds: float
+    op: str | None = None
+    least_samples: int = 0
 
     def check(self, results: list[Result]) -> list[Verdict]:
         goal, verdicts = format_time(self.seconds), []
         for r in _rows(results, self.suite, self.peer, self.case):
-            text = f"{r.case}, {self.peer}"
+            if self.op not in (None, r.op):
+                continue
+            text = f"{r.case}, {r.op}, {self.peer}" if self.op else f"{r.case}, {self.peer}"
+            skipped = _not_checked(self.suite, text, [r])
+            if not skipped and r.samples_per_unit < self.least_samples:
+                why = f"{r.samples_per_unit:,} samples, the goal is for {self.least_samples:,}"
+                skipped = Verdict(self.suite, f"{text}: {why}", None)
             verdicts.append(
-                _not_checked(self.suite, text, [r])
+                skipped
                 or Verdict(
                     self.suite,
                     f"{text} {format_time(r.median)} (goal <= {goal})",
                     r.median <= self.seconds,
                 )
             )
+        return verdicts
+
+
+@dataclass(frozen=True)
+class CopyFraction:
+    """Every op of the bandwidth suite at least ``fraction`` of the same peer's copy bandwidth
+    in the same run (the copy itself excepted)."""
+
+    fraction: float
+
+    def check(self, results: list[Result]) -> list[Verdict]:
+        verdicts = []
+        for r in results:
+            if r.suite != "bandwidth" or r.op == "copy" or not r.peer.startswith("gpucnn-"):
+                continue
+            text = f"{r.op}, {r.peer}"
+            if r.copy_fraction is None:
+                verdicts.append(_not_checked("bandwidth", text, [r]) or Verdict(
+                    "bandwidth", f"{text}: no copy measured to compare with", None
+                ))  # fmt: skip
+                continue
+            verdicts.append(Verdict(
+                "bandwidth", f"{text} {r.copy_fraction:.0%} of the copy (goal >= {self.fraction:.0%})",
+                r.copy_fraction >= self.fraction,
+            ))  # fmt: skip
         return verdicts
 
 
@@ -133,12 +168,12 @@ class FasterOnAverage:
         return [
             Verdict(
                 self.suite,
-                f"{head}: geometric mean {format_ratio(geomean)} (goal >= {self.mean:g}x)",
+                f"{head}: geometric mean {format_ratio(geomean, 4)} (goal >= {self.mean:g}x)",
                 geomean >= self.mean,
             ),
             Verdict(
                 self.suite,
-                f"{head}: slowest {format_ratio(min(ratios))}, {worst.case} {worst.op} "
+                f"{head}: slowest {format_ratio(min(ratios), 4)}, {worst.case} {worst.op} "
                 f"(goal: none under {self.floor:g}x)",
                 min(ratios) >= self.floor,
             ),
@@ -146,16 +181,23 @@ class FasterOnAverage:
 
 
 STEP_CPU, STEP_GPU = "tutorial-mnist b256", "tutorial-mnist b64"
+FULL_EPOCH = 59_000  # Fashion-MNIST's 60,000 training images, less a dropped last batch
 GOALS = (
     Faster("step", STEP_CPU, "gpucnn-cpu", "pytorch-cpu", 0.8),
     Faster("step", STEP_CPU, "gpucnn-cpu", "tutorial-loops", 1000),
     Within("step", STEP_GPU, "gpucnn-cuda-graph", 60e-6),
     Faster("step", STEP_GPU, "gpucnn-cuda-graph", "pytorch-cuda", 6),
     Faster("step", STEP_GPU, "gpucnn-cuda-graph", "pytorch-cuda-graph", 1.2),
-    Within("epoch", None, "gpucnn-cuda", 0.1),
-    Within("epoch", None, "gpucnn-cuda-graph", 0.1),
+    Within("epoch", None, "gpucnn-cuda", 0.1, least_samples=FULL_EPOCH),
+    Within("epoch", None, "gpucnn-cuda-graph", 0.1, least_samples=FULL_EPOCH),
     FasterOnAverage("ops", "conv", "gpucnn-cuda", "pytorch-cuda", 1.0, 0.8),
     FasterOnAverage("ops", "conv", "gpucnn-cuda-graph", "pytorch-cuda-graph", 1.0, 0.8),
+    CopyFraction(bandwidth.GOAL),
+    *(
+        Within("compile", row.case, "gpucnn-cuda", row.goal, op=op)
+        for op, row in coldstart.GOALS.items()
+        if row.goal is not None
+    ),
 )
 
 

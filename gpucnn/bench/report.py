@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backend import cpu_threads
 from ..sysinfo import package_version
 from .peers import Peer
 
@@ -86,9 +87,11 @@ def format_time(seconds: float | None) -> str:
     return f"{seconds * 1e9:.4g} ns"
 
 
-def format_ratio(ratio: float) -> str:
-    """A ratio to three significant digits, whole numbers with separators from 1000 on."""
-    return f"{ratio:,.0f}x" if ratio >= 1000 else f"{ratio:.3g}x"
+def format_ratio(ratio: float, digits: int = 3) -> str:
+    """A ratio to ``digits`` significant digits (four where it meets a goal, so that a ratio
+    just under one does not print as equal to it), whole numbers with separators from 1000 on."""
+    text = f"{ratio:.{digits}g}"
+    return f"{ratio:,.0f}x" if float(text) >= 1000 else f"{text}x"
 
 
 def _spread(times: list[float]) -> str:
@@ -131,7 +134,7 @@ def table(results: list[Result]) -> str:
 def _commit() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
+            ["git", "describe", "--always", "--dirty", "--abbrev=7"],  # "-dirty": local changes
             cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=10,
         )  # fmt: skip
     except (OSError, subprocess.SubprocessError):
@@ -148,6 +151,8 @@ def environment(device: str) -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "gpucnn": package_version("gpucnn"),
+        "cpu_threads": cpu_threads.threads(),
         "numpy": np.__version__,
         "torch": package_version("torch"),
         "cupy": next(
@@ -163,11 +168,22 @@ def environment(device: str) -> dict:
         import torch
 
         env["torch_threads"] = torch.get_num_threads()
-        if device == "cuda" and torch.cuda.is_available():
-            env["gpu"] = torch.cuda.get_device_name()
     except ImportError:
         pass
+    if device == "cuda":
+        env["gpu"] = _gpu_name()
     return env
+
+
+def _gpu_name() -> str | None:
+    """The current CUDA device's name, from CuPy (the device gpucnn runs on)."""
+    try:
+        import cupy
+
+        name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.runtime.getDevice())["name"]
+    except Exception:  # no CuPy or no usable GPU: the peers' rows say why
+        return None
+    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def header(env: dict, suite: str) -> str:
