@@ -19,7 +19,9 @@ KERNELS: dict[str, np.ndarray] = {
 
 def filter_bank(names: Sequence[str] | None = None) -> np.ndarray:
     """Conv weights (K, 1, 3, 3) float32 of the named kernels (all of them by default)."""
-    names = list(names or KERNELS)
+    names = list(KERNELS if names is None else names)
+    if not names:
+        raise ValueError(f"no kernel named; available: {', '.join(KERNELS)}")
     unknown = [n for n in names if n not in KERNELS]
     if unknown:
         raise ValueError(f"unknown kernel(s) {unknown}; available: {', '.join(KERNELS)}")

@@ -53,7 +53,7 @@ def conv2d_arguments(x, weight, bias, stride, padding, dilation, groups):
     check_float_array(weight, "conv2d weight", 4)
     check_same_device(backend, weight=weight, bias=bias)
     check_same_dtype(x, weight=weight, bias=bias)
-    if not isinstance(groups, (int, np.integer)) or groups < 1:
+    if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
     k, cg, kh, kw = weight.shape
     if x.shape[1] != cg * groups:
@@ -114,7 +114,10 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
 
 def global_avg_pool2d(x):
     """Mean over each channel's H x W plane. x: (N, C, H, W) -> (N, C)."""
-    return check_float_array(x, "global_avg_pool2d input", 4).global_avg_pool2d_forward(x)
+    backend = check_float_array(x, "global_avg_pool2d input", 4)
+    if x.shape[2] * x.shape[3] == 0:
+        raise ValueError(f"global_avg_pool2d: empty planes in input of shape {tuple(x.shape)}")
+    return backend.global_avg_pool2d_forward(x)
 
 
 def relu(x):
@@ -135,12 +138,18 @@ def linear(x, weight, bias=None, relu: bool = False):
             f"linear: input has {x.shape[1]} features but weight {tuple(weight.shape)} "
             f"expects {weight.shape[1]}"
         )
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(
+            f"linear: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}"
+        )
     return backend.linear_forward(x, weight, bias, relu)
 
 
 def check_labels(backend: Backend, logits, labels, check_range: bool = True) -> Any:
-    """Labels as an int64 array on the logits' device, checked for shape and (unless
-    ``check_range`` is off: it reads the device) range [0, K)."""
+    """Labels as an int64 array on the logits' device, checked for shape and range [0, K).
+    ``check_range`` off skips the range on a GPU, where it reads the device (a bad label then
+    gives a NaN loss); on the CPU it costs no such read, and a label out of range would index
+    another class silently, so it is always checked there."""
     check_same_device(backend, labels=labels)
     if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
         raise ValueError(
@@ -149,7 +158,7 @@ def check_labels(backend: Backend, logits, labels, check_range: bool = True) -> 
         )
     if labels.dtype.kind not in "iu":
         raise TypeError(f"labels must be an integer array, got dtype {labels.dtype}")
-    if not check_range:
+    if labels.size == 0 or (not check_range and backend.name != "cpu"):
         return labels.astype(backend.xp.int64, copy=False)
     lo, hi = (int(v) for v in backend.to_numpy(backend.xp.stack([labels.min(), labels.max()])))
     if lo < 0 or hi >= logits.shape[1]:
@@ -165,6 +174,8 @@ def cross_entropy_arguments(logits, labels, label_smoothing: float = 0.0, check_
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
     backend = check_float_array(logits, "logits", 2)
+    if logits.shape[0] == 0:
+        raise ValueError("softmax cross-entropy of an empty batch: logits have 0 rows")
     return backend, check_labels(backend, logits, labels, check_range)
 
 

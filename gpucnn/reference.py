@@ -108,7 +108,8 @@ def max_pool2d_forward(x, kernel, stride, padding=(0, 0)):
     """Max over each window, padding never chosen -> (y, argmax int32 flat index h * W + w).
 
     The window is scanned in row-major order and only a strictly larger value replaces the current
-    best, so ties go to the first maximum.
+    best, so ties go to the first maximum; a NaN beats any number and stays, so a window with a
+    NaN gives NaN at its first NaN (PyTorch's max pool propagates NaN too).
     """
     x = _f64(x)
     n_, c_, h_, w_ = x.shape
@@ -124,9 +125,12 @@ def max_pool2d_forward(x, kernel, stride, padding=(0, 0)):
                         for s in range(kernel[1]):
                             h = i * stride[0] - padding[0] + r
                             ww = j * stride[1] - padding[1] + s
-                            inside = 0 <= h < h_ and 0 <= ww < w_
-                            if inside and (best_at < 0 or x[n, c, h, ww] > best):
-                                best, best_at = x[n, c, h, ww], h * w_ + ww
+                            if not (0 <= h < h_ and 0 <= ww < w_):
+                                continue
+                            v = x[n, c, h, ww]
+                            nan_first = math.isnan(v) and not math.isnan(best)
+                            if best_at < 0 or v > best or nan_first:
+                                best, best_at = v, h * w_ + ww
                     if best_at < 0:
                         raise ValueError(f"pool window ({i}, {j}) lies entirely in the padding")
                     y[n, c, i, j], argmax[n, c, i, j] = best, best_at
@@ -246,7 +250,9 @@ def softmax_cross_entropy_forward(logits, labels, smoothing: float = 0.0):
         exp = np.exp(row)
         probs[n] = exp / np.sum(exp)
         log_probs = row - np.log(np.sum(exp))
-        total -= np.sum(_target(labels, n, logits.shape[1], smoothing) * log_probs)
+        target = _target(labels, n, logits.shape[1], smoothing)
+        kept = target > 0  # a zero target adds nothing, also where log_probs is -inf
+        total -= np.sum(target[kept] * log_probs[kept])
     return total / logits.shape[0], probs
 
 

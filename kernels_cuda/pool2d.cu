@@ -70,8 +70,9 @@ __device__ void for_window_taps(const Pool2d<I>& g, const WindowPixel<I>& at,
 // y = max over each window (padding counts as -inf), argmax = flat index h*W + w in the input
 // plane of the window's first maximum in row-major order (strictly greater replaces), exactly as
 // the NumPy backend: the search starts from the window's top-left tap, padded or not (an in-bounds
-// one is taken whatever its value; a padded one is -inf at index h0*W + w0). As comparisons are
-// `>`, a NaN is kept only as the top-left tap, else ignored (NumPy's maximum propagates any NaN).
+// one is taken whatever its value; a padded one is -inf at index h0*W + w0). A NaN beats any
+// number and stays (v != v is NaN): a window with a NaN gives NaN, at its first NaN, as PyTorch's
+// max pool gives NaN and on every backend.
 template <typename T, typename I>
 __device__ void max_pool2d_forward_body(const T* x, T* y, int* argmax,
                                         const Pool2d<i64>& geometry) {
@@ -89,7 +90,8 @@ __device__ void max_pool2d_forward_body(const T* x, T* y, int* argmax,
         for_window_taps(g, at, b, x, [&](I tap, const T* v) {
 #pragma unroll
             for (int u = 0; u < PLANES_AT_ONCE; ++u)
-                if (take || v[u] > best[u]) best[u] = v[u], best_index[u] = (int)tap;
+                if (take || v[u] > best[u] || (v[u] != v[u] && best[u] == best[u]))
+                    best[u] = v[u], best_index[u] = (int)tap;
             take = false;
         });
         b.store(y, g.Ho * g.Wo, at.out, best);

@@ -8,6 +8,7 @@ from gpucnn import functional as F
 from gpucnn import nn, optim
 from gpucnn.backend import get_backend
 from gpucnn.errors import DeviceMismatchError, GpuUnavailableError
+from gpucnn.filters import filter_bank
 
 X = np.random.default_rng().standard_normal((2, 3, 8, 8)).astype(np.float32)
 W = np.random.default_rng().standard_normal((4, 3, 3, 3)).astype(np.float32)
@@ -37,6 +38,19 @@ P = nn.Linear(3, 2).parameters()
         (lambda: F.linear(X[:, 0, 0], np.ones((2, 5), np.float32)), ValueError, "8 features"),
         (lambda: nn.BatchNorm2d(4)(X), ValueError, "got 3 channels"),
         (lambda: nn.Dropout(1.0), ValueError, "dropout probability"),
+        (
+            lambda: F.linear(X[:, :, 0, 0], W[:, :, 0, 0], np.ones(1, np.float32)),
+            ValueError,
+            r"bias must have shape \(4,\), got \(1,\)",
+        ),
+        (lambda: F.conv2d(X, W, groups=True), ValueError, "groups must be a positive int"),
+        (lambda: F.global_avg_pool2d(X[:, :, :0]), ValueError, "empty planes"),
+        (
+            lambda: F.softmax_cross_entropy(X[:0, :, 0, 0], np.zeros(0, int)),
+            ValueError,
+            "empty batch",
+        ),
+        (lambda: filter_bank([]), ValueError, "no kernel named"),
         (lambda: nn.BatchNorm2d(4, momentum=None), ValueError, "momentum must be a number"),
         (lambda: nn.BatchNorm2d(3)(X[:1, :, :1, :1]), ValueError, "more than one value per"),
         (lambda: nn.Conv2d(1, 1, "33"), TypeError, "kernel_size must be an int or a pair"),
@@ -114,6 +128,23 @@ KERNEL_DEVICES = [
     pytest.param("cuda", marks=pytest.mark.gpu),
     pytest.param("cuda-emu", marks=pytest.mark.emu),
 ]
+
+
+def test_a_bad_label_is_refused_on_the_cpu_even_unchecked():
+    """check_labels=False saves a GPU a device read; on the CPU the range costs none, and a
+    label of -1 would otherwise index the last class and give a finite, wrong loss."""
+    logits = np.random.default_rng().standard_normal((3, 4)).astype(np.float32)
+    loss_fn = nn.CrossEntropyLoss(check_labels=False)
+    for bad in (4, -1):
+        with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
+            loss_fn(logits, np.array([0, bad, 1]))
+
+
+def test_an_empty_batch_flows_through_the_sliding_window_ops(backend):
+    """N = 0 gives empty outputs of the right shape, as PyTorch (the CPU conv had failed)."""
+    x = backend.asarray(np.zeros((0, 3, 8, 8), np.float32))
+    assert F.conv2d(x, backend.asarray(W), padding=1).shape == (0, 4, 8, 8)
+    assert F.max_pool2d(x, 2).shape == F.avg_pool2d(x, 2).shape == (0, 3, 4, 4)
 
 
 @pytest.mark.parametrize("device", KERNEL_DEVICES)

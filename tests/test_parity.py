@@ -47,6 +47,34 @@ def test_max_pool_finds_the_maximum_in_windows_of_many_taps(backend, size, rng):
     assert (want_argmax[0, :, 0, 0] == (size - 1) * 2 * size + size - 1).all()
 
 
+@pytest.mark.parametrize("geometry", [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1))])
+def test_max_pool_propagates_a_nan_from_its_first_nan(backend, geometry, rng):
+    """A window holding a NaN gives NaN (as PyTorch's max pool), its argmax at the window's
+    first NaN in row-major order, on every backend: neither a NaN that hides (the comparison
+    skips it) nor a NaN whose gradient goes elsewhere (the maximum propagates it, the argmax
+    not)."""
+    kernel, stride, padding = geometry
+    x = rng.standard_normal((2, 3, 7, 7)).astype(np.float32)
+    nans = rng.choice(x.size, 12, replace=False)  # some windows get two NaNs
+    x.reshape(-1)[nans] = np.nan
+    y, argmax = backend.max_pool2d_forward(backend.asarray(x.copy()), kernel, stride, padding)
+    y, argmax = backend.to_numpy(y), backend.to_numpy(argmax)
+    want_y, want_argmax = ref.max_pool2d_forward(x, kernel, stride, padding)
+    assert np.isnan(want_y).any() and np.array_equal(np.isnan(y), np.isnan(want_y))
+    np.testing.assert_array_equal(y[~np.isnan(y)], want_y[~np.isnan(want_y)])
+    np.testing.assert_array_equal(argmax, want_argmax)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    gx = backend.to_numpy(
+        backend.max_pool2d_backward(
+            backend.asarray(gy), backend.asarray(argmax), x.shape, *geometry
+        )
+    )
+    assert (gx[np.isnan(x)] != 0).any()  # the NaN windows' gradients reach their NaNs
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    pooled = torch.nn.functional.max_pool2d(torch.from_numpy(x), kernel, stride, padding)
+    assert np.array_equal(np.isnan(pooled.numpy()), np.isnan(want_y))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_max_pool_ties_go_to_first_maximum(backend, dtype, rng):
     """With many ties (values from {0, 1, 2}), argmax is the first maximum in row-major order."""

@@ -90,3 +90,14 @@ def test_dropout_masks_differ_between_seeds(cpu, rng):
     a = cpu.to_numpy(cpu.dropout_mask((64, 64), 0.5, seed, np.float32))
     b = cpu.to_numpy(cpu.dropout_mask((64, 64), 0.5, seed + 1, np.float32))
     assert not np.array_equal(a, b)
+
+
+def test_reference_loss_of_a_certain_prediction_is_zero_not_nan():
+    """Logits so far apart that the other class's log-probability is -inf: its zero target adds
+    nothing (0 * -inf would be NaN), as in PyTorch and both backends."""
+    logits = np.array([[1e308, -1e308]])
+    with np.errstate(over="ignore"):  # -1e308 - 1e308 is -inf, on purpose
+        loss, _ = ref.softmax_cross_entropy_forward(logits, np.array([0]))
+        smoothed, _ = ref.softmax_cross_entropy_forward(logits, np.array([0]), 0.1)
+    assert loss == 0.0
+    assert np.isinf(smoothed)  # a smoothed target does weigh the -inf term

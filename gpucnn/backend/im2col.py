@@ -119,7 +119,11 @@ class ConvGeometry(NamedTuple):
         """w (K, C/G, R, S) as the tap-major (G, K/G, R*S*C/G) matrices."""
         k, cg, kh, kw = w.shape
         g = self.groups
-        return w.reshape(g, k // g, cg, kh, kw).transpose(0, 1, 3, 4, 2).reshape(g, k // g, -1)
+        return (
+            w.reshape(g, k // g, cg, kh, kw)
+            .transpose(0, 1, 3, 4, 2)
+            .reshape(g, k // g, kh * kw * cg)
+        )
 
     def weights_back(self, gw: np.ndarray, w_shape) -> np.ndarray:
         """The inverse of :meth:`weights`: (G, K/G, R*S*C/G) -> w_shape (K, C/G, R, S)."""
@@ -149,11 +153,11 @@ class ConvGeometry(NamedTuple):
         itself, reshaped, with compact rows)."""
         n, k, ho, wo = gy.shape
         if not self.wide:
-            return gy.reshape(n, self.groups, k // self.groups, -1)
+            return gy.reshape(n, self.groups, k // self.groups, ho * wo)
         out = np.empty((n, k, ho, self.row), dtype=gy.dtype)
         out[..., :wo] = gy
         out[..., wo:] = 0
-        return out.reshape(n, self.groups, k // self.groups, -1)
+        return out.reshape(n, self.groups, k // self.groups, ho * self.row)
 
     def input_gradient(self, gy_wide: np.ndarray, wt: np.ndarray, out: np.ndarray) -> None:
         """gx of a chunk into out (n, C, H, W), from :meth:`widened` gy and the transposed
@@ -170,7 +174,7 @@ class ConvGeometry(NamedTuple):
         for t, start in enumerate(self.tap_offsets()):
             tap = gcols[:, :, t * cg : (t + 1) * cg]
             if self.wide:  # each tap one contiguous run over the group's channels
-                flat[..., start : start + cg * self.plane] += tap.reshape(n, g, -1)
+                flat[..., start : start + cg * self.plane] += tap.reshape(n, g, cg * self.plane)
             else:
                 rows = offset_slices(t // kw, t % kw, self.dilation, self.stride, self.out_hw)
                 planes[(..., *rows[2:])] += tap.reshape(n, g, cg, *self.out_hw)

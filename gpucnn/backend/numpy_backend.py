@@ -65,7 +65,7 @@ class NumpyBackend(Backend):
         def compute(_: int, part: slice) -> None:  # the product (with bias) into y, ReLU
             out = y[part]
             cols = geo.columns(x[part], ones=b is not None)
-            np.matmul(wg, cols, out=out.reshape(cols.shape[:2] + (k // groups, -1)))
+            np.matmul(wg, cols, out=out.reshape(*cols.shape[:2], k // groups, cols.shape[3]))
             if relu:
                 np.maximum(out, 0, out=out)
 
@@ -153,12 +153,15 @@ class NumpyBackend(Backend):
         taps = kernel[0] * kernel[1]
         tap_type = np.min_scalar_type(taps - 1)  # the window's tap number of each maximum
 
-        def pool(part: slice) -> None:
-            # (kh*kw, n, C, Ho, Wo), contiguous: branch-free flat passes from here on.
+        def gathered(part: slice) -> np.ndarray:
+            """(kh*kw, n, C, Ho, Wo), contiguous: branch-free flat passes from here on."""
             windows = window_view(pad_hw(x[part], pads, -np.inf), kernel, stride, (1, 1), out_hw)
             windows = windows.transpose(2, 3, 0, 1, 4, 5).copy()  # a writable copy, always
-            windows = windows.reshape(taps, *best[part].shape)
-            top, shape = windows[0], windows.shape[1:]
+            return windows.reshape(taps, *best[part].shape)
+
+        def pool(part: slice) -> None:
+            windows = gathered(part)
+            top, shape = windows[0], windows.shape[1:]  # top: the running maximum, in place
             tap, number = np.zeros(shape, dtype=tap_type), np.empty(shape, dtype=tap_type)
             better = np.empty(shape, dtype=bool)
             for t in range(1, taps):
@@ -168,6 +171,8 @@ class NumpyBackend(Backend):
                 np.multiply(better, tap_type.type(t), out=number)
                 np.maximum(tap, number, out=tap)
                 np.maximum(top, windows[t], out=top)
+            if top.size and np.isnan(top.max()):  # a NaN in a window (maximum keeps it): rare
+                _first_nan_taps(gathered(part), top, tap)  # windows[0] is the maximum now
             best[part] = top
             # Tap t = r*kw + s lies r*W + s = t + r*(W - kw) past its window's origin (a table
             # lookup here, np.take, costs several times these four passes).
@@ -236,3 +241,12 @@ class NumpyBackend(Backend):
             for s in range(kernel[1]):
                 gx[offset_slices(r, s, (1, 1), stride, gy.shape[2:])] += share
         return np.ascontiguousarray(gx[:, :, ph : ph + h, pw : pw + w])
+
+
+def _first_nan_taps(windows: np.ndarray, top: np.ndarray, tap: np.ndarray) -> None:
+    """Where a window holds a NaN (``top`` is NaN there: np.maximum propagates it), point ``tap``
+    at its first NaN, as the reference and the GPU do: ``np.greater`` skipped the NaNs.
+    windows: (taps, ...) of the windows, top and tap: (...)."""
+    nan_windows = np.isnan(top)
+    for t in reversed(range(len(windows))):  # the first NaN is written last
+        tap[nan_windows & np.isnan(windows[t])] = t

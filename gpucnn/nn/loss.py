@@ -43,7 +43,8 @@ class CrossEntropyLoss(Module):
         if self.check_finite and not bool(self._backend.xp.isfinite(loss)):
             raise ValueError(
                 f"cross-entropy loss is {float(loss)}: the logits {tuple(logits.shape)} contain "
-                "NaN or infinite values (try a lower learning rate)"
+                "NaN or infinite values (try a lower learning rate), or, with check_labels off on "
+                "a GPU, a label lies outside [0, classes)"
             )
         return loss
 
