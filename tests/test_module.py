@@ -45,7 +45,10 @@ def test_loaded_state_is_the_modules_own_copy():
     x = rng.standard_normal((4, 1, 6, 6)).astype(np.float32)
     model.zero_grad()
     out = model(x)
-    model.backward(np.ones_like(out))
+    # A random upstream gradient: a constant one has no component through batch norm (the sum of
+    # its outputs does not depend on its input), so the conv weights would get none, and the
+    # step would leave them (sometimes exactly) as they were.
+    model.backward(rng.standard_normal(out.shape).astype(np.float32))
     opt.step()
     for key, value in {**snapshot, **opt_state}.items():
         np.testing.assert_array_equal(value, {**kept, **kept_opt}[key], err_msg=key)
@@ -57,8 +60,8 @@ def _stepped_adam_state(model):
     twin = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten())
     twin.load_state_dict(model.state_dict())
     opt = optim.Adam(twin.parameters(), 0.1)
-    out = twin(np.ones((2, 1, 6, 6), np.float32))
-    twin.backward(np.ones_like(out))
+    out = twin(np.random.default_rng().standard_normal((2, 1, 6, 6)).astype(np.float32))
+    twin.backward(np.random.default_rng().standard_normal(out.shape).astype(np.float32))
     opt.step()
     return opt.state_dict()
 
