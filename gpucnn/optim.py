@@ -33,8 +33,6 @@ class Optimizer:
         self.params = list(params)
         if not self.params:
             raise ValueError("optimizer got an empty parameter list")
-        if not lr >= 0:  # NaN too
-            raise ValueError(f"learning rate must be non-negative, got {lr}")
         if len({id(p) for p in self.params}) < len(self.params):
             # Each copy would keep its own state and update the same weights: twice in turn on
             # the CPU, racing in one launch on a GPU.

@@ -102,9 +102,10 @@ def resume_config(config: TrainConfig, path: Path) -> tuple[TrainConfig, Checkpo
     stored = ckpt.meta.get("config")
     if not isinstance(stored, dict):
         raise CheckpointError(f"{path}: has no training configuration to resume from")
-    _check_resumable(config, TrainConfig(**stored), ckpt.epoch)
+    stored_config = TrainConfig(**stored)
+    _check_resumable(config, stored_config, ckpt.epoch)
     run = {k: getattr(config, k) for k in _RUN_FIELDS}
-    cfg = dataclasses.replace(TrainConfig(**stored), **run)
+    cfg = dataclasses.replace(stored_config, **run)
     cfg.epochs = config.epochs or cfg.epochs
     return resolve(cfg), ckpt
 

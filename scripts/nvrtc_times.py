@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
+import functools
 import glob
 import os
 import site
@@ -39,6 +40,14 @@ def find_nvrtc() -> str:
     raise OSError("no NVRTC library found: pip install nvidia-cuda-nvrtc, or pass --library PATH")
 
 
+@functools.cache
+def _module(family: str, float_type: str) -> tuple[bytes, list[str], list[str]]:
+    """(source, defines, name expressions) of one module, read once: the timed passes then
+    spend their time in NVRTC alone."""
+    defines, names = modules_by_type(name_expressions(family))[float_type]
+    return load_source(family).encode(), defines, names
+
+
 class Nvrtc:
     """The few NVRTC calls a timed compile needs, through ctypes."""
 
@@ -54,9 +63,8 @@ class Nvrtc:
 
     def compile_seconds(self, family: str, float_type: str, arch: str) -> float:
         """Seconds NVRTC takes to build ``family``'s ``float_type`` module to a cubin."""
-        defines, names = modules_by_type(name_expressions(family))[float_type]
+        source, defines, names = _module(family, float_type)
         program = ctypes.c_void_p()
-        source = load_source(family).encode()
         self._call(
             "nvrtcCreateProgram", ctypes.byref(program), source, family.encode(), 0, None, None
         )

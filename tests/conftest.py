@@ -8,22 +8,27 @@ skipped in the summary rather than vanishing. ``kernel_backend`` is the same wit
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from gpucnn.backend import get_backend
+from gpucnn.data.datasets import write_idx_dataset
 from gpucnn.errors import GpuUnavailableError
 
 SEED_ENV = "GPUCNN_TEST_SEED"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
-BACKENDS = [
-    pytest.param("cpu", id="cpu"),
+# The devices that run kernels_cuda/: the GPU, and its emulation on the CPU.
+KERNEL_BACKENDS = [
     pytest.param("cuda", id="cuda", marks=pytest.mark.gpu),
     pytest.param("cuda-emu", id="cuda-emu", marks=pytest.mark.emu),
 ]
+BACKENDS = [pytest.param("cpu", id="cpu"), *KERNEL_BACKENDS]
 
 
 @pytest.fixture(autouse=True)
@@ -74,7 +79,7 @@ def backend(request):
     return make_backend(request.param)
 
 
-@pytest.fixture(params=[p for p in BACKENDS if p.values[0] != "cpu"])
+@pytest.fixture(params=KERNEL_BACKENDS)
 def kernel_backend(request):
     """Each backend that runs the CUDA kernels (cuda, cuda-emu), for the tests that compare one
     with the CPU backend (the CPU against itself would check nothing)."""
@@ -82,14 +87,46 @@ def kernel_backend(request):
 
 
 @pytest.fixture
-def without_cupy(monkeypatch):
-    """This machine as one without CuPy, GPU or not: ``import cupy`` fails and no backend is
-    cached, so the missing-GPU errors can be checked everywhere."""
+def fresh_registry(monkeypatch):
+    """A backend registry with nothing cached and no fallback reported yet."""
     import gpucnn.backend as backends
 
-    monkeypatch.setitem(sys.modules, "cupy", None)
     monkeypatch.setattr(backends, "_instances", {})
     monkeypatch.setattr(backends, "_auto_fallback_reported", False)
+
+
+@pytest.fixture
+def without_cupy(monkeypatch, fresh_registry):
+    """This machine as one without CuPy, GPU or not: ``import cupy`` fails (and no backend is
+    cached), so the missing-GPU errors can be checked everywhere."""
+    monkeypatch.setitem(sys.modules, "cupy", None)
+
+
+@pytest.fixture
+def umask():
+    """``umask(mask)`` sets the process's umask for the rest of the test, then puts it back."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield os.umask
+    os.umask(old)
+
+
+def write_fake_idx_dataset(folder, n_train=20, n_test=10, gz=True):
+    """Four small random 28x28 IDX files named like MNIST's, in ``folder``; labels cycle 0..9."""
+    rng = np.random.default_rng(0)
+    train, test = [
+        (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), np.arange(n) % 10)
+        for n in (n_train, n_test)
+    ]
+    return write_idx_dataset(folder, train, test, compress=gz)
+
+
+def load_script(name: str):
+    """scripts/<name>.py as a module, to call its main() in-process."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

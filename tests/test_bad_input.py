@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import make_backend
+from conftest import KERNEL_BACKENDS, make_backend
 
 from gpucnn import functional as F
 from gpucnn import nn, optim
@@ -123,13 +123,6 @@ def test_labels_out_of_range_and_wrong_shape():
         nn.CrossEntropyLoss(label_smoothing=1.5)(logits, np.array([0, 1, 2, 1]))
 
 
-# The devices that run kernels_cuda/: the GPU, and its emulation on the CPU.
-KERNEL_DEVICES = [
-    pytest.param("cuda", marks=pytest.mark.gpu),
-    pytest.param("cuda-emu", marks=pytest.mark.emu),
-]
-
-
 def test_a_bad_label_is_refused_on_the_cpu_even_unchecked():
     """check_labels=False saves a GPU a device read; on the CPU the range costs none, and a
     label of -1 would otherwise index the last class and give a finite, wrong loss."""
@@ -147,7 +140,7 @@ def test_an_empty_batch_flows_through_the_sliding_window_ops(backend):
     assert F.max_pool2d(x, 2).shape == F.avg_pool2d(x, 2).shape == (0, 3, 4, 4)
 
 
-@pytest.mark.parametrize("device", KERNEL_DEVICES)
+@pytest.mark.parametrize("device", KERNEL_BACKENDS)
 def test_unchecked_bad_label_gives_nan_on_the_gpu_not_a_stray_read(device):
     """With the range check off (no device read), the kernel turns a bad label into a NaN loss."""
     backend = make_backend(device)
@@ -185,7 +178,7 @@ def test_arrays_from_another_device_are_named():
         F.conv2d(emu.asarray(X), W)
 
 
-@pytest.mark.parametrize("device", KERNEL_DEVICES)
+@pytest.mark.parametrize("device", KERNEL_BACKENDS)
 def test_conv_reach_past_int_pixel_coordinates_is_refused(device):
     """conv2d.cu keeps pixel coordinates in int: a padding of 2^30 is refused before any launch."""
     backend = make_backend(device)

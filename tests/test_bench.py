@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_backend
+from conftest import load_script, make_backend
 
 from gpucnn.bench import goals, main, ops, peers, training
 from gpucnn.bench.bandwidth import TRAFFIC
@@ -28,11 +28,13 @@ ENV_KEYS = {
 ROW_KEYS = {"suite", "case", "op", "peer", "device", "precision", "times", "median", "status"}
 
 
-def run_bench(tmp_path, capsys, *argv):
-    """Run ``gpucnn bench`` with ``argv``; returns (printed table, JSON record)."""
+def run_bench(tmp_path, capsys, *argv, status=0):
+    """Run ``gpucnn bench`` with ``argv``, expecting exit ``status``; returns (printed table,
+    JSON record, stderr)."""
     path = tmp_path / "bench.json"
-    assert main([*argv, "--repeats", "1", "--settle", "0", "--json", str(path)]) == 0
-    return capsys.readouterr().out, json.loads(path.read_text())
+    assert main([*argv, "--repeats", "1", "--settle", "0", "--json", str(path)]) == status
+    printed = capsys.readouterr()
+    return printed.out, json.loads(path.read_text()), printed.err
 
 
 def check_record(record, device):
@@ -61,7 +63,7 @@ def check_record(record, device):
 
 
 def test_ops_suite(backend, tmp_path, capsys):
-    out, record = run_bench(
+    out, record, _ = run_bench(
         tmp_path, capsys, "--suite", "ops", "--device", backend.name, "--batch-size", "2",
         "--cases", "b2",
     )  # fmt: skip
@@ -81,7 +83,7 @@ def test_step_suite(backend, tmp_path, capsys, monkeypatch):
     peer = f"gpucnn-{backend.name}"
     goal = goals.Within("step", "tutorial-mnist b3", peer, 1e9)  # the goals' lines, at any speed
     monkeypatch.setattr(goals, "GOALS", (goal,))
-    out, record = run_bench(
+    out, record, _ = run_bench(
         tmp_path, capsys, "--suite", "step", "--device", backend.name, "--batch-size", "2,3",
         "--tutorial-samples", "1",
     )  # fmt: skip
@@ -98,7 +100,7 @@ def test_step_suite(backend, tmp_path, capsys, monkeypatch):
 
 
 def test_epoch_suite(tmp_path, capsys):
-    _, record = run_bench(
+    _, record, _ = run_bench(
         tmp_path, capsys, "--suite", "epoch", "--batch-size", "16", "--epoch-samples", "40",
     )  # fmt: skip
     check_record(record, "cpu")
@@ -108,7 +110,7 @@ def test_epoch_suite(tmp_path, capsys):
 
 
 def test_bandwidth_suite(backend, tmp_path, capsys):
-    out, record = run_bench(
+    out, record, _ = run_bench(
         tmp_path, capsys, "--suite", "bandwidth", "--device", backend.name, "--megabytes", "0.25",
     )  # fmt: skip
     check_record(record, backend.name)
@@ -130,7 +132,7 @@ def test_bandwidth_suite(backend, tmp_path, capsys):
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["cuda"], indirect=True)  # skipped, with why, without a GPU
 def test_compile_suite(backend, tmp_path, capsys):
-    _, record = run_bench(tmp_path, capsys, "--suite", "compile", "--device", "cuda")
+    _, record, _ = run_bench(tmp_path, capsys, "--suite", "compile", "--device", "cuda")
     check_record(record, "cuda")
     rows = record["results"]
     assert [r["op"] for r in rows] == list(GOALS)
@@ -156,7 +158,7 @@ def test_unavailable_peer_is_a_row_with_its_reason(tmp_path, capsys, monkeypatch
         return real(peer)
 
     monkeypatch.setattr(peers, "gpucnn_backend", no_graphs)
-    out, record = run_bench(
+    out, record, _ = run_bench(
         tmp_path, capsys, "--suite", "step", "--batch-size", "2",
         "--peers", "gpucnn-cpu,gpucnn-cuda-graph",
     )  # fmt: skip
@@ -181,12 +183,10 @@ def test_a_peer_that_fails_is_a_row_and_the_exit_status_says_so(tmp_path, capsys
         return real(backend, captured)
 
     monkeypatch.setattr(training, "gpucnn_step", broken)
-    path = tmp_path / "bench.json"
     argv = ["--suite", "step", "--batch-size", "2", "--peers", "gpucnn-cpu,gpucnn-cuda-emu"]
-    assert main([*argv, "--repeats", "1", "--settle", "0", "--json", str(path)]) == 1
-    captured = capsys.readouterr()
-    assert "a stand-in bug" in captured.err and "gpucnn-cuda-emu failed" in captured.err
-    rows = {r["peer"]: r for r in json.loads(path.read_text())["results"]}
+    _, record, err = run_bench(tmp_path, capsys, *argv, status=1)
+    assert "a stand-in bug" in err and "gpucnn-cuda-emu failed" in err
+    rows = {r["peer"]: r for r in record["results"]}
     assert rows["gpucnn-cpu"]["status"] == "ok" and rows["gpucnn-cpu"]["median"] > 0
     assert rows["gpucnn-cuda-emu"]["status"] == (
         f"{peers.SETUP_FAILED}: RuntimeError: a stand-in bug"
@@ -482,14 +482,10 @@ def test_profile_script_times_every_op_of_a_step():
 
 def test_profile_script_names_an_unusable_device(monkeypatch, capsys):
     """scripts/profile_step.py on a device that cannot run says why in one line (exit 2)."""
-    import importlib.util
 
     from gpucnn.errors import GpuUnavailableError
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "profile_step.py"
-    spec = importlib.util.spec_from_file_location("profile_step", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("profile_step")
 
     def no_gpu(device):
         raise GpuUnavailableError("no NVIDIA driver found")

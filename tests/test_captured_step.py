@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_backend
+from conftest import KERNEL_BACKENDS, make_backend
 
 from gpucnn import optim
 from gpucnn.backend.emulation import EmulationError
 from gpucnn.captured_step import CapturedStep
 from gpucnn.nn.zoo import build_from_spec
 from gpucnn.train import train_step, training_loss
-
-GRAPH_DEVICES = [
-    pytest.param("cuda", id="cuda", marks=pytest.mark.gpu),
-    pytest.param("cuda-emu", id="cuda-emu", marks=pytest.mark.emu),
-]
 
 # Every layer kind with per-step state: batch norm (running statistics), dropout (call counter),
 # linear layers (our GEMM kernels inside a graph session, cuBLAS or NumPy outside).
@@ -75,7 +70,7 @@ def _batches(rng, sizes):
     ]
 
 
-@pytest.mark.parametrize("device", GRAPH_DEVICES)
+@pytest.mark.parametrize("device", KERNEL_BACKENDS)
 @pytest.mark.parametrize("optimizer_name", ["sgd", "adamw"])
 def test_captured_steps_match_eager_steps(device, optimizer_name, rng):
     backend = make_backend(device)
@@ -97,7 +92,7 @@ def test_captured_steps_match_eager_steps(device, optimizer_name, rng):
     assert int(state["1.num_batches_tracked"]) == STEPS
 
 
-@pytest.mark.parametrize("device", GRAPH_DEVICES)
+@pytest.mark.parametrize("device", KERNEL_BACKENDS)
 def test_a_smaller_last_batch_runs_eagerly(device, rng):
     backend = make_backend(device)
     batches = _batches(rng, [8, 8, 8, 8, 5])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import stat
 import subprocess
 import sys
@@ -106,19 +105,16 @@ def test_atomic_write_survives_a_killed_process(tmp_path):
     ck.load_checkpoint(path)
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o077])
-def test_a_checkpoint_gets_the_permissions_of_an_ordinary_file(tmp_path, umask):
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_a_checkpoint_gets_the_permissions_of_an_ordinary_file(tmp_path, umask, mask):
     # A temporary file is made 0600; renamed as it is, a shared runs folder's checkpoint would be
     # unreadable to the other users the umask lets read it.
-    old = os.umask(umask)
-    try:
-        path = tmp_path / "m.npz"
-        _save(path)
-        (tmp_path / "plain").write_bytes(b"")
-    finally:
-        os.umask(old)
+    umask(mask)
+    path = tmp_path / "m.npz"
+    _save(path)
+    (tmp_path / "plain").write_bytes(b"")
     mode = stat.S_IMODE(path.stat().st_mode)
-    assert mode == 0o666 & ~umask == stat.S_IMODE((tmp_path / "plain").stat().st_mode)
+    assert mode == 0o666 & ~mask == stat.S_IMODE((tmp_path / "plain").stat().st_mode)
 
 
 @pytest.mark.parametrize(

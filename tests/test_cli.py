@@ -9,11 +9,10 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import make_backend
+from conftest import KERNEL_BACKENDS, make_backend, write_fake_idx_dataset
 from PIL import Image
 
 from gpucnn.cli import main
-from gpucnn.data.datasets import write_idx_dataset
 
 
 def run(capsys, *argv):
@@ -159,7 +158,6 @@ def test_images_of_every_depth_and_with_transparency_load_as_their_grey_levels(t
         "rgb and alpha": Image.fromarray(np.stack([np.full_like(grey, 255)] * 3 + [grey], -1)),
     }
     transparent = Image.fromarray(np.full((8, 8), 30000, np.uint16))
-    transparent.info["transparency"] = 30000
     transparent.save(tmp_path / "transparent.png", transparency=30000)
     np.testing.assert_array_equal(load_image(tmp_path / "transparent.png", (1, 8, 8)), 0)
     for kind, image in files.items():
@@ -180,10 +178,10 @@ def test_error_predict_on_a_truncated_image_names_the_file(lines_run, tmp_path, 
     assert_one_line_error(code, err, str(image))
 
 
-def test_error_predict_without_pillow(capsys, tmp_path, monkeypatch):
-    assert run(capsys, "train", "--epochs", "1", "--out", str(tmp_path), "--no-progress")[0] == 0
+def test_error_predict_without_pillow(lines_run, capsys, monkeypatch):
+    out, _ = lines_run
     monkeypatch.setitem(sys.modules, "PIL", None)  # as if Pillow were not installed
-    code, _, err = run(capsys, "predict", "--checkpoint", str(tmp_path / "model.npz"), "x.png")
+    code, _, err = run(capsys, "predict", "--checkpoint", str(out / "model.npz"), "x.png")
     assert_one_line_error(code, err, "needs Pillow", "pip install 'gpucnn[cli]'")
 
 
@@ -218,11 +216,7 @@ def test_error_model_does_not_fit_dataset(capsys, tmp_path):
 
 def test_error_checkpoint_evaluated_on_another_dataset(capsys, tmp_path):
     """eval has no --model: its hint names the dataset the checkpoint was trained on."""
-    rng = np.random.default_rng()
-    train, test = [
-        (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), np.arange(n) % 10) for n in (32, 16)
-    ]
-    data = write_idx_dataset(tmp_path / "data", train, test)
+    data = write_fake_idx_dataset(tmp_path / "data", 32, 16)
     argv = ["--dataset", "mnist", "--data-dir", str(data), "--out", str(tmp_path), "--no-progress"]
     assert run(capsys, "train", "--epochs", "1", *argv)[0] == 0
     code, _, err = run(
@@ -297,9 +291,7 @@ def test_error_subset_sizes_below_one(capsys, tmp_path, option, dataset):
 
 
 def test_error_subset_larger_than_the_files(capsys, tmp_path):
-    rng = np.random.default_rng()
-    split = [(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), np.arange(n) % 10) for n in (8, 4)]
-    data = write_idx_dataset(tmp_path / "data", *split)
+    data = write_fake_idx_dataset(tmp_path / "data", 8, 4)
     argv = ["train", "--dataset", "mnist", "--data-dir", str(data), "--out", str(tmp_path)]
     code, _, err = run(capsys, *argv, "--test-size", "5")
     assert_one_line_error(code, err, "--test-size 5:", "has only 4 images")
@@ -328,10 +320,7 @@ def test_error_cuda_graph_on_the_cpu(capsys, tmp_path):
     assert_one_line_error(code, err, "CUDA graph capture needs device 'cuda'", "'cpu'")
 
 
-@pytest.mark.parametrize(
-    "device",
-    [pytest.param("cuda", marks=pytest.mark.gpu), pytest.param("cuda-emu", marks=pytest.mark.emu)],
-)
+@pytest.mark.parametrize("device", KERNEL_BACKENDS)
 def test_cuda_graph_trains_as_the_eager_step_does(device, tmp_path, capsys):
     """``--cuda-graph`` on a lines run: the same history as the eager run, to float32 rounding
     (inside the graph the linear layers sum in our GEMM kernel's order)."""

@@ -10,16 +10,8 @@ import types
 import numpy as np
 import pytest
 
-import gpucnn.backend as backends
 from gpucnn.backend import cupy_backend, get_backend
 from gpucnn.errors import GpuUnavailableError
-
-
-@pytest.fixture
-def fresh_registry(monkeypatch):
-    """A backend registry with nothing cached and no fallback reported yet."""
-    monkeypatch.setattr(backends, "_instances", {})
-    monkeypatch.setattr(backends, "_auto_fallback_reported", False)
 
 
 def _fake_cupy(driver=12040, runtime=12040, count=1) -> types.SimpleNamespace:
@@ -38,8 +30,7 @@ def _fake_cupy(driver=12040, runtime=12040, count=1) -> types.SimpleNamespace:
     return types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime_api))
 
 
-def test_missing_cupy_names_the_extras(monkeypatch, fresh_registry):
-    monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` fail as if absent
+def test_missing_cupy_names_the_extras(without_cupy):
     with pytest.raises(GpuUnavailableError, match=r"CuPy is not installed.*\[cuda12\].*\[cuda13\]"):
         get_backend("cuda")
 

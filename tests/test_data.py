@@ -6,22 +6,13 @@ import gzip
 
 import numpy as np
 import pytest
+from conftest import write_fake_idx_dataset
 
-from gpucnn.data.datasets import DataNotFoundError, load_dataset, write_idx_dataset
+from gpucnn.data.datasets import DataNotFoundError, load_dataset
 from gpucnn.data.idx import IdxError, read_idx, write_idx
 from gpucnn.data.lines import generate_lines
 from gpucnn.data.loader import DataLoader, random_flip, random_shift
 from gpucnn.train import augmentations
-
-
-def write_fake_idx_dataset(folder, n_train=20, n_test=10, gz=True):
-    """Four small random 28x28 IDX files named like MNIST's, in ``folder``; labels cycle 0..9."""
-    rng = np.random.default_rng(0)
-    train, test = [
-        (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), np.arange(n) % 10)
-        for n in (n_train, n_test)
-    ]
-    return write_idx_dataset(folder, train, test, compress=gz)
 
 
 # ------------------------------------------------------------------------------------ IDX reader

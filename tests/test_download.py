@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import os
 import stat
 import threading
 
@@ -68,14 +67,11 @@ def test_fetch_refuses_a_bad_checksum_and_leaves_nothing(served, tmp_path):
     assert list(out.iterdir()) == []
 
 
-def test_a_download_gets_the_permissions_of_an_ordinary_file(served, tmp_path):
+def test_a_download_gets_the_permissions_of_an_ordinary_file(served, tmp_path, umask):
     url, folder = served
     name = "train-labels-idx1-ubyte.gz"
-    old = os.umask(0o022)
-    try:
-        dest = dl.fetch(url + name, tmp_path / name, dl.sha256_of(folder / name), timeout=5)
-    finally:
-        os.umask(old)
+    umask(0o022)
+    dest = dl.fetch(url + name, tmp_path / name, dl.sha256_of(folder / name), timeout=5)
     assert stat.S_IMODE(dest.stat().st_mode) == 0o644  # readable by a shared folder's users
 
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from gpucnn.backend import kernels
 
@@ -148,11 +149,7 @@ def test_cupy_runner_warmup_compiles_every_family_and_type_once_on_the_callers_d
 def test_nvrtc_times_builds_each_family_and_type_as_cupy_does(monkeypatch, capsys):
     """scripts/nvrtc_times.py (the no-GPU stand-in for the cold-compile goal) times one module per
     family and float type, with the options and name expressions CuPy's modules get."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("nvrtc_times", REPO / "scripts/nvrtc_times.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("nvrtc_times")
     built = []
 
     class FakeNvrtc:

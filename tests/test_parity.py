@@ -60,8 +60,8 @@ def test_max_pool_propagates_a_nan_from_its_first_nan(backend, geometry, rng):
     y, argmax = backend.max_pool2d_forward(backend.asarray(x.copy()), kernel, stride, padding)
     y, argmax = backend.to_numpy(y), backend.to_numpy(argmax)
     want_y, want_argmax = ref.max_pool2d_forward(x, kernel, stride, padding)
-    assert np.isnan(want_y).any() and np.array_equal(np.isnan(y), np.isnan(want_y))
-    np.testing.assert_array_equal(y[~np.isnan(y)], want_y[~np.isnan(want_y)])
+    assert np.isnan(want_y).any()
+    np.testing.assert_array_equal(y, want_y)  # NaNs in the same places, the rest equal
     np.testing.assert_array_equal(argmax, want_argmax)
     gy = rng.standard_normal(y.shape).astype(np.float32)
     gx = backend.to_numpy(
@@ -70,9 +70,6 @@ def test_max_pool_propagates_a_nan_from_its_first_nan(backend, geometry, rng):
         )
     )
     assert (gx[np.isnan(x)] != 0).any()  # the NaN windows' gradients reach their NaNs
-    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
-    pooled = torch.nn.functional.max_pool2d(torch.from_numpy(x), kernel, stride, padding)
-    assert np.array_equal(np.isnan(pooled.numpy()), np.isnan(want_y))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

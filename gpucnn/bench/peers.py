@@ -146,7 +146,7 @@ def gpucnn_clock(backend: Backend) -> Clock:
 
 
 # ---------------------------------------------------------------------------------- PyTorch
-_MODES_BEFORE: list[tuple[Any, tuple[bool, bool, bool]]] = []  # torch and its modes, once saved
+_MODES_BEFORE: list[tuple[bool, bool, bool]] = []  # PyTorch's modes before the first CUDA peer
 
 
 def _modes(torch: Any) -> tuple[bool, bool, bool]:
@@ -162,7 +162,9 @@ def restore_torch_modes() -> None:
     autotuning) as they were before the first of them, so that a run inside a bigger process
     (the tests) leaves them as it found them."""
     if _MODES_BEFORE:
-        torch, (matmul, cudnn, benchmark) = _MODES_BEFORE.pop()
+        import torch  # imported already: the modes were saved from it
+
+        matmul, cudnn, benchmark = _MODES_BEFORE.pop()
         torch.backends.cuda.matmul.allow_tf32 = matmul
         torch.backends.cudnn.allow_tf32 = cudnn
         torch.backends.cudnn.benchmark = benchmark
@@ -179,7 +181,7 @@ def torch_device(peer: Peer) -> Any:
     if not torch.cuda.is_available():
         raise Unavailable("PyTorch sees no CUDA device (torch.cuda.is_available() is False)")
     if not _MODES_BEFORE:
-        _MODES_BEFORE.append((torch, _modes(torch)))
+        _MODES_BEFORE.append(_modes(torch))
     torch.backends.cudnn.benchmark = True
     set_tf32(peer)
     return torch.device("cuda")

@@ -25,8 +25,8 @@ from .tutorial import TutorialMnistNet
 
 MODEL = "tutorial-mnist"
 LR, MOMENTUM = 0.01, 0.9
-EPOCH_WARMUP_STEPS = 3
 GRAPH_WARMUP_CALLS = 3  # a captured step runs eagerly twice, then captures: warmed after three
+EPOCH_WARMUP_STEPS = GRAPH_WARMUP_CALLS  # an epoch's warm-up also captures a graph peer's step
 
 
 @dataclass

@@ -21,9 +21,8 @@ class BatchNorm2d(Module):
         self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, dtype=np.float32
     ):
         super().__init__()
-        if not isinstance(momentum, numbers.Real) or isinstance(momentum, bool):
-            raise ValueError(f"BatchNorm2d momentum must be a number in [0, 1], got {momentum!r}")
-        if not 0 <= momentum <= 1:
+        number = isinstance(momentum, numbers.Real) and not isinstance(momentum, bool)
+        if not number or not 0 <= momentum <= 1:
             raise ValueError(f"BatchNorm2d momentum must be a number in [0, 1], got {momentum!r}")
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.weight = Parameter(np.ones(num_features, dtype=dtype))

@@ -58,7 +58,7 @@ class Launching(Backend):
     runner: Any
     _functions: dict[tuple[str, str, str], Any]
     # True while a graph session runs a step: every op then avoids cuBLAS (see linear_forward).
-    capture_safe: bool = False
+    capture_safe: bool
 
     def _kernel(self, family: str, kernel: str, dtype: Any) -> Any:
         """The compiled ``kernel<T>`` of ``kernels_cuda/<family>.cu`` for float dtype ``dtype``."""
