@@ -135,7 +135,18 @@ def test_batchnorm_and_dropout_eval_match_torch():
     bn.eval()
     tbn.eval()
     x = rng.standard_normal((2, 5, 3, 3)).astype(np.float32)
-    np.testing.assert_allclose(bn(x), tbn(torch.tensor(x)).detach().numpy(), rtol=RTOL, atol=ATOL)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = tbn(tx)
+    np.testing.assert_allclose(bn(x), ty.detach().numpy(), rtol=RTOL, atol=ATOL)
+    # The eval forward's gradients (by the running statistics), as PyTorch's.
+    gy = rng.standard_normal(x.shape).astype(np.float32)
+    bn.zero_grad()
+    tbn.zero_grad()
+    ty.backward(torch.tensor(gy))
+    np.testing.assert_allclose(bn.backward(gy), tx.grad.numpy(), rtol=RTOL, atol=ATOL)
+    for name in ("weight", "bias"):
+        got, want = getattr(bn, name).grad, getattr(tbn, name).grad.numpy()
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=name)
     drop = nn.Dropout(0.5).eval()
     assert drop(x) is x
 
