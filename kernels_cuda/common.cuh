@@ -121,14 +121,13 @@ template <typename T, typename Op> __device__ T warp_all_reduce(T v, Op op) {
     return v;
 }
 
-// Each .cu instantiates its kernels for the float types through this: for float and double,
-// unless the compile names one. CupyRunner (gpucnn/backend/kernels.py) compiles a family once per
-// type, in parallel, so the slowest family's cold compile is about halved; nvcc's check and the
-// emulation build both.
-#if defined(GPUCNN_ONLY_FLOAT)
-#define INSTANTIATE_FOR_FLOAT_TYPES(M) M(float)
-#elif defined(GPUCNN_ONLY_DOUBLE)
-#define INSTANTIATE_FOR_FLOAT_TYPES(M) M(double)
+// Each .cu instantiates its kernels for the float types through this, for nvcc (the compile
+// check) and the emulation build. NVRTC needs none: CupyRunner (gpucnn/backend/kernels.py) builds
+// each kernel and type as a module of its own with GPUCNN_NAMED_ONLY set, and that module's name
+// expression instantiates just its kernel. The modules then compile side by side, and a model
+// compiles only the kernels it launches.
+#if defined(GPUCNN_NAMED_ONLY)
+#define INSTANTIATE_FOR_FLOAT_TYPES(M)
 #else
 #define INSTANTIATE_FOR_FLOAT_TYPES(M) M(float) M(double)
 #endif

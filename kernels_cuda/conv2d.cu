@@ -8,21 +8,38 @@
 #include "common.cuh"
 
 // A block computes a TILE_M x TILE_P tile of C = A * B, stepping through the reduction dimension Q
-// in slabs of TILE_Q staged in shared memory. 256 threads as 16 x 16; thread (ty, tx) owns the
-// 4 x 4 outputs at rows 4 ty + i and columns 4 tx + j, so each step of the reduction reads its 4 A
-// and 4 B entries as two 16-byte shared loads (a warp: 2 A addresses broadcast, 16 B addresses
-// side by side, no bank conflicts).
-#define TILE_M 64
-#define TILE_P 64
+// in slabs of TILE_Q staged in shared memory. Two tile shapes, both 256 threads that each own 4 x 4
+// outputs, thread (ty, tx) rows SUB ty + i and columns SUB tx + j, so each step of the reduction
+// reads its 4 A and 4 B entries as two 16-byte shared loads (a warp: A addresses broadcast, B
+// addresses side by side, no bank conflicts):
+// - SquareTile, 64 x 64 (16 x 16 threads);
+// - NarrowTile, 16 x 256 (4 x 64 threads), for GEMMs of at most 16 rows (conv1's 16 filters, the
+//   input gradient of a layer with 1 or 16 input channels), where a 64-row tile would spend 3/4 or
+//   more of its multiply-adds on rows of zeros. The launcher picks the tile with the least padded
+//   work; both sum every output in the same order, so they give the same bits.
 #define TILE_Q 16
 #define GEMM_THREADS 256
-#define SUB 4  // TILE_M / 16 == TILE_P / 16
+#define SUB 4
 
-// Thread t loads A entries (q = t % TILE_Q, m = t / TILE_Q + A_STEP i) and B entries
-// (p = t % TILE_P, q = t / TILE_P + B_STEP i): the B column is fixed per thread, so its pixel is
-// decoded once per tile rather than once per element.
-#define A_STEP (GEMM_THREADS / TILE_Q)
-#define B_STEP (GEMM_THREADS / TILE_P)
+template <int ROWS, int COLUMNS, int SLAB> struct Tile {
+    static constexpr int M = ROWS, P = COLUMNS, Q = SLAB;
+    static constexpr int THREADS_P = P / SUB;  // threads across a row of the tile
+    // Thread t loads A entries (q = t % Q, m = t / Q + A_STEP i, those with m < M) and B entries
+    // (p = t % P, q = t / P + B_STEP i): the B column is fixed per thread, so its pixel is decoded
+    // once per tile rather than once per element.
+    static constexpr int A_LOADS = (M * Q + GEMM_THREADS - 1) / GEMM_THREADS;
+    static constexpr int B_LOADS = P * Q / GEMM_THREADS;
+    static constexpr int A_STEP = GEMM_THREADS / Q, B_STEP = GEMM_THREADS / P;
+    // A tile rows hold one Quad more than they use: consecutive threads store down a column of A
+    // (Q values of q), and the padding spreads those stores over the banks.
+    static constexpr int A_ROW = M / SUB + 1;
+    static_assert(M / SUB * THREADS_P == GEMM_THREADS, "one thread per SUB x SUB outputs");
+    static_assert(B_LOADS >= 1 && P <= GEMM_THREADS && Q <= TILE_Q, "whole loads per thread");
+    __device__ static int ty() { return threadIdx.x / THREADS_P; }
+    __device__ static int tx() { return threadIdx.x % THREADS_P; }
+};
+typedef Tile<64, 64, TILE_Q> SquareTile;
+typedef Tile<16, 256, TILE_Q / 2> NarrowTile;
 
 // One reduction index q as a pass needs it, decoded once per slab by the first TILE_Q threads and
 // shared by the whole block: the divisions that split q into (channel, tap) or (image, pixel) run
@@ -39,62 +56,68 @@ template <typename T> struct __align__(SUB * sizeof(T)) Quad {
     T v[SUB];
 };
 
-// A tile rows hold one Quad more than they use: consecutive threads store down a column of A
-// (16 values of q), and the padding spreads those stores over the banks.
-#define A_ROW (TILE_M / SUB + 1)
+// A tile's shared memory: the staged A and B slabs and two slabs' Rows (the one staged and the
+// one being loaded). GemmStorage overlays both tiles' layouts, so a kernel that can run either
+// holds the larger only.
+template <typename T, typename Tl> struct GemmShared {
+    Quad<T> a[Tl::Q][Tl::A_ROW];
+    Quad<T> b[Tl::Q][Tl::P / SUB];
+    Row rows[2][Tl::Q];
+};
+template <typename T> union GemmStorage {
+    GemmShared<T, SquareTile> square;
+    GemmShared<T, NarrowTile> narrow;
+};
 
 // acc += A[q_begin:q_end, tile] * B[q_begin:q_end, tile]. decode(q) returns q's Row;
 // load_a(m, row) returns A[m0 + m][q] and load_b(row) B[q][this thread's column] (zero outside).
 // Software-pipelined: a slab's global loads go to registers while the block multiplies the slab
 // before from shared memory, so their latency hides behind its FMAs (small convolutions walk
-// many slabs in few blocks, one after another). `rows` holds two slabs' Rows (the one staged and
-// the one being loaded). The multiply-adds run in the same order as without the pipeline.
-template <typename T, typename Decode, typename LoadA, typename LoadB>
-__device__ void gemm_mainloop(i64 q_begin, i64 q_end, Decode decode, LoadA load_a, LoadB load_b,
-                              T (&acc)[SUB][SUB]) {
-    __shared__ Quad<T> a_tile[TILE_Q][A_ROW];
-    __shared__ Quad<T> b_tile[TILE_Q][TILE_P / SUB];
-    __shared__ Row rows[2][TILE_Q];
-    const int tid = threadIdx.x, ty = tid / 16, tx = tid % 16;
-    T a_next[SUB], b_next[TILE_Q / B_STEP];  // this thread's entries of the next slab
+// many slabs in few blocks, one after another). The multiply-adds run in the same order as
+// without the pipeline.
+template <typename T, typename Tl, typename Decode, typename LoadA, typename LoadB>
+__device__ void gemm_mainloop(GemmShared<T, Tl>& tiles, i64 q_begin, i64 q_end, Decode decode,
+                              LoadA load_a, LoadB load_b, T (&acc)[SUB][SUB]) {
+    const int tid = threadIdx.x, ty = Tl::ty(), tx = Tl::tx();
+    T a_next[Tl::A_LOADS], b_next[Tl::B_LOADS];  // this thread's entries of the next slab
     auto decode_slab = [&](i64 q0, Row* slab_rows) {
-        if (tid < TILE_Q && q0 + tid < q_end) slab_rows[tid] = decode(q0 + tid);
+        if (tid < Tl::Q && q0 + tid < q_end) slab_rows[tid] = decode(q0 + tid);
     };
     auto load_slab = [&](i64 q0, const Row* slab_rows) {
 #pragma unroll
-        for (int i = 0; i < SUB; ++i) {
-            const int m = tid / TILE_Q + A_STEP * i, q = tid % TILE_Q;
-            a_next[i] = q0 + q < q_end ? load_a(m, slab_rows[q]) : T(0);
+        for (int i = 0; i < Tl::A_LOADS; ++i) {
+            const int m = tid / Tl::Q + Tl::A_STEP * i, q = tid % Tl::Q;
+            if (m < Tl::M) a_next[i] = q0 + q < q_end ? load_a(m, slab_rows[q]) : T(0);
         }
 #pragma unroll
-        for (int i = 0; i < TILE_Q / B_STEP; ++i) {
-            const int q = tid / TILE_P + B_STEP * i;
+        for (int i = 0; i < Tl::B_LOADS; ++i) {
+            const int q = tid / Tl::P + Tl::B_STEP * i;
             b_next[i] = q0 + q < q_end ? load_b(slab_rows[q]) : T(0);
         }
     };
     if (q_begin >= q_end) return;
-    decode_slab(q_begin, rows[0]);
+    decode_slab(q_begin, tiles.rows[0]);
     __syncthreads();
-    load_slab(q_begin, rows[0]);
+    load_slab(q_begin, tiles.rows[0]);
     int staged = 0;
-    for (i64 q0 = q_begin; q0 < q_end; q0 += TILE_Q, staged ^= 1) {
+    for (i64 q0 = q_begin; q0 < q_end; q0 += Tl::Q, staged ^= 1) {
 #pragma unroll
-        for (int i = 0; i < SUB; ++i) {
-            const int m = tid / TILE_Q + A_STEP * i, q = tid % TILE_Q;
-            a_tile[q][m / SUB].v[m % SUB] = a_next[i];
+        for (int i = 0; i < Tl::A_LOADS; ++i) {
+            const int m = tid / Tl::Q + Tl::A_STEP * i, q = tid % Tl::Q;
+            if (m < Tl::M) tiles.a[q][m / SUB].v[m % SUB] = a_next[i];
         }
 #pragma unroll
-        for (int i = 0; i < TILE_Q / B_STEP; ++i) {
-            const int q = tid / TILE_P + B_STEP * i, p = tid % TILE_P;
-            b_tile[q][p / SUB].v[p % SUB] = b_next[i];
+        for (int i = 0; i < Tl::B_LOADS; ++i) {
+            const int q = tid / Tl::P + Tl::B_STEP * i, p = tid % Tl::P;
+            tiles.b[q][p / SUB].v[p % SUB] = b_next[i];
         }
-        const bool more = q0 + TILE_Q < q_end;
-        if (more) decode_slab(q0 + TILE_Q, rows[staged ^ 1]);
+        const bool more = q0 + Tl::Q < q_end;
+        if (more) decode_slab(q0 + Tl::Q, tiles.rows[staged ^ 1]);
         __syncthreads();
-        if (more) load_slab(q0 + TILE_Q, rows[staged ^ 1]);  // in flight during the FMAs below
+        if (more) load_slab(q0 + Tl::Q, tiles.rows[staged ^ 1]);  // in flight during the FMAs
 #pragma unroll
-        for (int q = 0; q < TILE_Q; ++q) {
-            const Quad<T> av = a_tile[q][ty], bv = b_tile[q][tx];
+        for (int q = 0; q < Tl::Q; ++q) {
+            const Quad<T> av = tiles.a[q][ty], bv = tiles.b[q][tx];
 #pragma unroll
             for (int i = 0; i < SUB; ++i)
 #pragma unroll
@@ -105,9 +128,9 @@ __device__ void gemm_mainloop(i64 q_begin, i64 q_end, Decode decode, LoadA load_
 }
 
 // store(m, p, value) for every owned output with m0 + m < M and p0 + p < P (m, p absolute).
-template <typename T, typename Store>
+template <typename Tl, typename T, typename Store>
 __device__ void gemm_store(i64 m0, i64 p0, i64 M, i64 P, const T (&acc)[SUB][SUB], Store store) {
-    const int ty = threadIdx.x / 16, tx = threadIdx.x % 16;
+    const int ty = Tl::ty(), tx = Tl::tx();
 #pragma unroll
     for (int i = 0; i < SUB; ++i)
 #pragma unroll
@@ -117,30 +140,57 @@ __device__ void gemm_store(i64 m0, i64 p0, i64 M, i64 P, const T (&acc)[SUB][SUB
         }
 }
 
+// A convolution's geometry, as every pass takes it (the launchers' parameter order).
+struct Conv {
+    i64 N, C, H, W, K, Ho, Wo, R, S, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups;
+};
+#define CONV_PARAMS                                                                                \
+    i64 N, i64 C, i64 H, i64 W, i64 K, i64 Ho, i64 Wo, i64 R, i64 S, i64 stride_h, i64 stride_w,  \
+        i64 pad_top, i64 pad_left, i64 dil_h, i64 dil_w, i64 groups
+#define CONV_ARGS                                                                                  \
+    Conv {                                                                                         \
+        N, C, H, W, K, Ho, Wo, R, S, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups   \
+    }
+
+// The GEMM kernels' __launch_bounds__: at most 128 registers a thread for float, so that two
+// blocks share an SM (ptxas reports 128 without the bound too; with it, code that needs more spills
+// and fails the compile check instead of silently halving the occupancy). Double needs more: one
+// block an SM.
+#define GEMM_MIN_BLOCKS (sizeof(T) == 4 ? 2 : 1)
+
+// Runs body<T, NarrowTile>(storage.narrow, ...) when `narrow`, else body<T, SquareTile>; both are
+// compiled and the branch is launch-uniform.
+#define DISPATCH_TILE(narrow, body, ...)                                                           \
+    do {                                                                                           \
+        __shared__ GemmStorage<T> storage;                                                         \
+        if (narrow)                                                                                \
+            body<T, NarrowTile>(storage.narrow, __VA_ARGS__);                                      \
+        else                                                                                       \
+            body<T, SquareTile>(storage.square, __VA_ARGS__);                                      \
+    } while (0)
+
 // y = conv2d(x, w) + bias, then max(y, 0) when `relu` (as relu_forward: `y < 0 ? 0 : y`).
 // x: (N, C, H, W), w: (K, C/groups, R, S), bias: (K,) (read only when has_bias),
 // y: (N, K, Ho, Wo). GEMM per group g: A = w_g (K/g x Cg*R*S), B = window columns
-// (Cg*R*S x N*Ho*Wo). grid = (ceil(N*Ho*Wo / 64), ceil(K/groups / 64), groups), block = 256.
-// Spatial sizes and window reaches fit in int (the launcher checks).
-template <typename T>
-__global__ void conv2d_forward(const T* x, const T* w, const T* bias, T* y, i64 N, i64 C, i64 H,
-                               i64 W, i64 K, i64 Ho, i64 Wo, i64 R, i64 S, i64 stride_h,
-                               i64 stride_w, i64 pad_top, i64 pad_left, i64 dil_h, i64 dil_w,
-                               i64 groups, int has_bias, int relu) {
-    const i64 g = blockIdx.z, Cg = C / groups, Kg = K / groups, RS = R * S, Q = Cg * RS;
-    const i64 HWo = Ho * Wo, P = N * HWo;
-    const i64 m0 = (i64)blockIdx.y * TILE_M, p0 = (i64)blockIdx.x * TILE_P;
+// (Cg*R*S x N*Ho*Wo). grid = (ceil(N*Ho*Wo / Tile::P), ceil(K/groups / Tile::M), groups),
+// block = 256. Spatial sizes and window reaches fit in int (the launcher checks).
+template <typename T, typename Tl>
+__device__ void conv2d_forward_tiled(GemmShared<T, Tl>& tiles, const T* x, const T* w,
+                                     const T* bias, T* y, const Conv cv, int has_bias, int relu) {
+    const i64 g = blockIdx.z, Cg = cv.C / cv.groups, Kg = cv.K / cv.groups, RS = cv.R * cv.S;
+    const i64 Q = Cg * RS, HWo = cv.Ho * cv.Wo, P = cv.N * HWo, H = cv.H, W = cv.W;
+    const i64 m0 = (i64)blockIdx.y * Tl::M, p0 = (i64)blockIdx.x * Tl::P;
 
     // This thread's B column: output pixel (n, oh, ow) -> top-left input corner (ih0, iw0).
-    const i64 p = p0 + threadIdx.x % TILE_P, n = p / HWo;
-    const int ih0 = (int)(p % HWo / Wo * stride_h - pad_top);
-    const int iw0 = (int)(p % Wo * stride_w - pad_left);
-    const T* x_grp = x + (n * C + g * Cg) * H * W;
+    const i64 p = p0 + threadIdx.x % Tl::P, n = p / HWo;
+    const int ih0 = (int)(p % HWo / cv.Wo * cv.stride_h - cv.pad_top);
+    const int iw0 = (int)(p % cv.Wo * cv.stride_w - cv.pad_left);
+    const T* x_grp = x + (n * cv.C + g * Cg) * H * W;
     const T* w_grp = w + g * Kg * Q;
 
     auto decode = [&](i64 q) {  // q = (c, r, s): a = q, b = c's plane in x_grp
         const i64 c = q / RS, rs = q % RS;
-        return Row{q, c * H * W, (int)(rs / S * dil_h), (int)(rs % S * dil_w)};
+        return Row{q, c * H * W, (int)(rs / cv.S * cv.dil_h), (int)(rs % cv.S * cv.dil_w)};
     };
     auto load_a = [&](int m, const Row& row) {
         return m0 + m < Kg ? w_grp[(m0 + m) * Q + row.a] : T(0);
@@ -151,37 +201,44 @@ __global__ void conv2d_forward(const T* x, const T* w, const T* bias, T* y, i64 
         return inside ? x_grp[row.b + (i64)ih * W + iw] : T(0);
     };
     T acc[SUB][SUB] = {};
-    gemm_mainloop(0, Q, decode, load_a, load_b, acc);
-    gemm_store(m0, p0, Kg, P, acc, [&](i64 m, i64 pp, T v) {
+    gemm_mainloop(tiles, 0, Q, decode, load_a, load_b, acc);
+    gemm_store<Tl>(m0, p0, Kg, P, acc, [&](i64 m, i64 pp, T v) {
         const i64 k = g * Kg + m;
         if (has_bias) v += bias[k];
-        y[(pp / HWo * K + k) * HWo + pp % HWo] = relu && v < T(0) ? T(0) : v;
+        y[(pp / HWo * cv.K + k) * HWo + pp % HWo] = relu && v < T(0) ? T(0) : v;
     });
+}
+
+template <typename T>
+__global__ void __launch_bounds__(GEMM_THREADS, GEMM_MIN_BLOCKS)
+conv2d_forward(const T* x, const T* w, const T* bias, T* y, CONV_PARAMS, int has_bias, int relu,
+               int narrow) {
+    DISPATCH_TILE(narrow, conv2d_forward_tiled, x, w, bias, y, CONV_ARGS, has_bias, relu);
 }
 
 // gx = d(loss)/dx in gather form: each input pixel sums the (output pixel, tap) pairs that read it.
 // gy: (N, K, Ho, Wo), w: (K, C/groups, R, S), gx: (N, C, H, W). GEMM per group g: A = w_g^T
 // (Cg x K/g*R*S), B[(k, r, s)][(n, ih, iw)] = gy[n, k, oh, ow] where ih = oh*stride - pad + r*dil
-// (zero where no such oh/ow exists). grid = (ceil(N*H*W / 64), ceil(C/groups / 64), groups).
-template <typename T>
-__global__ void conv2d_backward_input(const T* gy, const T* w, T* gx, i64 N, i64 C, i64 H, i64 W,
-                                      i64 K, i64 Ho, i64 Wo, i64 R, i64 S, i64 stride_h,
-                                      i64 stride_w, i64 pad_top, i64 pad_left, i64 dil_h,
-                                      i64 dil_w, i64 groups) {
-    const i64 g = blockIdx.z, Cg = C / groups, Kg = K / groups, RS = R * S, Q = Kg * RS;
-    const i64 HW = H * W, P = N * HW;
-    const i64 m0 = (i64)blockIdx.y * TILE_M, p0 = (i64)blockIdx.x * TILE_P;
+// (zero where no such oh/ow exists). grid = (ceil(N*H*W / Tile::P), ceil(C/groups / Tile::M),
+// groups).
+template <typename T, typename Tl>
+__device__ void conv2d_backward_input_tiled(GemmShared<T, Tl>& tiles, const T* gy, const T* w,
+                                            T* gx, const Conv cv) {
+    const i64 g = blockIdx.z, Cg = cv.C / cv.groups, Kg = cv.K / cv.groups, RS = cv.R * cv.S;
+    const i64 Q = Kg * RS, HW = cv.H * cv.W, P = cv.N * HW, Ho = cv.Ho, Wo = cv.Wo;
+    const i64 m0 = (i64)blockIdx.y * Tl::M, p0 = (i64)blockIdx.x * Tl::P;
 
     // This thread's B column: input pixel (n, ih, iw), shifted into padded coordinates.
-    const i64 p = p0 + threadIdx.x % TILE_P, n = p / HW;
-    const int th0 = (int)(p % HW / W + pad_top), tw0 = (int)(p % W + pad_left);
-    const int sh = (int)stride_h, sw = (int)stride_w;
-    const T* gy_grp = gy + (n * K + g * Kg) * Ho * Wo;
+    const i64 p = p0 + threadIdx.x % Tl::P, n = p / HW;
+    const int th0 = (int)(p % HW / cv.W + cv.pad_top), tw0 = (int)(p % cv.W + cv.pad_left);
+    const int sh = (int)cv.stride_h, sw = (int)cv.stride_w;
+    const T* gy_grp = gy + (n * cv.K + g * Kg) * Ho * Wo;
     const T* w_grp = w + g * Kg * Cg * RS;
 
     auto decode = [&](i64 q) {  // q = (k, r, s): a = w[g*Kg + k, 0, r, s], b = k's plane in gy
         const i64 k = q / RS, rs = q % RS;
-        return Row{k * Cg * RS + rs, k * Ho * Wo, (int)(rs / S * dil_h), (int)(rs % S * dil_w)};
+        return Row{k * Cg * RS + rs, k * Ho * Wo, (int)(rs / cv.S * cv.dil_h),
+                   (int)(rs % cv.S * cv.dil_w)};
     };
     auto load_a = [&](int m, const Row& row) {  // w[g*Kg + k, m0 + m, r, s]
         return m0 + m < Cg ? w_grp[row.a + (m0 + m) * RS] : T(0);
@@ -196,10 +253,16 @@ __global__ void conv2d_backward_input(const T* gy, const T* w, T* gx, i64 N, i64
         return oh < Ho && ow < Wo ? gy_grp[row.b + (i64)oh * Wo + ow] : T(0);
     };
     T acc[SUB][SUB] = {};
-    gemm_mainloop(0, Q, decode, load_a, load_b, acc);
-    gemm_store(m0, p0, Cg, P, acc, [&](i64 m, i64 pp, T v) {
-        gx[(pp / HW * C + g * Cg + m) * HW + pp % HW] = v;
+    gemm_mainloop(tiles, 0, Q, decode, load_a, load_b, acc);
+    gemm_store<Tl>(m0, p0, Cg, P, acc, [&](i64 m, i64 pp, T v) {
+        gx[(pp / HW * cv.C + g * Cg + m) * HW + pp % HW] = v;
     });
+}
+
+template <typename T>
+__global__ void __launch_bounds__(GEMM_THREADS, GEMM_MIN_BLOCKS)
+conv2d_backward_input(const T* gy, const T* w, T* gx, CONV_PARAMS, int narrow) {
+    DISPATCH_TILE(narrow, conv2d_backward_input_tiled, gy, w, gx, CONV_ARGS);
 }
 
 // Partial weight gradients: part[split] = sum over this split's (n, oh, ow) of gy * window.
@@ -209,29 +272,28 @@ __global__ void conv2d_backward_input(const T* gy, const T* w, T* gx, i64 N, i64
 // and with_bias one more column of B, all ones: its column of the product sums gy, the bias
 // gradient, in the same pass. The reduction N*Ho*Wo is cut into `splits` chunks of `chunk` (a
 // multiple of TILE_Q) so that enough blocks run; sum_partials adds the chunks in a fixed order.
-// grid = (ceil((C/groups*R*S + with_bias) / 64), ceil(K/groups / 64), groups * splits),
-// block = 256.
-template <typename T>
-__global__ void conv2d_backward_weight(const T* gy, const T* x, T* part, i64 N, i64 C, i64 H,
-                                       i64 W, i64 K, i64 Ho, i64 Wo, i64 R, i64 S, i64 stride_h,
-                                       i64 stride_w, i64 pad_top, i64 pad_left, i64 dil_h,
-                                       i64 dil_w, i64 groups, i64 chunk, int with_bias) {
-    const i64 g = blockIdx.z % groups, split = blockIdx.z / groups;
-    const i64 Cg = C / groups, Kg = K / groups, RS = R * S, P = Cg * RS, HWo = Ho * Wo;
-    const i64 Q = N * HWo, q_begin = split * chunk;
+// grid = (ceil((C/groups*R*S + with_bias) / Tile::P), ceil(K/groups / Tile::M),
+// groups * splits), block = 256.
+template <typename T, typename Tl>
+__device__ void conv2d_backward_weight_tiled(GemmShared<T, Tl>& tiles, const T* gy, const T* x,
+                                             T* part, const Conv cv, i64 chunk, int with_bias) {
+    const i64 g = blockIdx.z % cv.groups, split = blockIdx.z / cv.groups;
+    const i64 Cg = cv.C / cv.groups, Kg = cv.K / cv.groups, RS = cv.R * cv.S, P = Cg * RS;
+    const i64 HWo = cv.Ho * cv.Wo, H = cv.H, W = cv.W, Q = cv.N * HWo, q_begin = split * chunk;
     const i64 q_end = q_begin + chunk < Q ? q_begin + chunk : Q;
-    const i64 m0 = (i64)blockIdx.y * TILE_M, p0 = (i64)blockIdx.x * TILE_P;
+    const i64 m0 = (i64)blockIdx.y * Tl::M, p0 = (i64)blockIdx.x * Tl::P;
 
     // This thread's B column: weight tap (c, r, s) -> offset of its input pixel from (oh, ow).
-    const i64 p = p0 + threadIdx.x % TILE_P, c = g * Cg + p / RS;
-    const int dh = (int)(p % RS / S * dil_h - pad_top), dw = (int)(p % S * dil_w - pad_left);
+    const i64 p = p0 + threadIdx.x % Tl::P, c = g * Cg + p / RS;
+    const int dh = (int)(p % RS / cv.S * cv.dil_h - cv.pad_top);
+    const int dw = (int)(p % cv.S * cv.dil_w - cv.pad_left);
     const T* gy_grp = gy + g * Kg * HWo;
     const T* x_plane = x + c * H * W;
 
     auto decode = [&](i64 q) {  // q = (n, oh, ow): a = gy offset of (n, 0, oh, ow), b = x's image n
         const i64 n = q / HWo, hw = q % HWo;
-        return Row{n * K * HWo + hw, n * C * H * W, (int)(hw / Wo * stride_h),
-                   (int)(hw % Wo * stride_w)};
+        return Row{n * cv.K * HWo + hw, n * cv.C * H * W, (int)(hw / cv.Wo * cv.stride_h),
+                   (int)(hw % cv.Wo * cv.stride_w)};
     };
     auto load_a = [&](int m, const Row& row) {  // gy[n, g*Kg + m0 + m, oh, ow]
         return m0 + m < Kg ? gy_grp[row.a + (m0 + m) * HWo] : T(0);
@@ -242,11 +304,18 @@ __global__ void conv2d_backward_weight(const T* gy, const T* x, T* part, i64 N, 
         return inside ? x_plane[row.b + (i64)ih * W + iw] : T(p == P && with_bias);
     };
     T acc[SUB][SUB] = {};
-    gemm_mainloop(q_begin, q_end, decode, load_a, load_b, acc);
-    T* out = part + split * (K * P + (with_bias ? K : 0));
-    gemm_store(m0, p0, Kg, P + with_bias, acc, [&](i64 m, i64 pp, T v) {
-        out[pp < P ? (g * Kg + m) * P + pp : K * P + g * Kg + m] = v;
+    gemm_mainloop(tiles, q_begin, q_end, decode, load_a, load_b, acc);
+    T* out = part + split * (cv.K * P + (with_bias ? cv.K : 0));
+    gemm_store<Tl>(m0, p0, Kg, P + with_bias, acc, [&](i64 m, i64 pp, T v) {
+        out[pp < P ? (g * Kg + m) * P + pp : cv.K * P + g * Kg + m] = v;
     });
+}
+
+template <typename T>
+__global__ void __launch_bounds__(GEMM_THREADS, GEMM_MIN_BLOCKS)
+conv2d_backward_weight(const T* gy, const T* x, T* part, CONV_PARAMS, i64 chunk, int with_bias,
+                       int narrow) {
+    DISPATCH_TILE(narrow, conv2d_backward_weight_tiled, gy, x, part, CONV_ARGS, chunk, with_bias);
 }
 
 // out[i] = the sum over s of part[s][i], in a fixed order. part: (splits, count), out: (count,).
@@ -285,15 +354,11 @@ __global__ void conv2d_backward_bias(const T* gy, T* gb, i64 N, i64 K, i64 HW) {
 }
 
 #define INSTANTIATE_CONV2D(T)                                                                      \
-    template __global__ void conv2d_forward<T>(const T*, const T*, const T*, T*, i64, i64, i64,    \
-                                               i64, i64, i64, i64, i64, i64, i64, i64, i64, i64,   \
-                                               i64, i64, i64, int, int);                           \
-    template __global__ void conv2d_backward_input<T>(const T*, const T*, T*, i64, i64, i64, i64,  \
-                                                      i64, i64, i64, i64, i64, i64, i64, i64, i64, \
-                                                      i64, i64, i64);                              \
-    template __global__ void conv2d_backward_weight<T>(const T*, const T*, T*, i64, i64, i64, i64, \
-                                                       i64, i64, i64, i64, i64, i64, i64, i64,     \
-                                                       i64, i64, i64, i64, i64, int);              \
+    template __global__ void conv2d_forward<T>(const T*, const T*, const T*, T*, CONV_PARAMS, int, \
+                                               int, int);                                          \
+    template __global__ void conv2d_backward_input<T>(const T*, const T*, T*, CONV_PARAMS, int);   \
+    template __global__ void conv2d_backward_weight<T>(const T*, const T*, T*, CONV_PARAMS, i64,   \
+                                                       int, int);                                  \
     template __global__ void sum_partials<T>(const T*, T*, i64, i64);                              \
     template __global__ void conv2d_backward_bias<T>(const T*, T*, i64, i64, i64);
 INSTANTIATE_FOR_FLOAT_TYPES(INSTANTIATE_CONV2D)

@@ -44,15 +44,24 @@ def launch_all(backend: Any, dt: type) -> None:
     def arr(*shape: int) -> Any:
         return backend.asarray(rng.standard_normal(shape).astype(dt))
 
-    x, w, b = arr(4, 6, 40, 40), arr(8, 3, 3, 3), arr(8)
-    geometry = ((2, 1), ((1, 0), (1, 2)), (1, 2), 2)
-    y = backend.conv2d_forward(x, w, b, *geometry)
-    backend.conv2d_forward(x, w, b, *geometry, relu=True)
-    gy = arr(*y.shape)
-    backend.conv2d_backward_input(gy, w, x.shape, *geometry)
-    backend.conv2d_backward_weight(gy, x, w.shape, *geometry)
-    backend.conv2d_backward_params(gy, x, w.shape, *geometry)  # the bias as one more column
+    # Three convolutions, so that each GEMM kernel runs both its tiles (see gemm_tile): the
+    # forward and the input gradient narrow in the first, square in the second; the weight
+    # gradient square in the first two, narrow in the third.
+    convolutions = (
+        (arr(4, 6, 40, 40), arr(8, 3, 3, 3), ((2, 1), ((1, 0), (1, 2)), (1, 2), 2)),
+        (arr(2, 20, 10, 10), arr(24, 20, 3, 3), ((1, 1), ((1, 1), (1, 1)), (1, 1), 1)),
+        (arr(2, 17, 8, 8), arr(8, 17, 3, 3), ((1, 1), ((0, 0), (0, 0)), (1, 1), 1)),
+    )
+    for cx, cw, geometry in convolutions:
+        b = arr(cw.shape[0])
+        y = backend.conv2d_forward(cx, cw, b, *geometry)
+        backend.conv2d_forward(cx, cw, b, *geometry, relu=True)
+        gy = arr(*y.shape)
+        backend.conv2d_backward_input(gy, cw, cx.shape, *geometry)
+        backend.conv2d_backward_weight(gy, cx, cw.shape, *geometry)
+        backend.conv2d_backward_params(gy, cx, cw.shape, *geometry)  # the bias as a column
     backend.conv2d_backward_bias(gy)
+    x = convolutions[0][0]
     pool = ((3, 3), (2, 2), (1, 1))
     p, argmax = backend.max_pool2d_forward(x, *pool)
     backend.max_pool2d_backward(arr(*p.shape), argmax, x.shape, *pool)

@@ -1,10 +1,11 @@
-"""Time NVRTC on each kernel module as CuPy compiles it (one per family and float type), no GPU
+"""Time NVRTC on each kernel module as CuPy compiles it (one per kernel and float type), no GPU
 needed: a stand-in for the cold-compile goal (<= 2 s) where no GPU is lent.
 
 CuPy builds each module with NVRTC straight to a cubin (``-arch=sm_XX``, C++17, our
-``-DGPUCNN_ONLY_<TYPE>``) and ``CupyRunner.warmup`` compiles them all in parallel threads, so on
-a machine with as many cores as modules the cold compile takes about the slowest module's time
-(plus loading). This prints each module's time, their sum, and the wall time with ``--threads``.
+``-DGPUCNN_NAMED_ONLY``) and ``CupyRunner.warmup`` compiles them all in parallel threads, a thread
+per core, so the cold compile takes about the modules' sum over the cores, and at least the
+slowest module's time (plus loading). This prints each module's time, their sum, and the wall time
+with ``--threads``.
 NVRTC comes from ``--library``, else the pip wheel CuPy depends on (nvidia-cuda-nvrtc), else the
 CUDA toolkit.
 
@@ -23,7 +24,7 @@ import site
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from gpucnn.backend.kernels import families, load_source, modules_by_type, name_expressions
+from gpucnn.backend.kernels import NAMED_ONLY, families, load_source, name_expressions
 from gpucnn.cli import run_reporting_errors
 
 
@@ -41,11 +42,9 @@ def find_nvrtc() -> str:
 
 
 @functools.cache
-def _module(family: str, float_type: str) -> tuple[bytes, list[str], list[str]]:
-    """(source, defines, name expressions) of one module, read once: the timed passes then
-    spend their time in NVRTC alone."""
-    defines, names = modules_by_type(name_expressions(family))[float_type]
-    return load_source(family).encode(), defines, names
+def _source(family: str) -> bytes:
+    """``family``'s source, read once: the timed passes then spend their time in NVRTC alone."""
+    return load_source(family).encode()
 
 
 class Nvrtc:
@@ -61,17 +60,21 @@ class Nvrtc:
         if status != 0:
             raise RuntimeError(f"{what} failed with NVRTC status {status}")
 
-    def compile_seconds(self, family: str, float_type: str, arch: str) -> float:
-        """Seconds NVRTC takes to build ``family``'s ``float_type`` module to a cubin."""
-        source, defines, names = _module(family, float_type)
+    def compile_seconds(self, family: str, name: str, arch: str) -> float:
+        """Seconds NVRTC takes to build ``family``'s module of kernel ``name`` to a cubin."""
         program = ctypes.c_void_p()
         self._call(
-            "nvrtcCreateProgram", ctypes.byref(program), source, family.encode(), 0, None, None
+            "nvrtcCreateProgram",
+            ctypes.byref(program),
+            _source(family),
+            family.encode(),
+            0,
+            None,
+            None,
         )
         try:
-            for name in names:
-                self._call("nvrtcAddNameExpression", program, name.encode())
-            options = [f"-arch={arch}", "-std=c++17", *defines]
+            self._call("nvrtcAddNameExpression", program, name.encode())
+            options = [f"-arch={arch}", "-std=c++17", NAMED_ONLY]
             argv = (ctypes.c_char_p * len(options))(*(o.encode() for o in options))
             start = time.perf_counter()
             self._call("nvrtcCompileProgram", program, len(options), argv)
@@ -87,12 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--library", help="path of libnvrtc.so (default: searched)")
     args = parser.parse_args(argv)
     nvrtc = Nvrtc(args.library or find_nvrtc())
-    modules = [(f, t) for f in families() for t in modules_by_type(name_expressions(f))]
+    modules = [(f, name) for f in families() for name in name_expressions(f)]
     times = {m: nvrtc.compile_seconds(*m, args.arch) for m in modules}
-    for (family, t), seconds in times.items():
-        print(f"{family:14} {t:7} {seconds * 1e3:7.0f} ms")
+    for (_, name), seconds in times.items():
+        print(f"{name:42} {seconds * 1e3:7.0f} ms")
     slowest = max(times, key=times.get)
-    print(f"sum {sum(times.values()):.2f} s; slowest {' '.join(slowest)} {times[slowest]:.2f} s")
+    print(f"sum {sum(times.values()):.2f} s; slowest {slowest[1]} {times[slowest]:.2f} s")
     if args.threads:
         start = time.perf_counter()
         with ThreadPoolExecutor(args.threads) as pool:

@@ -79,12 +79,15 @@ def test_kernel_dir_override(monkeypatch, tmp_path: Path):
     (tmp_path / "common.cuh").write_text("// header\n")
     (tmp_path / "toy.cu").write_text(
         '#include "common.cuh"\ntemplate <typename T>\n__global__ void toy(T* y) {}\n'
+        "template <typename T>\n__global__ void __launch_bounds__(256, sizeof(T) == 4 ? 2 : 1)\n"
+        "bounded(T* y) {}\n"
     )
     monkeypatch.setenv(kernels.KERNEL_DIR_ENV, str(tmp_path))
     assert kernels.kernel_dir() == tmp_path
     assert kernels.families() == ["toy"]
     assert kernels.load_source("toy").count("// header") == 1
-    assert kernels.name_expressions("toy") == ("toy<float>", "toy<double>")
+    expected = ("toy<float>", "toy<double>", "bounded<float>", "bounded<double>")
+    assert kernels.name_expressions("toy") == expected
     with pytest.raises(FileNotFoundError, match="missing.cu"):
         kernels.load_source("missing")
 
@@ -102,13 +105,12 @@ def test_cupy_runner_compiles_nothing_until_asked(monkeypatch):
         runner.module("activation", kernels.name_expressions("activation"))
 
 
-def test_cupy_runner_warmup_compiles_every_family_and_type_once_on_the_callers_device(
-    monkeypatch,
-):
-    """warmup() compiles each family once per float type (that type's instantiations and names
-    only) in worker threads, each of which first sets the caller's device (a new thread has no
-    current context to load a module into); a stand-in for CuPy logs which thread did what, and
-    get_function finds each kernel in its type's module."""
+def test_cupy_runner_warmup_compiles_every_kernel_once_on_the_callers_device(monkeypatch):
+    """warmup() compiles each kernel and float type once, as a module of its own (its name
+    expression only, explicit instantiations off), in worker threads, each of which first sets
+    the caller's device (a new thread has no current context to load a module into); a
+    stand-in for CuPy logs which thread did what, and get_function finds each kernel in its own
+    module."""
     import threading
     import types
 
@@ -123,7 +125,7 @@ def test_cupy_runner_warmup_compiles_every_family_and_type_once_on_the_callers_d
             log.append((self.code, self.options, self.names, getattr(current, "device", None)))
 
         def get_function(self, name):
-            assert name in self.names, f"{name} asked of the module of {self.options}"
+            assert (name,) == self.names, f"{name} asked of the module of {self.names}"
             return name
 
     def set_device(device):
@@ -132,23 +134,47 @@ def test_cupy_runner_warmup_compiles_every_family_and_type_once_on_the_callers_d
     runtime = types.SimpleNamespace(getDevice=lambda: 3, setDevice=set_device)
     fake = types.SimpleNamespace(RawModule=RawModule, cuda=types.SimpleNamespace(runtime=runtime))
     monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(kernels.os, "cpu_count", lambda: 1)  # one worker: the log's order
     runner = kernels.CupyRunner()
     runner.warmup()
-    want = []
-    for family in kernels.families():
-        names = kernels.name_expressions(family)
-        for t, define in (("float", "-DGPUCNN_ONLY_FLOAT"), ("double", "-DGPUCNN_ONLY_DOUBLE")):
-            typed = tuple(n for n in names if n.endswith(f"<{t}>"))
-            want.append((kernels.load_source(family), (define,), typed, 3))
+    want = [
+        (kernels.load_source(family), ("-DGPUCNN_NAMED_ONLY",), (name,), 3)
+        for family in kernels.families()
+        for name in kernels.name_expressions(family)
+    ]
     assert sorted(log) == sorted(want)
+    first = kernels.name_expressions("conv2d")  # the largest family's kernels start first
+    assert [names[0] for _, _, names, _ in log[: len(first)]] == list(first)
     module = runner.module("conv2d", kernels.name_expressions("conv2d"))
     for name in ("conv2d_forward<float>", "conv2d_forward<double>"):
         assert module.get_function(name) == name
 
 
-def test_nvrtc_times_builds_each_family_and_type_as_cupy_does(monkeypatch, capsys):
+@needs_nvcc
+def test_a_named_only_module_instantiates_just_its_kernel(tmp_path: Path):
+    """With GPUCNN_NAMED_ONLY (as CupyRunner compiles) a family instantiates no kernel itself,
+    so NVRTC builds only the one its name expression names; without it, nvcc's check builds
+    them all."""
+    source = tmp_path / "conv2d.cu"
+    source.write_text(kernels.load_source("conv2d"))
+    command = ["nvcc", "-std=c++17", "-cubin", "-arch=sm_90", "-Xptxas", "-v", str(source)]
+    named = subprocess.run(
+        [*command, "-DGPUCNN_NAMED_ONLY", "-o", str(tmp_path / "a.cubin")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    everything = subprocess.run(
+        [*command, "-o", str(tmp_path / "b.cubin")], capture_output=True, text=True, check=True
+    )
+    assert "Compiling entry function" not in named.stderr
+    entries = everything.stderr.count("Compiling entry function")
+    assert entries == len(kernels.name_expressions("conv2d"))
+
+
+def test_nvrtc_times_builds_each_kernel_as_cupy_does(monkeypatch, capsys):
     """scripts/nvrtc_times.py (the no-GPU stand-in for the cold-compile goal) times one module per
-    family and float type, with the options and name expressions CuPy's modules get."""
+    kernel and float type, the name expressions CuPy's modules get."""
     script = load_script("nvrtc_times")
     built = []
 
@@ -156,17 +182,15 @@ def test_nvrtc_times_builds_each_family_and_type_as_cupy_does(monkeypatch, capsy
         def __init__(self, path):
             assert path == "libnvrtc.so"
 
-        def compile_seconds(self, family, float_type, arch):
-            defines, names = kernels.modules_by_type(kernels.name_expressions(family))[float_type]
-            assert defines == [f"-DGPUCNN_ONLY_{float_type.upper()}"] and arch == "sm_90"
-            assert names and all(n.endswith(f"<{float_type}>") for n in names)
-            built.append((family, float_type))
-            return 0.5 if family == "conv2d" else 0.1
+        def compile_seconds(self, family, name, arch):
+            assert arch == "sm_90"
+            built.append((family, name))
+            return 0.5 if name == "conv2d_forward<float>" else 0.1
 
     monkeypatch.setattr(script, "Nvrtc", FakeNvrtc)
     assert script.main(["--library", "libnvrtc.so"]) == 0
-    assert built == [(f, t) for f in kernels.families() for t in kernels.KERNEL_TYPES]
-    assert "slowest conv2d float 0.50 s" in capsys.readouterr().out
+    assert built == [(f, n) for f in kernels.families() for n in kernels.name_expressions(f)]
+    assert "slowest conv2d_forward<float> 0.50 s" in capsys.readouterr().out
 
 
 def test_every_package_ships_in_the_wheel():

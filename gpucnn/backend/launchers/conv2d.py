@@ -9,7 +9,8 @@ import math
 from ...shapes import Padding2d, Pair, window_output_shape
 from .launching import MAX_GRID_YZ, Launching, blocks, i32, i64, shaped
 
-_TILE = 64  # TILE_M == TILE_P in conv2d.cu
+# conv2d.cu's GEMM block tiles as (rows, columns) of the product: SquareTile and NarrowTile.
+SQUARE_TILE, NARROW_TILE = (64, 64), (16, 256)
 _TILE_Q = 16  # TILE_Q in conv2d.cu
 _TARGET_BLOCKS = 512  # enough blocks to fill a large GPU, for the split weight-gradient reduction
 _MIN_SPLIT = 128  # reduction steps per block below which splitting stops paying
@@ -28,7 +29,8 @@ def _conv_scalars(x_shape, w_shape, stride, padding, dilation, groups) -> tuple:
     k, cg, r, s = w_shape
     if groups < 1 or c != cg * groups or k % groups:
         raise ValueError(f"conv2d: x {tuple(x_shape)} and w {tuple(w_shape)} with groups={groups}")
-    if groups > MAX_GRID_YZ or blocks(max(k // groups, c // groups), _TILE) > MAX_GRID_YZ:
+    rows = max(k // groups, c // groups)  # the most GEMM rows of any pass: square tiles
+    if groups > MAX_GRID_YZ or blocks(rows, SQUARE_TILE[0]) > MAX_GRID_YZ:
         raise ValueError(f"conv2d: {groups} groups of {k // groups} filters exceed the grid")
     spans = (o * st for o, st in zip(out_hw, stride, strict=True))
     reaches = (h, w, *spans, *padding[0], *padding[1], r * dilation[0], s * dilation[1])
@@ -38,11 +40,34 @@ def _conv_scalars(x_shape, w_shape, stride, padding, dilation, groups) -> tuple:
     return out_hw, (*(i64(v) for v in dims), i64(groups))
 
 
+def gemm_tile(rows: int, columns: int) -> tuple[int, int]:
+    """The block tile for a GEMM of ``rows`` x ``columns`` outputs: NARROW_TILE where it covers
+    every row in one tile (so no block loads a B column another loads too) and multiplies fewer
+    padded entries than SQUARE_TILE (conv1's 16 filters, the input gradient of 1 or 16 channels:
+    a quarter of the multiply-adds); SQUARE_TILE otherwise, and on a tie (the tile measured
+    first). Both sum each output over its reduction in the same order, so the forward and the
+    input gradient give the same bits with either; a weight gradient's split follows the tile's
+    block count."""
+
+    def padded(tile: tuple[int, int]) -> int:
+        return blocks(rows, tile[0]) * tile[0] * blocks(columns, tile[1]) * tile[1]
+
+    narrow = rows <= NARROW_TILE[0] and padded(NARROW_TILE) < padded(SQUARE_TILE)
+    return NARROW_TILE if narrow else SQUARE_TILE
+
+
+def _tile_grid(tile: tuple[int, int], rows: int, columns: int, layers: int) -> tuple:
+    """Grid of a conv2d.cu GEMM, and its kernel's ``narrow`` flag, for ``tile``: (columns
+    blocks, rows blocks, ``layers``) (groups, times the splits of a weight gradient)."""
+    grid = (blocks(columns, tile[1]), blocks(rows, tile[0]), layers)
+    return grid, i32(tile == NARROW_TILE)
+
+
 @functools.lru_cache(maxsize=512)
-def _weight_splits(reduction: int, filters: int, columns: int, groups: int) -> tuple[int, int]:
-    """(chunk, splits) of a weight gradient's reduction of ``reduction`` (N*Ho*Wo) steps: about
-    _TARGET_BLOCKS blocks in all, at least _MIN_SPLIT steps each, in whole TILE_Q slabs."""
-    tiles = blocks(filters // groups, _TILE) * blocks(columns, _TILE) * groups
+def weight_splits(reduction: int, tiles: int, groups: int) -> tuple[int, int]:
+    """(chunk, splits) of a weight gradient's reduction of ``reduction`` (N*Ho*Wo) steps over
+    ``tiles`` output tiles in all (every group's): about _TARGET_BLOCKS blocks in all, at least
+    _MIN_SPLIT steps each, in whole TILE_Q slabs."""
     want = min(blocks(_TARGET_BLOCKS, tiles), blocks(reduction, _MIN_SPLIT))
     chunk = blocks(reduction, max(1, min(want, MAX_GRID_YZ // groups)))
     chunk = max(1, blocks(chunk, _TILE_Q)) * _TILE_Q
@@ -65,37 +90,41 @@ class Conv2dLaunchers(Launching):
     def conv2d_forward(
         self, x, w, b, stride: Pair, padding: Padding2d, dilation: Pair, groups, relu=False
     ):
-        """Implicit-GEMM kernel, bias and ReLU in its epilogue. grid = (N*Ho*Wo / 64,
-        K/groups / 64, groups), block = 256."""
+        """Implicit-GEMM kernel, bias and ReLU in its epilogue. grid = (N*Ho*Wo / tile columns,
+        K/groups / tile rows, groups), block = 256 (tile: :func:`gemm_tile`)."""
         x, w, *bias = self._floats("conv2d_forward", x, w, *([] if b is None else [b]))
         out_hw, args = self._conv_args(x.shape, w.shape, stride, padding, dilation, groups)
         n, k = x.shape[0], w.shape[0]
         if bias:
             shaped("conv2d_forward", (k,), b=bias[0])
         y = self.xp.empty((n, k, *out_hw), dtype=x.dtype)
-        grid = (blocks(n * out_hw[0] * out_hw[1], _TILE), blocks(k // groups, _TILE), groups)
+        pixels = n * out_hw[0] * out_hw[1]
+        grid, narrow = _tile_grid(gemm_tile(k // groups, pixels), k // groups, pixels, groups)
         # Without a bias the kernel never reads its bias pointer; w stands in for it.
         bias_ptr = bias[0] if bias else w
-        flags = (i32(bool(bias)), i32(bool(relu)))
+        flags = (i32(bool(bias)), i32(bool(relu)), narrow)
         self._launch("conv2d", "conv2d_forward", grid, x, w, bias_ptr, y, *args, *flags)
         return y
 
     def conv2d_backward_input(self, gy, w, x_shape, stride, padding, dilation, groups):
-        """Gather-form implicit GEMM. grid = (N*H*W / 64, C/groups / 64, groups), block = 256."""
+        """Gather-form implicit GEMM. grid = (N*H*W / tile columns, C/groups / tile rows,
+        groups), block = 256 (tile: :func:`gemm_tile`)."""
         gy, w = self._floats("conv2d_backward_input", gy, w)
         n, c, h, width = x_shape
         out_hw, args = self._conv_args(x_shape, w.shape, stride, padding, dilation, groups)
         shaped("conv2d_backward_input", (n, w.shape[0], *out_hw), gy=gy)
         gx = self.xp.empty(tuple(x_shape), dtype=gy.dtype)
-        grid = (blocks(n * h * width, _TILE), blocks(c // groups, _TILE), groups)
-        self._launch("conv2d", "conv2d_backward_input", grid, gy, w, gx, *args)
+        rows, pixels = c // groups, n * h * width
+        grid, narrow = _tile_grid(gemm_tile(rows, pixels), rows, pixels, groups)
+        self._launch("conv2d", "conv2d_backward_input", grid, gy, w, gx, *args, narrow)
         return gx
 
     def conv2d_backward_weight(self, gy, x, w_shape, stride, padding, dilation, groups):
         """Implicit GEMM over (n, oh, ow), split in fixed chunks summed in a fixed order.
 
-        grid = (C/groups*R*S / 64, K/groups / 64, groups * splits), block = 256; then, when
-        splits > 1, ``sum_partials`` over its K*C/groups*R*S outputs (32 a block).
+        grid = (C/groups*R*S / tile columns, K/groups / tile rows, groups * splits), block = 256
+        (tile: :func:`gemm_tile`); then, when splits > 1, ``sum_partials`` over its
+        K*C/groups*R*S outputs (32 a block).
         """
         geometry = (stride, padding, dilation, groups)
         return self._weight_gradient(gy, x, w_shape, geometry, with_bias=False)[0]
@@ -117,13 +146,15 @@ class Conv2dLaunchers(Launching):
         k, cg, r, s = w_shape
         out_hw, args = self._conv_args(x.shape, w_shape, stride, padding, dilation, groups)
         shaped("conv2d_backward_weight", (x.shape[0], k, *out_hw), gy=gy)
-        columns = cg * r * s + with_bias
-        chunk, splits = _weight_splits(gy.shape[0] * out_hw[0] * out_hw[1], k, columns, groups)
+        columns, rows = cg * r * s + with_bias, k // groups
+        tile = gemm_tile(rows, columns)
+        tiles = blocks(rows, tile[0]) * blocks(columns, tile[1]) * groups
+        chunk, splits = weight_splits(gy.shape[0] * out_hw[0] * out_hw[1], tiles, groups)
         weights = math.prod(w_shape)
         out = self.xp.empty(weights + (k if with_bias else 0), dtype=gy.dtype)
         part = out if splits == 1 else self.xp.empty((splits, out.size), dtype=gy.dtype)
-        grid = (blocks(columns, _TILE), blocks(k // groups, _TILE), groups * splits)
-        flags = (i64(chunk), i32(with_bias))
+        grid, narrow = _tile_grid(tile, rows, columns, groups * splits)
+        flags = (i64(chunk), i32(with_bias), narrow)
         self._launch("conv2d", "conv2d_backward_weight", grid, gy, x, part, *args, *flags)
         if splits > 1:
             sums = (blocks(out.size, 32),)  # 32 outputs a block
@@ -146,7 +177,7 @@ class Conv2dLaunchers(Launching):
         refuses cuBLAS calls while a stream is being captured (cupy/cupy#6290)."""
         n, k = x.shape[0], w.shape[0]
         if self.capture_safe:
-            few_tiles = blocks(n, _TILE) * blocks(k, _TILE) < _FEW_TILES
+            few_tiles = blocks(n, SQUARE_TILE[1]) * blocks(k, SQUARE_TILE[0]) < _FEW_TILES
             if few_tiles and x.shape[1] >= _LONG_REDUCTION:
                 return self._linear_split(x, w, b, relu)
             x4, w4 = x.reshape(n, -1, 1, 1), w.reshape(k, -1, 1, 1)

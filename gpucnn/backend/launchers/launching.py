@@ -18,7 +18,7 @@ from .. import kernels
 from ..base import Backend
 
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
-BLOCK = 256  # BLOCK_1D in common.cuh, and the 16 x 16 threads of conv2d.cu's GEMM tiles
+BLOCK = 256  # BLOCK_1D in common.cuh, and GEMM_THREADS of conv2d.cu's tiles
 MAX_GRID_1D = 65535  # grid-stride kernels cover larger arrays by looping
 MAX_GRID_YZ = 65535  # CUDA's limit on gridDim.y and gridDim.z
 PLANE_LOOP_BLOCKS = 4096  # 1M threads: a few waves even on the largest GPUs
