@@ -34,7 +34,11 @@ _FUNCTION = re.compile(r"^\.text\.(\w+):$", re.M)
 _LABEL = re.compile(r"^(\.L_x_\d+):$")
 _INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)(.*);")
 _TARGET = re.compile(r"`\((\.L_x_\d+)\)")
-_REGISTERS = re.compile(r"Function properties for (\w+)\n.*?Used (\d+) registers", re.S)
+# A function's "Used N registers" line, before the next function's report starts (device
+# functions such as __internal_accurate_pow have a report without one).
+_REGISTERS = re.compile(
+    r"Function properties for (\w+)\n(?:(?!.*Function properties)[^\n]*\n)*?[^\n]*Used (\d+) registers"
+)
 # What each column counts: an instruction counts in the first class whose prefix it starts with.
 _CLASSES = {
     "fma": ("FFMA", "DFMA"),

@@ -69,3 +69,16 @@ def test_conv2d_has_an_fma_loop_per_tile():
     rows = script.family_rows("conv2d", "sm_90", "float", script.find_nvdisasm())
     forward = [row for row in rows if row[0] == "conv2d_forward<float>"]
     assert sorted(int(row[3]) for row in forward) == [128, 256]  # narrow and square slabs
+
+
+def test_registers_are_each_kernels_own():
+    """A device function's report has no register line: the next kernel's must not be taken."""
+    report = (
+        "ptxas info    : Function properties for __internal_accurate_pow\n"
+        "    8 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
+        "ptxas info    : Compiling entry function '_Z3sgdIfEvPT_' for 'sm_90'\n"
+        "ptxas info    : Function properties for _Z3sgdIfEvPT_\n"
+        "    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
+        "ptxas info    : Used 32 registers, used 0 barriers\n"
+    )
+    assert dict(script._REGISTERS.findall(report)) == {"_Z3sgdIfEvPT_": "32"}
