@@ -7,16 +7,18 @@
 // bitwise identical run to run.
 #include "common.cuh"
 
-// A block computes a TILE_M x TILE_P tile of C = A * B, stepping through the reduction dimension Q
-// in slabs of TILE_Q staged in shared memory. Two tile shapes, both 256 threads that each own 4 x 4
-// outputs, thread (ty, tx) rows SUB ty + i and columns SUB tx + j, so each step of the reduction
-// reads its 4 A and 4 B entries as two 16-byte shared loads (a warp: A addresses broadcast, B
-// addresses side by side, no bank conflicts):
-// - SquareTile, 64 x 64 (16 x 16 threads);
-// - NarrowTile, 16 x 256 (4 x 64 threads), for GEMMs of at most 16 rows (conv1's 16 filters, the
-//   input gradient of a layer with 1 or 16 input channels), where a 64-row tile would spend 3/4 or
-//   more of its multiply-adds on rows of zeros. The launcher picks the tile with the least padded
-//   work; both sum every output in the same order, so they give the same bits.
+// A block computes a Tile::M x Tile::P tile of C = A * B, stepping through the reduction dimension
+// Q in slabs of Tile::Q staged in shared memory. Two tile shapes, both 256 threads that each own
+// 4 x 4 outputs, thread (ty, tx) rows SUB ty + i and columns SUB tx + j, so each step of the
+// reduction reads its 4 A and 4 B entries as two 16-byte shared loads (a warp: A addresses
+// broadcast, B addresses side by side, no bank conflicts for float):
+// - SquareTile, 64 x 64 (16 x 16 threads), slabs of 16;
+// - NarrowTile, 16 x 256 (4 x 64 threads), slabs of 8 (so a thread stages 8 B entries a slab, as
+//   in the square tile), for GEMMs of at most 16 rows (conv1's 16 filters, the input gradient of
+//   a layer with 1 or 16 input channels), where a 64-row tile would spend 3/4 or more of its
+//   multiply-adds on rows of zeros.
+// The launcher picks the tile with the least padded work. Both sum every output over its reduction
+// (or a weight gradient's split of it) in the same order, so they give the same bits.
 #define TILE_Q 16
 #define GEMM_THREADS 256
 #define SUB 4
@@ -41,7 +43,7 @@ template <int ROWS, int COLUMNS, int SLAB> struct Tile {
 typedef Tile<64, 64, TILE_Q> SquareTile;
 typedef Tile<16, 256, TILE_Q / 2> NarrowTile;
 
-// One reduction index q as a pass needs it, decoded once per slab by the first TILE_Q threads and
+// One reduction index q as a pass needs it, decoded once per slab by the first Tile::Q threads and
 // shared by the whole block: the divisions that split q into (channel, tap) or (image, pixel) run
 // once per row of the slab instead of once per loaded element. a and b are q's offsets into the
 // A and B operands; dh and dw are its window shifts (or output position) in rows and columns.
@@ -153,9 +155,9 @@ struct Conv {
     }
 
 // The GEMM kernels' __launch_bounds__: at most 128 registers a thread for float, so that two
-// blocks share an SM (ptxas reports 128 without the bound too; with it, code that needs more spills
-// and fails the compile check instead of silently halving the occupancy). Double needs more: one
-// block an SM.
+// blocks share an SM (without the bound ptxas reports 121-127 today; with it, code that would need
+// more spills and fails the compile check instead of silently halving the occupancy). Double
+// needs more: one block an SM.
 #define GEMM_MIN_BLOCKS (sizeof(T) == 4 ? 2 : 1)
 
 // Runs body<T, NarrowTile>(storage.narrow, ...) when `narrow`, else body<T, SquareTile>; both are

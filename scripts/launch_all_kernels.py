@@ -18,21 +18,34 @@ import numpy as np
 from gpucnn.backend import get_backend, kernels
 from gpucnn.cli import run_reporting_errors
 
+# conv2d.cu's GEMM kernels, each with two tiles (a `narrow` flag, their last argument).
+GEMM_KERNELS = ("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight")
+
 
 class RecordingRunner:
-    """Wraps a kernel runner and records every kernel name the launchers fetch."""
+    """Wraps a kernel runner and records every kernel name the launchers fetch, and which tiles
+    the GEMM kernels ran with."""
 
     def __init__(self, runner: Any) -> None:
         self.runner = runner
         self.fetched: set[str] = set()
+        self.tiles: set[tuple[str, bool]] = set()  # (GEMM kernel, narrow)
 
     def module(self, family: str, names: Any) -> Any:
-        module, fetched = self.runner.module(family, names), self.fetched
+        module, fetched, tiles = self.runner.module(family, names), self.fetched, self.tiles
 
         class Recorded:
             def get_function(self, name: str) -> Any:
                 fetched.add(name)
-                return module.get_function(name)
+                kernel, base = module.get_function(name), name.split("<")[0]
+                if base not in GEMM_KERNELS:
+                    return kernel
+
+                def launch(grid: Any, block: Any, args: Any, **options: Any) -> Any:
+                    tiles.add((base, bool(args[-1])))
+                    return kernel(grid, block, args, **options)
+
+                return launch
 
         return Recorded()
 
@@ -44,13 +57,13 @@ def launch_all(backend: Any, dt: type) -> None:
     def arr(*shape: int) -> Any:
         return backend.asarray(rng.standard_normal(shape).astype(dt))
 
-    # Three convolutions, so that each GEMM kernel runs both its tiles (see gemm_tile): the
-    # forward and the input gradient narrow in the first, square in the second; the weight
-    # gradient square in the first two, narrow in the third.
+    # Three convolutions, so that each GEMM kernel runs both its tiles (see gemm_tile; main
+    # checks): the forward and the input gradient narrow in the first and third, square in the
+    # second; the weight gradient square in the first two, narrow in the third (split, 2 groups).
     convolutions = (
         (arr(4, 6, 40, 40), arr(8, 3, 3, 3), ((2, 1), ((1, 0), (1, 2)), (1, 2), 2)),
         (arr(2, 20, 10, 10), arr(24, 20, 3, 3), ((1, 1), ((1, 1), (1, 1)), (1, 1), 1)),
-        (arr(2, 17, 8, 8), arr(8, 17, 3, 3), ((1, 1), ((0, 0), (0, 0)), (1, 1), 1)),
+        (arr(2, 16, 12, 12), arr(16, 8, 3, 3), ((1, 1), ((1, 1), (1, 1)), (1, 1), 2)),
     )
     for cx, cw, geometry in convolutions:
         b = arr(cw.shape[0])
@@ -107,10 +120,15 @@ def main(argv: list[str] | None = None) -> int:
         launch_all(backend, dt)
     expected = {n for f in kernels.families() for n in kernels.name_expressions(f)}
     missed = sorted(expected - recorder.fetched)
+    one_tile = [
+        k for k in GEMM_KERNELS for narrow in (False, True) if (k, narrow) not in recorder.tiles
+    ]
     print(f"{args.device}: launched {len(recorder.fetched)} of {len(expected)} kernels")
     if missed:
         print("never launched: " + ", ".join(missed), file=sys.stderr)
-    return 1 if missed else 0
+    if one_tile:
+        print("a tile never launched by: " + ", ".join(one_tile), file=sys.stderr)
+    return 1 if missed or one_tile else 0
 
 
 if __name__ == "__main__":

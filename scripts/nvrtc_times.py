@@ -60,17 +60,12 @@ class Nvrtc:
         if status != 0:
             raise RuntimeError(f"{what} failed with NVRTC status {status}")
 
-    def compile_seconds(self, family: str, name: str, arch: str) -> float:
-        """Seconds NVRTC takes to build ``family``'s module of kernel ``name`` to a cubin."""
+    def build(self, family: str, name: str, arch: str) -> tuple[float, bytes]:
+        """(seconds NVRTC takes, the cubin) of ``family``'s module of kernel ``name``."""
         program = ctypes.c_void_p()
         self._call(
             "nvrtcCreateProgram",
-            ctypes.byref(program),
-            _source(family),
-            family.encode(),
-            0,
-            None,
-            None,
+            *(ctypes.byref(program), _source(family), family.encode(), 0, None, None),
         )
         try:
             self._call("nvrtcAddNameExpression", program, name.encode())
@@ -78,9 +73,18 @@ class Nvrtc:
             argv = (ctypes.c_char_p * len(options))(*(o.encode() for o in options))
             start = time.perf_counter()
             self._call("nvrtcCompileProgram", program, len(options), argv)
-            return time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            size = ctypes.c_size_t()
+            self._call("nvrtcGetCUBINSize", program, ctypes.byref(size))
+            cubin = ctypes.create_string_buffer(size.value)
+            self._call("nvrtcGetCUBIN", program, cubin)
+            return seconds, cubin.raw
         finally:
             self.lib.nvrtcDestroyProgram(ctypes.byref(program))
+
+    def compile_seconds(self, family: str, name: str, arch: str) -> float:
+        """Seconds NVRTC takes to build ``family``'s module of kernel ``name`` to a cubin."""
+        return self.build(family, name, arch)[0]
 
 
 def main(argv: list[str] | None = None) -> int:

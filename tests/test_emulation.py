@@ -19,6 +19,7 @@ pytestmark = [
     ),
 ]
 
+from conftest import load_script  # noqa: E402
 from op_cases import CASES, assert_outputs_close  # noqa: E402
 
 from gpucnn.backend import get_backend, kernels  # noqa: E402
@@ -31,6 +32,8 @@ from gpucnn.backend.emulation import (  # noqa: E402
     create_emulated_backend,
     xp,
 )
+from gpucnn.backend.launchers import conv2d as conv_launchers  # noqa: E402
+from gpucnn.backend.launchers.conv2d import SQUARE_TILE  # noqa: E402
 from gpucnn.errors import GpuUnavailableError  # noqa: E402
 
 KERNELS = Path(__file__).with_name("emu_kernels")
@@ -463,3 +466,15 @@ def test_sanitizer_driver_launches_every_kernel(emu_cache):
     )
     assert result.returncode == 0, result.stderr
     assert re.search(r"launched (\d+) of \1 kernels", result.stdout), result.stdout
+
+
+def test_sanitizer_driver_fails_when_a_gemm_tile_never_runs(
+    emu_cache, fresh_registry, monkeypatch, capsys
+):
+    """Each conv2d GEMM kernel has two tiles, and compute-sanitizer must see both: with the
+    launchers held to the square tile, the driver fails and names the kernels."""
+    script = load_script("launch_all_kernels")
+    monkeypatch.setattr(conv_launchers, "gemm_tile", lambda rows, columns: SQUARE_TILE)
+    assert script.main(["--device", "cuda-emu"]) == 1
+    err = capsys.readouterr().err
+    assert "a tile never launched by: conv2d_forward, conv2d_backward_input" in err

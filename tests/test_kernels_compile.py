@@ -92,6 +92,18 @@ def test_kernel_dir_override(monkeypatch, tmp_path: Path):
         kernels.load_source("missing")
 
 
+def test_a_kernel_name_the_loader_cannot_read_is_an_error(monkeypatch, tmp_path: Path):
+    """__launch_bounds__ arguments nested two deep are past the name pattern: an error that says
+    so, not a kernel called __launch_bounds__."""
+    (tmp_path / "toy.cu").write_text(
+        "template <typename T>\n__global__ void __launch_bounds__(256, (sizeof(T) > 4) + 1)\n"
+        "toy(T* y) {}\n"
+    )
+    monkeypatch.setenv(kernels.KERNEL_DIR_ENV, str(tmp_path))
+    with pytest.raises(ValueError, match="toy.cu: a kernel's __launch_bounds__"):
+        kernels.name_expressions("toy")
+
+
 def test_default_kernel_dir_holds_the_sources(monkeypatch):
     monkeypatch.delenv(kernels.KERNEL_DIR_ENV, raising=False)
     assert {"conv2d", "pool2d", "optim"} <= set(kernels.families())
@@ -134,7 +146,7 @@ def test_cupy_runner_warmup_compiles_every_kernel_once_on_the_callers_device(mon
     runtime = types.SimpleNamespace(getDevice=lambda: 3, setDevice=set_device)
     fake = types.SimpleNamespace(RawModule=RawModule, cuda=types.SimpleNamespace(runtime=runtime))
     monkeypatch.setitem(sys.modules, "cupy", fake)
-    monkeypatch.setattr(kernels.os, "cpu_count", lambda: 1)  # one worker: the log's order
+    monkeypatch.setattr(kernels.os, "sched_getaffinity", lambda pid: {0})  # one worker: in order
     runner = kernels.CupyRunner()
     runner.warmup()
     want = [
@@ -152,9 +164,9 @@ def test_cupy_runner_warmup_compiles_every_kernel_once_on_the_callers_device(mon
 
 @needs_nvcc
 def test_a_named_only_module_instantiates_just_its_kernel(tmp_path: Path):
-    """With GPUCNN_NAMED_ONLY (as CupyRunner compiles) a family instantiates no kernel itself,
-    so NVRTC builds only the one its name expression names; without it, nvcc's check builds
-    them all."""
+    """With GPUCNN_NAMED_ONLY (as CupyRunner compiles) a family instantiates no kernel itself
+    (NVRTC then builds the one its name expression names: the test below); without it, nvcc's
+    check builds them all."""
     source = tmp_path / "conv2d.cu"
     source.write_text(kernels.load_source("conv2d"))
     command = ["nvcc", "-std=c++17", "-cubin", "-arch=sm_90", "-Xptxas", "-v", str(source)]
@@ -170,6 +182,29 @@ def test_a_named_only_module_instantiates_just_its_kernel(tmp_path: Path):
     assert "Compiling entry function" not in named.stderr
     entries = everything.stderr.count("Compiling entry function")
     assert entries == len(kernels.name_expressions("conv2d"))
+
+
+def nvrtc_or_none():
+    """scripts/nvrtc_times.py's NVRTC, or None where no NVRTC library is installed."""
+    script = load_script("nvrtc_times")
+    try:
+        return script.Nvrtc(script.find_nvrtc())
+    except OSError:
+        return None
+
+
+@pytest.mark.skipif(nvrtc_or_none() is None, reason="no NVRTC library (nvidia-cuda-nvrtc)")
+@pytest.mark.parametrize("name", ["conv2d_forward<float>", "sum_partials<double>"])
+def test_nvrtc_builds_just_the_named_kernel(name: str):
+    """As CupyRunner compiles it (GPUCNN_NAMED_ONLY and one name expression), a module holds
+    the one kernel it names: its lowered name, and one kernel's code."""
+    mangled = {
+        "conv2d_forward<float>": b"_Z14conv2d_forwardIfEv",
+        "sum_partials<double>": b"_Z12sum_partialsIdEv",
+    }
+    _, cubin = nvrtc_or_none().build("conv2d", name, "sm_90")
+    assert mangled[name] in cubin
+    assert len(set(re.findall(rb"\.text\._Z\w+", cubin))) == 1, "one kernel's code, no other"
 
 
 def test_nvrtc_times_builds_each_kernel_as_cupy_does(monkeypatch, capsys):

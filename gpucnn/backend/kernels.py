@@ -80,6 +80,10 @@ def name_expressions(family: str) -> tuple[str, ...]:
     source = _LINE_COMMENT.sub("", load_source(family))
     names: list[str] = []
     for template, name in _KERNEL.findall(source):
+        if name == "__launch_bounds__":  # its arguments nest parentheses past what _KERNEL reads
+            raise ValueError(
+                f"{family}.cu: a kernel's __launch_bounds__(...) is too nested to read"
+            )
         names.extend(f"{name}<{t}>" for t in KERNEL_TYPES) if template else names.append(name)
     if not names:
         raise ValueError(f"{family}.cu defines no __global__ kernel")
@@ -113,11 +117,20 @@ class KernelModules:
         return list(self._modules.values())
 
 
+def _usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, which a container may limit, where
+    the OS tells it; else all of them)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 class CupyRunner:
-    """Compiles each kernel family with CuPy (NVRTC) on first use, once per process.
+    """Compiles each kernel with CuPy (NVRTC) on its first use, once per process.
 
     ``module(family, name_expressions)`` returns the family's :class:`KernelModules`; its
-    ``get_function(name)`` gives a kernel called as ``kernel(grid, block, args, shared_mem=0)``.
+    ``get_function(name)`` compiles that kernel's module if need be and gives the kernel, called
+    as ``kernel(grid, block, args, shared_mem=0)``.
     CuPy 14 also caches the binaries on disk (``CUPY_CACHE_DIR``), keyed on the source text,
     the options and the name expressions; CuPy before cupy/cupy#9801 and #10177 recompiled a
     module with name expressions in every process.
@@ -159,5 +172,5 @@ class CupyRunner:
 
         largest_first = sorted(families(), key=lambda f: len(load_source(f)), reverse=True)
         parts = [p for f in largest_first for p in self.module(f, name_expressions(f)).parts()]
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        with ThreadPoolExecutor(max_workers=_usable_cores()) as pool:
             list(pool.map(build, parts))

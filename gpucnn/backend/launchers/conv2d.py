@@ -132,9 +132,9 @@ class Conv2dLaunchers(Launching):
     def conv2d_backward_params(self, gy, x, w_shape, stride, padding, dilation, groups):
         """:meth:`conv2d_backward_weight` with the bias gradient as one more column of its GEMM
         (a column of ones): no launch of its own. Where the weight's columns fill whole tiles
-        (C/groups*R*S a multiple of 64) that column takes a tile of its own, which reads gy once
-        more; so would :meth:`conv2d_backward_bias`, with one block per channel instead of the
-        split GEMM's many."""
+        (C/groups*R*S a multiple of the tile's columns) that column takes a tile of its own,
+        which reads gy once more; so would :meth:`conv2d_backward_bias`, with one block per
+        channel instead of the split GEMM's many."""
         geometry = (stride, padding, dilation, groups)
         return self._weight_gradient(gy, x, w_shape, geometry, with_bias=True)
 
