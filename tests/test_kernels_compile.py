@@ -117,12 +117,11 @@ def test_cupy_runner_compiles_nothing_until_asked(monkeypatch):
         runner.module("activation", kernels.name_expressions("activation"))
 
 
-def test_cupy_runner_warmup_compiles_every_kernel_once_on_the_callers_device(monkeypatch):
-    """warmup() compiles each kernel and float type once, as a module of its own (its name
-    expression only, explicit instantiations off), in worker threads, each of which first sets
-    the caller's device (a new thread has no current context to load a module into); a
-    stand-in for CuPy logs which thread did what, and get_function finds each kernel in its own
-    module."""
+@pytest.fixture
+def compile_log(monkeypatch) -> list[tuple]:
+    """A stand-in for CuPy whose modules log each compile: (source, options, name expressions,
+    the device current in the compiling thread). The caller's device is 3; one worker thread, so
+    the log keeps the order compiles were started in."""
     import threading
     import types
 
@@ -146,7 +145,15 @@ def test_cupy_runner_warmup_compiles_every_kernel_once_on_the_callers_device(mon
     runtime = types.SimpleNamespace(getDevice=lambda: 3, setDevice=set_device)
     fake = types.SimpleNamespace(RawModule=RawModule, cuda=types.SimpleNamespace(runtime=runtime))
     monkeypatch.setitem(sys.modules, "cupy", fake)
-    monkeypatch.setattr(kernels.os, "sched_getaffinity", lambda pid: {0})  # one worker: in order
+    monkeypatch.setattr(kernels.os, "sched_getaffinity", lambda pid: {0})
+    return log
+
+
+def test_cupy_runner_warmup_compiles_every_kernel_once_on_the_callers_device(compile_log):
+    """warmup() compiles each kernel and float type once, as a module of its own (its name
+    expression only, explicit instantiations off), in worker threads, each of which first sets
+    the caller's device (a new thread has no current context to load a module into); after it,
+    get_function finds each kernel in its own module and compiles nothing more."""
     runner = kernels.CupyRunner()
     runner.warmup()
     want = [
@@ -154,12 +161,31 @@ def test_cupy_runner_warmup_compiles_every_kernel_once_on_the_callers_device(mon
         for family in kernels.families()
         for name in kernels.name_expressions(family)
     ]
-    assert sorted(log) == sorted(want)
+    assert sorted(compile_log) == sorted(want)
     first = kernels.name_expressions("conv2d")  # the largest family's kernels start first
-    assert [names[0] for _, _, names, _ in log[: len(first)]] == list(first)
+    assert [names[0] for _, _, names, _ in compile_log[: len(first)]] == list(first)
     module = runner.module("conv2d", kernels.name_expressions("conv2d"))
     for name in ("conv2d_forward<float>", "conv2d_forward<double>"):
         assert module.get_function(name) == name
+    assert len(compile_log) == len(want)
+
+
+def test_first_kernel_of_a_type_compiles_the_familys_kernels_of_that_type(compile_log):
+    """Without warmup, the first kernel asked of a float type compiles the family's kernels of
+    that type (side by side, on the caller's device), and no other type's; later kernels of that
+    type compile nothing."""
+    names = kernels.name_expressions("conv2d")
+    module = kernels.CupyRunner().module("conv2d", names)
+    assert compile_log == []  # nothing at creation
+    module.get_function("conv2d_forward<float>")
+    floats = [n for n in names if n.endswith("<float>")]
+    assert [(logged[2][0], logged[3]) for logged in compile_log] == [(n, 3) for n in floats]
+    module.get_function("conv2d_backward_input<float>")
+    assert len(compile_log) == len(floats)
+    module.get_function("sum_partials<double>")
+    assert [logged[2][0] for logged in compile_log[len(floats) :]] == [
+        n for n in names if n.endswith("<double>")
+    ]
 
 
 @needs_nvcc

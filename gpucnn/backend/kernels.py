@@ -94,27 +94,9 @@ def name_expressions(family: str) -> tuple[str, ...]:
 NAMED_ONLY = "-DGPUCNN_NAMED_ONLY"
 
 
-class KernelModules:
-    """A family's kernels as one CuPy ``RawModule`` per name expression (kernel and float type),
-    each compiled with :data:`NAMED_ONLY`, so it instantiates its own kernel only. A family's
-    kernels then compile side by side (conv2d's three GEMM kernels, 0.3-0.8 s of NVRTC each,
-    took 2 s as one module), and a model compiles only the kernels it launches: CuPy builds a
-    module on its first ``get_function``."""
-
-    def __init__(self, cupy: Any, source: str, options: tuple[str, ...], names) -> None:
-        self._modules = {
-            name: cupy.RawModule(
-                code=source, options=(*options, NAMED_ONLY), name_expressions=(name,)
-            )
-            for name in names
-        }
-
-    def get_function(self, name: str) -> Any:
-        return self._modules[name].get_function(name)
-
-    def parts(self) -> list[Any]:
-        """The modules, one per kernel and type, each compiled on its own."""
-        return list(self._modules.values())
+def _template_type(name: str) -> str:
+    """The T of a name expression ``kernel<T>`` ("" for a kernel that is no template)."""
+    return name[name.index("<") + 1 : -1] if name.endswith(">") else ""
 
 
 def _usable_cores() -> int:
@@ -123,6 +105,70 @@ def _usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def compile_side_by_side(cupy: Any, modules: list[Any]) -> None:
+    """Compile CuPy ``modules`` in parallel threads, a thread per usable core, started in order.
+
+    CuPy runs NVRTC without holding the GIL, so the modules compile in parallel. Each thread first
+    sets the caller's device, which (CUDA >= 12) makes its primary context current there: loading a
+    module is a driver call that needs one, and a new thread has none. Compiling a module CuPy has
+    compiled already (on this device) does nothing.
+    """
+    if not modules:
+        return
+    device_id = cupy.cuda.runtime.getDevice()
+
+    def build(module: Any) -> None:
+        cupy.cuda.runtime.setDevice(device_id)
+        module.compile()
+
+    with ThreadPoolExecutor(max_workers=min(len(modules), _usable_cores())) as pool:
+        list(pool.map(build, modules))
+
+
+class KernelModules:
+    """A family's kernels as one CuPy ``RawModule`` per name expression (kernel and float type),
+    each compiled with :data:`NAMED_ONLY`, so it instantiates its own kernel only.
+
+    The first kernel asked of a float type compiles all the family's kernels of that type side by
+    side (:func:`compile_side_by_side`): a model launches most of a family's kernels, and conv2d's
+    three GEMM kernels, 0.3-0.9 s of NVRTC each, then cost the slowest one's time instead of
+    their sum (they took 1.9 s as one module). No float64 code is built for a float32 model.
+    """
+
+    def __init__(self, cupy: Any, source: str, options: tuple[str, ...], names) -> None:
+        self._cupy = cupy
+        self._modules = {
+            name: cupy.RawModule(
+                code=source, options=(*options, NAMED_ONLY), name_expressions=(name,)
+            )
+            for name in names
+        }
+        self._compiled_types: set[str] = set()
+        self._lock = threading.Lock()
+
+    def get_function(self, name: str) -> Any:
+        float_type = _template_type(name)
+        with self._lock:
+            if float_type not in self._compiled_types:
+                compile_side_by_side(self._cupy, self.parts(float_type))
+                self._compiled_types.add(float_type)
+        return self._modules[name].get_function(name)
+
+    def note_compiled(self) -> None:
+        """Record every type's kernels as compiled (:meth:`CupyRunner.warmup` compiled them)."""
+        with self._lock:
+            self._compiled_types.update(_template_type(name) for name in self._modules)
+
+    def parts(self, float_type: str | None = None) -> list[Any]:
+        """The modules, one per kernel and type (only ``float_type``'s if given), each compiled
+        on its own."""
+        return [
+            module
+            for name, module in self._modules.items()
+            if float_type is None or _template_type(name) == float_type
+        ]
 
 
 class CupyRunner:
@@ -154,23 +200,15 @@ class CupyRunner:
             return self._modules[family]
 
     def warmup(self) -> None:
-        """Compile every kernel's module now (instead of at its first launch), side by side:
-        a thread per CPU core, the largest families' modules first (the longest compiles start
-        first).
-
-        CuPy runs NVRTC without holding the GIL, so the modules compile in parallel threads. Each
-        thread first sets the caller's device, which (CUDA >= 12) makes its primary context current
-        there: loading a module is a driver call that needs one, and a new thread has none.
-        """
+        """Compile every kernel's module now (instead of at first use), side by side
+        (:func:`compile_side_by_side`), the largest families' modules first (the longest
+        compiles start first)."""
         import cupy
 
-        device_id = cupy.cuda.runtime.getDevice()
-
-        def build(part: Any) -> None:
-            cupy.cuda.runtime.setDevice(device_id)
-            part.compile()
-
         largest_first = sorted(families(), key=lambda f: len(load_source(f)), reverse=True)
-        parts = [p for f in largest_first for p in self.module(f, name_expressions(f)).parts()]
-        with ThreadPoolExecutor(max_workers=_usable_cores()) as pool:
-            list(pool.map(build, parts))
+        families_modules = [self.module(f, name_expressions(f)) for f in largest_first]
+        compile_side_by_side(
+            cupy, [part for modules in families_modules for part in modules.parts()]
+        )
+        for modules in families_modules:
+            modules.note_compiled()
