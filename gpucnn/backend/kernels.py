@@ -3,9 +3,10 @@
 A kernel *family* is one file ``kernels_cuda/<family>.cu`` (``conv2d``, ``pool2d``, ...). Its
 kernels are ``template <typename T> __global__`` functions, compiled for ``float`` and ``double``
 through CuPy's ``name_expressions`` (``conv2d_forward<float>``); the names are read from the
-source, so there is no second list to keep in step. Nothing is compiled at import:
-:class:`CupyRunner` builds a kernel on its first launch (once per process, a module of its own)
-and :meth:`CupyRunner.warmup` builds them all up front.
+source, so there is no second list to keep in step. Each kernel and type is a module of its own.
+Nothing is compiled at import: :class:`CupyRunner` builds a family's kernels of a float type at
+the first launch of one (once per process), and :meth:`CupyRunner.warmup` builds them all up
+front.
 """
 
 from __future__ import annotations
@@ -172,11 +173,12 @@ class KernelModules:
 
 
 class CupyRunner:
-    """Compiles each kernel with CuPy (NVRTC) on its first use, once per process.
+    """Compiles kernels with CuPy (NVRTC) when first used, once per process: a family's kernels
+    of a float type on the first use of one of them.
 
     ``module(family, name_expressions)`` returns the family's :class:`KernelModules`; its
-    ``get_function(name)`` compiles that kernel's module if need be and gives the kernel, called
-    as ``kernel(grid, block, args, shared_mem=0)``.
+    ``get_function(name)`` compiles as need be and gives the kernel, called as
+    ``kernel(grid, block, args, shared_mem=0)``.
     CuPy 14 also caches the binaries on disk (``CUPY_CACHE_DIR``), keyed on the source text,
     the options and the name expressions; CuPy before cupy/cupy#9801 and #10177 recompiled a
     module with name expressions in every process.
