@@ -316,13 +316,41 @@ def test_graph_peer_replays_an_ops_calls(monkeypatch):
 
 
 @pytest.mark.emu
+def test_square_graph_peer_runs_the_conv_gemms_on_the_square_tile(monkeypatch):
+    """The narrow tile's same-run comparison: the -square graph peer captures and replays every
+    conv GEMM with the narrow flag off, where the plain graph peer runs conv1's forward and
+    input gradient narrow; both give the same bits."""
+    graph = Peer("gpucnn-cuda-emu-graph", "cpu")
+    square = Peer("gpucnn-cuda-emu-square-graph", "cpu")
+    backend = make_backend("cuda-emu")
+    flags = []
+    launch = backend._launch
+
+    def record(family, kernel, grid, *args):
+        if kernel.startswith("conv2d_") and kernel != "conv2d_backward_bias":
+            flags.append((kernel, int(args[-1])))
+        return launch(family, kernel, grid, *args)
+
+    monkeypatch.setattr(backend, "_launch", record)
+    conv1 = ops.cases([2])[0]
+    for op, (runners, missing, outputs) in ops.runners([graph, square], conv1).items():
+        assert not missing, missing
+        np.testing.assert_array_equal(outputs[square.name], outputs[graph.name], err_msg=op)
+        narrow = int(op != "conv backward-weight")  # 9 weight columns: a tie, square
+        for peer, expected in ((square.name, 0), (graph.name, narrow)):
+            flags.clear()
+            runners[peer].fn()
+            assert flags and {flag for _, flag in flags} == {expected}, (op, peer, flags)
+
+
+@pytest.mark.emu
 def test_a_refused_graph_capture_is_a_row_with_its_reason(monkeypatch):
     """A graph peer whose capture fails (here: a stand-in error) is reported unavailable with the
     error; the other peers of the case are still measured."""
     eager, graph = Peer("gpucnn-cuda-emu", "cpu"), Peer("gpucnn-cuda-emu-graph", "cpu")
     make_backend("cuda-emu")
 
-    def refuse(backend, fn):
+    def refuse(*args):
         raise RuntimeError("operation not permitted when stream is capturing")
 
     monkeypatch.setattr(ops, "gpucnn_graph", refuse)

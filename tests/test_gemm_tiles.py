@@ -12,7 +12,13 @@ import pytest
 from conftest import KERNEL_BACKENDS, make_backend
 
 from gpucnn.backend.launchers import conv2d as conv_launchers
-from gpucnn.backend.launchers.conv2d import NARROW_TILE, SQUARE_TILE, gemm_tile, weight_splits
+from gpucnn.backend.launchers.conv2d import (
+    NARROW_TILE,
+    SQUARE_TILE,
+    gemm_tile,
+    square_tiles_only,
+    weight_splits,
+)
 
 TILES = {"square": SQUARE_TILE, "narrow": NARROW_TILE}
 
@@ -90,3 +96,15 @@ def test_both_tiles_give_the_same_bits(device: str, geometry_name: str, dtype, r
         np.testing.assert_allclose(
             square, cpu, rtol=tolerance, atol=tolerance * scale, err_msg=what
         )
+
+
+def test_square_tiles_only_holds_the_choice_and_gives_it_back():
+    """The bench's square-tile peer: within square_tiles_only every GEMM is square, after it (an
+    error included) the choice is the launcher's again."""
+    narrow_case = (16, 64 * 26 * 26)
+    with square_tiles_only():
+        assert gemm_tile(*narrow_case) == SQUARE_TILE
+    assert gemm_tile(*narrow_case) == NARROW_TILE
+    with pytest.raises(KeyError), square_tiles_only():
+        raise KeyError("a failed capture")
+    assert gemm_tile(*narrow_case) == NARROW_TILE

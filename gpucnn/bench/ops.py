@@ -13,12 +13,14 @@ about the kernels' own.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ..backend.launchers.conv2d import square_tiles_only
 from . import peers as P
 from .timing import Runner
 
@@ -181,18 +183,26 @@ class GraphReplay:
         return self.replay()
 
 
-def gpucnn_graph(backend, fn: Callable[[], Any]) -> GraphReplay:
+def gpucnn_graph(
+    backend, fn: Callable[[], Any], within: Callable[[], Any] = contextlib.nullcontext
+) -> GraphReplay:
     """``fn``'s calls captured in a graph session of ``backend``, after two eager runs in it
-    (which compile and fill its memory pool)."""
+    (which compile and fill its memory pool); the runs, the capture and each replay happen
+    ``within()`` (the emulated session re-runs ``fn`` at a replay)."""
     session = backend.graph_session()
 
     def calls():
         return [fn() for _ in range(GRAPH_CALLS)]
 
-    for _ in range(2):
-        session.run(calls, ())
-    session.capture(calls, ())
-    return GraphReplay(lambda: session.replay()[-1], fn)
+    def replay():
+        with within():
+            return session.replay()[-1]
+
+    with within():
+        for _ in range(2):
+            session.run(calls, ())
+        session.capture(calls, ())
+    return GraphReplay(replay, fn)
 
 
 def torch_graph(fn: Callable[[], Any]) -> GraphReplay:
@@ -213,7 +223,10 @@ def _peer_ops(peer: P.Peer, case: Case, host: dict):
         backend = P.gpucnn_backend(peer)
         ops = gpucnn_ops(backend, case, host)
         if P.is_graph(peer):
-            ops = P.capturing(lambda: {name: gpucnn_graph(backend, fn) for name, fn in ops.items()})
+            within = square_tiles_only if P.square_tiles(peer) else contextlib.nullcontext
+            ops = P.capturing(
+                lambda: {name: gpucnn_graph(backend, fn, within) for name, fn in ops.items()}
+            )
         return ops, P.gpucnn_clock(backend), backend.to_numpy
     device = P.torch_device(peer)  # sets the peer's TF32 mode, which a capture keeps
     ops = torch_ops(device, case, host)

@@ -50,6 +50,12 @@ PEERS = {
         Peer("pytorch-cpu", "cpu"),
         Peer("gpucnn-cuda", "cuda", (*GPUCNN_SUITES, "compile"), note="eager"),
         Peer("gpucnn-cuda-graph", "cuda", note="captured CUDA graph"),
+        Peer(
+            "gpucnn-cuda-square-graph",
+            "cuda",
+            ("ops",),
+            note="captured CUDA graph, every conv GEMM on the 64 x 64 tile: the narrow tile's A/B",
+        ),
         Peer("pytorch-cuda", "cuda", note="eager, cuDNN, TF32 off"),
         Peer("pytorch-cuda-graph", "cuda", note="captured CUDA graph, TF32 off"),
         Peer("pytorch-cuda-tf32", "cuda", precision="tf32", note="eager, cuDNN, TF32 on: apart"),
@@ -62,6 +68,7 @@ DEFAULT_PEERS = {
     "cuda": (
         "gpucnn-cuda",
         "gpucnn-cuda-graph",
+        "gpucnn-cuda-square-graph",
         "pytorch-cuda",
         "pytorch-cuda-graph",
         "pytorch-cuda-tf32",
@@ -129,10 +136,16 @@ def own_failure(peer: str, status: str) -> bool:
     return peer.startswith("gpucnn-") and status.startswith((CAPTURE_FAILED, SETUP_FAILED))
 
 
+def square_tiles(peer: Peer) -> bool:
+    """True for the peers that hold conv2d's GEMMs to the 64 x 64 tile (``-square``)."""
+    return "-square" in peer.name
+
+
 def gpucnn_backend(peer: Peer) -> Backend:
     """The gpucnn backend a ``gpucnn-*`` peer runs on."""
+    device = peer.name.removeprefix("gpucnn-").removesuffix("-graph").removesuffix("-square")
     try:
-        backend = get_backend(peer.name.removeprefix("gpucnn-").removesuffix("-graph"))
+        backend = get_backend(device)
     except GpuUnavailableError as err:
         raise Unavailable(str(err)) from err
     if hasattr(backend, "warmup"):

@@ -3,8 +3,10 @@ split weight gradient's sum, and the linear layer, which runs on these kernels i
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+from collections.abc import Iterator
 
 from ...shapes import Padding2d, Pair, window_output_shape
 from .launching import MAX_GRID_YZ, Launching, blocks, i32, i64, shaped
@@ -40,19 +42,37 @@ def _conv_scalars(x_shape, w_shape, stride, padding, dilation, groups) -> tuple:
     return out_hw, (*(i64(v) for v in dims), i64(groups))
 
 
+_square_only = False  # set by square_tiles_only
+
+
+@contextlib.contextmanager
+def square_tiles_only() -> Iterator[None]:
+    """Within it, every conv2d.cu GEMM launched runs on SQUARE_TILE, as before the narrow tile
+    existed: the bench's same-run comparison of the two (peer ``gpucnn-cuda-square-graph``)."""
+    global _square_only
+    before, _square_only = _square_only, True
+    try:
+        yield
+    finally:
+        _square_only = before
+
+
 def gemm_tile(rows: int, columns: int) -> tuple[int, int]:
     """The block tile for a GEMM of ``rows`` x ``columns`` outputs: NARROW_TILE where it covers
     every row in one tile (so no block loads a B column another loads too) and multiplies fewer
     padded entries than SQUARE_TILE (conv1's 16 filters, the input gradient of 1 or 16 channels:
     a quarter of the multiply-adds); SQUARE_TILE otherwise, and on a tie (the tile measured
-    first). Both sum each output over its reduction in the same order, so the forward and the
+    first); always SQUARE_TILE inside :func:`square_tiles_only`. Both sum each output over its
+    reduction in the same order, so the forward and the
     input gradient give the same bits with either; a weight gradient's split follows the tile's
     block count."""
 
     def padded(tile: tuple[int, int]) -> int:
         return blocks(rows, tile[0]) * tile[0] * blocks(columns, tile[1]) * tile[1]
 
-    narrow = rows <= NARROW_TILE[0] and padded(NARROW_TILE) < padded(SQUARE_TILE)
+    narrow = (
+        not _square_only and rows <= NARROW_TILE[0] and padded(NARROW_TILE) < padded(SQUARE_TILE)
+    )
     return NARROW_TILE if narrow else SQUARE_TILE
 
 
