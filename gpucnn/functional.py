@@ -158,7 +158,7 @@ def check_labels(backend: Backend, logits, labels, check_range: bool = True) -> 
         )
     if labels.dtype.kind not in "iu":
         raise TypeError(f"labels must be an integer array, got dtype {labels.dtype}")
-    if labels.size == 0 or (not check_range and backend.name != "cpu"):
+    if not check_range and backend.name != "cpu":
         return labels.astype(backend.xp.int64, copy=False)
     lo, hi = (int(v) for v in backend.to_numpy(backend.xp.stack([labels.min(), labels.max()])))
     if lo < 0 or hi >= logits.shape[1]:

@@ -36,7 +36,7 @@ template <int ROWS, int COLUMNS, int SLAB> struct Tile {
     // (Q values of q), and the padding spreads those stores over the banks.
     static constexpr int A_ROW = M / SUB + 1;
     static_assert(M / SUB * THREADS_P == GEMM_THREADS, "one thread per SUB x SUB outputs");
-    static_assert(B_LOADS >= 1 && P <= GEMM_THREADS && Q <= TILE_Q, "whole loads per thread");
+    static_assert(B_LOADS >= 1 && P <= GEMM_THREADS, "whole loads per thread");
     __device__ static int ty() { return threadIdx.x / THREADS_P; }
     __device__ static int tx() { return threadIdx.x % THREADS_P; }
 };

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gpucnn.atomic import _umask
 from gpucnn.backend import get_backend
 from gpucnn.data.datasets import write_idx_dataset
 from gpucnn.errors import GpuUnavailableError
@@ -105,8 +106,7 @@ def without_cupy(monkeypatch, fresh_registry):
 @pytest.fixture
 def umask():
     """``umask(mask)`` sets the process's umask for the rest of the test, then puts it back."""
-    old = os.umask(0o022)
-    os.umask(old)
+    old = _umask()
     yield os.umask
     os.umask(old)
 

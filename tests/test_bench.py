@@ -7,11 +7,10 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import load_script, make_backend
+from conftest import SCRIPTS, load_script, make_backend
 
 from gpucnn.bench import goals, main, ops, peers, training
 from gpucnn.bench.bandwidth import TRAFFIC
@@ -496,7 +495,7 @@ def test_environment_records_the_allocator_settings(monkeypatch):
 def test_profile_script_times_every_op_of_a_step():
     """scripts/profile_step.py (the per-op profile behind benchmarks/NOTES.md) runs, and its
     rows cover the step: the convolutions' and pools' calls, each with its wall time."""
-    script = Path(__file__).resolve().parents[1] / "scripts" / "profile_step.py"
+    script = SCRIPTS / "profile_step.py"
     result = subprocess.run(
         [sys.executable, str(script), "--batch-size", "8", "--steps", "2", "--top", "20"],
         capture_output=True,

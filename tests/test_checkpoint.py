@@ -11,10 +11,10 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import write_fake_idx_dataset
 
 from gpucnn import checkpoint as ck
 from gpucnn import nn, optim
-from gpucnn.data.datasets import write_idx_dataset
 from gpucnn.nn.zoo import build_from_spec, build_model, model_spec
 from gpucnn.train import TrainConfig, fit
 
@@ -230,11 +230,7 @@ def test_resume_is_bit_identical_lines(tmp_path):
 
 
 def test_resume_is_bit_identical_with_dropout_batchnorm_and_augmentation(tmp_path):
-    rng = np.random.default_rng(0)
-    train, test = [
-        (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), np.arange(n) % 10) for n in (48, 16)
-    ]
-    data_dir = write_idx_dataset(tmp_path / "data", train, test)
+    data_dir = write_fake_idx_dataset(tmp_path / "data", 48, 16)
     config = TrainConfig(
         dataset="fashion-mnist",
         model="fashion-net",

@@ -9,10 +9,11 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import write_fake_idx_dataset
 
 from gpucnn.cli import main
 from gpucnn.data import download as dl
-from gpucnn.data.datasets import load_dataset, write_idx_dataset
+from gpucnn.data.datasets import load_dataset
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -23,11 +24,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture
 def served(tmp_path):
     """(base URL, folder) of an HTTP server on loopback, stopped after the test."""
-    rng = np.random.default_rng(0)
-    train, test = [
-        (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), np.arange(n) % 10) for n in (12, 6)
-    ]
-    folder = write_idx_dataset(tmp_path / "served", train, test)
+    folder = write_fake_idx_dataset(tmp_path / "served", 12, 6)
     handler = functools.partial(_QuietHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.timeout = 5

@@ -19,7 +19,7 @@ pytestmark = [
     ),
 ]
 
-from conftest import load_script  # noqa: E402
+from conftest import SCRIPTS, load_script  # noqa: E402
 from op_cases import CASES, assert_outputs_close  # noqa: E402
 
 from gpucnn.backend import get_backend, kernels  # noqa: E402
@@ -460,7 +460,7 @@ def test_parity_table_launches_every_kernel(emu_cache):
 def test_sanitizer_driver_launches_every_kernel(emu_cache):
     """scripts/launch_all_kernels.py (compute-sanitizer's driver in gpu_check.sh) keeps up with
     the launchers' signatures: run here on cuda-emu, it must launch all kernels."""
-    script = Path(__file__).resolve().parents[1] / "scripts" / "launch_all_kernels.py"
+    script = SCRIPTS / "launch_all_kernels.py"
     result = subprocess.run(
         [sys.executable, str(script), "--device", "cuda-emu"], capture_output=True, text=True
     )

@@ -15,9 +15,9 @@ from gpucnn.backend.launchers import conv2d as conv_launchers
 from gpucnn.backend.launchers.conv2d import (
     NARROW_TILE,
     SQUARE_TILE,
+    _weight_plan,
     gemm_tile,
     square_tiles_only,
-    weight_splits,
 )
 
 TILES = {"square": SQUARE_TILE, "narrow": NARROW_TILE}
@@ -74,11 +74,8 @@ def test_both_tiles_give_the_same_bits(device: str, geometry_name: str, dtype, r
     # The weight gradient's split follows the tile's block count; on these sizes both tiles'
     # splits are capped by the reduction's length, so they are the same and so are the bits.
     reduction, rows = y_shape[0] * y_shape[2] * y_shape[3], w_shape[0] // geometry[3]
-    columns = np.prod(w_shape[1:]) + 1
-    splits = {
-        weight_splits(reduction, -(-rows // t[0]) * -(-columns // t[1]) * geometry[3], geometry[3])
-        for t in TILES.values()
-    }
+    columns, groups = int(np.prod(w_shape[1:])) + 1, geometry[3]
+    splits = {_weight_plan(t, rows, columns, reduction, groups)[:2] for t in TILES.values()}
     assert len(splits) == 1, f"the tiles split the weight gradient differently: {splits}"
     results = {}
     for name, tile in TILES.items():

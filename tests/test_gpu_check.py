@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.sh"
+from conftest import SCRIPTS
+
+SCRIPT = SCRIPTS / "gpu_check.sh"
 
 
 def run(tmp_path, timeout=60, **env):

@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import load_script
+from conftest import SCRIPTS, load_script
 
 from gpucnn.backend import kernels
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "compile_kernels.sh"
+SCRIPT = SCRIPTS / "compile_kernels.sh"
 SOURCES = sorted((REPO / "kernels_cuda").glob("*.cu"))
 ARCHS = ("80", "90")
 needs_nvcc = pytest.mark.skipif(

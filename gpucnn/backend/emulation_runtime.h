@@ -78,7 +78,7 @@ struct Launch {
   char* stacks = nullptr;
   size_t stacks_capacity = 0;
   alignas(64) char shared[kSharedLimit + kMaxSharedGuards * 2 * kSharedGuard];
-  size_t shared_dynamic = 0, shared_asked = 0, shared_used = 0, shared_dirty = 0;
+  size_t shared_asked = 0, shared_used = 0, shared_dirty = 0;
   size_t guard_at[kMaxSharedGuards], guard_of[kMaxSharedGuards], guard_bytes = 0;
   int guards = 0;
   unsigned long long block_gen = 0;
@@ -287,7 +287,7 @@ inline void run_block() {
   const unsigned n = g.nthreads;
   ++g.block_gen;
   std::memset(g.shared, g.poison, g.shared_dirty);  // uninitialised shared memory: NaN, -1
-  g.shared_used = g.shared_dynamic;
+  g.shared_used = 0;
   g.guards = 0;
   g.guard_bytes = 0;
   if (g.shared_asked) guard_shared(g.shared_asked, g.shared_asked);  // right at its end
@@ -393,7 +393,6 @@ inline bool run_grid(const unsigned* grid, const unsigned* block, size_t shmem) 
     return false;
   }
   g.shared_asked = shmem;
-  g.shared_dynamic = (shmem + 15) & ~size_t(15);
   g.shared_dirty = sizeof g.shared;  // poison all of it for the first block
   if (!reserve_stacks(g.nthreads)) {
     g.error = "could not map the fiber stacks";

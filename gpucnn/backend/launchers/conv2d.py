@@ -63,19 +63,23 @@ def gemm_tile(rows: int, columns: int) -> tuple[int, int]:
     padded entries than SQUARE_TILE (conv1's 16 filters, the input gradient of 1 or 16 channels:
     a quarter of the multiply-adds); SQUARE_TILE otherwise, and on a tie (the tile measured
     first); always SQUARE_TILE inside :func:`square_tiles_only`. Both sum each output over its
-    reduction in the same order, so the forward and the
-    input gradient give the same bits with either; a weight gradient's split follows the tile's
-    block count."""
+    reduction in the same order, so the forward and the input gradient give the same bits with
+    either; a weight gradient's split follows the tile's block count."""
+    return SQUARE_TILE if _square_only else _least_padded_tile(rows, columns)
+
+
+@functools.lru_cache(maxsize=512)
+def _least_padded_tile(rows: int, columns: int) -> tuple[int, int]:
+    """:func:`gemm_tile`'s choice, made once per shape (a launch asks for it every time)."""
 
     def padded(tile: tuple[int, int]) -> int:
         return blocks(rows, tile[0]) * tile[0] * blocks(columns, tile[1]) * tile[1]
 
-    narrow = (
-        not _square_only and rows <= NARROW_TILE[0] and padded(NARROW_TILE) < padded(SQUARE_TILE)
-    )
+    narrow = rows <= NARROW_TILE[0] and padded(NARROW_TILE) < padded(SQUARE_TILE)
     return NARROW_TILE if narrow else SQUARE_TILE
 
 
+@functools.lru_cache(maxsize=512)
 def _tile_grid(tile: tuple[int, int], rows: int, columns: int, layers: int) -> tuple:
     """Grid of a conv2d.cu GEMM, and its kernel's ``narrow`` flag, for ``tile``: (columns
     blocks, rows blocks, ``layers``) (groups, times the splits of a weight gradient)."""
@@ -84,7 +88,14 @@ def _tile_grid(tile: tuple[int, int], rows: int, columns: int, layers: int) -> t
 
 
 @functools.lru_cache(maxsize=512)
-def weight_splits(reduction: int, tiles: int, groups: int) -> tuple[int, int]:
+def _weight_plan(tile: tuple[int, int], rows: int, columns: int, reduction: int, groups: int):
+    """(chunk, splits, grid, narrow flag) of a weight gradient's GEMM on ``tile``."""
+    tiles = blocks(rows, tile[0]) * blocks(columns, tile[1]) * groups
+    chunk, splits = _weight_splits(reduction, tiles, groups)
+    return (chunk, splits, *_tile_grid(tile, rows, columns, groups * splits))
+
+
+def _weight_splits(reduction: int, tiles: int, groups: int) -> tuple[int, int]:
     """(chunk, splits) of a weight gradient's reduction of ``reduction`` (N*Ho*Wo) steps over
     ``tiles`` output tiles in all (every group's): about _TARGET_BLOCKS blocks in all, at least
     _MIN_SPLIT steps each, in whole TILE_Q slabs."""
@@ -167,13 +178,12 @@ class Conv2dLaunchers(Launching):
         out_hw, args = self._conv_args(x.shape, w_shape, stride, padding, dilation, groups)
         shaped("conv2d_backward_weight", (x.shape[0], k, *out_hw), gy=gy)
         columns, rows = cg * r * s + with_bias, k // groups
-        tile = gemm_tile(rows, columns)
-        tiles = blocks(rows, tile[0]) * blocks(columns, tile[1]) * groups
-        chunk, splits = weight_splits(gy.shape[0] * out_hw[0] * out_hw[1], tiles, groups)
+        reduction = gy.shape[0] * out_hw[0] * out_hw[1]
+        plan = _weight_plan(gemm_tile(rows, columns), rows, columns, reduction, groups)
+        chunk, splits, grid, narrow = plan
         weights = math.prod(w_shape)
         out = self.xp.empty(weights + (k if with_bias else 0), dtype=gy.dtype)
         part = out if splits == 1 else self.xp.empty((splits, out.size), dtype=gy.dtype)
-        grid, narrow = _tile_grid(tile, rows, columns, groups * splits)
         flags = (i64(chunk), i32(with_bias), narrow)
         self._launch("conv2d", "conv2d_backward_weight", grid, gy, x, part, *args, *flags)
         if splits > 1:
