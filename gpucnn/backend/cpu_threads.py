@@ -3,11 +3,13 @@
 NumPy runs each elementwise pass, gather and scatter on one core; only BLAS uses several. Like
 PyTorch's intra-op parallelism, the CPU backend splits the batch of its passes (pooling; the
 convolutions' chunks of samples, each gathered, multiplied and written back) among its threads,
-for batches of at least MIN_BATCH samples, with BLAS held to one thread meanwhile: BLAS's own
-threads keep spinning for a while after each call, and on the same cores they would slow the
-slices down instead. NumPy releases the GIL inside all of these, so the slices run at once. Each
-slice writes only its own samples' rows (a convolution chunk its own share of a weight gradient,
-summed in chunk order afterwards), so results are the same bits for any thread count.
+for batches of at least MIN_BATCH samples. BLAS runs on one thread in every op of the backend,
+split or not: its result's bits depend on its thread count (OpenBLAS 0.3.31 gives other bits on
+1 and 2 threads for every GEMM shape of tutorial-mnist's step), and its threads keep spinning for
+a while after each call, on the same cores as the slices. NumPy releases the GIL inside all of
+these, so the slices run at once. Each slice writes only its own samples' rows (a convolution
+chunk its own share of a weight gradient, summed in chunk order afterwards), so results are the
+same bits for any thread count.
 
 ``GPUCNN_CPU_THREADS`` (default: the cores this process may run on) sets the count; 1 runs every
 op in the calling thread. ``gpucnn bench --threads N`` sets it with PyTorch's.
@@ -27,7 +29,7 @@ THREADS_ENV = "GPUCNN_CPU_THREADS"
 # each pass is then too short to pay for handing slices over. Measured on 2 cores (tutorial-mnist
 # step, convolutions in chunks): split in two, 9.5-9.8 ms at batch 64 (11-12 ms unsplit) but 6.9
 # ms at batch 32 (5.6 ms unsplit).
-MIN_BATCH = 64
+MIN_BATCH = 32
 
 _lock = threading.Lock()
 _threads: int | None = None
@@ -93,12 +95,12 @@ def parallel(batch: int) -> bool:
     return threads() > 1 and batch >= MIN_BATCH and bool(_blas_controller())
 
 
-def blas_held(batch: int) -> contextlib.AbstractContextManager:
-    """A context in which BLAS (NumPy's) runs on one thread when ops on ``batch`` samples run on
-    this module's threads; else it changes nothing. The CPU backend makes every BLAS call of a
-    parallel batch in one: a BLAS thread left spinning by an earlier call (for ~0.1 s) would slow
-    all the slices after it."""
-    if not parallel(batch):
+def blas_held() -> contextlib.AbstractContextManager:
+    """A context in which BLAS (NumPy's) runs on one thread, so that its bits are the same for
+    any thread count of this module (where threadpoolctl is missing it changes nothing). The CPU
+    backend makes every BLAS call in one; a BLAS thread left spinning by an earlier call (for
+    ~0.1 s) would also slow the slices after it."""
+    if not _blas_controller():
         return contextlib.nullcontext()
     return _blas_controller().limit(limits=1, user_api="blas")
 
@@ -111,7 +113,7 @@ def for_slices(count: int, batch: int, body: Callable[[slice], None]) -> None:
     parts = min(threads(), count) if parallel(batch) else 1
     bounds = [count * i // parts for i in range(parts + 1)]
     slices = [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False)]
-    with blas_held(batch):
+    with blas_held():
         futures = [_executor(threads() - 1).submit(body, s) for s in slices[1:]]
         body(slices[0])
         for future in futures:

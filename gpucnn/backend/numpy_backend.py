@@ -2,9 +2,10 @@
 
 Convolution runs as im2col, a chunk of samples at a time (:mod:`.im2col`). Pooling loops over
 the kernel taps (4 for 2x2), each a vectorised pass; no Python loop touches pixels or samples.
-For batches of MIN_BATCH (64) and more, the chunks and batch slices run in parallel threads, BLAS
-held to one thread meanwhile (:mod:`.cpu_threads`); a chunk's share of a weight gradient is
-summed in chunk order, so results do not depend on the thread count.
+For batches of MIN_BATCH (32) and more, the chunks and batch slices run in parallel threads; BLAS
+runs on one thread in every op (:mod:`.cpu_threads`: its bits change with its thread count), and
+a chunk's share of a weight gradient is summed in chunk order, so results do not depend on the
+thread count.
 """
 
 from __future__ import annotations
@@ -125,11 +126,11 @@ class NumpyBackend(Backend):
 
     # ---------------------------------------------------------------- linear
     def linear_forward(self, x, w, b, relu=False):
-        with blas_held(x.shape[0]):
+        with blas_held():
             return super().linear_forward(x, w, b, relu)
 
     def linear_backward(self, gy, x, w):
-        with blas_held(x.shape[0]):
+        with blas_held():
             return super().linear_backward(gy, x, w)
 
     # ---------------------------------------------------------------- pooling
