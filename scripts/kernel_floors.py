@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
+from gpucnn.backend.launchers.winograd import winograd_applies
 from gpucnn.bench.ops import cases
 
 PEAK_FLOPS = 66.9e12  # float32, non-tensor-core
@@ -40,6 +41,30 @@ def conv_ops(n, c, h, w, k, pad=0):
         "conv forward": (flops, F32 * (x + wt + k + y)),
         "conv backward-input": (flops, F32 * (y + wt + x)),
         "conv backward-weight": (flops, F32 * (y + x + wt)),
+    }
+
+
+def winograd_ops(n, c, h, w, k, pad=0):
+    """{op: (flops, bytes)} of the forward and input gradient as Winograd F(2x2, 3x3)
+    (winograd.cu around the GEMM; where the launchers choose it): the 16 GEMMs' FLOPs (the
+    transforms' additions not counted), and every stage's reads and writes, the transformed
+    operands (16 values a 2 x 2 tile and channel) included."""
+    ho, wo = h + 2 * pad - 2, w + 2 * pad - 2
+
+    def stages(image, channels_in, out_hw, channels_out):
+        tiles = n * -(-out_hw[0] // 2) * -(-out_hw[1] // 2)
+        filters = 9 * k * c + 16 * k * c  # read w, write the transformed filters
+        inputs = n * channels_in * image + 16 * channels_in * tiles  # read, write transformed
+        gemm = 16 * (channels_in * tiles + k * c + channels_out * tiles)
+        outputs = (
+            16 * channels_out * tiles + channels_out + n * channels_out * out_hw[0] * out_hw[1]
+        )
+        flops = 2 * 16 * k * c * tiles
+        return flops, F32 * (filters + inputs + gemm + outputs)
+
+    return {
+        "conv forward (Winograd)": stages(h * w, c, (ho, wo), k),
+        "conv backward-input (Winograd)": stages(ho * wo, k, (h, w), c),
     }
 
 
@@ -137,6 +162,9 @@ def ops_table():
     for case in cases([64, 256]):
         if case.kind == "conv":
             ops = conv_ops(case.n, case.c, case.h, case.w, case.k, case.pad)
+            x_shape, w_shape = (case.n, case.c, case.h, case.w), (case.k, case.c, 3, 3)
+            if winograd_applies(x_shape, w_shape, (1, 1), (1, 1), 1):
+                ops |= winograd_ops(case.n, case.c, case.h, case.w, case.k, case.pad)
         elif case.kind == "pool":
             ops = pool_ops(case.n, case.c, case.h, case.w)
         else:

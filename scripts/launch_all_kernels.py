@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from gpucnn.backend import get_backend, kernels
+from gpucnn.backend.launchers.winograd import convolution_algorithm
 from gpucnn.cli import run_reporting_errors
 
 # conv2d.cu's GEMM kernels, each with two tiles (a `narrow` flag, their last argument).
@@ -74,6 +75,12 @@ def launch_all(backend: Any, dt: type) -> None:
         backend.conv2d_backward_weight(gy, cx, cw.shape, *geometry)
         backend.conv2d_backward_params(gy, cx, cw.shape, *geometry)  # the bias as a column
     backend.conv2d_backward_bias(gy)
+    # winograd.cu's kernels, on the second convolution's 3x3 stride-1 window (odd sizes: tiles
+    # half outside), which is too small for Winograd to be chosen by itself.
+    wx, ww, geometry = arr(2, 20, 9, 7), convolutions[1][1], convolutions[1][2]
+    with convolution_algorithm("winograd"):
+        wy = backend.conv2d_forward(wx, ww, arr(ww.shape[0]), *geometry, relu=True)
+        backend.conv2d_backward_input(wy, ww, wx.shape, *geometry)
     x = convolutions[0][0]
     pool = ((3, 3), (2, 2), (1, 1))
     p, argmax = backend.max_pool2d_forward(x, *pool)

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from gpucnn import reference as ref
+from gpucnn.backend.launchers.winograd import convolution_algorithm
 from gpucnn.shapes import window_output_shape
 
 Inputs = dict[str, Any]
@@ -166,10 +167,26 @@ def _backward(y, gy) -> None:
 LAYER_OUTPUTS = ("y_layer", "gx_layer", "gw_layer", "gb_layer")  # forward_saving, backward_saved
 
 
+def _as(algorithm: str, fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with the CUDA backend's convolutions run as ``algorithm`` (see
+    ``convolution_algorithm``; the CPU backend has one algorithm and ignores it)."""
+    with convolution_algorithm(algorithm):
+        return fn(*args, **kwargs)
+
+
 def conv_case(
-    name, x_shape, w_shape, stride=(1, 1), padding=0, dilation=(1, 1), groups=1, bias=True
+    name,
+    x_shape,
+    w_shape,
+    stride=(1, 1),
+    padding=0,
+    dilation=(1, 1),
+    groups=1,
+    bias=True,
+    algorithm="auto",
 ):
-    """Forward and all three gradients of one conv2d configuration (padding: int or per side)."""
+    """Forward and all three gradients of one conv2d configuration (padding: int or per side),
+    the CUDA backend's convolutions run as ``algorithm``."""
     if isinstance(padding, int):
         padding = ((padding, padding), (padding, padding))
     opts = (stride, padding, dilation, groups)
@@ -185,6 +202,9 @@ def conv_case(
         }
 
     def run(bk, d):
+        return _as(algorithm, run_as_chosen, bk, d)
+
+    def run_as_chosen(bk, d):
         x, w, b, gy = (_dev(bk, d[k]) for k in ("x", "w", "b", "gy"))
         # Both parameter gradients in one call (one pass on the GPU), and the layers' form: a
         # forward that saves what the backward (all three gradients) uses.
@@ -225,12 +245,19 @@ def conv_case(
         # (the separate backward ops are held to the reference and PyTorch above).
         x, w, b = (_dev(bk, d[k]) for k in ("x", "w", "b"))
         args = (x, w, b) if bias else (x, w)
-        saved = bk.conv2d_forward_saving(x, w, b, *opts)[1]
+        saved = _as(algorithm, bk.conv2d_forward_saving, x, w, b, *opts)[1]
 
         def grad_fn(gy):
-            return bk.conv2d_backward_saved(gy, saved, w, x.shape, *opts, bias=bias)[: len(args)]
+            gradients = _as(
+                algorithm, bk.conv2d_backward_saved, gy, saved, w, x.shape, *opts, bias=bias
+            )
+            return gradients[: len(args)]
 
-        return (lambda x, w, b=None: bk.conv2d_forward(x, w, b, *opts)), args, grad_fn
+        return (
+            (lambda x, w, b=None: _as(algorithm, bk.conv2d_forward, x, w, b, *opts)),
+            args,
+            grad_fn,
+        )
 
     # x and gy are unit normal, w has unit-variance outputs: every output and gradient is a sum of
     # terms of total size >= ~1, so its rounding error is measured against 1 even where it cancels.
@@ -254,6 +281,11 @@ CONV_CASES = [
     conv_case("many_pixels", (4, 2, 20, 20), (3, 2, 3, 3), padding=1),
     # C*R*S = 64 fills a GEMM tile: on the GPU the bias gradient's column is a tile of its own.
     conv_case("columns_fill_a_tile", (2, 64, 4, 5), (3, 64, 1, 1)),
+    # Winograd F(2x2, 3x3) on the GPU (chosen by itself only for large layers): odd output
+    # sizes (tiles half outside) and padding past 2 (the input gradient's 2 - p is negative).
+    conv_case(
+        "winograd", (2, 3, 7, 6), (4, 3, 3, 3), padding=((3, 0), (1, 2)), algorithm="winograd"
+    ),
 ]
 
 
@@ -309,19 +341,20 @@ def _relu_after_case(
     return OpCase(name, sample, run, SUMS, reference, torch_fn, gradient, **kw)
 
 
-def conv_relu_case(name, x_shape, w_shape, padding=0):
-    """conv2d_forward with ``relu`` (the fused epilogue) and its gradients through the ReLU."""
+def conv_relu_case(name, x_shape, w_shape, padding=0, algorithm="auto"):
+    """conv2d_forward with ``relu`` (the fused epilogue) and its gradients through the ReLU, the
+    CUDA backend's convolutions run as ``algorithm``."""
     pads = ((padding, padding), (padding, padding))
     opts = ((1, 1), pads, (1, 1), 1)
 
     def backward(bk, gz, x, w):
-        gx = bk.conv2d_backward_input(gz, w, x.shape, *opts)
+        gx = _as(algorithm, bk.conv2d_backward_input, gz, w, x.shape, *opts)
         return gx, bk.conv2d_backward_weight(gz, x, w.shape, *opts), bk.conv2d_backward_bias(gz)
 
     return _relu_after_case(
         f"conv2d_relu_{name}",
         conv_case(name, x_shape, w_shape, padding=padding),
-        lambda bk, x, w, b: bk.conv2d_forward(x, w, b, *opts, relu=True),
+        lambda bk, x, w, b: _as(algorithm, bk.conv2d_forward, x, w, b, *opts, relu=True),
         backward,
         lambda x, w, b: ref.conv2d_forward(x, w, b, *opts),
         lambda gz, x, w: ref.conv2d_backward(gz, x, w, *opts),
@@ -468,6 +501,7 @@ def relu_max_pool_case(name, x_shape, kernel, stride, padding=(0, 0)):
 FUSED_CASES = [
     conv_relu_case("basic", (2, 3, 7, 6), (4, 3, 3, 3)),
     conv_relu_case("pad1", (2, 2, 6, 6), (3, 2, 3, 3), padding=1),
+    conv_relu_case("winograd", (2, 2, 7, 5), (3, 2, 3, 3), padding=1, algorithm="winograd"),
     *(relu_max_pool_case(*c) for c in POOL_CONFIGS if c[0] in ("k2s2", "k3s2p1_overlap")),
 ]
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import SCRIPTS, load_script, make_backend
 
+from gpucnn.backend.launchers.winograd import convolution_algorithm
 from gpucnn.bench import goals, main, ops, peers, training
 from gpucnn.bench.bandwidth import TRAFFIC
 from gpucnn.bench.coldstart import GOALS
@@ -314,32 +315,68 @@ def test_graph_peer_replays_an_ops_calls(monkeypatch):
             np.testing.assert_array_equal(again, outputs[eager.name], err_msg=op)
 
 
-@pytest.mark.emu
-def test_square_graph_peer_runs_the_conv_gemms_on_the_square_tile(monkeypatch):
-    """The narrow tile's same-run comparison: the -square graph peer captures and replays every
-    conv GEMM with the narrow flag off, where the plain graph peer runs conv1's forward and
-    input gradient narrow; both give the same bits."""
-    graph = Peer("gpucnn-cuda-emu-graph", "cpu")
-    square = Peer("gpucnn-cuda-emu-square-graph", "cpu")
-    backend = make_backend("cuda-emu")
-    flags = []
+GEMM_KERNELS = ("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight")
+GRAPH, BASELINE = (
+    Peer("gpucnn-cuda-emu-graph", "cpu"),
+    Peer("gpucnn-cuda-emu-baseline-graph", "cpu"),
+)
+
+
+def record_conv_launches(monkeypatch, backend) -> list[tuple[str, int]]:
+    """(kernel, last argument) of each conv2d.cu GEMM and winograd.cu launch from now on (a GEMM's
+    last argument is its narrow flag)."""
+    launches = []
     launch = backend._launch
 
     def record(family, kernel, grid, *args):
-        if kernel.startswith("conv2d_") and kernel != "conv2d_backward_bias":
-            flags.append((kernel, int(args[-1])))
+        if family == "winograd" or kernel in GEMM_KERNELS:
+            launches.append((kernel, int(args[-1])))
         return launch(family, kernel, grid, *args)
 
     monkeypatch.setattr(backend, "_launch", record)
+    return launches
+
+
+@pytest.mark.emu
+def test_baseline_graph_peer_runs_the_conv_gemms_on_the_square_tile(monkeypatch):
+    """The narrow tile's same-run comparison: the -baseline graph peer captures and replays every
+    conv GEMM with the narrow flag off, where the plain graph peer runs conv1's forward and
+    input gradient narrow; both give the same bits."""
+    backend = make_backend("cuda-emu")
+    launches = record_conv_launches(monkeypatch, backend)
     conv1 = ops.cases([2])[0]
-    for op, (runners, missing, outputs) in ops.runners([graph, square], conv1).items():
+    for op, (runners, missing, outputs) in ops.runners([GRAPH, BASELINE], conv1).items():
         assert not missing, missing
-        np.testing.assert_array_equal(outputs[square.name], outputs[graph.name], err_msg=op)
+        np.testing.assert_array_equal(outputs[BASELINE.name], outputs[GRAPH.name], err_msg=op)
         narrow = int(op != "conv backward-weight")  # 9 weight columns: a tie, square
-        for peer, expected in ((square.name, 0), (graph.name, narrow)):
-            flags.clear()
+        for peer, expected in ((BASELINE.name, 0), (GRAPH.name, narrow)):
+            launches.clear()
             runners[peer].fn()
-            assert flags and {flag for _, flag in flags} == {expected}, (op, peer, flags)
+            assert launches and {flag for _, flag in launches} == {expected}, (op, peer)
+
+
+@pytest.mark.emu
+def test_baseline_graph_peer_runs_no_winograd(monkeypatch):
+    """Winograd's same-run comparison: where the plain graph peer runs a convolution's forward
+    and input gradient as Winograd (forced here on conv1's 3x3 stride-1 window, too small to be
+    chosen by itself), the -baseline peer runs the direct GEMM; the results agree to float32
+    rounding."""
+    backend = make_backend("cuda-emu")
+    launches = record_conv_launches(monkeypatch, backend)
+    conv1 = ops.cases([2])[0]
+    with convolution_algorithm("winograd"):
+        results = ops.runners([GRAPH, BASELINE], conv1)
+        for op in ("conv forward", "conv backward-input"):
+            runners, missing, outputs = results[op]
+            assert not missing, missing
+            expected = outputs[BASELINE.name]
+            scale = np.abs(expected).max()
+            np.testing.assert_allclose(outputs[GRAPH.name], expected, rtol=1e-4, atol=1e-5 * scale)
+            for peer, winograd in ((BASELINE.name, False), (GRAPH.name, True)):
+                launches.clear()
+                runners[peer].fn()
+                kernels = {kernel for kernel, _ in launches}
+                assert ("winograd_input" in kernels) == winograd, (op, peer, kernels)
 
 
 @pytest.mark.emu

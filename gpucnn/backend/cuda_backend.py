@@ -2,7 +2,7 @@
 runners.
 
 :class:`CudaBackend` gathers the launchers, one class per kernel family (``launchers/<family>.py``
-beside ``kernels_cuda/<family>.cu``). They allocate only through ``self.xp`` and reach kernels only
+beside ``kernels_cuda/<family>.cu``; winograd's extends conv2d's). They allocate only through ``self.xp`` and reach kernels only
 through ``self.runner.module(...)``, so the same code drives CuPy on a GPU
 (``cupy_backend.CupyBackend``, device ``"cuda"``) and NumPy under the CPU emulation runner
 (``"cuda-emu"``). What every launcher checks and how it passes scalars:
@@ -17,15 +17,15 @@ from typing import Any
 
 from .launchers.activation import ActivationLaunchers
 from .launchers.batchnorm import BatchNormLaunchers
-from .launchers.conv2d import Conv2dLaunchers
 from .launchers.dropout import DropoutLaunchers
 from .launchers.optim import OptimLaunchers
 from .launchers.pool2d import Pool2dLaunchers
 from .launchers.softmax_xent import SoftmaxXentLaunchers
+from .launchers.winograd import WinogradLaunchers
 
 
 class CudaBackend(
-    Conv2dLaunchers,
+    WinogradLaunchers,  # conv2d.cu's launchers, with Winograd where it applies
     Pool2dLaunchers,
     ActivationLaunchers,
     DropoutLaunchers,

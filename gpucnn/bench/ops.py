@@ -14,13 +14,14 @@ about the kernels' own.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..backend.launchers.conv2d import square_tiles_only
+from ..backend.launchers.winograd import convolution_algorithm
 from . import peers as P
 from .timing import Runner
 
@@ -217,13 +218,23 @@ def torch_graph(fn: Callable[[], Any]) -> GraphReplay:
     return GraphReplay(replay, fn)
 
 
+@contextlib.contextmanager
+def baseline_kernels() -> Iterator[None]:
+    """Every convolution as the direct implicit GEMM on the 64 x 64 tile, as before the narrow
+    tile and Winograd: the ``-baseline`` graph peer, whose ratio to the plain graph peer is
+    their gain in the same run (each row has at most one of them: the narrow tile serves GEMMs
+    of at most 16 rows, Winograd layers of at least 32 channels)."""
+    with square_tiles_only(), convolution_algorithm("direct"):
+        yield
+
+
 def _peer_ops(peer: P.Peer, case: Case, host: dict):
     """(ops by name, clock, to_numpy) of one peer; a graph peer's op replays GRAPH_CALLS calls."""
     if peer.name.startswith("gpucnn-"):
         backend = P.gpucnn_backend(peer)
         ops = gpucnn_ops(backend, case, host)
         if P.is_graph(peer):
-            within = square_tiles_only if P.square_tiles(peer) else contextlib.nullcontext
+            within = baseline_kernels if P.baseline_kernels(peer) else contextlib.nullcontext
             ops = P.capturing(
                 lambda: {name: gpucnn_graph(backend, fn, within) for name, fn in ops.items()}
             )

@@ -51,10 +51,10 @@ PEERS = {
         Peer("gpucnn-cuda", "cuda", (*GPUCNN_SUITES, "compile"), note="eager"),
         Peer("gpucnn-cuda-graph", "cuda", note="captured CUDA graph"),
         Peer(
-            "gpucnn-cuda-square-graph",
+            "gpucnn-cuda-baseline-graph",
             "cuda",
             ("ops",),
-            note="captured CUDA graph, every conv GEMM on the 64 x 64 tile: the narrow tile's A/B",
+            note="captured CUDA graph, direct convs on 64 x 64 tiles: narrow tile's, Winograd's A/B",
         ),
         Peer("pytorch-cuda", "cuda", note="eager, cuDNN, TF32 off"),
         Peer("pytorch-cuda-graph", "cuda", note="captured CUDA graph, TF32 off"),
@@ -68,7 +68,7 @@ DEFAULT_PEERS = {
     "cuda": (
         "gpucnn-cuda",
         "gpucnn-cuda-graph",
-        "gpucnn-cuda-square-graph",
+        "gpucnn-cuda-baseline-graph",
         "pytorch-cuda",
         "pytorch-cuda-graph",
         "pytorch-cuda-tf32",
@@ -136,14 +136,15 @@ def own_failure(peer: str, status: str) -> bool:
     return peer.startswith("gpucnn-") and status.startswith((CAPTURE_FAILED, SETUP_FAILED))
 
 
-def square_tiles(peer: Peer) -> bool:
-    """True for the peers that hold conv2d's GEMMs to the 64 x 64 tile (``-square``)."""
-    return "-square" in peer.name
+def baseline_kernels(peer: Peer) -> bool:
+    """True for the peers that run every convolution as the direct GEMM on the 64 x 64 tile
+    (``-baseline``): the conv kernels without the narrow tile and Winograd."""
+    return "-baseline" in peer.name
 
 
 def gpucnn_backend(peer: Peer) -> Backend:
     """The gpucnn backend a ``gpucnn-*`` peer runs on."""
-    device = peer.name.removeprefix("gpucnn-").removesuffix("-graph").removesuffix("-square")
+    device = peer.name.removeprefix("gpucnn-").removesuffix("-graph").removesuffix("-baseline")
     try:
         backend = get_backend(device)
     except GpuUnavailableError as err:

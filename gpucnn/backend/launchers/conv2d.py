@@ -48,7 +48,7 @@ _square_only = False  # set by square_tiles_only
 @contextlib.contextmanager
 def square_tiles_only() -> Iterator[None]:
     """Within it, every conv2d.cu GEMM launched runs on SQUARE_TILE, as before the narrow tile
-    existed: the bench's same-run comparison of the two (peer ``gpucnn-cuda-square-graph``)."""
+    existed: the bench's same-run comparison of the two (peer ``gpucnn-cuda-baseline-graph``)."""
     global _square_only
     before, _square_only = _square_only, True
     try:

@@ -1,0 +1,118 @@
+"""Launchers of kernels_cuda/winograd.cu: a large 3x3 stride-1 convolution's forward and input
+gradient as Winograd F(2x2, 3x3), 2.25 times fewer multiply-adds than the direct product, around
+conv2d.cu's GEMM; every other convolution, and the weight gradient, stays on the direct implicit
+GEMMs of :class:`~.conv2d.Conv2dLaunchers`."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+
+from .conv2d import Conv2dLaunchers
+from .launching import blocks, grid_1d, i32, i64, shaped
+
+POINTS = 16  # the 4 x 4 transform's points: the GEMMs per convolution (WINOGRAD_POINTS)
+# Where Winograd pays, by arithmetic (to be tuned by the bench's same-run A/B on a GPU): at
+# least _MIN_CHANNELS input and output channels (the transforms move (C + K) values a tile
+# through memory, the GEMM saves 20 of 36 multiply-adds on C * K) and _MIN_MACS multiply-adds
+# in the direct product (~30 us at an H100's float32 peak: small layers are launch-bound, and
+# Winograd takes four launches where the direct GEMM takes one).
+_MIN_CHANNELS = 32
+_MIN_MACS = 2**30
+_MAX_COLUMNS = 2**30  # the GEMM's tiles are a 1x1 convolution's pixels: conv2d.cu's int range
+ALGORITHMS = ("auto", "direct", "winograd")
+_algorithm = "auto"  # set by convolution_algorithm
+
+_1X1 = ((1, 1), ((0, 0), (0, 0)), (1, 1))  # stride, padding, dilation of the GEMM as a 1x1 conv
+
+
+@contextlib.contextmanager
+def convolution_algorithm(name: str) -> Iterator[None]:
+    """Within it, convolutions run as ``name``: ``"direct"``, never Winograd (the bench's
+    same-run comparison, peer ``gpucnn-cuda-baseline-graph``); ``"winograd"``, wherever the
+    window allows it, whatever the size (tests and the sanitizer's driver, on small shapes);
+    ``"auto"``, :func:`winograd_applies`'s choice (the default)."""
+    global _algorithm
+    if name not in ALGORITHMS:
+        raise ValueError(f"convolution algorithm {name!r}: choose from {', '.join(ALGORITHMS)}")
+    before, _algorithm = _algorithm, name
+    try:
+        yield
+    finally:
+        _algorithm = before
+
+
+def winograd_applies(x_shape, w_shape, stride, dilation, groups) -> bool:
+    """True where a convolution's forward and input gradient run as Winograd F(2x2, 3x3): a 3x3
+    window, stride 1, no dilation, one group, and (unless :func:`convolution_algorithm` says
+    otherwise) at least _MIN_CHANNELS channels in and out and _MIN_MACS multiply-adds."""
+    if _algorithm == "direct":
+        return False
+    window, large = _shape_rule(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(dilation),
+                                groups)  # fmt: skip
+    return window and (large or _algorithm == "winograd")
+
+
+@functools.lru_cache(maxsize=512)
+def _shape_rule(x_shape, w_shape, stride, dilation, groups) -> tuple[bool, bool]:
+    """(the window allows Winograd, the layer is large enough to gain), once per geometry."""
+    (n, c, h, w), (k, _, r, s) = x_shape, w_shape
+    tiles = n * blocks(h, 2) * blocks(w, 2)
+    window = (r, s, *stride, *dilation, groups) == (3, 3, 1, 1, 1, 1, 1) and tiles < _MAX_COLUMNS
+    macs = n * h * w * k * c * r * s  # about: the output is H x W at 'same' padding
+    return window, min(c, k) >= _MIN_CHANNELS and macs >= _MIN_MACS
+
+
+class WinogradLaunchers(Conv2dLaunchers):
+    """winograd.cu's launchers: :meth:`conv2d_forward` and :meth:`conv2d_backward_input` where
+    :func:`winograd_applies`, else conv2d.cu's."""
+
+    def conv2d_forward(self, x, w, b, stride, padding, dilation, groups, relu=False):
+        """Where :func:`winograd_applies`: filter and input transforms, 16 GEMMs, output
+        transform with the bias and ReLU (4 launches); else the direct implicit GEMM."""
+        if not winograd_applies(x.shape, w.shape, stride, dilation, groups):
+            return super().conv2d_forward(x, w, b, stride, padding, dilation, groups, relu)
+        x, w, *bias = self._floats("conv2d_forward", x, w, *([] if b is None else [b]))
+        out_hw, _ = self._conv_args(x.shape, w.shape, stride, padding, dilation, groups)
+        if bias:
+            shaped("conv2d_forward", (w.shape[0],), b=bias[0])
+        pads = (padding[0][0], padding[1][0])
+        return self._winograd(x, w, bias[0] if bias else None, out_hw, pads, relu, flip=False)
+
+    def conv2d_backward_input(self, gy, w, x_shape, stride, padding, dilation, groups):
+        """Where :func:`winograd_applies`: gy convolved with w rotated 180 degrees, channels
+        swapped, at padding 2 - the forward's, as :meth:`conv2d_forward`'s Winograd path (4
+        launches); else the direct gather-form GEMM."""
+        if not winograd_applies(x_shape, w.shape, stride, dilation, groups):
+            return super().conv2d_backward_input(gy, w, x_shape, stride, padding, dilation, groups)
+        gy, w = self._floats("conv2d_backward_input", gy, w)
+        out_hw, _ = self._conv_args(x_shape, w.shape, stride, padding, dilation, groups)
+        shaped("conv2d_backward_input", (x_shape[0], w.shape[0], *out_hw), gy=gy)
+        pads = (2 - padding[0][0], 2 - padding[1][0])
+        return self._winograd(gy, w, None, tuple(x_shape[2:]), pads, relu=False, flip=True)
+
+    def _winograd(self, x, w, bias, out_hw, pads, relu, flip):
+        """y (N, rows, *out_hw) = x (N, reduction, H, W) convolved with w (K, C, 3, 3), stride 1,
+        padded by ``pads`` (top, left; negative crops): rows, reduction = K, C, or with ``flip``
+        C, K and w rotated 180 degrees. Workspace: 16 (rows + reduction) values a 2 x 2 tile."""
+        n, reduction, h, width = x.shape
+        rows = w.shape[1] if flip else w.shape[0]
+        tiles_h, tiles_w = blocks(out_hw[0], 2), blocks(out_hw[1], 2)
+        columns = n * tiles_h * tiles_w
+        u = self.xp.empty((POINTS * rows, reduction, 1, 1), dtype=x.dtype)
+        pairs = rows * reduction
+        filter_args = (w, u, i64(rows), i64(reduction), i32(flip))
+        self._launch("winograd", "winograd_filter", grid_1d(pairs), *filter_args)
+        v = self.xp.empty((1, POINTS * reduction, columns, 1), dtype=x.dtype)
+        tiling = (i64(tiles_h), i64(tiles_w))
+        sizes = (i64(n), i64(reduction), i64(h), i64(width), *tiling, *map(i64, pads))
+        self._launch("winograd", "winograd_input", grid_1d(reduction * columns), x, v, *sizes)
+        m = super().conv2d_forward(v, u, None, *_1X1, POINTS)  # (1, 16 rows, columns, 1)
+        y = self.xp.empty((n, rows, *out_hw), dtype=x.dtype)
+        flags = (i32(bias is not None), i32(bool(relu)))
+        out_sizes = (i64(n), i64(rows), *map(i64, out_hw), *tiling)
+        bias_ptr = x if bias is None else bias  # never read without a bias
+        self._launch("winograd", "winograd_output", grid_1d(rows * columns), m, bias_ptr, y,
+                     *out_sizes, *flags)  # fmt: skip
+        return y
