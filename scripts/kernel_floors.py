@@ -46,25 +46,21 @@ def conv_ops(n, c, h, w, k, pad=0):
 
 def winograd_ops(n, c, h, w, k, pad=0):
     """{op: (flops, bytes)} of the forward and input gradient as Winograd F(2x2, 3x3)
-    (winograd.cu around the GEMM; where the launchers choose it): the 16 GEMMs' FLOPs (the
-    transforms' additions not counted), and every stage's reads and writes, the transformed
-    operands (16 values a 2 x 2 tile and channel) included."""
+    (winograd.cu; where the launchers choose it): the 16 GEMMs' FLOPs (the transforms'
+    additions not counted); the filters' transform (read w, write 16 values a filter) and the
+    fused kernel's least traffic (read the input and the transformed filters, write the output:
+    the transformed input and products stay on chip)."""
     ho, wo = h + 2 * pad - 2, w + 2 * pad - 2
 
-    def stages(image, channels_in, out_hw, channels_out):
+    def cost(image, channels_in, out_hw, channels_out):
         tiles = n * -(-out_hw[0] // 2) * -(-out_hw[1] // 2)
-        filters = 9 * k * c + 16 * k * c  # read w, write the transformed filters
-        inputs = n * channels_in * image + 16 * channels_in * tiles  # read, write transformed
-        gemm = 16 * (channels_in * tiles + k * c + channels_out * tiles)
-        outputs = (
-            16 * channels_out * tiles + channels_out + n * channels_out * out_hw[0] * out_hw[1]
-        )
-        flops = 2 * 16 * k * c * tiles
-        return flops, F32 * (filters + inputs + gemm + outputs)
+        filters = 9 * k * c + 2 * 16 * k * c  # read w; write, then read, the transforms
+        data = n * channels_in * image + channels_out + n * channels_out * out_hw[0] * out_hw[1]
+        return 2 * 16 * k * c * tiles, F32 * (filters + data)
 
     return {
-        "conv forward (Winograd)": stages(h * w, c, (ho, wo), k),
-        "conv backward-input (Winograd)": stages(ho * wo, k, (h, w), c),
+        "conv forward (Winograd)": cost(h * w, c, (ho, wo), k),
+        "conv backward-input (Winograd)": cost(ho * wo, k, (h, w), c),
     }
 
 

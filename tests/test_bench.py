@@ -376,7 +376,7 @@ def test_baseline_graph_peer_runs_no_winograd(monkeypatch):
                 launches.clear()
                 runners[peer].fn()
                 kernels = {kernel for kernel, _ in launches}
-                assert ("winograd_input" in kernels) == winograd, (op, peer, kernels)
+                assert ("winograd_conv2d" in kernels) == winograd, (op, peer, kernels)
 
 
 @pytest.mark.emu

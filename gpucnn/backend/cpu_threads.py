@@ -25,10 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 THREADS_ENV = "GPUCNN_CPU_THREADS"
-# Batches smaller than this run every op in the calling thread and leave BLAS its own threads:
-# each pass is then too short to pay for handing slices over. Measured on 2 cores (tutorial-mnist
-# step, convolutions in chunks): split in two, 9.5-9.8 ms at batch 64 (11-12 ms unsplit) but 6.9
-# ms at batch 32 (5.6 ms unsplit).
+# Batches smaller than this run every op in the calling thread: each pass is then too short to
+# pay for handing slices over. tutorial-mnist's training step on 2 cores (2026-12-01, BLAS on one
+# thread): batch 32 3.25-3.5 ms split in two, 3.5-3.8 ms unsplit; batch 8 1.2 ms unsplit. (With
+# BLAS on 2 threads, which changed the bits, batch 32 took 2.9 ms unsplit.)
 MIN_BATCH = 32
 
 _lock = threading.Lock()

@@ -1,7 +1,7 @@
 """Launchers of kernels_cuda/winograd.cu: a large 3x3 stride-1 convolution's forward and input
-gradient as Winograd F(2x2, 3x3), 2.25 times fewer multiply-adds than the direct product, around
-conv2d.cu's GEMM; every other convolution, and the weight gradient, stays on the direct implicit
-GEMMs of :class:`~.conv2d.Conv2dLaunchers`."""
+gradient as Winograd F(2x2, 3x3), 2.25 times fewer multiply-adds than the direct product; every
+other convolution, and the weight gradient, stays on the direct implicit GEMMs of
+:class:`~.conv2d.Conv2dLaunchers`."""
 
 from __future__ import annotations
 
@@ -14,17 +14,18 @@ from .launching import blocks, grid_1d, i32, i64, shaped
 
 POINTS = 16  # the 4 x 4 transform's points: the GEMMs per convolution (WINOGRAD_POINTS)
 # Where Winograd pays, by arithmetic (to be tuned by the bench's same-run A/B on a GPU): at
-# least _MIN_CHANNELS input and output channels (the transforms move (C + K) values a tile
-# through memory, the GEMM saves 20 of 36 multiply-adds on C * K) and _MIN_MACS multiply-adds
-# in the direct product (~30 us at an H100's float32 peak: small layers are launch-bound, and
-# Winograd takes four launches where the direct GEMM takes one).
+# least _MIN_CHANNELS input and output channels (a block's 32 output channels, and a reduction
+# long enough that each tile's input transform, once per input channel, is a small part of its
+# 16 K multiply-adds per input channel) and _MIN_MACS multiply-adds in the direct product (~30 us
+# at an H100's float32 peak: small layers are launch-bound, and Winograd takes two launches
+# where the direct GEMM takes one).
 _MIN_CHANNELS = 32
 _MIN_MACS = 2**30
-_MAX_COLUMNS = 2**30  # the GEMM's tiles are a 1x1 convolution's pixels: conv2d.cu's int range
+BLOCK_TILES, BLOCK_ROWS = 32, 32  # winograd_conv2d's block: WINOGRAD_TILES x WINOGRAD_ROWS
+SLAB_CHANNELS = 8  # WINOGRAD_CHANNELS: the transformed filters' reduction is padded to it
+_MAX_COLUMNS = 2**30  # the kernel keeps an image's and a tile's index in int
 ALGORITHMS = ("auto", "direct", "winograd")
 _algorithm = "auto"  # set by convolution_algorithm
-
-_1X1 = ((1, 1), ((0, 0), (0, 0)), (1, 1))  # stride, padding, dilation of the GEMM as a 1x1 conv
 
 
 @contextlib.contextmanager
@@ -69,8 +70,10 @@ class WinogradLaunchers(Conv2dLaunchers):
     :func:`winograd_applies`, else conv2d.cu's."""
 
     def conv2d_forward(self, x, w, b, stride, padding, dilation, groups, relu=False):
-        """Where :func:`winograd_applies`: filter and input transforms, 16 GEMMs, output
-        transform with the bias and ReLU (4 launches); else the direct implicit GEMM."""
+        """Where :func:`winograd_applies`: the filters' transform, then one kernel for the input
+        transform, the 16 GEMMs and the output transform with the bias and ReLU; else the
+        direct implicit GEMM. Winograd's grid = (N*ceil(Ho/2)*ceil(Wo/2) / 32, K / 32), block =
+        256."""
         if not winograd_applies(x.shape, w.shape, stride, dilation, groups):
             return super().conv2d_forward(x, w, b, stride, padding, dilation, groups, relu)
         x, w, *bias = self._floats("conv2d_forward", x, w, *([] if b is None else [b]))
@@ -82,7 +85,7 @@ class WinogradLaunchers(Conv2dLaunchers):
 
     def conv2d_backward_input(self, gy, w, x_shape, stride, padding, dilation, groups):
         """Where :func:`winograd_applies`: gy convolved with w rotated 180 degrees, channels
-        swapped, at padding 2 - the forward's, as :meth:`conv2d_forward`'s Winograd path (4
+        swapped, at padding 2 - the forward's, as :meth:`conv2d_forward`'s Winograd path (2
         launches); else the direct gather-form GEMM."""
         if not winograd_applies(x_shape, w.shape, stride, dilation, groups):
             return super().conv2d_backward_input(gy, w, x_shape, stride, padding, dilation, groups)
@@ -95,24 +98,24 @@ class WinogradLaunchers(Conv2dLaunchers):
     def _winograd(self, x, w, bias, out_hw, pads, relu, flip):
         """y (N, rows, *out_hw) = x (N, reduction, H, W) convolved with w (K, C, 3, 3), stride 1,
         padded by ``pads`` (top, left; negative crops): rows, reduction = K, C, or with ``flip``
-        C, K and w rotated 180 degrees. Workspace: 16 (rows + reduction) values a 2 x 2 tile."""
+        C, K and w rotated 180 degrees. The filters' transforms (16 values a filter, padded) are
+        the only workspace."""
         n, reduction, h, width = x.shape
         rows = w.shape[1] if flip else w.shape[0]
         tiles_h, tiles_w = blocks(out_hw[0], 2), blocks(out_hw[1], 2)
-        columns = n * tiles_h * tiles_w
-        u = self.xp.empty((POINTS * rows, reduction, 1, 1), dtype=x.dtype)
-        pairs = rows * reduction
+        # The transforms, padded with zeros to whole blocks of rows and slabs of the reduction.
+        padded = (
+            blocks(reduction, SLAB_CHANNELS) * SLAB_CHANNELS,
+            blocks(rows, BLOCK_ROWS) * BLOCK_ROWS,
+        )
+        u = self.xp.empty((POINTS, *padded), dtype=x.dtype)
         filter_args = (w, u, i64(rows), i64(reduction), i32(flip))
-        self._launch("winograd", "winograd_filter", grid_1d(pairs), *filter_args)
-        v = self.xp.empty((1, POINTS * reduction, columns, 1), dtype=x.dtype)
-        tiling = (i64(tiles_h), i64(tiles_w))
-        sizes = (i64(n), i64(reduction), i64(h), i64(width), *tiling, *map(i64, pads))
-        self._launch("winograd", "winograd_input", grid_1d(reduction * columns), x, v, *sizes)
-        m = super().conv2d_forward(v, u, None, *_1X1, POINTS)  # (1, 16 rows, columns, 1)
+        self._launch("winograd", "winograd_filter", grid_1d(padded[0] * padded[1]), *filter_args)
         y = self.xp.empty((n, rows, *out_hw), dtype=x.dtype)
+        sizes = (n, reduction, h, width, rows, *out_hw, tiles_h, tiles_w, *pads)
         flags = (i32(bias is not None), i32(bool(relu)))
-        out_sizes = (i64(n), i64(rows), *map(i64, out_hw), *tiling)
         bias_ptr = x if bias is None else bias  # never read without a bias
-        self._launch("winograd", "winograd_output", grid_1d(rows * columns), m, bias_ptr, y,
-                     *out_sizes, *flags)  # fmt: skip
+        grid = (blocks(n * tiles_h * tiles_w, BLOCK_TILES), blocks(rows, BLOCK_ROWS))
+        args = (x, u, bias_ptr, y, *map(i64, sizes), *flags)
+        self._launch("winograd", "winograd_conv2d", grid, *args)
         return y
