@@ -45,11 +45,12 @@ def conv_ops(n, c, h, w, k, pad=0):
 
 
 def winograd_ops(n, c, h, w, k, pad=0):
-    """{op: (flops, bytes)} of the forward and input gradient as Winograd F(2x2, 3x3)
-    (winograd.cu; where the launchers choose it): the 16 GEMMs' FLOPs (the transforms'
-    additions not counted); the filters' transform (read w, write 16 values a filter) and the
-    fused kernel's least traffic (read the input and the transformed filters, write the output:
-    the transformed input and products stay on chip)."""
+    """{op: (flops, bytes)} of the three passes as Winograd (winograd.cu; where the launchers
+    choose it): the 16 GEMMs' FLOPs (the transforms' additions not counted); the filters'
+    transform (read w, write 16 values a filter) and the fused kernel's least traffic (read the
+    input and the transformed filters, write the output: the transformed operands and products
+    stay on chip); the weight gradient reads x and gy and writes gw and gb (its split's partial
+    sums not counted)."""
     ho, wo = h + 2 * pad - 2, w + 2 * pad - 2
 
     def cost(image, channels_in, out_hw, channels_out):
@@ -58,9 +59,12 @@ def winograd_ops(n, c, h, w, k, pad=0):
         data = n * channels_in * image + channels_out + n * channels_out * out_hw[0] * out_hw[1]
         return 2 * 16 * k * c * tiles, F32 * (filters + data)
 
+    tiles = n * -(-ho // 2) * -(-wo // 2)
+    weight = (2 * 16 * k * c * tiles, F32 * (n * c * h * w + n * k * ho * wo + 9 * k * c + k))
     return {
         "conv forward (Winograd)": cost(h * w, c, (ho, wo), k),
         "conv backward-input (Winograd)": cost(ho * wo, k, (h, w), c),
+        "conv backward-weight (Winograd)": weight,  # read x and gy, write gw and gb
     }
 
 

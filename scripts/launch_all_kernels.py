@@ -81,6 +81,7 @@ def launch_all(backend: Any, dt: type) -> None:
     with convolution_algorithm("winograd"):
         wy = backend.conv2d_forward(wx, ww, arr(ww.shape[0]), *geometry, relu=True)
         backend.conv2d_backward_input(wy, ww, wx.shape, *geometry)
+        backend.conv2d_backward_params(wy, wx, ww.shape, *geometry)
     x = convolutions[0][0]
     pool = ((3, 3), (2, 2), (1, 1))
     p, argmax = backend.max_pool2d_forward(x, *pool)

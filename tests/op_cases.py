@@ -281,7 +281,7 @@ CONV_CASES = [
     conv_case("many_pixels", (4, 2, 20, 20), (3, 2, 3, 3), padding=1),
     # C*R*S = 64 fills a GEMM tile: on the GPU the bias gradient's column is a tile of its own.
     conv_case("columns_fill_a_tile", (2, 64, 4, 5), (3, 64, 1, 1)),
-    # Winograd F(2x2, 3x3) on the GPU (chosen by itself only for large layers): odd output
+    # Winograd on the GPU, all three passes (chosen by itself only for large layers): odd output
     # sizes (tiles half outside) and padding past 2 (the input gradient's 2 - p is negative).
     conv_case(
         "winograd", (2, 3, 7, 6), (4, 3, 3, 3), padding=((3, 0), (1, 2)), algorithm="winograd"

@@ -162,7 +162,7 @@ def test_cupy_runner_warmup_compiles_every_kernel_once_on_the_callers_device(com
         for name in kernels.name_expressions(family)
     ]
     assert sorted(compile_log) == sorted(want)
-    first = kernels.name_expressions("conv2d")  # the largest family's kernels start first
+    first = kernels.name_expressions("conv2d")  # the slowest family's kernels start first
     assert [names[0] for _, _, names, _ in compile_log[: len(first)]] == list(first)
     module = runner.module("conv2d", kernels.name_expressions("conv2d"))
     for name in ("conv2d_forward<float>", "conv2d_forward<double>"):

@@ -1,5 +1,6 @@
-"""Winograd F(2x2, 3x3) convolutions (winograd.cu): where the launchers choose it, and that its
-forward and input gradient match the CPU backend and are each other's adjoint.
+"""Winograd convolutions (winograd.cu): where the launchers choose them, and that the forward and
+input gradient (F(2x2, 3x3)) and the weight gradient (F(3x3, 2x2)) match the CPU backend, the
+input gradient being the forward's adjoint.
 
 The layers it pays on are too large for the emulation, so most tests force it on small shapes
 with ``convolution_algorithm("winograd")``: the same kernels and launchers, odd sizes and every
@@ -61,7 +62,8 @@ def test_convolution_algorithm_forces_and_forbids_winograd():
 
 
 def spy_winograd(monkeypatch, backend) -> list[str]:
-    """Names of the winograd.cu kernels launched from now on."""
+    """Names of the winograd.cu kernels launched from now on (not conv2d.cu's sum_partials and
+    bias gradient, which the Winograd weight gradient launches too)."""
     launched = []
     launch = backend._launch
 
@@ -84,17 +86,28 @@ GEOMETRIES = {
     # Several blocks of 32 tiles and of 32 rows (forward: 37 filters; input gradient: a
     # reduction of 37), and reductions that end mid-slab (11 and 37 channels, slabs of 8 or 4).
     "many_blocks": ((3, 11, 9, 10), (37, 11, 3, 3), ((1, 1), (1, 1))),
+    # 144 tiles of 3 x 3 an image: the weight gradient's reduction split in two, slabs of 8 or 4
+    # tiles wrapping over rows and images.
+    "split_tiles": ((16, 3, 6, 5), (4, 3, 3, 3), ((1, 1), (1, 1))),
+    # The input gradient's rows (37 channels) in two blocks, 35 tiles along one output row.
+    "wide_rows": ((1, 37, 5, 70), (35, 37, 3, 3), ((1, 1), (1, 1))),
 }
 
 
-def conv_both_ways(backend, x, w, b, gy, padding):
-    """(y with bias and ReLU, y without bias, gx) on the host."""
+OUTPUTS = ("y", "y without bias", "gx", "gw", "gw with gb", "gb")
+
+
+def conv_every_way(backend, x, w, b, gy, padding):
+    """OUTPUTS on the host: the forward with bias and ReLU and without either, the input
+    gradient, the weight gradient alone and with the bias gradient."""
     geometry = ((1, 1), padding, (1, 1), 1)
     xd, wd, bd, gyd = (backend.asarray(a) for a in (x, w, b, gy))
     y = backend.conv2d_forward(xd, wd, bd, *geometry, relu=True)
     plain = backend.conv2d_forward(xd, wd, None, *geometry)
     gx = backend.conv2d_backward_input(gyd, wd, x.shape, *geometry)
-    return [backend.to_numpy(a) for a in (y, plain, gx)]
+    gw = backend.conv2d_backward_weight(gyd, xd, w.shape, *geometry)
+    gw_both, gb = backend.conv2d_backward_params(gyd, xd, w.shape, *geometry)
+    return [backend.to_numpy(a) for a in (y, plain, gx, gw, gw_both, gb)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -109,13 +122,13 @@ def test_winograd_matches_the_cpu(kernel_backend, name, dtype, rng, monkeypatch)
     gy = rng.standard_normal(y_shape).astype(dtype)
     launched = spy_winograd(monkeypatch, kernel_backend)
     with convolution_algorithm("winograd"):
-        results = conv_both_ways(kernel_backend, x, w, b, gy, padding)
-    assert launched == ["winograd_filter", "winograd_conv2d"] * 3
-    expected = conv_both_ways(cpu, x, w, b, gy, padding)
+        results = conv_every_way(kernel_backend, x, w, b, gy, padding)
+    assert launched == ["winograd_filter", "winograd_conv2d"] * 3 + ["winograd_backward_weight"] * 2
+    expected = conv_every_way(cpu, x, w, b, gy, padding)
     # The transforms add a few roundings of the operands' scale to the CPU's: float32 errors
     # measure ~2e-7 of the largest output, so 1e-5 of it is 50x margin and still well under 1e-4.
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
-    for got, want, what in zip(results, expected, ("y", "y without bias", "gx"), strict=True):
+    for got, want, what in zip(results, expected, OUTPUTS, strict=True):
         assert got.shape == want.shape and np.isfinite(got).all(), what
         np.testing.assert_allclose(got, want, rtol=0, atol=tolerance * np.abs(want).max())
 

@@ -93,6 +93,10 @@ def name_expressions(family: str) -> tuple[str, ...]:
 
 # common.cuh: no explicit instantiations; a module's name expression instantiates its kernel.
 NAMED_ONLY = "-DGPUCNN_NAMED_ONLY"
+# The family whose modules NVRTC takes longest over (conv2d.cu's GEMM kernels, two tile paths
+# each: 0.7-0.86 s a module, no other kernel over 0.15 s; scripts/nvrtc_times.py): warmup starts
+# it first, then the other families, largest source first.
+SLOWEST_TO_COMPILE = "conv2d"
 
 
 def _template_type(name: str) -> str:
@@ -203,11 +207,14 @@ class CupyRunner:
 
     def warmup(self) -> None:
         """Compile every kernel's module now (instead of at first use), side by side
-        (:func:`compile_side_by_side`), the largest families' modules first (the longest
-        compiles start first)."""
+        (:func:`compile_side_by_side`), the slowest family's modules first, then the largest
+        families' (the longest compiles start first)."""
         import cupy
 
-        largest_first = sorted(families(), key=lambda f: len(load_source(f)), reverse=True)
+        def order(family: str) -> tuple[bool, int]:
+            return family != SLOWEST_TO_COMPILE, -len(load_source(family))
+
+        largest_first = sorted(families(), key=order)
         families_modules = [self.module(f, name_expressions(f)) for f in largest_first]
         compile_side_by_side(
             cupy, [part for modules in families_modules for part in modules.parts()]
