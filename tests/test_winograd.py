@@ -13,8 +13,12 @@ import numpy as np
 import pytest
 from conftest import make_backend
 
+from gpucnn import optim
 from gpucnn.backend.launchers import winograd
 from gpucnn.backend.launchers.winograd import convolution_algorithm, winograd_applies
+from gpucnn.captured_step import CapturedStep
+from gpucnn.nn.zoo import build_from_spec
+from gpucnn.train import train_step, training_loss
 
 UNIT = ((1, 1), (1, 1), 1)  # stride, dilation, groups
 LAYER_56 = ((64, 64, 56, 56), (64, 64, 3, 3))  # the ops suite's 3x3 64->64 layer at batch 64
@@ -184,3 +188,45 @@ def test_winograd_refuses_bad_input_by_name(kernel_backend, call, message, rng):
         else:
             kernel_backend.conv2d_forward(xd, kernel_backend.asarray(w.astype(np.float32)), None,
                                           *same)  # fmt: skip
+
+
+# Two 'same'-padded 3x3 convolutions (the second one's input gradient runs too: training skips
+# only the first layer's), then a linear layer.
+GRAPH_SPEC = {
+    "input_shape": [2, 6, 6],
+    "num_classes": 3,
+    "layers": [
+        ["Conv2d", {"in_channels": 2, "out_channels": 4, "kernel_size": 3, "padding": 1}],
+        ["ReLU", {}],
+        ["Conv2d", {"in_channels": 4, "out_channels": 4, "kernel_size": 3, "padding": 1}],
+        ["ReLU", {}],
+        ["Flatten", {}],
+        ["Linear", {"in_features": 144, "out_features": 3}],
+    ],
+}
+
+
+def test_a_captured_step_runs_winograd_as_the_eager_one(kernel_backend, rng, monkeypatch):
+    """Training steps replayed from a CUDA graph with every convolution as Winograd give the
+    eager steps' losses and weights (to float32 rounding: the graph's linear layer runs on our
+    GEMM, the eager one's on cuBLAS or NumPy); on cuda-emu every replay is also checked to launch
+    the same kernels with the same scalar arguments."""
+    batches = [
+        (rng.normal(size=(8, 2, 6, 6)).astype(np.float32), rng.integers(0, 3, 8)) for _ in range(5)
+    ]
+    seed = int(rng.integers(2**31))
+    launched = spy_winograd(monkeypatch, kernel_backend)
+    runs = []
+    with convolution_algorithm("winograd"):
+        for captured in (False, True):
+            model = build_from_spec(GRAPH_SPEC, seed).to(kernel_backend)
+            sgd = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+            step = train_step(model, training_loss(0.0), sgd)
+            step = CapturedStep(step) if captured else step
+            losses = [float(step(*map(kernel_backend.asarray, batch))[1]) for batch in batches]
+            runs.append((losses, model.state_dict()))
+    assert step.captured and {"winograd_conv2d", "winograd_backward_weight"} <= set(launched)
+    (eager_losses, eager_state), (losses, state) = runs
+    np.testing.assert_allclose(losses, eager_losses, rtol=1e-4, atol=1e-6)
+    for name, value in state.items():
+        np.testing.assert_allclose(value, eager_state[name], rtol=1e-4, atol=1e-6, err_msg=name)
