@@ -95,6 +95,11 @@ GEOMETRIES = {
     "split_tiles": ((16, 3, 6, 5), (4, 3, 3, 3), ((1, 1), (1, 1))),
     # The input gradient's rows (37 channels) in two blocks, 35 tiles along one output row.
     "wide_rows": ((1, 37, 5, 70), (35, 37, 3, 3), ((1, 1), (1, 1))),
+    # One tile an image (2 x 2 planes), 601 of them: 9 splits of the weight gradient's
+    # reduction, the last ending mid-slab; 33 channels and 40 filters, two blocks of each.
+    "tiny_planes_many_splits": ((601, 33, 2, 2), (40, 33, 3, 3), ((1, 1), (1, 1))),
+    # 14 x 14 tiles an image, 15 splits ending mid-row and across images.
+    "wide_many_splits": ((5, 3, 28, 28), (4, 3, 3, 3), ((1, 1), (1, 1))),
 }
 
 
