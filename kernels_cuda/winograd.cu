@@ -364,16 +364,30 @@ winograd_backward_weight(const T* gy, const T* x, T* part, i64 N, i64 C, i64 H, 
             bias_sum += __shfl_xor_sync(0xffffffffu, bias_sum, lanes);
         if (slab_t == 0 && k < K) out[K * C * 9 + k] = bias_sum;
     }
-    hand_over_products(shared, acc, [&](const T (&m)[WINOGRAD_POINTS], int row, int column) {
-        const i64 kk = k0 + row, cc = c0 + column;
-        if (kk >= K || cc >= C) return;
+    // A warp holds one filter's 32 channels (lane = channel - c0): their 9 taps each are one run
+    // of 288 values in part, which the warp stores 32 consecutive values at a time (value e of
+    // the run is tap e % 9 of lane e / 9, fetched by shuffles), not 9 apart.
+    const int valid = (int)(C - c0 < WINOGRAD_TILES ? C - c0 : WINOGRAD_TILES) * 9;
+    hand_over_products(shared, acc, [&](const T (&m)[WINOGRAD_POINTS], int row, int lane) {
+        const i64 kk = k0 + row;
+        if (kk >= K) return;  // the whole warp
         T half[12], taps[9];  // G^T m G: 3 x 4, then 3 x 3
 #pragma unroll
         for (int b = 0; b < 4; ++b) tap_axis(m + b, half + b, 4, 4);
 #pragma unroll
         for (int r = 0; r < 3; ++r) tap_axis(half + 4 * r, taps + 3 * r, 1, 1);
+        T* run = out + (kk * C + c0) * 9;
+#pragma unroll 1
+        for (int j = 0; j < 9; ++j) {
+            const int e = j * WINOGRAD_TILES + lane, owner = e / 9, tap = e % 9;
+            T value = T(0);
 #pragma unroll
-        for (int t = 0; t < 9; ++t) out[(kk * C + cc) * 9 + t] = taps[t];
+            for (int t = 0; t < 9; ++t) {
+                const T shuffled = __shfl_sync(0xffffffffu, taps[t], owner);
+                if (t == tap) value = shuffled;
+            }
+            if (e < valid) run[e] = value;
+        }
     });
 }
 
