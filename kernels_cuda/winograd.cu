@@ -1,5 +1,6 @@
-// Winograd F(2x2, 3x3) convolution (Lavin and Gray, "Fast Algorithms for Convolutional Neural
-// Networks", 2016), NCHW, float and double.
+// Winograd convolution (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks",
+// 2016) of 3x3 stride-1 windows, NCHW, float and double: F(2x2, 3x3) for the forward and the
+// input gradient, its transpose F(3x3, 2x2) for the weight gradient (winograd_backward_weight).
 //
 // A 3x3 stride-1 convolution's output, in 2 x 2 tiles, is Y = A^T [U . V] A per tile and channel
 // pair, summed over the input channels, where U = G g G^T is a 3x3 filter g transformed to 4 x 4
@@ -7,11 +8,12 @@
 // So the convolution becomes 16 independent GEMMs, one per point xi of the 4 x 4 transform:
 // M[xi] (rows x tiles) = U[xi] (rows x reduction) * V[xi] (reduction x tiles), at 16 multiply-adds
 // per 2 x 2 outputs and channel pair where the direct product does 36: 2.25 times fewer. Two
-// kernels: winograd_filter transforms the filters once per call; winograd_conv2d does the rest in
-// one pass, each block transforming its input patches into shared memory, multiplying, and
+// kernels: winograd_filter transforms the filters once per call; winograd_conv2d does the rest
+// in one pass, each block transforming its input patches into shared memory, multiplying, and
 // transforming its products back into y, so neither V nor M (4 values per pixel each) ever goes
 // through global memory. The input gradient of a 3x3 stride-1 convolution is such a convolution
-// too (gy by the filters rotated 180 degrees, channels swapped: winograd_filter's flip).
+// too (gy by the filters rotated 180 degrees, channels swapped: winograd_filter's flip). The
+// weight gradient is one kernel of the same shape (winograd_backward_weight, below).
 //
 // The transforms' coefficients are 0, +-1 and +-1/2 (exact in binary), so the only rounding is
 // in their few additions: errors stay at a few float epsilons of the operands' scale.
@@ -19,10 +21,11 @@
 
 #define WINOGRAD_POINTS 16  // xi = a * 4 + b, a 4 x 4 transform
 
-// winograd_conv2d's block: WINOGRAD_ROWS output channels x WINOGRAD_TILES tiles, all 16 points.
-// Thread t takes point xi = t / 16 and, of that point's 32 x 32 product, the 8 x 8 at rows
-// 8 ty, tiles 8 tx (ty = t / 4 % 4, tx = t % 4): each reduction step reads 8 U and 8 V values
-// (16-byte shared loads: a warp's addresses broadcast or side by side) for 64 multiply-adds.
+// A block of either kernel: WINOGRAD_ROWS x WINOGRAD_TILES entries of each of the 16 products
+// (winograd_conv2d: output channels x tiles; the weight gradient: filters x channels). Thread t
+// takes point xi = t / 16 and, of that point's 32 x 32, the 8 x 8 at rows 8 ty, columns 8 tx
+// (ty = t / 4 % 4, tx = t % 4): each reduction step reads 8 and 8 values (16-byte shared loads:
+// a warp's addresses broadcast or side by side) for 64 multiply-adds.
 #define WINOGRAD_ROWS 32
 #define WINOGRAD_TILES 32
 #define WINOGRAD_SUB 8
@@ -31,7 +34,9 @@
 // the reduction (WINOGRAD_CHANNELS: the float slab, twice the double one), so that a block
 // stages them as whole 16-byte loads with no bounds to check.
 #define WINOGRAD_CHANNELS 8
-__device__ inline i64 padded(i64 n, i64 multiple) { return (n + multiple - 1) / multiple * multiple; }
+__device__ inline i64 padded(i64 n, i64 multiple) {
+    return (n + multiple - 1) / multiple * multiple;
+}
 
 // G v for a filter's 3 taps along one axis: 4 values.
 template <typename T> __device__ inline void filter_axis(T v0, T v1, T v2, T* out, int step) {
@@ -104,7 +109,8 @@ __device__ inline void transformed_patch(const T* plane, i64 H, i64 W, int h0, i
 template <typename T, typename I>
 __device__ void winograd_filter_body(const T* w, T* u, i64 rows64, i64 reduction64, int flip) {
     const I rows = (I)rows64, reduction = (I)reduction64;
-    const I stride = (I)padded(rows64, WINOGRAD_ROWS), cols = (I)padded(reduction64, WINOGRAD_CHANNELS);
+    const I stride = (I)padded(rows64, WINOGRAD_ROWS);
+    const I cols = (I)padded(reduction64, WINOGRAD_CHANNELS);
     for (I i = (I)global_thread_index(); i < stride * cols; i += (I)grid_stride()) {
         const I col = i / stride, row = i - col * stride;
         T out[WINOGRAD_POINTS] = {};

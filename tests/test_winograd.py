@@ -66,8 +66,8 @@ def test_convolution_algorithm_forces_and_forbids_winograd():
 
 
 def spy_winograd(monkeypatch, backend) -> list[str]:
-    """Names of the winograd.cu kernels launched from now on (not conv2d.cu's sum_partials and
-    bias gradient, which the Winograd weight gradient launches too)."""
+    """Names of the winograd.cu kernels launched from now on (not conv2d.cu's sum_partials, which
+    a split Winograd weight gradient launches too)."""
     launched = []
     launch = backend._launch
 

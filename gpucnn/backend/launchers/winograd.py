@@ -14,14 +14,13 @@ from .launching import MAX_GRID_YZ, blocks, grid_1d, i32, i64, shaped
 
 POINTS = 16  # the 4 x 4 transform's points: the GEMMs per convolution (WINOGRAD_POINTS)
 # Where Winograd pays, by arithmetic (to be tuned by the bench's same-run A/B on a GPU): at
-# least _MIN_CHANNELS input and output channels (a block's 32 output channels, and a reduction
-# long enough that each tile's input transform, once per input channel, is a small part of its
-# 16 K multiply-adds per input channel) and _MIN_MACS multiply-adds in the direct product (~30 us
-# at an H100's float32 peak: small layers are launch-bound, and Winograd takes two launches
-# where the direct GEMM takes one).
+# least _MIN_CHANNELS input and output channels (a block's 32 rows filled; per tile and input
+# channel, the input transform's ~50 operations against 16 multiply-adds a filter) and
+# _MIN_MACS multiply-adds in the direct product (~30 us at an H100's float32 peak: smaller
+# layers are launch-bound, and Winograd takes two launches where the direct GEMM takes one).
 _MIN_CHANNELS = 32
 _MIN_MACS = 2**30
-BLOCK_TILES, BLOCK_ROWS = 32, 32  # winograd_conv2d's block: WINOGRAD_TILES x WINOGRAD_ROWS
+BLOCK_TILES, BLOCK_ROWS = 32, 32  # the kernels' block: WINOGRAD_TILES x WINOGRAD_ROWS
 SLAB_CHANNELS = 8  # WINOGRAD_CHANNELS: the transformed filters' reduction is padded to it
 # The weight gradient's split of its reduction over tiles: about _TARGET_BLOCKS blocks (a few
 # waves of 2 blocks on each of 132 SMs), at least _MIN_CHUNK tiles (8 slabs) a block.
@@ -48,9 +47,9 @@ def convolution_algorithm(name: str) -> Iterator[None]:
 
 
 def winograd_applies(x_shape, w_shape, stride, dilation, groups) -> bool:
-    """True where a convolution's forward and gradients run as Winograd: a 3x3
-    window, stride 1, no dilation, one group, and (unless :func:`convolution_algorithm` says
-    otherwise) at least _MIN_CHANNELS channels in and out and _MIN_MACS multiply-adds."""
+    """True where a convolution's forward and gradients run as Winograd: a 3x3 window, stride 1,
+    no dilation, one group, and (unless :func:`convolution_algorithm` says otherwise) at least
+    _MIN_CHANNELS channels in and out and _MIN_MACS multiply-adds."""
     if _algorithm == "direct":
         return False
     window, large = _shape_rule(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(dilation),
@@ -61,7 +60,8 @@ def winograd_applies(x_shape, w_shape, stride, dilation, groups) -> bool:
 def _tile_splits(tiles: int, blocks_per_split: int) -> tuple[int, int]:
     """(chunk, splits) of the weight gradient's reduction over ``tiles`` output tiles: about
     _TARGET_BLOCKS blocks in all, at least _MIN_CHUNK tiles each, chunks of whole slabs."""
-    want = max(1, min(blocks(_TARGET_BLOCKS, blocks_per_split), tiles // _MIN_CHUNK, 65535))
+    want = min(blocks(_TARGET_BLOCKS, blocks_per_split), tiles // _MIN_CHUNK, MAX_GRID_YZ)
+    want = max(1, want)
     chunk = blocks(blocks(tiles, want), SLAB_CHANNELS) * SLAB_CHANNELS
     return chunk, blocks(tiles, chunk)
 
