@@ -2,10 +2,10 @@
 runners.
 
 :class:`CudaBackend` gathers the launchers, one class per kernel family (``launchers/<family>.py``
-beside ``kernels_cuda/<family>.cu``; winograd's extends conv2d's). They allocate only through ``self.xp`` and reach kernels only
-through ``self.runner.module(...)``, so the same code drives CuPy on a GPU
-(``cupy_backend.CupyBackend``, device ``"cuda"``) and NumPy under the CPU emulation runner
-(``"cuda-emu"``). What every launcher checks and how it passes scalars:
+beside ``kernels_cuda/<family>.cu``; winograd's extends conv2d's). They allocate only through
+``self.xp`` and reach kernels only through ``self.runner.module(...)``, so the same code drives
+CuPy on a GPU (``cupy_backend.CupyBackend``, device ``"cuda"``) and NumPy under the CPU emulation
+runner (``"cuda-emu"``). What every launcher checks and how it passes scalars:
 :mod:`gpucnn.backend.launchers.launching`.
 """
 

@@ -54,7 +54,7 @@ PEERS = {
             "gpucnn-cuda-baseline-graph",
             "cuda",
             ("ops",),
-            note="captured CUDA graph, direct convs on 64 x 64 tiles: narrow tile's, Winograd's A/B",
+            note="captured CUDA graph, direct convs, 64 x 64 tiles: narrow tile's, Winograd's A/B",
         ),
         Peer("pytorch-cuda", "cuda", note="eager, cuDNN, TF32 off"),
         Peer("pytorch-cuda-graph", "cuda", note="captured CUDA graph, TF32 off"),
