@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from gpucnn.backend import cupy_backend, get_backend
+from gpucnn.backend.launchers.winograd import convolution_algorithm
 from gpucnn.errors import GpuUnavailableError
 
 
@@ -120,9 +121,11 @@ def test_gpu_results_are_bitwise_identical_run_to_run(cuda, dt):
 
 @pytest.mark.gpu
 @pytest.mark.slow
-def test_gpu_indexing_past_2_31_elements(cuda):
+@pytest.mark.parametrize("algorithm", ["direct", "winograd"])
+def test_gpu_indexing_past_2_31_elements(cuda, algorithm):
     """A 2 x 1 x 32770 x 32770 float32 input (2^31 + 262152 elements, 8.6 GB): the corners of the
-    last image, which only 64-bit index arithmetic reaches, match NumPy."""
+    last image, which only 64-bit index arithmetic reaches, match NumPy, with the convolutions
+    direct and as Winograd (exact either way: small integers times eighths)."""
     xp = cuda.xp
     n, side = 2, 32770
     assert n * side * side > 2**31
@@ -134,9 +137,10 @@ def test_gpu_indexing_past_2_31_elements(cuda):
     cpu = get_backend("cpu")
     corner = cuda.to_numpy(x[-1:, :, -6:, -6:])  # the bottom-right input corner, with its halo
     expect = cpu.conv2d_forward(corner, cuda.to_numpy(w), None, (1, 1), ((0, 1), (0, 1)), (1, 1), 1)
-    y = cuda.conv2d_forward(x, w, None, *geometry)
-    assert np.array_equal(cuda.to_numpy(y[-1:, :, -5:, -5:]), expect[:, :, -5:, -5:])
-    gx = cuda.conv2d_backward_input(y, w, x.shape, *geometry)
+    with convolution_algorithm(algorithm):
+        y = cuda.conv2d_forward(x, w, None, *geometry)
+        assert np.array_equal(cuda.to_numpy(y[-1:, :, -5:, -5:]), expect[:, :, -5:, -5:])
+        gx = cuda.conv2d_backward_input(y, w, x.shape, *geometry)
     del y
     expect_gx = cpu.conv2d_backward_input(
         expect, cuda.to_numpy(w), (1, 1, 6, 6), (1, 1), ((0, 1), (0, 1)), (1, 1), 1
