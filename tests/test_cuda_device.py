@@ -108,13 +108,15 @@ def _ops(backend, x, w, gy, dt):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("algorithm", ["direct", "winograd"])
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
-def test_gpu_results_are_bitwise_identical_run_to_run(cuda, dt):
+def test_gpu_results_are_bitwise_identical_run_to_run(cuda, dt, algorithm):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((16, 32, 30, 30)).astype(dt)  # N*H*W large enough to split bwd-weight
     w = rng.standard_normal((32, 32, 3, 3)).astype(dt)
     gy = rng.standard_normal((16, 32, 30, 30)).astype(dt)
-    first, second = _ops(cuda, x, w, gy, dt), _ops(cuda, x, w, gy, dt)
+    with convolution_algorithm(algorithm):
+        first, second = _ops(cuda, x, w, gy, dt), _ops(cuda, x, w, gy, dt)
     for a, b in zip(first, second, strict=True):
         assert np.array_equal(a, b)
 
