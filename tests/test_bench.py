@@ -619,3 +619,21 @@ def test_cuda_peers_leave_pytorchs_modes_as_they_found_them(monkeypatch):
     modes = (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32, backends.cudnn.benchmark)
     assert modes == (False, True, False)
     peers.restore_torch_modes()  # nothing saved any more: nothing to do
+
+
+@pytest.mark.emu
+@pytest.mark.parametrize(("algorithm", "winograd"), [("winograd", True), ("direct", False)])
+def test_conv_algorithm_option_sets_the_convolutions(tmp_path, capsys, monkeypatch, algorithm,
+                                                     winograd):  # fmt: skip
+    """``--conv-algorithm`` holds for the whole run (here on conv2's 3x3 stride-1 window, which
+    "auto" leaves direct) and is recorded with the other options."""
+    backend = make_backend("cuda-emu")
+    launches = record_conv_launches(monkeypatch, backend)
+    argv = ["--suite", "ops", "--device", "cuda-emu", "--peers", "gpucnn-cuda-emu"]
+    _, record, _ = run_bench(
+        tmp_path, capsys, *argv, "--batch-size", "2", "--cases", "conv2",
+        "--conv-algorithm", algorithm,
+    )  # fmt: skip
+    assert any(kernel.startswith("winograd_") for kernel, _ in launches) is winograd
+    assert record["arguments"]["conv_algorithm"] == algorithm
+    assert {row["op"] for row in record["results"] if row["status"] == "ok"} >= {"conv forward"}

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..backend import cpu_threads
+from ..backend.launchers.winograd import ALGORITHMS, convolution_algorithm
 from . import goals, report, timing
 from . import peers as P
 from .suites import DEFAULT_REPEATS, SUITES, Options
@@ -58,6 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"peers to run (default: the device's); from {', '.join(P.PEERS)}",
     )  # fmt: skip
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument(
+        "--conv-algorithm", choices=ALGORITHMS, default="auto",
+        help="the CUDA backend's convolutions: direct, Winograd wherever the window allows "
+        "(3x3, stride 1), or auto (Winograd for large layers; default)",
+    )  # fmt: skip
     parser.add_argument("--cases", metavar="TEXT", help="ops: only cases whose name has TEXT")
     parser.add_argument(
         "--tutorial-samples", type=positive_int, default=3,
@@ -106,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
         megabytes=args.megabytes,
     )
     try:
-        results = SUITES[args.suite](peers, opts)
+        with convolution_algorithm(args.conv_algorithm):
+            results = SUITES[args.suite](peers, opts)
     finally:
         P.restore_torch_modes()
     if not results:
