@@ -7,7 +7,9 @@
 #   2. side by side: the zoo models' accuracy runs (given DATA_DIR; tutorial-mnist also with
 #      --cuda-graph) in the background, and in the foreground the GPU test suite (parity, cuda vs
 #      cuda-emu, captured step, > 2^31 elements), compute-sanitizer (memcheck, racecheck,
-#      initcheck, synccheck) over a driver that launches every kernel, and the nvcc build report.
+#      initcheck, synccheck) over a driver that launches every kernel, and the nvcc build report;
+#   3. with the benchmarks, once the rest is done: the ops suite's conv rows with Winograd
+#      forced wherever the window allows (bench-ops-winograd), the lowest priority.
 # Each step logs to $OUT/<step>.log (OUT defaults to ./out); a failing step does not stop the
 # others; the summary (with each step's end time) is printed at the end and written to
 # $OUT/summary.txt. Exit status: 0 only if every step that ran passed. ONLY="bench train tests
@@ -111,6 +113,14 @@ if wanted sanitizer; then
     step nvcc-report bash scripts/compile_kernels.sh
 fi
 wait
+if wanted bench; then
+    # Last, the lowest priority, once the trainings are done: every conv row of the ops suite
+    # with Winograd wherever the window allows (the tutorial net's 3x3 stride-1 layers too),
+    # against the direct kernels and cuDNN, captured graphs only: where Winograd pays.
+    step bench-ops-winograd "$PYTHON" -m gpucnn bench --suite ops --device cuda --cases conv \
+        --conv-algorithm winograd --json "$OUT/bench_ops_winograd.json" \
+        --peers gpucnn-cuda-graph,gpucnn-cuda-baseline-graph,pytorch-cuda-graph
+fi
 
 {
     echo "gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse --short HEAD 2>/dev/null)"

@@ -36,3 +36,4 @@ def test_deadline_stops_the_running_step_and_skips_the_rest(tmp_path):
     assert "FAIL bench-step (TIMEOUT: stopped at DEADLINE_S=3 s" in summary
     assert "SKIP bench-ops (past DEADLINE_S=3 s)" in summary
     assert "SKIP profile-host" in summary
+    assert "SKIP bench-ops-winograd" in summary  # the last step, after the others
