@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gpucnn import nn, optim
+from gpucnn import nn, optim, reference
 
 
 def small_net(rng):
@@ -121,6 +121,22 @@ def test_dropout_random_state_resumes_the_same_masks():
     np.testing.assert_array_equal(other(x), expected)
     kept = expected != 0
     assert 0 < kept.sum() < x.size and np.all(expected[kept] == 2.0)
+
+
+def test_dropout_layer_forward_and_backward_follow_the_reference(backend, rng):
+    """The layer's two training calls against the reference loops: each call's mask is
+    ``reference.dropout_mask`` of its (seed, call) seed, the output x * mask, and backward
+    ``reference.dropout_backward`` (the gradient only through kept elements, scaled alike)."""
+    x, gy = (rng.standard_normal((2, 3, 5, 6)).astype(np.float32) for _ in range(2))
+    drop = nn.Dropout(0.3, seed=int(rng.integers(2**31)))
+    for call in range(2):
+        call_seed = (drop.seed + call * 0x9E3779B97F4A7C15) % 2**64
+        mask = reference.dropout_mask(x.shape, 0.3, call_seed)
+        y = backend.to_numpy(drop(backend.asarray(x)))
+        gx = backend.to_numpy(drop.backward(backend.asarray(gy)))
+        assert 0 < np.count_nonzero(mask) < mask.size
+        np.testing.assert_allclose(y, reference.dropout_forward(x, mask), rtol=1e-6)
+        np.testing.assert_allclose(gx, reference.dropout_backward(gy, mask), rtol=1e-6)
 
 
 def test_optimizer_state_dict_round_trip_continues_identically():
