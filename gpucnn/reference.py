@@ -321,10 +321,12 @@ def _uniform24(seed: int, index: int) -> float:
     return (z >> 40) / float(1 << 24)
 
 
-def dropout_mask(shape, p: float, seed: int):
-    """Keep-mask scaled by 1/(1-p): flat element i is kept when u(seed, i) >= p (float64)."""
+def dropout_mask(shape, p: float, seed: int, calls: int = 0):
+    """Keep-mask scaled by 1/(1-p): flat element i is kept when u(seed', i) >= p (float64), where
+    seed' = seed + calls * golden mod 2**64 (a layer's mask of its calls-th training step)."""
     count = math.prod(shape)
-    keep = [1.0 / (1.0 - p) if _uniform24(seed, i) >= p else 0.0 for i in range(count)]
+    call_seed = seed + calls * 0x9E3779B97F4A7C15  # _uniform24 takes it mod 2**64
+    keep = [1.0 / (1.0 - p) if _uniform24(call_seed, i) >= p else 0.0 for i in range(count)]
     return np.array(keep, dtype=np.float64).reshape(shape)
 
 

@@ -695,12 +695,11 @@ def _dropout_case(shape, p: float) -> OpCase:
 
     def reference(d):
         mask = ref.dropout_mask(d["x"].shape, d["p"], d["seed"])
-        call_seed = (d["seed"] + d["calls"] * 0x9E3779B97F4A7C15) % 2**64
         return {
             "y": ref.dropout_forward(d["x"], mask),
             "mask": mask,
             "mask_again": mask,
-            "mask_call": ref.dropout_mask(d["x"].shape, d["p"], call_seed),
+            "mask_call": ref.dropout_mask(d["x"].shape, d["p"], d["seed"], d["calls"]),
         }
 
     def gradient(bk, d):
