@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
-# One-go check on a machine with an NVIDIA GPU and CuPy, in two phases:
-#   1. the benchmarks, alone on the GPU: train step, ops and epoch against PyTorch/cuDNN (the
+# One-go check on a machine with an NVIDIA GPU and CuPy, in this order:
+#   0. the device (nvidia-smi) and whether gpucnn's cuda backend can use it (cuda-backend);
+#   1. the GPU test suite (parity, cuda vs cuda-emu, captured step, > 2^31 elements; a cuda
+#      backend that cannot be created fails it, GPUCNN_REQUIRE_GPU=1), first, since a figure
+#      from a wrong kernel means nothing; side by side with it, given DATA_DIR, the zoo models'
+#      accuracy runs (tutorial-mnist also with --cuda-graph) in the background;
+#   2. the benchmarks, alone on the GPU: train step, ops and epoch against PyTorch/cuDNN (the
 #      epoch on the Fashion-MNIST IDX files in DATA_DIR if given, else on random images),
 #      bandwidth (ops vs the device's copy), compile (cold kernel compile, warm first step), and
 #      the host time of each backend call of a step (scripts/profile_step.py);
-#   2. side by side: the zoo models' accuracy runs (given DATA_DIR; tutorial-mnist also with
-#      --cuda-graph) in the background, and in the foreground the GPU test suite (parity, cuda vs
-#      cuda-emu, captured step, > 2^31 elements), compute-sanitizer (memcheck, racecheck,
-#      initcheck, synccheck) over a driver that launches every kernel, and the nvcc build report;
-#   3. with the benchmarks, once the rest is done: the ops suite's conv rows with Winograd
-#      forced wherever the window allows (bench-ops-winograd), the lowest priority.
+#   3. compute-sanitizer (memcheck, racecheck, initcheck, synccheck) over a driver that launches
+#      every kernel, and the nvcc build report;
+#   4. the ops suite's conv rows with Winograd forced wherever the window allows
+#      (bench-ops-winograd), the lowest priority.
 # Each step logs to $OUT/<step>.log (OUT defaults to ./out); a failing step does not stop the
 # others; the summary (with each step's end time) is printed at the end and written to
 # $OUT/summary.txt. Exit status: 0 only if every step that ran passed. ONLY="bench train tests
 # sanitizer" (any of them) runs just those groups, to split the check over several calls.
-# DEADLINE_S=N starts no step after N seconds (each is listed as SKIP) and stops a step still
-# running then (TIMEOUT), so that a time-limited call still ends with its summary.
+# DEADLINE_S=N starts no step after N seconds (each is listed as SKIP) and interrupts a step
+# still running then (SIGINT, so pytest still prints its failures; TIMEOUT), so that a
+# time-limited call still ends with its summary. A DATA_DIR that is not a folder is a FAIL line;
+# the epoch then runs on random images and no training run starts.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-./out}
@@ -35,10 +40,17 @@ if [[ " $asked " == *" train "* ]] && [ -z "$DATA_DIR" ]; then
     exit 2
 fi
 mkdir -p "$OUT"
+: >"$OUT/steps.txt"
+if [ -n "$DATA_DIR" ] && [ ! -d "$DATA_DIR" ]; then
+    echo "FAIL data-dir (DATA_DIR=$DATA_DIR is not a folder: epoch on random images, no training)" \
+        >>"$OUT/steps.txt"
+    DATA_DIR=
+fi
 export PYTHONUNBUFFERED=1
 # The scripts run as `python scripts/x.py` import gpucnn from this checkout, installed or not.
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export GPUCNN_DEBUG=1  # an error's whole traceback in the step's log, not its one-line summary
+export GPUCNN_REQUIRE_GPU=1  # tests/conftest.py: an unusable cuda backend fails, not skips
 start=$(date +%s)
 
 step() {  # step NAME COMMAND...: run COMMAND, log to $OUT/NAME.log, record PASS/FAIL/SKIP
@@ -51,7 +63,7 @@ step() {  # step NAME COMMAND...: run COMMAND, log to $OUT/NAME.log, record PASS
             echo "SKIP $name (past DEADLINE_S=$DEADLINE_S s)" >>"$OUT/steps.txt"
             return
         fi
-        limit=(timeout -k 5 "$left")
+        limit=(timeout -s INT -k 10 "$left")
     fi
     echo "== $name: $*"
     local status=0
@@ -70,20 +82,8 @@ step() {  # step NAME COMMAND...: run COMMAND, log to $OUT/NAME.log, record PASS
 
 wanted() { [[ " $ONLY " == *" $1 "* ]]; }
 
-: >"$OUT/steps.txt"
 step device nvidia-smi
-if wanted bench; then
-    # The suites with the most goals first, in case the lease runs out; the epoch on the real
-    # images given DATA_DIR, else on random ones of the same size (the time is the same).
-    for suite in step ops epoch bandwidth compile; do
-        options=()
-        [ "$suite" = epoch ] && [ -n "$DATA_DIR" ] && options=(--data-dir "$DATA_DIR")
-        step "bench-$suite" "$PYTHON" -m gpucnn bench --suite "$suite" --device cuda \
-            ${options[@]+"${options[@]}"} --json "$OUT/bench_$suite.json"
-    done
-    # Host time of each backend call of an eager b64 step (the launch overhead the step pays).
-    step profile-host "$PYTHON" scripts/profile_step.py --device cuda --batch-size 64 --top 40
-fi
+step cuda-backend "$PYTHON" -c "from gpucnn.backend import get_backend; print(get_backend('cuda'))"
 if wanted train && [ -n "$DATA_DIR" ]; then
     train() {  # train NAME OPTIONS...: one zoo run with its recipe; metrics.json has the times
         local name=$1
@@ -98,6 +98,19 @@ fi
 if wanted tests; then
     step tests "$PYTHON" -m pytest -m gpu -ra -p no:cacheprovider tests
 fi
+wait
+if wanted bench; then
+    # The suites with the most goals first, in case the lease runs out; the epoch on the real
+    # images given DATA_DIR, else on random ones of the same size (the time is the same).
+    for suite in step ops epoch bandwidth compile; do
+        options=()
+        [ "$suite" = epoch ] && [ -n "$DATA_DIR" ] && options=(--data-dir "$DATA_DIR")
+        step "bench-$suite" "$PYTHON" -m gpucnn bench --suite "$suite" --device cuda \
+            ${options[@]+"${options[@]}"} --json "$OUT/bench_$suite.json"
+    done
+    # Host time of each backend call of an eager b64 step (the launch overhead the step pays).
+    step profile-host "$PYTHON" scripts/profile_step.py --device cuda --batch-size 64 --top 40
+fi
 if wanted sanitizer; then
     default_sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
     sanitizer=${SANITIZER:-$default_sanitizer}
@@ -110,18 +123,22 @@ if wanted sanitizer; then
         echo "FAIL sanitizer (no compute-sanitizer on PATH or in /usr/local/cuda/bin)" \
             >>"$OUT/steps.txt"
     fi
-    step nvcc-report bash scripts/compile_kernels.sh
+    NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+    export NVCC  # scripts/compile_kernels.sh's compiler
+    if [ -x "$NVCC" ]; then
+        step nvcc-report bash scripts/compile_kernels.sh
+    else
+        echo "SKIP nvcc-report (no nvcc on PATH or in /usr/local/cuda/bin)" >>"$OUT/steps.txt"
+    fi
 fi
-wait
 if wanted bench; then
-    # Last, the lowest priority, once the trainings are done: every conv row of the ops suite
-    # with Winograd wherever the window allows (the tutorial net's 3x3 stride-1 layers too),
-    # against the direct kernels and cuDNN, captured graphs only: where Winograd pays.
+    # Last, the lowest priority: every conv row of the ops suite with Winograd wherever the
+    # window allows (the tutorial net's 3x3 stride-1 layers too), against the direct kernels
+    # and cuDNN, captured graphs only: where Winograd pays.
     step bench-ops-winograd "$PYTHON" -m gpucnn bench --suite ops --device cuda --cases conv \
         --conv-algorithm winograd --json "$OUT/bench_ops_winograd.json" \
         --peers gpucnn-cuda-graph,gpucnn-cuda-baseline-graph,pytorch-cuda-graph
 fi
-
 {
     echo "gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse --short HEAD 2>/dev/null)"
     cat "$OUT/steps.txt"

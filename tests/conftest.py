@@ -4,6 +4,8 @@ GPUCNN_DEBUG unset in every test.
 ``backend`` runs a test once per device: ``cpu`` always; ``cuda`` (marked ``gpu``) and ``cuda-emu``
 (marked ``emu``) are skipped, with the reason, where they cannot be created, so they show up as
 skipped in the summary rather than vanishing. ``kernel_backend`` is the same without ``cpu``. Set ``GPUCNN_TEST_SEED`` to replay a failing seed.
+On a GPU machine ``GPUCNN_REQUIRE_GPU=1`` (set by scripts/gpu_check.sh) makes an unusable ``cuda``
+backend a failure, not a skip, so that a GPU run whose every cuda test skipped cannot pass.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from gpucnn.data.datasets import write_idx_dataset
 from gpucnn.errors import GpuUnavailableError
 
 SEED_ENV = "GPUCNN_TEST_SEED"
+REQUIRE_GPU_ENV = "GPUCNN_REQUIRE_GPU"
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 # The devices that run kernels_cuda/: the GPU, and its emulation on the CPU.
@@ -65,12 +68,15 @@ def pytest_runtest_makereport(item, call):
 
 
 def make_backend(name: str):
-    """The backend for ``name``, or a pytest skip with the reason when that device is not usable."""
+    """The backend for ``name``, or a pytest skip with the reason when that device is not usable
+    (a failure instead for ``cuda`` under ``GPUCNN_REQUIRE_GPU=1``)."""
     if name == "cpu":
         return get_backend("cpu")
     try:
         return get_backend(name)
     except GpuUnavailableError as err:  # no GPU / no CuPy, or (cuda-emu) no C++ compiler
+        if name == "cuda" and os.environ.get(REQUIRE_GPU_ENV) == "1":
+            pytest.fail(f"{REQUIRE_GPU_ENV}=1 but the cuda backend is unavailable: {err}")
         pytest.skip(f"{name} backend unavailable: {err}")
 
 

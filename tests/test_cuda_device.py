@@ -9,6 +9,7 @@ import types
 
 import numpy as np
 import pytest
+from conftest import REQUIRE_GPU_ENV, make_backend
 
 from gpucnn.backend import cupy_backend, get_backend
 from gpucnn.backend.launchers.winograd import convolution_algorithm
@@ -76,13 +77,22 @@ def test_auto_falls_back_to_cpu_and_says_so_once(monkeypatch, capsys, fresh_regi
     assert "CuPy is not installed" in err
 
 
+def test_an_unusable_cuda_skips_its_tests_or_fails_them_when_a_gpu_is_required(
+    monkeypatch, fresh_registry
+):
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    monkeypatch.delenv(REQUIRE_GPU_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="cuda backend unavailable: CuPy is not"):
+        make_backend("cuda")
+    monkeypatch.setenv(REQUIRE_GPU_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match=f"{REQUIRE_GPU_ENV}=1 but the cuda backend"):
+        make_backend("cuda")
+
+
 # ----------------------------------------------------------------------------- on a GPU
 @pytest.fixture(scope="module")
 def cuda():
-    try:
-        return get_backend("cuda")
-    except GpuUnavailableError as err:
-        pytest.skip(f"no usable GPU: {err}")
+    return make_backend("cuda")
 
 
 def _ops(backend, x, w, gy, dt):

@@ -26,14 +26,35 @@ def test_unknown_groups_and_trainings_without_data_are_refused(tmp_path):
     assert not (tmp_path / "out").exists()  # refused before anything ran
 
 
-def test_deadline_stops_the_running_step_and_skips_the_rest(tmp_path):
-    slow = tmp_path / "slow-python"
-    slow.write_text("#!/bin/sh\nsleep 60\n")
-    slow.chmod(0o755)
-    result = run(tmp_path, PYTHON=str(slow), ONLY="bench", DEADLINE_S="3")
+def fake_python(tmp_path, body: str):
+    """An executable standing in for python3: a shell script with ``body``."""
+    path = tmp_path / "fake-python"
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_deadline_interrupts_the_running_step_and_skips_the_rest(tmp_path):
+    # SIGINT, not SIGTERM: pytest then still prints its failures and summary into the log.
+    slow = fake_python(tmp_path, "trap 'echo interrupted; exit 130' INT\nsleep 60 & wait")
+    result = run(tmp_path, PYTHON=slow, ONLY="bench", DEADLINE_S="3")
     assert result.returncode == 1
     summary = (tmp_path / "out" / "summary.txt").read_text()
-    assert "FAIL bench-step (TIMEOUT: stopped at DEADLINE_S=3 s" in summary
-    assert "SKIP bench-ops (past DEADLINE_S=3 s)" in summary
+    assert "FAIL cuda-backend (TIMEOUT: stopped at DEADLINE_S=3 s" in summary
+    assert "interrupted" in (tmp_path / "out" / "cuda-backend.log").read_text()
+    assert "SKIP bench-step (past DEADLINE_S=3 s)" in summary
     assert "SKIP profile-host" in summary
     assert "SKIP bench-ops-winograd" in summary  # the last step, after the others
+
+
+def test_tests_run_before_the_benchmarks_and_a_missing_data_dir_only_costs_the_real_images(
+    tmp_path,
+):
+    echo = fake_python(tmp_path, 'echo "$@"')
+    result = run(tmp_path, PYTHON=echo, ONLY="tests bench", DATA_DIR=str(tmp_path / "nowhere"))
+    assert result.returncode == 1  # the data-dir line fails the call
+    steps = (tmp_path / "out" / "steps.txt").read_text().splitlines()
+    assert steps[0].startswith(f"FAIL data-dir (DATA_DIR={tmp_path / 'nowhere'} is not a folder")
+    names = [line.split()[1] for line in steps]
+    assert names.index("cuda-backend") < names.index("tests") < names.index("bench-step")
+    assert "--data-dir" not in (tmp_path / "out" / "bench-epoch.log").read_text()
