@@ -143,6 +143,15 @@ def test_compile_suite(backend, tmp_path, capsys):
         assert ("goal <= " in row["note"]) == has_goal, row["note"]
 
 
+def test_cuda_without_a_usable_gpu_is_an_error_not_a_table_of_unmeasured_rows(
+    capsys, monkeypatch, fresh_registry
+):
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    assert main(["--suite", "step", "--device", "cuda", "--repeats", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "CuPy is not installed" in err
+
+
 @pytest.mark.parametrize("device", ["cpu", "cuda-emu"])
 def test_compile_suite_is_for_cuda_only(device, capsys):
     assert main(["--suite", "compile", "--device", device]) == 2

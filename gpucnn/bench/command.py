@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..backend import cpu_threads
+from ..backend import cpu_threads, get_backend
 from ..backend.launchers.winograd import ALGORITHMS, convolution_algorithm
 from . import goals, report, timing
 from . import peers as P
@@ -93,6 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the chosen suite, print the table (and write JSON); returns the exit status."""
     peers = P.select(args.device, args.suite, args.peers)
+    if args.device == "cuda":
+        get_backend("cuda")  # no usable GPU: GpuUnavailableError, not a table of n/a rows
     if args.json and not Path(args.json).resolve().parent.is_dir():  # before the run, not after
         raise ValueError(f"--json {args.json}: its folder does not exist")
     timing.SETTLE_S = args.settle
