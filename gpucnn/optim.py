@@ -47,8 +47,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        if not value >= 0:  # NaN too
-            raise ValueError(f"learning rate must be non-negative, got {value}")
+        _check_non_negative(**{"learning rate": value})
         self._lr = float(value)
         self._clock[1] = self._lr
 
@@ -125,9 +124,10 @@ class Optimizer:
 
 
 def _check_non_negative(**values: float) -> None:
+    """A ValueError naming the first value that is negative, NaN or infinite."""
     for name, value in values.items():
-        if not value >= 0:  # NaN too
-            raise ValueError(f"{name} must be non-negative, got {value}")
+        if not 0 <= value < math.inf:  # NaN too
+            raise ValueError(f"{name} must be non-negative and finite, got {value}")
 
 
 class SGD(Optimizer):
@@ -251,6 +251,7 @@ class StepLR(LRScheduler):
         super().__init__(optimizer)
         if step_size < 1:
             raise ValueError(f"step_size must be >= 1 epoch, got {step_size}")
+        _check_non_negative(gamma=gamma)  # here, not an epoch later at the first step()
         self.step_size, self.gamma = step_size, gamma
 
     def lr_at(self, epoch: int) -> float:
@@ -264,6 +265,7 @@ class CosineAnnealingLR(LRScheduler):
         super().__init__(optimizer)
         if T_max < 1:
             raise ValueError(f"T_max must be >= 1 epoch, got {T_max}")
+        _check_non_negative(eta_min=eta_min)
         self.T_max, self.eta_min = T_max, eta_min
 
     def lr_at(self, epoch: int) -> float:

@@ -64,6 +64,15 @@ P = nn.Linear(3, 2).parameters()
         (lambda: optim.Adam(P, eps=-1e-8), ValueError, "eps must be non-negative"),
         (lambda: optim.StepLR(optim.SGD(P, 0.1), 0), ValueError, "step_size must be >= 1"),
         (lambda: optim.CosineAnnealingLR(optim.SGD(P, 0.1), 0), ValueError, "T_max must be"),
+        (lambda: optim.StepLR(optim.SGD(P, 0.1), 1, gamma=-0.5), ValueError, "gamma must be non"),
+        (
+            lambda: optim.StepLR(optim.SGD(P, 0.1), 1, gamma=float("nan")),
+            ValueError,
+            "gamma must be non",
+        ),
+        (lambda: optim.CosineAnnealingLR(optim.SGD(P, 0.1), 2, eta_min=-1), ValueError, "eta_min"),
+        (lambda: optim.SGD(P, float("inf")), ValueError, "learning rate must be non-negative and"),
+        (lambda: optim.SGD(P, 0.1, momentum=float("inf")), ValueError, "momentum must be non"),
     ],
 )
 def test_bad_arguments_raise_named_errors(call, error, message):
