@@ -103,6 +103,14 @@ def test_reverse_order_shows_a_race_the_usual_order_hides(basics, monkeypatch):
     assert np.isnan(y[1:]).all()
 
 
+@pytest.mark.parametrize("variable", ["GPUCNN_EMU_ORDER", "GPUCNN_EMU_POISON"])
+def test_a_misspelt_perturbation_is_an_error_not_the_usual_run(basics, monkeypatch, variable):
+    monkeypatch.setenv(variable, "revers")
+    x, y = np.arange(1, 257, dtype=np.float32), np.zeros(256, np.float32)
+    with pytest.raises(ValueError, match=f"{variable}='revers': expected"):
+        basics.get_function("shift_no_barrier")(1, 256, (x, y))
+
+
 PERTURBATIONS = {
     # A result that depends on the order has a race (a missing barrier, a read of another
     # block's output), which a GPU's scheduling could expose at any time.

@@ -22,6 +22,17 @@ from .emulation_build import EmulationBuildError, build, find_compiler, translat
 
 _ALIGNMENT = 256  # the largest alignment a kernel may test for (CUDA allocations have 256)
 POISON_ENV = "GPUCNN_EMU_POISON"
+ORDER_ENV = "GPUCNN_EMU_ORDER"
+_SETTINGS = {ORDER_ENV: ("usual", "reverse"), POISON_ENV: ("nan", "finite")}  # default first
+
+
+def check_settings() -> None:
+    """A ValueError for a ``GPUCNN_EMU_*`` value the runtime does not know: it would silently
+    run the usual order or poison, and a test that believes it ran perturbed checks nothing."""
+    for name, values in _SETTINGS.items():
+        value = os.environ.get(name)
+        if value and value not in values:
+            raise ValueError(f"{name}={value!r}: expected {' or '.join(values)}, or unset")
 
 
 def poison_byte() -> int:
@@ -29,6 +40,7 @@ def poison_byte() -> int:
     float, -1 as an int), or 0x3F with ``GPUCNN_EMU_POISON=finite`` (0.747 as a float32,
     finite). A kernel that reads memory it should not gives other bits under the two, even
     where an op absorbs a NaN (a maximum drops it)."""
+    check_settings()
     return 0x3F if os.environ.get(POISON_ENV) == "finite" else 0xFF
 
 
@@ -212,6 +224,7 @@ class EmulatedKernel:
 
         ``stream`` is accepted for CuPy compatibility and ignored: emulated launches are blocking.
         """
+        check_settings()
         grid3 = _dims(grid, "grid", _GRID_LIMITS)
         block3 = _dims(block, "block", _BLOCK_LIMITS)
         if block3[0] * block3[1] * block3[2] > _BLOCK_LIMITS[0]:
