@@ -1,5 +1,7 @@
 """Module, Sequential and optimizer bookkeeping: parameters, state dicts, modes, devices, summary."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -239,3 +241,66 @@ def test_batch_norm_running_variance_keeps_its_precision_when_small(backend, rng
     layer(backend.asarray(x))
     exact = x.astype(np.float64).var(axis=(0, 2, 3), ddof=1)
     np.testing.assert_allclose(backend.to_numpy(layer.running_var), exact, rtol=1e-5)
+
+
+# Every layer with a backward, the input it takes, and whether it runs in eval mode.
+GRAD_CHECKED_LAYERS = {
+    "conv2d": (lambda rng: nn.Conv2d(3, 4, 3, rng=rng), (2, 3, 8, 8), False),
+    "linear": (lambda rng: nn.Linear(5, 3, rng=rng), (2, 5), False),
+    "max_pool2d": (lambda rng: nn.MaxPool2d(2), (2, 3, 6, 6), False),
+    "avg_pool2d": (lambda rng: nn.AvgPool2d(2), (2, 3, 6, 6), False),
+    "global_avg_pool2d": (lambda rng: nn.GlobalAvgPool2d(), (2, 3, 6, 6), False),
+    "relu": (lambda rng: nn.ReLU(), (2, 3, 4, 4), False),
+    "flatten": (lambda rng: nn.Flatten(), (2, 3, 4, 4), False),
+    "dropout": (lambda rng: nn.Dropout(0.3, seed=1), (2, 3, 4, 4), False),
+    "dropout_eval": (lambda rng: nn.Dropout(0.3, seed=1), (2, 3, 4, 4), True),
+    "batch_norm2d": (lambda rng: nn.BatchNorm2d(3), (2, 3, 4, 4), False),
+    "batch_norm2d_eval": (lambda rng: nn.BatchNorm2d(3), (2, 3, 4, 4), True),
+}
+
+
+@pytest.mark.parametrize("name", GRAD_CHECKED_LAYERS)
+def test_layer_backward_refuses_a_gradient_unlike_the_forward_output(backend, rng, name):
+    """A gradient for another batch size broadcast silently on the CPU (one sample's gradient
+    given to a batch of two) or lost rows, another shape failed deep in NumPy, and a float64 one
+    was taken as it came: each is refused, naming the layer, the shape or dtype expected and got;
+    the right gradient still works after them."""
+    make, x_shape, evaluating = GRAD_CHECKED_LAYERS[name]
+    layer = make(rng).to(backend)
+    layer.train(not evaluating)
+    y = layer(backend.asarray(rng.standard_normal(x_shape).astype(np.float32)))
+    shape, (n, *rest) = tuple(y.shape), y.shape
+    for bad in [(1, *rest), (n + 1, *rest), (*shape[:-1], shape[-1] + 1)]:
+        g = backend.asarray(rng.standard_normal(bad).astype(np.float32))
+        expected = (
+            rf"{type(layer).__name__}\.backward: grad_out must have shape {re.escape(str(shape))}"
+        )
+        with pytest.raises(ValueError, match=rf"{expected}.*got {re.escape(str(bad))}"):
+            layer.backward(g)
+    g = rng.standard_normal(shape)
+    with pytest.raises(TypeError, match="must have dtype float32.*got float64"):
+        layer.backward(backend.asarray(g))
+    assert layer.backward(backend.asarray(g.astype(np.float32))).shape == x_shape
+
+
+def test_fused_backward_paths_check_the_gradient_too(rng):
+    """A convolution's parameter-only backward and max pooling's ReLU-fused backward check it."""
+    conv, pool = nn.Conv2d(1, 2, 3, rng=rng), nn.MaxPool2d(2)
+    y = pool(conv(rng.standard_normal((2, 1, 6, 6)).astype(np.float32), relu=True))
+    with pytest.raises(ValueError, match=r"MaxPool2d\.backward.*got \(1, 2, 2, 2\)"):
+        pool.backward(np.ones((1, *y.shape[1:]), np.float32), relu=True)
+    with pytest.raises(ValueError, match=r"Conv2d\.backward.*got \(2, 2, 4, 5\)"):
+        conv.backward_params(np.ones((2, 2, 4, 5), np.float32))
+
+
+def test_cross_entropy_backward_checks_a_given_gradient(backend, rng):
+    """The loss's upstream gradient, when given, must be like the loss: shape () and its dtype."""
+    loss_fn = nn.CrossEntropyLoss()
+    logits = backend.asarray(rng.standard_normal((5, 4)).astype(np.float32))
+    loss_fn(logits, backend.asarray(rng.integers(0, 4, 5)))
+    with pytest.raises(ValueError, match=r"CrossEntropyLoss\.backward.*shape \(\).*got \(5,\)"):
+        loss_fn.backward(backend.asarray(np.ones(5, np.float32)))
+    with pytest.raises(TypeError, match="dtype float32.*got float64"):
+        loss_fn.backward(backend.asarray(np.array(2.0)))
+    twice = loss_fn.backward(backend.asarray(np.array(2.0, np.float32)))
+    np.testing.assert_allclose(backend.to_numpy(twice), 2 * backend.to_numpy(loss_fn.backward()))

@@ -14,17 +14,18 @@ class ReLU(Module):
 
     def forward(self, x):
         self._backend = F.check_float_array(x, "ReLU input")
-        self._y = self._backend.relu_forward(x)
+        self._y = self._keep_output(self._backend.relu_forward(x))
         return self._y
 
     def backward(self, grad_out):
+        self._check_grad_out(grad_out)
         return self._backend.relu_backward(grad_out, self._y)
 
     def rectified(self, y):
         """Take ``y``, which the layer before already rectified (a fused forward), as this
         layer's output."""
         self._backend = F.check_float_array(y, "ReLU input")
-        self._y = y
+        self._y = self._keep_output(y)
         return y
 
 
@@ -59,14 +60,15 @@ class Dropout(Module):
         backend = F.check_float_array(x, "Dropout input")
         if not self.training or self.p == 0.0:
             self._mask = None
-            return x
+            return self._keep_output(x)
         if not backend.owns(self._calls):
             self._calls = backend.asarray(self._calls)
         y, self._mask = backend.dropout_forward(x, self.p, self.seed, self._calls)
         self._calls += 1
-        return y
+        return self._keep_output(y)
 
     def backward(self, grad_out):
+        self._check_grad_out(grad_out)
         return grad_out if self._mask is None else grad_out * self._mask
 
     def own_random_state(self) -> dict[str, int]:

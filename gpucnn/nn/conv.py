@@ -62,7 +62,7 @@ class Conv2d(Module):
         self._x_shape, self._backend = x.shape, backend
         self._args = (stride, padding, dilation, self.groups)
         y, self._saved = backend.conv2d_forward_saving(x, self.weight.data, b, *self._args, relu)
-        return y
+        return self._keep_output(y)
 
     def backward_params(self, grad_out):
         self._backward(grad_out, input_grad=False)
@@ -71,6 +71,7 @@ class Conv2d(Module):
         return self._backward(grad_out, input_grad=True)
 
     def _backward(self, grad_out, input_grad: bool):
+        self._check_grad_out(grad_out)
         gx, gw, gb = self._backend.conv2d_backward_saved(
             grad_out, self._saved, self.weight.data, self._x_shape, *self._args,
             input_grad=input_grad, bias=self.bias is not None,

@@ -28,9 +28,10 @@ class Linear(Module):
         one, fused by :class:`~gpucnn.nn.container.Sequential`)."""
         self._x, self._backend = x, backend_of(x)
         b = None if self.bias is None else self.bias.data
-        return F.linear(x, self.weight.data, b, relu)
+        return self._keep_output(F.linear(x, self.weight.data, b, relu))
 
     def backward(self, grad_out):
+        self._check_grad_out(grad_out)
         gx, gw, gb = self._backend.linear_backward(grad_out, self._x, self.weight.data)
         self.weight.accumulate(gw)
         if self.bias is not None:
@@ -46,7 +47,8 @@ class Flatten(Module):
 
     def forward(self, x):
         self._shape = x.shape
-        return x.reshape(x.shape[0], -1)
+        return self._keep_output(x.reshape(x.shape[0], -1))
 
     def backward(self, grad_out):
+        self._check_grad_out(grad_out)
         return grad_out.reshape(self._shape)

@@ -46,12 +46,16 @@ class CrossEntropyLoss(Module):
                 "NaN or infinite values (try a lower learning rate), or, with check_labels off on "
                 "a GPU, a label lies outside [0, classes)"
             )
-        return loss
+        return self._keep_output(loss)
 
     def backward(self, grad_out=None):
+        """d(loss)/d(logits), times ``grad_out`` (an array of the loss's shape () and dtype) if given."""
         if self._grad is None:
             raise RuntimeError(
                 "CrossEntropyLoss.backward: the last forward ran in eval mode, which computes the "
                 "loss alone; call .train() on the loss before the forward whose gradient you need"
             )
-        return self._grad if grad_out is None else self._grad * grad_out
+        if grad_out is None:
+            return self._grad
+        self._check_grad_out(grad_out)
+        return self._grad * grad_out

@@ -1,7 +1,10 @@
 """``Module`` and ``Parameter``: the layer base class, with parameters, buffers and devices.
 
 A module's forward caches what its backward needs; ``backward(grad_out)`` returns the input gradient
-and *adds* parameter gradients into ``Parameter.grad``; an optimizer applies them. A module has no
+and *adds* parameter gradients into ``Parameter.grad``; an optimizer applies them. A layer's forward
+keeps its output's shape and dtype (``_keep_output``) and its backward refuses a ``grad_out`` of any
+other (``_check_grad_out``): a kernel or a NumPy broadcast would otherwise read past it or stretch it
+into a wrong gradient without a word. A module has no
 device of its own: it is wherever its arrays are (``to(device)`` moves them).
 """
 
@@ -73,6 +76,8 @@ class Module:
     # the gradient through a ReLU right before this layer (see ``Sequential``).
     fuses_next_relu: bool = False
     fuses_previous_relu: bool = False
+    # (shape, dtype) of the last forward's output, which backward's grad_out must have.
+    _output_spec: tuple[tuple[int, ...], np.dtype] | None = None
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})
@@ -101,6 +106,31 @@ class Module:
 
     def backward(self, grad_out: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__}.backward")
+
+    def _keep_output(self, y: Any) -> Any:
+        """Remember ``y``'s shape and dtype for :meth:`_check_grad_out`; returns ``y``."""
+        self._output_spec = (tuple(y.shape), np.dtype(y.dtype))
+        return y
+
+    def _check_grad_out(self, grad_out: Any) -> None:
+        """Raise ValueError (TypeError) unless ``grad_out`` has the shape (dtype) of the last
+        forward's output, and RuntimeError when there was no forward."""
+        op = f"{type(self).__name__}.backward"
+        if self._output_spec is None:
+            raise RuntimeError(f"{op}: called before forward; run the forward first")
+        shape, dtype = self._output_spec
+        got_shape, got_dtype = getattr(grad_out, "shape", None), getattr(grad_out, "dtype", None)
+        if got_shape is None or got_dtype is None:
+            raise TypeError(f"{op}: grad_out must be an array, got {type(grad_out).__name__}")
+        if tuple(got_shape) != shape:
+            raise ValueError(
+                f"{op}: grad_out must have shape {shape} (the forward output's), "
+                f"got {tuple(got_shape)}"
+            )
+        if np.dtype(got_dtype) != dtype:
+            raise TypeError(
+                f"{op}: grad_out must have dtype {dtype} (the forward output's), got {got_dtype}"
+            )
 
     def backward_params(self, grad_out: Any) -> None:
         """Accumulate parameter gradients only, for a first layer whose input needs no gradient."""

@@ -40,8 +40,10 @@ class BatchNorm2d(Module):
         gamma, beta = self.weight.data, self.bias.data
         if not self.training:
             self._cache = (backend, x, None, None)  # backward: by the running statistics
-            return backend.batch_norm2d_forward_eval(
-                x, gamma, beta, self.running_mean, self.running_var, self.eps
+            return self._keep_output(
+                backend.batch_norm2d_forward_eval(
+                    x, gamma, beta, self.running_mean, self.running_var, self.eps
+                )
             )
         if x.shape[0] * x.shape[2] * x.shape[3] < 2:  # its variance would be 0 / 0
             raise ValueError(
@@ -55,9 +57,10 @@ class BatchNorm2d(Module):
         )
         self.num_batches_tracked += 1
         self._cache = (backend, x, mean, invstd)
-        return y
+        return self._keep_output(y)
 
     def backward(self, grad_out):
+        self._check_grad_out(grad_out)
         backend, x, mean, invstd = self._cache
         if mean is None:
             gx, ggamma, gbeta = self._eval_backward(backend.xp, grad_out, x)

@@ -32,12 +32,13 @@ class MaxPool2d(_Pool2d):
     def forward(self, x):
         self._backend = self._arguments(x)
         self._y, self._argmax = self._backend.max_pool2d_forward(x, *self._geometry)
-        return self._y
+        return self._keep_output(self._y)
 
     def backward(self, grad_out, relu: bool = False):
         """The input gradient; with ``relu``, the gradient through a ReLU layer right before this
         one as well (fused by :class:`~gpucnn.nn.container.Sequential`): the ReLU's mask is
         applied at the pooled size, where a window's maximum is the ReLU's output at its argmax."""
+        self._check_grad_out(grad_out)
         relu_y = self._y if relu else None
         return self._backend.max_pool2d_backward(
             grad_out, self._argmax, self._x_shape, *self._geometry, relu_y
@@ -49,9 +50,10 @@ class AvgPool2d(_Pool2d):
 
     def forward(self, x):
         self._backend = self._arguments(x)
-        return self._backend.avg_pool2d_forward(x, *self._geometry)
+        return self._keep_output(self._backend.avg_pool2d_forward(x, *self._geometry))
 
     def backward(self, grad_out):
+        self._check_grad_out(grad_out)
         return self._backend.avg_pool2d_backward(grad_out, self._x_shape, *self._geometry)
 
 
@@ -61,7 +63,8 @@ class GlobalAvgPool2d(Module):
     def forward(self, x):
         self._backend = F.check_float_array(x, "GlobalAvgPool2d input", 4)
         self._x_shape = x.shape
-        return self._backend.global_avg_pool2d_forward(x)
+        return self._keep_output(self._backend.global_avg_pool2d_forward(x))
 
     def backward(self, grad_out):
+        self._check_grad_out(grad_out)
         return self._backend.global_avg_pool2d_backward(grad_out, self._x_shape)
