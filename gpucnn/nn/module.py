@@ -4,8 +4,8 @@ A module's forward caches what its backward needs; ``backward(grad_out)`` return
 and *adds* parameter gradients into ``Parameter.grad``; an optimizer applies them. A layer's forward
 keeps its output's shape and dtype (``_keep_output``) and its backward refuses a ``grad_out`` of any
 other (``_check_grad_out``): a kernel or a NumPy broadcast would otherwise read past it or stretch it
-into a wrong gradient without a word. A module has no
-device of its own: it is wherever its arrays are (``to(device)`` moves them).
+into a wrong gradient without a word. A module has no device of its own: it is wherever its arrays
+are (``to(device)`` moves them).
 """
 
 from __future__ import annotations
