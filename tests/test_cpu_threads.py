@@ -82,9 +82,10 @@ def test_small_batches_stay_in_the_calling_thread(thread_count):
 def test_bad_thread_counts_are_refused(monkeypatch):
     with pytest.raises(ValueError, match="must be positive"):
         cpu_threads.set_threads(0)
-    monkeypatch.setenv(cpu_threads.THREADS_ENV, "-2")
-    with pytest.raises(ValueError, match="GPUCNN_CPU_THREADS must be a positive integer"):
-        cpu_threads._default_threads()
+    for value in ("-2", "0", "abc", "2.5"):
+        monkeypatch.setenv(cpu_threads.THREADS_ENV, value)
+        with pytest.raises(ValueError, match="GPUCNN_CPU_THREADS must be a positive integer"):
+            cpu_threads._default_threads()
 
 
 def test_without_threadpoolctl_ops_stay_in_one_thread(thread_count, monkeypatch):

@@ -40,10 +40,9 @@ _blas: Any = None  # threadpoolctl's ThreadpoolController, made once NumPy's BLA
 def _default_threads() -> int:
     value = os.environ.get(THREADS_ENV)
     if value:
-        count = int(value)
-        if count < 1:
+        if not value.strip().isdigit() or int(value) < 1:
             raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
-        return count
+        return int(value)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
