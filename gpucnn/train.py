@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -190,6 +191,19 @@ def _meta(cfg: TrainConfig, data: Dataset, norm: tuple[float, float], history: l
     }
 
 
+def prepare_out(out: Path) -> None:
+    """Create the output folder and check that a file can be written in it, so that a bad
+    ``--out`` fails before any data is loaded or any epoch is trained."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise OSError(
+            f"--out {out}: cannot write the output folder there ({err.strerror or err})"
+        ) from err
+
+
 def fit(
     config: TrainConfig,
     callback: Callable[[int, dict], None] | None = None,
@@ -206,6 +220,7 @@ def fit(
     if config.momentum is not None and cfg.optimizer != "sgd":  # given, but it would do nothing
         raise ValueError(f"--momentum is SGD's; optimizer {cfg.optimizer!r} has none")
     out = Path(cfg.out)
+    prepare_out(out)
     backend = get_backend(cfg.device)
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.seed, cfg.train_size, cfg.test_size)
     spec = ckpt.spec if ckpt else model_spec(cfg.model)

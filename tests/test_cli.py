@@ -257,6 +257,15 @@ def test_error_resume_without_checkpoint(capsys, tmp_path):
     assert_one_line_error(code, err, "no such checkpoint")
 
 
+def test_error_out_not_a_folder_fails_before_training(capsys, tmp_path):
+    """A --out that cannot be a folder (a file on its path) is refused before the first epoch."""
+    (tmp_path / "metrics.json").write_text("{}")
+    out = tmp_path / "metrics.json" / "sub"
+    code, text, err = run(capsys, "train", "--epochs", "2", "--out", str(out), "--no-progress")
+    assert_one_line_error(code, err, f"--out {out}", "Not a directory")
+    assert "epoch" not in text
+
+
 def test_error_resume_that_would_change_the_run(capsys, tmp_path):
     """--resume goes on with the stored recipe: an option that would change it, or fewer epochs
     than already done, is an error rather than silently ignored. The same values are fine."""
