@@ -87,6 +87,15 @@ def training_loss(label_smoothing: float) -> nn.CrossEntropyLoss:
     return nn.CrossEntropyLoss(label_smoothing, check_finite=False, check_labels=False)
 
 
+def _require_samples(seen: int, loader: DataLoader) -> None:
+    """A ValueError when a pass over ``loader`` gave no samples (no mean of nothing)."""
+    if seen == 0:
+        raise ValueError(
+            f"the data loader gave no samples ({len(loader.labels)} in it, batch size "
+            f"{loader.batch_size}, drop_last={loader.drop_last}): need at least one full batch"
+        )
+
+
 def _mean_loss(total: Any, seen: int, step: int) -> float:
     """The running mean loss, or a ValueError once it is NaN or infinite."""
     loss = float(total) / seen
@@ -132,6 +141,7 @@ def train_epoch(model, loss_fn, optimizer, loader: DataLoader, bar, step=None):
             if index % 20 == 0:  # reading the sums back synchronises a GPU: not every step
                 mean = _mean_loss(sums[0], seen, index)
                 bar.set_postfix(loss=f"{mean:.4f}", acc=f"{int(sums[1]) / seen:.4f}")
+    _require_samples(seen, loader)
     return _mean_loss(sums[0], seen, index), int(sums[1]) / seen
 
 
@@ -146,6 +156,7 @@ def evaluate(model, loader: DataLoader) -> tuple[float, float]:
         _count(logits, y, loss_fn(logits, y), sums)
         seen += len(y)
     model.train(was_training)
+    _require_samples(seen, loader)
     return float(sums[0]) / seen, int(sums[1]) / seen
 
 

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 from conftest import write_fake_idx_dataset
 
+from gpucnn import nn
 from gpucnn.data.datasets import DataNotFoundError, load_dataset
 from gpucnn.data.idx import IdxError, read_idx, write_idx
 from gpucnn.data.lines import generate_lines
 from gpucnn.data.loader import DataLoader, random_flip, random_shift
-from gpucnn.train import augmentations
+from gpucnn.optim import SGD
+from gpucnn.train import augmentations, evaluate, train_epoch
 
 
 # ------------------------------------------------------------------------------------ IDX reader
@@ -121,6 +123,25 @@ def test_dataset_count_mismatch_and_bad_labels(tmp_path):
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.full(10, 10, np.uint8))
     with pytest.raises(IdxError, match="labels outside 0..9"):
         load_dataset("mnist", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("n_train, n_test, empty", [(0, 10, "train"), (20, 0, "t10k")])
+def test_empty_idx_split_names_the_file(tmp_path, n_train, n_test, empty):
+    write_fake_idx_dataset(tmp_path, n_train, n_test)
+    with pytest.raises(IdxError, match=rf"{empty}-images-idx3-ubyte.gz has 0 images"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_a_loader_without_samples_is_refused_by_training_and_evaluation():
+    """drop_last=True with fewer samples than a batch: a clear error, not a division by zero."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    loader = DataLoader(np.zeros((3, 1, 2, 2), np.float32), np.zeros(3), 8, drop_last=True)
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="no samples .*batch size 8, drop_last=True"):
+        train_epoch(model, loss_fn, optimizer, loader, bar=None)
+    with pytest.raises(ValueError, match="no samples .*batch size 8, drop_last=True"):
+        evaluate(model, loader)
 
 
 def test_unknown_dataset():

@@ -169,6 +169,8 @@ def _load_idx(name: str, data_dir, train_size: int | None, test_size: int | None
                 f"{paths[split + '_x']}: {len(x)} images but "
                 f"{paths[split + '_y']} has {len(y)} labels"
             )
+        if not len(x):
+            raise IdxError(f"{paths[split + '_x']} has 0 images")
         if y.size and (y.min() < 0 or y.max() >= len(info.classes)):
             raise IdxError(f"{paths[split + '_y']}: labels outside 0..{len(info.classes) - 1}")
         size = train_size if split == "train" else test_size
