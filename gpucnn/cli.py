@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from . import bench
 from .backend import DEVICES
@@ -18,7 +19,6 @@ from .nn.zoo import model_names
 from .run_config import AUGMENT_CHOICES, OPTIMIZERS, SCHEDULES
 
 EXIT_USAGE = 2
-RESUME_HINT = "continue a training run with --resume"  # after Ctrl-C in a training run
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,11 +28,26 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def resume_hint(out: str | os.PathLike | None) -> str:
+    """The hint after Ctrl-C in a training run into folder ``out``: ``--resume`` once the run's
+    checkpoint is there, else a rerun (``--resume`` would find no checkpoint)."""
+    if out is not None and (Path(out) / "model.npz").is_file():
+        return "continue the training run with --resume"
+    return "no checkpoint was written yet: rerun without --resume"
+
+
+def _interrupt_hint(args: argparse.Namespace) -> str:
+    """What to do after Ctrl-C: for ``gpucnn train``, whether ``--resume`` can continue it."""
+    return resume_hint(args.out) if args.func is _train else ""
+
+
 def _train(args: argparse.Namespace) -> None:
+    from .run_config import resolve
     from .train import TrainConfig, fit
 
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    args.out = resolve(config).out  # the run's folder (default from the recipe), for the hint
     metrics = fit(config)
     out = metrics["config"]["out"]
     print(
@@ -202,17 +217,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error already printed on one line
         return int(exit_.code or 0)
-    return run_reporting_errors("gpucnn", lambda: args.func(args), RESUME_HINT)
+    return run_reporting_errors("gpucnn", lambda: args.func(args), lambda: _interrupt_hint(args))
 
 
-def run_reporting_errors(prog: str, fn: Callable[[], int | None], hint: str = "") -> int:
-    """``fn()``'s exit status, with Ctrl-C (and ``hint`` on what to do next) and the errors a
-    user can cause (bad input, missing data, no usable GPU) as one line on stderr instead of a
-    traceback; ``GPUCNN_DEBUG=1`` shows the traceback. The ``gpucnn`` command and the scripts
-    in ``scripts/`` use it."""
+def run_reporting_errors(
+    prog: str, fn: Callable[[], int | None], hint: str | Callable[[], str] = ""
+) -> int:
+    """``fn()``'s exit status, with Ctrl-C (and ``hint``, or what ``hint()`` says then, on what
+    to do next) and the errors a user can cause (bad input, missing data, no usable GPU) as one
+    line on stderr instead of a traceback; ``GPUCNN_DEBUG=1`` shows the traceback. The
+    ``gpucnn`` command and the scripts in ``scripts/`` use it."""
     try:
         status = fn()
     except KeyboardInterrupt:
+        hint = hint() if callable(hint) else hint
         print(f"{prog}: interrupted" + (f" ({hint})" if hint else ""), file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader left (`gpucnn predict ... | head -1`): stop quietly

@@ -22,10 +22,10 @@ import sys
 from pathlib import Path
 
 from gpucnn.cli import (
-    RESUME_HINT,
     add_data_dir_argument,
     add_device_argument,
     add_recipe_arguments,
+    resume_hint,
     run_reporting_errors,
 )
 from gpucnn.nn import zoo
@@ -68,7 +68,8 @@ def register(arch: str) -> str:
     return name
 
 
-def main() -> None:
+def parse_args() -> dict:
+    """The command line's options, by name."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=sorted(ARCHS), default="base")
     add_recipe_arguments(parser)
@@ -76,7 +77,11 @@ def main() -> None:
     add_data_dir_argument(parser)
     parser.add_argument("--out", required=True)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/model.npz")
-    args = vars(parser.parse_args())
+    return vars(parser.parse_args())
+
+
+def main(args: dict) -> None:
+    """Train the variant ``args`` names and print its result as one JSON line."""
     model = register(args.pop("arch"))
     config = TrainConfig(dataset="fashion-mnist", model=model, progress=False, **args)
     metrics = fit(config, log=lambda line: print(f"[{Path(args['out']).name}] {line}", flush=True))
@@ -86,4 +91,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_reporting_errors("sweep_fashion_net.py", main, RESUME_HINT))
+    args = parse_args()
+    sys.exit(
+        run_reporting_errors(
+            "sweep_fashion_net.py", lambda: main(args), lambda: resume_hint(args["out"])
+        )
+    )

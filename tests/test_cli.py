@@ -12,6 +12,7 @@ import pytest
 from conftest import KERNEL_BACKENDS, make_backend, write_fake_idx_dataset
 from PIL import Image
 
+import gpucnn.train
 from gpucnn.cli import main
 
 
@@ -264,6 +265,37 @@ def test_error_out_not_a_folder_fails_before_training(capsys, tmp_path):
     code, text, err = run(capsys, "train", "--epochs", "2", "--out", str(out), "--no-progress")
     assert_one_line_error(code, err, f"--out {out}", "Not a directory")
     assert "epoch" not in text
+
+
+def test_interrupted_training_hints_resume_only_once_a_checkpoint_exists(
+    capsys, tmp_path, monkeypatch
+):
+    """Ctrl-C in epoch 1 (default --out): nothing to resume yet; in epoch 2: --resume, which
+    then finishes the run."""
+    train_epoch, calls = gpucnn.train.train_epoch, []
+
+    def interrupted_in_epoch(epoch):
+        def step(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == epoch:
+                raise KeyboardInterrupt
+            return train_epoch(*args, **kwargs)
+
+        return step
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--epochs", "2", "--train-size", "128", "--test-size", "64", "--no-progress"]
+    monkeypatch.setattr(gpucnn.train, "train_epoch", interrupted_in_epoch(1))
+    code, _, err = run(capsys, *argv)
+    assert code == 130 and "no checkpoint was written yet: rerun without --resume" in err
+    calls.clear()
+    monkeypatch.setattr(gpucnn.train, "train_epoch", interrupted_in_epoch(2))
+    code, _, err = run(capsys, *argv)
+    assert code == 130 and "(continue the training run with --resume)" in err
+    monkeypatch.setattr(gpucnn.train, "train_epoch", train_epoch)
+    code, text, _ = run(capsys, *argv, "--resume")
+    assert code == 0 and "epoch 2/2" in text
+    assert (tmp_path / "runs" / "lines-tutorial-lines" / "model.npz").is_file()
 
 
 def test_error_resume_that_would_change_the_run(capsys, tmp_path):
