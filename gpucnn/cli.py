@@ -7,8 +7,11 @@ stderr and exit with status 2; set GPUCNN_DEBUG=1 to see the traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -220,15 +223,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_reporting_errors("gpucnn", lambda: args.func(args), lambda: _interrupt_hint(args))
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Within the block, SIGTERM raises KeyboardInterrupt (in the main thread, the only one that
+    can take a signal handler; elsewhere SIGTERM keeps its default)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_reporting_errors(
     prog: str, fn: Callable[[], int | None], hint: str | Callable[[], str] = ""
 ) -> int:
     """``fn()``'s exit status, with Ctrl-C (and ``hint``, or what ``hint()`` says then, on what
     to do next) and the errors a user can cause (bad input, missing data, no usable GPU) as one
     line on stderr instead of a traceback; ``GPUCNN_DEBUG=1`` shows the traceback. The
-    ``gpucnn`` command and the scripts in ``scripts/`` use it."""
+    ``gpucnn`` command and the scripts in ``scripts/`` use it. SIGTERM (``timeout``, a job
+    scheduler) is taken as Ctrl-C: a checkpoint being written removes its temporary file."""
     try:
-        status = fn()
+        with _sigterm_as_interrupt():
+            status = fn()
     except KeyboardInterrupt:
         hint = hint() if callable(hint) else hint
         print(f"{prog}: interrupted" + (f" ({hint})" if hint else ""), file=sys.stderr)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -12,6 +14,7 @@ import pytest
 from conftest import KERNEL_BACKENDS, make_backend, write_fake_idx_dataset
 from PIL import Image
 
+import gpucnn.atomic
 import gpucnn.train
 from gpucnn.cli import main
 
@@ -296,6 +299,35 @@ def test_interrupted_training_hints_resume_only_once_a_checkpoint_exists(
     code, text, _ = run(capsys, *argv, "--resume")
     assert code == 0 and "epoch 2/2" in text
     assert (tmp_path / "runs" / "lines-tutorial-lines" / "model.npz").is_file()
+
+
+def test_sigterm_is_an_interruption_that_leaves_no_temporary_checkpoint(
+    capsys, tmp_path, monkeypatch
+):
+    """SIGTERM (timeout, a job scheduler) while a checkpoint is being written: the Ctrl-C exit
+    and hint, the previous checkpoint intact, and no stray temporary file beside it."""
+    save, saves = gpucnn.train.save_checkpoint, []
+
+    def terminated_while_saving(path, *args, **kwargs):
+        saves.append(1)
+        if len(saves) == 2:
+            gpucnn.atomic.atomic_write(path, lambda f: os.kill(os.getpid(), signal.SIGTERM))
+        return save(path, *args, **kwargs)
+
+    def unhandled(signum, frame):  # what SIGTERM would do here without the command's handler
+        pytest.fail("SIGTERM reached the test's handler, not the command's")
+
+    monkeypatch.setattr(gpucnn.train, "save_checkpoint", terminated_while_saving)
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        common = ["--epochs", "2", "--train-size", "64", "--test-size", "32", "--no-progress"]
+        code, _, err = run(capsys, "train", *common, "--out", str(tmp_path))
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # the command put it back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 130 and "(continue the training run with --resume)" in err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+    assert (tmp_path / "model.npz").is_file()  # the first epoch's checkpoint, intact
 
 
 def test_error_resume_that_would_change_the_run(capsys, tmp_path):
