@@ -9,7 +9,7 @@ import pytest
 from conftest import write_fake_idx_dataset
 
 from gpucnn import nn
-from gpucnn.data.datasets import DataNotFoundError, load_dataset
+from gpucnn.data.datasets import DataNotFoundError, load_dataset, write_idx_dataset
 from gpucnn.data.idx import IdxError, read_idx, write_idx
 from gpucnn.data.lines import generate_lines
 from gpucnn.data.loader import DataLoader, random_flip, random_shift
@@ -123,6 +123,39 @@ def test_dataset_count_mismatch_and_bad_labels(tmp_path):
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.full(10, 10, np.uint8))
     with pytest.raises(IdxError, match="labels outside 0..9"):
         load_dataset("mnist", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "stem, array, message",
+    [
+        ("t10k-labels-idx1-ubyte", np.arange(10) % 10 + 0.5, "labels must be integers, .* float64"),
+        ("t10k-images-idx3-ubyte", np.zeros((10, 32, 32), np.uint8), "32x32 uint8 images, but "),
+        ("t10k-images-idx3-ubyte", np.zeros((10, 28, 28), np.float32), "28x28 float32 images"),
+    ],
+)
+def test_labels_and_test_images_that_do_not_fit_name_their_file(tmp_path, stem, array, message):
+    """Float labels (which would be truncated), test images of another size or pixel type than
+    the training images: refused when loaded, not after an epoch of training."""
+    write_fake_idx_dataset(tmp_path)
+    write_idx(tmp_path / f"{stem}.gz", array)
+    with pytest.raises(IdxError, match=rf"{stem}.gz: {message}"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_images_with_nan_or_infinite_pixels_name_their_file(tmp_path, bad):
+    rng = np.random.default_rng()
+    images = [rng.random((n, 28, 28), dtype=np.float32) for n in (20, 10)]
+    images[0][3, 4, 5] = bad
+    labels = [np.arange(n) % 10 for n in (20, 10)]
+    write_idx_dataset(tmp_path, (images[0], labels[0]), (images[1], labels[1]))
+    with pytest.raises(
+        IdxError, match=r"train-images-idx3-ubyte.gz: NaN or infinite pixel values \(1 of 15680\)"
+    ):
+        load_dataset("mnist", data_dir=tmp_path)
+    images[0][3, 4, 5] = 0.5
+    write_idx_dataset(tmp_path, (images[0], labels[0]), (images[1], labels[1]))
+    assert load_dataset("mnist", data_dir=tmp_path).train_x.dtype == np.float32
 
 
 @pytest.mark.parametrize("n_train, n_test, empty", [(0, 10, "train"), (20, 0, "t10k")])

@@ -156,6 +156,29 @@ def _moments(images: np.ndarray) -> tuple[float, float]:
     return float(sample.mean()), float(sample.std()) or 1.0
 
 
+def _check_values(paths: dict[str, Path], arrays: dict[str, np.ndarray], classes: int) -> None:
+    """IdxErrors naming the file: labels that are not whole numbers in 0..classes-1, images
+    with NaN or infinite values, test images of another size or type than the training ones."""
+    for key in ("train_y", "test_y"):
+        y = arrays[key]
+        if not np.issubdtype(y.dtype, np.integer):
+            raise IdxError(f"{paths[key]}: labels must be integers, the file holds {y.dtype}")
+        if y.size and (y.min() < 0 or y.max() >= classes):
+            raise IdxError(f"{paths[key]}: labels outside 0..{classes - 1}")
+    for key in ("train_x", "test_x"):
+        x = arrays[key]
+        bad = int(np.count_nonzero(~np.isfinite(x))) if x.dtype.kind == "f" else 0
+        if bad:
+            raise IdxError(f"{paths[key]}: NaN or infinite pixel values ({bad} of {x.size})")
+    train, test = arrays["train_x"], arrays["test_x"]
+    if (test.shape[1:], test.dtype) != (train.shape[1:], train.dtype):
+        raise IdxError(
+            f"{paths['test_x']}: {test.shape[1]}x{test.shape[2]} {test.dtype} images, but the "
+            f"training images in {paths['train_x']} are {train.shape[1]}x{train.shape[2]} "
+            f"{train.dtype}"
+        )
+
+
 def _load_idx(name: str, data_dir, train_size: int | None, test_size: int | None) -> Dataset:
     info = dataset_info(name)
     paths = find_idx_files(name, data_dir)
@@ -171,13 +194,12 @@ def _load_idx(name: str, data_dir, train_size: int | None, test_size: int | None
             )
         if not len(x):
             raise IdxError(f"{paths[split + '_x']} has 0 images")
-        if y.size and (y.min() < 0 or y.max() >= len(info.classes)):
-            raise IdxError(f"{paths[split + '_y']}: labels outside 0..{len(info.classes) - 1}")
         size = train_size if split == "train" else test_size
         if size is not None and size > len(y):
             raise ValueError(
                 f"--{split}-size {size}: {paths[split + '_x']} has only {len(y)} images"
             )
+    _check_values(paths, arrays, len(info.classes))
     train_x = arrays["train_x"][:train_size, None]
     mean, std = _moments(train_x)
     return Dataset(
