@@ -121,6 +121,11 @@ def _add_train(sub) -> None:
     add_recipe_arguments(p)
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/DATASET-MODEL)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/model.npz")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in a DIR that holds one (its model.npz is removed)",
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument(
         "--cuda-graph",

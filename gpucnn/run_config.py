@@ -16,7 +16,7 @@ SCHEDULES = ("none", "cosine", "step")
 AUGMENT_CHOICES = ("none", "shift", "flip", "shift+flip")
 # Settings that a resumed run takes from the command line rather than from the checkpoint
 # (epochs too, when given).
-_RUN_FIELDS = ("device", "out", "resume", "data_dir", "progress", "cuda_graph")
+_RUN_FIELDS = ("device", "out", "resume", "overwrite", "data_dir", "progress", "cuda_graph")
 
 
 @dataclasses.dataclass
@@ -38,6 +38,7 @@ class TrainConfig:
     seed: int | None = None  # 0 when unset
     out: str | None = None
     resume: bool = False
+    overwrite: bool = False  # start over in an ``out`` that holds a run's checkpoint
     data_dir: str | None = None
     train_size: int | None = None
     test_size: int | None = None

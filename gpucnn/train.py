@@ -202,6 +202,22 @@ def _meta(cfg: TrainConfig, data: Dataset, norm: tuple[float, float], history: l
     }
 
 
+def start_over_check(out: Path, overwrite: bool) -> None:
+    """A new (not resumed) run into ``out``: refused while an earlier run's checkpoint is there,
+    unless ``overwrite``; then that run's checkpoint and metrics are removed first, so that
+    neither ``--resume`` nor the Ctrl-C hint takes them for this run's."""
+    checkpoint = out / "model.npz"
+    if not checkpoint.is_file():
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{out} already holds a training run ({checkpoint}): continue it with --resume, "
+            "start it over with --overwrite, or choose another --out"
+        )
+    checkpoint.unlink()
+    (out / "metrics.json").unlink(missing_ok=True)
+
+
 def prepare_out(out: Path) -> None:
     """Create the output folder and check that a file can be written in it, so that a bad
     ``--out`` fails before any data is loaded or any epoch is trained."""
@@ -225,6 +241,10 @@ def fit(
     ``callback(epoch, record)`` runs after each epoch's checkpoint is written.
     """
     start_time = time.perf_counter()
+    if config.resume and config.overwrite:
+        raise ValueError(
+            "--resume continues the run in --out, --overwrite starts it over: not both"
+        )
     cfg, ckpt = resolve(config), None
     if config.resume:
         cfg, ckpt = resume_config(config, Path(cfg.out) / "model.npz")
@@ -232,6 +252,8 @@ def fit(
         raise ValueError(f"--momentum is SGD's; optimizer {cfg.optimizer!r} has none")
     out = Path(cfg.out)
     prepare_out(out)
+    if not config.resume:
+        start_over_check(out, config.overwrite)
     backend = get_backend(cfg.device)
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.seed, cfg.train_size, cfg.test_size)
     spec = ckpt.spec if ckpt else model_spec(cfg.model)

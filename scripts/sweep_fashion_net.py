@@ -10,7 +10,7 @@ can run side by side (one process each) and the winner can then become the zoo's
 Architectures: ``base`` (the zoo's net), ``conv-dropout`` (dropout 0.25 after each max pool
 too, the last one included, so two dropouts of 0.25 then meet around the Flatten: about 0.44 there),
 ``k5`` (5x5 kernels). Unset recipe options come from fashion-net's recipe. ``--resume`` continues
-a run in ``--out`` after an interruption, as ``gpucnn train --resume`` does.
+a run in ``--out`` after an interruption, and ``--overwrite`` starts one over, as in ``gpucnn train``.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ def parse_args() -> dict:
     add_data_dir_argument(parser)
     parser.add_argument("--out", required=True)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/model.npz")
+    parser.add_argument("--overwrite", action="store_true", help="start over in an OUT with a run")
     return vars(parser.parse_args())
 
 

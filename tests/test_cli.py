@@ -301,6 +301,31 @@ def test_interrupted_training_hints_resume_only_once_a_checkpoint_exists(
     assert (tmp_path / "runs" / "lines-tutorial-lines" / "model.npz").is_file()
 
 
+def test_a_new_run_does_not_overwrite_a_finished_one_unless_asked(capsys, tmp_path, monkeypatch):
+    """A second ``gpucnn train`` into the same folder is refused, the first run's checkpoint
+    untouched; ``--overwrite`` starts over, removing the old checkpoint first (so a Ctrl-C
+    before the new run's first epoch does not hint --resume of the old run)."""
+    common = ["--train-size", "64", "--test-size", "32", "--no-progress", "--out", str(tmp_path)]
+    assert run(capsys, "train", "--epochs", "2", *common)[0] == 0
+    first = (tmp_path / "model.npz").read_bytes()
+    code, _, err = run(capsys, "train", "--epochs", "1", *common)
+    assert_one_line_error(code, err, f"{tmp_path} already holds a training run", "--overwrite")
+    assert (tmp_path / "model.npz").read_bytes() == first
+    code, _, err = run(capsys, "train", "--resume", "--overwrite", *common)
+    assert_one_line_error(code, err, "not both")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gpucnn.train, "train_epoch", interrupted)
+    code, _, err = run(capsys, "train", "--epochs", "1", "--overwrite", *common)
+    assert code == 130 and "no checkpoint was written yet" in err
+    assert not (tmp_path / "model.npz").exists() and not (tmp_path / "metrics.json").exists()
+    monkeypatch.undo()
+    assert run(capsys, "train", "--epochs", "1", "--overwrite", *common)[0] == 0
+    assert len(json.loads((tmp_path / "metrics.json").read_text())["history"]) == 1
+
+
 def test_sigterm_is_an_interruption_that_leaves_no_temporary_checkpoint(
     capsys, tmp_path, monkeypatch
 ):
