@@ -52,11 +52,11 @@ def _train(args: argparse.Namespace) -> None:
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     args.out = resolve(config).out  # the run's folder (default from the recipe), for the hint
     metrics = fit(config)
-    out = metrics["config"]["out"]
+    out, epochs = metrics["config"]["out"], metrics["epochs"]
     print(
         f"test accuracy {metrics['test_accuracy']:.4f} "
         f"({metrics['model']} on {metrics['dataset']}, "
-        f"{metrics['device']}, {metrics['epochs']} epochs, {metrics['train_seconds']:.1f} s "
+        f"{metrics['device']}, {epochs} epoch{'s' * (epochs != 1)}, {metrics['train_seconds']:.1f} s "
         f"training); outputs in {out}/"
     )
 

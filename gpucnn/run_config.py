@@ -68,6 +68,8 @@ def resolve(config: TrainConfig) -> TrainConfig:
         raise ValueError(
             f"unknown augmentation {cfg.augment!r}; choose one of {', '.join(AUGMENT_CHOICES)}"
         )
+    if cfg.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {cfg.seed}")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ValueError(f"epochs and batch size must be >= 1, got {cfg.epochs}, {cfg.batch_size}")
     return cfg

@@ -208,6 +208,8 @@ def test_a_peer_that_fails_is_a_row_and_the_exit_status_says_so(tmp_path, capsys
         (["--suite", "ops", "--cases", "zzz"], "no ops case matches --cases 'zzz'"),
         (["--json", "/nonexistent/folder/x.json"], "its folder does not exist"),
         (["--repeats", "0"], "argument --repeats: expected positive integers"),
+        (["--settle", "-1"], "argument --settle: expected a number >= 0, got '-1'"),
+        (["--suite", "bandwidth", "--megabytes", "inf"], "--megabytes: expected a positive number"),
     ],
 )
 def test_bench_refuses_what_would_run_nothing_or_lose_the_results(argv, message, capsys):

@@ -230,6 +230,11 @@ def test_error_checkpoint_evaluated_on_another_dataset(capsys, tmp_path):
     assert "--model" not in err
 
 
+def test_error_negative_seed_names_the_option(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--seed", "-1", "--out", str(tmp_path))
+    assert_one_line_error(code, err, "--seed must be >= 0, got -1")
+
+
 def test_error_augmentation_the_labels_do_not_allow(capsys, tmp_path):
     code, _, err = run(capsys, "train", "--augment", "flip", "--out", str(tmp_path))
     assert_one_line_error(code, err, "'flip' is not available for dataset 'lines'", "allows: none")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..backend import cpu_threads, get_backend
@@ -31,11 +32,23 @@ def positive_int(text: str) -> int:
     return value
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+def _finite(accept: Callable[[float], bool], wanted: str) -> Callable[[str], float]:
+    """An argparse type: a finite number for which ``accept`` holds, else "expected WANTED"."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and accept(value)):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive = _finite(lambda v: v > 0, "a positive number")
+_non_negative = _finite(lambda v: v >= 0, "a number >= 0")
 
 
 def _names(text: str) -> list[str]:
@@ -84,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="intra-op threads of PyTorch and of gpucnn's CPU backend (default: each its own)",
     )  # fmt: skip
     parser.add_argument(
-        "--settle", type=float, default=timing.SETTLE_S, metavar="SECONDS",
+        "--settle", type=_non_negative, default=timing.SETTLE_S, metavar="SECONDS",
         help="pause before each CPU sample, so another peer's idle threads stop spinning "
         f"(default {timing.SETTLE_S})",
     )  # fmt: skip
