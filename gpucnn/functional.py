@@ -13,7 +13,7 @@ import numpy as np
 
 from .backend import Backend, backend_of
 from .errors import DeviceMismatchError
-from .shapes import conv_padding, pair, positive_pair
+from .shapes import conv_padding, pair, positive_int, positive_pair
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -53,8 +53,7 @@ def conv2d_arguments(x, weight, bias, stride, padding, dilation, groups):
     check_float_array(weight, "conv2d weight", 4)
     check_same_device(backend, weight=weight, bias=bias)
     check_same_dtype(x, weight=weight, bias=bias)
-    if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    groups = positive_int(groups, "groups")
     k, cg, kh, kw = weight.shape
     if x.shape[1] != cg * groups:
         raise ValueError(

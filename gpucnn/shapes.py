@@ -9,6 +9,25 @@ Pair = tuple[int, int]
 Padding2d = tuple[Pair, Pair]  # ((top, bottom), (left, right))
 
 
+def integer(value: int, name: str) -> int:
+    """``value`` as an int; a float (even 3.0), a bool or anything else is refused by name, since
+    int() would truncate 2.7 to 2 and take True for 1."""
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise TypeError(f"{name} must be an int, got {value!r}")
+
+
+def positive_int(value: int, name: str) -> int:
+    """Like :func:`integer`, but it must be >= 1 (a layer's sizes, channel and group counts)."""
+    v = integer(value, name)
+    if v < 1:
+        raise ValueError(f"{name} must be >= 1, got {value!r}")
+    return v
+
+
 def pair(value: int | Sequence[int], name: str) -> Pair:
     """Turn an int or a 2-sequence of ints into ``(h, w)``; reject anything else by name."""
     if isinstance(value, (bool,)) or value is None:

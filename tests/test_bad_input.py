@@ -43,7 +43,8 @@ P = nn.Linear(3, 2).parameters()
             ValueError,
             r"bias must have shape \(4,\), got \(1,\)",
         ),
-        (lambda: F.conv2d(X, W, groups=True), ValueError, "groups must be a positive int"),
+        (lambda: F.conv2d(X, W, groups=True), TypeError, "groups must be an int, got True"),
+        (lambda: F.conv2d(X, W, groups=0), ValueError, "groups must be >= 1, got 0"),
         (lambda: F.global_avg_pool2d(X[:, :, :0]), ValueError, "empty planes"),
         (
             lambda: F.softmax_cross_entropy(X[:0, :, 0, 0], np.zeros(0, int)),
@@ -57,6 +58,14 @@ P = nn.Linear(3, 2).parameters()
         (lambda: nn.Conv2d(1, 1, (2.7, 3)), TypeError, "kernel_size must be an int or a pair"),
         (lambda: nn.Conv2d(1, 1, 0), ValueError, "kernel_size must be positive"),
         (lambda: nn.Conv2d(2, 2, 3, groups=0), ValueError, "groups must be >= 1"),
+        (lambda: nn.Conv2d(3.0, 8, 3), TypeError, "in_channels must be an int, got 3.0"),
+        (lambda: nn.Conv2d(3, 8.0, 3), TypeError, "out_channels must be an int, got 8.0"),
+        (lambda: nn.Conv2d(4, 8, 3, groups=2.0), TypeError, "groups must be an int, got 2.0"),
+        (lambda: nn.Conv2d(True, 8, 3), TypeError, "in_channels must be an int, got True"),
+        (lambda: nn.Linear(0, 3), ValueError, "in_features must be >= 1, got 0"),
+        (lambda: nn.Linear(3, -1), ValueError, "out_features must be >= 1, got -1"),
+        (lambda: nn.Linear(3.0, 2), TypeError, "in_features must be an int, got 3.0"),
+        (lambda: nn.Linear(3, "2"), TypeError, "out_features must be an int, got '2'"),
         (lambda: optim.SGD(P, 0.1, momentum=-0.9), ValueError, "momentum must be non-negative"),
         (lambda: optim.SGD(P, float("nan")), ValueError, "learning rate must be non-negative"),
         (lambda: optim.Adam(P, betas=(0.9, 1.0)), ValueError, r"betas must be two numbers"),
@@ -83,6 +92,7 @@ def test_bad_arguments_raise_named_errors(call, error, message):
 def test_numpy_numbers_are_numbers():
     conv = nn.Conv2d(np.int64(2), 3, (np.int64(3), np.int32(2)))
     assert conv.weight.data.shape == (3, 2, 3, 2)
+    assert nn.Linear(np.int32(3), np.int64(2)).weight.data.shape == (2, 3)
     assert nn.BatchNorm2d(3, momentum=np.float32(0.25)).momentum == np.float32(0.25)
     optim.Adam(P, betas=[0.5, np.float64(0.9)])
 

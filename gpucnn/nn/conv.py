@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
-from ..shapes import positive_pair
+from ..shapes import positive_int, positive_pair
 from .init import he_normal
 from .module import Module, Parameter
 
@@ -33,11 +33,9 @@ class Conv2d(Module):
         dtype=np.float32,
     ):
         super().__init__()
-        if min(in_channels, out_channels, groups) < 1:
-            raise ValueError(
-                f"in_channels, out_channels and groups must be >= 1, got {in_channels}, "
-                f"{out_channels}, {groups}"
-            )
+        in_channels = positive_int(in_channels, "in_channels")
+        out_channels = positive_int(out_channels, "out_channels")
+        groups = positive_int(groups, "groups")
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"in_channels {in_channels} and out_channels {out_channels} must be divisible "

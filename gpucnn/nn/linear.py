@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import functional as F
 from ..backend import backend_of
+from ..shapes import positive_int
 from .init import he_normal
 from .module import Module, Parameter
 
@@ -19,6 +20,8 @@ class Linear(Module):
         self, in_features: int, out_features: int, bias: bool = True, rng=None, dtype=np.float32
     ):
         super().__init__()
+        in_features = positive_int(in_features, "in_features")
+        out_features = positive_int(out_features, "out_features")
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(he_normal((out_features, in_features), in_features, rng, dtype))
         self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
