@@ -53,6 +53,13 @@ P = nn.Linear(3, 2).parameters()
         ),
         (lambda: filter_bank([]), ValueError, "no kernel named"),
         (lambda: nn.BatchNorm2d(4, momentum=None), ValueError, "momentum must be a number"),
+        (lambda: nn.BatchNorm2d(4, momentum=1.5), ValueError, "momentum must be a number in"),
+        (lambda: nn.BatchNorm2d(0), ValueError, "num_features must be >= 1, got 0"),
+        (lambda: nn.BatchNorm2d(4.0), TypeError, "num_features must be an int, got 4.0"),
+        (lambda: nn.BatchNorm2d(4, eps=-1e-5), ValueError, "eps must be a positive finite.*-1e-05"),
+        (lambda: nn.BatchNorm2d(4, eps=0), ValueError, "eps must be a positive finite"),
+        (lambda: nn.BatchNorm2d(4, eps=float("nan")), ValueError, "eps must be a positive"),
+        (lambda: nn.BatchNorm2d(4, eps="1e-5"), ValueError, "eps must be a positive finite"),
         (lambda: nn.BatchNorm2d(3)(X[:1, :, :1, :1]), ValueError, "more than one value per"),
         (lambda: nn.Conv2d(1, 1, "33"), TypeError, "kernel_size must be an int or a pair"),
         (lambda: nn.Conv2d(1, 1, (2.7, 3)), TypeError, "kernel_size must be an int or a pair"),
@@ -93,7 +100,8 @@ def test_numpy_numbers_are_numbers():
     conv = nn.Conv2d(np.int64(2), 3, (np.int64(3), np.int32(2)))
     assert conv.weight.data.shape == (3, 2, 3, 2)
     assert nn.Linear(np.int32(3), np.int64(2)).weight.data.shape == (2, 3)
-    assert nn.BatchNorm2d(3, momentum=np.float32(0.25)).momentum == np.float32(0.25)
+    norm = nn.BatchNorm2d(np.int64(3), eps=np.float32(1e-3), momentum=np.float32(0.25))
+    assert norm.momentum == np.float32(0.25) and norm.running_var.shape == (3,)
     optim.Adam(P, betas=[0.5, np.float64(0.9)])
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
 
 from .. import functional as F
+from ..shapes import positive_int
 from .module import Module, Parameter
 
 
@@ -21,9 +23,14 @@ class BatchNorm2d(Module):
         self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, dtype=np.float32
     ):
         super().__init__()
-        number = isinstance(momentum, numbers.Real) and not isinstance(momentum, bool)
-        if not number or not 0 <= momentum <= 1:
+        num_features = positive_int(num_features, "num_features")
+        if not _is_number(momentum) or not 0 <= momentum <= 1:
             raise ValueError(f"BatchNorm2d momentum must be a number in [0, 1], got {momentum!r}")
+        if not _is_number(eps) or not 0 < eps < math.inf:  # NaN too
+            raise ValueError(
+                f"BatchNorm2d eps must be a positive finite number (it keeps a constant channel's "
+                f"1 / sqrt(variance + eps) finite), got {eps!r}"
+            )
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.weight = Parameter(np.ones(num_features, dtype=dtype))
         self.bias = Parameter(np.zeros(num_features, dtype=dtype))
@@ -83,3 +90,8 @@ class BatchNorm2d(Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+def _is_number(value) -> bool:
+    """A real number, not a bool (True would pass for 1)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
