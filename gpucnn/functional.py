@@ -54,6 +54,11 @@ def conv2d_arguments(x, weight, bias, stride, padding, dilation, groups):
     check_same_device(backend, weight=weight, bias=bias)
     check_same_dtype(x, weight=weight, bias=bias)
     groups = positive_int(groups, "groups")
+    if 0 in weight.shape:  # an empty batch is fine (an empty output), an empty filter is not
+        raise ValueError(
+            f"conv2d: weight {tuple(weight.shape)} has a zero size; output channels, input "
+            "channels per group and kernel sizes must be >= 1"
+        )
     k, cg, kh, kw = weight.shape
     if x.shape[1] != cg * groups:
         raise ValueError(
