@@ -176,6 +176,18 @@ def test_an_empty_batch_flows_through_the_sliding_window_ops(backend):
     assert F.max_pool2d(x, 2).shape == F.avg_pool2d(x, 2).shape == (0, 3, 4, 4)
 
 
+def test_an_empty_batch_flows_through_a_model_in_eval_mode(backend):
+    """Flatten gives (0, C*H*W) for N = 0, as PyTorch, like the layers around it (it failed:
+    NumPy cannot infer the -1 of a reshape of an empty array); backward gives the input's shape."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(36, 2),
+    ).to(backend).eval()  # fmt: skip
+    x = backend.asarray(X[:0])
+    assert model(x).shape == (0, 2)
+    assert model.backward(backend.asarray(np.zeros((0, 2), np.float32))).shape == x.shape
+
+
 @pytest.mark.parametrize("device", KERNEL_BACKENDS)
 def test_unchecked_bad_label_gives_nan_on_the_gpu_not_a_stray_read(device):
     """With the range check off (no device read), the kernel turns a bad label into a NaN loss."""

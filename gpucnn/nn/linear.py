@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import functional as F
@@ -49,8 +51,9 @@ class Flatten(Module):
     """(N, C, H, W) -> (N, C*H*W), keeping the batch axis."""
 
     def forward(self, x):
+        """The reshape; the width is C*H*W itself, as -1 cannot be inferred for an empty batch."""
         self._shape = x.shape
-        return self._keep_output(x.reshape(x.shape[0], -1))
+        return self._keep_output(x.reshape(x.shape[0], math.prod(x.shape[1:])))
 
     def backward(self, grad_out):
         self._check_grad_out(grad_out)
