@@ -33,6 +33,12 @@ class Optimizer:
         self.params = list(params)
         if not self.params:
             raise ValueError("optimizer got an empty parameter list")
+        for i, p in enumerate(self.params):
+            if not isinstance(p, Parameter):  # an array would fail at the first step() instead
+                raise TypeError(
+                    f"optimizer parameters must be gpucnn Parameters (e.g. from "
+                    f"model.parameters()), got {type(p).__name__} at index {i}"
+                )
         if len({id(p) for p in self.params}) < len(self.params):
             # Each copy would keep its own state and update the same weights: twice in turn on
             # the CPU, racing in one launch on a GPU.

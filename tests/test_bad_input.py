@@ -82,6 +82,12 @@ P = nn.Linear(3, 2).parameters()
         (lambda: nn.Linear(3, -1), ValueError, "out_features must be >= 1, got -1"),
         (lambda: nn.Linear(3.0, 2), TypeError, "in_features must be an int, got 3.0"),
         (lambda: nn.Linear(3, "2"), TypeError, "out_features must be an int, got '2'"),
+        (
+            lambda: optim.SGD([P[0], np.ones(3, np.float32)], 0.1),
+            TypeError,
+            r"must be gpucnn Parameters \(e.g. from model.parameters\(\)\), got ndarray at index 1",
+        ),
+        (lambda: optim.Adam(nn.Sequential(nn.Linear(3, 2))), TypeError, "got Linear at index 0"),
         (lambda: optim.SGD(P, 0.1, momentum=-0.9), ValueError, "momentum must be non-negative"),
         (lambda: optim.SGD(P, float("nan")), ValueError, "learning rate must be non-negative"),
         (lambda: optim.Adam(P, betas=(0.9, 1.0)), ValueError, r"betas must be two numbers"),
