@@ -13,7 +13,7 @@ import numpy as np
 
 from .backend import Backend, backend_of
 from .errors import DeviceMismatchError
-from .shapes import conv_padding, pair, positive_int, positive_pair
+from .shapes import conv_padding, integer, pair, positive_int, positive_pair
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -27,6 +27,12 @@ def check_float_array(x: Any, name: str, ndim: int | None = None) -> Backend:
         layout = {4: "(N, C, H, W)", 2: "(N, features)", 1: "(features,)"}.get(ndim, "")
         raise ValueError(f"{name} must be {ndim}-D {layout}, got shape {tuple(x.shape)}")
     return backend
+
+
+def check_flag(value: Any, name: str) -> None:
+    """TypeError unless ``value`` is a bool: a string such as "no" would be taken as true."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
 def check_same_device(backend: Backend, **arrays: Any) -> None:
@@ -133,6 +139,7 @@ def linear(x, weight, bias=None, relu: bool = False):
     """x @ weight.T + bias. x: (N, in), weight: (out, in) like PyTorch, bias: (out,) -> (N, out).
 
     ``relu``: max(., 0) of the result, fused where the device can."""
+    check_flag(relu, "relu")
     backend = check_float_array(x, "linear input", 2)
     check_float_array(weight, "linear weight", 2)
     check_same_device(backend, weight=weight, bias=bias)
@@ -197,4 +204,5 @@ def dropout(x, p: float, seed: int):
     """Inverted dropout with a counter-based mask (same mask for the same seed on every device)."""
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-    return check_float_array(x, "dropout input").dropout_forward(x, p, int(seed))[0]
+    seed = integer(seed, "seed")  # int() would take 1.7 as the seed 1
+    return check_float_array(x, "dropout input").dropout_forward(x, p, seed)[0]

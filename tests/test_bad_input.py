@@ -45,6 +45,14 @@ P = nn.Linear(3, 2).parameters()
         (lambda: F.max_pool2d(X, 2, padding=2), ValueError, "at most half"),
         (lambda: F.avg_pool2d(X, 0), ValueError, "kernel_size must be positive"),
         (lambda: F.linear(X[:, 0, 0], np.ones((2, 5), np.float32)), ValueError, "8 features"),
+        (
+            lambda: F.linear(X[:, :, 0, 0], W[:, :, 0, 0], relu="no"),
+            TypeError,
+            "relu must be True or False, got 'no'",
+        ),
+        (lambda: nn.Conv2d(3, 4, 3)(X, relu=1), TypeError, "relu must be True or False, got 1"),
+        (lambda: F.dropout(X, 0.5, seed=1.7), TypeError, "seed must be an int, got 1.7"),
+        (lambda: F.dropout(X, 0.5, seed="7"), TypeError, "seed must be an int, got '7'"),
         (lambda: nn.BatchNorm2d(4)(X), ValueError, "got 3 channels"),
         (lambda: nn.Dropout(1.0), ValueError, "dropout probability"),
         (

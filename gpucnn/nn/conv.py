@@ -53,6 +53,7 @@ class Conv2d(Module):
     def forward(self, x, relu: bool = False):
         """The convolution; with ``relu``, max(., 0) of it in the same pass (a ReLU layer right
         after this one, fused by :class:`~gpucnn.nn.container.Sequential`)."""
+        F.check_flag(relu, "relu")
         b = self.bias.data if self.bias is not None else None
         backend, stride, padding, dilation = F.conv2d_arguments(
             x, self.weight.data, b, self.stride, self.padding, self.dilation, self.groups
