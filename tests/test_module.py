@@ -70,6 +70,27 @@ def test_load_state_dict_refuses_mismatches():
         model.load_state_dict(state)
 
 
+def test_load_state_dict_refuses_values_its_cast_would_change():
+    """Each value is cast to its array's dtype: integer weights, a float step count, float64
+    past float32's range (inf once cast) and NaN were taken silently; each is refused, naming
+    the key, and the module keeps its arrays."""
+    model = small_net(np.random.default_rng())
+    before = model.state_dict()
+    for key, value, message in [
+        ("0.weight", np.ones((4, 1, 3, 3), np.int64), "dtype int64, the module expects a float"),
+        ("6.bias", np.ones(2, bool), "dtype bool, the module expects a floating"),
+        ("1.num_batches_tracked", np.array(2.5), "dtype float64, the module expects an integer"),
+        ("6.bias", np.array([1e39, 0.0]), "1 NaN or infinite values as float32"),
+        ("1.running_var", np.full(4, np.nan, np.float32), "4 NaN or infinite values"),
+    ]:
+        with pytest.raises(ValueError, match=rf"state dict entry '{re.escape(key)}' has {message}"):
+            model.load_state_dict({**before, key: value})
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+    model.load_state_dict({**before, "6.bias": [1.5, -2], "1.num_batches_tracked": np.uint8(3)})
+    assert model[6].bias.data.tolist() == [1.5, -2.0] and model[1].num_batches_tracked == 3
+
+
 def test_zero_grad_train_eval_and_dropout():
     rng = np.random.default_rng()
     model = small_net(rng)

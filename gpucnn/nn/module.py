@@ -204,9 +204,12 @@ class Module:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Copy ``state`` into the module's arrays on their current device; keys and shapes must match."""
+        """Copy ``state`` into the module's arrays on their current device; keys and shapes must
+        match, and each value must take its array's dtype unchanged but for rounding (see
+        :func:`_loaded_copy`). Every entry is checked before any is taken, so a refused dict leaves
+        the module as it was."""
         own = {
-            prefix + name: tuple(array.shape)
+            prefix + name: array
             for prefix, module in self.named_modules()
             for name, array in [(n, p.data) for n, p in module._parameters.items()]
             + list(module._buffers.items())
@@ -215,21 +218,12 @@ class Module:
         unexpected = sorted(set(state) - set(own))
         if missing or unexpected:
             raise ValueError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
-        for key, value in state.items():
-            if tuple(np.shape(value)) != own[key]:
-                raise ValueError(
-                    f"state dict entry {key!r} has shape {tuple(np.shape(value))}, "
-                    f"the module expects {own[key]}"
-                )
-        # Copies, as PyTorch's copy_: training updates weights and buffers in place, which must
-        # not write into the caller's arrays (a snapshot, or another model loaded from them).
+        loaded = {key: _loaded_copy(key, state[key], array) for key, array in own.items()}
         for prefix, module in self.named_modules():
             for name, p in module._parameters.items():
-                value = state[prefix + name]
-                p.data = backend_of(p.data).asarray(value, dtype=p.data.dtype).copy()
-            for name, buf in list(module._buffers.items()):
-                value = backend_of(buf).asarray(state[prefix + name], dtype=buf.dtype).copy()
-                setattr(module, name, value)
+                p.data = loaded[prefix + name]
+            for name in list(module._buffers):
+                setattr(module, name, loaded[prefix + name])
 
     # ------------------------------------------------------------ randomness
     def random_state(self) -> dict[str, int]:
@@ -269,3 +263,42 @@ class Module:
         from .summary import summarize
 
         return summarize(self, input_shape)
+
+
+def _loaded_copy(key: str, value: Any, own: Any) -> Any:
+    """``value`` as a copy of ``own``'s dtype on its device, for the state dict entry ``key``,
+    checked by :func:`_check_entry`; floats that are NaN or infinite once cast (float64 past
+    float32's range becomes inf) are refused, naming the key.
+
+    A copy, as PyTorch's copy_: training updates weights and buffers in place, which must not
+    write into the caller's arrays (a snapshot, or another model loaded from them)."""
+    _check_entry(key, value, own)
+    backend = backend_of(own)
+    with np.errstate(over="ignore"):  # no NumPy overflow warning: the check below names the key
+        copy = backend.asarray(value, dtype=own.dtype).copy()
+    if copy.dtype.kind == "f":
+        bad = int((~backend.xp.isfinite(copy)).sum())
+        if bad:
+            raise ValueError(
+                f"state dict entry {key!r} has {bad} NaN or infinite values as {own.dtype} "
+                f"(beyond its largest, {np.finfo(own.dtype).max:.4g}, a value becomes inf)"
+            )
+    return copy
+
+
+def _check_entry(key: str, value: Any, own: Any) -> None:
+    """A ValueError naming ``key`` unless ``value`` has ``own``'s shape and kind of number: an
+    integer array for float weights, or a float one for an integer buffer, would be cast
+    silently (a count truncated)."""
+    if tuple(np.shape(value)) != tuple(own.shape):
+        raise ValueError(
+            f"state dict entry {key!r} has shape {tuple(np.shape(value))}, "
+            f"the module expects {tuple(own.shape)}"
+        )
+    dtype = np.dtype(value.dtype) if hasattr(value, "dtype") else np.asarray(value).dtype
+    floating = np.dtype(own.dtype).kind == "f"
+    if dtype.kind not in ("f" if floating else "iu"):
+        raise ValueError(
+            f"state dict entry {key!r} has dtype {dtype}, the module expects "
+            f"{'a floating' if floating else 'an integer'} array (its own is {own.dtype})"
+        )
