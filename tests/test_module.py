@@ -192,6 +192,22 @@ def test_summary_lists_shapes_and_parameter_counts():
     assert f"{160 + 2704 * 10 + 10:,}" in text
 
 
+def test_summary_names_the_layer_that_cannot_take_its_input():
+    """A shape that does not fit gave the op's message alone, naming no layer; the mode is kept."""
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 2)
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"summary: layer 4 \(Linear\) cannot take its input of shape \(1, 64\): linear: "
+        "input has 64 features",
+    ):
+        model.summary((1, 10, 10))
+    with pytest.raises(ValueError, match=r"layer 0 \(Conv2d\) .* \(1, 3, 8, 8\): conv2d: input"):
+        model.summary((3, 8, 8))
+    assert model.training and "(2,)" in model.summary((1, 8, 8))
+
+
 def test_to_cpu_keeps_arrays_on_cpu():
     model = small_net(np.random.default_rng()).to("cpu")
     assert all(isinstance(p.data, np.ndarray) for p in model.parameters())

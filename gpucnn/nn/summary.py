@@ -12,6 +12,19 @@ def count_parameters(module: Module) -> int:
     return sum(int(np.prod(p.shape)) for p in module.parameters())
 
 
+def _layer_output(index: int, layer: Module, x):
+    """``layer(x)``; a ValueError or TypeError from it names the layer and the input shape it
+    got, which the op's own message does not (a model has many convolutions)."""
+    try:
+        return layer(x)
+    except (ValueError, TypeError) as err:
+        kind = TypeError if isinstance(err, TypeError) else ValueError
+        raise kind(
+            f"summary: layer {index} ({type(layer).__name__}) cannot take its input of shape "
+            f"{tuple(x.shape)}: {err}"
+        ) from err
+
+
 def summarize(model: Module, input_shape: tuple[int, ...]) -> str:
     """Table of each top-level layer's output shape and parameters for one (C, H, W) input.
 
@@ -26,7 +39,7 @@ def summarize(model: Module, input_shape: tuple[int, ...]) -> str:
     rows = [("input", tuple(input_shape), 0)]
     try:
         for i, layer in enumerate(layers):
-            x = layer(x)
+            x = _layer_output(i, layer, x)
             rows.append(
                 (f"{i}: {type(layer).__name__}", tuple(x.shape[1:]), count_parameters(layer))
             )
