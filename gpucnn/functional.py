@@ -180,10 +180,15 @@ def check_labels(backend: Backend, logits, labels, check_range: bool = True) -> 
     return labels.astype(backend.xp.int64, copy=False)
 
 
-def cross_entropy_arguments(logits, labels, label_smoothing: float = 0.0, check_range: bool = True):
-    """Validate softmax cross-entropy inputs; returns (backend, labels as int64)."""
+def check_label_smoothing(label_smoothing: float) -> None:
+    """ValueError unless ``label_smoothing`` lies in [0, 1] (NaN does not)."""
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
+
+
+def cross_entropy_arguments(logits, labels, label_smoothing: float = 0.0, check_range: bool = True):
+    """Validate softmax cross-entropy inputs; returns (backend, labels as int64)."""
+    check_label_smoothing(label_smoothing)
     backend = check_float_array(logits, "logits", 2)
     if logits.shape[0] == 0:
         raise ValueError("softmax cross-entropy of an empty batch: logits have 0 rows")

@@ -39,6 +39,7 @@ from .run_config import (
 
 AUGMENTATIONS = ("shift", "flip")
 EVAL_BATCH = 1000
+RUN_FILES = ("model.npz", "metrics.json", "curves.png", "filters.png")  # what a run writes to OUT
 
 
 def check_compatible(spec: dict, data: Dataset, hint: str = "") -> None:
@@ -202,20 +203,23 @@ def _meta(cfg: TrainConfig, data: Dataset, norm: tuple[float, float], history: l
     }
 
 
-def start_over_check(out: Path, overwrite: bool) -> None:
-    """A new (not resumed) run into ``out``: refused while an earlier run's checkpoint is there,
-    unless ``overwrite``; then that run's checkpoint and metrics are removed first, so that
-    neither ``--resume`` nor the Ctrl-C hint takes them for this run's."""
+def refuse_existing_run(out: Path, overwrite: bool) -> None:
+    """A new (not resumed) run into ``out`` is refused while an earlier run's checkpoint is
+    there, unless ``overwrite`` (then :func:`remove_previous_run` clears it once the new run's
+    settings, data and model have all been checked)."""
     checkpoint = out / "model.npz"
-    if not checkpoint.is_file():
-        return
-    if not overwrite:
+    if checkpoint.is_file() and not overwrite:
         raise FileExistsError(
             f"{out} already holds a training run ({checkpoint}): continue it with --resume, "
             "start it over with --overwrite, or choose another --out"
         )
-    checkpoint.unlink()
-    (out / "metrics.json").unlink(missing_ok=True)
+
+
+def remove_previous_run(out: Path) -> None:
+    """Remove an earlier run's outputs from ``out``, so that neither ``--resume`` nor the Ctrl-C
+    hint takes its checkpoint for the new run's, nor its pictures go with the new checkpoint."""
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
 
 
 def prepare_out(out: Path) -> None:
@@ -253,7 +257,7 @@ def fit(
     out = Path(cfg.out)
     prepare_out(out)
     if not config.resume:
-        start_over_check(out, config.overwrite)
+        refuse_existing_run(out, config.overwrite)
     backend = get_backend(cfg.device)
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.seed, cfg.train_size, cfg.test_size)
     spec = ckpt.spec if ckpt else model_spec(cfg.model)
@@ -285,6 +289,8 @@ def fit(
     if cfg.cuda_graph:
         backend.graph_session()  # refuses the cpu device now, before any work
         step = CapturedStep(step)
+    if config.overwrite:
+        remove_previous_run(out)
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         bar = _progress_bar(train_loader.num_samples, f"epoch {epoch}/{cfg.epochs}", cfg.progress)

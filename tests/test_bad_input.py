@@ -169,8 +169,13 @@ def test_labels_out_of_range_and_wrong_shape():
         loss(logits, np.array([0, 1]))
     with pytest.raises(TypeError, match="integer"):
         loss(logits, np.array([0.0, 1.0, 2.0, 1.0]))
+    for smoothing in (1.5, -0.1, float("nan")):  # refused when built, not at the first step
+        with pytest.raises(
+            ValueError, match=rf"label_smoothing must lie in \[0, 1\], got {smoothing}"
+        ):
+            nn.CrossEntropyLoss(label_smoothing=smoothing)
     with pytest.raises(ValueError, match=r"label_smoothing must lie in \[0, 1\], got 1.5"):
-        nn.CrossEntropyLoss(label_smoothing=1.5)(logits, np.array([0, 1, 2, 1]))
+        F.softmax_cross_entropy(logits, np.array([0, 1, 2, 1]), label_smoothing=1.5)
 
 
 def test_a_bad_label_is_refused_on_the_cpu_even_unchecked():

@@ -308,8 +308,9 @@ def test_interrupted_training_hints_resume_only_once_a_checkpoint_exists(
 
 def test_a_new_run_does_not_overwrite_a_finished_one_unless_asked(capsys, tmp_path, monkeypatch):
     """A second ``gpucnn train`` into the same folder is refused, the first run's checkpoint
-    untouched; ``--overwrite`` starts over, removing the old checkpoint first (so a Ctrl-C
-    before the new run's first epoch does not hint --resume of the old run)."""
+    untouched; ``--overwrite`` starts over, removing the old run's files once the new run's
+    settings and data are checked (a bad one keeps them), before its first epoch (so a Ctrl-C
+    then does not hint --resume of the old run)."""
     common = ["--train-size", "64", "--test-size", "32", "--no-progress", "--out", str(tmp_path)]
     assert run(capsys, "train", "--epochs", "2", *common)[0] == 0
     first = (tmp_path / "model.npz").read_bytes()
@@ -318,6 +319,14 @@ def test_a_new_run_does_not_overwrite_a_finished_one_unless_asked(capsys, tmp_pa
     assert (tmp_path / "model.npz").read_bytes() == first
     code, _, err = run(capsys, "train", "--resume", "--overwrite", *common)
     assert_one_line_error(code, err, "not both")
+    for bad in (
+        ["--dataset", "mnist", "--data-dir", str(tmp_path)],  # no data there
+        ["--model", "tutorial-mnist", "--dataset", "lines"],  # does not fit
+        ["--lr", "-1"],  # the optimizer's
+        ["--label-smoothing", "1.5"],  # the loss's
+    ):
+        code, _, err = run(capsys, "train", "--overwrite", *bad, *common)
+        assert code == 2 and (tmp_path / "model.npz").read_bytes() == first, (bad, err)  # kept
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -325,7 +334,7 @@ def test_a_new_run_does_not_overwrite_a_finished_one_unless_asked(capsys, tmp_pa
     monkeypatch.setattr(gpucnn.train, "train_epoch", interrupted)
     code, _, err = run(capsys, "train", "--epochs", "1", "--overwrite", *common)
     assert code == 130 and "no checkpoint was written yet" in err
-    assert not (tmp_path / "model.npz").exists() and not (tmp_path / "metrics.json").exists()
+    assert not {"model.npz", "metrics.json", "curves.png"} & {p.name for p in tmp_path.iterdir()}
     monkeypatch.undo()
     assert run(capsys, "train", "--epochs", "1", "--overwrite", *common)[0] == 0
     assert len(json.loads((tmp_path / "metrics.json").read_text())["history"]) == 1

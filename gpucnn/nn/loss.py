@@ -23,6 +23,7 @@ class CrossEntropyLoss(Module):
         self, label_smoothing: float = 0.0, check_finite: bool = True, check_labels: bool = True
     ):
         super().__init__()
+        F.check_label_smoothing(label_smoothing)  # now, not at the first step
         self.label_smoothing = label_smoothing
         self.check_finite = check_finite
         self.check_labels = check_labels
