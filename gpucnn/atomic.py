@@ -56,3 +56,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         finally:
             os.close(dir_fd)
     return path
+
+
+def ensure_writable_folder(folder: str | os.PathLike, option: str) -> Path:
+    """Create ``folder`` and check that a file can be written in it, so that a bad folder
+    option fails before any work, with an error naming ``option`` (not, say, the URL being
+    downloaded or the epoch just trained)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise OSError(
+            f"{option} {folder}: cannot write files in that folder ({err.strerror or err})"
+        ) from err
+    return folder

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import nn
-from .atomic import atomic_write
+from .atomic import atomic_write, ensure_writable_folder
 from .backend import get_backend
 from .captured_step import CapturedStep
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -222,19 +221,6 @@ def remove_previous_run(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def prepare_out(out: Path) -> None:
-    """Create the output folder and check that a file can be written in it, so that a bad
-    ``--out`` fails before any data is loaded or any epoch is trained."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as err:
-        raise OSError(
-            f"--out {out}: cannot write the output folder there ({err.strerror or err})"
-        ) from err
-
-
 def fit(
     config: TrainConfig,
     callback: Callable[[int, dict], None] | None = None,
@@ -255,11 +241,14 @@ def fit(
     if config.momentum is not None and cfg.optimizer != "sgd":  # given, but it would do nothing
         raise ValueError(f"--momentum is SGD's; optimizer {cfg.optimizer!r} has none")
     out = Path(cfg.out)
-    prepare_out(out)
+    ensure_writable_folder(out, "--out")  # before any data is loaded or epoch trained
     if not config.resume:
         refuse_existing_run(out, config.overwrite)
     backend = get_backend(cfg.device)
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.seed, cfg.train_size, cfg.test_size)
+    log(
+        f"{data.name}: {len(data.train_y)} training, {len(data.test_y)} test images ({data.source})"
+    )
     spec = ckpt.spec if ckpt else model_spec(cfg.model)
     default = dataset_info(data.name).default_model
     check_compatible(

@@ -9,6 +9,7 @@ import pytest
 from conftest import write_fake_idx_dataset
 
 from gpucnn import nn
+from gpucnn.data import download as dl
 from gpucnn.data.datasets import DataNotFoundError, load_dataset, write_idx_dataset
 from gpucnn.data.idx import IdxError, read_idx, write_idx
 from gpucnn.data.lines import generate_lines
@@ -94,6 +95,26 @@ def test_dataset_found_through_env_subfolder(tmp_path, monkeypatch):
     monkeypatch.setenv("GPUCNN_DATA", str(tmp_path))
     data = load_dataset("fashion-mnist")
     assert len(data.train_y) == 20 and data.augment == {"shift": 2, "flip": True}
+
+
+def test_the_named_subfolder_comes_before_the_roots_own_files(tmp_path):
+    """A root holding one dataset's files (as ``gpucnn download mnist --data-dir ROOT`` leaves
+    them) and another's in ROOT/fashion-mnist: each name finds its own."""
+    write_fake_idx_dataset(tmp_path, n_train=20)
+    write_fake_idx_dataset(tmp_path / "fashion-mnist", n_train=30)
+    assert len(load_dataset("fashion-mnist", data_dir=tmp_path).train_y) == 30
+    assert len(load_dataset("mnist", data_dir=tmp_path).train_y) == 20
+
+
+def test_another_datasets_official_files_are_refused(tmp_path, monkeypatch):
+    """MNIST's files loaded as Fashion-MNIST (alike in shape and class count) would train
+    without a complaint: files with the other dataset's official SHA-256 are refused."""
+    folder = write_fake_idx_dataset(tmp_path)
+    sums = {p.name: dl.sha256_of(p) for p in folder.iterdir()}
+    monkeypatch.setitem(dl.SOURCES, "mnist", ("unused", sums))  # these files are now MNIST's
+    assert len(load_dataset("mnist", data_dir=folder).train_y) == 20
+    with pytest.raises(IdxError, match=r"idx\d-ubyte.gz is mnist's file \(by its SHA-256\)"):
+        load_dataset("fashion-mnist", data_dir=folder)
 
 
 def test_augmentations_are_chosen_among_those_the_labels_allow(tmp_path):

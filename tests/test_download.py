@@ -99,6 +99,24 @@ def test_download_cli_bad_checksum_is_one_line(served, tmp_path, capsys, monkeyp
     assert err.count("\n") == 1 and "checksum mismatch" in err
 
 
+def test_a_download_does_not_replace_another_datasets_files(local_mnist, tmp_path):
+    url, _ = local_mnist
+    folder = dl.download("mnist", tmp_path / "d", timeout=5)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(dl.DownloadError, match=r"is mnist's, .*--data-dir .*d/fashion-mnist"):
+        dl.download("fashion-mnist", folder, base_url=url, timeout=5)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_download_names_a_data_dir_it_cannot_write(tmp_path, capsys):
+    """A --data-dir through a file is the folder's error, not a failed download of the URL."""
+    (tmp_path / "file").write_text("")
+    assert main(["download", "mnist", "--data-dir", str(tmp_path / "file" / "d")]) == 2
+    err = capsys.readouterr().err
+    assert f"--data-dir {tmp_path}/file/d: cannot write files in that folder" in err
+    assert "download failed" not in err
+
+
 def test_download_unknown_dataset(tmp_path):
     with pytest.raises(ValueError, match="no download for 'lines'"):
         dl.download("lines", tmp_path)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .download import official_dataset_of
 from .idx import IdxError, read_idx, write_idx
 from .lines import CLASSES as LINES_CLASSES
 from .lines import generate_lines
@@ -103,11 +104,12 @@ def dataset_info(name: str) -> DatasetInfo:
 
 
 def candidate_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Where IDX files of ``name`` are looked for, in order (``--data-dir`` alone when given)."""
+    """Where IDX files of ``name`` are looked for, in order (``--data-dir`` alone when given):
+    the root's ``name`` subfolder before the root, which may hold another dataset's files."""
     roots = [Path(data_dir)] if data_dir else []
     if not roots and os.environ.get(ENV_VAR):
         roots = [Path(os.environ[ENV_VAR])]
-    dirs = [d for root in roots for d in (root, root / name)]
+    dirs = [d for root in roots for d in (root / name, root)]  # the named subfolder first
     return dirs or [DEBIAN_ROOT / name]
 
 
@@ -156,6 +158,18 @@ def _moments(images: np.ndarray) -> tuple[float, float]:
     return float(sample.mean()), float(sample.std()) or 1.0
 
 
+def _check_official(name: str, paths: dict[str, Path]) -> None:
+    """An IdxError when a file is another dataset's official one (by SHA-256): MNIST in a
+    Fashion-MNIST folder, say, would train and test without a complaint."""
+    for path in paths.values():
+        other = official_dataset_of(path)
+        if other not in (None, name):
+            raise IdxError(
+                f"{path} is {other}'s file (by its SHA-256), not {name}'s: point --data-dir at "
+                f"a folder with {name}'s files"
+            )
+
+
 def _check_values(paths: dict[str, Path], arrays: dict[str, np.ndarray], classes: int) -> None:
     """IdxErrors naming the file: labels that are not whole numbers in 0..classes-1, images
     with NaN or infinite values, test images of another size or type than the training ones."""
@@ -182,6 +196,7 @@ def _check_values(paths: dict[str, Path], arrays: dict[str, np.ndarray], classes
 def _load_idx(name: str, data_dir, train_size: int | None, test_size: int | None) -> Dataset:
     info = dataset_info(name)
     paths = find_idx_files(name, data_dir)
+    _check_official(name, paths)
     arrays = {
         key: read_idx(path, ndim=3 if key.endswith("x") else 1) for key, path in paths.items()
     }

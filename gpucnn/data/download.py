@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 from typing import BinaryIO
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, ensure_writable_folder
 
 FILES = (
     "train-images-idx3-ubyte.gz",
@@ -50,6 +50,13 @@ def sha256_of(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def official_dataset_of(path: str | os.PathLike) -> str | None:
+    """The dataset whose official file ``path`` is, by its SHA-256, or None: MNIST and
+    Fashion-MNIST files look alike (28x28, ten classes) and would train one as the other."""
+    sha256 = sha256_of(path)
+    return next((name for name, (_, sums) in SOURCES.items() if sha256 in sums.values()), None)
 
 
 def fetch(url: str, dest: str | os.PathLike, sha256: str, timeout: float = 60.0) -> Path:
@@ -94,7 +101,14 @@ def download(
         raise ValueError(f"no download for {name!r}; downloadable: {', '.join(sorted(SOURCES))}")
     default_url, files = SOURCES[name]
     base = (base_url or default_url).rstrip("/") + "/"
-    folder = Path(data_dir)
+    folder = ensure_writable_folder(data_dir, "--data-dir")
+    for filename in files:
+        other = (folder / filename).is_file() and official_dataset_of(folder / filename)
+        if other and other != name:
+            raise DownloadError(
+                f"{folder / filename} is {other}'s, which would be replaced by {name}'s: "
+                f"download {name} into another folder (--data-dir {folder / name}, say)"
+            )
     for filename, sha256 in files.items():
         fetch(base + filename, folder / filename, sha256, timeout)
     return folder
