@@ -162,4 +162,16 @@ def to_torch(state: Module | dict[str, np.ndarray]) -> dict[str, Any]:
 
 def from_torch(state_dict: dict[str, Any]) -> dict[str, np.ndarray]:
     """NumPy arrays from a PyTorch state dict, ready for ``Module.load_state_dict``."""
-    return {key: value.detach().cpu().numpy().copy() for key, value in state_dict.items()}
+    return {key: _numpy_of(key, value) for key, value in state_dict.items()}
+
+
+def _numpy_of(key: str, tensor: Any) -> np.ndarray:
+    """A tensor as a NumPy array; a float type NumPy lacks (bfloat16, float8) becomes float32,
+    which holds its values exactly; any other is a TypeError naming ``key``."""
+    tensor = tensor.detach().cpu()
+    try:
+        return tensor.numpy().copy()
+    except TypeError as err:
+        if tensor.is_floating_point():
+            return tensor.float().numpy()
+        raise TypeError(f"state dict entry {key!r}: {tensor.dtype} has no NumPy type") from err

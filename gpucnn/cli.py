@@ -250,9 +250,9 @@ def run_reporting_errors(
     prog: str, fn: Callable[[], int | None], hint: str | Callable[[], str] = ""
 ) -> int:
     """``fn()``'s exit status, with Ctrl-C (and ``hint``, or what ``hint()`` says then, on what
-    to do next) and the errors a user can cause (bad input, missing data, no usable GPU) as one
-    line on stderr instead of a traceback; ``GPUCNN_DEBUG=1`` shows the traceback. The
-    ``gpucnn`` command and the scripts in ``scripts/`` use it. SIGTERM (``timeout``, a job
+    to do next) and the errors a user can cause (bad input, missing data, no usable GPU, too
+    little memory) as one line on stderr instead of a traceback; ``GPUCNN_DEBUG=1`` shows the
+    traceback. The ``gpucnn`` command and the scripts in ``scripts/`` use it. SIGTERM (``timeout``, a job
     scheduler) is taken as Ctrl-C: a checkpoint being written removes its temporary file."""
     try:
         with _sigterm_as_interrupt():
@@ -264,10 +264,12 @@ def run_reporting_errors(
     except BrokenPipeError:  # the reader left (`gpucnn predict ... | head -1`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
         return 1
-    except (ValueError, TypeError, OSError, RuntimeError, ImportError) as err:
+    except (ValueError, TypeError, OSError, RuntimeError, ImportError, MemoryError) as err:
         if os.environ.get("GPUCNN_DEBUG", "0") not in ("", "0"):
             raise
         message = " ".join(str(err).split()) or type(err).__name__
+        if isinstance(err, MemoryError):  # NumPy's "Unable to allocate ...", CuPy's "Out of ..."
+            message = f"out of memory: {message}"
         print(f"{prog}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     return status or 0

@@ -15,12 +15,12 @@ _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # "I": how older Pillow
 def load_image(path: str | os.PathLike, shape: Sequence[int]) -> np.ndarray:
     """An image file as (C, H, W) float32 in [0, 1]: converted to C channels, resized to H x W.
 
-    16-bit images are divided by 65535 (Pillow's 8-bit conversion would clip them to black and
+    EXIF orientation is applied; 16-bit images are divided by 65535 (Pillow's 8-bit conversion would clip them to black and
     white), float images are clipped to [0, 1], and transparent pixels are laid on black, the
     background of the training images.
     """
     try:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError as err:
         raise ImportError(
             f"reading images needs Pillow ({err}): pip install 'gpucnn[cli]'"
@@ -30,7 +30,8 @@ def load_image(path: str | os.PathLike, shape: Sequence[int]) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()
-            pixels = _pixels(Image, image, c, (w, h))
+            upright = ImageOps.exif_transpose(image)  # as a viewer shows it (a phone's portrait)
+            pixels = _pixels(Image, upright, c, (w, h))
     except UnidentifiedImageError as err:
         raise ValueError(f"{path}: not an image Pillow can read") from err
     except OSError as err:  # a truncated or damaged file

@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -250,6 +251,22 @@ def test_resume_is_bit_identical_with_dropout_batchnorm_and_augmentation(tmp_pat
 def _torch_model(spec):
     torch = pytest.importorskip("torch", reason="PyTorch is not installed")
     return torch.nn.Sequential(*(getattr(torch.nn, kind)(**args) for kind, args in spec["layers"]))
+
+
+@pytest.mark.torch
+def test_from_torch_widens_float_types_numpy_lacks_and_names_the_rest():
+    """A bfloat16 state dict (as mixed-precision training saves it) loads as float32, which
+    holds each value exactly; a type with no NumPy counterpart names its entry."""
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    weight = torch.randn(3, 4).to(torch.bfloat16)
+    got = ck.from_torch({"0.weight": weight})["0.weight"]
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, weight.float().numpy())
+    with warnings.catch_warnings():  # "ComplexHalf support is experimental"
+        warnings.simplefilter("ignore", UserWarning)
+        complex_half = torch.zeros(3, dtype=torch.complex32)
+    with pytest.raises(TypeError, match=r"entry '0.bias': torch.complex32 has no NumPy type"):
+        ck.from_torch({"0.bias": complex_half})
 
 
 @pytest.mark.torch

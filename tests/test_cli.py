@@ -173,6 +173,30 @@ def test_images_of_every_depth_and_with_transparency_load_as_their_grey_levels(t
         np.testing.assert_allclose(rgb[0], want, atol=1 / 255 + 1e-6, err_msg=kind)
 
 
+def test_an_images_exif_orientation_is_applied(tmp_path):
+    """A phone stores a portrait photo's pixels on their side, with an EXIF Orientation tag:
+    the image classified is the one a viewer shows, upright."""
+    from gpucnn.predict import load_image
+
+    upright = np.zeros((8, 8), np.uint8)
+    upright[:, 5] = np.random.default_rng().integers(128, 256, 8)  # a vertical line
+    stored = Image.fromarray(np.rot90(upright).copy())  # a horizontal one, on its side
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: turn 90 degrees clockwise to show
+    stored.save(tmp_path / "portrait.png", exif=exif)
+    got = load_image(tmp_path / "portrait.png", (1, 8, 8))[0]
+    np.testing.assert_allclose(got, upright / np.float32(255), atol=1e-7)
+
+
+def test_running_out_of_memory_is_one_line(capsys, tmp_path, monkeypatch):
+    def too_big(*args, **kwargs):
+        raise MemoryError("Unable to allocate 7.28 TiB for an array with shape (10000000000,)")
+
+    monkeypatch.setattr(gpucnn.train, "load_dataset", too_big)
+    code, _, err = run(capsys, "train", "--out", str(tmp_path))
+    assert_one_line_error(code, err, "out of memory: Unable to allocate 7.28 TiB")
+
+
 def test_error_predict_on_a_truncated_image_names_the_file(lines_run, tmp_path, capsys):
     out, _ = lines_run
     noise = np.random.default_rng().integers(0, 256, (64, 64)).astype(np.uint8)
