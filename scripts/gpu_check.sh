@@ -17,9 +17,9 @@
 # others; the summary (with each step's end time) is printed at the end and written to
 # $OUT/summary.txt. Exit status: 0 only if every step that ran passed. ONLY="bench train tests
 # sanitizer" (any of them) runs just those groups, to split the check over several calls.
-# DEADLINE_S=N starts no step after N seconds (each is listed as SKIP) and interrupts a step
-# still running then (SIGINT, so pytest still prints its failures; TIMEOUT), so that a
-# time-limited call still ends with its summary. A DATA_DIR that is not a folder is a FAIL line;
+# DEADLINE_S=N (whole seconds) starts no step after N seconds (each is listed as SKIP) and
+# interrupts a step still running then (SIGINT, so pytest still prints its failures; TIMEOUT), so
+# that a time-limited call still ends with its summary. A DATA_DIR that is not a folder is a FAIL line;
 # the epoch then runs on random images and no training run starts.
 set -u
 cd "$(dirname "$0")/.."
@@ -35,6 +35,11 @@ for group in $ONLY; do
     *) echo "gpu_check.sh: ONLY names '$group'; the groups are bench train tests sanitizer" >&2; exit 2 ;;
     esac
 done
+if [ -n "$DEADLINE_S" ] && [[ ! $DEADLINE_S =~ ^[1-9][0-9]*$ ]]; then
+    echo "gpu_check.sh: DEADLINE_S='$DEADLINE_S'; expected a positive whole number of seconds" \
+        "(e.g. 600)" >&2
+    exit 2
+fi
 if [[ " $asked " == *" train "* ]] && [ -z "$DATA_DIR" ]; then
     echo "gpu_check.sh: ONLY names train, which needs DATA_DIR (the Fashion-MNIST folder)" >&2
     exit 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
 from conftest import SCRIPTS
 
 SCRIPT = SCRIPTS / "gpu_check.sh"
@@ -24,6 +25,16 @@ def test_unknown_groups_and_trainings_without_data_are_refused(tmp_path):
     result = run(tmp_path, ONLY="train", DATA_DIR="")
     assert result.returncode == 2 and "needs DATA_DIR" in result.stderr
     assert not (tmp_path / "out").exists()  # refused before anything ran
+
+
+@pytest.mark.parametrize("deadline", ["10m", "1.5", "abc", "0"])
+def test_a_deadline_that_is_not_whole_seconds_is_refused(tmp_path, deadline):
+    """Taken as it was, "10m" or "1.5" broke every step's arithmetic: no step ran or was logged,
+    and the summary, with no FAIL line, exited 0."""
+    result = run(tmp_path, ONLY="bench", DEADLINE_S=deadline)
+    assert result.returncode == 2
+    assert f"DEADLINE_S='{deadline}'; expected a positive whole number of seconds" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def fake_python(tmp_path, body: str):
