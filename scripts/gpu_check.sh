@@ -13,15 +13,28 @@
 #      every kernel, and the nvcc build report;
 #   4. the ops suite's conv rows with Winograd forced wherever the window allows
 #      (bench-ops-winograd), the lowest priority.
-# Each step logs to $OUT/<step>.log (OUT defaults to ./out); a failing step does not stop the
-# others; the summary (with each step's end time) is printed at the end and written to
-# $OUT/summary.txt. Exit status: 0 only if every step that ran passed. ONLY="bench train tests
+# Each step logs to $OUT/<step>.log (OUT defaults to the checkout's out/; a relative OUT,
+# DATA_DIR, or PYTHON, SANITIZER or NVCC path is from the caller's folder); a failing step does
+# not stop the others; the summary (with each step's end time) is printed at the end and written
+# to $OUT/summary.txt. Exit status: 0 only if every step that ran passed. ONLY="bench train tests
 # sanitizer" (any of them) runs just those groups, to split the check over several calls.
 # DEADLINE_S=N (whole seconds) starts no step after N seconds (each is listed as SKIP) and
 # interrupts a step still running then (SIGINT, so pytest still prints its failures; TIMEOUT), so
-# that a time-limited call still ends with its summary. A DATA_DIR that is not a folder is a FAIL line;
-# the epoch then runs on random images and no training run starts.
+# that a time-limited call still ends with its summary. A DATA_DIR that is not a folder is a FAIL
+# line; the epoch then runs on random images and no training run starts.
 set -u
+absolute() {  # absolute NAME...: each variable NAME that is set, as an absolute path
+    local name
+    for name in "$@"; do
+        if [ -n "${!name:-}" ]; then printf -v "$name" %s "$(realpath -ms -- "${!name}")"; fi
+    done
+}
+# Paths as named from the caller's folder, before the cd (links kept: a venv's python stays the
+# venv's); a command given by name alone (no '/') is still looked up on PATH.
+absolute OUT DATA_DIR
+for command in PYTHON SANITIZER NVCC; do
+    if [[ ${!command:-} == */* ]]; then absolute "$command"; fi
+done
 cd "$(dirname "$0")/.."
 OUT=${OUT:-./out}
 PYTHON=${PYTHON:-python3}
@@ -119,7 +132,7 @@ fi
 if wanted sanitizer; then
     default_sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
     sanitizer=${SANITIZER:-$default_sanitizer}
-    if [ -x "$sanitizer" ]; then
+    if command -v "$sanitizer" >/dev/null; then  # a path, or a name on PATH
         for tool in memcheck racecheck initcheck synccheck; do
             step "sanitizer-$tool" "$sanitizer" --tool "$tool" --error-exitcode 1 \
                 "$PYTHON" scripts/launch_all_kernels.py --device cuda
@@ -130,7 +143,7 @@ if wanted sanitizer; then
     fi
     NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
     export NVCC  # scripts/compile_kernels.sh's compiler
-    if [ -x "$NVCC" ]; then
+    if command -v "$NVCC" >/dev/null; then
         step nvcc-report bash scripts/compile_kernels.sh
     else
         echo "SKIP nvcc-report (no nvcc on PATH or in /usr/local/cuda/bin)" >>"$OUT/steps.txt"

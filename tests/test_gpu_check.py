@@ -12,11 +12,12 @@ from conftest import SCRIPTS
 SCRIPT = SCRIPTS / "gpu_check.sh"
 
 
-def run(tmp_path, timeout=60, **env):
+def run(tmp_path, timeout=60, cwd=None, **env):
     environment = {**os.environ, "OUT": str(tmp_path / "out"), **env}
     return subprocess.run(
-        ["bash", str(SCRIPT)], env=environment, capture_output=True, text=True, timeout=timeout
-    )
+        ["bash", str(SCRIPT)], env=environment, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+    )  # fmt: skip
 
 
 def test_unknown_groups_and_trainings_without_data_are_refused(tmp_path):
@@ -37,9 +38,9 @@ def test_a_deadline_that_is_not_whole_seconds_is_refused(tmp_path, deadline):
     assert not (tmp_path / "out").exists()
 
 
-def fake_python(tmp_path, body: str):
-    """An executable standing in for python3: a shell script with ``body``."""
-    path = tmp_path / "fake-python"
+def fake_python(tmp_path, body: str, name: str = "fake-python"):
+    """An executable standing in for python3 (or another command): a shell script with ``body``."""
+    path = tmp_path / name
     path.write_text(f"#!/bin/sh\n{body}\n")
     path.chmod(0o755)
     return str(path)
@@ -69,3 +70,25 @@ def test_tests_run_before_the_benchmarks_and_a_missing_data_dir_only_costs_the_r
     names = [line.split()[1] for line in steps]
     assert names.index("cuda-backend") < names.index("tests") < names.index("bench-step")
     assert "--data-dir" not in (tmp_path / "out" / "bench-epoch.log").read_text()
+
+
+def test_relative_paths_are_from_the_callers_folder(tmp_path):
+    """The script runs in the checkout; OUT, DATA_DIR and the commands named by a path were taken
+    from there, not from where it was called. A command named alone is still found on PATH."""
+    fake_python(tmp_path, 'echo "$@"')
+    fake_python(tmp_path, 'echo sanitizer "$@"', "fake-sanitizer")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "bin").mkdir()
+    fake_python(tmp_path, 'echo nvcc "$@"', "bin/nvcc")
+    run(
+        tmp_path, cwd=tmp_path, OUT="out", DATA_DIR="data", PYTHON="./fake-python",
+        SANITIZER="./fake-sanitizer", NVCC="nvcc", PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+        ONLY="bench sanitizer", ARCHS="90",
+    )  # fmt: skip
+    out = tmp_path / "out"
+    steps = (out / "steps.txt").read_text()
+    assert "PASS cuda-backend" in steps and "data-dir" not in steps, steps
+    assert f"--data-dir {tmp_path / 'data'}" in (out / "bench-epoch.log").read_text()
+    assert "PASS sanitizer-memcheck" in steps
+    assert "sanitizer --tool memcheck" in (out / "sanitizer-memcheck.log").read_text()
+    assert "nvcc -std=c++17" in (out / "nvcc-report.log").read_text()
