@@ -13,7 +13,7 @@ import pytest
 from conftest import SCRIPTS, load_script, make_backend
 
 from gpucnn.backend.launchers.winograd import convolution_algorithm
-from gpucnn.bench import goals, main, ops, peers, training
+from gpucnn.bench import goals, main, ops, peers, timing, training
 from gpucnn.bench.bandwidth import TRAFFIC
 from gpucnn.bench.coldstart import GOALS
 from gpucnn.bench.peers import CAPTURE_FAILED, PEERS, Peer, select
@@ -200,6 +200,63 @@ def test_a_peer_that_fails_is_a_row_and_the_exit_status_says_so(tmp_path, capsys
     assert rows["gpucnn-cuda-emu"]["status"] == (
         f"{peers.SETUP_FAILED}: RuntimeError: a stand-in bug"
     )
+
+
+def test_a_peer_that_fails_while_timed_is_a_row_and_the_others_are_kept(
+    tmp_path, capsys, monkeypatch
+):
+    """An error in a peer's warm-up or samples (a CUDA error, out of memory; here gpucnn's step
+    raising on its second call) stopped the whole run: one line, exit 2, no table, no JSON. Now,
+    as for a setup that fails, that peer's row says why, its goals count as missed, the exit is
+    1, and the other peers are measured."""
+    real = training.gpucnn_step
+
+    def breaks_on_its_second_call(backend, captured=False):
+        step, calls = real(backend, captured), []
+
+        def call(x, y):
+            calls.append(1)
+            if len(calls) == 2:
+                raise RuntimeError("a stand-in CUDA error")
+            return step(x, y)
+
+        return call
+
+    monkeypatch.setattr(training, "gpucnn_step", breaks_on_its_second_call)
+    goal = goals.Within("step", "tutorial-mnist b2", "gpucnn-cpu", 1e9)
+    monkeypatch.setattr(goals, "GOALS", (goal,))
+    argv = ["--suite", "step", "--batch-size", "2", "--peers", "tutorial-loops,gpucnn-cpu"]
+    out, record, err = run_bench(tmp_path, capsys, *argv, "--tutorial-samples", "1", status=1)
+    assert "a stand-in CUDA error" in err and "gpucnn-cpu failed" in err
+    rows = {r["peer"]: r for r in record["results"]}
+    assert rows["tutorial-loops"]["status"] == "ok" and rows["tutorial-loops"]["median"] > 0
+    assert rows["gpucnn-cpu"]["status"] == (
+        f"{peers.TIMING_FAILED}: RuntimeError: a stand-in CUDA error"
+    )
+    assert [v["met"] for v in record["goals"]] == [False]
+    assert "not available: timing the peer failed" in out
+
+
+def test_measure_drops_a_runner_that_fails_in_a_sample(monkeypatch):
+    """A runner that raises while sampled is dropped from the rounds, its error its failure;
+    the other runners take every sample."""
+    monkeypatch.setattr(timing, "SETTLE_S", 0.0)
+    monkeypatch.setattr(timing, "REWARM_S", 0.0)
+    calls = []
+
+    def fails_on_its_fourth_call():  # 2 warm-up calls; the first sample: 1 untimed, 1 timed
+        calls.append(1)
+        if len(calls) == 4:
+            raise MemoryError("out of memory")
+
+    runners = {
+        "ok": timing.Runner(lambda: None, number=1),
+        "broken": timing.Runner(fails_on_its_fourth_call, number=1),
+    }
+    samples = timing.measure(runners, 3, lambda err: f"failed: {err}")
+    assert len(samples["ok"].times) == 3 and samples["ok"].failure is None
+    assert samples["broken"].times == [] and samples["broken"].failure == "failed: out of memory"
+    assert len(calls) == 4  # not called again once it failed
 
 
 @pytest.mark.parametrize(
@@ -491,8 +548,6 @@ def test_goals_whose_peer_could_not_run_are_not_checked():
 def test_host_clock_settles_and_warms_before_timing(monkeypatch):
     """A CPU sample first waits for other peers' threads to idle, then makes untimed calls of its
     own for REWARM_S (at least one); only the calls after them are timed."""
-    from gpucnn.bench import timing
-
     slept, calls = [], []
     monkeypatch.setattr(timing.time, "sleep", slept.append)
     monkeypatch.setattr(timing, "REWARM_S", 0.0)

@@ -2,8 +2,8 @@
 
 Each goal names the rows it reads (suite, case, peers). A goal whose rows the run does not have
 is left out; one whose peer could not run here (no PyTorch, no GPU) is printed as not checked,
-with the reason, and one whose gpucnn peer failed (its setup or its graph capture) as missed. The
-``bandwidth`` and ``compile`` suites also note each row's goal on the row.
+with the reason, and one whose gpucnn peer failed (its setup, its graph capture or its timed
+calls) as missed. The ``bandwidth`` and ``compile`` suites also note each row's goal on the row.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def _rows(results: list[Result], suite: str, peer: str, case: str | None = None)
 
 def _not_checked(suite: str, text: str, rows: list[Result]) -> Verdict | None:
     """For the first of ``rows`` without a median, a verdict saying why: "not checked" where its
-    peer could not run here, but "missed" where a gpucnn peer failed (its setup or its capture:
-    gpucnn's own error, which no other peer can excuse)."""
+    peer could not run here, but "missed" where a gpucnn peer failed (its setup, its capture or
+    its timed calls: gpucnn's own error, which no other peer can excuse)."""
     for r in rows:
         if r.median is None:
             reason = "no samples were taken" if r.status == "ok" else r.status

@@ -100,24 +100,30 @@ def is_graph(peer: Peer) -> bool:
 
 CAPTURE_FAILED = "the CUDA graph capture failed"
 SETUP_FAILED = "setting the peer up failed"
+TIMING_FAILED = "timing the peer failed"  # in its warm-up or a sample: a CUDA error, out of memory
+
+
+def failure_reason(failure: str, err: Exception) -> str:
+    """Why a peer failed: ``failure``, the error and the one it was raised in handling (PyTorch's
+    end of a capture reports its own); its traceback goes to stderr."""
+    traceback.print_exception(err, file=sys.stderr)
+    reason = f"{failure}: {type(err).__name__}: {err}"
+    if err.__context__ is not None:
+        reason += f" (while handling {type(err.__context__).__name__}: {err.__context__})"
+    return reason
 
 
 def failing_softly(make: Callable[[], Any], failure: str) -> Any:
     """``make()``; an error from it (other than :class:`Unavailable`) makes the peer unavailable,
-    with ``failure``, the error and the one it was raised in handling (PyTorch's end of a capture
-    reports its own) as the reason, and its traceback on stderr: the peer's rows say so, the goals
-    that need a gpucnn peer that failed count as missed (:mod:`.goals`), the command exits 1
-    (:func:`own_failure`), and the run's other figures still come out."""
+    with :func:`failure_reason` as the reason: the peer's rows say so, the goals that need a gpucnn
+    peer that failed count as missed (:mod:`.goals`), the command exits 1 (:func:`own_failure`),
+    and the run's other figures still come out."""
     try:
         return make()
     except Unavailable:
         raise
     except Exception as err:
-        traceback.print_exc(file=sys.stderr)
-        reason = f"{failure}: {type(err).__name__}: {err}"
-        if err.__context__ is not None:
-            reason += f" (while handling {type(err.__context__).__name__}: {err.__context__})"
-        raise Unavailable(reason) from err
+        raise Unavailable(failure_reason(failure, err)) from err
 
 
 def capturing(make: Callable[[], Any]) -> Any:
@@ -130,10 +136,17 @@ def setting_up(make: Callable[[], Any]) -> Any:
     return failing_softly(make, SETUP_FAILED)
 
 
+def timing_failed(err: Exception) -> str:
+    """The status of a peer whose calls raised while it was measured (:func:`.timing.measure`),
+    failing softly as :func:`failing_softly` does."""
+    return failure_reason(TIMING_FAILED, err)
+
+
 def own_failure(peer: str, status: str) -> bool:
-    """True where a gpucnn peer failed (its setup or its capture): gpucnn's own error, which no
-    missing PyTorch or GPU excuses."""
-    return peer.startswith("gpucnn-") and status.startswith((CAPTURE_FAILED, SETUP_FAILED))
+    """True where a gpucnn peer failed (its setup, its capture or its timed calls): gpucnn's own
+    error, which no missing PyTorch or GPU excuses."""
+    failed = (CAPTURE_FAILED, SETUP_FAILED, TIMING_FAILED)
+    return peer.startswith("gpucnn-") and status.startswith(failed)
 
 
 def baseline_kernels(peer: Peer) -> bool:

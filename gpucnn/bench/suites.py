@@ -12,7 +12,7 @@ from . import bandwidth, coldstart, ops, training
 from . import peers as P
 from .peers import Peer, Unavailable, gpucnn_backend, gpucnn_clock, is_graph
 from .report import Result
-from .timing import Runner, measure
+from .timing import Runner, Samples, measure
 
 DEFAULT_REPEATS = {"ops": 20, "step": 20, "epoch": 3, "bandwidth": 10, "compile": 3}
 
@@ -30,16 +30,20 @@ class Options:
     megabytes: float = 256  # bandwidth: the input tensor's size in MiB
 
 
+def _timed(samples: Samples) -> dict:
+    """A result's fields from a runner's samples: its times, or why it failed while timed."""
+    if samples.failure is not None:
+        return {"status": samples.failure}
+    return {"times": samples.times, "calls_per_sample": samples.number}
+
+
 def _measured(suite, case, op, runners, missing, peers, samples_per_unit, repeats):
-    """Results of one case and op, in peer order, unavailable peers included with the reason."""
-    timed = measure(runners, repeats)
+    """Results of one case and op, in peer order, unavailable and failed peers included with the
+    reason."""
+    timed = measure(runners, repeats, P.timing_failed)
     out = []
     for peer in peers:
-        if peer.name in timed:
-            s = timed[peer.name]
-            extra = {"times": s.times, "calls_per_sample": s.number}
-        else:
-            extra = {"status": missing[peer.name]}
+        extra = _timed(timed[peer.name]) if peer.name in timed else {"status": missing[peer.name]}
         out.append(Result.of(peer, suite, case, op, samples_per_unit=samples_per_unit, **extra))
     return out
 
@@ -119,10 +123,9 @@ def run_bandwidth(peers: list[Peer], opts: Options) -> list[Result]:
         clock = gpucnn_clock(backend)
         runners = {op: Runner(fn, clock) for op, fn in calls.items()}
         rows = []
-        for op, s in measure(runners, opts.repeats).items():
+        for op, s in measure(runners, opts.repeats, P.timing_failed).items():
             moved = bandwidth.bytes_moved(op, x_shape)
-            extra = {"times": s.times, "calls_per_sample": s.number, "bytes": moved}
-            rows.append(Result.of(peer, "bandwidth", case, op, **extra))
+            rows.append(Result.of(peer, "bandwidth", case, op, bytes=moved, **_timed(s)))
         bandwidth.add_copy_fractions(rows)
         results += rows
     return results

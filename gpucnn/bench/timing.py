@@ -126,10 +126,12 @@ class Runner:
 
 @dataclass
 class Samples:
-    """Seconds per unit of each sample, and the calls each sample averaged."""
+    """Seconds per unit of each sample, and the calls each sample averaged; ``failure`` says why
+    the runner was dropped (its error), None for one measured to the end."""
 
     times: list[float]
     number: int
+    failure: str | None = None
 
 
 def _calls_per_sample(runner: Runner) -> int:
@@ -139,23 +141,51 @@ def _calls_per_sample(runner: Runner) -> int:
     return max(1, min(MAX_CALLS, math.ceil(MIN_SAMPLE_S / max(once, 1e-9))))
 
 
-def measure(runners: dict[str, Runner], repeats: int, warmups: int = 2) -> dict[str, Samples]:
+def _warm(runner: Runner, samples: Samples, warmups: int) -> None:
+    """The warm-up calls, then the calls each sample makes."""
+    for _ in range(warmups):
+        (runner.warmup or runner.fn)()
+    samples.number = _calls_per_sample(runner)
+
+
+def _sample(runner: Runner, samples: Samples) -> None:
+    """One more sample, unless the runner has its ``max_samples``."""
+    if runner.max_samples is None or len(samples.times) < runner.max_samples:
+        seconds = runner.clock.seconds(runner.fn, samples.number, runner.warmup)
+        samples.times.append(seconds * runner.scale)
+
+
+def _unless_failed(
+    failed: Callable[[Exception], str],
+    work: Callable[..., None],
+    runner: Runner,
+    samples: Samples,
+    *args: Any,
+) -> None:
+    """``work(runner, samples, *args)`` for a runner that has not failed; an error from it (a CUDA
+    error, out of memory) fails the runner, ``failed(error)`` its ``failure``, not the whole run."""
+    if samples.failure is None:
+        try:
+            work(runner, samples, *args)
+        except Exception as err:
+            samples.failure = failed(err)
+
+
+def measure(
+    runners: dict[str, Runner], repeats: int, failed: Callable[[Exception], str], warmups: int = 2
+) -> dict[str, Samples]:
     """Warm every runner up, then take ``repeats`` samples of each, alternating between them.
 
-    The order rotates every round so no peer always runs right after the same other one.
+    The order rotates every round so no peer always runs right after the same other one. A runner
+    that raises is dropped there, with ``failed(error)`` as its samples' ``failure``; the others
+    are still measured.
     """
-    for runner in runners.values():
-        for _ in range(warmups):
-            (runner.warmup or runner.fn)()
-    numbers = {name: _calls_per_sample(r) for name, r in runners.items()}
-    samples = {name: Samples([], numbers[name]) for name in runners}
+    samples = {name: Samples([], 0) for name in runners}
+    for name, runner in runners.items():
+        _unless_failed(failed, _warm, runner, samples[name], warmups)
     names = list(runners)
     for round_ in range(repeats):
         k = round_ % len(names) if names else 0
         for name in names[k:] + names[:k]:
-            runner = runners[name]
-            if runner.max_samples is not None and len(samples[name].times) >= runner.max_samples:
-                continue
-            seconds = runner.clock.seconds(runner.fn, numbers[name], runner.warmup)
-            samples[name].times.append(seconds * runner.scale)
+            _unless_failed(failed, _sample, runners[name], samples[name])
     return samples
