@@ -2,6 +2,7 @@
 bandwidth suite's fractions of the copy, the compile suite (GPU only), the tutorial peer's
 algorithm. Smoke tests with tiny sizes: no timing is asserted."""
 
+import errno
 import json
 import os
 import subprocess
@@ -264,6 +265,7 @@ def test_measure_drops_a_runner_that_fails_in_a_sample(monkeypatch):
     [
         (["--suite", "ops", "--cases", "zzz"], "no ops case matches --cases 'zzz'"),
         (["--json", "/nonexistent/folder/x.json"], "its folder does not exist"),
+        (["--json", "/"], "--json /: is a folder; name a file in it"),
         (["--repeats", "0"], "argument --repeats: expected positive integers"),
         (["--settle", "-1"], "argument --settle: expected a number >= 0, got '-1'"),
         (["--suite", "bandwidth", "--megabytes", "inf"], "--megabytes: expected a positive number"),
@@ -277,6 +279,57 @@ def test_bench_refuses_what_would_run_nothing_or_lose_the_results(argv, message,
     except SystemExit as exit_:  # argparse's own errors
         code = exit_.code
     assert code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write in any folder")
+def test_bench_refuses_a_json_path_in_a_folder_it_cannot_write(tmp_path, capsys):
+    """Found only after the run (the check asked only whether the folder exists), it lost it."""
+    folder = tmp_path / "read-only"
+    folder.mkdir(mode=0o555)
+    assert main(["--json", str(folder / "x.json")]) == 2
+    assert f"its folder {folder} is not writable" in capsys.readouterr().err
+
+
+STEP_ARGV = ["--suite", "step", "--batch-size", "2", "--peers", "gpucnn-cpu", "--repeats", "1"]
+
+
+def test_the_json_is_written_before_a_reader_that_left_stops_the_table(tmp_path, monkeypatch):
+    """``gpucnn bench ... | head -1``: printing the table fails once the reader has gone (a broken
+    pipe, which ends the command quietly, exit 1); the JSON, written first, is kept."""
+    fd = os.open(tmp_path / "stdout", os.O_WRONLY | os.O_CREAT)  # the broken pipe's stand-in
+
+    class LeftReader:
+        def write(self, text):
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            return fd
+
+    monkeypatch.setattr(sys, "stdout", LeftReader())
+    path = tmp_path / "bench.json"
+    try:
+        assert main([*STEP_ARGV, "--settle", "0", "--json", str(path)]) == 1
+    finally:
+        os.close(fd)
+    assert [r["peer"] for r in json.loads(path.read_text())["results"]] == ["gpucnn-cpu"]
+
+
+def test_the_json_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A write that fails (here its fsync: a full disk) leaves the previous results whole, and no
+    temporary file."""
+    path = tmp_path / "bench.json"
+    path.write_text('{"results": "before"}\n')
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    assert main([*STEP_ARGV, "--settle", "0", "--json", str(path)]) == 2
+    assert path.read_text() == '{"results": "before"}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]
 
 
 def test_ratios_never_cross_devices():

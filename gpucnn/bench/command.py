@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import importlib.util
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -103,13 +104,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _check_json_path(path: str) -> None:
+    """Refuse a ``--json`` path the results could not be written to, before the run rather than
+    after it: a folder, or a file whose folder is missing or not writable."""
+    folder = Path(path).resolve().parent
+    if Path(path).is_dir():
+        raise ValueError(f"--json {path}: is a folder; name a file in it")
+    if not folder.is_dir():
+        raise ValueError(f"--json {path}: its folder does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--json {path}: its folder {folder} is not writable")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the chosen suite, print the table (and write JSON); returns the exit status."""
     peers = P.select(args.device, args.suite, args.peers)
     if args.device == "cuda":
         get_backend("cuda")  # no usable GPU: GpuUnavailableError, not a table of n/a rows
-    if args.json and not Path(args.json).resolve().parent.is_dir():  # before the run, not after
-        raise ValueError(f"--json {args.json}: its folder does not exist")
+    if args.json:
+        _check_json_path(args.json)
     timing.SETTLE_S = args.settle
     if args.threads:
         cpu_threads.set_threads(args.threads)
@@ -136,14 +149,14 @@ def run(args: argparse.Namespace) -> int:
     report.add_ratios(results)
     verdicts = goals.check(results)
     env = report.environment(args.device)
+    if args.json:  # first: printing fails where the reader has left (`| head -1`)
+        options = {k: v for k, v in vars(args).items() if not callable(v)}
+        options["resolved"] = dataclasses.asdict(opts)  # the defaults filled in, as run
+        report.write_json(args.json, env, options, results, verdicts)
     print(report.header(env, args.suite))
     print(report.table(results))
     if verdicts:
         print("\ngoals:\n" + "\n".join(f"  {v.line()}" for v in verdicts))
-    if args.json:
-        options = {k: v for k, v in vars(args).items() if not callable(v)}
-        options["resolved"] = dataclasses.asdict(opts)  # the defaults filled in, as run
-        report.write_json(args.json, env, options, results, verdicts)
     failed = sorted({r.peer for r in results if P.own_failure(r.peer, r.status)})
     if failed:
         print(f"\n{', '.join(failed)} failed (tracebacks above): exit status 1", file=sys.stderr)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..backend import cpu_threads
 from ..sysinfo import package_version
 from .peers import Peer
@@ -195,8 +196,9 @@ def header(env: dict, suite: str) -> str:
 
 def write_json(path: str, env: dict, args: dict, results: list[Result], verdicts=()) -> None:
     """``{"environment", "arguments", "results", "goals"}``: every sample, its median and GB/s,
-    and the goals checked (:mod:`.goals`)."""
+    and the goals checked (:mod:`.goals`); written whole or not at all (:mod:`gpucnn.atomic`)."""
     rows = [{**asdict(r), "median": r.median, "gb_per_s": r.gb_per_s} for r in results]
     checked = [asdict(v) for v in verdicts]
     record = {"environment": env, "arguments": args, "results": rows, "goals": checked}
-    Path(path).write_text(json.dumps(record, indent=1) + "\n")
+    text = json.dumps(record, indent=1) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
