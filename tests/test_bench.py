@@ -8,13 +8,14 @@ import os
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
 from conftest import SCRIPTS, load_script, make_backend
 
 from gpucnn.backend.launchers.winograd import convolution_algorithm
-from gpucnn.bench import goals, main, ops, peers, timing, training
+from gpucnn.bench import goals, main, ops, peers, suites, timing, training
 from gpucnn.bench.bandwidth import TRAFFIC
 from gpucnn.bench.coldstart import GOALS
 from gpucnn.bench.peers import CAPTURE_FAILED, PEERS, Peer, select
@@ -258,6 +259,29 @@ def test_measure_drops_a_runner_that_fails_in_a_sample(monkeypatch):
     assert len(samples["ok"].times) == 3 and samples["ok"].failure is None
     assert samples["broken"].times == [] and samples["broken"].failure == "failed: out of memory"
     assert len(calls) == 4  # not called again once it failed
+
+
+def test_a_backend_that_fails_to_set_up_is_a_row_in_every_suite(monkeypatch):
+    """The bandwidth and compile suites made the backend (its warm-up compiles the kernels)
+    outside the soft setup, so an error there stopped the run; now, as in the other suites, the
+    peer's rows say "setting the peer up failed" and the other peers are measured."""
+    real = peers.get_backend
+
+    def fails_to_compile():
+        raise RuntimeError("a stand-in compile error")
+
+    def get_backend(device):  # the CPU's backend; the others' warm-up fails
+        return real(device) if device == "cpu" else types.SimpleNamespace(warmup=fails_to_compile)
+
+    monkeypatch.setattr(peers, "get_backend", get_backend)
+    monkeypatch.setattr(timing, "SETTLE_S", 0.0)
+    failed = f"{peers.SETUP_FAILED}: RuntimeError: a stand-in compile error"
+    opts = suites.Options([2], repeats=1, megabytes=0.25)
+    rows = suites.run_bandwidth([PEERS["gpucnn-cpu"], PEERS["gpucnn-cuda-emu"]], opts)
+    assert {r.status for r in rows if r.peer == "gpucnn-cpu"} == {"ok"}
+    assert {r.status for r in rows if r.peer == "gpucnn-cuda-emu"} == {failed}
+    rows = suites.run_compile([PEERS["gpucnn-cuda"]], opts)
+    assert [r.op for r in rows] == list(GOALS) and {r.status for r in rows} == {failed}
 
 
 @pytest.mark.parametrize(
@@ -683,7 +707,6 @@ def test_torch_capture_follows_the_capture_recipe(monkeypatch):
     three warm-up calls on a side stream, each after reset; reset again outside the capture;
     then the one captured call, whose output comes back with the graph."""
     import contextlib
-    import types
 
     log = []
     stream = types.SimpleNamespace(wait_stream=lambda other: log.append("wait"))
@@ -718,7 +741,6 @@ def test_cuda_peers_leave_pytorchs_modes_as_they_found_them(monkeypatch):
     """The CUDA peers switch TF32 and cuDNN autotuning (global modes); after the run they are
     back as before, so a bench inside a bigger process (the tests) changes nothing for the rest.
     A stand-in torch that says it has a GPU: no GPU here."""
-    import types
 
     backends = types.SimpleNamespace(
         cuda=types.SimpleNamespace(matmul=types.SimpleNamespace(allow_tf32=False)),

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import bandwidth, coldstart, ops, training
 from . import peers as P
-from .peers import Peer, Unavailable, gpucnn_backend, gpucnn_clock, is_graph
+from .peers import Peer, Unavailable, gpucnn_clock, is_graph
 from .report import Result
 from .timing import Runner, Samples, measure
 
@@ -112,8 +112,8 @@ def run_bandwidth(peers: list[Peer], opts: Options) -> list[Result]:
     case = bandwidth.case_name(x_shape)
     results = []
     for peer in peers:
-        try:
-            backend = gpucnn_backend(peer)
+        try:  # the backend's warm-up compiles its kernels: a failure there is the peer's row
+            backend = P.setting_up(lambda p=peer: P.gpucnn_backend(p))
             calls = P.setting_up(lambda b=backend: bandwidth.gpucnn_ops(b, x_shape))
         except Unavailable as err:
             results += [
@@ -135,8 +135,8 @@ def run_compile(peers: list[Peer], opts: Options) -> list[Result]:
     """Cold compile and warm first step, each timed in new processes, with its goal noted."""
     results = []
     for peer in peers:
-        try:
-            gpucnn_backend(peer)  # says why the GPU is unusable, before any child starts
+        try:  # the backend says why the GPU is unusable, before any child starts
+            P.setting_up(lambda p=peer: P.gpucnn_backend(p))
             times = P.setting_up(lambda: coldstart.samples(opts.repeats))
         except Unavailable as err:
             results += [
