@@ -292,6 +292,10 @@ def test_a_backend_that_fails_to_set_up_is_a_row_in_every_suite(monkeypatch):
         (["--json", "/"], "--json /: is a folder; name a file in it"),
         (["--repeats", "0"], "argument --repeats: expected positive integers"),
         (["--settle", "-1"], "argument --settle: expected a number >= 0, got '-1'"),
+        (
+            ["--suite", "epoch", "--batch-size", "8,32", "--epoch-samples", "16"],
+            "--epoch-samples 16 is under --batch-size 32: an epoch of no whole batch",
+        ),
         (["--suite", "bandwidth", "--megabytes", "inf"], "--megabytes: expected a positive number"),
     ],
 )

@@ -93,6 +93,12 @@ def run_step(peers: list[Peer], opts: Options) -> list[Result]:
 
 
 def run_epoch(peers: list[Peer], opts: Options) -> list[Result]:
+    largest = max(opts.batch_sizes)
+    if opts.epoch_samples < largest:  # the last partial batch is dropped: nothing would be timed
+        raise ValueError(
+            f"--epoch-samples {opts.epoch_samples} is under --batch-size {largest}: an epoch "
+            "of no whole batch"
+        )
     if opts.data_dir:
         data = training.fashion_mnist(opts.data_dir, opts.epoch_samples)
     else:
