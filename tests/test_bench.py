@@ -111,6 +111,21 @@ def test_epoch_suite(tmp_path, capsys):
     assert "tutorial-loops" not in {r["peer"] for r in record["results"]}
 
 
+def test_a_batch_size_named_twice_is_run_once(tmp_path, capsys):
+    """Run twice, a batch size's rows came twice, and the ratios (and the goals that read them)
+    paired a peer's row with the other run's."""
+    _, record, _ = run_bench(
+        tmp_path, capsys, "--suite", "epoch", "--batch-size", "16,8", "--batch-size", "16",
+        "--epoch-samples", "32",
+    )  # fmt: skip
+    assert record["arguments"]["resolved"]["batch_sizes"] == [16, 8]
+    rows = [(r["case"], r["peer"]) for r in record["results"]]
+    assert len(rows) == len(set(rows))
+    assert list(dict.fromkeys(case for case, _ in rows)) == [
+        "random 32 samples b16", "random 32 samples b8",
+    ]  # fmt: skip
+
+
 def test_bandwidth_suite(backend, tmp_path, capsys):
     out, record, _ = run_bench(
         tmp_path, capsys, "--suite", "bandwidth", "--device", backend.name, "--megabytes", "0.25",

@@ -131,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
 
             torch.set_num_threads(args.threads)
     opts = Options(
-        batch_sizes=args.batch_size or list(DEFAULT_BATCH_SIZES),
+        # once each, in order: a repeated size's rows would pair with the wrong run's in ratios
+        batch_sizes=list(dict.fromkeys(args.batch_size or DEFAULT_BATCH_SIZES)),
         repeats=args.repeats or DEFAULT_REPEATS[args.suite],
         cases=args.cases,
         tutorial_samples=args.tutorial_samples,
