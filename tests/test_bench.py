@@ -108,6 +108,7 @@ def test_epoch_suite(tmp_path, capsys):
     check_record(record, "cpu")
     (case,) = {r["case"] for r in record["results"]}
     assert case == "random 32 samples b16"  # the last partial batch is dropped
+    assert {(r["samples_per_unit"], r["batch_size"]) for r in record["results"]} == {(32, 16)}
     assert "tutorial-loops" not in {r["peer"] for r in record["results"]}
 
 
@@ -571,6 +572,7 @@ def test_goals_read_the_rows_they_name():
         _timed("step", step_gpu, "train step", "gpucnn-cuda-graph", "cuda", 50e-6),
         _timed("step", step_gpu, "train step", "pytorch-cuda", "cuda", 290e-6),  # 5.8x: missed
         _timed("step", step_gpu, "train step", "gpucnn-cuda", "cuda", 1.0),
+        _timed("epoch", "random 58880 samples b1280", "epoch", "gpucnn-cuda", "cuda", 0.09),
         _timed("epoch", "random 59968 samples b64", "epoch", "gpucnn-cuda-graph", "cuda", 0.05),
         _timed("epoch", "random 32 samples b16", "epoch", "gpucnn-cuda-graph", "cuda", 0.001),
         _timed("bandwidth", "x", "copy", "gpucnn-cuda", "cuda", 1e-3),
@@ -578,8 +580,9 @@ def test_goals_read_the_rows_they_name():
         _timed("compile", "every kernel family, empty cache", "cold compile", "gpucnn-cuda",
                "cuda", 2.5),
     ]  # fmt: skip
-    results[6].samples_per_unit, results[7].samples_per_unit = 59968, 32
-    results[8].copy_fraction, results[9].copy_fraction = 1.0, 0.9
+    for r, samples, batch in zip(results[6:9], (58880, 59968, 32), (1280, 64, 16), strict=True):
+        r.samples_per_unit, r.batch_size = samples, batch  # a whole epoch at b1280 and b64
+    results[9].copy_fraction, results[10].copy_fraction = 1.0, 0.9
     conv = [
         ("c1", "conv forward", 2.0),
         ("c1", "conv backward-input", 0.7),
@@ -598,9 +601,10 @@ def test_goals_read_the_rows_they_name():
         f"step: {step_cpu}, gpucnn-cpu vs tutorial-loops 1,500x (goal >= 1,000x): met",
         f"step: {step_gpu}, gpucnn-cuda-graph 50 us (goal <= 60 us): met",
         f"step: {step_gpu}, gpucnn-cuda-graph vs pytorch-cuda 5.8x (goal >= 6x): missed",
+        "epoch: random 58880 samples b1280, gpucnn-cuda 90 ms (goal <= 100 ms): met",
         "epoch: random 59968 samples b64, gpucnn-cuda-graph 50 ms (goal <= 100 ms): met",
-        "epoch: random 32 samples b16, gpucnn-cuda-graph: 32 samples, the goal is for 59,000: "
-        "not checked",  # a shortened epoch says nothing of a whole one
+        "epoch: random 32 samples b16, gpucnn-cuda-graph: 32 samples, the goal is for a whole "
+        "epoch's 60,000: not checked",  # a shortened epoch says nothing of a whole one
         "ops: 3 conv rows, gpucnn-cuda vs pytorch-cuda: geometric mean 1.119x (goal >= 1x): met",
         "ops: 3 conv rows, gpucnn-cuda vs pytorch-cuda: slowest 0.7x, c1 conv backward-input "
         "(goal: none under 0.8x): missed",

@@ -22,11 +22,12 @@ from .peers import Peer
 class Result:
     """One peer on one case and op: seconds per unit (a call, a step or an epoch).
 
-    ``status`` is "ok" or why the peer did not run; ``units`` is what one time covers (samples
-    for the throughput column); ``ratios[other]`` = other's median / this median, so 2.0 means this
-    peer is twice as fast as ``other``; only peers of the same device appear there. ``bytes`` is what
-    one call must move at least (0: not counted) and ``copy_fraction`` its bandwidth over that of
-    the same peer's copy in the same run (the ``bandwidth`` suite).
+    ``status`` is "ok" or why the peer did not run; ``samples_per_unit`` is what one time covers
+    (for the throughput column) and ``batch_size`` the batch of a step or epoch (0 elsewhere);
+    ``ratios[other]`` = other's median / this median, so 2.0 means this peer is twice as fast as
+    ``other``; only peers of the same device appear there. ``bytes`` is what one call must move at
+    least (0: not counted) and ``copy_fraction`` its bandwidth over that of the same peer's copy in
+    the same run (the ``bandwidth`` suite).
     """
 
     suite: str
@@ -36,6 +37,7 @@ class Result:
     device: str
     precision: str
     samples_per_unit: int = 0
+    batch_size: int = 0
     times: list[float] = field(default_factory=list)
     calls_per_sample: int = 0
     status: str = "ok"

@@ -37,14 +37,14 @@ def _timed(samples: Samples) -> dict:
     return {"times": samples.times, "calls_per_sample": samples.number}
 
 
-def _measured(suite, case, op, runners, missing, peers, samples_per_unit, repeats):
+def _measured(suite, case, op, runners, missing, peers, repeats, **fields):
     """Results of one case and op, in peer order, unavailable and failed peers included with the
-    reason."""
+    reason; ``fields`` are the other fields every row has (its samples and batch size)."""
     timed = measure(runners, repeats, P.timing_failed)
     out = []
     for peer in peers:
         extra = _timed(timed[peer.name]) if peer.name in timed else {"status": missing[peer.name]}
-        out.append(Result.of(peer, suite, case, op, samples_per_unit=samples_per_unit, **extra))
+        out.append(Result.of(peer, suite, case, op, **fields, **extra))
     return out
 
 
@@ -66,7 +66,7 @@ def run_ops(peers: list[Peer], opts: Options) -> list[Result]:
             continue
         for op, (runners, missing, outputs) in ops.runners(peers, case).items():
             name = f"{case.name} {case.shape}"
-            rows = _measured("ops", name, op, runners, missing, peers, 0, opts.repeats)
+            rows = _measured("ops", name, op, runners, missing, peers, opts.repeats)
             first = next(iter(outputs.values()), None)
             for peer, r in zip(peers, rows, strict=True):
                 if r.status == "ok" and is_graph(peer):  # a replay is GRAPH_CALLS calls
@@ -84,7 +84,10 @@ def run_step(peers: list[Peer], opts: Options) -> list[Result]:
     for batch in opts.batch_sizes:
         runners, missing = _build(peers, training.step_runner, batch, opts.tutorial_samples)
         case = f"{training.MODEL} b{batch}"
-        rows = _measured("step", case, "train step", runners, missing, peers, batch, opts.repeats)
+        rows = _measured(
+            "step", case, "train step", runners, missing, peers, opts.repeats,
+            samples_per_unit=batch, batch_size=batch,
+        )  # fmt: skip
         for r in rows:
             if r.peer == "tutorial-loops" and r.status == "ok":
                 r.annotate(f"timed on {len(r.times)} samples, scaled to the batch")
@@ -108,7 +111,10 @@ def run_epoch(peers: list[Peer], opts: Options) -> list[Result]:
         runners, missing = _build(peers, training.epoch_runner, batch, data)
         samples = len(data.y) // batch * batch
         case = f"{data.source} {samples} samples b{batch}"
-        results += _measured("epoch", case, "epoch", runners, missing, peers, samples, opts.repeats)
+        results += _measured(
+            "epoch", case, "epoch", runners, missing, peers, opts.repeats,
+            samples_per_unit=samples, batch_size=batch,
+        )  # fmt: skip
     return results
 
 
