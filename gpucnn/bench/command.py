@@ -6,11 +6,11 @@ import argparse
 import dataclasses
 import importlib.util
 import math
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ..atomic import ensure_writable_folder
 from ..backend import cpu_threads, get_backend
 from ..backend.launchers.winograd import ALGORITHMS, convolution_algorithm
 from . import goals, report, timing
@@ -106,14 +106,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check_json_path(path: str) -> None:
     """Refuse a ``--json`` path the results could not be written to, before the run rather than
-    after it: a folder, or a file whose folder is missing or not writable."""
+    after it: a folder, or a file whose folder is missing or refuses a file (probed)."""
     folder = Path(path).resolve().parent
     if Path(path).is_dir():
         raise ValueError(f"--json {path}: is a folder; name a file in it")
     if not folder.is_dir():
         raise ValueError(f"--json {path}: its folder does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"--json {path}: its folder {folder} is not writable")
+    ensure_writable_folder(folder, "--json")
 
 
 def run(args: argparse.Namespace) -> int:
