@@ -55,8 +55,8 @@ def _train(args: argparse.Namespace) -> None:
     out, epochs = metrics["config"]["out"], metrics["epochs"]
     print(
         f"test accuracy {metrics['test_accuracy']:.4f} "
-        f"({metrics['model']} on {metrics['dataset']}, "
-        f"{metrics['device']}, {epochs} epoch{'s' * (epochs != 1)}, {metrics['train_seconds']:.1f} s "
+        f"({metrics['model']} on {metrics['dataset']}, {metrics['device']}, "
+        f"{epochs} epoch{'s' * (epochs != 1)}, {metrics['train_seconds']:.1f} s "
         f"training); outputs in {out}/"
     )
 
@@ -124,7 +124,8 @@ def _add_train(sub) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="start a new run in a DIR that holds one (its model.npz is removed)",
+        help="start a new run in a DIR that holds one (its files are removed once the new run "
+        "is set up)",
     )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument(
@@ -252,8 +253,9 @@ def run_reporting_errors(
     """``fn()``'s exit status, with Ctrl-C (and ``hint``, or what ``hint()`` says then, on what
     to do next) and the errors a user can cause (bad input, missing data, no usable GPU, too
     little memory) as one line on stderr instead of a traceback; ``GPUCNN_DEBUG=1`` shows the
-    traceback. The ``gpucnn`` command and the scripts in ``scripts/`` use it. SIGTERM (``timeout``, a job
-    scheduler) is taken as Ctrl-C: a checkpoint being written removes its temporary file."""
+    traceback. The ``gpucnn`` command and the scripts in ``scripts/`` use it. SIGTERM
+    (``timeout``, a job scheduler) is taken as Ctrl-C: a checkpoint being written removes its
+    temporary file."""
     try:
         with _sigterm_as_interrupt():
             status = fn()

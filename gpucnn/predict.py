@@ -15,9 +15,9 @@ _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # "I": how older Pillow
 def load_image(path: str | os.PathLike, shape: Sequence[int]) -> np.ndarray:
     """An image file as (C, H, W) float32 in [0, 1]: converted to C channels, resized to H x W.
 
-    EXIF orientation is applied; 16-bit images are divided by 65535 (Pillow's 8-bit conversion would clip them to black and
-    white), float images are clipped to [0, 1], and transparent pixels are laid on black, the
-    background of the training images.
+    The image is turned upright by its EXIF orientation; 16-bit images are divided by 65535
+    (Pillow's 8-bit conversion would clip them to black and white), float images are clipped to
+    [0, 1], and transparent pixels are laid on black, the background of the training images.
     """
     try:
         from PIL import Image, ImageOps, UnidentifiedImageError
