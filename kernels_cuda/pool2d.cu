@@ -35,12 +35,12 @@ template <typename I> __device__ inline void taps_in_bounds(I t0, I k, I p, I n,
 
 // A forward thread's output pixel, fixed over its loop: out = oh*Wo + ow in every plane, and its
 // window's in-bounds taps [h_lo, h_hi) x [w_lo, w_hi). The window's top-left tap (h0, w0) =
-// (oh*sh - ph, ow*sw - pw) has flat index `corner` = h0*W + w0 (as int, padded or not) and, when
-// `corner_in` (in bounds), is the first in-bounds tap. `valid` is false past the end of the plane.
+// (oh*sh - ph, ow*sw - pw) has flat index `corner` = h0*W + w0 (as int, padded or not). `valid`
+// is false past the end of the plane.
 template <typename I> struct WindowPixel {
     I out, h_lo, h_hi, w_lo, w_hi;
     int corner;
-    bool corner_in, valid;
+    bool valid;
     __device__ explicit WindowPixel(const Pool2d<I>& g)
         : out((I)blockIdx.x * BLOCK_1D + threadIdx.x), valid(out < g.Ho * g.Wo) {
         const I oh = out / g.Wo, hp = oh * g.sh, wp = (out - oh * g.Wo) * g.sw;  // padded (h0, w0)
@@ -48,7 +48,6 @@ template <typename I> struct WindowPixel {
         taps_in_bounds(wp, g.kw, g.pw, g.W, w_lo, w_hi);
         // Unsigned I wraps where h0 or w0 < 0: the int is the same as from the exact value.
         corner = (int)((hp - g.ph) * g.W + (wp - g.pw));
-        corner_in = hp >= g.ph && wp >= g.pw && h_lo < h_hi && w_lo < w_hi;
     }
 };
 
@@ -67,12 +66,13 @@ __device__ void for_window_taps(const Pool2d<I>& g, const WindowPixel<I>& at,
         }
 }
 
-// y = max over each window (padding counts as -inf), argmax = flat index h*W + w in the input
-// plane of the window's first maximum in row-major order (strictly greater replaces), exactly as
-// the NumPy backend: the search starts from the window's top-left tap, padded or not (an in-bounds
-// one is taken whatever its value; a padded one is -inf at index h0*W + w0). A NaN beats any
-// number and stays (v != v is NaN): a window with a NaN gives NaN, at its first NaN, as PyTorch's
-// max pool gives NaN and on every backend.
+// y = max over each window's in-bounds taps, argmax = flat index h*W + w in the input plane of
+// the first maximum in row-major order (strictly greater replaces), exactly as the NumPy backend
+// and the reference: the search starts from the first in-bounds tap, whatever its value, so a
+// padded tap is never chosen (a window whose values are all -inf has its argmax on a pixel of it,
+// where its gradient goes, as in PyTorch). Only a window wholly in the padding keeps -inf at its
+// corner h0*W + w0. A NaN beats any number and stays (v != v is NaN): a window with a NaN gives
+// NaN, at its first NaN, as PyTorch's max pool gives NaN and on every backend.
 template <typename T, typename I>
 __device__ void max_pool2d_forward_body(const T* x, T* y, int* argmax,
                                         const Pool2d<i64>& geometry) {
@@ -86,7 +86,7 @@ __device__ void max_pool2d_forward_body(const T* x, T* y, int* argmax,
 #pragma unroll
         for (int u = 0; u < PLANES_AT_ONCE; ++u)
             best[u] = neg_infinity(T()), best_index[u] = at.corner;
-        bool take = at.corner_in;  // the first tap visited is then the top-left one
+        bool take = true;  // the first in-bounds tap, whatever its value
         for_window_taps(g, at, b, x, [&](I tap, const T* v) {
 #pragma unroll
             for (int u = 0; u < PLANES_AT_ONCE; ++u)

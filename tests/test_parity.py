@@ -85,3 +85,22 @@ def test_max_pool_ties_go_to_first_maximum(backend, dtype, rng):
     gx = backend.max_pool2d_backward(backend.asarray(gy), argmax, x.shape, kernel, stride, padding)
     want_gx = ref.max_pool2d_backward(gy, x, kernel, stride, padding)
     np.testing.assert_allclose(backend.to_numpy(gx), want_gx, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("geometry", [((2, 2), (2, 2), (1, 1)), ((3, 3), (2, 2), (1, 1))])
+def test_max_pool_never_chooses_padding(backend, geometry, rng):
+    """A padded window whose pixels are all -inf ties its padding at -inf: its argmax is still its
+    first pixel, as the reference and PyTorch have it, and its gradient goes there (the padded
+    corner's index aliased another pixel, or a negative one, whose gradient went astray)."""
+    kernel, stride, padding = geometry
+    x = rng.standard_normal((2, 3, 7, 8)).astype(np.float32)
+    x[:, :, :3, :] = -np.inf  # the top windows' pixels, corners padded or not
+    x[:, :, :, :2] = -np.inf  # the left windows' pixels
+    y, argmax = backend.max_pool2d_forward(backend.asarray(x.copy()), kernel, stride, padding)
+    want_y, want_argmax = ref.max_pool2d_forward(x, kernel, stride, padding)
+    np.testing.assert_array_equal(backend.to_numpy(y), want_y)
+    np.testing.assert_array_equal(backend.to_numpy(argmax), want_argmax)
+    gy = rng.standard_normal(want_y.shape).astype(np.float32)
+    gx = backend.max_pool2d_backward(backend.asarray(gy), argmax, x.shape, kernel, stride, padding)
+    want_gx = ref.max_pool2d_backward(gy, x, kernel, stride, padding)
+    np.testing.assert_allclose(backend.to_numpy(gx), want_gx, rtol=1e-6, atol=1e-6)

@@ -103,7 +103,7 @@ class Backend:
         return gx, self.conv2d_backward_weight(gy, saved, w.shape, *geometry), None
 
     def max_pool2d_forward(self, x, kernel: Pair, stride: Pair, padding: Pair):
-        """Max over windows (padding counts as -inf). x: (N, C, H, W) -> (y, argmax).
+        """Max over windows (padding is never chosen). x: (N, C, H, W) -> (y, argmax).
 
         ``argmax`` is int32 (N, C, Ho, Wo): the flat index ``h * W + w`` of the window's first
         maximum in row-major order (ties go to the first), which backward routes the gradient to.
