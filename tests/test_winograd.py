@@ -198,6 +198,18 @@ def test_winograd_refuses_bad_input_by_name(kernel_backend, call, message, rng):
                                           *same)  # fmt: skip
 
 
+def test_winograd_weight_gradient_of_an_empty_batch_is_zero(kernel_backend):
+    """No images, no output tiles: the weight and bias gradients are zeros, as on the direct
+    path (the split of zero tiles divided by a zero chunk)."""
+    x, gy = np.zeros((0, 3, 5, 5)), np.zeros((0, 4, 5, 5))
+    same = ((1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    with convolution_algorithm("winograd"):
+        gw, gb = kernel_backend.conv2d_backward_params(
+            kernel_backend.asarray(gy), kernel_backend.asarray(x), (4, 3, 3, 3), *same
+        )
+    assert not np.any(kernel_backend.to_numpy(gw)) and not np.any(kernel_backend.to_numpy(gb))
+
+
 # Two 'same'-padded 3x3 convolutions (the second one's input gradient runs too: training skips
 # only the first layer's), then a linear layer.
 GRAPH_SPEC = {

@@ -62,8 +62,8 @@ def _tile_splits(tiles: int, blocks_per_split: int) -> tuple[int, int]:
     _TARGET_BLOCKS blocks in all, at least _MIN_CHUNK tiles each, chunks of whole slabs."""
     want = min(blocks(_TARGET_BLOCKS, blocks_per_split), tiles // _MIN_CHUNK, MAX_GRID_YZ)
     want = max(1, want)
-    chunk = blocks(blocks(tiles, want), SLAB_CHANNELS) * SLAB_CHANNELS
-    return chunk, blocks(tiles, chunk)
+    chunk = max(1, blocks(blocks(tiles, want), SLAB_CHANNELS)) * SLAB_CHANNELS
+    return chunk, max(1, blocks(tiles, chunk))  # one split at least: it writes zeros for no tiles
 
 
 @functools.lru_cache(maxsize=512)
