@@ -109,6 +109,21 @@ def test_default_kernel_dir_holds_the_sources(monkeypatch):
     assert {"conv2d", "pool2d", "optim"} <= set(kernels.families())
 
 
+def test_kernel_dir_is_the_checkouts_before_an_installed_package(monkeypatch, tmp_path: Path):
+    """The sources beside the imported package win over ``gpucnn.kernels_cuda``, which an editable
+    install of another checkout maps to that checkout (its kernels would run with this code)."""
+    checkout, other = tmp_path / "checkout", tmp_path / "other"
+    for folder in (checkout / "kernels_cuda", other):
+        folder.mkdir(parents=True)
+        (folder / "toy.cu").write_text("")
+    monkeypatch.delenv(kernels.KERNEL_DIR_ENV, raising=False)
+    monkeypatch.setattr(kernels.importlib.resources, "files", lambda package: other)
+    monkeypatch.setattr(kernels, "__file__", str(checkout / "gpucnn" / "backend" / "kernels.py"))
+    assert kernels.kernel_dir() == checkout / "kernels_cuda"
+    (checkout / "kernels_cuda" / "toy.cu").unlink()  # a wheel: no sources beside the package
+    assert kernels.kernel_dir() == other
+
+
 def test_cupy_runner_compiles_nothing_until_asked(monkeypatch):
     """Building a runner needs no CuPy; the first module() call is what imports and compiles."""
     monkeypatch.setitem(sys.modules, "cupy", None)

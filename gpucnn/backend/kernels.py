@@ -31,18 +31,18 @@ _KERNEL = re.compile(
 
 
 def kernel_dir() -> Path:
-    """The folder of the .cu sources: ``$GPUCNN_KERNEL_DIR``, else the installed package
-    ``gpucnn.kernels_cuda`` (wheel or editable install), else the checkout's ``kernels_cuda/``."""
+    """The folder of the .cu sources: ``$GPUCNN_KERNEL_DIR``, else the ``kernels_cuda/`` beside the
+    imported package (a checkout, editable installs included), else the installed package
+    ``gpucnn.kernels_cuda`` (a wheel). The checkout comes first so that its Python code never runs
+    another checkout's kernels (an editable install maps ``gpucnn.kernels_cuda`` to its own
+    checkout, also when another one is imported through ``PYTHONPATH``)."""
     override = os.environ.get(KERNEL_DIR_ENV)
     if override:
         return Path(override)
-    try:
-        installed = Path(str(importlib.resources.files("gpucnn.kernels_cuda")))
-    except ModuleNotFoundError:
-        installed = None
-    if installed is not None and any(installed.glob("*.cu")):
-        return installed
-    return Path(__file__).resolve().parents[2] / "kernels_cuda"
+    beside = Path(__file__).resolve().parents[2] / "kernels_cuda"
+    if any(beside.glob("*.cu")):
+        return beside
+    return Path(str(importlib.resources.files("gpucnn.kernels_cuda")))
 
 
 def families() -> list[str]:
