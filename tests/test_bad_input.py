@@ -78,6 +78,12 @@ P = nn.Linear(3, 2).parameters()
         (lambda: nn.BatchNorm2d(4, eps=float("nan")), ValueError, "eps must be a positive"),
         (lambda: nn.BatchNorm2d(4, eps="1e-5"), ValueError, "eps must be a positive finite"),
         (lambda: nn.BatchNorm2d(3)(X[:1, :, :1, :1]), ValueError, "more than one value per"),
+        (
+            lambda: nn.BatchNorm2d(3)(X.astype(np.float64)),
+            TypeError,
+            "weight has dtype float32 but the input has dtype float64",
+        ),
+        (lambda: nn.BatchNorm2d(3, dtype=np.float64).eval()(X), TypeError, "weight has dtype"),
         (lambda: nn.Conv2d(1, 1, "33"), TypeError, "kernel_size must be an int or a pair"),
         (lambda: nn.Conv2d(1, 1, (2.7, 3)), TypeError, "kernel_size must be an int or a pair"),
         (lambda: nn.Conv2d(1, 1, 0), ValueError, "kernel_size must be positive"),
@@ -243,6 +249,9 @@ def test_arrays_from_another_device_are_named():
         F.conv2d(X, emu.asarray(W))
     with pytest.raises(DeviceMismatchError, match="weight is on device 'cpu'.*'cuda-emu'"):
         F.conv2d(emu.asarray(X), W)
+    for mode in (True, False):
+        with pytest.raises(DeviceMismatchError, match="weight is on device 'cuda-emu'.*'cpu'"):
+            nn.BatchNorm2d(3).to("cuda-emu").train(mode)(X)
 
 
 @pytest.mark.parametrize("device", KERNEL_BACKENDS)

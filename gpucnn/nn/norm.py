@@ -45,6 +45,8 @@ class BatchNorm2d(Module):
                 f"BatchNorm2d({self.num_features}) got {x.shape[1]} channels, shape {tuple(x.shape)}"
             )
         gamma, beta = self.weight.data, self.bias.data
+        F.check_same_device(backend, weight=gamma)
+        F.check_same_dtype(x, weight=gamma)
         if not self.training:
             self._cache = (backend, x, None, None)  # backward: by the running statistics
             return self._keep_output(
