@@ -105,6 +105,10 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         raise
     except FileNotFoundError as err:
         raise CheckpointError(f"{path}: no such checkpoint file") from err
+    except IsADirectoryError as err:  # a run's folder, given for the model.npz in it
+        inside = path / "model.npz"
+        hint = f" (did you mean {inside}?)" if inside.is_file() else ""
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file{hint}") from err
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise CheckpointError(
             f"{path}: not a readable checkpoint (corrupt or truncated: {err})"

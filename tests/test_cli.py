@@ -285,6 +285,18 @@ def test_error_bad_checkpoint(capsys, tmp_path):
     assert_one_line_error(code, err, "no such checkpoint")
 
 
+def test_error_checkpoint_that_is_a_folder_names_the_file_in_it(lines_run, capsys, tmp_path):
+    """A run's folder given as --checkpoint is named as a folder (it was reported as a corrupt
+    or truncated checkpoint), with the run's model.npz as the hint where there is one."""
+    folder = lines_run[0]
+    code, _, err = run(capsys, "eval", "--checkpoint", str(folder))
+    assert_one_line_error(code, err, "is a folder", f"did you mean {folder / 'model.npz'}?")
+    assert "corrupt" not in err
+    code, _, err = run(capsys, "predict", "--checkpoint", str(tmp_path), "x.png")
+    assert_one_line_error(code, err, f"{tmp_path}: is a folder, not a checkpoint file")
+    assert "did you mean" not in err
+
+
 def test_error_resume_without_checkpoint(capsys, tmp_path):
     code, _, err = run(capsys, "train", "--resume", "--out", str(tmp_path))
     assert_one_line_error(code, err, "no such checkpoint")
