@@ -17,9 +17,10 @@ KERNELS: dict[str, np.ndarray] = {
 }
 
 
-def filter_bank(names: Sequence[str] | None = None) -> np.ndarray:
-    """Conv weights (K, 1, 3, 3) float32 of the named kernels (all of them by default)."""
-    names = list(KERNELS if names is None else names)
+def filter_bank(names: str | Sequence[str] | None = None) -> np.ndarray:
+    """Conv weights (K, 1, 3, 3) float32 of the named kernels (all of them by default; one name
+    alone is that kernel, K = 1)."""
+    names = [names] if isinstance(names, str) else list(KERNELS if names is None else names)
     if not names:
         raise ValueError(f"no kernel named; available: {', '.join(KERNELS)}")
     unknown = [n for n in names if n not in KERNELS]
@@ -29,9 +30,13 @@ def filter_bank(names: Sequence[str] | None = None) -> np.ndarray:
 
 
 def apply_filters(
-    image: np.ndarray, names: Sequence[str] | None = None, device: str = "cpu", padding: int = 0
+    image: np.ndarray,
+    names: str | Sequence[str] | None = None,
+    device: str = "cpu",
+    padding: int = 0,
 ) -> np.ndarray:
-    """Cross-correlate a 2-D image with each named kernel on ``device`` -> host (K, Ho, Wo)."""
+    """Cross-correlate a 2-D image with each named kernel (or the one named) on ``device`` ->
+    host (K, Ho, Wo)."""
     backend = get_backend(device)
     x = backend.asarray(np.asarray(image, dtype=np.float32)[None, None])
     y = F.conv2d(x, backend.asarray(filter_bank(names)), padding=padding)

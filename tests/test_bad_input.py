@@ -8,7 +8,7 @@ from gpucnn import functional as F
 from gpucnn import nn, optim
 from gpucnn.backend import get_backend
 from gpucnn.errors import DeviceMismatchError, GpuUnavailableError
-from gpucnn.filters import filter_bank
+from gpucnn.filters import apply_filters, filter_bank
 
 X = np.random.default_rng().standard_normal((2, 3, 8, 8)).astype(np.float32)
 W = np.random.default_rng().standard_normal((4, 3, 3, 3)).astype(np.float32)
@@ -267,3 +267,15 @@ def test_conv_reach_past_int_pixel_coordinates_is_refused(device):
     assert backend.conv2d_forward(x, w, None, (1, 1), ((1, 1), (1, 1)), (1, 1), 1).shape == (
         1, 1, 4, 4,
     )  # fmt: skip
+
+
+def test_a_single_kernel_name_is_that_kernel_not_its_letters():
+    """``filter_bank("sharpen")`` is the sharpen kernel: a name given alone was taken letter by
+    letter ("unknown kernel(s) ['s', 'h', 'a', ...]")."""
+    np.testing.assert_array_equal(filter_bank("sharpen"), filter_bank(["sharpen"]))
+    image = np.eye(5, dtype=np.float32)
+    np.testing.assert_array_equal(
+        apply_filters(image, "vertical-edge"), apply_filters(image, ["vertical-edge"])
+    )
+    with pytest.raises(ValueError, match=r"unknown kernel\(s\) \['blur'\]"):
+        filter_bank("blur")
