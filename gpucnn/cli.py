@@ -192,11 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("summary", help="layer shapes and parameter counts of a model")
-    p.add_argument("--model", choices=model_names(), default="tutorial-mnist")
+    p.add_argument(
+        "--model", choices=model_names(), default="tutorial-mnist", help="default: tutorial-mnist"
+    )
     p.set_defaults(func=_summary)
 
     p = sub.add_parser("demo", help="the tutorial's walk-through, saving PNGs")
-    p.add_argument("--out", metavar="DIR", default="runs/demo")
+    p.add_argument("--out", metavar="DIR", default="runs/demo", help="default: runs/demo")
     add_device_argument(p)
     p.set_defaults(func=_demo)
 

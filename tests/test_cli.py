@@ -129,6 +129,27 @@ def test_help_everywhere():
         assert result.returncode == 0 and "usage: gpucnn" in result.stdout
 
 
+def test_every_option_with_a_default_says_it_in_its_help():
+    """`gpucnn summary` shows tutorial-mnist while `gpucnn train` trains tutorial-lines, and
+    neither summary's --model, demo's --out nor bench's --device said what they default to."""
+    import argparse
+
+    from gpucnn.cli import build_parser
+
+    commands = next(
+        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    ).choices
+    silent = [
+        f"{name} {action.option_strings[-1]}"
+        for name, parser in commands.items()
+        for action in parser._actions
+        if action.option_strings
+        and action.default not in (None, False, True, argparse.SUPPRESS)
+        and "default" not in (action.help or "")
+    ]
+    assert silent == []
+
+
 @pytest.mark.parametrize("value, traceback", [("0", False), ("", False), ("1", True)])
 def test_gpucnn_debug_shows_the_traceback_only_when_set_on(capsys, monkeypatch, value, traceback):
     monkeypatch.setenv("GPUCNN_DEBUG", value)

@@ -59,7 +59,9 @@ def _names(text: str) -> list[str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``bench`` options to ``parser``."""
     parser.add_argument("--suite", choices=tuple(SUITES), default="step", help="default: step")
-    parser.add_argument("--device", choices=tuple(P.DEFAULT_PEERS), default="cpu")
+    parser.add_argument(
+        "--device", choices=tuple(P.DEFAULT_PEERS), default="cpu", help="default: cpu"
+    )
     parser.add_argument(
         "--batch-size", type=_ints, action="extend", metavar="N[,N]",
         help=f"repeatable or comma list (default {','.join(map(str, DEFAULT_BATCH_SIZES))})",
@@ -81,10 +83,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", metavar="TEXT", help="ops: only cases whose name has TEXT")
     parser.add_argument(
         "--tutorial-samples", type=positive_int, default=3,
-        help="step: samples timed on the tutorial loops",
+        help="step: samples timed on the tutorial loops (default 3)",
     )  # fmt: skip
     parser.add_argument(
-        "--epoch-samples", type=positive_int, default=60_000, help="epoch: training-set size"
+        "--epoch-samples",
+        type=positive_int,
+        default=60_000,
+        help="epoch: training-set size (default 60000)",
     )
     parser.add_argument(
         "--data-dir", metavar="DIR", help="epoch: Fashion-MNIST IDX files (default: random data)"
