@@ -283,8 +283,10 @@ def fit(
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         bar = _progress_bar(train_loader.num_samples, f"epoch {epoch}/{cfg.epochs}", cfg.progress)
-        train_loss, train_acc = train_epoch(model, loss_fn, optimizer, train_loader, bar, step)
-        bar.close()
+        try:
+            train_loss, train_acc = train_epoch(model, loss_fn, optimizer, train_loader, bar, step)
+        finally:  # also on Ctrl-C or an error: their one line must not land on the bar's line
+            bar.close()
         seconds = time.perf_counter() - t0
         test_loss, test_acc = evaluate(model, test_loader)
         record = {

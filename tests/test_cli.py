@@ -332,6 +332,37 @@ def test_error_out_not_a_folder_fails_before_training(capsys, tmp_path):
     assert "epoch" not in text
 
 
+def test_the_progress_bar_is_closed_before_an_interruption_or_error_is_reported(
+    capsys, tmp_path, monkeypatch
+):
+    """On a terminal the bar was left open when Ctrl-C (or an error) stopped an epoch: the
+    one-line report was written on the bar's line, and the bar's clean-up at exit then erased
+    it. The bar is now closed first, which clears its line."""
+    events = []
+
+    class Bar:
+        def update(self, n): ...
+
+        def set_postfix(self, **kwargs): ...
+
+        def close(self):
+            events.append("closed")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    def diverged(*args, **kwargs):
+        raise ValueError("the training loss became nan")
+
+    monkeypatch.setattr(gpucnn.train, "_progress_bar", lambda *args: Bar())
+    for stop, code in ((interrupted, 130), (diverged, 2)):
+        events.clear()
+        monkeypatch.setattr(gpucnn.train, "train_epoch", stop)
+        out = tmp_path / stop.__name__
+        assert run(capsys, "train", "--epochs", "1", "--out", str(out))[0] == code
+        assert events == ["closed"]
+
+
 def test_interrupted_training_hints_resume_only_once_a_checkpoint_exists(
     capsys, tmp_path, monkeypatch
 ):
