@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .backend import backend_of
+from .functional import check_flag
 from .nn.module import Parameter
 
 
@@ -150,6 +151,7 @@ class SGD(Optimizer):
         weight_decay: float = 0.0,
     ):
         super().__init__(params, lr)
+        check_flag(nesterov, "nesterov")
         _check_non_negative(momentum=momentum, weight_decay=weight_decay)
         if nesterov and momentum <= 0:
             raise ValueError("nesterov momentum needs momentum > 0")

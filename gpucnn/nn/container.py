@@ -10,6 +10,7 @@ never fused.
 
 from __future__ import annotations
 
+from ..functional import check_flag
 from .activation import ReLU
 from .module import Module
 
@@ -52,6 +53,7 @@ class Sequential(Module):
         """Gradients back through the layers; returns d(loss)/d(input), or None when
         ``input_grad`` is False (training: the data needs no gradient, so the first layer skips
         computing it)."""
+        check_flag(input_grad, "input_grad")
         layers = list(self)
         for i in range(len(layers) - 1, 0, -1):
             grad_out = self._layer_backward(layers, i, grad_out)

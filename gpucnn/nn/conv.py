@@ -33,6 +33,7 @@ class Conv2d(Module):
         dtype=np.float32,
     ):
         super().__init__()
+        F.check_flag(bias, "bias")
         in_channels = positive_int(in_channels, "in_channels")
         out_channels = positive_int(out_channels, "out_channels")
         groups = positive_int(groups, "groups")

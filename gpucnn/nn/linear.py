@@ -22,6 +22,7 @@ class Linear(Module):
         self, in_features: int, out_features: int, bias: bool = True, rng=None, dtype=np.float32
     ):
         super().__init__()
+        F.check_flag(bias, "bias")
         in_features = positive_int(in_features, "in_features")
         out_features = positive_int(out_features, "out_features")
         self.in_features, self.out_features = in_features, out_features

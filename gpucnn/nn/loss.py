@@ -24,6 +24,8 @@ class CrossEntropyLoss(Module):
     ):
         super().__init__()
         F.check_label_smoothing(label_smoothing)  # now, not at the first step
+        F.check_flag(check_finite, "check_finite")
+        F.check_flag(check_labels, "check_labels")
         self.label_smoothing = label_smoothing
         self.check_finite = check_finite
         self.check_labels = check_labels

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import Backend, backend_of, get_backend
+from ..functional import check_flag
 
 
 class Parameter:
@@ -164,6 +165,7 @@ class Module:
 
     def train(self, mode: bool = True) -> Module:
         """Training mode (batch statistics, dropout on) for this module and its children."""
+        check_flag(mode, "mode")
         for _, module in self.named_modules():
             object.__setattr__(module, "training", mode)
         return self

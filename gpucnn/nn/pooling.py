@@ -38,6 +38,7 @@ class MaxPool2d(_Pool2d):
         """The input gradient; with ``relu``, the gradient through a ReLU layer right before this
         one as well (fused by :class:`~gpucnn.nn.container.Sequential`): the ReLU's mask is
         applied at the pooled size, where a window's maximum is the ReLU's output at its argmax."""
+        F.check_flag(relu, "relu")
         self._check_grad_out(grad_out)
         relu_y = self._y if relu else None
         return self._backend.max_pool2d_backward(
