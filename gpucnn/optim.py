@@ -17,6 +17,7 @@ import numpy as np
 from .backend import backend_of
 from .functional import check_flag
 from .nn.module import Parameter
+from .shapes import is_real, positive_int
 
 
 class Optimizer:
@@ -131,8 +132,11 @@ class Optimizer:
 
 
 def _check_non_negative(**values: float) -> None:
-    """A ValueError naming the first value that is negative, NaN or infinite."""
+    """A TypeError naming the first value that is not a number (a str, a bool), a ValueError
+    naming the first that is negative, NaN or infinite."""
     for name, value in values.items():
+        if not is_real(value):
+            raise TypeError(f"{name} must be a number, got {value!r}")
         if not 0 <= value < math.inf:  # NaN too
             raise ValueError(f"{name} must be non-negative and finite, got {value}")
 
@@ -193,7 +197,7 @@ class Adam(Optimizer):
     ):
         super().__init__(params, lr)
         _check_non_negative(eps=eps, weight_decay=weight_decay)
-        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        if len(betas) != 2 or not all(is_real(b) and 0 <= b < 1 for b in betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
         self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
 
@@ -257,8 +261,7 @@ class StepLR(LRScheduler):
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
         super().__init__(optimizer)
-        if step_size < 1:
-            raise ValueError(f"step_size must be >= 1 epoch, got {step_size}")
+        step_size = positive_int(step_size, "step_size")
         _check_non_negative(gamma=gamma)  # here, not an epoch later at the first step()
         self.step_size, self.gamma = step_size, gamma
 
@@ -271,8 +274,7 @@ class CosineAnnealingLR(LRScheduler):
 
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0):  # noqa: N803
         super().__init__(optimizer)
-        if T_max < 1:
-            raise ValueError(f"T_max must be >= 1 epoch, got {T_max}")
+        T_max = positive_int(T_max, "T_max")
         _check_non_negative(eta_min=eta_min)
         self.T_max, self.eta_min = T_max, eta_min
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import operator
 from collections.abc import Sequence
 
@@ -18,6 +19,11 @@ def integer(value: int, name: str) -> int:
         except TypeError:
             pass
     raise TypeError(f"{name} must be an int, got {value!r}")
+
+
+def is_real(value) -> bool:
+    """A real number, not a bool (True would pass for 1)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def positive_int(value: int, name: str) -> int:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 from .. import functional as F
-from ..shapes import positive_int
+from ..shapes import is_real, positive_int
 from .module import Module, Parameter
 
 
@@ -24,9 +23,9 @@ class BatchNorm2d(Module):
     ):
         super().__init__()
         num_features = positive_int(num_features, "num_features")
-        if not _is_number(momentum) or not 0 <= momentum <= 1:
+        if not is_real(momentum) or not 0 <= momentum <= 1:
             raise ValueError(f"BatchNorm2d momentum must be a number in [0, 1], got {momentum!r}")
-        if not _is_number(eps) or not 0 < eps < math.inf:  # NaN too
+        if not is_real(eps) or not 0 < eps < math.inf:  # NaN too
             raise ValueError(
                 f"BatchNorm2d eps must be a positive finite number (it keeps a constant channel's "
                 f"1 / sqrt(variance + eps) finite), got {eps!r}"
@@ -92,8 +91,3 @@ class BatchNorm2d(Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
-
-
-def _is_number(value) -> bool:
-    """A real number, not a bool (True would pass for 1)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
