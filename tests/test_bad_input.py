@@ -66,6 +66,8 @@ P = nn.Linear(3, 2).parameters()
         (lambda: F.dropout(X, 0.5, seed=1.7), TypeError, "seed must be an int, got 1.7"),
         (lambda: F.dropout(X, 0.5, seed="7"), TypeError, "seed must be an int, got '7'"),
         (lambda: nn.BatchNorm2d(4)(X), ValueError, "got 3 channels"),
+        (lambda: nn.Flatten()(X[0, 0, 0]), ValueError, r"feature axis, got shape \(8,\)"),
+        (lambda: nn.Flatten()(X[0, 0, 0, 0]), ValueError, r"feature axis, got shape \(\)"),
         (lambda: nn.Dropout(1.0), ValueError, "dropout probability"),
         (
             lambda: F.linear(X[:, :, 0, 0], W[:, :, 0, 0], np.ones(1, np.float32)),

@@ -49,10 +49,16 @@ class Linear(Module):
 
 
 class Flatten(Module):
-    """(N, C, H, W) -> (N, C*H*W), keeping the batch axis."""
+    """(N, C, H, W) -> (N, C*H*W), keeping the batch axis; the input needs at least one axis
+    after it (a (N,) input is refused, as PyTorch's Flatten does)."""
 
     def forward(self, x):
         """The reshape; the width is C*H*W itself, as -1 cannot be inferred for an empty batch."""
+        if x.ndim < 2:
+            raise ValueError(
+                f"Flatten input must be (N, ...) with at least one feature axis, got shape "
+                f"{tuple(x.shape)}"
+            )
         self._shape = x.shape
         return self._keep_output(x.reshape(x.shape[0], math.prod(x.shape[1:])))
 
