@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
-from ..shapes import positive_int, positive_pair
+from ..shapes import conv_padding, positive_int, positive_pair
 from .init import he_normal
 from .module import Module, Parameter
 
@@ -43,6 +43,10 @@ class Conv2d(Module):
                 f"by groups={groups}"
             )
         kh, kw = positive_pair(kernel_size, "kernel_size")
+        # Checked here, as PyTorch does (padding="same" with a stride > 1), not at the first forward.
+        conv_padding(
+            padding, (kh, kw), positive_pair(dilation, "dilation"), positive_pair(stride, "stride")
+        )
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
         self.dilation, self.groups = dilation, groups
