@@ -310,3 +310,21 @@ def test_a_single_kernel_name_is_that_kernel_not_its_letters():
     )
     with pytest.raises(ValueError, match=r"unknown kernel\(s\) \['blur'\]"):
         filter_bank("blur")
+
+
+@pytest.mark.parametrize("shape", [(2, 0, 3, 3), (2, 3, 0, 3), (0, 3, 3, 3)])
+@pytest.mark.filterwarnings("ignore:Mean of empty slice", "ignore:invalid value encountered")
+def test_batch_norm_of_an_empty_input_matches_the_cpu(kernel_backend, shape):
+    """No channel, no pixel or no image (only the backend can be given these in training: the
+    layer refuses fewer than two values per channel): an empty output and the statistics of no
+    values (NaN), as on the CPU; the GPU's grids divided by zero."""
+    cpu, c = get_backend("cpu"), shape[1]
+    x, ones = np.zeros(shape, np.float32), np.ones(c, np.float32)
+    results = []
+    for bk in (cpu, kernel_backend):
+        args = [bk.asarray(a) for a in (x, ones, ones - 1, ones - 1, ones)]
+        y, mean, invstd = bk.batch_norm2d_forward_train(*args[:3], 1e-5, *args[3:])
+        grads = bk.batch_norm2d_backward(y, args[0], args[1], mean, invstd)
+        results.append([bk.to_numpy(a) for a in (y, mean, invstd, *args[3:], *grads)])
+    for ours, expected in zip(results[1], results[0], strict=True):
+        np.testing.assert_array_equal(ours, expected)

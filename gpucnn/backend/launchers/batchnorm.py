@@ -18,12 +18,13 @@ class BatchNormLaunchers(Launching):
         """The grids (pixel blocks, C, slices) of batchnorm.cu's training kernels: for the
         partial sums (at most _BN_ITEMS images per thread) with how many partials that makes per
         channel, and for the elementwise passes (about PLANE_LOOP_BLOCKS blocks, each thread
-        looping over its images)."""
+        looping over its images). An input with no channel or no pixel gets empty grids (the
+        statistics of no values are NaN, as on the CPU), not a division by zero."""
         n, c = x_shape[:2]
         if c > MAX_GRID_YZ or blocks(n, _BN_ITEMS) > MAX_GRID_YZ:
             raise ValueError(f"batch_norm2d: {tuple(x_shape)} exceeds the grid")
         pixel_blocks = blocks(math.prod(x_shape[2:]))
-        slices = max(1, min(n, PLANE_LOOP_BLOCKS // (pixel_blocks * c)))
+        slices = max(1, min(n, PLANE_LOOP_BLOCKS // max(pixel_blocks * c, 1)))
         partial_grid = (pixel_blocks, c, blocks(n, _BN_ITEMS))
         return partial_grid, pixel_blocks * partial_grid[2], (pixel_blocks, c, slices)
 
