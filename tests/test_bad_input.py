@@ -7,6 +7,7 @@ from conftest import KERNEL_BACKENDS, make_backend
 from gpucnn import functional as F
 from gpucnn import nn, optim
 from gpucnn.backend import get_backend
+from gpucnn.backend.launchers import launching
 from gpucnn.errors import DeviceMismatchError, GpuUnavailableError
 from gpucnn.filters import apply_filters, filter_bank
 
@@ -328,3 +329,18 @@ def test_batch_norm_of_an_empty_input_matches_the_cpu(kernel_backend, shape):
         results.append([bk.to_numpy(a) for a in (y, mean, invstd, *args[3:], *grads)])
     for ours, expected in zip(results[1], results[0], strict=True):
         np.testing.assert_array_equal(ours, expected)
+
+
+def test_a_grid_of_one_block_per_plane_or_row_stops_at_cudas_limit(kernel_backend, monkeypatch):
+    """global_avg_pool2d_forward (one block per (n, c) plane) and softmax_cross_entropy_forward
+    (one per row) launched past CUDA's gridDim.x limit unchecked, where the launch fails without
+    saying why; the limit is lowered to 5 here to check them on 6 planes and 6 rows."""
+    assert launching.MAX_GRID_X == 2**31 - 1
+    assert launching.grid_per_item("op", 2**31 - 1, "row") == (2**31 - 1,)
+    monkeypatch.setattr(launching, "MAX_GRID_X", 5)
+    x = kernel_backend.asarray(X[:2, :3, :2, :2].copy())
+    with pytest.raises(ValueError, match="global_avg_pool2d_forward: 6 planes, one block each"):
+        kernel_backend.global_avg_pool2d_forward(x)
+    logits, labels = (kernel_backend.asarray(a) for a in (X[:2, :3, 0, 0], np.zeros(6, int)))
+    with pytest.raises(ValueError, match="softmax_cross_entropy_forward: 6 rows, .* grid's 5"):
+        kernel_backend.softmax_cross_entropy_forward(logits.reshape(6, 1), labels)

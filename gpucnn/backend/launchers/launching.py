@@ -20,6 +20,7 @@ from ..base import Backend
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 BLOCK = 256  # BLOCK_1D in common.cuh, and GEMM_THREADS of conv2d.cu's tiles
 MAX_GRID_1D = 65535  # grid-stride kernels cover larger arrays by looping
+MAX_GRID_X = 2**31 - 1  # CUDA's limit on gridDim.x
 MAX_GRID_YZ = 65535  # CUDA's limit on gridDim.y and gridDim.z
 PLANE_LOOP_BLOCKS = 4096  # 1M threads: a few waves even on the largest GPUs
 i64 = np.int64
@@ -34,6 +35,14 @@ def blocks(count: int, per_block: int = BLOCK) -> int:
 def grid_1d(count: int) -> tuple[int]:
     """Grid of a 1-D grid-stride kernel over ``count`` elements."""
     return (min(blocks(count), MAX_GRID_1D),)
+
+
+def grid_per_item(op: str, count: int, item: str) -> tuple[int]:
+    """Grid (count,) of a kernel with one block per ``item`` (a plane, a row); a ValueError past
+    CUDA's limit on gridDim.x, where the launch itself would fail without saying why."""
+    if count > MAX_GRID_X:
+        raise ValueError(f"{op}: {count} {item}s, one block each, exceed the grid's {MAX_GRID_X}")
+    return (count,)
 
 
 def grid_plane_loop(plane_size: int, planes: int) -> tuple[int, int]:

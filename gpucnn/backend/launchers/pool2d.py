@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ...shapes import Pair, pool_output_shape
-from .launching import Launching, grid_1d, grid_plane_loop, i32, i64, shaped
+from .launching import Launching, grid_1d, grid_per_item, grid_plane_loop, i32, i64, shaped
 
 
 class _PoolPlan(NamedTuple):
@@ -102,10 +102,12 @@ class Pool2dLaunchers(Launching):
 
     def global_avg_pool2d_forward(self, x):
         """One block per (n, c) plane, a fixed-order tree sum. grid = (N*C,), block = 256."""
-        (x,) = self._floats("global_avg_pool2d_forward", x)
+        op = "global_avg_pool2d_forward"
+        (x,) = self._floats(op, x)
+        grid = grid_per_item(op, x.shape[0] * x.shape[1], "plane")
         y = self.xp.empty(x.shape[:2], dtype=x.dtype)
         hw = i64(x.shape[2] * x.shape[3])
-        self._launch("pool2d", "global_avg_pool2d_forward", (y.size,), x, y, hw)
+        self._launch("pool2d", op, grid, x, y, hw)
         return y
 
     def global_avg_pool2d_backward(self, gy, x_shape):

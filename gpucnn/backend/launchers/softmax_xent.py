@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .launching import Launching, grid_1d, i64
+from .launching import Launching, grid_1d, grid_per_item, i64
 
 _LOSS_BLOCK_ROWS = 128  # rows up to which softmax_cross_entropy_train's one block is quicker
 
@@ -12,14 +12,16 @@ class SoftmaxXentLaunchers(Launching):
 
     def softmax_cross_entropy_forward(self, logits, labels, smoothing: float = 0.0):
         """One block per row (grid (N,)), then one block for the batch mean -> (loss 0-d, probs)."""
-        (logits,) = self._floats("softmax_cross_entropy_forward", logits)
+        op = "softmax_cross_entropy_forward"
+        (logits,) = self._floats(op, logits)
         n, k = logits.shape  # a ValueError for anything but (N, K)
-        labels = self._labels("softmax_cross_entropy_forward", labels, n, k)
+        grid = grid_per_item(op, n, "row")
+        labels = self._labels(op, labels, n, k)
         probs = self.xp.empty_like(logits)
         row_loss, loss = self.xp.empty((n,), logits.dtype), self.xp.empty((1,), logits.dtype)
         fam = "softmax_xent"
         args = (logits, labels, probs, row_loss, i64(k), logits.dtype.type(smoothing))
-        self._launch(fam, "softmax_cross_entropy_forward", (n,), *args)
+        self._launch(fam, op, grid, *args)
         self._launch(fam, "mean_of_rows", (1,), row_loss, loss, i64(n))
         return loss.reshape(()), probs
 
