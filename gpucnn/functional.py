@@ -13,7 +13,7 @@ import numpy as np
 
 from .backend import Backend, backend_of
 from .errors import DeviceMismatchError
-from .shapes import conv_padding, integer, pair, positive_int, positive_pair
+from .shapes import check_pool_padding, conv_padding, integer, pair, positive_int, positive_pair
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -103,10 +103,7 @@ def pool2d_arguments(x, kernel_size, stride, padding, what: str):
     kernel = positive_pair(kernel_size, "kernel_size")
     stride = kernel if stride is None else positive_pair(stride, "stride")
     pad = pair(padding, "padding")
-    if min(pad) < 0 or pad[0] > kernel[0] // 2 or pad[1] > kernel[1] // 2:
-        raise ValueError(
-            f"{what}: padding {pad} must be non-negative and at most half the kernel {kernel}"
-        )
+    check_pool_padding(pad, kernel, what)
     return backend, kernel, stride, pad
 
 

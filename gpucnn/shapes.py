@@ -111,6 +111,17 @@ def symmetric(padding: Pair) -> Padding2d:
     return ((padding[0], padding[0]), (padding[1], padding[1]))
 
 
+def check_pool_padding(padding: Pair, kernel: Pair, what: str) -> None:
+    """ValueError unless each padding lies in [0, kernel // 2], as PyTorch's pooling: past it a
+    window may lie wholly in the padding, where max pooling has no input pixel to choose."""
+    if min(padding) < 0 or padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ValueError(
+            f"{what}: padding {padding} must be non-negative and at most half the kernel {kernel}"
+        )
+
+
 def pool_output_shape(x_shape, kernel: Pair, stride: Pair, padding: Pair, what: str) -> Pair:
-    """``(Ho, Wo)`` of pooling (N, C, H, W) with symmetric ``padding``; ValueError if empty."""
+    """``(Ho, Wo)`` of pooling (N, C, H, W) with symmetric ``padding``; ValueError if empty or
+    if the padding is refused by :func:`check_pool_padding`."""
+    check_pool_padding(padding, kernel, what)
     return window_output_shape(x_shape[2:], kernel, stride, symmetric(padding), (1, 1), what)

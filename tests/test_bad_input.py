@@ -344,3 +344,14 @@ def test_a_grid_of_one_block_per_plane_or_row_stops_at_cudas_limit(kernel_backen
     logits, labels = (kernel_backend.asarray(a) for a in (X[:2, :3, 0, 0], np.zeros(6, int)))
     with pytest.raises(ValueError, match="softmax_cross_entropy_forward: 6 rows, .* grid's 5"):
         kernel_backend.softmax_cross_entropy_forward(logits.reshape(6, 1), labels)
+
+
+@pytest.mark.parametrize("op", ["max_pool2d_forward", "avg_pool2d_forward"])
+def test_the_backends_refuse_a_pool_padding_over_half_the_kernel(backend, op):
+    """As functional's pooling (and PyTorch) does: with padding >= kernel a window lies wholly in
+    the padding, and max pooling kept its corner, outside the input, as the argmax, so backward
+    routed the gradient to another pixel (the GPU) or failed (the CPU)."""
+    x = backend.asarray(X[:1, :1, :3, :3].copy())
+    assert getattr(backend, op)(x, (2, 2), (1, 1), (1, 1)) is not None  # half the kernel: fine
+    with pytest.raises(ValueError, match=rf"{op[:10]}: padding \(2, 1\) .* at most half the"):
+        getattr(backend, op)(x, (2, 2), (1, 1), (2, 1))
