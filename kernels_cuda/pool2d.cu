@@ -70,8 +70,8 @@ __device__ void for_window_taps(const Pool2d<I>& g, const WindowPixel<I>& at,
 // the first maximum in row-major order (strictly greater replaces), exactly as the NumPy backend
 // and the reference: the search starts from the first in-bounds tap, whatever its value, so a
 // padded tap is never chosen (a window whose values are all -inf has its argmax on a pixel of it,
-// where its gradient goes, as in PyTorch). Only a window wholly in the padding keeps -inf at its
-// corner h0*W + w0. A NaN beats any number and stays (v != v is NaN): a window with a NaN gives
+// where its gradient goes, as in PyTorch; padding at most half the kernel leaves every window an
+// in-bounds tap). A NaN beats any number and stays (v != v is NaN): a window with a NaN gives
 // NaN, at its first NaN, as PyTorch's max pool gives NaN and on every backend.
 template <typename T, typename I>
 __device__ void max_pool2d_forward_body(const T* x, T* y, int* argmax,

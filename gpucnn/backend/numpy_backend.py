@@ -175,7 +175,7 @@ class NumpyBackend(Backend):
             if top.size and np.isnan(top.max()):  # a NaN in a window (maximum keeps it): rare
                 _first_nan_taps(gathered(part), top, tap)  # windows[0] is the maximum now
             if any(padding):  # a padded tap ties an all -inf window's maximum: never chosen
-                _first_in_bounds_taps(top, tap, kernel, stride, padding, (h, w))
+                _first_in_bounds_taps(top, tap, kernel, stride, padding)
             best[part] = top
             # Tap t = r*kw + s lies r*W + s = t + r*(W - kw) past its window's origin (a table
             # lookup here, np.take, costs several times these four passes).
@@ -246,15 +246,15 @@ class NumpyBackend(Backend):
         return np.ascontiguousarray(gx[:, :, ph : ph + h, pw : pw + w])
 
 
-def _first_in_bounds_taps(top, tap, kernel, stride, padding, hw) -> None:
+def _first_in_bounds_taps(top, tap, kernel, stride, padding) -> None:
     """Where a window's maximum is -inf, point ``tap`` at its first in-bounds tap, as the reference
     and the GPU do: tap 0, a padded one, is no pixel of the window (its gradient went astray).
-    top and tap: (..., Ho, Wo); hw: the input's (H, W). A window wholly in the padding keeps 0."""
+    top and tap: (..., Ho, Wo). Every window has an in-bounds tap: padding is at most half the
+    kernel (shapes.check_pool_padding)."""
     h0 = np.arange(top.shape[-2])[:, None] * stride[0] - padding[0]  # the windows' corners
     w0 = np.arange(top.shape[-1])[None, :] * stride[1] - padding[1]
     rows, cols = np.maximum(-h0, 0), np.maximum(-w0, 0)  # padded rows and columns before it
-    inside = (rows < kernel[0]) & (h0 + rows < hw[0]) & (cols < kernel[1]) & (w0 + cols < hw[1])
-    moved = (top == -np.inf) & inside & (rows + cols > 0)
+    moved = (top == -np.inf) & (rows + cols > 0)
     tap[moved] = np.broadcast_to(rows * kernel[1] + cols, top.shape)[moved]
 
 
