@@ -13,7 +13,15 @@ import numpy as np
 
 from .backend import Backend, backend_of
 from .errors import DeviceMismatchError
-from .shapes import check_pool_padding, conv_padding, integer, pair, positive_int, positive_pair
+from .shapes import (
+    check_pool_padding,
+    conv_padding,
+    integer,
+    is_real,
+    pair,
+    positive_int,
+    positive_pair,
+)
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -202,9 +210,16 @@ def softmax_cross_entropy(logits, labels, label_smoothing: float = 0.0):
     return backend.softmax_cross_entropy_forward(logits, labels, label_smoothing)
 
 
+def check_dropout_probability(p: float) -> None:
+    """TypeError unless ``p`` is a number (not a bool), ValueError unless it lies in [0, 1)."""
+    if not is_real(p):
+        raise TypeError(f"dropout probability must be a number, got {p!r}")
+    if not 0.0 <= p < 1.0:  # NaN too
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+
+
 def dropout(x, p: float, seed: int):
     """Inverted dropout with a counter-based mask (same mask for the same seed on every device)."""
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    check_dropout_probability(p)
     seed = integer(seed, "seed")  # int() would take 1.7 as the seed 1
     return check_float_array(x, "dropout input").dropout_forward(x, p, seed)[0]

@@ -70,6 +70,9 @@ P = nn.Linear(3, 2).parameters()
         (lambda: nn.Flatten()(X[0, 0, 0]), ValueError, r"feature axis, got shape \(8,\)"),
         (lambda: nn.Flatten()(X[0, 0, 0, 0]), ValueError, r"feature axis, got shape \(\)"),
         (lambda: nn.Dropout(1.0), ValueError, "dropout probability"),
+        (lambda: nn.Dropout("0.5"), TypeError, "dropout probability must be a number, got '0.5'"),
+        (lambda: nn.Dropout(True), TypeError, "dropout probability must be a number, got True"),
+        (lambda: F.dropout(X, None, seed=1), TypeError, "dropout probability must be a number"),
         (
             lambda: F.linear(X[:, :, 0, 0], W[:, :, 0, 0], np.ones(1, np.float32)),
             ValueError,

@@ -40,8 +40,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, seed: int | None = None):
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        F.check_dropout_probability(p)
         self.p = p
         self.seed = int(np.random.default_rng(seed).integers(2**62))
         self._calls = np.zeros(1, dtype=np.uint64)
