@@ -8,9 +8,11 @@ The file gets the permissions an ordinary ``open`` would give it (0666 less the 
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -34,21 +36,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     """Call ``write(file)`` on a temporary file beside ``path``, fsync, rename over ``path``.
 
     If ``write`` raises (a failed checksum, say), the temporary file is removed and ``path`` is
-    left as it was.
+    left as it was, as are the folders above it: those made for it are removed again.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _made_folder(path.parent):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -58,17 +60,41 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     return path
 
 
-def ensure_writable_folder(folder: str | os.PathLike, option: str) -> Path:
-    """Create ``folder`` and check that a file can be written in it, so that a bad folder
-    option fails before any work, with an error naming ``option`` (not, say, the URL being
-    downloaded or the epoch just trained)."""
-    folder = Path(folder)
+@contextlib.contextmanager
+def _made_folder(folder: Path) -> Iterator[list[Path]]:
+    """Create ``folder`` and the missing folders above it for the block, which gets those it
+    made (deepest first); if the block fails, they are removed again."""
+    made = list(itertools.takewhile(lambda p: not p.exists(), (folder, *folder.parents)))
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        yield made
+    except BaseException:
+        _remove_empty(made)
+        raise
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders``, deepest first, up to the first that is not empty (or not there)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def check_writable_folder(folder: str | os.PathLike, option: str) -> Path:
+    """Check that a file can be written in ``folder``, so that a bad folder option fails before
+    any work, with an error naming ``option`` (not, say, the URL being downloaded or the epoch
+    just trained). A missing folder is made for the check and removed again: the first file
+    written in it (:func:`atomic_write`) makes it for good, so a command that fails before then
+    leaves no empty folder behind."""
+    folder = Path(folder)
+    try:
+        with _made_folder(folder) as made, tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
         raise OSError(
             f"{option} {folder}: cannot write files in that folder ({err.strerror or err})"
         ) from err
+    _remove_empty(made)
     return folder

@@ -121,9 +121,10 @@ def pooling_section(device: str, out: Path) -> str:
 
 def run_demo(device: str = "cpu", out: str | Path = "runs/demo", log: Callable = print) -> Path:
     """Run every section on ``device``, print it, and save the PNGs into ``out``."""
+    backend = get_backend(device)  # no usable GPU: refused before the folder is made
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    log(f"gpucnn demo on device {get_backend(device).name!r}\n")
+    log(f"gpucnn demo on device {backend.name!r}\n")
     for section in (
         parameter_comparison(),
         kernels_section(device, out),

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import nn
-from .atomic import atomic_write, ensure_writable_folder
+from .atomic import atomic_write, check_writable_folder
 from .backend import get_backend
 from .captured_step import CapturedStep
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -241,7 +241,7 @@ def fit(
     if config.momentum is not None and cfg.optimizer != "sgd":  # given, but it would do nothing
         raise ValueError(f"--momentum is SGD's; optimizer {cfg.optimizer!r} has none")
     out = Path(cfg.out)
-    ensure_writable_folder(out, "--out")  # before any data is loaded or epoch trained
+    check_writable_folder(out, "--out")  # before any data is loaded or epoch trained
     if not config.resume:
         refuse_existing_run(out, config.overwrite)
     backend = get_backend(cfg.device)

@@ -15,8 +15,10 @@ from conftest import KERNEL_BACKENDS, make_backend, write_fake_idx_dataset
 from PIL import Image
 
 import gpucnn.atomic
+import gpucnn.demo
 import gpucnn.train
 from gpucnn.cli import main
+from gpucnn.errors import GpuUnavailableError
 
 
 def run(capsys, *argv):
@@ -111,6 +113,16 @@ def test_demo(tmp_path, capsys):
     assert "same = True" in text and "(8 - 3 + 2*1) // 2 + 1 = 4  conv2d -> (4, 4)" in text
     assert (tmp_path / "kernels.png").stat().st_size > 0
     assert (tmp_path / "pooling.png").stat().st_size > 0
+
+
+def test_demo_without_a_gpu_leaves_no_new_folder(tmp_path, capsys, monkeypatch):
+    def no_gpu(device):
+        raise GpuUnavailableError("no CUDA device")
+
+    monkeypatch.setattr(gpucnn.demo, "get_backend", no_gpu)
+    code, _, err = run(capsys, "demo", "--device", "cuda", "--out", str(tmp_path / "runs" / "demo"))
+    assert_one_line_error(code, err, "no CUDA device")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_info(capsys):
@@ -330,6 +342,18 @@ def test_error_out_not_a_folder_fails_before_training(capsys, tmp_path):
     code, text, err = run(capsys, "train", "--epochs", "2", "--out", str(out), "--no-progress")
     assert_one_line_error(code, err, f"--out {out}", "Not a directory")
     assert "epoch" not in text
+
+
+def test_a_run_that_fails_before_training_leaves_no_new_folder(capsys, tmp_path):
+    """A failed run (missing data, here) left the --out folders it had made, empty; an --out
+    that was there before is kept, empty or not."""
+    out = tmp_path / "runs" / "run"
+    missing = ["--dataset", "mnist", "--data-dir", str(tmp_path / "no-data"), "--no-progress"]
+    assert_one_line_error(*run(capsys, "train", *missing, "--out", str(out))[::2], "not found")
+    assert list(tmp_path.iterdir()) == []
+    out.mkdir(parents=True)
+    assert_one_line_error(*run(capsys, "train", *missing, "--out", str(out))[::2], "not found")
+    assert out.is_dir()
 
 
 def test_the_progress_bar_is_closed_before_an_interruption_or_error_is_reported(

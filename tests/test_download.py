@@ -61,7 +61,7 @@ def test_fetch_refuses_a_bad_checksum_and_leaves_nothing(served, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(dl.DownloadError, match="checksum mismatch"):
         dl.fetch(url + "train-labels-idx1-ubyte.gz", out / "labels.gz", "0" * 64, timeout=5)
-    assert list(out.iterdir()) == []
+    assert not out.exists()  # nor the folder made for it
 
 
 def test_a_download_gets_the_permissions_of_an_ordinary_file(served, tmp_path, umask):
@@ -77,6 +77,17 @@ def test_fetch_reports_http_errors(served, tmp_path):
     with pytest.raises(dl.DownloadError, match="download failed.*404"):
         dl.fetch(url + "missing.gz", tmp_path / "missing.gz", "0" * 64, timeout=5)
     assert not (tmp_path / "missing.gz").exists()
+
+
+def test_a_failed_download_leaves_no_new_folder(local_mnist, tmp_path):
+    """The data folder it had made was left, empty, when the first file could not be fetched."""
+    url, folder = local_mnist
+    missing = tmp_path / "data" / "mnist"
+    with pytest.raises(dl.DownloadError, match="download failed.*404"):
+        dl.download("mnist", missing, base_url=url + "none/", timeout=5)
+    assert not (tmp_path / "data").exists()
+    assert dl.download("mnist", missing, base_url=url, timeout=5) == missing
+    assert {p.name for p in missing.iterdir()} == {p.name for p in folder.iterdir()}
 
 
 def test_download_then_load(local_mnist, tmp_path):

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..atomic import ensure_writable_folder
+from ..atomic import check_writable_folder
 from ..backend import cpu_threads, get_backend
 from ..backend.launchers.winograd import ALGORITHMS, convolution_algorithm
 from . import goals, report, timing
@@ -117,7 +117,7 @@ def _check_json_path(path: str) -> None:
         raise ValueError(f"--json {path}: is a folder; name a file in it")
     if not folder.is_dir():
         raise ValueError(f"--json {path}: its folder does not exist")
-    ensure_writable_folder(folder, "--json")
+    check_writable_folder(folder, "--json")
 
 
 def run(args: argparse.Namespace) -> int:

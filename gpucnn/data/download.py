@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 from typing import BinaryIO
 
-from ..atomic import atomic_write, ensure_writable_folder
+from ..atomic import atomic_write, check_writable_folder
 
 FILES = (
     "train-images-idx3-ubyte.gz",
@@ -101,7 +101,7 @@ def download(
         raise ValueError(f"no download for {name!r}; downloadable: {', '.join(sorted(SOURCES))}")
     default_url, files = SOURCES[name]
     base = (base_url or default_url).rstrip("/") + "/"
-    folder = ensure_writable_folder(data_dir, "--data-dir")
+    folder = check_writable_folder(data_dir, "--data-dir")
     for filename in files:
         other = (folder / filename).is_file() and official_dataset_of(folder / filename)
         if other and other != name:
