@@ -93,8 +93,15 @@ def check_writable_folder(folder: str | os.PathLike, option: str) -> Path:
         with _made_folder(folder) as made, tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
-        raise OSError(
-            f"{option} {folder}: cannot write files in that folder ({err.strerror or err})"
-        ) from err
+        raise OSError(f"{option} {folder}: {_unwritable(folder, err)}") from err
     _remove_empty(made)
     return folder
+
+
+def _unwritable(folder: Path, err: OSError) -> str:
+    """Why no file can be written in ``folder``: a file where it (or a folder above it) should
+    be, else ``err``."""
+    file = next((p for p in (folder, *folder.parents) if p.is_file()), None)
+    if file is None:
+        return f"cannot write files in that folder ({err.strerror or err})"
+    return f"{'' if file == folder else f'{file} '}is a file, not a folder"

@@ -339,6 +339,13 @@ def test_bench_refuses_a_json_path_in_a_folder_it_cannot_write(tmp_path, capsys,
     assert f"--json {tmp_path}: cannot write files in that folder (Permission denied)" in err
 
 
+def test_bench_names_a_file_where_the_json_folder_should_be(tmp_path, capsys):
+    """It said "its folder does not exist" of a file."""
+    (tmp_path / "file").write_text("")
+    assert main(["--json", str(tmp_path / "file" / "x.json")]) == 2
+    assert f"--json {tmp_path}/file: is a file, not a folder" in capsys.readouterr().err
+
+
 STEP_ARGV = ["--suite", "step", "--batch-size", "2", "--peers", "gpucnn-cpu", "--repeats", "1"]
 
 

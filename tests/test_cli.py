@@ -335,13 +335,17 @@ def test_error_resume_without_checkpoint(capsys, tmp_path):
     assert_one_line_error(code, err, "no such checkpoint")
 
 
-def test_error_out_not_a_folder_fails_before_training(capsys, tmp_path):
-    """A --out that cannot be a folder (a file on its path) is refused before the first epoch."""
-    (tmp_path / "metrics.json").write_text("{}")
-    out = tmp_path / "metrics.json" / "sub"
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_error_out_not_a_folder_fails_before_training(capsys, tmp_path, below):
+    """A --out that cannot be a folder (a file, or one on its path) is refused before the first
+    epoch, as a file (it said "cannot write files in that folder (File exists)")."""
+    file = tmp_path / "metrics.json"
+    file.write_text("{}")
+    out = file / below if below else file
     code, text, err = run(capsys, "train", "--epochs", "2", "--out", str(out), "--no-progress")
-    assert_one_line_error(code, err, f"--out {out}", "Not a directory")
-    assert "epoch" not in text
+    where = f"{file} " if below else ""
+    assert_one_line_error(code, err, f"--out {out}: {where}is a file, not a folder")
+    assert "epoch" not in text and file.read_text() == "{}"
 
 
 def test_a_run_that_fails_before_training_leaves_no_new_folder(capsys, tmp_path):

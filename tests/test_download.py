@@ -124,8 +124,10 @@ def test_download_names_a_data_dir_it_cannot_write(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert main(["download", "mnist", "--data-dir", str(tmp_path / "file" / "d")]) == 2
     err = capsys.readouterr().err
-    assert f"--data-dir {tmp_path}/file/d: cannot write files in that folder" in err
+    assert f"--data-dir {tmp_path}/file/d: {tmp_path}/file is a file, not a folder" in err
     assert "download failed" not in err
+    assert main(["download", "mnist", "--data-dir", str(tmp_path / "file")]) == 2
+    assert f"--data-dir {tmp_path}/file: is a file, not a folder" in capsys.readouterr().err
 
 
 def test_download_unknown_dataset(tmp_path):

@@ -115,7 +115,7 @@ def _check_json_path(path: str) -> None:
     folder = Path(path).resolve().parent
     if Path(path).is_dir():
         raise ValueError(f"--json {path}: is a folder; name a file in it")
-    if not folder.is_dir():
+    if not folder.exists():  # a file there is refused by name below
         raise ValueError(f"--json {path}: its folder does not exist")
     check_writable_folder(folder, "--json")
 
