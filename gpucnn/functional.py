@@ -185,10 +185,10 @@ def check_labels(backend: Backend, logits, labels, check_range: bool = True) -> 
     return labels.astype(backend.xp.int64, copy=False)
 
 
-def check_label_smoothing(label_smoothing: float) -> None:
-    """ValueError unless ``label_smoothing`` lies in [0, 1] (NaN does not)."""
+def check_label_smoothing(label_smoothing: float, name: str = "label_smoothing") -> None:
+    """ValueError, naming ``name``, unless ``label_smoothing`` lies in [0, 1] (NaN does not)."""
     if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
+        raise ValueError(f"{name} must lie in [0, 1], got {label_smoothing}")
 
 
 def cross_entropy_arguments(logits, labels, label_smoothing: float = 0.0, check_range: bool = True):

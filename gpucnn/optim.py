@@ -55,7 +55,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        _check_non_negative(**{"learning rate": value})
+        check_non_negative(**{"learning rate": value})
         self._lr = float(value)
         self._clock[1] = self._lr
 
@@ -131,7 +131,7 @@ class Optimizer:
             self.state[i][name] = backend_of(param).asarray(value, dtype=param.dtype).copy()
 
 
-def _check_non_negative(**values: float) -> None:
+def check_non_negative(**values: float) -> None:
     """A TypeError naming the first value that is not a number (a str, a bool), a ValueError
     naming the first that is negative, NaN or infinite."""
     for name, value in values.items():
@@ -156,7 +156,7 @@ class SGD(Optimizer):
     ):
         super().__init__(params, lr)
         check_flag(nesterov, "nesterov")
-        _check_non_negative(momentum=momentum, weight_decay=weight_decay)
+        check_non_negative(momentum=momentum, weight_decay=weight_decay)
         if nesterov and momentum <= 0:
             raise ValueError("nesterov momentum needs momentum > 0")
         self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
@@ -196,7 +196,7 @@ class Adam(Optimizer):
         weight_decay: float = 0.0,
     ):
         super().__init__(params, lr)
-        _check_non_negative(eps=eps, weight_decay=weight_decay)
+        check_non_negative(eps=eps, weight_decay=weight_decay)
         if len(betas) != 2 or not all(is_real(b) and 0 <= b < 1 for b in betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
         self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
@@ -262,7 +262,7 @@ class StepLR(LRScheduler):
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
         super().__init__(optimizer)
         step_size = positive_int(step_size, "step_size")
-        _check_non_negative(gamma=gamma)  # here, not an epoch later at the first step()
+        check_non_negative(gamma=gamma)  # here, not an epoch later at the first step()
         self.step_size, self.gamma = step_size, gamma
 
     def lr_at(self, epoch: int) -> float:
@@ -275,7 +275,7 @@ class CosineAnnealingLR(LRScheduler):
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0):  # noqa: N803
         super().__init__(optimizer)
         T_max = positive_int(T_max, "T_max")
-        _check_non_negative(eta_min=eta_min)
+        check_non_negative(eta_min=eta_min)
         self.T_max, self.eta_min = T_max, eta_min
 
     def lr_at(self, epoch: int) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from . import functional as F
 from . import optim
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .data.datasets import dataset_info
@@ -68,11 +69,25 @@ def resolve(config: TrainConfig) -> TrainConfig:
         raise ValueError(
             f"unknown augmentation {cfg.augment!r}; choose one of {', '.join(AUGMENT_CHOICES)}"
         )
-    if cfg.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {cfg.seed}")
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise ValueError(f"epochs and batch size must be >= 1, got {cfg.epochs}, {cfg.batch_size}")
+    _check_numbers(cfg)
     return cfg
+
+
+def _option(field: str) -> str:
+    """The command-line option that sets :class:`TrainConfig` field ``field``."""
+    return f"--{field.replace('_', '-')}"
+
+
+def _check_numbers(cfg: TrainConfig) -> None:
+    """Refuse numbers out of range now, naming their options, rather than once the data is
+    loaded (the optimizer's and the loss's own checks name their Python arguments)."""
+    optim.check_non_negative(
+        **{_option(name): getattr(cfg, name) for name in ("lr", "momentum", "weight_decay")}
+    )
+    F.check_label_smoothing(cfg.label_smoothing, _option("label_smoothing"))
+    for name, least in (("epochs", 1), ("batch_size", 1), ("seed", 0)):
+        if getattr(cfg, name) < least:
+            raise ValueError(f"{_option(name)} must be >= {least}, got {getattr(cfg, name)}")
 
 
 def make_optimizer(cfg: TrainConfig, params: list) -> optim.Optimizer:
@@ -118,7 +133,7 @@ def _check_resumable(config: TrainConfig, stored: TrainConfig, epochs_done: int)
     (other than more epochs) is refused, rather than silently ignored."""
     default = TrainConfig()
     changed = [
-        f"--{field.name.replace('_', '-')} {getattr(config, field.name)} "
+        f"{_option(field.name)} {getattr(config, field.name)} "
         f"(the run's: {getattr(stored, field.name)})"
         for field in dataclasses.fields(TrainConfig)
         if field.name not in (*_RUN_FIELDS, "epochs")

@@ -292,6 +292,26 @@ def test_error_negative_seed_names_the_option(capsys, tmp_path):
     assert_one_line_error(code, err, "--seed must be >= 0, got -1")
 
 
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--lr", "-1", "--lr must be non-negative and finite, got -1.0"),
+        ("--lr", "nan", "--lr must be non-negative and finite, got nan"),
+        ("--momentum", "-0.5", "--momentum must be non-negative and finite, got -0.5"),
+        ("--weight-decay", "inf", "--weight-decay must be non-negative and finite, got inf"),
+        ("--label-smoothing", "2", "--label-smoothing must lie in [0, 1], got 2.0"),
+        ("--epochs", "0", "--epochs must be >= 1, got 0"),
+        ("--batch-size", "-4", "--batch-size must be >= 1, got -4"),
+    ],
+)
+def test_error_numbers_out_of_range_name_the_option(capsys, tmp_path, option, value, message):
+    """They named the optimizer's or the loss's argument ('learning rate must be ...',
+    'label_smoothing must ...', 'epochs and batch size must ...'), once the data was loaded."""
+    code, text, err = run(capsys, "train", option, value, "--out", str(tmp_path / "run"))
+    assert_one_line_error(code, err, message)
+    assert text == ""
+
+
 def test_error_augmentation_the_labels_do_not_allow(capsys, tmp_path):
     code, _, err = run(capsys, "train", "--augment", "flip", "--out", str(tmp_path))
     assert_one_line_error(code, err, "'flip' is not available for dataset 'lines'", "allows: none")
