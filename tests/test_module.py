@@ -208,6 +208,19 @@ def test_summary_names_the_layer_that_cannot_take_its_input():
     assert model.training and "(2,)" in model.summary((1, 8, 8))
 
 
+@pytest.mark.parametrize("shape", [(28, 28), (1, 1, 28, 28)])
+def test_summary_of_a_shape_without_channels_or_with_a_batch_says_the_form(shape):
+    """It gave the convolution's '4-D (N, C, H, W), got shape (1, 28, 28)', of the shape with
+    the batch axis that summary adds, as if the user had given that."""
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 26 * 26, 2))
+    with pytest.raises(ValueError) as info:
+        model.summary(shape)
+    message = str(info.value)
+    assert f"layer 0 (Conv2d) cannot take input_shape {shape} as a batch of one" in message
+    assert "input_shape is one input's shape, without the batch axis: (C, H, W)" in message
+    assert "(10,)" in nn.Sequential(nn.Linear(784, 10)).summary((784,))  # no channels: fine
+
+
 def test_to_cpu_keeps_arrays_on_cpu():
     model = small_net(np.random.default_rng()).to("cpu")
     assert all(isinstance(p.data, np.ndarray) for p in model.parameters())

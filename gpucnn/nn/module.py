@@ -261,7 +261,8 @@ class Module:
         return head + (children + "\n)" if children else ")")
 
     def summary(self, input_shape: tuple[int, ...]) -> str:
-        """Per-layer output shapes and parameter counts for one input of ``input_shape`` (C, H, W)."""
+        """Per-layer output shapes and parameter counts for one input of ``input_shape``, without
+        the batch axis: (C, H, W) for images, (features,) for a fully connected model."""
         from .summary import summarize
 
         return summarize(self, input_shape)

@@ -14,14 +14,21 @@ def count_parameters(module: Module) -> int:
 
 def _layer_output(index: int, layer: Module, x):
     """``layer(x)``; a ValueError or TypeError from it names the layer and the input shape it
-    got, which the op's own message does not (a model has many convolutions)."""
+    got, which the op's own message does not (a model has many convolutions); at the first
+    layer, the summary's input shape and the form it takes."""
     try:
         return layer(x)
     except (ValueError, TypeError) as err:
         kind = TypeError if isinstance(err, TypeError) else ValueError
+        given, form = f"its input of shape {tuple(x.shape)}", ""
+        if index == 0:
+            given = f"input_shape {tuple(x.shape[1:])} as a batch of one, {tuple(x.shape)}"
+            form = (
+                "; input_shape is one input's shape, without the batch axis: (C, H, W) for images, "
+                "(features,) for a fully connected model"
+            )
         raise kind(
-            f"summary: layer {index} ({type(layer).__name__}) cannot take its input of shape "
-            f"{tuple(x.shape)}: {err}"
+            f"summary: layer {index} ({type(layer).__name__}) cannot take {given}: {err}{form}"
         ) from err
 
 
