@@ -322,7 +322,12 @@ def fit(
 
 
 def _finish(cfg: TrainConfig, model, device: str, history: list, out: Path, wall: float) -> dict:
-    """Write metrics.json and the pictures; returns the metrics."""
+    """Write metrics.json and the pictures; returns the metrics.
+
+    ``train_seconds`` sums every epoch's training pass (evaluation not included), those of the
+    sessions before a resume too; ``wall_seconds`` (``wall``) is this session's, from the start
+    of :func:`fit` until its last epoch is done, so after a resume it can be the smaller.
+    """
     metrics = {
         "dataset": cfg.dataset,
         "model": cfg.model,
