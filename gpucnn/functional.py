@@ -186,7 +186,10 @@ def check_labels(backend: Backend, logits, labels, check_range: bool = True) -> 
 
 
 def check_label_smoothing(label_smoothing: float, name: str = "label_smoothing") -> None:
-    """ValueError, naming ``name``, unless ``label_smoothing`` lies in [0, 1] (NaN does not)."""
+    """TypeError, naming ``name``, unless ``label_smoothing`` is a number (not a bool), ValueError
+    unless it lies in [0, 1] (NaN does not)."""
+    if not is_real(label_smoothing):
+        raise TypeError(f"{name} must be a number, got {label_smoothing!r}")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{name} must lie in [0, 1], got {label_smoothing}")
 

@@ -70,6 +70,12 @@ P = nn.Linear(3, 2).parameters()
         (lambda: nn.Flatten()(X[0, 0, 0]), ValueError, r"feature axis, got shape \(8,\)"),
         (lambda: nn.Flatten()(X[0, 0, 0, 0]), ValueError, r"feature axis, got shape \(\)"),
         (lambda: nn.Dropout(1.0), ValueError, "dropout probability"),
+        (lambda: nn.CrossEntropyLoss("0.1"), TypeError, "label_smoothing must be a number"),
+        (
+            lambda: nn.CrossEntropyLoss(True),
+            TypeError,
+            "label_smoothing must be a number, got True",
+        ),
         (lambda: nn.Dropout("0.5"), TypeError, "dropout probability must be a number, got '0.5'"),
         (lambda: nn.Dropout(True), TypeError, "dropout probability must be a number, got True"),
         (lambda: F.dropout(X, None, seed=1), TypeError, "dropout probability must be a number"),
