@@ -50,6 +50,7 @@ def _header(code=0x08, dims=(3,)):
         (_header(dims=(3, 4)) + b"\x00" * 11, "truncated"),
         (_header(dims=(3,)) + b"\x00" * 4, "trailing bytes"),
         (_header(code=0x0D, dims=(2,)) + b"\x00" * 7, "truncated"),
+        (_header(dims=(1 << 22, 1 << 21, 1 << 21)), "truncated"),  # 2**64 bytes: no int64 wrap
     ],
 )
 def test_idx_bad_files_name_the_file(tmp_path, payload, message):

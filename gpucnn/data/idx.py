@@ -7,6 +7,7 @@ then the values in big-endian row-major order.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -66,7 +67,7 @@ def read_idx(path: str | os.PathLike, ndim: int | None = None) -> np.ndarray:
         raise IdxError(f"{path}: truncated IDX header")
     shape = struct.unpack(f">{nd}I", data[4:header])
     dtype = IDX_DTYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: a corrupt header cannot wrap
     found = len(data) - header
     if found != expected:
         what = "truncated" if found < expected else "has trailing bytes"
