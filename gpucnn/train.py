@@ -41,15 +41,19 @@ EVAL_BATCH = 1000
 RUN_FILES = ("model.npz", "metrics.json", "curves.png", "filters.png")  # what a run writes to OUT
 
 
+def fits(spec: dict, data: Dataset) -> bool:
+    """Whether the model's input shape and class count are the dataset's."""
+    return (tuple(spec["input_shape"]), spec["num_classes"]) == (data.input_shape, data.num_classes)
+
+
 def check_compatible(spec: dict, data: Dataset, hint: str = "") -> None:
     """A clear error, ending with ``hint``, when the model's input shape or class count does
     not fit the dataset."""
-    want = (tuple(spec["input_shape"]), spec["num_classes"])
-    have = (data.input_shape, data.num_classes)
-    if want != have:
+    if not fits(spec, data):
         raise ValueError(
-            f"model {spec['name']!r} takes inputs {want[0]} with {want[1]} classes, but dataset "
-            f"{data.name!r} has {have[0]} with {have[1]}{hint}"
+            f"model {spec['name']!r} takes inputs {tuple(spec['input_shape'])} with "
+            f"{spec['num_classes']} classes, but dataset {data.name!r} has {data.input_shape} "
+            f"with {data.num_classes}{hint}"
         )
 
 
@@ -250,10 +254,9 @@ def fit(
         f"{data.name}: {len(data.train_y)} training, {len(data.test_y)} test images ({data.source})"
     )
     spec = ckpt.spec if ckpt else model_spec(cfg.model)
-    default = dataset_info(data.name).default_model
-    check_compatible(
-        spec, data, "" if ckpt or default == spec["name"] else f"; try --model {default}"
-    )
+    default = model_spec(dataset_info(data.name).default_model)
+    suggest = not ckpt and default["name"] != spec["name"] and fits(default, data)
+    check_compatible(spec, data, f"; try --model {default['name']}" if suggest else "")
     model = ckpt.build_model(backend) if ckpt else build_from_spec(spec, [cfg.seed, 2]).to(backend)
     optimizer = make_optimizer(cfg, model.parameters())
     scheduler = make_scheduler(cfg, optimizer)

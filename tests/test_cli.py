@@ -18,6 +18,7 @@ import gpucnn.atomic
 import gpucnn.demo
 import gpucnn.train
 from gpucnn.cli import main
+from gpucnn.data.datasets import write_idx_dataset
 from gpucnn.errors import GpuUnavailableError
 
 
@@ -273,6 +274,19 @@ def test_error_model_does_not_fit_dataset(capsys, tmp_path):
         capsys, "train", "--model", "tutorial-mnist", "--dataset", "lines", "--out", str(tmp_path)
     )
     assert_one_line_error(code, err, "try --model tutorial-lines")
+
+
+def test_no_model_is_suggested_when_the_datasets_own_does_not_fit_either(capsys, tmp_path):
+    """32x32 images fit no zoo model: the hint must not send the user to another misfit."""
+    rng = np.random.default_rng(0)
+    split = [
+        (rng.integers(0, 256, (n, 32, 32), dtype=np.uint8), np.arange(n) % 10) for n in (20, 10)
+    ]
+    write_idx_dataset(tmp_path / "data", *split)
+    argv = ["--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "data")]
+    code, _, err = run(capsys, "train", *argv, "--model", "fashion-net", "--out", str(tmp_path))
+    assert_one_line_error(code, err, "dataset 'fashion-mnist' has (1, 32, 32) with 10")
+    assert "--model" not in err
 
 
 def test_error_checkpoint_evaluated_on_another_dataset(capsys, tmp_path):
