@@ -164,6 +164,14 @@ def test_labels_and_test_images_that_do_not_fit_name_their_file(tmp_path, stem, 
         load_dataset("mnist", data_dir=tmp_path)
 
 
+@pytest.mark.parametrize("labels", [[0, 256], [0, -1], [0, 2.5]])
+def test_write_idx_dataset_refuses_labels_a_byte_cannot_hold(tmp_path, labels):
+    """IDX labels are bytes: 256 would be written as 0, -1 as 255 and 2.5 as 2."""
+    images = np.zeros((2, 28, 28), np.uint8)
+    with pytest.raises(ValueError, match="labels must be whole numbers in 0..255"):
+        write_idx_dataset(tmp_path, (images, np.array(labels)), (images, np.zeros(2)))
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_images_with_nan_or_infinite_pixels_name_their_file(tmp_path, bad):
     rng = np.random.default_rng()

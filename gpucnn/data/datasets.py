@@ -142,13 +142,22 @@ def write_idx_dataset(
     compress: bool = True,
 ) -> Path:
     """Write (images (N, H, W) uint8, labels (N,)) pairs as the four MNIST-named IDX files."""
+    labels = {"train_y": _byte_labels(train[1]), "test_y": _byte_labels(test[1])}
+    arrays = {"train_x": train[0], "test_x": test[0], **labels}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = {"train_x": train[0], "train_y": train[1], "test_x": test[0], "test_y": test[1]}
     for key, stem in IDX_FILES.items():
-        dtype = np.uint8 if key.endswith("y") else arrays[key].dtype
-        write_idx(folder / (stem + ".gz" * compress), np.asarray(arrays[key], dtype=dtype))
+        write_idx(folder / (stem + ".gz" * compress), arrays[key])
     return folder
+
+
+def _byte_labels(labels: np.ndarray) -> np.ndarray:
+    """``labels`` as uint8, the IDX label type; a ValueError for values a byte cannot hold."""
+    labels = np.asarray(labels)
+    as_bytes = labels.astype(np.uint8)
+    if not np.array_equal(as_bytes, labels):
+        raise ValueError("IDX labels must be whole numbers in 0..255")
+    return as_bytes
 
 
 def _moments(images: np.ndarray) -> tuple[float, float]:
