@@ -278,6 +278,8 @@ def test_loader_rejects_bad_arguments():
         DataLoader(images, labels[:-1], 4)
     with pytest.raises(ValueError, match="batch_size"):
         DataLoader(images, labels, 0)
+    with pytest.raises(ValueError, match="labels must be whole numbers, got 0.5"):
+        DataLoader(images, labels + 0.5, 4)  # not truncated to class 0, 1, ... unsaid
 
 
 # --------------------------------------------------------------------------------- augmentation

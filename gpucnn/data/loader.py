@@ -37,6 +37,16 @@ def random_flip(x: Any, mask: Any, xp: Any) -> Any:
     return xp.where(mask[:, None, None, None], x[..., ::-1], x)
 
 
+def _integer_labels(labels: np.ndarray) -> np.ndarray:
+    """``labels`` as int64; a ValueError for one that is not a whole number (not truncated)."""
+    labels = np.asarray(labels)
+    as_int = labels.astype(np.int64)
+    bad = np.flatnonzero(as_int != labels)
+    if bad.size:
+        raise ValueError(f"labels must be whole numbers, got {labels[bad[0]]}")
+    return as_int
+
+
 def _resident(backend: Backend, array: np.ndarray) -> Any:
     """``array`` on the device, or left on the host when the device has no room for it."""
     try:
@@ -78,7 +88,7 @@ class DataLoader:
         normalised *= scale
         normalised += self.offset
         self.images = _resident(self.backend, normalised)
-        self.labels = _resident(self.backend, np.asarray(labels, dtype=np.int64))
+        self.labels = _resident(self.backend, _integer_labels(labels))
         self.batch_size = batch_size
         self.shuffle, self.drop_last = shuffle, drop_last
         self.rng = np.random.default_rng(rng)
