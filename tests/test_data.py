@@ -280,6 +280,10 @@ def test_loader_rejects_bad_arguments():
         DataLoader(images, labels, 0)
     with pytest.raises(ValueError, match="labels must be whole numbers, got 0.5"):
         DataLoader(images, labels + 0.5, 4)  # not truncated to class 0, 1, ... unsaid
+    with pytest.raises(
+        ValueError, match=r"shift and flip need images \(N, C, H, W\), got \(23, 2, 2\)"
+    ):
+        DataLoader(images[:, 0], labels, 4, flip=True)  # not (N, N, H, W) batches of mixed images
 
 
 # --------------------------------------------------------------------------------- augmentation

@@ -81,6 +81,8 @@ class DataLoader:
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if (shift or flip) and np.ndim(images) != 4:
+            raise ValueError(f"shift and flip need images (N, C, H, W), got {np.shape(images)}")
         self.backend = get_backend(device)
         # Normalised as each batch used to be (float32 x * scale + offset): the same values.
         scale, self.offset = np.float32(1.0 / std), np.float32(-mean / std)
