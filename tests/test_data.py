@@ -284,6 +284,9 @@ def test_loader_rejects_bad_arguments():
         ValueError, match=r"shift and flip need images \(N, C, H, W\), got \(23, 2, 2\)"
     ):
         DataLoader(images[:, 0], labels, 4, flip=True)  # not (N, N, H, W) batches of mixed images
+    for std in (0.0, -1.0, float("nan"), float("inf")):  # not inf/NaN images
+        with pytest.raises(ValueError, match=f"std must be positive and finite, got {std}"):
+            DataLoader(images, labels, 4, std=std)
 
 
 # --------------------------------------------------------------------------------- augmentation

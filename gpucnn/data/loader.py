@@ -10,6 +10,7 @@ operation per batch is a launch the training step waits behind).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -83,6 +84,8 @@ class DataLoader:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if (shift or flip) and np.ndim(images) != 4:
             raise ValueError(f"shift and flip need images (N, C, H, W), got {np.shape(images)}")
+        if not 0 < std < math.inf:  # NaN too
+            raise ValueError(f"std must be positive and finite, got {std}")
         self.backend = get_backend(device)
         # Normalised as each batch used to be (float32 x * scale + offset): the same values.
         scale, self.offset = np.float32(1.0 / std), np.float32(-mean / std)
