@@ -155,11 +155,13 @@ def evaluate(model, loader: DataLoader) -> tuple[float, float]:
     was_training = model.training
     model.eval()
     sums, seen = [0.0, 0], 0
-    for x, y in loader:
-        logits = model(x)
-        _count(logits, y, loss_fn(logits, y), sums)
-        seen += len(y)
-    model.train(was_training)
+    try:
+        for x, y in loader:
+            logits = model(x)
+            _count(logits, y, loss_fn(logits, y), sums)
+            seen += len(y)
+    finally:  # an error (or Ctrl-C) leaves the model in the mode it came in
+        model.train(was_training)
     _require_samples(seen, loader)
     return float(sums[0]) / seen, int(sums[1]) / seen
 

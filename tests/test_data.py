@@ -207,6 +207,15 @@ def test_a_loader_without_samples_is_refused_by_training_and_evaluation():
         evaluate(model, loader)
 
 
+def test_evaluate_restores_training_mode_when_the_model_fails():
+    """An error mid-evaluation leaves the model in training mode, as it came in."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(5, 2))  # the images have 4 features
+    loader = DataLoader(np.ones((3, 1, 2, 2), np.float32), np.zeros(3), 2)
+    with pytest.raises(ValueError, match="linear"):
+        evaluate(model, loader)
+    assert model.training
+
+
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="unknown dataset 'cifar'"):
         load_dataset("cifar")
