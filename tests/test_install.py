@@ -1,0 +1,36 @@
+"""gpucnn as a user gets it from a wheel: what it reads and writes outside the checkout is
+documented, and nothing depends on the source tree being there."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "gpucnn"
+
+# os.environ.get("NAME"), os.environ["NAME"], (std::)getenv("NAME"), and constants such as
+# THREADS_ENV = "NAME" or ENV_VAR = "NAME"
+_ENV_READ = re.compile(
+    r"""(?:environ\.get\(\s*|environ\[\s*|getenv\(\s*|\b[A-Z_]*ENV[A-Z_]*\s*=\s*)"""
+    r"""["']([A-Z][A-Z0-9_]*)["']"""
+)
+
+
+def environment_variables() -> set[str]:
+    """Every environment variable the package's Python code and emulation headers read by name."""
+    names = set()
+    for path in [*PACKAGE.rglob("*.py"), *PACKAGE.rglob("*.h")]:
+        names |= set(_ENV_READ.findall(path.read_text()))
+    return names
+
+
+def test_every_environment_variable_is_in_the_readme():
+    """A user of the wheel has the README (the package's long description), not the code: each
+    variable that changes what gpucnn does or where it writes (the emulator's build cache above
+    all, which must not go beside a read-only installed package) is named there."""
+    names = environment_variables()
+    assert {"GPUCNN_EMU_CACHE", "XDG_CACHE_HOME", "GPUCNN_KERNEL_DIR", "CXX"} <= names, names
+    readme = (REPO / "README.md").read_text()
+    missing = sorted(n for n in names if n not in readme)
+    assert not missing, f"read by gpucnn but not in README.md: {missing}"
