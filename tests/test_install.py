@@ -4,7 +4,13 @@ documented, and nothing depends on the source tree being there."""
 from __future__ import annotations
 
 import re
+import shlex
+import sys
 from pathlib import Path
+
+import pytest
+
+from gpucnn.backend import emulation_build
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "gpucnn"
@@ -34,3 +40,16 @@ def test_every_environment_variable_is_in_the_readme():
     readme = (REPO / "README.md").read_text()
     missing = sorted(n for n in names if n not in readme)
     assert not missing, f"read by gpucnn but not in README.md: {missing}"
+
+
+def test_an_unwritable_emulator_cache_names_itself_and_the_variable(tmp_path, monkeypatch):
+    """The emulator writes only into its cache; where that cannot be made (a read-only home, a
+    file in the way), the error names the folder and GPUCNN_EMU_CACHE, not a bare errno."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("GPUCNN_EMU_CACHE", str(blocker / "emu"))
+    cxx = shlex.quote(sys.executable)  # only asked for --version: the cache fails before a build
+    with pytest.raises(emulation_build.EmulationBuildError) as caught:
+        emulation_build.build("int x;", cxx)
+    message = str(caught.value)
+    assert str(blocker / "emu") in message and "GPUCNN_EMU_CACHE" in message, message

@@ -145,8 +145,15 @@ def build(cpp: str, cxx: str, extra_flags: Sequence[str] = ()) -> tuple[Path, bo
     target = folder / f"{key.hexdigest()[:32]}.so"
     if target.exists():
         return target, False
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        workdir = tempfile.TemporaryDirectory(dir=folder)
+    except OSError as err:  # a read-only or missing home: say which folder and how to move it
+        raise EmulationBuildError(
+            f"cannot write the cuda-emu build cache {folder} ({err.strerror or err}): "
+            "set GPUCNN_EMU_CACHE (or XDG_CACHE_HOME) to a writable folder"
+        ) from err
+    with workdir as tmp:
         src, lib = Path(tmp) / "kernels.cpp", Path(tmp) / "kernels.so"
         src.write_text(cpp)
         cmd = [*shlex.split(cxx), *flags, "-I", str(HEADER_DIR), "-o", str(lib), str(src)]
