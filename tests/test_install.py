@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from gpucnn.backend import emulation_build
+from gpucnn.bench import report
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "gpucnn"
@@ -53,3 +56,31 @@ def test_an_unwritable_emulator_cache_names_itself_and_the_variable(tmp_path, mo
         emulation_build.build("int x;", cxx)
     message = str(caught.value)
     assert str(blocker / "emu") in message and "GPUCNN_EMU_CACHE" in message, message
+
+
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+
+@needs_git
+def test_bench_reports_no_commit_for_an_install_inside_another_repository(tmp_path, monkeypatch):
+    """A venv inside the user's own project (``proj/.venv/lib/.../site-packages/gpucnn``): the
+    bench's JSON must not record that project's commit as gpucnn's."""
+    project = tmp_path / "proj"
+    project.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], cwd=project, check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "theirs"], cwd=project, check=True)
+    installed = project / ".venv" / "site-packages" / "gpucnn" / "bench" / "report.py"
+    installed.parent.mkdir(parents=True)
+    monkeypatch.setattr(report, "__file__", str(installed))
+    assert report._commit() is None
+
+
+@needs_git
+def test_bench_reports_the_commit_of_a_checkout():
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout (an unpacked sdist)")
+    head = subprocess.run(
+        ["git", "rev-parse", "--short=7", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    assert head and head in (report._commit() or ""), "a tag name may come first: v1.0-3-gHASH"

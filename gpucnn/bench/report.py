@@ -135,10 +135,15 @@ def table(results: list[Result]) -> str:
 
 
 def _commit() -> str | None:
+    """gpucnn's commit where it runs from a checkout; None where it is installed, even in a
+    virtual environment inside another project's repository (whose commit it is not)."""
+    root = Path(__file__).resolve().parents[2]  # a checkout's top folder, or site-packages
+    env = {**os.environ, "GIT_CEILING_DIRECTORIES": str(root.parent)}  # no repository above it
     try:
         out = subprocess.run(
             ["git", "describe", "--always", "--dirty", "--abbrev=7"],  # "-dirty": local changes
             cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=10,
+            env=env,
         )  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return None
