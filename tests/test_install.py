@@ -8,6 +8,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,29 @@ def test_bench_reports_the_commit_of_a_checkout():
         ["git", "rev-parse", "--short=7", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()
     assert head and head in (report._commit() or ""), "a tag name may come first: v1.0-3-gHASH"
+
+
+@needs_git
+def test_the_sdist_holds_every_tracked_file(tmp_path):
+    """The sdist is the source a packager builds and tests from: every tracked file but the CI
+    script and .gitignore goes in (setuptools alone takes only the packages, not tests/, scripts/
+    or benchmarks/: MANIFEST.in adds them)."""
+    pytest.importorskip("setuptools")
+    listed = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout (an unpacked sdist)")
+    tracked = set(listed.stdout.splitlines()) - {".gitignore", ".ci/run"}
+    tree = tmp_path / "tree"  # a copy, so the build's egg-info does not land in the checkout
+    for name in tracked:
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, tree / name)
+    build = (
+        "import sys; from setuptools import build_meta; print(build_meta.build_sdist(sys.argv[1]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", build, str(tmp_path)], cwd=tree, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    with tarfile.open(tmp_path / done.stdout.strip().splitlines()[-1]) as sdist:
+        names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+    assert not tracked - names, sorted(tracked - names)
