@@ -9,7 +9,10 @@ import numpy as np
 
 
 def _pyplot():
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as err:  # an optional dependency (extra "cli"): say how to get it
+        raise ImportError(f"pictures need matplotlib ({err}): pip install 'gpucnn[cli]'") from err
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -354,7 +354,7 @@ def _finish(cfg: TrainConfig, model, device: str, history: list, out: Path, wall
         if convs:
             plot_filters(model.backend.to_numpy(convs[0].weight.data), out / "filters.png")
     except ImportError as err:  # matplotlib is optional (extra "cli")
-        print(f"gpucnn: no pictures ({err}); pip install 'gpucnn[cli]'", file=sys.stderr)
+        print(f"gpucnn: no pictures: {err}", file=sys.stderr)
     return metrics
 
 

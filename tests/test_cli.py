@@ -247,6 +247,20 @@ def test_error_predict_without_pillow(lines_run, capsys, monkeypatch):
     assert_one_line_error(code, err, "needs Pillow", "pip install 'gpucnn[cli]'")
 
 
+def test_error_demo_without_matplotlib(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    code, _, err = run(capsys, "demo", "--out", str(tmp_path / "demo"))
+    assert_one_line_error(code, err, "need matplotlib", "pip install 'gpucnn[cli]'")
+
+
+def test_train_without_matplotlib_says_how_to_get_pictures(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    args = ("--train-size", "64", "--test-size", "32", "--epochs", "1", "--no-progress")
+    code, _, err = run(capsys, "train", *args, "--out", str(tmp_path))
+    assert code == 0 and (tmp_path / "model.npz").exists()
+    assert err.count("pip install 'gpucnn[cli]'") == 1, err
+
+
 def test_a_reader_that_leaves_early_stops_the_command_quietly(tmp_path):
     """``gpucnn ... | head -1``: the broken pipe ends the command without an error message."""
     script = (
