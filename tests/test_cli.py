@@ -12,7 +12,6 @@ import sys
 import numpy as np
 import pytest
 from conftest import KERNEL_BACKENDS, make_backend, write_fake_idx_dataset
-from PIL import Image
 
 import gpucnn.atomic
 import gpucnn.demo
@@ -20,6 +19,14 @@ import gpucnn.train
 from gpucnn.cli import main
 from gpucnn.data.datasets import write_idx_dataset
 from gpucnn.errors import GpuUnavailableError
+
+
+@pytest.fixture
+def Image():
+    """Pillow's ``PIL.Image``; the test skips where Pillow is not installed. Imported here, not at
+    the top: the lent GPU machines may lack Pillow, and a failed import while collecting this file
+    would stop ``pytest -m gpu`` (scripts/gpu_check.sh) before any test ran."""
+    return pytest.importorskip("PIL.Image", reason="Pillow is not installed (pip install pillow)")
 
 
 def run(capsys, *argv):
@@ -70,7 +77,7 @@ def test_eval_reports_the_trained_accuracy(lines_run, capsys):
 
 
 @pytest.mark.parametrize("suffix", [".png", ".pgm", ".jpg"])
-def test_predict_lines(lines_run, tmp_path, capsys, suffix):
+def test_predict_lines(lines_run, tmp_path, capsys, suffix, Image):
     out, _ = lines_run
     paths = []
     for kind in ("vertical", "horizontal"):
@@ -179,7 +186,7 @@ def _saved(tmp_path, name, image):
     return tmp_path / name
 
 
-def test_images_of_every_depth_and_with_transparency_load_as_their_grey_levels(tmp_path):
+def test_images_of_every_depth_and_with_transparency_load_as_their_grey_levels(tmp_path, Image):
     """A 16-bit image is scaled by its range, not clipped to 8 bits (black and white); ink whose
     opacity is the pixel value, on a transparent page, is the same picture as the grey one."""
     from gpucnn.predict import load_image
@@ -207,7 +214,7 @@ def test_images_of_every_depth_and_with_transparency_load_as_their_grey_levels(t
         np.testing.assert_allclose(rgb[0], want, atol=1 / 255 + 1e-6, err_msg=kind)
 
 
-def test_an_images_exif_orientation_is_applied(tmp_path):
+def test_an_images_exif_orientation_is_applied(tmp_path, Image):
     """A phone stores a portrait photo's pixels on their side, with an EXIF Orientation tag:
     the image classified is the one a viewer shows, upright."""
     from gpucnn.predict import load_image
@@ -231,7 +238,7 @@ def test_running_out_of_memory_is_one_line(capsys, tmp_path, monkeypatch):
     assert_one_line_error(code, err, "out of memory: Unable to allocate 7.28 TiB")
 
 
-def test_error_predict_on_a_truncated_image_names_the_file(lines_run, tmp_path, capsys):
+def test_error_predict_on_a_truncated_image_names_the_file(lines_run, tmp_path, capsys, Image):
     out, _ = lines_run
     noise = np.random.default_rng().integers(0, 256, (64, 64)).astype(np.uint8)
     image = _saved(tmp_path, "cut.png", Image.fromarray(noise))

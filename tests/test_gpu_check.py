@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 from conftest import SCRIPTS
@@ -92,3 +93,29 @@ def test_relative_paths_are_from_the_callers_folder(tmp_path):
     assert "PASS sanitizer-memcheck" in steps
     assert "sanitizer --tool memcheck" in (out / "sanitizer-memcheck.log").read_text()
     assert "nvcc -std=c++17" in (out / "nvcc-report.log").read_text()
+
+
+# What the lent GPU machines may lack: they have numpy, cupy, torch and pytest, and no registry.
+OPTIONAL_ON_GPU_MACHINES = ("PIL", "tqdm", "matplotlib", "threadpoolctl")
+
+
+def test_the_gpu_tests_are_collected_without_the_optional_packages(tmp_path):
+    """gpu_check.sh's tests step runs ``pytest -m gpu tests``: one test file that imports Pillow
+    (or tqdm, matplotlib, threadpoolctl) at its top stopped the whole run at collection
+    ("Interrupted: 1 error during collection") on a machine without it, and no GPU test ran."""
+    missing = tmp_path / "missing"
+    for name in OPTIONAL_ON_GPU_MACHINES:
+        (missing / name).mkdir(parents=True)
+        (missing / name / "__init__.py").write_text(
+            f"raise ModuleNotFoundError(\"No module named '{name}'\", name={name!r})\n"
+        )
+    root = SCRIPTS.parent
+    path = os.pathsep.join(filter(None, (str(missing), str(root), os.environ.get("PYTHONPATH"))))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-m", "gpu", "--collect-only", "-q",
+         "-p", "no:cacheprovider", str(root / "tests")],
+        env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=300,
+        cwd=root,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "error" not in result.stdout.splitlines()[-1], result.stdout[-3000:]
