@@ -25,9 +25,9 @@ def _f64(a) -> np.ndarray:
     return np.array(a, dtype=np.float64)
 
 
-def _pad_hw(x: np.ndarray, padding: Padding2d, value: float = 0.0) -> np.ndarray:
-    """x (N, C, H, W) with ``value`` added around H and W."""
-    return np.pad(x, ((0, 0), (0, 0), padding[0], padding[1]), constant_values=value)
+def _pad_hw(x: np.ndarray, padding: Padding2d) -> np.ndarray:
+    """x (N, C, H, W) with zeros added around H and W."""
+    return np.pad(x, ((0, 0), (0, 0), padding[0], padding[1]))
 
 
 def _positions(padded: int, kernel: int, stride: int, dilation: int) -> int:

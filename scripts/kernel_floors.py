@@ -96,18 +96,16 @@ def add(*costs):
     return sum(c[0] for c in costs), sum(c[1] for c in costs)
 
 
-def linear_ops(n, i, o, gx=True):
+def linear_ops(n, i, o):
     """Forward GEMM + bias add; backward gx and gw GEMMs, gb sum, both += into the grads."""
-    ops = {
+    return {
         "fwd x@w.T": (2 * n * i * o, F32 * (n * i + i * o + n * o)),
         "fwd += b": elementwise(n * o, 2, 1),
         "bwd gw": (2 * n * i * o, F32 * (n * o + n * i + i * o)),
         "bwd gb": elementwise(n * o, 1, 0),
         "grad += gw, gb": elementwise(i * o + o, 2, 1),
+        "bwd gx": (2 * n * i * o, F32 * (n * o + i * o + n * i)),
     }
-    if gx:
-        ops["bwd gx"] = (2 * n * i * o, F32 * (n * o + i * o + n * i))
-    return ops
 
 
 def step_ops(n):
