@@ -163,10 +163,12 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_device_argument(p: argparse.ArgumentParser) -> None:
+    """``--device``, shared by the subcommands that compute."""
     p.add_argument("--device", choices=DEVICES, default="cpu", help="default: cpu")
 
 
 def add_data_dir_argument(p: argparse.ArgumentParser) -> None:
+    """``--data-dir``, shared by the subcommands that read a dataset."""
     p.add_argument(
         "--data-dir", metavar="DIR", help="folder with the IDX files (or set GPUCNN_DATA)"
     )

@@ -49,6 +49,7 @@ def shape(mebibytes: float) -> tuple[int, int, int, int]:
 
 
 def case_name(x_shape: tuple[int, ...]) -> str:
+    """The report's case label: the tensor's shape, dtype and size in MiB."""
     return f"{'x'.join(map(str, x_shape))} float32 ({4 * math.prod(x_shape) / 2**20:.4g} MiB)"
 
 

@@ -195,6 +195,7 @@ def _gpu_name() -> str | None:
 
 
 def header(env: dict, suite: str) -> str:
+    """The line above a suite's table: where and with what it ran (the keys ``env`` has)."""
     keys = ("device", "commit", "date", "numpy", "torch", "cupy", "torch_threads", "gpu", "malloc")
     return f"gpucnn bench --suite {suite}: " + ", ".join(
         f"{k} {env[k]}" for k in keys if env.get(k) is not None

@@ -60,6 +60,8 @@ def _build(peers: list[Peer], make: Callable[..., Runner], *args):
 
 
 def run_ops(peers: list[Peer], opts: Options) -> list[Result]:
+    """The ``ops`` suite: each op of each case (:func:`.ops.cases`) timed per peer, with each
+    peer's output compared with the first peer's (``rel_diff``)."""
     results = []
     for case in ops.cases(opts.batch_sizes):
         if opts.cases and opts.cases not in case.name:
@@ -80,6 +82,7 @@ def run_ops(peers: list[Peer], opts: Options) -> list[Result]:
 
 
 def run_step(peers: list[Peer], opts: Options) -> list[Result]:
+    """The ``step`` suite: one training step of the tutorial MNIST net per batch size."""
     results = []
     for batch in opts.batch_sizes:
         runners, missing = _build(peers, training.step_runner, batch, opts.tutorial_samples)
@@ -96,6 +99,8 @@ def run_step(peers: list[Peer], opts: Options) -> list[Result]:
 
 
 def run_epoch(peers: list[Peer], opts: Options) -> list[Result]:
+    """The ``epoch`` suite: a training epoch with the data resident on the device (Fashion-MNIST
+    from ``opts.data_dir``, else random images) per batch size."""
     largest = max(opts.batch_sizes)
     if opts.epoch_samples < largest:  # the last partial batch is dropped: nothing would be timed
         raise ValueError(

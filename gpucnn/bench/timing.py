@@ -18,6 +18,9 @@ MAX_CALLS = 1000
 
 
 class Clock(Protocol):
+    """How a runner's calls are timed: :class:`HostClock` on the CPU, :class:`EventClock` on a
+    GPU."""
+
     def seconds(
         self, fn: Callable[[], Any], number: int, rewarm: Callable[[], Any] | None = None
     ) -> float:

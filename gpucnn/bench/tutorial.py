@@ -78,6 +78,8 @@ class MaxPoolLayer:
 
 
 class ReLULayer:
+    """max(0, x), elementwise; backward passes d_out where x > 0."""
+
     def forward(self, x):
         self.x = x
         return np.maximum(0, x)
@@ -87,6 +89,8 @@ class ReLULayer:
 
 
 class FlattenLayer:
+    """One sample (C, H, W) as a vector, and back for backward."""
+
     def forward(self, x):
         self.shape = x.shape
         return x.flatten()

@@ -93,6 +93,7 @@ REGISTRY: dict[str, DatasetInfo] = {
 
 
 def dataset_names() -> list[str]:
+    """The names ``--dataset`` takes, sorted."""
     return sorted(REGISTRY)
 
 

@@ -109,6 +109,7 @@ MODELS: dict[str, tuple[dict, Recipe]] = {
 
 
 def model_names() -> list[str]:
+    """The zoo's model names (``--model``), sorted."""
     return sorted(MODELS)
 
 
