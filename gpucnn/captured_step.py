@@ -1,7 +1,9 @@
-"""A training step recorded once as a CUDA graph and replayed: ``fit(..., cuda_graph=True)``.
+"""A training step recorded once as a CUDA graph and replayed: ``TrainConfig(cuda_graph=True)``,
+``gpucnn train --cuda-graph``.
 
-An eager step costs one Python dispatch and one launch per op (about 60 for the tutorial's net);
-a graph replays them all with one launch. What makes a step replayable: its per-step values live in
+An eager step costs one Python dispatch and one launch per op (about 25 for the tutorial's net:
+15 of gpucnn's kernels, the rest CuPy's matrix products and sums; benchmarks/NOTES.md counts
+them); a graph replays them all with one launch. What makes a step replayable: its per-step values live in
 device memory (the optimizer's clock, dropout's call counter), its persistent arrays are updated in
 place, nothing in it reads the device back, and it calls no cuBLAS (CuPy refuses that during a
 capture, so linear layers run on our own GEMM kernels there). The device's graph session
