@@ -3,11 +3,12 @@
 
 An eager step costs one Python dispatch and one launch per op (about 25 for the tutorial's net:
 15 of gpucnn's kernels, the rest CuPy's matrix products and sums; benchmarks/NOTES.md counts
-them); a graph replays them all with one launch. What makes a step replayable: its per-step values live in
-device memory (the optimizer's clock, dropout's call counter), its persistent arrays are updated in
-place, nothing in it reads the device back, and it calls no cuBLAS (CuPy refuses that during a
-capture, so linear layers run on our own GEMM kernels there). The device's graph session
-(``Backend.graph_session``) does the capture; on ``cuda-emu`` it checks the frozen arguments.
+them); a graph replays them all with one launch. What makes a step replayable: its per-step
+values live in device memory (the optimizer's clock, dropout's call counter), its persistent
+arrays are updated in place, nothing in it reads the device back, and it calls no cuBLAS (CuPy
+refuses that during a capture, so linear layers run on our own GEMM kernels there). The device's
+graph session (``Backend.graph_session``) does the capture; on ``cuda-emu`` it checks the frozen
+arguments.
 """
 
 from __future__ import annotations
