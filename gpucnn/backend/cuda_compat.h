@@ -55,11 +55,13 @@ T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
   if (lane % unsigned(width) < delta) return v;
   return ::gpucnn_emu::lane_value<T>(row, lane - delta, mask);
 }
+// With width < 32 a lane may read a lane of an earlier segment; reading a later one gives its own
+// value (the Programming Guide's __shfl_xor_sync).
 template <class T>
 T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
   const uint64_t* row = ::gpucnn_emu::warp_exchange(mask, ::gpucnn_emu::to_bits(v));
   unsigned lane = ::gpucnn_emu::lane_id(), from = lane ^ unsigned(lane_mask);
-  if (from / unsigned(width) != lane / unsigned(width)) return v;
+  if (from / unsigned(width) > lane / unsigned(width)) return v;
   return ::gpucnn_emu::lane_value<T>(row, from, mask);
 }
 inline unsigned __ballot_sync(unsigned mask, int predicate) {
