@@ -51,7 +51,6 @@ struct Fiber {
   State state;
   int site;              // source line of the barrier this fiber waits at
   unsigned mask;         // lane mask of the warp collective this fiber waits at
-  unsigned long wgen;    // warp collectives this fiber has completed
 };
 
 constexpr unsigned kMaxThreads = 1024;
@@ -82,7 +81,11 @@ struct Launch {
   size_t guard_at[kMaxSharedGuards], guard_of[kMaxSharedGuards], guard_bytes = 0;
   int guards = 0;
   unsigned long long block_gen = 0;
-  uint64_t warp_buf[2][kMaxThreads];
+  // Warp collectives: each lane publishes its value in warp_pub; when a collective is released,
+  // its lanes' values are copied to warp_val, which they read (a fast lane's next publish cannot
+  // overwrite a value a slower lane of the same collective has still to read).
+  uint64_t warp_pub[kMaxThreads];
+  uint64_t warp_val[kMaxThreads];
   bool reverse = false;  // GPUCNN_EMU_ORDER=reverse (see run_grid)
   unsigned char poison = 0xFF;  // fills fresh shared memory; 0x3F with GPUCNN_EMU_POISON=finite
   bool failed = false;
@@ -141,7 +144,6 @@ inline void resume(Fiber& f) {
 
 inline void start_fiber(Fiber& f, char* stack_lo) {
   f.state = State::Runnable;
-  f.wgen = 0;
 #ifdef GPUCNN_EMU_USE_UCONTEXT
   getcontext(&f.ctx);
   f.ctx.uc_stack.ss_sp = stack_lo;
@@ -249,18 +251,17 @@ inline void syncthreads(int line) {
 inline unsigned lane_id() { return g.current->linear % 32; }
 
 // Waits until every lane named in `mask` has reached a warp collective with the same mask, after
-// publishing `value`; returns the buffer row that holds the warp's values.
-inline uint64_t* warp_exchange(unsigned mask, uint64_t value) {
+// publishing `value`; returns the buffer row (indexed by linear thread id) that holds the values
+// of the collective's lanes.
+inline const uint64_t* warp_exchange(unsigned mask, uint64_t value) {
   Fiber& f = *g.current;
   if (!(mask >> lane_id() & 1u))
     fail("a warp collective whose mask leaves out the calling lane, in " + where());
-  uint64_t* row = g.warp_buf[f.wgen & 1];
-  row[f.linear] = value;
+  g.warp_pub[f.linear] = value;
   f.state = State::Warp;
   f.mask = mask;
   to_scheduler();
-  ++f.wgen;
-  return row;
+  return g.warp_val;
 }
 
 template <class T>
@@ -313,7 +314,10 @@ inline void run_block() {
       }
       if (ready == need) {
         for (unsigned l = 0; l < 32 && base + l < n; ++l)
-          if (f.mask >> l & 1u) g.fibers[base + l].state = State::Runnable;
+          if (f.mask >> l & 1u) {
+            g.warp_val[base + l] = g.warp_pub[base + l];
+            g.fibers[base + l].state = State::Runnable;
+          }
         released = true;
       }
     }
