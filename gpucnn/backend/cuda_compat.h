@@ -39,21 +39,21 @@ T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
   const uint64_t* row = ::gpucnn_emu::warp_exchange(mask, ::gpucnn_emu::to_bits(v));
   unsigned lane = ::gpucnn_emu::lane_id();
   unsigned from = (lane & ~unsigned(width - 1)) + (unsigned(src) & unsigned(width - 1));
-  return ::gpucnn_emu::lane_value<T>(row, from, mask);
+  return ::gpucnn_emu::lane_value<T>(row, from);
 }
 template <class T>
 T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
   const uint64_t* row = ::gpucnn_emu::warp_exchange(mask, ::gpucnn_emu::to_bits(v));
   unsigned lane = ::gpucnn_emu::lane_id();
   if (lane % unsigned(width) + delta >= unsigned(width)) return v;
-  return ::gpucnn_emu::lane_value<T>(row, lane + delta, mask);
+  return ::gpucnn_emu::lane_value<T>(row, lane + delta);
 }
 template <class T>
 T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
   const uint64_t* row = ::gpucnn_emu::warp_exchange(mask, ::gpucnn_emu::to_bits(v));
   unsigned lane = ::gpucnn_emu::lane_id();
   if (lane % unsigned(width) < delta) return v;
-  return ::gpucnn_emu::lane_value<T>(row, lane - delta, mask);
+  return ::gpucnn_emu::lane_value<T>(row, lane - delta);
 }
 // With width < 32 a lane may read a lane of an earlier segment; reading a later one gives its own
 // value (the Programming Guide's __shfl_xor_sync).
@@ -62,13 +62,14 @@ T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
   const uint64_t* row = ::gpucnn_emu::warp_exchange(mask, ::gpucnn_emu::to_bits(v));
   unsigned lane = ::gpucnn_emu::lane_id(), from = lane ^ unsigned(lane_mask);
   if (from / unsigned(width) > lane / unsigned(width)) return v;
-  return ::gpucnn_emu::lane_value<T>(row, from, mask);
+  return ::gpucnn_emu::lane_value<T>(row, from);
 }
 inline unsigned __ballot_sync(unsigned mask, int predicate) {
   const uint64_t* row = ::gpucnn_emu::warp_exchange(mask, predicate != 0);
   unsigned base = ::gpucnn_emu::g.current->linear / 32 * 32, bits = 0;
-  for (unsigned l = 0; l < 32 && base + l < ::gpucnn_emu::g.nthreads; ++l)
-    if ((mask >> l & 1u) && row[base + l]) bits |= 1u << l;
+  const unsigned lanes = ::gpucnn_emu::exchange_lanes();  // exited lanes are inactive: bit 0
+  for (unsigned l = 0; l < 32; ++l)
+    if ((lanes >> l & 1u) && row[base + l]) bits |= 1u << l;
   return bits;
 }
 inline int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }

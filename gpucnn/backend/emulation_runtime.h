@@ -84,8 +84,11 @@ struct Launch {
   // Warp collectives: each lane publishes its value in warp_pub; when a collective is released,
   // its lanes' values are copied to warp_val, which they read (a fast lane's next publish cannot
   // overwrite a value a slower lane of the same collective has still to read).
+  // warp_from: per lane, the lanes that took part in its last collective (the mask's lanes less
+  // those that had exited, which CUDA leaves out: they are inactive).
   uint64_t warp_pub[kMaxThreads];
   uint64_t warp_val[kMaxThreads];
+  unsigned warp_from[kMaxThreads];
   bool reverse = false;  // GPUCNN_EMU_ORDER=reverse (see run_grid)
   unsigned char poison = 0xFF;  // fills fresh shared memory; 0x3F with GPUCNN_EMU_POISON=finite
   bool failed = false;
@@ -250,9 +253,9 @@ inline void syncthreads(int line) {
 
 inline unsigned lane_id() { return g.current->linear % 32; }
 
-// Waits until every lane named in `mask` has reached a warp collective with the same mask, after
-// publishing `value`; returns the buffer row (indexed by linear thread id) that holds the values
-// of the collective's lanes.
+// Waits until every lane named in `mask` that has not exited has reached a warp collective with
+// the same mask, after publishing `value`; returns the buffer row (indexed by linear thread id)
+// that holds the values of the collective's lanes.
 inline const uint64_t* warp_exchange(unsigned mask, uint64_t value) {
   Fiber& f = *g.current;
   if (!(mask >> lane_id() & 1u))
@@ -273,12 +276,16 @@ uint64_t to_bits(T v) {
   return bits;
 }
 
-// Reads `src`'s value; a lane that is absent or outside the exchange yields all-ones (NaN/-1).
+// The lanes that took part in the calling lane's last warp collective (bit l: lane l).
+inline unsigned exchange_lanes() { return g.warp_from[g.current->linear]; }
+
+// Reads `src`'s value; a lane that is absent, exited or outside the exchange yields all-ones
+// (NaN/-1), where CUDA's value is undefined.
 template <class T>
-T lane_value(const uint64_t* row, unsigned src, unsigned mask) {
+T lane_value(const uint64_t* row, unsigned src) {
   unsigned warp_base = g.current->linear / 32 * 32;
   uint64_t bits = ~uint64_t(0);
-  if (warp_base + src < g.nthreads && (mask >> src & 1u)) bits = row[warp_base + src];
+  if (src < 32 && (exchange_lanes() >> src & 1u)) bits = row[warp_base + src];
   T v;
   std::memcpy(&v, &bits, sizeof(T));
   return v;
@@ -305,17 +312,18 @@ inline void run_block() {
     for (unsigned i = 0; i < n; ++i) {
       Fiber& f = g.fibers[i];
       if (f.state != State::Warp) continue;
-      unsigned base = i / 32 * 32, ready = 0, need = 0;
+      unsigned base = i / 32 * 32, ready = 0, need = 0, from = 0;
       for (unsigned l = 0; l < 32 && base + l < n; ++l) {
-        if (!(f.mask >> l & 1u)) continue;
-        ++need;
         const Fiber& o = g.fibers[base + l];
-        if (o.state == State::Warp && o.mask == f.mask) ++ready;
+        if (!(f.mask >> l & 1u) || o.state == State::Done) continue;  // exited: inactive
+        ++need;
+        if (o.state == State::Warp && o.mask == f.mask) ++ready, from |= 1u << l;
       }
       if (ready == need) {
-        for (unsigned l = 0; l < 32 && base + l < n; ++l)
-          if (f.mask >> l & 1u) {
+        for (unsigned l = 0; l < 32; ++l)
+          if (from >> l & 1u) {
             g.warp_val[base + l] = g.warp_pub[base + l];
+            g.warp_from[base + l] = from;
             g.fibers[base + l].state = State::Runnable;
           }
         released = true;
@@ -352,7 +360,7 @@ inline void run_block() {
                     blockIdx.x, blockIdx.y, blockIdx.z, done, n - done - at_barrier);
     } else {
       std::snprintf(buf, sizeof buf, "warp collective deadlock in block (%u,%u,%u): lanes named in "
-                    "a mask exited or wait elsewhere", blockIdx.x, blockIdx.y, blockIdx.z);
+                    "a mask wait elsewhere", blockIdx.x, blockIdx.y, blockIdx.z);
     }
     g.failed = true;
     g.error = buf;
