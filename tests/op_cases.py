@@ -722,17 +722,16 @@ def _dropout_case(shape, p: float) -> OpCase:
 BN_EPS = 1e-5
 
 
-def _bn_train_case() -> OpCase:
-    shape = (3, 4, 3, 5)
+def _bn_train_case(name: str = "batch_norm2d_train", shape=(3, 4, 3, 5)) -> OpCase:
 
     def sample(rng, dtype):
         return {
             "x": _normal(rng, shape, dtype, 2.0, 3.0),  # off-centre: the mean matters
-            "gamma": _normal(rng, (4,), dtype, 0.5, 1.0),
-            "beta": _normal(rng, (4,), dtype),
+            "gamma": _normal(rng, shape[1:2], dtype, 0.5, 1.0),
+            "beta": _normal(rng, shape[1:2], dtype),
             "gy": _normal(rng, shape, dtype),
-            "running_mean": _normal(rng, (4,), dtype),
-            "running_var": rng.uniform(0.5, 2.0, 4).astype(dtype),
+            "running_mean": _normal(rng, shape[1:2], dtype),
+            "running_var": rng.uniform(0.5, 2.0, shape[1]).astype(dtype),
         }
 
     def run(bk, d):
@@ -776,7 +775,7 @@ def _bn_train_case() -> OpCase:
             lambda gy: bk.batch_norm2d_backward(gy, x, gamma, mean, invstd),
         )
 
-    return OpCase("batch_norm2d_train", sample, run, NORM, reference, torch_fn, gradient)
+    return OpCase(name, sample, run, NORM, reference, torch_fn, gradient)
 
 
 def _bn_eval_case() -> OpCase:

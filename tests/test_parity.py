@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from op_cases import CASES, DTYPES, assert_outputs_close
+from op_cases import (
+    CASES,
+    DTYPES,
+    _bn_train_case,
+    assert_outputs_close,
+    avg_pool_case,
+    max_pool_case,
+    relu_max_pool_case,
+)
 
 from gpucnn import reference as ref
+from gpucnn.backend.launchers import batchnorm as batchnorm_launchers
+from gpucnn.backend.launchers import launching
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -21,6 +31,34 @@ def test_backend_matches_cpu(case, dtype, kernel_backend, cpu, rng):
     for key, value in got.items():
         if np.issubdtype(value.dtype, np.floating) and key != "delta":
             assert value.dtype == dtype, f"{case.name}.{key}: {value.dtype} from {dtype.__name__}"
+
+
+# The kernels that loop over planes (pooling; batch norm's normalize and backward, over images)
+# take loads_at_once (8) planes a batch, as many batches as the grid leaves them. The op cases'
+# grids have a block row per plane, so a thread has one plane: a batch's other 7 slots and every
+# later batch never run. With PLANE_LOOP_BLOCKS = 1 the grid has one block row, and each thread
+# walks all 21 planes (19 images) in batches of 8, the last one partial.
+PLANE_LOOP_CASES = [
+    max_pool_case("many_planes", (3, 7, 5, 6), (2, 2), (2, 2)),
+    avg_pool_case("many_planes_overlap", (3, 7, 5, 6), (3, 3), (2, 2), (1, 1)),
+    relu_max_pool_case("many_planes_overlap", (3, 7, 5, 6), (3, 3), (2, 2), (1, 1)),
+    _bn_train_case("batch_norm2d_train_many_images", (19, 2, 3, 4)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", PLANE_LOOP_CASES, ids=repr)
+def test_a_thread_walking_every_plane_matches_cpu(
+    case, dtype, kernel_backend, cpu, rng, monkeypatch
+):
+    """A grid of one plane block: every thread loads its pixel of 8 planes (images) at once, in
+    3 batches; the same outputs and gradients as the CPU."""
+    monkeypatch.setattr(launching, "PLANE_LOOP_BLOCKS", 1)
+    monkeypatch.setattr(batchnorm_launchers, "PLANE_LOOP_BLOCKS", 1)
+    assert launching.grid_plane_loop(30, 21) == (1, 1)
+    inputs = case.sample(rng, dtype)
+    want = case.run(cpu, inputs)
+    assert_outputs_close(case.run(kernel_backend, inputs), want, case, dtype, "one plane block")
 
 
 @pytest.mark.parametrize("case", CASES, ids=repr)
