@@ -142,3 +142,25 @@ def test_max_pool_never_chooses_padding(backend, geometry, rng):
     gx = backend.max_pool2d_backward(backend.asarray(gy), argmax, x.shape, kernel, stride, padding)
     want_gx = ref.max_pool2d_backward(gy, x, kernel, stride, padding)
     np.testing.assert_allclose(backend.to_numpy(gx), want_gx, rtol=1e-6, atol=1e-6)
+
+
+def test_relu_passes_nan_through_as_numpy_does(backend, rng):
+    """A NaN stays NaN through relu_forward and bias_relu_forward (np.maximum propagates it, where
+    `v > 0 ? v : 0` would zero it), and relu_backward's product gy * (y > 0) is NaN where gy is
+    NaN, even where y is 0 (where `y > 0 ? gy : 0` would zero it): on every backend."""
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    nans = [0, 7, 61, 119]
+    x.reshape(-1)[nans] = np.nan
+    b = rng.standard_normal(3).astype(np.float32)
+    y = backend.relu_forward(backend.asarray(x.copy()))
+    np.testing.assert_array_equal(backend.to_numpy(y), np.maximum(x, 0))
+    z = backend.bias_relu_forward(backend.asarray(x.copy()), backend.asarray(b))
+    np.testing.assert_array_equal(backend.to_numpy(z), np.maximum(x + b.reshape(1, 3, 1, 1), 0))
+    relu_y = np.maximum(rng.standard_normal(x.shape), 0).astype(np.float32)
+    gy = rng.standard_normal(x.shape).astype(np.float32)
+    gy.reshape(-1)[nans] = np.nan
+    relu_y.reshape(-1)[nans[:2]] = 0.0  # NaN gradients where the ReLU was off
+    gx = backend.relu_backward(backend.asarray(gy), backend.asarray(relu_y))
+    want = gy * (relu_y > 0)
+    assert np.isnan(want).sum() == len(nans)
+    np.testing.assert_array_equal(backend.to_numpy(gx), want)
