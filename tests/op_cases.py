@@ -808,13 +808,15 @@ def _bn_eval_case() -> OpCase:
 
 
 # ------------------------------------------------------------------------------------- loss
-def _xent_case(name: str, logit_scale: float, smoothing: float = 0.0, shape=(6, 5)) -> OpCase:
+def _xent_case(
+    name: str, logit_scale: float, smoothing: float = 0.0, shape=(6, 5), shift: float = 0.0
+) -> OpCase:
     """The loss forward and backward, and softmax_cross_entropy_train (both in one call: one
     launch on the GPU up to 128 rows, the three kernels past that)."""
     rows, classes = shape
 
     def sample(rng, dtype):
-        logits = _normal(rng, shape, dtype, logit_scale)
+        logits = _normal(rng, shape, dtype, logit_scale, shift)
         labels = rng.integers(0, classes, rows).astype(np.int64)
         # One sample's label is its least likely class, so the loss is never exactly zero: with
         # huge logits, labels that all hit their row's maximum would give exp(-1000) = 0.
@@ -1074,6 +1076,9 @@ CASES: list[OpCase] = [
     _xent_case("huge_logits", 1e3),
     _xent_case("label_smoothing", 3.0, smoothing=0.1),
     _xent_case("huge_logits_smoothed", 1e3, smoothing=0.25),
+    # Every logit far below 0: a row maximum that started from 0 instead of -inf would shift by 0,
+    # and exp(logit) underflow to a zero sum (a loss of inf) in float32.
+    _xent_case("all_negative", 2.0, smoothing=0.1, shift=-500.0),
     # Past 128 rows the GPU's softmax_cross_entropy_train takes its three-kernel path; 40 classes
     # give the one-block path's lanes two columns each.
     _xent_case("many_rows", 2.0, smoothing=0.1, shape=(129, 7)),
