@@ -574,19 +574,25 @@ def _relu_case() -> OpCase:
 
 def _relu_offset_case() -> OpCase:
     """ReLU on views one element into their arrays (on a GPU not 16-byte aligned, so the kernels
-    take their one-at-a-time path) of an odd length (a tail after the 16-byte packs elsewhere)."""
+    take their one-at-a-time path) of an odd length (a tail after the 16-byte packs elsewhere);
+    the backward also with only its second input unaligned (``gx_mixed``: each input's alignment
+    is checked, not only the first's)."""
 
     def sample(rng, dtype):
         return {"x": _away_from_zero(rng, (1 + 7 * 11,), dtype), "gy": _normal(rng, (78,), dtype)}
 
     def run(bk, d):
         x, gy = _dev(bk, d["x"])[1:], _dev(bk, d["gy"])[1:]
-        y = bk.relu_forward(x)
-        return _host(bk, y=y, gx=bk.relu_backward(gy, y))
+        y = bk.relu_forward(x)  # a fresh array: aligned
+        y_view = bk.relu_forward(_dev(bk, d["x"]))[1:]
+        gy_fresh = _dev(bk, np.ascontiguousarray(d["gy"][1:]))
+        gx_mixed = bk.relu_backward(gy_fresh, y_view)
+        return _host(bk, y=y, gx=bk.relu_backward(gy, y), gx_mixed=gx_mixed)
 
     def reference(d):
         x = d["x"][1:]
-        return {"y": ref.relu_forward(x), "gx": ref.relu_backward(d["gy"][1:], x)}
+        gx = ref.relu_backward(d["gy"][1:], x)
+        return {"y": ref.relu_forward(x), "gx": gx, "gx_mixed": gx}
 
     # Against the reference only: the op is relu's (whose case meets PyTorch and finite
     # differences); what this case adds is the unaligned views, which the reference reads alike.
