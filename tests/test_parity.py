@@ -125,7 +125,16 @@ def test_max_pool_ties_go_to_first_maximum(backend, dtype, rng):
     np.testing.assert_allclose(backend.to_numpy(gx), want_gx, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("geometry", [((2, 2), (2, 2), (1, 1)), ((3, 3), (2, 2), (1, 1))])
+# Non-square kernels too: the first in-bounds tap of a corner window is rows * kw + cols.
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        ((2, 2), (2, 2), (1, 1)),
+        ((3, 3), (2, 2), (1, 1)),
+        ((2, 3), (2, 2), (1, 1)),
+        ((3, 2), (1, 2), (1, 1)),
+    ],
+)
 def test_max_pool_never_chooses_padding(backend, geometry, rng):
     """A padded window whose pixels are all -inf ties its padding at -inf: its argmax is still its
     first pixel, as the reference and PyTorch have it, and its gradient goes there (the padded
