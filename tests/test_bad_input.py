@@ -5,7 +5,7 @@ import pytest
 from conftest import KERNEL_BACKENDS, make_backend
 
 from gpucnn import functional as F
-from gpucnn import nn, optim
+from gpucnn import nn, optim, reference
 from gpucnn.backend import get_backend
 from gpucnn.backend.launchers import launching
 from gpucnn.errors import DeviceMismatchError, GpuUnavailableError
@@ -223,6 +223,11 @@ def test_labels_out_of_range_and_wrong_shape():
             nn.CrossEntropyLoss(label_smoothing=smoothing)
     with pytest.raises(ValueError, match=r"label_smoothing must lie in \[0, 1\], got 1.5"):
         F.softmax_cross_entropy(logits, np.array([0, 1, 2, 1]), label_smoothing=1.5)
+    for edge in (0.0, 1.0):  # both ends of PyTorch's range are taken, and give its loss
+        got, _ = F.softmax_cross_entropy(logits, np.array([0, 1, 2, 1]), label_smoothing=edge)
+        want, _ = reference.softmax_cross_entropy_forward(logits, [0, 1, 2, 1], edge)
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+        nn.CrossEntropyLoss(label_smoothing=edge)
 
 
 def test_a_bad_label_is_refused_on_the_cpu_even_unchecked():
