@@ -54,6 +54,11 @@ P = nn.Linear(3, 2).parameters()
         (lambda: nn.Conv2d(3, 4, 3)(X, relu=1), TypeError, "relu must be True or False, got 1"),
         (lambda: nn.Linear(3, 2).train("no"), TypeError, "mode must be True or False, got 'no'"),
         (lambda: optim.SGD(P, 0.1, 0.9, nesterov="no"), TypeError, "nesterov must be True or"),
+        (
+            lambda: optim.SGD(P, 0.1, 0.0, nesterov=True),
+            ValueError,
+            "nesterov momentum needs momentum > 0",
+        ),
         (lambda: nn.Conv2d(3, 4, 3, bias="no"), TypeError, "bias must be True or False"),
         (lambda: nn.Linear(3, 2, bias=0), TypeError, "bias must be True or False, got 0"),
         (lambda: nn.CrossEntropyLoss(check_finite="no"), TypeError, "check_finite must be True"),
