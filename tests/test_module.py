@@ -183,6 +183,35 @@ def test_optimizer_state_dict_round_trip_continues_identically():
     np.testing.assert_array_equal(full, resumed)
 
 
+@pytest.mark.parametrize("schedule", ["step", "cosine"])
+def test_scheduler_state_dict_resumes_the_schedule(schedule):
+    """A schedule rebuilt around an optimizer whose lr is already decayed (as after loading the
+    optimizer's state) and given the saved state continues the uninterrupted schedule: its
+    base_lr and the optimizer's lr for the saved epoch both come from the state."""
+
+    def make(lr):
+        opt = optim.SGD([nn.Parameter(np.zeros(3, np.float32))], lr)
+        if schedule == "step":
+            return opt, optim.StepLR(opt, 2, 0.5)
+        return opt, optim.CosineAnnealingLR(opt, 7, 0.01)
+
+    opt, sched = make(0.1)
+    lrs = []
+    for _ in range(6):
+        sched.step()
+        lrs.append(opt.lr)
+    opt, sched = make(0.1)
+    for _ in range(3):
+        sched.step()
+    saved = sched.state_dict()
+    resumed_opt, resumed = make(0.0123)  # neither the base lr nor the lr of epoch 3
+    resumed.load_state_dict(saved)
+    assert resumed_opt.lr == pytest.approx(lrs[2], rel=1e-12)
+    for want in lrs[3:]:
+        resumed.step()
+        assert resumed_opt.lr == pytest.approx(want, rel=1e-12)
+
+
 def test_summary_lists_shapes_and_parameter_counts():
     model = nn.Sequential(
         nn.Conv2d(1, 16, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 13 * 13, 10)
