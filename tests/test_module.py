@@ -212,6 +212,30 @@ def test_scheduler_state_dict_resumes_the_schedule(schedule):
         assert resumed_opt.lr == pytest.approx(want, rel=1e-12)
 
 
+def test_state_dicts_are_snapshots():
+    """state_dict() of a model and of its optimizer are copies: training on after taking them
+    (weights, batch-norm buffers and moments all change in place) leaves them as they were."""
+    rng = np.random.default_rng()
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, rng=rng), nn.BatchNorm2d(2), nn.Flatten())
+    opt = optim.Adam(model.parameters(), 0.1)
+
+    def step():
+        model.zero_grad()
+        out = model(rng.standard_normal((4, 1, 6, 6)).astype(np.float32))
+        model.backward(rng.standard_normal(out.shape).astype(np.float32))
+        opt.step()
+
+    step()
+    states = {**model.state_dict(), **{f"opt/{k}": v for k, v in opt.state_dict().items()}}
+    kept = {k: np.array(v) for k, v in states.items()}
+    step()
+    changed = {**model.state_dict(), **{f"opt/{k}": v for k, v in opt.state_dict().items()}}
+    for key, value in states.items():
+        np.testing.assert_array_equal(value, kept[key], err_msg=key)
+        if key != "opt/lr":
+            assert not np.array_equal(changed[key], kept[key]), key  # it did change in place
+
+
 def test_summary_lists_shapes_and_parameter_counts():
     model = nn.Sequential(
         nn.Conv2d(1, 16, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 13 * 13, 10)
