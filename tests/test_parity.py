@@ -173,3 +173,37 @@ def test_relu_passes_nan_through_as_numpy_does(backend, rng):
     want = gy * (relu_y > 0)
     assert np.isnan(want).sum() == len(nans)
     np.testing.assert_array_equal(backend.to_numpy(gx), want)
+
+
+_GOLDEN, _MIX1, _MIX2, _M64 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 2**64 - 1
+
+
+def _unxorshift(z: int, shift: int) -> int:
+    """The inverse of z ^= z >> shift on 64 bits."""
+    x = z
+    for _ in range(64 // shift + 1):
+        x = z ^ (x >> shift)
+    return x
+
+
+def _seed_drawing(u24: int, index: int) -> int:
+    """A seed whose dropout uniform at flat ``index`` is exactly u24 / 2**24: the splitmix64
+    finaliser undone (each step is a bijection of 64-bit words) from output bits u24 << 40."""
+    z = (u24 << 40) | 0x5A5A5A5A5A
+    z = _unxorshift(z, 31)
+    z = _unxorshift(z * pow(_MIX2, -1, 2**64) & _M64, 27)
+    z = _unxorshift(z * pow(_MIX1, -1, 2**64) & _M64, 30)
+    return (z - (index + 1) * _GOLDEN) & _M64
+
+
+@pytest.mark.parametrize("p", [0.5, 0.25])
+def test_dropout_keeps_an_element_whose_uniform_equals_p(backend, p):
+    """An element is kept when u >= p: at u == p exactly (p on the 2**-24 grid) it is kept, one
+    step below it is dropped, on every device and in the reference."""
+    shape, index, scale = (3, 5), 7, 1 / (1 - p)
+    for u24, kept in ((int(p * 2**24), True), (int(p * 2**24) - 1, False)):
+        seed = _seed_drawing(u24, index)
+        want = ref.dropout_mask(shape, p, seed)
+        assert want.flat[index] == (scale if kept else 0.0)
+        got = backend.to_numpy(backend.dropout_mask(shape, p, seed, np.float64))
+        np.testing.assert_array_equal(got, want)
