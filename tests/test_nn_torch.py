@@ -156,6 +156,36 @@ def test_batchnorm_and_dropout_eval_match_torch():
     assert drop(x) is x
 
 
+def test_batchnorm_eval_with_a_large_eps_matches_torch():
+    """Eval mode by running variances of the size of eps (0.05): forward and every gradient,
+    where eps changes each channel's scale by far more than the tolerances."""
+    rng = np.random.default_rng()
+    bn, tbn = nn.BatchNorm2d(4, eps=0.05), torch.nn.BatchNorm2d(4, eps=0.05)
+    state = {
+        "weight": rng.uniform(0.5, 2.0, 4),
+        "bias": rng.standard_normal(4),
+        "running_mean": rng.standard_normal(4),
+        "running_var": np.array([1e-3, 0.01, 0.05, 0.5]),
+    }
+    state = {k: v.astype(np.float32) for k, v in state.items()}
+    bn.load_state_dict({**state, "num_batches_tracked": np.array(1)})
+    tbn.load_state_dict(
+        {**{k: torch.tensor(v) for k, v in state.items()}, "num_batches_tracked": torch.tensor(1)}
+    )
+    bn.eval()
+    tbn.eval()
+    x = rng.standard_normal((3, 4, 5, 5)).astype(np.float32)
+    gy = rng.standard_normal(x.shape).astype(np.float32)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = tbn(tx)
+    ty.backward(torch.tensor(gy))
+    np.testing.assert_allclose(bn(x), ty.detach().numpy(), rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(bn.backward(gy), tx.grad.numpy(), rtol=RTOL, atol=ATOL)
+    for name in ("weight", "bias"):
+        got, want = getattr(bn, name).grad, getattr(tbn, name).grad.numpy()
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=name)
+
+
 @pytest.mark.parametrize("schedule", ["step", "cosine"])
 def test_schedules_match_torch(schedule):
     p = nn.Parameter(np.zeros(3, dtype=np.float32))
