@@ -259,6 +259,9 @@ def test_from_torch_widens_float_types_numpy_lacks_and_names_the_rest():
     holds each value exactly; a type with no NumPy counterpart names its entry."""
     torch = pytest.importorskip("torch", reason="PyTorch is not installed")
     weight = torch.randn(3, 4).to(torch.bfloat16)
+    # bfloat16 has float32's exponent range: values no float16 holds (past 65504, below its
+    # smallest subnormal 6e-8) must come through unchanged, not through a narrower type.
+    weight[0, :3] = torch.tensor([3e38, -1e30, 1e-30])
     got = ck.from_torch({"0.weight": weight})["0.weight"]
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, weight.float().numpy())
@@ -288,3 +291,4 @@ def test_to_torch_and_back(name):
     fresh = build_from_spec(spec, rng=5)
     fresh.load_state_dict(ck.from_torch(reference.state_dict()))
     _assert_same_state(fresh.state_dict(), model.state_dict())
+
