@@ -292,3 +292,24 @@ def test_to_torch_and_back(name):
     fresh.load_state_dict(ck.from_torch(reference.state_dict()))
     _assert_same_state(fresh.state_dict(), model.state_dict())
 
+
+@pytest.mark.torch
+def test_torch_conversions_are_copies():
+    """from_torch and to_torch share no memory with what they convert: tensors (or a gpucnn
+    state dict) changed in place afterwards, as training does, leave the converted state as it
+    was taken."""
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    tensors = {"0.weight": torch.randn(3, 4), "0.bias": torch.randn(3)}
+    arrays = ck.from_torch(tensors)
+    kept = {k: v.copy() for k, v in arrays.items()}
+    for tensor in tensors.values():
+        tensor.add_(1.0)
+    for key, value in arrays.items():
+        np.testing.assert_array_equal(value, kept[key], err_msg=key)
+    state = build_from_spec(model_spec("tutorial-mnist"), rng=0).state_dict()
+    converted = ck.to_torch(state)
+    before = {k: v.clone() for k, v in converted.items()}
+    for value in state.values():
+        value += 1
+    for key, tensor in converted.items():
+        assert torch.equal(tensor, before[key]), key
