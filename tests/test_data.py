@@ -259,6 +259,17 @@ def test_loader_batches_normalises_and_covers_every_sample():
     np.testing.assert_array_equal(np.concatenate([b[1] for b in batches])[order], labels)
 
 
+def test_loader_leaves_the_callers_images_alone():
+    """The images are normalised in a copy, also when they are float32 already (no cast to
+    copy them): the caller's array keeps its raw values."""
+    images = np.arange(23 * 4, dtype=np.float32).reshape(23, 1, 2, 2)
+    before = images.copy()
+    loader = DataLoader(images, np.arange(23) % 3, 5, mean=10.0, std=2.0)
+    np.testing.assert_array_equal(images, before)
+    x = np.concatenate([b[0] for b in loader])
+    np.testing.assert_allclose(x, (before - 10) / 2)
+
+
 def test_loader_drop_last_and_no_shuffle():
     images, labels = _toy()
     loader = DataLoader(images, labels, 5, drop_last=True)
