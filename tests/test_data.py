@@ -216,6 +216,41 @@ def test_evaluate_restores_training_mode_when_the_model_fails():
     assert model.training
 
 
+def _bn_dropout_net(rng):
+    """A net whose outputs differ between training and eval mode (batch statistics, dropout)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1, rng=rng), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
+        nn.Dropout(0.5, seed=1), nn.Linear(27, 4, rng=rng),
+    )  # fmt: skip
+
+
+def _by_hand(model, loader):
+    """(mean loss, accuracy) over the loader's batches, in the model's current mode."""
+    loss_fn, total, correct = nn.CrossEntropyLoss(), 0.0, 0
+    for x, y in loader:
+        logits = model(x)
+        total += float(loss_fn(logits, y)) * len(y)
+        correct += int((logits.argmax(axis=1) == y).sum())
+    return total / loader.num_samples, correct / loader.num_samples
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_evaluate_scores_the_eval_mode_and_restores_the_mode(training):
+    """evaluate: the loss and accuracy of the eval-mode outputs (running statistics, no
+    dropout), the model left in the mode it came in."""
+    rng = np.random.default_rng()
+    images, labels = rng.standard_normal((50, 1, 3, 3)), rng.integers(0, 4, 50)
+    loader = DataLoader(images, labels, 16)
+    model = _bn_dropout_net(rng)
+    model.train()
+    _by_hand(model, loader)  # running statistics of their own, not the initial ones
+    model.train(training)
+    loss, accuracy = evaluate(model, loader)
+    assert model.training == training
+    want = _by_hand(model.eval(), loader)
+    assert loss == pytest.approx(want[0], rel=1e-5) and accuracy == want[1]
+
+
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="unknown dataset 'cifar'"):
         load_dataset("cifar")
