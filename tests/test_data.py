@@ -251,6 +251,22 @@ def test_evaluate_scores_the_eval_mode_and_restores_the_mode(training):
     assert loss == pytest.approx(want[0], rel=1e-5) and accuracy == want[1]
 
 
+def test_train_epoch_scores_its_batches():
+    """train_epoch's (mean loss, accuracy) over the samples of its batches: with lr 0 the
+    model stays as it is, so they are those of its training-mode outputs."""
+    rng = np.random.default_rng()
+    images, labels = rng.standard_normal((50, 1, 3, 3)), rng.integers(0, 4, 50)
+    loader = DataLoader(images, labels, 16)
+    model = _bn_dropout_net(rng)
+    bar = type("Bar", (), {"update": lambda self, n: None, "set_postfix": lambda self, **k: None})
+    optimizer = SGD(model.parameters(), lr=0.0)
+    masks = model.random_state()
+    got = train_epoch(model, nn.CrossEntropyLoss(), optimizer, loader, bar())
+    model.set_random_state(masks)  # the same dropout masks again
+    want = _by_hand(model.train(), loader)
+    assert got[0] == pytest.approx(want[0], rel=1e-5) and got[1] == want[1]
+
+
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="unknown dataset 'cifar'"):
         load_dataset("cifar")
