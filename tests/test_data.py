@@ -389,6 +389,21 @@ def test_loader_augmentation_keeps_shapes_and_pixels():
     assert set(np.unique(xb)) <= {0.0, 1.0} and (xb.sum(axis=(1, 2, 3)) > 0).all()
 
 
+def test_shift_and_flip_draw_every_offset_and_both_orientations():
+    """shift=1 moves each image by -1, 0 or +1 on each axis, all nine offsets drawn; flip
+    mirrors some images left to right and leaves the rest. One marked pixel per image shows
+    where it went (400 draws miss an offset with probability ~1e-19)."""
+    images = np.zeros((400, 1, 3, 3), np.float32)
+    images[:, 0, 1, 1] = 1.0  # the centre: any shift keeps it inside
+    ((x, _),) = list(DataLoader(images, np.zeros(400), 400, shift=1, rng=np.random.default_rng()))
+    where = {tuple(np.argwhere(image[0])[0]) for image in x}
+    assert where == {(r, c) for r in range(3) for c in range(3)}
+    images[:, 0, 1, 1], images[:, 0, 0, 0] = 0.0, 1.0  # a corner: a flip moves it
+    ((x, _),) = list(DataLoader(images, np.zeros(400), 400, flip=True, rng=np.random.default_rng()))
+    where = {tuple(np.argwhere(image[0])[0]) for image in x}
+    assert where == {(0, 0), (0, 2)}
+
+
 def test_shift_padding_is_a_raw_zero_after_normalisation():
     """Images are normalised once at load, so the shift fills its border with the normalised 0."""
     images = np.full((4, 1, 6, 6), 200, dtype=np.uint8)
