@@ -34,9 +34,9 @@ def test_state_dict_round_trip_restores_outputs():
     np.testing.assert_array_equal(a(x), b(x))
 
 
-def test_loaded_state_is_the_modules_own_copy():
-    """Training updates weights, buffers and optimizer state in place; what was loaded from a dict
-    must not write into that dict's arrays (a snapshot, or a second model loaded from it)."""
+def _conv_bn_training():
+    """(model, Adam optimizer, step): a conv and a batch norm, so that a step changes weights,
+    buffers and moments in place."""
     rng = np.random.default_rng()
     model = nn.Sequential(nn.Conv2d(1, 2, 3, rng=rng), nn.BatchNorm2d(2), nn.Flatten())
     opt = optim.Adam(model.parameters(), 0.1)
@@ -50,6 +50,13 @@ def test_loaded_state_is_the_modules_own_copy():
         model.backward(rng.standard_normal(out.shape).astype(np.float32))
         opt.step()
 
+    return model, opt, step
+
+
+def test_loaded_state_is_the_modules_own_copy():
+    """Training updates weights, buffers and optimizer state in place; what was loaded from a dict
+    must not write into that dict's arrays (a snapshot, or a second model loaded from it)."""
+    model, opt, step = _conv_bn_training()
     step()  # so the optimizer has moment arrays to load
     snapshot, opt_state = model.state_dict(), opt.state_dict()
     kept = {k: np.array(v) for k, v in {**snapshot, **opt_state}.items()}
@@ -215,16 +222,7 @@ def test_scheduler_state_dict_resumes_the_schedule(schedule):
 def test_state_dicts_are_snapshots():
     """state_dict() of a model and of its optimizer are copies: training on after taking them
     (weights, batch-norm buffers and moments all change in place) leaves them as they were."""
-    rng = np.random.default_rng()
-    model = nn.Sequential(nn.Conv2d(1, 2, 3, rng=rng), nn.BatchNorm2d(2), nn.Flatten())
-    opt = optim.Adam(model.parameters(), 0.1)
-
-    def step():
-        model.zero_grad()
-        out = model(rng.standard_normal((4, 1, 6, 6)).astype(np.float32))
-        model.backward(rng.standard_normal(out.shape).astype(np.float32))
-        opt.step()
-
+    model, opt, step = _conv_bn_training()
     step()
     states = {**model.state_dict(), **{f"opt/{k}": v for k, v in opt.state_dict().items()}}
     kept = {k: np.array(v) for k, v in states.items()}
