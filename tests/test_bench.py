@@ -813,3 +813,39 @@ def test_conv_algorithm_option_sets_the_convolutions(tmp_path, capsys, monkeypat
     assert any(kernel.startswith("winograd_") for kernel, _ in launches) is winograd
     assert record["arguments"]["conv_algorithm"] == algorithm
     assert {row["op"] for row in record["results"] if row["status"] == "ok"} >= {"conv forward"}
+
+
+# ----------------------------------------------------------------------------------- timing
+class _LogClock:
+    """A clock that calls ``fn`` ``number`` times and reports ``seconds``; logs each sample."""
+
+    def __init__(self, name, log, seconds=1.0):
+        self.name, self.log, self.value = name, log, seconds
+
+    def seconds(self, fn, number, rewarm=None):
+        self.log.append((self.name, number))
+        for _ in range(number):
+            fn()
+        return self.value
+
+
+def test_measure_warms_up_then_rotates_the_peers_every_round():
+    """Each runner's warm-up calls (its ``warmup`` where it has one) come before any sample and
+    are not samples; the rounds rotate the order (a b c, b c a, c a b); ``max_samples`` caps a
+    slow runner's samples; ``scale`` turns seconds per call into seconds per unit."""
+    log, calls = [], []
+    runners = {
+        name: timing.Runner(
+            lambda name=name: calls.append(name),
+            _LogClock(name, log, 0.5),
+            number=1,
+            warmup=lambda name=name: calls.append(f"warm {name}"),
+        )
+        for name in "abc"
+    }
+    runners["c"].max_samples, runners["b"].scale = 2, 4.0
+    samples = timing.measure(runners, 3, str, warmups=2)
+    assert calls[:6] == ["warm a", "warm a", "warm b", "warm b", "warm c", "warm c"]
+    assert [name for name, _ in log] == ["a", "b", "c", "b", "c", "a", "a", "b"]
+    assert samples["a"].times == [0.5] * 3 and samples["b"].times == [2.0] * 3
+    assert samples["c"].times == [0.5] * 2
