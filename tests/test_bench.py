@@ -849,3 +849,17 @@ def test_measure_warms_up_then_rotates_the_peers_every_round():
     assert [name for name, _ in log] == ["a", "b", "c", "b", "c", "a", "a", "b"]
     assert samples["a"].times == [0.5] * 3 and samples["b"].times == [2.0] * 3
     assert samples["c"].times == [0.5] * 2
+
+
+def test_calls_per_sample_fill_the_minimum_sample_time():
+    """``number`` fixes the calls per sample; without it, one timed call calibrates: enough
+    calls that a sample lasts MIN_SAMPLE_S, between 1 and MAX_CALLS."""
+    for once, calls in ((timing.MIN_SAMPLE_S / 4, 4), (1.0, 1), (1e-12, timing.MAX_CALLS)):
+        log = []
+        runner = timing.Runner(lambda: None, _LogClock("a", log, once))
+        samples = timing.measure({"a": runner}, 1, str, warmups=0)
+        assert samples["a"].number == calls and log == [("a", 1), ("a", calls)]
+    log = []
+    runner = timing.Runner(lambda: None, _LogClock("a", log), number=7)
+    samples = timing.measure({"a": runner}, 1, str)
+    assert samples["a"].number == 7 and log == [("a", 7)]
