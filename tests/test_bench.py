@@ -863,3 +863,31 @@ def test_calls_per_sample_fill_the_minimum_sample_time():
     runner = timing.Runner(lambda: None, _LogClock("a", log), number=7)
     samples = timing.measure({"a": runner}, 1, str)
     assert samples["a"].number == 7 and log == [("a", 7)]
+
+
+def test_event_clock_times_the_calls_between_its_events_after_draining_the_device():
+    """A GPU sample: the device drained first (no earlier work in the figure), the start event
+    recorded before the calls and the end event after them, the end waited for, and the
+    elapsed milliseconds turned into seconds per call. Stand-in events: no GPU here."""
+    log = []
+
+    class Event:
+        def __init__(self, name):
+            self.name = name
+
+        def record(self):
+            log.append(f"record {self.name}")
+
+        def synchronize(self):
+            log.append(f"wait {self.name}")
+
+    names = iter(("start", "end"))
+    clock = timing.EventClock(
+        lambda: Event(next(names)),
+        lambda start, end: log.append(f"elapsed {start.name} {end.name}") or 8.0,
+        lambda: log.append("drain"),
+    )
+    assert clock.seconds(lambda: log.append("call"), 4) == 8.0 / 1e3 / 4
+    assert log == [
+        "drain", "record start", *["call"] * 4, "record end", "wait end", "elapsed start end",
+    ]  # fmt: skip
