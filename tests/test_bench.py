@@ -891,3 +891,15 @@ def test_event_clock_times_the_calls_between_its_events_after_draining_the_devic
     assert log == [
         "drain", "record start", *["call"] * 4, "record end", "wait end", "elapsed start end",
     ]  # fmt: skip
+
+
+def test_host_clock_reads_the_clock_only_with_the_device_synchronised(monkeypatch):
+    """On the CPU clock the device (the emulated GPU's queue) is synchronised after the untimed
+    calls and after the timed ones, before each reading that bounds the timed calls."""
+    log = []
+    monkeypatch.setattr(timing.time, "sleep", lambda s: None)
+    monkeypatch.setattr(timing, "REWARM_S", 0.0)
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: log.append("clock") or len(log))
+    clock = timing.HostClock(lambda: log.append("sync"))
+    clock.seconds(lambda: log.append("call"), 2, rewarm=lambda: log.append("rewarm"))
+    assert log == ["clock", "rewarm", "sync", "clock", "clock", "call", "call", "sync", "clock"]
