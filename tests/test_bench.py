@@ -5,6 +5,7 @@ algorithm. Smoke tests with tiny sizes: no timing is asserted."""
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -813,6 +814,29 @@ def test_conv_algorithm_option_sets_the_convolutions(tmp_path, capsys, monkeypat
     assert any(kernel.startswith("winograd_") for kernel, _ in launches) is winograd
     assert record["arguments"]["conv_algorithm"] == algorithm
     assert {row["op"] for row in record["results"] if row["status"] == "ok"} >= {"conv forward"}
+
+
+# ------------------------------------------------------------------ the figures' arithmetic
+def _table_cells(results):
+    """The table's rows as {column: cell} (columns are two or more spaces apart)."""
+    header, _, *rows = table(results).splitlines()
+    names = re.split(r"\s{2,}", header)
+    return [dict(zip(names, re.split(r"\s{2,}", row), strict=True)) for row in rows]
+
+
+def test_median_and_iqr_are_of_the_samples_middle_and_quartiles():
+    """The median column is the middle sample (not the mean: one slow sample must not move it),
+    and IQR is (q3 - q1) / median over the linear-interpolated quartiles; one sample: no IQR."""
+    r = Result("step", "b2", "train step", "a", "cpu", "float32", times=[4.0, 1.0, 10.0, 2.0])
+    assert r.median == 3.0
+    (cells,) = _table_cells([r])
+    assert (cells["median"], cells["IQR"]) == ("3 s", "125%")  # q1 = 1.75, q3 = 5.5
+    one = Result("step", "b2", "train step", "a", "cpu", "float32", times=[1.0, 1.0])
+    assert _table_cells([one])[0]["IQR"] == "0%"
+    one.times = [1.0]
+    assert _table_cells([one])[0]["IQR"] == "-"
+    failed = Result("step", "b2", "train step", "a", "cpu", "float32", times=[1.0], status="x")
+    assert failed.median is None  # a peer that did not run to the end has no figure
 
 
 # ----------------------------------------------------------------------------------- timing
