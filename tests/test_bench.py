@@ -839,6 +839,14 @@ def test_median_and_iqr_are_of_the_samples_middle_and_quartiles():
     assert failed.median is None  # a peer that did not run to the end has no figure
 
 
+def test_samples_per_second_count_the_samples_one_time_covers():
+    """An epoch row's samples/s is its samples (every whole batch) over its median, not its
+    batch size over it."""
+    r = Result("epoch", "random 32 samples b16", "epoch", "a", "cpu", "float32",
+               samples_per_unit=32, batch_size=16, times=[2.0])  # fmt: skip
+    assert _table_cells([r])[0]["samples/s"] == "16"
+
+
 # ----------------------------------------------------------------------------------- timing
 class _LogClock:
     """A clock that calls ``fn`` ``number`` times and reports ``seconds``; logs each sample."""
