@@ -935,3 +935,27 @@ def test_host_clock_reads_the_clock_only_with_the_device_synchronised(monkeypatc
     clock = timing.HostClock(lambda: log.append("sync"))
     clock.seconds(lambda: log.append("call"), 2, rewarm=lambda: log.append("rewarm"))
     assert log == ["clock", "rewarm", "sync", "clock", "clock", "call", "call", "sync", "clock"]
+
+
+# ------------------------------------------------------------------------------------ goals
+def test_a_goal_reached_exactly_is_met():
+    """Every goal is "at least" or "at most": a figure equal to it meets it (ratios of exact
+    binary fractions here, so the equality is exact)."""
+    step = "tutorial-mnist b8"
+    results = [
+        _timed("step", step, "train step", "gpucnn-cpu", "cpu", 1.0),
+        _timed("step", step, "train step", "pytorch-cpu", "cpu", 0.75),
+        _timed("ops", "c1", "conv forward", "gpucnn-cuda", "cuda", 0.5),
+        _timed("ops", "c1", "conv forward", "pytorch-cuda", "cuda", 0.5),
+        _timed("bandwidth", "x", "relu forward", "gpucnn-cuda", "cuda", 1e-3),
+    ]
+    results[-1].copy_fraction = 0.75
+    add_ratios(results)
+    checks = (
+        goals.Faster("step", step, "gpucnn-cpu", "pytorch-cpu", 0.75),
+        goals.Within("step", step, "gpucnn-cpu", 1.0),
+        goals.FasterOnAverage("ops", "conv", "gpucnn-cuda", "pytorch-cuda", 1.0, 1.0),
+        goals.CopyFraction(0.75),
+    )
+    verdicts = [v for goal in checks for v in goal.check(results)]
+    assert [v.met for v in verdicts] == [True] * 5, [v.line() for v in verdicts]
