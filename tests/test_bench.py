@@ -959,3 +959,35 @@ def test_a_goal_reached_exactly_is_met():
     )
     verdicts = [v for goal in checks for v in goal.check(results)]
     assert [v.met for v in verdicts] == [True] * 5, [v.line() for v in verdicts]
+
+
+def test_goals_read_only_their_case_op_and_whole_epochs():
+    """A goal reads its own case (another batch size's row of the same peer is not it), its own
+    op (the compile suite's cuBLAS-ready row shares the case of the warm step's goal but has
+    none), whole epochs only (a longer random epoch is not a Fashion-MNIST epoch), and averages
+    only the conv rows both peers ran."""
+    step_cpu, step_gpu = "tutorial-mnist b256", "tutorial-mnist b64"  # the issue's batches
+    warm, ready = "warm first train step", "warm first train step, cuBLAS ready"
+    results = [
+        _timed("step", step_cpu, "train step", "gpucnn-cuda-graph", "cuda", 1.0),  # other case
+        _timed("step", step_gpu, "train step", "gpucnn-cuda-graph", "cuda", 50e-6),
+        _timed("step", step_gpu, "train step", "pytorch-cuda", "cuda", 600e-6),
+        _timed("epoch", "random 120000 samples b64", "epoch", "gpucnn-cuda", "cuda", 0.09),
+        _timed("compile", GOALS[warm].case, warm, "gpucnn-cuda", "cuda", 0.05),
+        _timed("compile", GOALS[ready].case, ready, "gpucnn-cuda", "cuda", 0.5),
+        _timed("ops", "c1", "conv forward", "gpucnn-cuda", "cuda", 1e-5),
+        _timed("ops", "c1", "conv forward", "pytorch-cuda", "cuda", 2e-5),
+        _timed("ops", "c2", "conv forward", "gpucnn-cuda", "cuda", 1e-5),  # PyTorch has no c2
+    ]
+    results[3].samples_per_unit, results[3].batch_size = 120000, 64
+    add_ratios(results)
+    assert [v.line() for v in goals.check(results)] == [
+        f"step: {step_gpu}, gpucnn-cuda-graph 50 us (goal <= 60 us): met",
+        f"step: {step_gpu}, gpucnn-cuda-graph vs pytorch-cuda 12x (goal >= 6x): met",
+        "epoch: random 120000 samples b64, gpucnn-cuda: 120,000 samples, the goal is for a "
+        "whole epoch's 59,968: not checked",
+        "ops: 1 conv rows, gpucnn-cuda vs pytorch-cuda: geometric mean 2x (goal >= 1x): met",
+        "ops: 1 conv rows, gpucnn-cuda vs pytorch-cuda: slowest 2x, c1 conv forward "
+        "(goal: none under 0.8x): met",
+        f"compile: {GOALS[warm].case}, {warm}, gpucnn-cuda 50 ms (goal <= 100 ms): met",
+    ]
