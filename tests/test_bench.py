@@ -991,3 +991,22 @@ def test_goals_read_only_their_case_op_and_whole_epochs():
         "(goal: none under 0.8x): met",
         f"compile: {GOALS[warm].case}, {warm}, gpucnn-cuda 50 ms (goal <= 100 ms): met",
     ]
+
+
+def test_only_a_gpucnn_peers_own_failure_misses_a_goal():
+    """A PyTorch graph peer whose capture failed leaves the goal against it not checked (no
+    fault of gpucnn's), and the run's exit status does not count it; gpucnn's own capture
+    failing misses the goal."""
+    step = goals.STEP_GPU
+    failed = f"{CAPTURE_FAILED}: RuntimeError: x"
+    results = [
+        _timed("step", step, "train step", "gpucnn-cuda-graph", "cuda", 50e-6),
+        _unavailable("step", step, "train step", "pytorch-cuda-graph", "cuda", failed),
+    ]
+    add_ratios(results)
+    faster = goals.Faster("step", step, "gpucnn-cuda-graph", "pytorch-cuda-graph", 1.2)
+    assert [v.met for v in faster.check(results)] == [None]
+    assert not peers.own_failure("pytorch-cuda-graph", failed)
+    assert peers.own_failure("gpucnn-cuda-graph", failed)
+    results[0] = _unavailable("step", step, "train step", "gpucnn-cuda-graph", "cuda", failed)
+    assert [v.met for v in faster.check(results)] == [False]
