@@ -1010,3 +1010,26 @@ def test_only_a_gpucnn_peers_own_failure_misses_a_goal():
     assert peers.own_failure("gpucnn-cuda-graph", failed)
     results[0] = _unavailable("step", step, "train step", "gpucnn-cuda-graph", "cuda", failed)
     assert [v.met for v in faster.check(results)] == [False]
+
+
+# ------------------------------------------------------------------------------------ peers
+def test_peers_figures_come_from_the_device_they_run_on():
+    """gpucnn's emulated CUDA kernels run on the CPU: their ratios are to the CPU's peers, never
+    to the GPU's; PyTorch's TF32 peer is the one recorded as tf32, the others as float32."""
+    devices = {name: peer.device for name, peer in PEERS.items()}
+    assert devices == {
+        "tutorial-loops": "cpu", "gpucnn-cpu": "cpu", "gpucnn-cuda-emu": "cpu",
+        "pytorch-cpu": "cpu", "gpucnn-cuda": "cuda", "gpucnn-cuda-graph": "cuda",
+        "gpucnn-cuda-baseline-graph": "cuda", "pytorch-cuda": "cuda",
+        "pytorch-cuda-graph": "cuda", "pytorch-cuda-tf32": "cuda",
+    }  # fmt: skip
+    assert {n for n, p in PEERS.items() if p.precision != "float32"} == {
+        "tutorial-loops", "pytorch-cuda-tf32",
+    }  # fmt: skip
+    assert PEERS["pytorch-cuda-tf32"].precision == "tf32"
+    results = [
+        Result.of(PEERS[name], "ops", "c1", "conv forward", times=[seconds])
+        for name, seconds in (("gpucnn-cuda-emu", 2.0), ("pytorch-cpu", 1.0), ("gpucnn-cuda", 0.5))
+    ]
+    add_ratios(results)
+    assert [r.ratios for r in results] == [{"pytorch-cpu": 0.5}, {"gpucnn-cuda-emu": 2.0}, {}]
