@@ -1033,3 +1033,22 @@ def test_peers_figures_come_from_the_device_they_run_on():
     ]
     add_ratios(results)
     assert [r.ratios for r in results] == [{"pytorch-cpu": 0.5}, {"gpucnn-cuda-emu": 2.0}, {}]
+
+
+def test_the_tf32_peer_runs_its_calls_with_tf32_on_and_the_others_with_it_off(monkeypatch):
+    """TF32 is a global PyTorch mode and CUDA peers alternate: each CUDA peer's call sets the
+    mode it measures (on for pytorch-cuda-tf32 only). A stand-in torch: no GPU here."""
+    matmul = types.SimpleNamespace(allow_tf32=False)
+    cudnn = types.SimpleNamespace(allow_tf32=False, benchmark=False)
+    torch = types.SimpleNamespace(backends=types.SimpleNamespace(
+        cuda=types.SimpleNamespace(matmul=matmul), cudnn=cudnn,
+    ))  # fmt: skip
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    seen = []
+
+    def call():
+        seen.append((matmul.allow_tf32, cudnn.allow_tf32))
+
+    tf32, plain = (peers.torch_call(PEERS[n], call) for n in ("pytorch-cuda-tf32", "pytorch-cuda"))
+    tf32(), plain(), tf32()
+    assert seen == [(True, True), (False, False), (True, True)]
