@@ -1052,3 +1052,17 @@ def test_the_tf32_peer_runs_its_calls_with_tf32_on_and_the_others_with_it_off(mo
     tf32, plain = (peers.torch_call(PEERS[n], call) for n in ("pytorch-cuda-tf32", "pytorch-cuda"))
     tf32(), plain(), tf32()
     assert seen == [(True, True), (False, False), (True, True)]
+
+
+def test_each_peer_is_timed_by_its_own_devices_clock(monkeypatch):
+    """CUDA events for the CUDA peers (CuPy's for gpucnn, PyTorch's for PyTorch), the host clock
+    elsewhere; gpucnn's host clock synchronises its backend (the emulated GPU's queue)."""
+    monkeypatch.setattr(peers, "cupy_clock", lambda: "cupy events")
+    monkeypatch.setattr(peers, "torch_clock", lambda: "torch events")
+    sync = lambda: None  # noqa: E731
+    assert peers.gpucnn_clock(types.SimpleNamespace(name="cuda", synchronize=sync)) == "cupy events"
+    emu = peers.gpucnn_clock(types.SimpleNamespace(name="cuda-emu", synchronize=sync))
+    assert isinstance(emu, timing.HostClock) and emu.sync is sync
+    assert peers.torch_clock_for(PEERS["pytorch-cuda"]) == "torch events"
+    assert peers.torch_clock_for(PEERS["pytorch-cuda-tf32"]) == "torch events"
+    assert isinstance(peers.torch_clock_for(PEERS["pytorch-cpu"]), timing.HostClock)
