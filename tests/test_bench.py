@@ -1066,3 +1066,30 @@ def test_each_peer_is_timed_by_its_own_devices_clock(monkeypatch):
     assert peers.torch_clock_for(PEERS["pytorch-cuda"]) == "torch events"
     assert peers.torch_clock_for(PEERS["pytorch-cuda-tf32"]) == "torch events"
     assert isinstance(peers.torch_clock_for(PEERS["pytorch-cpu"]), timing.HostClock)
+
+
+# --------------------------------------------------------------------------------- training
+def _logging_step(log, what):
+    """A stand-in for a step maker: its step appends ``what(x, y)`` to ``log``."""
+    return lambda *args, **kwargs: lambda x, y: log.append(what(x, y))
+
+
+def test_an_epoch_runs_every_whole_batch_once_for_every_peer(monkeypatch):
+    """gpucnn's epoch and PyTorch's both train each whole batch of the set once (the last
+    partial one dropped, as the row's sample count says) and warm up on EPOCH_WARMUP_STEPS
+    steps; the tutorial's step runner times one sample per call, scaled to the batch."""
+    data = training.random_images(88)  # 5 whole batches of 16, 8 samples dropped
+    for peer, name in (("gpucnn-cpu", "gpucnn_step"), ("pytorch-cpu", "torch_step")):
+        if peer == "pytorch-cpu":
+            pytest.importorskip("torch")
+        batches = []
+        monkeypatch.setattr(training, name, _logging_step(batches, lambda x, y: len(y)))
+        runner = training.epoch_runner(PEERS[peer], 16, data)
+        assert runner.number == 1
+        runner.fn()
+        assert batches == [16] * 5, peer
+        batches.clear()
+        runner.warmup()
+        assert batches == [16] * training.EPOCH_WARMUP_STEPS, peer
+    runner = step_runner(PEERS["tutorial-loops"], 4, 1)
+    assert (runner.scale, runner.number, runner.max_samples) == (4, 1, 1)
