@@ -1093,3 +1093,15 @@ def test_an_epoch_runs_every_whole_batch_once_for_every_peer(monkeypatch):
         assert batches == [16] * training.EPOCH_WARMUP_STEPS, peer
     runner = step_runner(PEERS["tutorial-loops"], 4, 1)
     assert (runner.scale, runner.number, runner.max_samples) == (4, 1, 1)
+
+
+def test_compile_rows_note_a_goal_reached_exactly_as_met(monkeypatch):
+    """The compile suite notes each row's goal on the row: a median equal to it is met. Stand-in
+    backend and children: no GPU here."""
+    monkeypatch.setattr(peers, "get_backend", lambda device: types.SimpleNamespace(name=device))
+    times = {op: [row.goal or 1.0] for op, row in GOALS.items()}
+    monkeypatch.setattr(suites.coldstart, "samples", lambda repeats: times)
+    rows = suites.run_compile([PEERS["gpucnn-cuda"]], suites.Options([2], repeats=1))
+    notes = {r.op: r.note for r in rows}
+    assert notes["cold compile"].endswith("goal <= 2 s: met")
+    assert notes["warm first train step"].endswith("goal <= 0.1 s: met")
