@@ -98,6 +98,7 @@ def test_step_suite(backend, tmp_path, capsys, monkeypatch):
     rows = record["results"]
     assert {r["case"] for r in rows} == {"tutorial-mnist b2", "tutorial-mnist b3"}
     assert all(r["samples_per_unit"] in (2, 3) for r in rows)
+    assert all(r["batch_size"] == r["samples_per_unit"] for r in rows)  # a step is one batch
     tutorial = [r for r in rows if r["peer"] == "tutorial-loops"]
     if backend.name != "cuda":
         assert tutorial and all(len(r["times"]) == 1 for r in tutorial)
