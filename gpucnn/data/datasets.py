@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .download import official_dataset_of
-from .idx import IdxError, read_idx, write_idx
+from .idx import IdxError, read_file, read_idx, write_idx
 from .lines import CLASSES as LINES_CLASSES
 from .lines import generate_lines
 
@@ -168,11 +169,11 @@ def _moments(images: np.ndarray) -> tuple[float, float]:
     return float(sample.mean()), float(sample.std()) or 1.0
 
 
-def _check_official(name: str, paths: dict[str, Path]) -> None:
-    """An IdxError when a file is another dataset's official one (by SHA-256): MNIST in a
-    Fashion-MNIST folder, say, would train and test without a complaint."""
-    for path in paths.values():
-        other = official_dataset_of(path)
+def _check_official(name: str, paths: dict[str, Path], raws: dict[str, bytes]) -> None:
+    """An IdxError when a file is another dataset's official one (by the SHA-256 of its bytes
+    ``raws``): MNIST in a Fashion-MNIST folder, say, would train and test without a complaint."""
+    for key, path in paths.items():
+        other = official_dataset_of(hashlib.sha256(raws[key]).hexdigest())
         if other not in (None, name):
             raise IdxError(
                 f"{path} is {other}'s file (by its SHA-256), not {name}'s: point --data-dir at "
@@ -206,9 +207,11 @@ def _check_values(paths: dict[str, Path], arrays: dict[str, np.ndarray], classes
 def _load_idx(name: str, data_dir, train_size: int | None, test_size: int | None) -> Dataset:
     info = dataset_info(name)
     paths = find_idx_files(name, data_dir)
-    _check_official(name, paths)
+    raws = {key: read_file(path) for key, path in paths.items()}  # each file read once
+    _check_official(name, paths, raws)
     arrays = {
-        key: read_idx(path, ndim=3 if key.endswith("x") else 1) for key, path in paths.items()
+        key: read_idx(path, ndim=3 if key.endswith("x") else 1, raw=raws[key])
+        for key, path in paths.items()
     }
     for split in ("train", "test"):
         x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]

@@ -52,10 +52,9 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def official_dataset_of(path: str | os.PathLike) -> str | None:
-    """The dataset whose official file ``path`` is, by its SHA-256, or None: MNIST and
+def official_dataset_of(sha256: str) -> str | None:
+    """The dataset one of whose official files has this SHA-256, or None: MNIST and
     Fashion-MNIST files look alike (28x28, ten classes) and would train one as the other."""
-    sha256 = sha256_of(path)
     return next((name for name, (_, sums) in SOURCES.items() if sha256 in sums.values()), None)
 
 
@@ -102,13 +101,15 @@ def download(
     default_url, files = SOURCES[name]
     base = (base_url or default_url).rstrip("/") + "/"
     folder = check_writable_folder(data_dir, "--data-dir")
-    for filename in files:
-        other = (folder / filename).is_file() and official_dataset_of(folder / filename)
+    have = {f: sha256_of(folder / f) for f in files if (folder / f).is_file()}  # hashed once
+    for filename, digest in have.items():
+        other = official_dataset_of(digest)
         if other and other != name:
             raise DownloadError(
                 f"{folder / filename} is {other}'s, which would be replaced by {name}'s: "
                 f"download {name} into another folder (--data-dir {folder / name}, say)"
             )
     for filename, sha256 in files.items():
-        fetch(base + filename, folder / filename, sha256, timeout)
+        if have.get(filename) != sha256:  # a file already there with the right checksum stays
+            fetch(base + filename, folder / filename, sha256, timeout)
     return folder

@@ -31,11 +31,15 @@ class IdxError(ValueError):
     """An IDX file that is truncated, corrupt or not as expected; the message names the file."""
 
 
-def _read_bytes(path: Path) -> bytes:
+def read_file(path: Path) -> bytes:
+    """The file's bytes as stored (gzip-compressed or raw); an IdxError naming it if unreadable."""
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except OSError as err:
         raise IdxError(f"{path}: cannot read: {err.strerror or err}") from err
+
+
+def _decompressed(raw: bytes, path: Path) -> bytes:
     if raw[:2] != _GZIP_MAGIC:
         return raw
     try:
@@ -44,15 +48,18 @@ def _read_bytes(path: Path) -> bytes:
         raise IdxError(f"{path}: corrupt or truncated gzip data ({err})") from err
 
 
-def read_idx(path: str | os.PathLike, ndim: int | None = None) -> np.ndarray:
+def read_idx(
+    path: str | os.PathLike, ndim: int | None = None, raw: bytes | None = None
+) -> np.ndarray:
     """Read an IDX file (gzip-compressed or raw) into a native-endian array.
 
     ``ndim``: the number of dimensions the caller expects (3 for images, 1 for labels), checked.
+    ``raw``: the file's bytes when the caller has read them already (:func:`read_file`).
     Raises :class:`IdxError` naming the file for a bad magic number, wrong dimensions or a length
     that does not match the header.
     """
     path = Path(path)
-    data = _read_bytes(path)
+    data = _decompressed(read_file(path) if raw is None else raw, path)
     if len(data) < 4:
         raise IdxError(f"{path}: too short for an IDX header ({len(data)} bytes)")
     zero, code, nd = struct.unpack(">HBB", data[:4])
