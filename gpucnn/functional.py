@@ -116,7 +116,7 @@ def pool2d_arguments(x, kernel_size, stride, padding, what: str):
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0):
-    """Max pooling over windows (padding acts as -inf). x: (N, C, H, W) -> (N, C, Ho, Wo)."""
+    """Max pooling over windows (padding is never chosen). x: (N, C, H, W) -> (N, C, Ho, Wo)."""
     backend, kernel, stride, pad = pool2d_arguments(x, kernel_size, stride, padding, "max_pool2d")
     return backend.max_pool2d_forward(x, kernel, stride, pad)[0]
 

@@ -249,13 +249,16 @@ class NumpyBackend(Backend):
 def _first_in_bounds_taps(top, tap, kernel, stride, padding) -> None:
     """Where a window's maximum is -inf, point ``tap`` at its first in-bounds tap, as the reference
     and the GPU do: tap 0, a padded one, is no pixel of the window (its gradient went astray).
-    top and tap: (..., Ho, Wo). Every window has an in-bounds tap: padding is at most half the
-    kernel (shapes.check_pool_padding)."""
+    top and tap: (..., Ho, Wo). Only the top rows and left columns of windows start in the
+    padding; every window has an in-bounds tap, padding being at most half the kernel
+    (shapes.check_pool_padding)."""
     h0 = np.arange(top.shape[-2])[:, None] * stride[0] - padding[0]  # the windows' corners
     w0 = np.arange(top.shape[-1])[None, :] * stride[1] - padding[1]
-    rows, cols = np.maximum(-h0, 0), np.maximum(-w0, 0)  # padded rows and columns before it
-    moved = (top == -np.inf) & (rows + cols > 0)
-    tap[moved] = np.broadcast_to(rows * kernel[1] + cols, top.shape)[moved]
+    first = np.maximum(-h0, 0) * kernel[1] + np.maximum(-w0, 0)  # (Ho, Wo); 0 where in bounds
+    top_rows, left_cols = -(-padding[0] // stride[0]), -(-padding[1] // stride[1])
+    for edge in (np.s_[..., :top_rows, :], np.s_[..., :left_cols]):
+        moved = top[edge] == -np.inf
+        tap[edge][moved] = np.broadcast_to(first[edge], moved.shape)[moved]
 
 
 def _first_nan_taps(windows: np.ndarray, top: np.ndarray, tap: np.ndarray) -> None:
