@@ -34,20 +34,16 @@ template <typename I> __device__ inline void taps_in_bounds(I t0, I k, I p, I n,
 }
 
 // A forward thread's output pixel, fixed over its loop: out = oh*Wo + ow in every plane, and its
-// window's in-bounds taps [h_lo, h_hi) x [w_lo, w_hi). The window's top-left tap (h0, w0) =
-// (oh*sh - ph, ow*sw - pw) has flat index `corner` = h0*W + w0 (as int, padded or not). `valid`
-// is false past the end of the plane.
+// window's in-bounds taps [h_lo, h_hi) x [w_lo, w_hi), its top-left tap being (oh*sh - ph,
+// ow*sw - pw). `valid` is false past the end of the plane.
 template <typename I> struct WindowPixel {
     I out, h_lo, h_hi, w_lo, w_hi;
-    int corner;
     bool valid;
     __device__ explicit WindowPixel(const Pool2d<I>& g)
         : out((I)blockIdx.x * BLOCK_1D + threadIdx.x), valid(out < g.Ho * g.Wo) {
         const I oh = out / g.Wo, hp = oh * g.sh, wp = (out - oh * g.Wo) * g.sw;  // padded (h0, w0)
         taps_in_bounds(hp, g.kh, g.ph, g.H, h_lo, h_hi);
         taps_in_bounds(wp, g.kw, g.pw, g.W, w_lo, w_hi);
-        // Unsigned I wraps where h0 or w0 < 0: the int is the same as from the exact value.
-        corner = (int)((hp - g.ph) * g.W + (wp - g.pw));
     }
 };
 
@@ -85,7 +81,7 @@ __device__ void max_pool2d_forward_body(const T* x, T* y, int* argmax,
         int best_index[PLANES_AT_ONCE];
 #pragma unroll
         for (int u = 0; u < PLANES_AT_ONCE; ++u)
-            best[u] = neg_infinity(T()), best_index[u] = at.corner;
+            best[u] = neg_infinity(T()), best_index[u] = 0;  // both set at the first tap
         bool take = true;  // the first in-bounds tap, whatever its value
         for_window_taps(g, at, b, x, [&](I tap, const T* v) {
 #pragma unroll
