@@ -201,3 +201,22 @@ def test_schedules_match_torch(schedule):
         s.step()
         ts.step()
         assert ours.lr == pytest.approx(theirs.param_groups[0]["lr"], rel=1e-9)
+
+
+@pytest.mark.parametrize("kernel", [2, 3, (2, 3)])
+def test_max_pool_of_windows_of_minus_inf_matches_torch(kernel):
+    """A padded window whose pixels are all -inf: the layer's output and input gradient are
+    PyTorch's (its argmax is the window's first pixel, never the padding), on the CPU."""
+    rng = np.random.default_rng()
+    x = rng.standard_normal((2, 3, 7, 8)).astype(np.float32)
+    x[:, :, :3, :] = -np.inf
+    x[:, :, :, :2] = -np.inf
+    layer = nn.MaxPool2d(kernel, stride=2, padding=1)
+    y = layer(x.copy())
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    gx = layer.backward(gy)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = torch.nn.functional.max_pool2d(tx, kernel, stride=2, padding=1)
+    ty.backward(torch.tensor(gy))
+    np.testing.assert_array_equal(y, ty.detach().numpy())
+    np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=RTOL, atol=ATOL)
