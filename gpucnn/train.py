@@ -22,7 +22,7 @@ from .atomic import atomic_write, check_writable_folder
 from .backend import get_backend
 from .captured_step import CapturedStep
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .data.datasets import Dataset, dataset_info, load_dataset
+from .data.datasets import Dataset, SubsetTooLargeError, dataset_info, load_dataset
 from .data.loader import DataLoader
 from .nn.summary import count_parameters
 from .nn.zoo import build_from_spec, model_spec
@@ -366,12 +366,18 @@ def evaluate_checkpoint(
     cfg = ckpt.meta.get("config", {})
     name = dataset or ckpt.meta.get("dataset") or "lines"
     same = name == ckpt.meta.get("dataset")
-    data = load_dataset(
-        name,
-        data_dir,
-        cfg.get("seed", 0) if same else 0,
-        test_size=cfg.get("test_size") if same else None,
-    )
+    try:
+        data = load_dataset(
+            name,
+            data_dir,
+            cfg.get("seed", 0) if same else 0,
+            test_size=cfg.get("test_size") if same else None,
+        )
+    except SubsetTooLargeError as error:  # eval has no --test-size: the size is the run's
+        raise ValueError(
+            f"{path} was tested on the first {error.size} test images (its run's --test-size), "
+            f"but {error.path} has only {error.available}"
+        ) from None
     trained_on = ckpt.meta.get("dataset")
     check_compatible(ckpt.spec, data, f"; it was trained on {trained_on}" if trained_on else "")
     model = ckpt.build_model(device)

@@ -580,6 +580,28 @@ def test_error_subset_larger_than_the_files(capsys, tmp_path):
     assert_one_line_error(code, err, "--test-size 5:", "has only 4 images")
 
 
+def test_error_eval_with_fewer_test_images_than_the_run_used(capsys, tmp_path):
+    """eval takes the test subset from the checkpoint's run; the error names that, not an
+    option eval does not have."""
+    argv = ["--dataset", "mnist", "--model", "tutorial-mnist", "--out", str(tmp_path)]
+    data = write_fake_idx_dataset(tmp_path / "data", 8, 6)
+    sizes = ["--train-size", "8", "--test-size", "6", "--epochs", "1", "--no-progress"]
+    assert run(capsys, "train", *argv, "--data-dir", str(data), *sizes)[0] == 0
+    fewer = write_fake_idx_dataset(tmp_path / "fewer", 8, 4)
+    eval_argv = ["eval", "--checkpoint", str(tmp_path / "model.npz"), "--data-dir", str(fewer)]
+    code, _, err = run(capsys, *eval_argv)
+    assert_one_line_error(
+        code,
+        err,
+        "model.npz was tested on the first 6 test images (its run's --test-size)",
+        "t10k-images-idx3-ubyte.gz has only 4",
+    )
+    code, text, _ = run(
+        capsys, "eval", "--checkpoint", str(tmp_path / "model.npz"), "--data-dir", str(data)
+    )
+    assert code == 0 and "test accuracy" in text
+
+
 def test_error_cuda_unavailable(capsys, tmp_path, without_cupy):
     code, _, err = run(capsys, "train", "--device", "cuda", "--out", str(tmp_path))
     assert_one_line_error(code, err, "CuPy is not installed")

@@ -28,6 +28,16 @@ class DataNotFoundError(FileNotFoundError):
     """A dataset's files are not where gpucnn looks; the message says how to get them."""
 
 
+class SubsetTooLargeError(ValueError):
+    """``--train-size``/``--test-size`` asks for more images than the files hold; ``split``,
+    ``size``, ``available`` and ``path`` let a caller that took the size from elsewhere (``eval``,
+    from a checkpoint) say so."""
+
+    def __init__(self, split: str, size: int, available: int, path: Path):
+        super().__init__(f"--{split}-size {size}: {path} has only {available} images")
+        self.split, self.size, self.available, self.path = split, size, available, path
+
+
 @dataclass
 class Dataset:
     """Train and test arrays of one dataset, unnormalised (uint8 pixels or float32 values).
@@ -224,9 +234,7 @@ def _load_idx(name: str, data_dir, train_size: int | None, test_size: int | None
             raise IdxError(f"{paths[split + '_x']} has 0 images")
         size = train_size if split == "train" else test_size
         if size is not None and size > len(y):
-            raise ValueError(
-                f"--{split}-size {size}: {paths[split + '_x']} has only {len(y)} images"
-            )
+            raise SubsetTooLargeError(split, size, len(y), paths[split + "_x"])
     _check_values(paths, arrays, len(info.classes))
     train_x = arrays["train_x"][:train_size, None]
     mean, std = _moments(train_x)
