@@ -22,9 +22,13 @@ P = nn.Linear(3, 2).parameters()
         (lambda: F.conv2d(X[0], W), ValueError, r"4-D .*got shape \(3, 8, 8\)"),
         (lambda: F.conv2d(X, W[:, :2]), ValueError, "input has 3 channels"),
         (lambda: F.conv2d(X, np.ones((4, 3, 9, 9), np.float32)), ValueError, "does not fit"),
+        (lambda: F.conv2d(X, np.ones((4, 3, 3, 9), np.float32)), ValueError, "would be 6x0"),
+        (lambda: F.conv2d(X, W, stride=True), TypeError, "stride must be an int or a pair"),
+        (lambda: F.conv2d(X, W, stride=(1, 1, 1)), TypeError, "stride must be an int or a pair"),
         (lambda: F.conv2d(X, W, stride=0), ValueError, "stride must be positive"),
         (lambda: F.conv2d(X, W, dilation=(1, -1)), ValueError, "dilation must be positive"),
         (lambda: F.conv2d(X, W, padding=-1), ValueError, "non-negative"),
+        (lambda: F.conv2d(X, W, padding=(0, -1)), ValueError, "non-negative"),
         (lambda: F.conv2d(X, W, padding="full"), ValueError, "'same' or 'valid'"),
         (lambda: F.conv2d(X, W, stride=2, padding="same"), ValueError, "stride 1"),
         (lambda: F.conv2d(X.astype(np.int32), W), TypeError, "float32 or float64.*int32"),
@@ -44,6 +48,7 @@ P = nn.Linear(3, 2).parameters()
         (lambda: F.conv2d([[1.0]], W), TypeError, "NumPy or CuPy array"),
         (lambda: F.max_pool2d(X, 9), ValueError, "does not fit"),
         (lambda: F.max_pool2d(X, 2, padding=2), ValueError, "at most half"),
+        (lambda: F.max_pool2d(X, 2, padding=(0, -1)), ValueError, "must be non-negative"),
         (lambda: F.avg_pool2d(X, 0), ValueError, "kernel_size must be positive"),
         (lambda: F.linear(X[:, 0, 0], np.ones((2, 5), np.float32)), ValueError, "8 features"),
         (
@@ -315,6 +320,20 @@ def test_conv_reach_past_int_pixel_coordinates_is_refused(device):
     assert backend.conv2d_forward(x, w, None, (1, 1), ((1, 1), (1, 1)), (1, 1), 1).shape == (
         1, 1, 4, 4,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("kernel", [(2, 4), (3, 2), (4, 4)])
+def test_same_padding_puts_the_odd_pixel_at_the_bottom_and_right(kernel):
+    """padding="same" as PyTorch: an even kernel's extra padding row and column go to the
+    bottom and the right, so output pixel (0, 0) reads the top-left input pixel first."""
+    rng = np.random.default_rng()
+    x = rng.standard_normal((1, 2, 7, 6)).astype(np.float32)
+    w = rng.standard_normal((3, 2, *kernel)).astype(np.float32)
+    (top, left), (bottom, right) = ((k - 1) // 2 for k in kernel), (k // 2 for k in kernel)
+    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    same = F.conv2d(x, w, padding="same")
+    assert same.shape == (1, 3, 7, 6)
+    np.testing.assert_allclose(same, F.conv2d(padded, w), rtol=1e-6, atol=1e-6)
 
 
 def test_a_single_kernel_name_is_that_kernel_not_its_letters():

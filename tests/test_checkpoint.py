@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from conftest import write_fake_idx_dataset
 
 from gpucnn import checkpoint as ck
 from gpucnn import nn, optim
+from gpucnn.atomic import atomic_write
 from gpucnn.nn.zoo import build_from_spec, build_model, model_spec
 from gpucnn.train import TrainConfig, fit
 
@@ -86,6 +88,32 @@ def test_atomic_write_keeps_the_old_checkpoint_on_failure(tmp_path, monkeypatch)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temporary file left behind
     _assert_same_state(ck.load_checkpoint(path).model_state, model.state_dict())
+
+
+def test_atomic_write_syncs_the_data_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    """Power lost just after the rename must find the new file whole: the temporary file goes
+    to disk with all its bytes (flushed from Python's buffer, then fsynced) before it replaces
+    the target, and the folder is fsynced after, which makes the rename itself durable."""
+    data = np.random.default_rng().bytes(1000)  # less than Python's buffer: flush matters
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        info = os.fstat(fd)
+        events.append("fsync folder" if stat.S_ISDIR(info.st_mode) else info.st_size)
+        real_fsync(fd)
+
+    def replace(source, target):
+        events.append("rename")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    path = tmp_path / "file"
+    path.write_bytes(b"old")
+    assert atomic_write(path, lambda f: f.write(data)) == path
+    assert events == [len(data), "rename", "fsync folder"]
+    assert path.read_bytes() == data
 
 
 def test_atomic_write_survives_a_killed_process(tmp_path):

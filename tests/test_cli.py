@@ -96,6 +96,31 @@ def test_predict_lines(lines_run, tmp_path, capsys, suffix, Image):
     assert re.search(r"horizontal\.\w+: horizontal \(\d\.\d+\)", lines[1])
 
 
+def test_predict_gives_the_models_probabilities_for_the_training_datas_pixels(
+    tmp_path, capsys, Image
+):
+    """Image files are read as the training data was fed: 8-bit pixels in 0..255, normalised
+    with the run's mean and std; the probability is the softmax of the model's logits for
+    that image alone (lines, in [0, 1] with mean 0 and std 1, would not tell)."""
+    from gpucnn.checkpoint import load_checkpoint
+    from gpucnn.predict import predict_files
+
+    data = write_fake_idx_dataset(tmp_path / "data", 8, 4)
+    argv = ["--dataset", "mnist", "--data-dir", str(data), "--out", str(tmp_path / "run")]
+    sizes = ["--train-size", "8", "--test-size", "4", "--epochs", "1", "--no-progress"]
+    assert run(capsys, "train", *argv, *sizes)[0] == 0
+    images = np.random.default_rng().integers(0, 256, (3, 28, 28)).astype(np.uint8)
+    paths = [_saved(tmp_path, f"{i}.png", Image.fromarray(a)) for i, a in enumerate(images)]
+    got = predict_files(tmp_path / "run" / "model.npz", paths)
+    ckpt = load_checkpoint(tmp_path / "run" / "model.npz")
+    x = (images[:, None].astype(np.float32) - ckpt.meta["mean"]) / ckpt.meta["std"]
+    logits = ckpt.build_model().eval()(x.astype(np.float32)).astype(np.float64)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    assert [label for _, label, _ in got] == [str(k) for k in probs.argmax(axis=1)]
+    np.testing.assert_allclose([p for *_, p in got], probs.max(axis=1), rtol=1e-5)
+
+
 def test_train_then_resume(tmp_path, capsys):
     common = ["--train-size", "128", "--test-size", "64", "--out", str(tmp_path), "--no-progress"]
     code, text, _ = run(
@@ -196,6 +221,7 @@ def test_images_of_every_depth_and_with_transparency_load_as_their_grey_levels(t
     files = {
         "8-bit": Image.fromarray(grey),
         "16-bit": Image.fromarray(grey.astype(np.uint16) * 257),
+        "16-bit, as older Pillows open it": Image.fromarray(grey.astype(np.int32) * 257),
         "float": Image.fromarray(want.astype(np.float32)),
         "grey and alpha": Image.merge(
             "LA", [Image.fromarray(np.full_like(grey, 255)), Image.fromarray(grey)]
@@ -206,12 +232,55 @@ def test_images_of_every_depth_and_with_transparency_load_as_their_grey_levels(t
     transparent.save(tmp_path / "transparent.png", transparency=30000)
     np.testing.assert_array_equal(load_image(tmp_path / "transparent.png", (1, 8, 8)), 0)
     for kind, image in files.items():
-        suffix = ".tiff" if kind == "float" else ".png"
+        suffix = ".png" if image.mode in ("L", "I;16", "LA", "RGBA") else ".tiff"
         got = load_image(_saved(tmp_path, f"{kind}{suffix}", image), (1, 8, 8))
         np.testing.assert_allclose(got[0], want, atol=1 / 255 + 1e-6, err_msg=kind)
         rgb = load_image(tmp_path / f"{kind}{suffix}", (3, 8, 8))
         assert rgb.shape == (3, 8, 8), kind
         np.testing.assert_allclose(rgb[0], want, atol=1 / 255 + 1e-6, err_msg=kind)
+
+
+def test_images_of_every_depth_are_resized_alike_to_the_models_height_and_width(tmp_path, Image):
+    """An image of another size is resized bilinearly to (H, W), which need not be square:
+    8-bit, 16-bit and float files of one picture give the same input, as grey or as RGB."""
+    from gpucnn.predict import load_image
+
+    rng = np.random.default_rng()
+    grey = rng.integers(0, 256, (9, 8)).astype(np.uint8)
+    h = int(rng.integers(3, 7))
+    w = h + int(rng.choice([-1, 1]))  # not square: (H, W) must not be taken as (W, H)
+    want = np.asarray(
+        Image.fromarray(grey / np.float32(255)).resize((w, h), Image.Resampling.BILINEAR)
+    )
+    files = {
+        "8-bit.png": Image.fromarray(grey),
+        "16-bit.png": Image.fromarray(grey.astype(np.uint16) * 257),
+        "float.tiff": Image.fromarray(grey / np.float32(255)),
+        "rgb.png": Image.fromarray(np.stack([grey] * 3, -1)),
+    }
+    for name, image in files.items():
+        got = load_image(_saved(tmp_path, name, image), (1, h, w))
+        assert got.shape == (1, h, w), name
+        np.testing.assert_allclose(got[0], want, atol=1.5 / 255, err_msg=name)
+        rgb = load_image(tmp_path / name, (3, h, w))
+        assert rgb.shape == (3, h, w), name
+        np.testing.assert_allclose(rgb, np.stack([want] * 3), atol=1.5 / 255, err_msg=name)
+
+
+def test_float_images_are_clipped_and_a_transparent_grey_level_is_black(tmp_path, Image):
+    """A float image's values past [0, 1] are clipped to it; an 8-bit grey image whose
+    transparency is one grey level (PNG's tRNS chunk) has that level laid on black."""
+    from gpucnn.predict import load_image
+
+    rng = np.random.default_rng()
+    values = rng.uniform(-1.0, 2.0, (6, 6)).astype(np.float32)
+    image = _saved(tmp_path, "float.tiff", Image.fromarray(values))
+    np.testing.assert_allclose(load_image(image, (1, 6, 6))[0], np.clip(values, 0, 1), atol=1e-7)
+    grey = rng.integers(0, 256, (6, 6)).astype(np.uint8)
+    key = int(grey[2, 3])
+    Image.fromarray(grey).save(tmp_path / "keyed.png", transparency=key)
+    want = np.where(grey == key, 0, grey) / np.float32(255)
+    np.testing.assert_allclose(load_image(tmp_path / "keyed.png", (1, 6, 6))[0], want, atol=1e-7)
 
 
 def test_an_images_exif_orientation_is_applied(tmp_path, Image):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import re
 
 import numpy as np
 import pytest
 from conftest import write_fake_idx_dataset
 
 from gpucnn import nn
+from gpucnn.data import datasets
 from gpucnn.data import download as dl
 from gpucnn.data.datasets import DataNotFoundError, load_dataset, write_idx_dataset
 from gpucnn.data.idx import IdxError, read_idx, write_idx
@@ -30,6 +32,40 @@ def test_idx_round_trip(tmp_path, dtype, name):
     np.testing.assert_array_equal(back, array)
 
 
+# IDX type codes and their big-endian types, as the format's description gives them
+_IDX_TYPES = [
+    (0x08, ">u1"),
+    (0x09, ">i1"),
+    (0x0B, ">i2"),
+    (0x0C, ">i4"),
+    (0x0D, ">f4"),
+    (0x0E, ">f8"),
+]
+
+
+@pytest.mark.parametrize("code, dtype", _IDX_TYPES)
+def test_idx_type_codes_and_byte_order_follow_the_format(tmp_path, code, dtype):
+    """Each type code reads (and is written) as the format's big-endian type: a round trip
+    through read_idx and write_idx alone would pass with two codes swapped or a little-endian
+    type, which would misread every real file of that type."""
+    rng = np.random.default_rng()
+    shape = tuple(int(d) for d in rng.integers(1, 5, 3))
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
+    values = (
+        rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
+        if info
+        else rng.standard_normal(shape).astype(dtype)
+    )
+    raw = bytes([0, 0, code, 3]) + b"".join(d.to_bytes(4, "big") for d in shape)
+    raw += values.tobytes()
+    (tmp_path / "file").write_bytes(raw)
+    got = read_idx(tmp_path / "file")
+    assert got.dtype == np.dtype(dtype).newbyteorder("=")
+    np.testing.assert_array_equal(got, values)
+    native = values.astype(np.dtype(dtype).newbyteorder("="))
+    assert write_idx(tmp_path / "written", native, compress=False).read_bytes() == raw
+
+
 def test_idx_gzip_detected_by_content_not_name(tmp_path):
     path = write_idx(tmp_path / "labels", np.arange(7, dtype=np.uint8), compress=True)
     np.testing.assert_array_equal(read_idx(path, ndim=1), np.arange(7))
@@ -45,6 +81,7 @@ def _header(code=0x08, dims=(3,)):
         (b"\x00\x08", "too short"),
         (b"\x01\x00\x08\x01" + b"\x00" * 8, "bad magic"),
         (b"\x00\x00\x42\x01" + b"\x00" * 8, "bad magic"),
+        (b"\x1f\x00\x08\x01" + b"\x00" * 8, "bad magic"),  # gzip's first byte only
         (bytes([0, 0, 8, 0]), "0 dimensions"),
         (bytes([0, 0, 8, 2, 0, 0, 0, 3]), "truncated IDX header"),
         (_header(dims=(3, 4)) + b"\x00" * 11, "truncated"),
@@ -76,8 +113,9 @@ def test_idx_wrong_number_of_dimensions(tmp_path):
 
 
 def test_idx_missing_file(tmp_path):
-    with pytest.raises(IdxError, match="cannot read"):
-        read_idx(tmp_path / "nope.gz")
+    path = tmp_path / "nope.gz"
+    with pytest.raises(IdxError, match=f"{re.escape(str(path))}: cannot read"):
+        read_idx(path)
 
 
 # ------------------------------------------------------------------------------------- datasets
@@ -105,6 +143,69 @@ def test_the_named_subfolder_comes_before_the_roots_own_files(tmp_path):
     write_fake_idx_dataset(tmp_path / "fashion-mnist", n_train=30)
     assert len(load_dataset("fashion-mnist", data_dir=tmp_path).train_y) == 30
     assert len(load_dataset("mnist", data_dir=tmp_path).train_y) == 20
+
+
+def test_a_data_dir_given_is_the_only_place_looked_in(tmp_path, monkeypatch):
+    """--data-dir replaces $GPUCNN_DATA and Debian's folder rather than coming before them: a
+    dataset missing there is an error naming it, not another folder's files loaded instead."""
+    monkeypatch.setattr(datasets, "DEBIAN_ROOT", tmp_path / "debian")
+    write_fake_idx_dataset(tmp_path / "env" / "mnist", n_train=20)
+    write_fake_idx_dataset(tmp_path / "debian" / "mnist", n_train=30)
+    monkeypatch.setenv("GPUCNN_DATA", str(tmp_path / "env"))
+    with pytest.raises(DataNotFoundError, match="mnist not found") as info:
+        load_dataset("mnist", data_dir=tmp_path / "given")
+    assert "env" not in str(info.value) and "debian" not in str(info.value)
+    assert load_dataset("mnist").source == str(tmp_path / "env" / "mnist")
+    monkeypatch.delenv("GPUCNN_DATA")
+    data = load_dataset("mnist")
+    assert data.source == str(tmp_path / "debian" / "mnist") and len(data.train_y) == 30
+
+
+def test_a_folder_without_all_four_files_is_passed_over(tmp_path):
+    """The named subfolder missing one file: the root's complete set is loaded; with none
+    complete, the dataset is not found (rather than a crash on the missing file)."""
+    write_fake_idx_dataset(tmp_path, n_train=20)
+    write_fake_idx_dataset(tmp_path / "mnist", n_train=30)
+    (tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
+    data = load_dataset("mnist", data_dir=tmp_path)
+    assert data.source == str(tmp_path) and len(data.train_y) == 20
+    (tmp_path / "train-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(DataNotFoundError, match="mnist not found"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_subsets_are_the_first_images_of_each_split(tmp_path):
+    """--train-size and --test-size each cut their own split (one set alone leaves the other
+    whole), keeping images and labels paired as in the files."""
+    rng = np.random.default_rng()
+    n_train, n_test = (int(n) for n in rng.integers(6, 15, 2))
+    train = rng.integers(0, 256, (n_train, 3, 5), dtype=np.uint8), rng.integers(0, 10, n_train)
+    test = rng.integers(0, 256, (n_test, 3, 5), dtype=np.uint8), rng.integers(0, 10, n_test)
+    write_idx_dataset(tmp_path, train, test)
+    for train_size, test_size in ((2, None), (None, 3), (n_train, n_test - 1)):
+        data = load_dataset("mnist", data_dir=tmp_path, train_size=train_size, test_size=test_size)
+        np.testing.assert_array_equal(data.train_x[:, 0], train[0][:train_size])
+        np.testing.assert_array_equal(data.train_y, train[1][:train_size])
+        np.testing.assert_array_equal(data.test_x[:, 0], test[0][:test_size])
+        np.testing.assert_array_equal(data.test_y, test[1][:test_size])
+
+
+def test_the_normalisation_comes_from_the_first_10000_training_images(tmp_path):
+    """Mean and std of the first 10,000 training images (as documented), and a std of 1 for
+    images of one grey level, whose std of 0 would turn every normalised pixel into NaN."""
+    rng = np.random.default_rng()
+    images = rng.integers(0, 256, (10050, 2, 2), dtype=np.uint8)
+    images[10000:] = 255  # past the sample: they must not move the numbers
+    write_idx_dataset(tmp_path, (images, np.arange(10050) % 10), (images[:5], np.arange(5)))
+    data = load_dataset("mnist", data_dir=tmp_path)
+    sample = images[:10000].astype(np.float64)
+    assert data.mean == pytest.approx(sample.mean(), rel=1e-12)
+    assert data.std == pytest.approx(sample.std(), rel=1e-12)
+    level = int(rng.integers(0, 256))
+    flat = np.full((20, 2, 2), level, np.uint8)
+    write_idx_dataset(tmp_path, (flat, np.arange(20) % 10), (flat[:5], np.arange(5)))
+    data = load_dataset("mnist", data_dir=tmp_path)
+    assert (data.mean, data.std) == (level, 1.0)
 
 
 def test_another_datasets_official_files_are_refused(tmp_path, monkeypatch):
@@ -143,6 +244,9 @@ def test_dataset_count_mismatch_and_bad_labels(tmp_path):
     with pytest.raises(IdxError, match="10 images but .* 9 labels"):
         load_dataset("mnist", data_dir=tmp_path)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.full(10, 10, np.uint8))
+    with pytest.raises(IdxError, match="labels outside 0..9"):
+        load_dataset("mnist", data_dir=tmp_path)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.full(10, -1, np.int8))
     with pytest.raises(IdxError, match="labels outside 0..9"):
         load_dataset("mnist", data_dir=tmp_path)
 
@@ -285,11 +389,32 @@ def test_lines_match_the_tutorial():
     assert not np.array_equal(generate_lines(50, rng=4)[0], x)
 
 
+def test_lines_noise_is_gaussian_and_the_size_is_checked():
+    """Off the line, pixels are the tutorial's Gaussian noise of std ``noise`` around 0 (so
+    some negative); a size below 3 leaves no row for a line and is refused by name."""
+    noise = float(np.random.default_rng().uniform(0.05, 0.3))
+    x, _ = generate_lines(300, rng=np.random.default_rng(), noise=noise)
+    off_line = x[x != 1.0]
+    assert off_line.size > 300 * 40
+    assert abs(off_line.mean()) < 0.05 * noise and off_line.std() == pytest.approx(noise, rel=0.05)
+    with pytest.raises(ValueError, match="size >= 3, got n=5, size=2"):
+        generate_lines(5, size=2)
+
+
 def test_lines_dataset_is_seeded():
     a, b = load_dataset("lines", seed=1), load_dataset("lines", seed=1)
     np.testing.assert_array_equal(a.train_x, b.train_x)
     assert not np.array_equal(a.train_x, load_dataset("lines", seed=2).train_x)
     assert a.train_x.shape == (2000, 1, 8, 8) and a.test_x.shape == (1000, 1, 8, 8)
+
+
+def test_lines_test_images_are_not_training_images():
+    """The test set has its own random stream: drawn from the training set's, its noise would
+    repeat the first training images' noise (a test set of near copies of training images)."""
+    seed = int(np.random.default_rng().integers(2**31))
+    data = load_dataset("lines", seed=seed, train_size=50, test_size=50)
+    corner = (slice(None), 0, 0, 0)  # no line reaches a corner pixel: noise alone
+    assert not np.isin(data.test_x[corner], data.train_x[corner]).any()
 
 
 # --------------------------------------------------------------------------------------- loader

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import stat
+import tempfile
 import threading
 
 import numpy as np
@@ -59,9 +61,21 @@ def test_fetch_verifies_the_checksum(served, tmp_path):
 def test_fetch_refuses_a_bad_checksum_and_leaves_nothing(served, tmp_path):
     url, _ = served
     out = tmp_path / "out"
-    with pytest.raises(dl.DownloadError, match="checksum mismatch"):
+    with pytest.raises(dl.DownloadError, match="checksum mismatch") as info:
         dl.fetch(url + "train-labels-idx1-ubyte.gz", out / "labels.gz", "0" * 64, timeout=5)
+    assert "download failed" not in str(info.value)  # it arrived, and was refused
     assert not out.exists()  # nor the folder made for it
+
+
+def test_files_of_several_chunks_are_fetched_and_hashed_whole(served, tmp_path):
+    """Downloads and checksums go by 1 MiB chunks: a file of several, the last one short,
+    arrives whole and hashes as hashlib does over all its bytes."""
+    url, folder = served
+    data = np.random.default_rng().bytes(5 * 2**19 + 7)
+    (folder / "big.bin").write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    dest = dl.fetch(url + "big.bin", tmp_path / "big.bin", digest, timeout=5)
+    assert dest.read_bytes() == data and dl.sha256_of(dest) == digest
 
 
 def test_a_download_gets_the_permissions_of_an_ordinary_file(served, tmp_path, umask):
@@ -90,6 +104,19 @@ def test_a_failed_download_leaves_no_new_folder(local_mnist, tmp_path):
     assert {p.name for p in missing.iterdir()} == {p.name for p in folder.iterdir()}
 
 
+def test_a_damaged_file_is_fetched_again_and_a_complete_folder_is_kept(local_mnist, tmp_path):
+    """download into a folder holding the dataset: a file whose checksum does not match (cut
+    short, say) is fetched again; a run over the complete folder asks the server for nothing
+    (and does not take the dataset's own files for another dataset's)."""
+    _, served = local_mnist
+    folder = dl.download("mnist", tmp_path / "d", timeout=5)
+    damaged = folder / "train-images-idx3-ubyte.gz"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    assert dl.download("mnist", folder, timeout=5) == folder
+    assert damaged.read_bytes() == (served / damaged.name).read_bytes()
+    assert dl.download("mnist", folder, base_url="http://127.0.0.1:9/", timeout=5) == folder
+
+
 def test_download_then_load(local_mnist, tmp_path):
     folder = dl.download("mnist", tmp_path / "mnist", timeout=5)
     data = load_dataset("mnist", data_dir=folder)
@@ -100,6 +127,20 @@ def test_download_then_load(local_mnist, tmp_path):
 def test_download_cli(local_mnist, tmp_path, capsys):
     assert main(["download", "mnist", "--data-dir", str(tmp_path / "d")]) == 0
     assert "files verified" in capsys.readouterr().out
+
+
+def test_download_cli_from_a_base_url_without_a_trailing_slash(
+    served, tmp_path, capsys, monkeypatch
+):
+    """--base-url replaces the official mirror, given with or without its final slash."""
+    url, folder = served
+    sums = {p.name: dl.sha256_of(p) for p in folder.iterdir()}
+    monkeypatch.setitem(dl.SOURCES, "mnist", ("http://127.0.0.1:9/", sums))  # unreachable
+    argv = ["download", "mnist", "--data-dir", str(tmp_path / "d"), "--base-url", url.rstrip("/")]
+    assert main(argv) == 0
+    assert {p.name: p.read_bytes() for p in (tmp_path / "d").iterdir()} == {
+        p.name: p.read_bytes() for p in folder.iterdir()
+    }
 
 
 def test_download_cli_bad_checksum_is_one_line(served, tmp_path, capsys, monkeypatch):
@@ -128,6 +169,19 @@ def test_download_names_a_data_dir_it_cannot_write(tmp_path, capsys):
     assert "download failed" not in err
     assert main(["download", "mnist", "--data-dir", str(tmp_path / "file")]) == 2
     assert f"--data-dir {tmp_path}/file: is a file, not a folder" in capsys.readouterr().err
+
+
+def test_download_names_a_data_dir_that_refuses_new_files(tmp_path, capsys, monkeypatch):
+    """A folder that is there but takes no new files (its permissions, a read-only disk) is
+    named as such, not as a file."""
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refused)
+    assert main(["download", "mnist", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"--data-dir {tmp_path}: cannot write files in that folder (Permission denied)" in err
 
 
 def test_download_unknown_dataset(tmp_path):
