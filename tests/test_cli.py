@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -296,6 +297,50 @@ def test_an_images_exif_orientation_is_applied(tmp_path, Image):
     stored.save(tmp_path / "portrait.png", exif=exif)
     got = load_image(tmp_path / "portrait.png", (1, 8, 8))[0]
     np.testing.assert_allclose(got, upright / np.float32(255), atol=1e-7)
+
+
+def test_errors_are_one_line_even_with_newlines_or_no_message(capsys):
+    """A message over several lines is joined into one; an error without a message is named
+    by its type rather than leaving "error: " with nothing after it."""
+    from gpucnn.cli import run_reporting_errors
+
+    def raising(err):
+        def fn():
+            raise err
+
+        return fn
+
+    assert run_reporting_errors("prog", raising(ValueError("first\n   second\tthird "))) == 2
+    assert capsys.readouterr().err == "prog: error: first second third\n"
+    assert run_reporting_errors("prog", raising(OSError())) == 2
+    assert capsys.readouterr().err == "prog: error: OSError\n"
+
+
+def test_sigterm_is_handled_only_while_a_command_runs(capsys):
+    """Once main() returns, SIGTERM has its handler of before again (a caller's, or the
+    default that ends the process) rather than raising KeyboardInterrupt in the caller; off
+    the main thread, where no handler can be set, the command runs as it is."""
+    from gpucnn.cli import run_reporting_errors
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert run(capsys, "info")[0] == 0
+    assert signal.getsignal(signal.SIGTERM) is before
+    statuses = []
+    thread = threading.Thread(target=lambda: statuses.append(run_reporting_errors("p", lambda: 3)))
+    thread.start()
+    thread.join()
+    assert statuses == [3] and capsys.readouterr().err == ""
+
+
+def test_an_interruption_outside_training_has_no_resume_hint(capsys, monkeypatch):
+    """--resume is a hint for `gpucnn train` alone."""
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("gpucnn.sysinfo.describe", interrupted)
+    code, _, err = run(capsys, "info")
+    assert code == 130 and err == "gpucnn: interrupted\n"
 
 
 def test_running_out_of_memory_is_one_line(capsys, tmp_path, monkeypatch):

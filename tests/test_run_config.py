@@ -1,0 +1,123 @@
+"""The training configuration: the recipe filled in and checked, the optimizer and the
+learning-rate schedule that a configuration names, and the configuration a resumed run goes on
+with."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from gpucnn import optim
+from gpucnn.checkpoint import CheckpointError, save_checkpoint
+from gpucnn.nn.module import Parameter
+from gpucnn.nn.zoo import build_model, model_spec
+from gpucnn.run_config import (
+    TrainConfig,
+    make_optimizer,
+    make_scheduler,
+    resolve,
+    resume_config,
+)
+from gpucnn.train import fit
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """The checkpoint of a finished two-epoch lines run."""
+    out = tmp_path_factory.mktemp("run")
+    fit(
+        TrainConfig(epochs=2, lr=0.05, train_size=64, test_size=32, out=str(out), progress=False),
+        log=lambda line: None,
+    )
+    return out / "model.npz"
+
+
+@pytest.mark.parametrize(
+    "name, momentum, by_hand",
+    [
+        ("sgd", 0.9, lambda p, wd: optim.SGD(p, 0.1, momentum=0.9, nesterov=True, weight_decay=wd)),
+        ("sgd", 0.0, lambda p, wd: optim.SGD(p, 0.1, weight_decay=wd)),
+        ("adam", 0.0, lambda p, wd: optim.Adam(p, 0.1, weight_decay=wd)),
+        ("adamw", 0.0, lambda p, wd: optim.AdamW(p, 0.1, weight_decay=wd)),
+    ],
+)
+def test_the_optimizer_a_configuration_names(name, momentum, by_hand):
+    """SGD with momentum is Nesterov's (as the recipe says), without it plain; adam and adamw
+    (whose weight decays differ) are not swapped: a few steps on the same gradients move the
+    weights exactly as the optimizer built by hand does."""
+    rng = np.random.default_rng()
+    start, grads = rng.standard_normal((3, 4)), rng.standard_normal((3, 3, 4))
+    weight_decay = float(rng.uniform(0.1, 0.5))
+    cfg = resolve(TrainConfig(optimizer=name, lr=0.1, momentum=momentum, weight_decay=weight_decay))
+    moved = []
+    for make in (lambda p: make_optimizer(cfg, p), lambda p: by_hand(p, weight_decay)):
+        param = Parameter(start.copy())
+        opt = make([param])
+        for g in grads:
+            param.grad = g.copy()
+            opt.step()
+        moved.append(param.data)
+    np.testing.assert_array_equal(*moved)
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 5, 9])
+def test_the_schedules_span_the_runs_epochs(epochs):
+    """cosine anneals to 0 over all the epochs; step multiplies by 0.1 every third of them
+    (every epoch, for fewer than three); none keeps the rate."""
+    lr = float(np.random.default_rng().uniform(0.01, 1.0))
+    expected = {
+        "cosine": lambda e: lr * (1 + math.cos(math.pi * e / epochs)) / 2,
+        "step": lambda e: lr * 0.1 ** (e // max(1, epochs // 3)),
+    }
+    for schedule, want in expected.items():
+        cfg = resolve(TrainConfig(schedule=schedule, lr=lr, epochs=epochs))
+        opt = make_optimizer(cfg, [Parameter(np.zeros(2))])
+        scheduler = make_scheduler(cfg, opt)
+        rates = [opt.lr]
+        for _ in range(epochs):
+            scheduler.step()
+            rates.append(opt.lr)
+        np.testing.assert_allclose(rates, [want(e) for e in range(epochs + 1)], atol=1e-15)
+    cfg = resolve(TrainConfig(schedule="none", epochs=epochs))
+    assert make_scheduler(cfg, make_optimizer(cfg, [Parameter(np.zeros(2))])) is None
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("optimizer", "rmsprop"), ("schedule", "linear"), ("augment", "rotate")],
+)
+def test_unknown_choices_are_refused_with_the_choices(field, value):
+    """The library's own check (the command line's choices do not guard a TrainConfig)."""
+    with pytest.raises(ValueError, match=rf"unknown \w+ '{value}'; choose one of \w+, "):
+        resolve(TrainConfig(**{field: value}))
+
+
+def test_a_resumed_run_takes_its_device_folders_and_switches_from_the_command_line(
+    finished_run, tmp_path
+):
+    """The device, --out, --data-dir (the run or its data may have moved), progress and
+    --cuda-graph are this command's, whatever the stored run had; the recipe is the run's;
+    --epochs may ask for as many epochs as were done (nothing left to train) or more."""
+    data_dir = str(tmp_path / "data")
+    config = TrainConfig(
+        device="cuda-emu", out=str(tmp_path), resume=True, data_dir=data_dir, cuda_graph=True
+    )
+    for epochs, want in ((None, 2), (2, 2), (5, 5)):
+        cfg, ckpt = resume_config(dataclasses.replace(config, epochs=epochs), finished_run)
+        assert (cfg.device, cfg.out, cfg.data_dir) == ("cuda-emu", str(tmp_path), data_dir)
+        assert (cfg.progress, cfg.cuda_graph, cfg.resume) == (True, True, True)
+        assert (cfg.epochs, cfg.lr, cfg.train_size, cfg.test_size) == (want, 0.05, 64, 32)
+        assert ckpt.epoch == 2
+
+
+@pytest.mark.parametrize("meta", [{}, {"config": "sgd"}, {"config": None}])
+def test_resuming_a_checkpoint_without_a_training_configuration_names_it(tmp_path, meta):
+    """A checkpoint saved by a script (no configuration stored, or not a mapping) cannot say
+    how to go on training: the error names the file."""
+    path = tmp_path / "model.npz"
+    save_checkpoint(path, build_model("tutorial-lines"), model_spec("tutorial-lines"), meta=meta)
+    with pytest.raises(CheckpointError, match="has no training configuration to resume from"):
+        resume_config(TrainConfig(resume=True, out=str(tmp_path)), path)
