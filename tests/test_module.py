@@ -1,5 +1,6 @@
 """Module, Sequential and optimizer bookkeeping: parameters, state dicts, modes, devices, summary."""
 
+import copy
 import re
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 from conftest import make_backend
 
 from gpucnn import nn, optim, reference
+from gpucnn.nn.zoo import build_from_spec, build_model, model_names, model_spec
 
 
 def small_net(rng):
@@ -400,3 +402,65 @@ def test_cross_entropy_backward_checks_a_given_gradient(backend, rng):
         loss_fn.backward(backend.asarray(np.array(2.0)))
     twice = loss_fn.backward(backend.asarray(np.array(2.0, np.float32)))
     np.testing.assert_allclose(backend.to_numpy(twice), 2 * backend.to_numpy(loss_fn.backward()))
+
+
+def test_zoo_specs_are_copies_that_building_leaves_alone(rng):
+    """model_spec gives a copy (editing it leaves the zoo alone), and building a model from a
+    spec adds nothing to it (no generator or seed: the spec is stored in checkpoints as JSON)."""
+    spec = model_spec("fashion-net")
+    before = copy.deepcopy(spec)
+    spec["layers"][0][1]["out_channels"] = 3
+    assert model_spec("fashion-net") == before
+    build_from_spec(before, rng)
+    assert before == model_spec("fashion-net")
+    with pytest.raises(ValueError, match="unknown model 'resnet'; choose one of: fashion-net, "):
+        model_spec("resnet")
+
+
+def test_zoo_models_draw_every_weight_and_dropout_seed_from_the_rng(rng):
+    """One seed rebuilds a model exactly, weights and dropout seeds alike; another seed gives
+    other weights, and each dropout layer its own seed (two layers, or two models, sharing a
+    seed would drop the same units)."""
+    seeds = [int(s) for s in rng.integers(2**32, size=2)]
+    models = [build_model("fashion-net", rng=s) for s in (*seeds, seeds[0])]
+    states = [m.state_dict() for m in models]
+    for key in states[0]:
+        np.testing.assert_array_equal(states[0][key], states[2][key])
+        if key.endswith("weight") and key.split(".")[0] in ("0", "4", "10", "13"):
+            assert not np.array_equal(states[0][key], states[1][key]), key
+    dropout = [[v for k, v in m.random_state().items() if k.endswith("seed")] for m in models]
+    assert dropout[0] == dropout[2] and len(set(dropout[0] + dropout[1])) == 4
+
+
+def test_zoo_convolutions_before_batch_norm_have_no_bias():
+    """The norm's shift replaces a bias there (which would only cost parameters)."""
+    for name in model_names():
+        layers = list(build_model(name, rng=0))
+        for layer, following in zip(layers[:-1], layers[1:], strict=True):
+            if isinstance(following, nn.BatchNorm2d):
+                assert isinstance(layer, nn.Conv2d) and layer.bias is None, name
+
+
+def test_summary_probes_in_the_models_dtype_and_leaves_its_state_alone(rng):
+    """A float64 model is summarised with a float64 probe (a float32 one is refused by its
+    layers), in eval mode: batch norm's running statistics and dropout's counters are as before
+    (a training-mode probe of zeros would move them). The table opens with the input's row,
+    its columns apart; a layer's TypeError stays a TypeError, naming the layer."""
+    f64 = np.float64
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, rng=rng, dtype=f64), nn.BatchNorm2d(3, dtype=f64), nn.ReLU(),
+        nn.Dropout(0.5), nn.Flatten(), nn.Linear(48, 2, rng=rng, dtype=f64),
+    )  # fmt: skip
+    model[1].running_mean[...] = rng.standard_normal(3)  # away from the zeros' mean
+    before, random_state = model.state_dict(), model.random_state()
+    lines = model.summary((2, 6, 6)).splitlines()
+    assert lines[1].split() == ["input", "(2,", "6,", "6)", "0"]
+    assert all(re.match(r"(input|\d: \w+)  +\(", line) for line in lines[1:-1]), lines
+    assert lines[-1].split() == ["total", f"{3 * (2 * 9 + 1) + 6 + 48 * 2 + 2:,}"]
+    after = model.state_dict()
+    for key, value in before.items():
+        np.testing.assert_array_equal(after[key], value, err_msg=key)
+    assert model.random_state() == random_state and model.training
+    mixed = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, dtype=f64), nn.Linear(2, 2))
+    with pytest.raises(TypeError, match=r"summary: layer 2 \(Linear\) cannot take .* dtype"):
+        mixed.summary((1, 2, 2))
