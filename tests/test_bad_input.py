@@ -336,6 +336,30 @@ def test_same_padding_puts_the_odd_pixel_at_the_bottom_and_right(kernel):
     np.testing.assert_allclose(same, F.conv2d(padded, w), rtol=1e-6, atol=1e-6)
 
 
+def test_the_tutorials_kernels_on_a_ramp():
+    """On a ramp c + a*row + b*col: blur and sharpen (weights summing to 1, symmetric) give
+    the ramp back, horizontal-edge sees the rows' change (6a), vertical-edge the columns' (6b);
+    ``padding`` keeps the image's size."""
+    rng = np.random.default_rng()
+    a, b, c = rng.uniform(-2, 2, 3)
+    rows, cols = np.mgrid[0:6, 0:7]
+    image = (c + a * rows + b * cols).astype(np.float32)
+    names = ["gaussian-blur", "sharpen", "horizontal-edge", "vertical-edge"]
+    out = apply_filters(image, names)
+    assert out.shape == (4, 4, 5)
+    for got, want in zip(out, [image[1:-1, 1:-1]] * 2 + [6 * a, 6 * b], strict=True):
+        np.testing.assert_allclose(got, np.broadcast_to(want, (4, 5)), rtol=1e-4, atol=1e-4)
+    padded = apply_filters(image, names, padding=1)
+    assert padded.shape == (4, 6, 7)
+    np.testing.assert_allclose(padded[:, 1:-1, 1:-1], out, rtol=1e-5, atol=1e-5)
+
+
+def test_a_device_mismatch_is_a_value_error():
+    """Bad input raises ValueError or TypeError (functional's contract): code that catches
+    ValueError, the command line among it, catches a device mismatch too."""
+    assert issubclass(DeviceMismatchError, ValueError)
+
+
 def test_a_single_kernel_name_is_that_kernel_not_its_letters():
     """``filter_bank("sharpen")`` is the sharpen kernel: a name given alone was taken letter by
     letter ("unknown kernel(s) ['s', 'h', 'a', ...]")."""

@@ -139,6 +139,7 @@ def test_summary(capsys):
     assert code == 0
     for fragment in ("(800,)", "108,618", "100,480", "160", "628x fewer", "38,535,424", "1,792"):
         assert fragment in text
+    assert run(capsys, "summary") == (0, text, "")  # the default model, as its help says
 
 
 def test_demo(tmp_path, capsys):
@@ -147,6 +148,40 @@ def test_demo(tmp_path, capsys):
     assert "same = True" in text and "(8 - 3 + 2*1) // 2 + 1 = 4  conv2d -> (4, 4)" in text
     assert (tmp_path / "kernels.png").stat().st_size > 0
     assert (tmp_path / "pooling.png").stat().st_size > 0
+
+
+def test_filter_pictures_show_every_tile_on_a_scale_centred_on_zero(tmp_path, monkeypatch):
+    """plot_filters: one tile per (filter, input channel), all of them even when the last row
+    is not full, titled by filter and channel, each on a colour scale from -max|w| to max|w|."""
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed")
+    from matplotlib.figure import Figure
+
+    from gpucnn.plots import plot_filters
+
+    saved = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kwargs: saved.append(fig))
+    weight = np.random.default_rng().standard_normal((5, 2, 3, 3))
+    plot_filters(weight, tmp_path / "filters.png")
+    tiles = [ax for ax in saved[0].axes if ax.images]
+    assert [ax.get_title() for ax in tiles] == [
+        f"filter {i} ch {j}" for i in range(5) for j in range(2)
+    ]
+    for ax, w in zip(tiles, weight.reshape(10, 3, 3), strict=True):
+        limit = np.abs(w).max()
+        np.testing.assert_allclose(ax.images[0].get_clim(), (-limit, limit))
+
+
+def test_info_names_cupys_kernel_cache(monkeypatch, tmp_path):
+    """$CUPY_CACHE_DIR where set, else CuPy's default ~/.cupy/kernel_cache; a distribution
+    that is not installed has no version (None)."""
+    from gpucnn.sysinfo import kernel_cache_dir, package_version
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("CUPY_CACHE_DIR", raising=False)
+    assert kernel_cache_dir() == tmp_path / ".cupy" / "kernel_cache"
+    monkeypatch.setenv("CUPY_CACHE_DIR", str(tmp_path / "cache"))
+    assert kernel_cache_dir() == tmp_path / "cache"
+    assert package_version("gpucnn-no-such-distribution") is None
 
 
 def test_demo_without_a_gpu_leaves_no_new_folder(tmp_path, capsys, monkeypatch):
@@ -175,6 +210,26 @@ def test_help_everywhere():
         assert result.returncode == 0 and "usage: gpucnn" in result.stdout
 
 
+def test_gpucnn_help_lists_the_commands(capsys):
+    """`gpucnn --help` is the command's own help (an option alone otherwise means `train`)."""
+    code, text, _ = run(capsys, "--help")
+    assert code == 0 and text.startswith("usage: gpucnn [-h] COMMAND")
+    for command in ("train", "eval", "predict", "summary", "demo", "info", "download", "bench"):
+        assert f"    {command} " in text
+
+
+def test_the_resume_hint_needs_the_runs_checkpoint(tmp_path):
+    """An --out folder that is there but holds no model.npz yet has nothing to resume."""
+    from gpucnn.cli import resume_hint
+
+    rerun = "no checkpoint was written yet: rerun without --resume"
+    assert resume_hint(None) == rerun and resume_hint(tmp_path) == rerun
+    (tmp_path / "metrics.json").write_text("{}")
+    assert resume_hint(tmp_path) == rerun
+    (tmp_path / "model.npz").write_bytes(b"")
+    assert resume_hint(tmp_path) == "continue the training run with --resume"
+
+
 def test_every_option_with_a_default_says_it_in_its_help():
     """`gpucnn summary` shows tutorial-mnist while `gpucnn train` trains tutorial-lines, and
     neither summary's --model, demo's --out nor bench's --device said what they default to."""
@@ -196,7 +251,9 @@ def test_every_option_with_a_default_says_it_in_its_help():
     assert silent == []
 
 
-@pytest.mark.parametrize("value, traceback", [("0", False), ("", False), ("1", True)])
+@pytest.mark.parametrize(
+    "value, traceback", [("0", False), ("", False), ("1", True), ("yes", True)]
+)
 def test_gpucnn_debug_shows_the_traceback_only_when_set_on(capsys, monkeypatch, value, traceback):
     monkeypatch.setenv("GPUCNN_DEBUG", value)
     argv = ["train", "--train-size", "0"]
