@@ -37,6 +37,13 @@ P = nn.Linear(3, 2).parameters()
         (lambda: F.conv2d(X, W, bias=np.zeros(5, np.float32)), ValueError, r"bias.*\(4,\)"),
         (lambda: F.conv2d(X, W, groups=2), ValueError, "channels"),
         (
+            lambda: F.conv2d(X, W[:, :1].repeat(5, 0)[:5], groups=3),
+            ValueError,
+            "5 output channels are not divisible by groups=3",
+        ),
+        (lambda: F.conv2d(X, W, bias=np.zeros((4, 1), np.float32)), ValueError, r"\(4,\), got"),
+        (lambda: F.conv2d(X[None], W), ValueError, r"4-D .*got shape \(1, 2, 3, 8, 8\)"),
+        (
             lambda: F.conv2d(X[:, :0], W[:, :0]),
             ValueError,
             r"weight \(4, 0, 3, 3\) has a zero size",
@@ -97,6 +104,7 @@ P = nn.Linear(3, 2).parameters()
         (lambda: F.conv2d(X, W, groups=True), TypeError, "groups must be an int, got True"),
         (lambda: F.conv2d(X, W, groups=0), ValueError, "groups must be >= 1, got 0"),
         (lambda: F.global_avg_pool2d(X[:, :, :0]), ValueError, "empty planes"),
+        (lambda: F.global_avg_pool2d(X[:, :, :, :0]), ValueError, "empty planes"),
         (
             lambda: F.softmax_cross_entropy(X[:0, :, 0, 0], np.zeros(0, int)),
             ValueError,
@@ -224,6 +232,11 @@ def test_labels_out_of_range_and_wrong_shape():
         loss(logits, np.array([0, -1, 2, 1]))
     with pytest.raises(ValueError, match=r"shape \(4,\)"):
         loss(logits, np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"shape \(4,\).*got \(4, 1\)"):
+        loss(logits, np.array([[0], [1], [2], [1]]))
+    unsigned, _ = F.softmax_cross_entropy(logits, np.array([0, 1, 2, 1], np.uint8))
+    signed, _ = F.softmax_cross_entropy(logits, np.array([0, 1, 2, 1]))
+    np.testing.assert_array_equal(unsigned, signed)  # IDX labels are unsigned bytes
     with pytest.raises(TypeError, match="integer"):
         loss(logits, np.array([0.0, 1.0, 2.0, 1.0]))
     for smoothing in (1.5, -0.1, float("nan")):  # refused when built, not at the first step

@@ -218,6 +218,15 @@ def test_gpucnn_help_lists_the_commands(capsys):
         assert f"    {command} " in text
 
 
+def test_usage_errors_are_one_line_with_status_2(capsys):
+    """A bad option or value is argparse's message on one line and exit status 2."""
+    code, text, err = run(capsys, "train", "--epochs", "two")
+    assert code == 2 and text == ""
+    assert err == "gpucnn train: error: argument --epochs: invalid int value: 'two'\n"
+    code, _, err = run(capsys, "eval", "--checkpoint", "m.npz", "--no-such-option")
+    assert code == 2 and err.count("\n") == 1 and "--no-such-option" in err
+
+
 def test_the_resume_hint_needs_the_runs_checkpoint(tmp_path):
     """An --out folder that is there but holds no model.npz yet has nothing to resume."""
     from gpucnn.cli import resume_hint
@@ -770,7 +779,7 @@ def test_error_eval_with_fewer_test_images_than_the_run_used(capsys, tmp_path):
     code, text, _ = run(
         capsys, "eval", "--checkpoint", str(tmp_path / "model.npz"), "--data-dir", str(data)
     )
-    assert code == 0 and "test accuracy" in text
+    assert code == 0 and "test accuracy" in text and ", 6 mnist test images)" in text
 
 
 def test_error_cuda_unavailable(capsys, tmp_path, without_cupy):

@@ -127,3 +127,40 @@ def test_gradcheck_refuses_float32(rng):
     x = rng.standard_normal(5).astype(np.float32)
     with pytest.raises(TypeError, match="float64"):
         gradcheck(np.sin, (x,), lambda gy: (gy * np.cos(x),))
+
+
+def test_gradcheck_refuses_a_float32_parameter_or_output_by_name(rng):
+    """Parameters and the output are checked for float64 as the inputs are."""
+    x = rng.standard_normal((5, 4))
+    module = _Affine(rng)
+    module.b.data = module.b.data.astype(np.float32)
+    with pytest.raises(TypeError, match=r"float64 arrays \(parameter 1 is float32\)"):
+        gradcheck(module, (x,))
+    with pytest.raises(TypeError, match=r"float64 arrays \(the output is float32\)"):
+        gradcheck(lambda x: np.sin(x).astype(np.float32), (x,), lambda gy: (gy * np.cos(x),))
+
+
+def test_gradcheck_wants_a_gradient_per_input_and_checks_every_direction(rng):
+    """grad_fn giving fewer gradients than inputs is an error; a wrong gradient fails in each of
+    the ``directions`` random directions, each reported."""
+    x, y = rng.standard_normal(3), rng.standard_normal(3)
+    with pytest.raises(ValueError, match="backward gave 1 gradients for 2 inputs"):
+        gradcheck(lambda x, y: x * y, (x, y), lambda gy: (gy * y,))
+    with pytest.raises(AssertionError) as info:
+        gradcheck(np.sin, (x,), lambda gy: (-gy * np.cos(x),), directions=4)
+    assert [f"direction {d}:" in str(info.value) for d in range(5)] == [True] * 4 + [False]
+
+
+def test_gradcheck_scales_its_tolerance_with_the_terms_not_their_sum(rng):
+    """A correct gradient whose directional derivative is a difference of two large terms
+    that cancel passes: the finite differences' rounding is far above rtol times that near-zero
+    sum, but not above rtol times the terms' size (the documented scale)."""
+    while True:  # g and v, as gradcheck draws them from the seed, away from zero
+        seed = int(rng.integers(2**63))
+        draws = np.random.default_rng(seed)
+        g, v = draws.standard_normal(2), draws.standard_normal(2)
+        if min(abs(g * v)) > 0.01:
+            break
+    a = 1e4 / (g * v) * np.array([1.0, -1.0])  # a*g*v = (1e4, -1e4): <g, a*v> is about 0
+    x = np.full(2, 100.0)
+    gradcheck(lambda x: a * x, (x,), lambda gy: (gy * a,), directions=1, seed=seed)
