@@ -263,7 +263,12 @@ def test_every_option_with_a_default_says_it_in_its_help():
 @pytest.mark.parametrize(
     "value, traceback", [("0", False), ("", False), ("1", True), ("yes", True)]
 )
-def test_gpucnn_debug_shows_the_traceback_only_when_set_on(capsys, monkeypatch, value, traceback):
+def test_gpucnn_debug_shows_the_traceback_only_when_set_on(
+    capsys, monkeypatch, tmp_path, value, traceback
+):
+    """Run in a fresh folder: in one holding the default --out of a finished run (as the
+    README's first command, `gpucnn train`, leaves it) train refused that first."""
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GPUCNN_DEBUG", value)
     argv = ["train", "--train-size", "0"]
     if traceback:
