@@ -29,6 +29,7 @@ def test_idx_round_trip(tmp_path, dtype, name):
     assert (path.read_bytes()[:2] == b"\x1f\x8b") == name.endswith(".gz")
     back = read_idx(path)
     assert back.dtype == np.dtype(dtype) and back.dtype.isnative
+    assert back.flags.writeable  # its own array, not a read-only view of the file's bytes
     np.testing.assert_array_equal(back, array)
 
 
@@ -159,6 +160,17 @@ def test_a_data_dir_given_is_the_only_place_looked_in(tmp_path, monkeypatch):
     monkeypatch.delenv("GPUCNN_DATA")
     data = load_dataset("mnist")
     assert data.source == str(tmp_path / "debian" / "mnist") and len(data.train_y) == 30
+
+
+def test_an_empty_gpucnn_data_is_unset(tmp_path, monkeypatch):
+    """GPUCNN_DATA= (set but empty, as a shell leaves an exported empty variable) is no
+    folder: it is not taken for the current one."""
+    monkeypatch.setattr(datasets, "DEBIAN_ROOT", tmp_path / "debian")
+    write_fake_idx_dataset(tmp_path / "debian" / "mnist", n_train=30)
+    write_fake_idx_dataset(tmp_path / "cwd" / "mnist", n_train=20)
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.setenv("GPUCNN_DATA", "")
+    assert load_dataset("mnist").source == str(tmp_path / "debian" / "mnist")
 
 
 def test_a_folder_without_all_four_files_is_passed_over(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import socket
 import stat
 import tempfile
 import threading
@@ -91,6 +92,23 @@ def test_fetch_reports_http_errors(served, tmp_path):
     with pytest.raises(dl.DownloadError, match="download failed.*404"):
         dl.fetch(url + "missing.gz", tmp_path / "missing.gz", "0" * 64, timeout=5)
     assert not (tmp_path / "missing.gz").exists()
+
+
+def test_a_server_that_does_not_answer_times_out(tmp_path):
+    """fetch and download give up after ``timeout`` seconds of silence (a server that takes the
+    connection and sends nothing), leaving nothing behind."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # listens, never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+        hang_up = threading.Timer(5.0, silent.close)  # ends a wait that ignores the timeout
+        hang_up.start()
+        try:
+            with pytest.raises(dl.DownloadError, match="download failed.*timed out"):
+                dl.fetch(url + "x.gz", tmp_path / "f" / "x.gz", "0" * 64, timeout=0.3)
+            with pytest.raises(dl.DownloadError, match="download failed.*timed out"):
+                dl.download("mnist", tmp_path / "d", base_url=url, timeout=0.3)
+        finally:
+            hang_up.cancel()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_failed_download_leaves_no_new_folder(local_mnist, tmp_path):
