@@ -111,8 +111,16 @@ def test_atomic_write_syncs_the_data_before_the_rename_and_the_folder_after(tmp_
     monkeypatch.setattr(os, "replace", replace)
     path = tmp_path / "file"
     path.write_bytes(b"old")
-    assert atomic_write(path, lambda f: f.write(data)) == path
+    beside = []
+
+    def write(f):
+        f.write(data)
+        beside.extend(p.name for p in tmp_path.iterdir() if p != path)
+
+    assert atomic_write(path, write) == path
     assert events == [len(data), "rename", "fsync folder"]
+    # written beside the target: a rename from another file system (/tmp's) would fail
+    assert len(beside) == 1 and beside[0].startswith(".file.") and beside[0].endswith(".tmp")
     assert path.read_bytes() == data
 
 
