@@ -45,6 +45,7 @@ NAMES = [
     "mask_then_full",
     "after_exit",
     "mismatched_masks",
+    "fast_math",
 ]
 U32 = 2**32
 U64 = 2**64
@@ -407,6 +408,57 @@ def test_assert_that_holds_does_not_stop_the_kernel(emu):
     x, y = np.arange(32, dtype=np.int32), np.full(32, -1, np.int32)
     emu.get_function("passing_assert")(1, 32, (x, y))
     np.testing.assert_array_equal(y, x)
+
+
+def test_fast_math_intrinsics(emu):
+    """The CUDA Math API's fast intrinsics, within their documented error: __fdividef(x, y) within
+    2 ulp of x / y for 2**-126 <= |y| <= 2**126, and for 2**126 < |y| < 2**128 it gives 0 (NaN
+    for an infinite x: PTX's div.approx.f32 multiplies by a reciprocal that underflows there);
+    __expf(x) within 2 + floor(|1.173 x|) ulp; __logf(x) within 2**-21.41 absolutely on
+    [0.5, 2] and 3 ulp elsewhere, -inf at 0 and NaN below; __powf(x, y), computed as
+    exp2(y * log2(x)) from those approximations, within 2**-16 relatively here."""
+    rng = np.random.default_rng(16)
+    a = np.concatenate(
+        [
+            rng.uniform(-10, 10, 24),
+            rng.uniform(0.5, 2, 8),
+            np.exp(rng.uniform(-40, 40, 16)),
+            [1.0, 3.0, -2.0, INF, 0.0, -1.0, 5.0, -INF, 2.5, 1e30],
+        ]
+    ).astype(np.float32)
+    b = np.concatenate(
+        [
+            rng.uniform(-3, 3, 48),
+            [2.0**126, 2.0**127, -(2.0**127), 3e38, 2.0**127, 2.0**-126, 2.0**-125, -3.0, 1.0, 1.0],
+        ]
+    ).astype(np.float32)
+    n = len(a)
+    out = np.zeros(4 * n, np.float32)
+    emu.get_function("fast_math")(1, 64, (a, b, np.int32(n), out))
+    div, ex, lg, pw = out.reshape(4, n)
+    x, y = a.astype(np.float64), b.astype(np.float64)
+
+    def ulps(got, want):
+        return np.abs(got - want) / np.spacing(np.abs(want).astype(np.float32)).astype(np.float64)
+
+    huge = (np.abs(y) > 2.0**126) & ~np.isinf(y)
+    finite = np.isfinite(x) & ~huge
+    assert (ulps(div[finite], x[finite] / y[finite]) <= 2).all()
+    assert (div[huge & np.isfinite(x)] == 0).all() and np.isnan(div[huge & np.isinf(x)]).all()
+    moderate = np.abs(x) <= 10
+    exact = np.exp(x[moderate])
+    assert (ulps(ex[moderate], exact) <= 2 + np.floor(np.abs(1.173 * x[moderate]))).all()
+    assert (ex[np.isposinf(a)] == INF).all() and (ex[np.isneginf(a)] == 0).all()
+    positive = (x > 0) & np.isfinite(x)
+    near_one = positive & (x >= 0.5) & (x <= 2)
+    assert (np.abs(lg[near_one] - np.log(x[near_one])) <= 2.0**-21.41).all()
+    far = positive & ~near_one
+    assert (ulps(lg[far], np.log(x[far])) <= 3).all()
+    assert (lg[a == 0] == -INF).all() and (lg[np.isposinf(a)] == INF).all()
+    assert np.isnan(lg[a < 0]).all()
+    small = (x > 1e-2) & (x < 1e3) & (np.abs(y) <= 3)
+    assert small.sum() > 20
+    np.testing.assert_allclose(pw[small], x[small] ** y[small], rtol=2.0**-16)
 
 
 # ------------------------------------------------------------------------ warp functions

@@ -101,7 +101,11 @@ inline double rsqrt(double x) { return 1.0 / sqrt(x); }
 inline float __expf(float x) { return expf(x); }
 inline float __logf(float x) { return logf(x); }
 inline float __powf(float x, float y) { return powf(x, y); }
-inline float __fdividef(float a, float b) { return a / b; }
+// PTX div.approx.f32 multiplies by a reciprocal of b that underflows to 0 for 2^126 < |b| < 2^128:
+// the quotient is then 0 (NaN for an infinite a); a / b elsewhere is within its 2 ulp.
+inline float __fdividef(float a, float b) {
+  return std::fabs(b) > 0x1p126f ? a * std::copysign(0.0f, b) : a / b;
+}
 // Clamps to [+0.0, 1.0]; NaN gives +0, as the hardware's .sat modifier does.
 inline float __saturatef(float x) { return x > 0.0f ? (x < 1.0f ? x : 1.0f) : 0.0f; }
 template <class T>

@@ -212,3 +212,13 @@ extern "C" __global__ void mismatched_masks(int* out) {
   const unsigned mask = t < 16 ? 0x0001ffffu : 0xffff8000u;
   out[t] = __shfl_sync(mask, t, 0);
 }
+
+// The fast-math intrinsics: out[0..4) x n = __fdividef(a, b), __expf(a), __logf(a), __powf(a, b).
+extern "C" __global__ void fast_math(const float* a, const float* b, int n, float* out) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  out[i] = __fdividef(a[i], b[i]);
+  out[n + i] = __expf(a[i]);
+  out[2 * n + i] = __logf(a[i]);
+  out[3 * n + i] = __powf(a[i], b[i]);
+}
