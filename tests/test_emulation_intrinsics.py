@@ -45,6 +45,9 @@ NAMES = [
     "mask_then_full",
     "after_exit",
     "mismatched_masks",
+    "syncwarp_exchange",
+    "mask_without_caller",
+    "read_absent_lanes",
     "fast_math",
 ]
 U32 = 2**32
@@ -605,3 +608,31 @@ def test_lanes_waiting_at_a_different_collective_are_a_deadlock(emu):
     in CUDA); the emulation says so instead of hanging."""
     with pytest.raises(EmulationError, match="warp collective deadlock"):
         emu.get_function("mismatched_masks")(1, 32, (np.zeros(32, np.int32),))
+
+
+def test_syncwarp_orders_shared_memory_within_the_warp(emu):
+    """Programming Guide, __syncwarp(): threads of a warp that store to memory, execute
+    __syncwarp() and then read, see each other's stores; here each lane reads lane (31 - lane)'s,
+    which in the emulation's lane order is stored after lane 0 would read it without the barrier."""
+    x = np.arange(64, dtype=np.int32) * 7 + 3
+    y = np.zeros(64, np.int32)
+    emu.get_function("syncwarp_exchange")(1, 64, (x, y))
+    np.testing.assert_array_equal(y, x[np.arange(64) ^ 31])
+
+
+def test_a_mask_that_leaves_out_the_calling_lane_is_an_error(emu):
+    """Programming Guide, Warp Shuffle Functions: each calling thread must have its own bit set in
+    the mask, or the result is undefined; the emulation stops the launch and says so."""
+    with pytest.raises(EmulationError, match="mask leaves out the calling lane"):
+        emu.get_function("mask_without_caller")(1, 32, (np.zeros(32, np.int32),))
+
+
+def test_reading_an_exited_or_absent_lane_gives_all_ones(emu):
+    """A shuffle from a lane that has exited, or that is not in the collective's mask, is undefined
+    in CUDA (threads may only read from threads actively taking part); the emulation gives all-ones
+    bits (-1), never the value that lane held in an earlier collective."""
+    x = np.arange(32, dtype=np.int32) + 500
+    out = np.zeros(64, np.int32)
+    emu.get_function("read_absent_lanes")(1, 32, (x, np.int32(24), out))
+    assert (out[:24] == -1).all() and (out[24:32] == 0).all()  # lane 24 exited
+    assert (out[32:48] == -1).all()  # lane 20 is outside mask 0xffff

@@ -213,6 +213,32 @@ extern "C" __global__ void mismatched_masks(int* out) {
   out[t] = __shfl_sync(mask, t, 0);
 }
 
+// Each lane stores its value in shared memory, __syncwarp(), then reads lane (31 - lane)'s store.
+extern "C" __global__ void syncwarp_exchange(const int* x, int* y) {
+  __shared__ int s[64];
+  const int t = threadIdx.x;
+  s[t] = x[t];
+  __syncwarp();
+  y[t] = s[t ^ 31];
+}
+
+// Lane 0 calls __shfl_sync with a mask that leaves out lane 0 itself.
+extern "C" __global__ void mask_without_caller(int* out) {
+  const int t = threadIdx.x;
+  out[t] = __shfl_sync(t == 0 ? 0xfffffffeu : 0xffffffffu, t, 1);
+}
+
+// Every lane first takes part in a shuffle; lanes at or past n then exit, and the others read
+// lane n (exited) and, through a 16-lane mask, lane 20 (outside the collective): undefined values.
+// out[0..2) x 32.
+extern "C" __global__ void read_absent_lanes(const int* x, int n, int* out) {
+  const int t = threadIdx.x;
+  const int v = __shfl_sync(0xffffffffu, x[t], t);
+  if (t >= n) return;
+  out[t] = __shfl_sync(0xffffffffu, v, n);
+  if (t < 16) out[32 + t] = __shfl_sync(0x0000ffffu, v, 20);
+}
+
 // The fast-math intrinsics: out[0..4) x n = __fdividef(a, b), __expf(a), __logf(a), __powf(a, b).
 extern "C" __global__ void fast_math(const float* a, const float* b, int n, float* out) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
