@@ -57,6 +57,13 @@ BASICS = [
     "address_offset",
     "shift_no_barrier",
     "shared_overrun",
+    "barrier_in_both_branches",
+    "shared_from_block_zero",
+    "shared_store_at",
+    "static_and_dynamic_shared",
+    "two_tiles",
+    "launch_order",
+    "warps_of_a_3d_block",
 ]
 
 
@@ -101,6 +108,18 @@ def test_reverse_order_shows_a_race_the_usual_order_hides(basics, monkeypatch):
     monkeypatch.setenv("GPUCNN_EMU_ORDER", "reverse")
     basics.get_function("shift_no_barrier")(1, 256, (x, y))
     assert np.isnan(y[1:]).all()
+
+
+def test_reverse_order_runs_blocks_and_threads_last_first(basics, monkeypatch):
+    """GPUCNN_EMU_ORDER=reverse reverses both orders a GPU leaves open: the blocks of the grid and
+    the threads of a block (a kernel that reads another block's output must show it too)."""
+    grid, block = (2, 3, 2), (4, 2, 3)
+    n = 12 * 24
+    for order, expected in [("usual", np.arange(n)), ("reverse", np.arange(n)[::-1])]:
+        monkeypatch.setenv("GPUCNN_EMU_ORDER", order)
+        ticket, next_ticket = np.full(n, -1, np.int32), np.zeros(1, np.int32)
+        basics.get_function("launch_order")(grid, block, (ticket, next_ticket))
+        np.testing.assert_array_equal(ticket, expected, err_msg=order)
 
 
 @pytest.mark.parametrize("variable", ["GPUCNN_EMU_ORDER", "GPUCNN_EMU_POISON"])
@@ -160,6 +179,19 @@ def test_three_dimensional_grid_and_block(basics, monkeypatch, order):
     seen = {tuple(r) for r in out[:, :3]}
     assert seen == set(zip(gx.ravel(), gy.ravel(), gz.ravel(), strict=True))
     np.testing.assert_array_equal(out[:24, 3], np.arange(24))
+
+
+def test_warp_lanes_follow_the_linear_thread_index(basics):
+    """Programming Guide, Thread Hierarchy and SIMT Architecture: a block's threads are split
+    into warps by their linear index x + y Dx + z Dx Dy, so in a (4, 8, 2) block lane k of warp w
+    is thread 32 w + k whatever its threadIdx.x."""
+    n = 4 * 8 * 2
+    out = np.full(2 * n, -7, np.int32)
+    basics.get_function("warps_of_a_3d_block")(1, (4, 8, 2), (out,))
+    t = np.arange(n)
+    np.testing.assert_array_equal(out[:n], t ^ 1)
+    ballots = [sum(1 << k for k in range(32) if (w + k) % 3 == 0) for w in (0, 32)]
+    np.testing.assert_array_equal(out[n:].view(np.uint32), np.repeat(ballots, 32))
 
 
 def test_atomics(basics):
@@ -281,6 +313,40 @@ def test_a_write_past_a_shared_array_is_reported(basics):
         basics.get_function("shared_overrun")(1, 33, (y,))
 
 
+def test_every_block_starts_with_poisoned_shared_memory(basics):
+    """Shared memory lives as long as its block (Programming Guide, Memory Hierarchy): a later
+    block reads poison where it did not write, never what block 0 left there."""
+    y = np.zeros(3 * 32, np.float32)
+    basics.get_function("shared_from_block_zero")(3, 32, (y,))
+    assert (y[:32] == 1).all() and np.isnan(y[32:]).all()
+
+
+@pytest.mark.parametrize("at", [32, 33, 35])
+def test_a_write_anywhere_in_a_shared_guard_is_reported(basics, at):
+    """One store a few elements past a __shared__ array, skipping the bytes right after it."""
+    y = np.zeros(32, np.float32)
+    with pytest.raises(EmulationError, match=f"a __shared__ variable \\(128 bytes; byte "
+                       f"{4 * (at - 32)} past it\\)"):  # fmt: skip
+        basics.get_function("shared_store_at")(1, 32, (y, np.int32(at)))
+
+
+def test_shared_memory_limit_counts_static_and_dynamic_together(basics):
+    """48 KiB per block is the sum of static and dynamic shared memory: 40 KiB of __shared__ with
+    8 KiB of dynamic fits exactly, 4 bytes more does not."""
+    y = np.zeros(32, np.float32)
+    kernel = basics.get_function("static_and_dynamic_shared")
+    kernel(1, 32, (y,), shared_mem=8 * 1024)
+    assert (y == 3).all()
+    with pytest.raises(EmulationError, match="more than 49152 bytes of shared memory"):
+        kernel(1, 32, (y,), shared_mem=8 * 1024 + 4)
+
+
+def test_shared_arrays_of_the_same_type_have_their_own_storage(basics):
+    x, y = np.arange(32, dtype=np.float32), np.zeros(32, np.float32)
+    basics.get_function("two_tiles")(1, 32, (x, y))
+    np.testing.assert_array_equal(y, 2 * x)
+
+
 @pytest.mark.parametrize("threads, shared", [(64, 128), (32, 120)])
 def test_a_write_past_the_dynamic_shared_memory_is_reported(basics, threads, shared):
     """Each thread stores one float: past the bytes the launch asked for, even by less than 16."""
@@ -311,6 +377,14 @@ def test_divergent_barrier_is_reported(basics):
         r"16 of the 32 threads",
     ):
         basics.get_function("divergent_barrier")(1, 32, (np.zeros(32, np.float32),))
+
+
+def test_barriers_in_different_branches_are_reported(basics):
+    """Every thread reaches a __syncthreads(), but half of them another one: the Programming Guide
+    allows __syncthreads() in conditional code only where the condition is the same across the
+    block (a hang or unintended side effects otherwise)."""
+    with pytest.raises(EmulationError, match=r"threads wait at different barriers \(line \d+"):
+        basics.get_function("barrier_in_both_branches")(1, 32, (np.zeros(32, np.float32),))
 
 
 def test_shared_memory_limit_and_device_assert(basics):

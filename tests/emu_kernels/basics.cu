@@ -140,3 +140,71 @@ extern "C" __global__ void shared_overrun(float* y) {
   __syncthreads();
   y[threadIdx.x] = tile[threadIdx.x % 32];
 }
+
+// Barriers in both branches of a divergent if: each thread reaches a __syncthreads, but not the
+// same one.
+extern "C" __global__ void barrier_in_both_branches(float* y) {
+  if (threadIdx.x < 16) {
+    __syncthreads();
+    y[threadIdx.x] = 1.0f;
+  } else {
+    __syncthreads();
+    y[threadIdx.x] = 2.0f;
+  }
+}
+
+// Only block 0 fills its tile; every block then reads its own tile.
+extern "C" __global__ void shared_from_block_zero(float* y) {
+  __shared__ float tile[32];
+  if (blockIdx.x == 0) tile[threadIdx.x] = 1.0f;
+  __syncthreads();
+  y[blockIdx.x * blockDim.x + threadIdx.x] = tile[threadIdx.x];
+}
+
+// Thread 0 stores one float at tile[at]: past the end of the array for at >= 32.
+extern "C" __global__ void shared_store_at(float* y, int at) {
+  __shared__ float tile[32];
+  tile[threadIdx.x] = 1.0f;
+  __syncthreads();
+  if (threadIdx.x == 0) tile[at] = 2.0f;
+  __syncthreads();
+  y[threadIdx.x] = tile[threadIdx.x];
+}
+
+// 40 KiB of static shared memory beside the launch's dynamic shared memory.
+extern "C" __global__ void static_and_dynamic_shared(float* y) {
+  __shared__ float big[10240];
+  extern __shared__ float dyn[];
+  big[threadIdx.x] = 1.0f;
+  dyn[threadIdx.x] = 2.0f;
+  __syncthreads();
+  y[threadIdx.x] = big[threadIdx.x] + dyn[threadIdx.x];
+}
+
+// Two __shared__ arrays of the same type: distinct storage, y = a - b = 2x.
+extern "C" __global__ void two_tiles(const float* x, float* y) {
+  __shared__ float a[32];
+  __shared__ float b[32];
+  a[threadIdx.x] = x[threadIdx.x];
+  b[threadIdx.x] = -x[threadIdx.x];
+  __syncthreads();
+  y[threadIdx.x] = a[threadIdx.x] - b[threadIdx.x];
+}
+
+// Each thread of the grid takes a ticket: the order in which the emulation ran the threads.
+extern "C" __global__ void launch_order(int* ticket, int* next) {
+  const int block = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+  const int nt = blockDim.x * blockDim.y * blockDim.z;
+  const int t = (threadIdx.z * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x;
+  ticket[block * nt + t] = atomicAdd(next, 1);
+}
+
+// Warp collectives in a 3-D block: lanes are numbered by the linear thread index, not threadIdx.x.
+// out[0..2) x nthreads: the linear index of lane ^ 1, the ballot of (linear index % 3 == 0).
+extern "C" __global__ void warps_of_a_3d_block(int* out) {
+  const int nt = blockDim.x * blockDim.y * blockDim.z;
+  const int t = (threadIdx.z * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x;
+  out[t] = __shfl_xor_sync(0xffffffffu, t, 1);
+  out[nt + t] = (int)__ballot_sync(0xffffffffu, t % 3 == 0);
+}
+
