@@ -22,7 +22,7 @@ pytestmark = [
 from conftest import SCRIPTS, load_script  # noqa: E402
 from op_cases import CASES, assert_outputs_close  # noqa: E402
 
-from gpucnn.backend import get_backend, kernels  # noqa: E402
+from gpucnn.backend import emulation_build, get_backend, kernels  # noqa: E402
 from gpucnn.backend.emulation import (  # noqa: E402
     EmuArray,
     EmulatedCudaBackend,
@@ -64,6 +64,8 @@ BASICS = [
     "two_tiles",
     "launch_order",
     "warps_of_a_3d_block",
+    "copy_write_before_start",
+    "copy_both_past_end",
 ]
 
 
@@ -128,6 +130,8 @@ def test_a_misspelt_perturbation_is_an_error_not_the_usual_run(basics, monkeypat
     x, y = np.arange(1, 257, dtype=np.float32), np.zeros(256, np.float32)
     with pytest.raises(ValueError, match=f"{variable}='revers': expected"):
         basics.get_function("shift_no_barrier")(1, 256, (x, y))
+    with pytest.raises(ValueError, match=f"{variable}='revers': expected"):  # no array arguments
+        basics.get_function("add_one")(1, 32, (None, None, np.int32(0)))
 
 
 PERTURBATIONS = {
@@ -261,12 +265,30 @@ def test_array_arguments_are_checked(basics):
     n, a = np.int32(4), np.float32(2)
     with pytest.raises(TypeError, match=r"argument 0 \(float const\*\) got a float64 array"):
         scale(1, 32, (np.ones(4), np.ones(4, np.float32), n, a))
+    with pytest.raises(TypeError, match=r"argument 1 \(float\*\) got a int32 array"):
+        scale(1, 32, (np.ones(4, np.float32), np.ones(4, np.int32), n, a))
     with pytest.raises(TypeError, match="argument 1 .* non-contiguous"):
         scale(1, 32, (np.ones(4, np.float32), np.ones(8, np.float32)[::2], n, a))
     with pytest.raises(TypeError, match="takes 4 arguments, got 3"):
         scale(1, 32, (np.ones(4, np.float32), np.ones(4, np.float32), n))
     with pytest.raises(ValueError, match="more than 1024 threads"):
         scale(1, (64, 32), (np.ones(4, np.float32), np.ones(4, np.float32), n, a))
+
+
+def test_launch_configuration_limits(basics):
+    """The Programming Guide's limits for every compute capability: a block of at most 1024
+    threads, 1024 in x and y and 64 in z; a grid of at most 2**31 - 1 blocks in x and 65535 in y
+    and z; at least one of each; at most 48 KiB of shared memory per block without opt-in."""
+    scale = basics.get_function("scale")
+    x, y = np.arange(1024, dtype=np.float32), np.zeros(1024, np.float32)
+    args = (x, y, np.int32(1024), np.float32(2))
+    scale(1, 1024, args)  # 1024 threads: the limit itself
+    np.testing.assert_array_equal(y, 2 * x)
+    for grid, block in [(1, (1, 1, 65)), ((1, 65536), 32), ((1, 1, 65536), 32), (1, 0), (0, 32)]:
+        with pytest.raises(ValueError, match="invalid launch configuration"):
+            scale(grid, block, args)
+    with pytest.raises(ValueError, match="shared_mem=49153 outside"):
+        scale(1, 32, args, shared_mem=48 * 1024 + 1)
 
 
 def test_device_arrays_only(emu_cache):
@@ -289,6 +311,45 @@ def test_out_of_bounds_write_is_named(basics):
         r"\(float32 array, 100 elements\): first stray write at element 100",
     ):
         basics.get_function("copy_write_past_end")(1, 128, (x, y, np.int32(100)))
+
+
+def test_out_of_bounds_write_before_the_start_is_named(basics):
+    x, y = np.ones(100, np.float32), np.zeros(100, np.float32)
+    with pytest.raises(
+        EmulationError,
+        match=r"copy_write_before_start wrote before the start of argument 1 "
+        r"\(float32 array, 100 elements\): stray write at element -1",
+    ):
+        basics.get_function("copy_write_before_start")(1, 128, (x, y, np.int32(100)))
+
+
+def test_a_guard_copied_into_another_guard_is_seen(basics):
+    """Each array's guards carry its own tag byte: a kernel that reads one element past x and
+    writes it one past y (both bounds off by one) changes y's guard, though both hold poison."""
+    x, y = np.ones(100, np.float32), np.zeros(100, np.float32)
+    with pytest.raises(EmulationError, match="wrote past the end of argument 1"):
+        basics.get_function("copy_both_past_end")(1, 128, (x, y, np.int32(100)))
+
+
+def test_overlapping_views_share_their_memory(basics):
+    """Views of one array are one allocation, as on a GPU: y = a[:-1] written from x = a[1:]
+    stays written (a copy of x put back after y's would undo it)."""
+    a = np.arange(10, dtype=np.float32)
+    basics.get_function("add_one")(1, 32, (a[1:], a[:-1], np.int32(9)))
+    np.testing.assert_array_equal(a, [*range(2, 11), 9])
+
+
+def test_a_kernel_writing_a_read_only_array_is_reported(basics):
+    """A read-only NumPy array may be a kernel's input; a kernel that writes it fails the launch
+    and leaves it unchanged."""
+    x = np.arange(10, dtype=np.float32)
+    x.setflags(write=False)
+    y = np.zeros(10, np.float32)
+    basics.get_function("add_one")(1, 32, (x, y, np.int32(10)))
+    np.testing.assert_array_equal(y, x + 1)
+    with pytest.raises(EmulationError, match="add_one wrote to read-only argument 0, 1"):
+        basics.get_function("add_one")(1, 32, (x, x, np.int32(10)))
+    np.testing.assert_array_equal(x, np.arange(10))
 
 
 def test_out_of_bounds_read_poisons_the_output(basics):
@@ -408,11 +469,60 @@ def test_unsupported_features_fail_to_build(emu_cache, source, name, message):
         EmulationRunner().module_from_source((KERNELS / source).read_text(), [name], source)
 
 
+@pytest.mark.parametrize(
+    "statement, feature",
+    [
+        ("t = clock();", r"clock\(\)"),
+        ("probe<<<1, 1>>>(out);", r"dynamic parallelism"),
+        ("cudaTextureObject_t tex = 0;", r"textures and surfaces"),
+        ("__half h;", r"half precision"),
+        ("auto block = cooperative_groups::this_thread_block();", r"cooperative groups"),
+        ("static __managed__ int m;", r"managed memory"),
+    ],
+)
+def test_each_unsupported_feature_is_named_before_compiling(emu_cache, statement, feature):
+    """Features the emulation has no host equivalent for are refused by name, with their line, not
+    left to g++ (which would run clock() as the host's process clock, for one)."""
+    source = (
+        'extern "C" __global__ void probe(long long* out) {\n'
+        f"  long long t = 0;\n  {statement}\n  out[0] = t;\n}}\n"
+    )
+    with pytest.raises(EmulationBuildError, match=f"probe.cu:3: uses {feature}"):
+        EmulationRunner().module_from_source(source, ["probe"], "probe.cu")
+
+
+def test_unsupported_features_named_in_comments_and_strings_are_allowed():
+    source = (
+        "// Uses no asm, clock(), __half or textures: they are only named here.\n"
+        'extern "C" __global__ void probe(long long* out) {\n'
+        '  const char* what = "asm clock() <<<";  /* cooperative_groups __managed__ */\n'
+        "  out[0] = what[0];\n}\n"
+    )
+    assert '"asm clock() <<<"' in emulation_build.translate(source, ["probe"], "probe.cu")
+
+
 def test_built_library_is_cached(basics):
     runner = EmulationRunner()
     again = runner.module_from_source((KERNELS / "basics.cu").read_text(), BASICS, "basics.cu")
     assert runner.compiles == 0
     assert again.get_function("scale").params[2].type_name == "int"
+
+
+def test_a_changed_header_is_built_anew(tmp_path, monkeypatch, emu_cache):
+    """The build cache's key covers cuda_compat.h and emulation_runtime.h: after an edit to either
+    (an emulation fix), a kernel is built again, not loaded as built with the old headers."""
+    for name in emulation_build.HEADERS:
+        (tmp_path / name).write_text((emulation_build.HEADER_DIR / name).read_text())
+    monkeypatch.setattr(emulation_build, "HEADER_DIR", tmp_path)
+    cxx, cpp = find_compiler(), "int gpucnn_probe;\n"
+    first, built = emulation_build.build(cpp, cxx)
+    assert built and emulation_build.build(cpp, cxx) == (first, False)
+    for name in emulation_build.HEADERS:
+        header = tmp_path / name
+        header.write_text(header.read_text() + "// changed\n")
+        path, built = emulation_build.build(cpp, cxx)
+        assert built and path != first, f"{name} changed but the cached library was used"
+        first = path
 
 
 def test_ucontext_fibers(emu_cache):

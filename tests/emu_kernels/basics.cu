@@ -208,3 +208,14 @@ extern "C" __global__ void warps_of_a_3d_block(int* out) {
   out[nt + t] = (int)__ballot_sync(0xffffffffu, t % 3 == 0);
 }
 
+// Planted bug: thread i writes y[i - 1], so thread 0 writes before the start.
+extern "C" __global__ void copy_write_before_start(const float* x, float* y, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) y[i - 1] = x[i];
+}
+
+// Planted bug: both bounds are <= n, so y[n] = x[n] copies x's guard into y's.
+extern "C" __global__ void copy_both_past_end(const float* x, float* y, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i <= n) y[i] = x[i];
+}
