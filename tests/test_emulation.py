@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -489,6 +490,57 @@ def test_each_unsupported_feature_is_named_before_compiling(emu_cache, statement
     )
     with pytest.raises(EmulationBuildError, match=f"probe.cu:3: uses {feature}"):
         EmulationRunner().module_from_source(source, ["probe"], "probe.cu")
+
+
+ATOMIC_OVERLOADS = {
+    # (pointer type, call): whether CUDA declares that overload (Programming Guide, Atomic Functions)
+    ("unsigned long long", "atomicSub(p, v)"): False,
+    ("double", "atomicExch(p, v)"): False,
+    ("double", "atomicMax(p, v)"): False,
+    ("float", "atomicSub(p, v)"): False,
+    ("int", "atomicSub(p, v)"): True,
+    ("unsigned long long", "atomicExch(p, v)"): True,
+    ("unsigned long long", "atomicCAS(p, v, v)"): True,
+    ("float", "atomicExch(p, v)"): True,
+    ("double", "atomicAdd(p, v)"): True,
+    ("long long", "atomicMax(p, v)"): True,
+}
+
+
+def atomic_probe(pointer: str, call: str) -> str:
+    return f'extern "C" __global__ void probe({pointer}* p) {{\n  {pointer} v = 1;\n  {call};\n}}\n'
+
+
+@pytest.mark.parametrize(
+    "pointer, call", ATOMIC_OVERLOADS, ids=[" ".join(k) for k in ATOMIC_OVERLOADS]
+)
+def test_atomics_have_cudas_overloads_and_no_more(emu_cache, pointer, call):
+    """An atomic overload CUDA lacks (atomicSub on unsigned long long, atomicExch on double) fails
+    to build on cuda-emu as under nvcc, rather than passing here and failing on the GPU."""
+    source = atomic_probe(pointer, call)
+    if ATOMIC_OVERLOADS[pointer, call]:
+        EmulationRunner().module_from_source(source, ["probe"])
+    else:
+        with pytest.raises(EmulationBuildError):
+            EmulationRunner().module_from_source(source, ["probe"])
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (the CUDA toolkit) is not installed")
+def test_the_atomic_overload_table_is_nvccs(tmp_path):
+    """The table above is CUDA's: nvcc builds exactly the overloads marked as declared."""
+    for (pointer, call), declared in ATOMIC_OVERLOADS.items():
+        source = tmp_path / "probe.cu"
+        source.write_text(atomic_probe(pointer, call))
+        command = [
+            "nvcc",
+            "-cubin",
+            "-arch=sm_90",
+            str(source),
+            "-o",
+            str(tmp_path / "probe.cubin"),
+        ]
+        built = subprocess.run(command, capture_output=True, text=True).returncode == 0
+        assert built == declared, (pointer, call)
 
 
 def test_unsupported_features_named_in_comments_and_strings_are_allowed():

@@ -138,35 +138,34 @@ inline int __ffs(int x) { return __builtin_ffs(x); }
     *p = (EXPR);                                                                                   \
     return old;                                                                                    \
   }
-#define GPUCNN_EMU_ATOMICS_FOR(T)                                                                  \
-  GPUCNN_EMU_ATOMIC(atomicAdd, T, old + v)                                                         \
-  GPUCNN_EMU_ATOMIC(atomicExch, T, v)
+// The overloads CUDA declares, and no more, so that a kernel using one nvcc refuses (atomicSub on
+// unsigned long long, atomicExch on double) fails to build here too.
 #define GPUCNN_EMU_INT_ATOMICS_FOR(T)                                                              \
-  GPUCNN_EMU_ATOMIC(atomicSub, T, old - v)                                                         \
   GPUCNN_EMU_ATOMIC(atomicMax, T, old < v ? v : old)                                               \
   GPUCNN_EMU_ATOMIC(atomicMin, T, v < old ? v : old)                                               \
   GPUCNN_EMU_ATOMIC(atomicAnd, T, old & v)                                                         \
   GPUCNN_EMU_ATOMIC(atomicOr, T, old | v)                                                          \
   GPUCNN_EMU_ATOMIC(atomicXor, T, old ^ v)                                                         \
+  GPUCNN_EMU_ATOMIC(atomicExch, T, v)                                                              \
+  GPUCNN_EMU_ATOMIC(atomicAdd, T, old + v)                                                         \
   inline T atomicCAS(T* p, T compare, T v) {                                                       \
     T old = *p;                                                                                    \
     if (old == compare) *p = v;                                                                    \
     return old;                                                                                    \
   }
-GPUCNN_EMU_ATOMICS_FOR(int)
-GPUCNN_EMU_ATOMICS_FOR(unsigned)
-GPUCNN_EMU_ATOMICS_FOR(unsigned long long)
-GPUCNN_EMU_ATOMICS_FOR(float)
-GPUCNN_EMU_ATOMICS_FOR(double)
 GPUCNN_EMU_INT_ATOMICS_FOR(int)
 GPUCNN_EMU_INT_ATOMICS_FOR(unsigned)
 GPUCNN_EMU_INT_ATOMICS_FOR(unsigned long long)
+GPUCNN_EMU_ATOMIC(atomicSub, int, old - v)
+GPUCNN_EMU_ATOMIC(atomicSub, unsigned, old - v)
+GPUCNN_EMU_ATOMIC(atomicAdd, float, old + v)
+GPUCNN_EMU_ATOMIC(atomicExch, float, v)
+GPUCNN_EMU_ATOMIC(atomicAdd, double, old + v)
 GPUCNN_EMU_ATOMIC(atomicMax, long long, old < v ? v : old)
 GPUCNN_EMU_ATOMIC(atomicMin, long long, v < old ? v : old)
 GPUCNN_EMU_ATOMIC(atomicInc, unsigned, old >= v ? 0u : old + 1u)
 GPUCNN_EMU_ATOMIC(atomicDec, unsigned, (old == 0u || old > v) ? v : old - 1u)
 #undef GPUCNN_EMU_ATOMIC
-#undef GPUCNN_EMU_ATOMICS_FOR
 #undef GPUCNN_EMU_INT_ATOMICS_FOR
 
 // ------------------------------------------------------------------------ unsupported features
