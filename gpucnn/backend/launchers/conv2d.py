@@ -33,7 +33,10 @@ def _conv_scalars(x_shape, w_shape, stride, padding, dilation, groups) -> tuple:
         raise ValueError(f"conv2d: x {tuple(x_shape)} and w {tuple(w_shape)} with groups={groups}")
     rows = max(k // groups, c // groups)  # the most GEMM rows of any pass: square tiles
     if groups > MAX_GRID_YZ or blocks(rows, SQUARE_TILE[0]) > MAX_GRID_YZ:
-        raise ValueError(f"conv2d: {groups} groups of {k // groups} filters exceed the grid")
+        raise ValueError(
+            f"conv2d: {groups} groups of {k // groups} filters and {c // groups} channels "
+            "exceed the grid"
+        )
     spans = (o * st for o, st in zip(out_hw, stride, strict=True))
     reaches = (h, w, *spans, *padding[0], *padding[1], r * dilation[0], s * dilation[1])
     if max(reaches) >= _MAX_SPATIAL:  # the kernels keep pixel coordinates in int
