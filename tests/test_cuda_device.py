@@ -68,6 +68,13 @@ def test_device_problems_get_one_clear_message(monkeypatch, fake, message):
         cupy_backend.create_cuda_backend()
 
 
+@pytest.mark.parametrize(("driver", "runtime"), [(12020, 12080), (13000, 12090), (12080, 12080)])
+def test_a_driver_of_the_wheels_major_version_or_newer_is_enough(driver, runtime):
+    """CUDA's minor version compatibility: a CUDA 12.2 driver runs a wheel built for 12.8, and a
+    newer major version runs an older one; only an older major version is refused."""
+    cupy_backend._check_device(_fake_cupy(driver=driver, runtime=runtime))
+
+
 def test_auto_falls_back_to_cpu_and_says_so_once(monkeypatch, capsys, fresh_registry):
     monkeypatch.setitem(sys.modules, "cupy", None)
     assert get_backend("auto").name == "cpu"
