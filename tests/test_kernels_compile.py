@@ -279,3 +279,15 @@ def test_every_package_ships_in_the_wheel():
         for path in (REPO / "gpucnn").rglob("__init__.py")
     }
     assert folders <= set(config["packages"]), sorted(folders - set(config["packages"]))
+
+
+def test_a_header_included_twice_is_pasted_once(monkeypatch, tmp_path: Path):
+    """Headers that include each other (each behind its include guard) are pasted once each, the
+    second include left as a comment, instead of pasting without end."""
+    (tmp_path / "a.cuh").write_text('#ifndef A\n#define A\n#include "b.cuh"\nint a;\n#endif\n')
+    (tmp_path / "b.cuh").write_text('#ifndef B\n#define B\n#include "a.cuh"\nint b;\n#endif\n')
+    (tmp_path / "toy.cu").write_text('#include "a.cuh"\n#include "b.cuh"\n')
+    monkeypatch.setenv(kernels.KERNEL_DIR_ENV, str(tmp_path))
+    source = kernels.load_source("toy")
+    assert source.count("int a;") == source.count("int b;") == 1
+    assert "// b.cuh: already inlined above" in source
