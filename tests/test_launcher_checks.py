@@ -97,6 +97,12 @@ BAD_CALLS = {
         ),
         r"conv2d: x \(1, 4, 3, 3\) and w \(5, 2, 1, 1\) with groups=2",
     ),
+    "conv_bias_shape": (
+        lambda bk, rng: bk.conv2d_forward(
+            _a(bk, rng, 1, 3, 4, 4), _a(bk, rng, 4, 3, 3, 3), _a(bk, rng, 5), *UNIT
+        ),
+        r"conv2d_forward: b must have shape \(4,\), got \(5,\)",
+    ),
     "conv_weight_gradient_gy": (
         lambda bk, rng: bk.conv2d_backward_weight(
             _a(bk, rng, 2, 4, 3, 2), _a(bk, rng, 2, 3, 3, 3), (4, 3, 1, 1), *UNIT
