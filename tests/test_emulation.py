@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -710,6 +711,52 @@ def test_sanitizer_driver_launches_every_kernel(emu_cache):
     )
     assert result.returncode == 0, result.stderr
     assert re.search(r"launched (\d+) of \1 kernels", result.stdout), result.stdout
+
+
+ALIGNMENT_CHECK = ("-fsanitize=alignment", "-fno-sanitize-recover=alignment")
+MISALIGNED_PACK = """
+struct __align__(16) Pack { float v[4]; };
+extern "C" __global__ void probe(float* x) { x[0] = reinterpret_cast<Pack*>(x + 1)[0].v[0]; }
+"""
+
+
+def run_alignment_checked(code: str, cache) -> subprocess.CompletedProcess:
+    """Run Python ``code`` in a child whose emulated kernels g++ builds with its alignment
+    sanitizer: a load or store through a pointer its type's alignment does not hold (a Pack of
+    16 bytes at a float's offset) ends the child, naming it, as a GPU faults with a misaligned
+    address where the emulation's x86 host would read on."""
+    flags = f"emulation_build.CXX_FLAGS += {ALIGNMENT_CHECK!r}\n"
+    prelude = "import numpy as np\nfrom gpucnn.backend import emulation_build\n" + flags
+    env = {**os.environ, "GPUCNN_EMU_CACHE": str(cache)}
+    return subprocess.run(
+        [sys.executable, "-c", prelude + code], capture_output=True, text=True, env=env
+    )
+
+
+def test_no_kernel_makes_a_misaligned_access(tmp_path):
+    """The parity table (every kernel, some on views at odd offsets) runs with the alignment
+    sanitizer: no wide load or store of ours is misaligned (the aligned16 checks hold). The probe first shows
+    the check is live: a 16-byte Pack read at a float's offset ends the child."""
+    probe = (
+        "from gpucnn.backend.emulation_runner import EmulationRunner\n"
+        f"m = EmulationRunner().module_from_source({MISALIGNED_PACK!r}, ['probe'])\n"
+        "m.get_function('probe')((1,), (1,), (np.arange(8, dtype=np.float32),))\n"
+    )
+    result = run_alignment_checked(probe, tmp_path)
+    if "g++ could not build" in result.stderr:
+        pytest.skip(f"g++ here cannot build with {ALIGNMENT_CHECK[0]}: {result.stderr[-300:]}")
+    assert result.returncode != 0 and "misaligned address" in result.stderr, result.stderr
+    cases = (
+        f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from op_cases import CASES\nfrom gpucnn.backend.emulation import EmulatedCudaBackend\n"
+        "backend = EmulatedCudaBackend()\n"
+        "for case in CASES:\n    for dtype in (np.float32, np.float64):\n"
+        "        case.run(backend, case.sample(np.random.default_rng(0), dtype))\n"
+        "print(len(CASES), 'cases')\n"
+    )
+    result = run_alignment_checked(cases, tmp_path)
+    assert result.returncode == 0 and "misaligned" not in result.stderr, result.stderr[-2000:]
+    assert result.stdout.endswith(f"{len(CASES)} cases\n"), result.stdout
 
 
 def test_sanitizer_driver_fails_when_a_gemm_tile_never_runs(
