@@ -20,8 +20,9 @@
 # sanitizer" (any of them) runs just those groups, to split the check over several calls.
 # DEADLINE_S=N (whole seconds) starts no step after N seconds (each is listed as SKIP) and
 # interrupts a step still running then (SIGINT, so pytest still prints its failures; TIMEOUT), so
-# that a time-limited call still ends with its summary. A DATA_DIR that is not a folder is a FAIL
-# line; the epoch then runs on random images and no training run starts.
+# that a time-limited call still ends with its summary. A DATA_DIR that is not a folder, or has
+# no Fashion-MNIST IDX files, is a FAIL line; the epoch then runs on random images and no
+# training run starts.
 set -u
 absolute() {  # absolute NAME...: each variable NAME that is set, as an absolute path
     local name
@@ -38,11 +39,17 @@ done
 cd "$(dirname "$0")/.."
 OUT=${OUT:-./out}
 PYTHON=${PYTHON:-python3}
-asked=${ONLY:-}  # the groups named, if any (by default every group, train only given DATA_DIR)
-ONLY=${ONLY:-bench train tests sanitizer}
+# ONLY's groups split on any white space (a tab, a newline too) and never globbed, then joined
+# by single spaces, as wanted() below looks for " NAME ".
+set -f
+# shellcheck disable=SC2206
+groups=(${ONLY:-})
+set +f
+asked=${groups[*]}  # the groups named, if any (by default every group, train only given DATA_DIR)
+ONLY=${asked:-bench train tests sanitizer}
 DATA_DIR=${DATA_DIR:-}
 DEADLINE_S=${DEADLINE_S:-}
-for group in $ONLY; do
+for group in ${groups[@]+"${groups[@]}"}; do
     case $group in
     bench | train | tests | sanitizer) ;;
     *) echo "gpu_check.sh: ONLY names '$group'; the groups are bench train tests sanitizer" >&2; exit 2 ;;
@@ -59,16 +66,26 @@ if [[ " $asked " == *" train "* ]] && [ -z "$DATA_DIR" ]; then
 fi
 mkdir -p "$OUT"
 : >"$OUT/steps.txt"
-if [ -n "$DATA_DIR" ] && [ ! -d "$DATA_DIR" ]; then
-    echo "FAIL data-dir (DATA_DIR=$DATA_DIR is not a folder: epoch on random images, no training)" \
-        >>"$OUT/steps.txt"
-    DATA_DIR=
-fi
 export PYTHONUNBUFFERED=1
 # The scripts run as `python scripts/x.py` import gpucnn from this checkout, installed or not.
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export GPUCNN_DEBUG=1  # an error's whole traceback in the step's log, not its one-line summary
 export GPUCNN_REQUIRE_GPU=1  # tests/conftest.py: an unusable cuda backend fails, not skips
+# A DATA_DIR without the IDX files (where gpucnn looks: it or its fashion-mnist subfolder) is
+# dropped like one that is not a folder, rather than failing the epoch and every training.
+find_idx='import sys; from gpucnn.data.datasets import find_idx_files as f; f(*sys.argv[1:])'
+why=
+if [ -n "$DATA_DIR" ] && [ ! -d "$DATA_DIR" ]; then
+    why="is not a folder"
+elif [ -n "$DATA_DIR" ] && ! "$PYTHON" -c "$find_idx" fashion-mnist "$DATA_DIR" \
+    >"$OUT/data-dir.log" 2>&1; then
+    why="holds no Fashion-MNIST IDX files, see $OUT/data-dir.log"
+fi
+if [ -n "$why" ]; then
+    echo "FAIL data-dir (DATA_DIR=$DATA_DIR $why: epoch on random images, no training)" \
+        >>"$OUT/steps.txt"
+    DATA_DIR=
+fi
 start=$(date +%s)
 
 step() {  # step NAME COMMAND...: run COMMAND, log to $OUT/NAME.log, record PASS/FAIL/SKIP
