@@ -769,3 +769,15 @@ def test_sanitizer_driver_fails_when_a_gemm_tile_never_runs(
     assert script.main(["--device", "cuda-emu"]) == 1
     err = capsys.readouterr().err
     assert "a tile never launched by: conv2d_forward, conv2d_backward_input" in err
+
+
+def test_sanitizer_driver_fails_when_a_kernel_is_never_launched(
+    emu_cache, fresh_registry, monkeypatch, capsys
+):
+    """A kernel the driver never launches is never sanitized: with relu_backward's launcher made
+    a no-op, the driver fails and names both its instantiations (it only checked the tiles)."""
+    script = load_script("launch_all_kernels")
+    monkeypatch.setattr(EmulatedCudaBackend, "relu_backward", lambda self, gy, y: None)
+    assert script.main(["--device", "cuda-emu"]) == 1
+    err = capsys.readouterr().err
+    assert "never launched: relu_backward<double>, relu_backward<float>\n" in err

@@ -69,6 +69,22 @@ def test_name_expressions_match_the_instantiations(family: str):
     }
 
 
+@pytest.mark.parametrize("family", kernels.families())
+def test_every_global_in_the_source_is_a_kernel_the_loader_names(family: str):
+    """Each ``__global__`` in a source (its included headers too, comments left out) is either a
+    ``<T>`` instantiation or the definition of a kernel the loader names, and so one that
+    scripts/launch_all_kernels.py checks it launched (compute-sanitizer's coverage). A kernel
+    written in a form the loader's pattern misses, ``__global__ __launch_bounds__(256) void
+    k(...)`` say, with no instantiation, was named by neither and passed every check."""
+    source = re.sub(r"//[^\n]*|/\*.*?\*/", "", kernels.load_source(family), flags=re.DOTALL)
+    instantiations = re.findall(r"template\s+__global__\s+void\s+\w+<T>\s*\(", source)
+    definitions = len(re.findall(r"\b__global__\b", source)) - len(instantiations)
+    named = {n.split("<")[0] for n in kernels.name_expressions(family)}
+    assert definitions == len(named), (
+        f"{family}.cu: {definitions} kernels, the loader names {named}"
+    )
+
+
 def test_load_source_inlines_local_headers():
     source = kernels.load_source("conv2d")
     assert not re.search(r'^\s*#\s*include\s*"', source, re.MULTILINE)
@@ -291,3 +307,65 @@ def test_a_header_included_twice_is_pasted_once(monkeypatch, tmp_path: Path):
     source = kernels.load_source("toy")
     assert source.count("int a;") == source.count("int b;") == 1
     assert "// b.cuh: already inlined above" in source
+
+
+def fake_nvcc(tmp_path: Path, report: str, status: int = 0) -> str:
+    """A stand-in for nvcc that logs its arguments (one call a line), prints ``report`` (what
+    ptxas -v would) and exits ``status``."""
+    path = tmp_path / "nvcc"
+    path.write_text(
+        f'#!/bin/sh\necho "$@" >>"{tmp_path}/calls"\nprintf "{report}"\nexit {status}\n'
+    )
+    path.chmod(0o755)
+    return str(path)
+
+
+def ptxas(spill_stores: int = 0) -> str:
+    return (
+        "ptxas info    : Compiling entry function 'k' for 'sm_90'\\n"
+        f"    0 bytes stack frame, {spill_stores} bytes spill stores, 0 bytes spill loads\\n"
+    )
+
+
+def compile_with(tmp_path: Path, nvcc: str):
+    sources = [tmp_path / "a.cu", tmp_path / "b.cu"]
+    for source in sources:
+        source.write_text("")
+    env = {**os.environ, "NVCC": nvcc, "ARCHS": "80 90"}
+    args = ["bash", str(SCRIPT), *map(str, sources)]
+    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path)
+
+
+def test_compile_report_builds_each_file_for_each_arch_with_warnings_as_errors(tmp_path: Path):
+    """Without nvcc: scripts/compile_kernels.sh (gpu_check.sh's nvcc-report) runs $NVCC once per
+    file and architecture of $ARCHS, warnings as errors and ptxas verbose, and passes a clean
+    report."""
+    result = compile_with(tmp_path, fake_nvcc(tmp_path, ptxas()))
+    assert result.returncode == 0, result.stdout
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert [(c.split()[-1], c.split()[2]) for c in calls] == [
+        (str(tmp_path / f), f"-arch=sm_{arch}") for f in ("a.cu", "b.cu") for arch in ("80", "90")
+    ]
+    assert all(" -Xptxas -v -Werror all-warnings -I kernels_cuda " in c for c in calls), calls
+    assert result.stdout.count(": 1 kernels, no spills") == 4
+
+
+@pytest.mark.parametrize(
+    "report, status, failure",
+    [
+        (ptxas(spill_stores=8), 0, "register spills (1 nonzero spill counts above)"),
+        ("ptxas info    : Used 0 registers\\n", 0, "no kernel instantiated"),
+        ("error: expected a ;\\n", 1, "compile error"),
+    ],
+    ids=["spill", "no-kernel", "compile-error"],
+)
+def test_compile_report_fails_and_goes_on_to_the_next_build(
+    tmp_path: Path, report, status, failure
+):
+    """A spill, a source with no kernel, or a compile error fails the report (exit 1), each build
+    of each file still reported."""
+    result = compile_with(tmp_path, fake_nvcc(tmp_path, report, status))
+    assert result.returncode == 1
+    for name in ("a.cu", "b.cu"):
+        for arch in ("80", "90"):
+            assert f"FAIL {tmp_path / name} sm_{arch}: {failure}" in result.stdout, result.stdout
