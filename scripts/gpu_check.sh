@@ -64,6 +64,7 @@ if [[ " $asked " == *" train "* ]] && [ -z "$DATA_DIR" ]; then
     echo "gpu_check.sh: ONLY names train, which needs DATA_DIR (the Fashion-MNIST folder)" >&2
     exit 2
 fi
+start=$(date +%s)  # DEADLINE_S counts from here, the DATA_DIR check included
 mkdir -p "$OUT"
 : >"$OUT/steps.txt"
 export PYTHONUNBUFFERED=1
@@ -86,7 +87,6 @@ if [ -n "$why" ]; then
         >>"$OUT/steps.txt"
     DATA_DIR=
 fi
-start=$(date +%s)
 
 step() {  # step NAME COMMAND...: run COMMAND, log to $OUT/NAME.log, record PASS/FAIL/SKIP
     local name=$1
