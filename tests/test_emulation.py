@@ -304,25 +304,25 @@ def test_device_arrays_only(emu_cache):
         module.get_function("add_one")(1, 32, (np.zeros(4, np.float32), x, np.int32(4)))
 
 
-def test_out_of_bounds_write_is_named(basics):
-    x = np.ones(100, np.float32)
-    y = np.zeros(100, np.float32)
-    with pytest.raises(
-        EmulationError,
-        match=r"copy_write_past_end wrote past the end of argument 1 "
-        r"\(float32 array, 100 elements\): first stray write at element 100",
-    ):
-        basics.get_function("copy_write_past_end")(1, 128, (x, y, np.int32(100)))
-
-
-def test_out_of_bounds_write_before_the_start_is_named(basics):
+@pytest.mark.parametrize(
+    "kernel, message",
+    [
+        (
+            "copy_write_past_end",
+            "wrote past the end of argument 1 {arg}: first stray write at element 100",
+        ),
+        (
+            "copy_write_before_start",
+            "wrote before the start of argument 1 {arg}: stray write at element -1",
+        ),
+    ],
+)
+def test_out_of_bounds_write_is_named(basics, kernel, message):
+    """A write past either end of an array names the kernel, the argument and the element."""
     x, y = np.ones(100, np.float32), np.zeros(100, np.float32)
-    with pytest.raises(
-        EmulationError,
-        match=r"copy_write_before_start wrote before the start of argument 1 "
-        r"\(float32 array, 100 elements\): stray write at element -1",
-    ):
-        basics.get_function("copy_write_before_start")(1, 128, (x, y, np.int32(100)))
+    arg = r"\(float32 array, 100 elements\)"
+    with pytest.raises(EmulationError, match=f"{kernel} " + message.format(arg=arg)):
+        basics.get_function(kernel)(1, 128, (x, y, np.int32(100)))
 
 
 def test_a_guard_copied_into_another_guard_is_seen(basics):

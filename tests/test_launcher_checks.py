@@ -52,6 +52,18 @@ def _a(bk, rng, *shape, dtype=F32):
     return bk.asarray(rng.standard_normal(shape).astype(dtype))
 
 
+def _adam(bk, p, g, m, v):
+    """An Adam step (betas 0.9, 0.999, no decay) of p with moments m and v."""
+    bk.adam_update(p, g, m, v, _clock(bk), 0.9, 0.999, 1e-8, 0.0, False)
+
+
+def _max_pool_backward(bk, rng, argmax_shape, **kwargs):
+    """A 2x2 max pool's backward of a (1, 2, 2, 2) gradient, its argmax of ``argmax_shape``."""
+    argmax = bk.asarray(np.zeros(argmax_shape, np.int32))
+    gy = _a(bk, rng, 1, 2, 2, 2)
+    bk.max_pool2d_backward(gy, argmax, (1, 2, 4, 4), (2, 2), (2, 2), (0, 0), **kwargs)
+
+
 BAD_CALLS = {
     "relu_backward_y": (
         lambda bk, rng: bk.relu_backward(_a(bk, rng, 2, 3), _a(bk, rng, 3, 2)),
@@ -110,26 +122,11 @@ BAD_CALLS = {
         r"conv2d_backward_weight: gy must have shape \(2, 4, 3, 3\), got \(2, 4, 3, 2\)",
     ),
     "argmax_shape": (
-        lambda bk, rng: bk.max_pool2d_backward(
-            _a(bk, rng, 1, 2, 2, 2),
-            bk.asarray(np.zeros((1, 2, 2, 1), np.int32)),
-            (1, 2, 4, 4),
-            (2, 2),
-            (2, 2),
-            (0, 0),
-        ),
+        lambda bk, rng: _max_pool_backward(bk, rng, (1, 2, 2, 1)),
         r"max_pool2d_backward: argmax must be int32 \(1, 2, 2, 2\), got int32 \(1, 2, 2, 1\)",
     ),
     "relu_y_shape": (
-        lambda bk, rng: bk.max_pool2d_backward(
-            _a(bk, rng, 1, 2, 2, 2),
-            bk.asarray(np.zeros((1, 2, 2, 2), np.int32)),
-            (1, 2, 4, 4),
-            (2, 2),
-            (2, 2),
-            (0, 0),
-            relu_y=_a(bk, rng, 1, 2, 2, 1),
-        ),
+        lambda bk, rng: _max_pool_backward(bk, rng, (1, 2, 2, 2), relu_y=_a(bk, rng, 1, 2, 2, 1)),
         r"max_pool2d_backward: relu_y must have shape \(1, 2, 2, 2\), got \(1, 2, 2, 1\)",
     ),
     "avg_pool_backward_gy": (
@@ -155,30 +152,12 @@ BAD_CALLS = {
         r"sgd_update: momentum needs a velocity buffer",
     ),
     "adam_moment_shape": (
-        lambda bk, rng: bk.adam_update(
-            *(_a(bk, rng, 4) for _ in range(3)),
-            _a(bk, rng, 2, 2),
-            _clock(bk),
-            0.9,
-            0.999,
-            1e-8,
-            0.0,
-            False,
-        ),
+        lambda bk, rng: _adam(bk, *(_a(bk, rng, 4) for _ in range(3)), _a(bk, rng, 2, 2)),
         r"adam_update: v must have shape \(4,\), got \(2, 2\)",
     ),
     "adam_moment_strided": (
-        lambda bk, rng: bk.adam_update(
-            _a(bk, rng, 4),
-            _a(bk, rng, 4),
-            _a(bk, rng, 8)[::2],
-            _a(bk, rng, 4),
-            _clock(bk),
-            0.9,
-            0.999,
-            1e-8,
-            0.0,
-            False,
+        lambda bk, rng: _adam(
+            bk, _a(bk, rng, 4), _a(bk, rng, 4), _a(bk, rng, 8)[::2], _a(bk, rng, 4)
         ),
         r"adam_update: m must be C-contiguous to be updated in place",
     ),
