@@ -735,8 +735,8 @@ def run_alignment_checked(code: str, cache) -> subprocess.CompletedProcess:
 
 def test_no_kernel_makes_a_misaligned_access(tmp_path):
     """The parity table (every kernel, some on views at odd offsets) runs with the alignment
-    sanitizer: no wide load or store of ours is misaligned (the aligned16 checks hold). The probe first shows
-    the check is live: a 16-byte Pack read at a float's offset ends the child."""
+    sanitizer: no wide load or store of ours is misaligned (the aligned16 checks hold). The probe
+    first shows the check is live: a 16-byte Pack read at a float's offset ends the child."""
     probe = (
         "from gpucnn.backend.emulation_runner import EmulationRunner\n"
         f"m = EmulationRunner().module_from_source({MISALIGNED_PACK!r}, ['probe'])\n"

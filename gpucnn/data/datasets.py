@@ -29,13 +29,13 @@ class DataNotFoundError(FileNotFoundError):
 
 
 class SubsetTooLargeError(ValueError):
-    """``--train-size``/``--test-size`` asks for more images than the files hold; ``split``,
-    ``size``, ``available`` and ``path`` let a caller that took the size from elsewhere (``eval``,
-    from a checkpoint) say so."""
+    """``--train-size``/``--test-size`` asks for more images than the files hold; ``size``,
+    ``available`` and ``path`` let a caller that took the size from elsewhere (``eval``, from a
+    checkpoint) say so."""
 
     def __init__(self, split: str, size: int, available: int, path: Path):
         super().__init__(f"--{split}-size {size}: {path} has only {available} images")
-        self.split, self.size, self.available, self.path = split, size, available, path
+        self.size, self.available, self.path = size, available, path
 
 
 @dataclass
