@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -126,7 +127,7 @@ def test_reverse_order_runs_blocks_and_threads_last_first(basics, monkeypatch):
         np.testing.assert_array_equal(ticket, expected, err_msg=order)
 
 
-@pytest.mark.parametrize("variable", ["GPUCNN_EMU_ORDER", "GPUCNN_EMU_POISON"])
+@pytest.mark.parametrize("variable", ["GPUCNN_EMU_ORDER", "GPUCNN_EMU_POISON", "GPUCNN_EMU_FENCE"])
 def test_a_misspelt_perturbation_is_an_error_not_the_usual_run(basics, monkeypatch, variable):
     monkeypatch.setenv(variable, "revers")
     x, y = np.arange(1, 257, dtype=np.float32), np.zeros(256, np.float32)
@@ -757,6 +758,89 @@ def test_no_kernel_makes_a_misaligned_access(tmp_path):
     result = run_alignment_checked(cases, tmp_path)
     assert result.returncode == 0 and "misaligned" not in result.stderr, result.stderr[-2000:]
     assert result.stdout.endswith(f"{len(CASES)} cases\n"), result.stdout
+
+
+FENCE_PROBE = """
+extern "C" __global__ void peek(const float* x, float* y, long long at) {
+  const float v = x[at];  // never stored: only a fault shows this read
+  if (v == 12345.0f) y[0] = v;
+}
+"""
+
+
+def run_fenced(fence: str, *argv: str) -> subprocess.CompletedProcess:
+    """Run Python with ``argv`` in a child where GPUCNN_EMU_FENCE=``fence`` sets each array's
+    end (after) or start (before) against a page no access may touch: a read or write just
+    outside the array ends the child with SIGSEGV and the Python stack of the launch, as
+    compute-sanitizer's memcheck stops a GPU run at an access outside every allocation."""
+    env = {**os.environ, "GPUCNN_EMU_FENCE": fence}
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env)
+
+
+@pytest.mark.parametrize("fence, at", [("after", 100), ("before", -1)])
+def test_a_fence_ends_the_run_at_a_read_just_outside_an_array(emu_cache, fence, at):
+    """The probe reads one element past x's end (or before its start) and never stores it, so
+    without a fence it passes (the poison it reads goes nowhere); with one it ends the child."""
+    code = (
+        "import numpy as np\nfrom gpucnn.backend.emulation_runner import EmulationRunner\n"
+        f"peek = EmulationRunner().module_from_source({FENCE_PROBE!r}, ['peek']).get_function("
+        "'peek')\nroom = np.zeros(104, np.float32)\nskip = -room.ctypes.data % 16 // 4\n"
+        "x = room[skip : skip + 100]  # 16-byte aligned: no bytes between x and a fence\n"
+        f"peek(1, 1, (x, np.zeros(1, np.float32), np.int64({at})))\nprint('survived')\n"
+    )
+    unfenced = run_fenced("none", "-c", code)
+    assert unfenced.returncode == 0 and unfenced.stdout == "survived\n", unfenced.stderr
+    fenced = run_fenced(fence, "-c", code)
+    assert fenced.returncode == -signal.SIGSEGV, (fenced.returncode, fenced.stderr)
+    assert "Segmentation fault" in fenced.stderr and "in launch" in fenced.stderr
+    assert fenced.stdout == ""
+
+
+@pytest.mark.parametrize("fence", ["after", "before"])
+def test_a_fenced_array_keeps_its_offset_from_16_bytes(basics, monkeypatch, fence):
+    """A fence moves an array's copy but keeps its address's offset from a 16-byte boundary (the
+    widest access, so a view one element in still takes the kernels' unaligned paths)."""
+    monkeypatch.setenv("GPUCNN_EMU_FENCE", fence)
+    base, out = np.zeros(80, np.float32), np.zeros(1, np.int64)
+    for start in range(6):
+        x = base[start:]
+        basics.get_function("address_offset")(1, 1, (x, out))
+        assert out[0] % 16 == x.ctypes.data % 16
+
+
+def test_a_write_between_an_array_and_its_fence_is_reported(basics, monkeypatch):
+    """The under 16 bytes left between an array's end and its fence are a guard: a write there
+    is the usual error naming the argument (one further would end the process)."""
+    monkeypatch.setenv("GPUCNN_EMU_FENCE", "after")
+    room = np.zeros(120, np.float32)
+    n = next(n for n in range(96, 100) if (room.ctypes.data + 4 * n) % 16 == 4)  # 12 bytes left
+    x, y = np.arange(n, dtype=np.float32), room[:n]
+    with pytest.raises(EmulationError, match=f"past the end of argument 1 .*element {n}"):
+        basics.get_function("copy_write_past_end")(1, 128, (x, y, np.int32(n)))
+
+
+@pytest.mark.parametrize("fence", ["after", "before"])
+def test_no_kernel_reads_or_writes_outside_its_arrays(emu_cache, fence):
+    """Every op case, then the sanitizer driver's launches (scripts/launch_all_kernels.py), with
+    each array against a fence: no kernel touches memory just outside its arrays, even where the
+    value read is never used (``sum_partials`` without its ``i < count`` guard, or
+    ``winograd_backward_weight`` without its ``c < C``, reads past the end and fails here)."""
+    cases = (
+        f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "import numpy as np\nfrom op_cases import CASES\n"
+        "from gpucnn.backend.emulation import EmulatedCudaBackend\n"
+        "backend = EmulatedCudaBackend()\n"
+        "for case in CASES:\n    print(case.name, flush=True)  # the last one named failed\n"
+        "    for dtype in (np.float32, np.float64):\n"
+        "        case.run(backend, case.sample(np.random.default_rng(0), dtype))\n"
+    )
+    result = run_fenced(fence, "-c", cases)
+    last = result.stdout.split()[-1:]
+    assert result.returncode == 0, f"in case {last}: {result.stderr[-2000:]}"
+    assert result.stdout.splitlines() == [case.name for case in CASES]
+    driver = run_fenced(fence, str(SCRIPTS / "launch_all_kernels.py"), "--device", "cuda-emu")
+    assert driver.returncode == 0, driver.stderr[-2000:]
+    assert re.search(r"launched (\d+) of \1 kernels", driver.stdout), driver.stdout
 
 
 def test_sanitizer_driver_fails_when_a_gemm_tile_never_runs(

@@ -4,12 +4,18 @@
 mirrors ``cupy.RawModule(code=..., name_expressions=names).get_function(name)(...)``. The
 arguments are checked against the kernel's C++ parameter types; every array is copied between guard
 zones, so writes out of bounds are reported and reads out of bounds read NaN (all-ones bytes).
+``GPUCNN_EMU_FENCE=after`` (or ``before``) puts each array's end (or start) against a page no access
+may touch, so that a read just past it, whose value may never be used, ends the process with
+SIGSEGV and the Python stack of the launch (as compute-sanitizer's memcheck stops a GPU run): for a
+test's child process, or a debugging run.
 """
 
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import hashlib
+import mmap
 import os
 import threading
 from collections.abc import Sequence
@@ -21,9 +27,18 @@ from . import kernels
 from .emulation_build import EmulationBuildError, build, find_compiler, translate
 
 _ALIGNMENT = 256  # the largest alignment a kernel may test for (CUDA allocations have 256)
+_FENCED_ALIGNMENT = (
+    16  # the widest access (a 16-byte pack): at most 15 bytes between array and fence
+)
+_libc = ctypes.CDLL(None, use_errno=True)  # mprotect, for GPUCNN_EMU_FENCE
 POISON_ENV = "GPUCNN_EMU_POISON"
 ORDER_ENV = "GPUCNN_EMU_ORDER"
-_SETTINGS = {ORDER_ENV: ("usual", "reverse"), POISON_ENV: ("nan", "finite")}  # default first
+FENCE_ENV = "GPUCNN_EMU_FENCE"
+_SETTINGS = {  # default first
+    ORDER_ENV: ("usual", "reverse"),
+    POISON_ENV: ("nan", "finite"),
+    FENCE_ENV: ("none", "after", "before"),
+}
 
 
 def check_settings() -> None:
@@ -114,20 +129,30 @@ class _Region:
     float64, negative as an integer. ``tag`` differs per region, so a value copied from one guard
     into another is seen.
     The copy keeps the host address's offset from a 256-byte boundary, so a kernel sees a view one
-    element into its array as unaligned, as on a GPU (and takes its unaligned path).
+    element into its array as unaligned, as on a GPU (and takes its unaligned path). Under
+    ``GPUCNN_EMU_FENCE`` one guard shrinks to the under 16 bytes that keep the offset from a
+    16-byte boundary, and a page no access may touch lies beyond it (:func:`_fenced_buffer`).
     """
 
     def __init__(self, start: int, end: int, tag: int):
         self.start, self.end = start, end
         size = end - start
+        fence = os.environ.get(FENCE_ENV, "none")
+        if fence == "none":
+            room = np.empty(2 * GUARD_BYTES + size + _ALIGNMENT, np.uint8)
+            shift = (start - room.ctypes.data - GUARD_BYTES) % _ALIGNMENT
+            self.buffer = room[shift : shift + 2 * GUARD_BYTES + size]
+            self.below = GUARD_BYTES
+        else:
+            self.buffer, self.below = _fenced_buffer(start, size, fence == "after")
+            if not faulthandler.is_enabled():  # a fault at a fence prints the Python stack
+                faulthandler.enable()
         p = poison_byte()
-        self.guard = np.tile(np.array([tag & 0xFF, p, p, p], np.uint8), GUARD_BYTES // 4)
-        room = np.empty(2 * GUARD_BYTES + size + _ALIGNMENT, np.uint8)
-        shift = (start - room.ctypes.data - GUARD_BYTES) % _ALIGNMENT
-        self.buffer = room[shift : shift + 2 * GUARD_BYTES + size]
-        self.buffer[:GUARD_BYTES] = self.guard
-        self.buffer[GUARD_BYTES + size :] = self.guard
-        self.base = self.buffer.ctypes.data + GUARD_BYTES
+        self.guard = np.resize(np.array([tag & 0xFF, p, p, p], np.uint8), GUARD_BYTES)
+        self.above = len(self.buffer) - self.below - size
+        self.buffer[: self.below] = self.guard[: self.below]
+        self.buffer[self.below + size :] = self.guard[: self.above]
+        self.base = self.buffer.ctypes.data + self.below
         ctypes.memmove(self.base, start, end - start)
         self.members: list[tuple[int, np.ndarray]] = []
 
@@ -139,8 +164,8 @@ class _Region:
     def overrun(self) -> str | None:
         """Describe a changed guard byte, or None when both guards are intact."""
         size = self.end - self.start
-        below = np.flatnonzero(self.buffer[:GUARD_BYTES] != self.guard)
-        above = np.flatnonzero(self.buffer[GUARD_BYTES + size :] != self.guard)
+        below = np.flatnonzero(self.buffer[: self.below] != self.guard[: self.below])
+        above = np.flatnonzero(self.buffer[self.below + size :] != self.guard[: self.above])
         if above.size:
             index, a = max(self.members, key=lambda m: m[1].ctypes.data + m[1].nbytes)
             return (
@@ -149,7 +174,7 @@ class _Region:
             )
         if below.size:
             index, a = min(self.members, key=lambda m: m[1].ctypes.data)
-            before = (GUARD_BYTES - below[-1] - 1) // a.itemsize + 1
+            before = (self.below - below[-1] - 1) // a.itemsize + 1
             return (
                 f"wrote before the start of argument {index} ({a.dtype} array, {a.size} "
                 f"elements): stray write at element -{before}"
@@ -159,11 +184,30 @@ class _Region:
     def copy_back(self) -> bool:
         """Copy the device bytes back to the host arrays; False if a read-only array changed."""
         size = self.end - self.start
-        device = self.buffer[GUARD_BYTES : GUARD_BYTES + size]
+        device = self.buffer[self.below : self.below + size]
         if all(a.flags.writeable for _, a in self.members):
             ctypes.memmove(self.start, self.base, size)
             return True
         return bool(np.array_equal(device, self.host_bytes()))
+
+
+def _fenced_buffer(start: int, size: int, after: bool) -> tuple[np.ndarray, int]:
+    """(buffer, bytes below the array) for ``size`` bytes copied from ``start``: a guard zone on
+    one side; on the other, a page mapped with no access, the array's end (``after``) or start
+    as close to it as its offset from a 16-byte boundary allows. Freeing the buffer unmaps it."""
+    page = mmap.PAGESIZE
+    pages = -(-(size + GUARD_BYTES + _FENCED_ALIGNMENT) // page)
+    room = np.frombuffer(mmap.mmap(-1, (pages + 1) * page), np.uint8)  # holds the mapping
+    fence = room.ctypes.data + (pages * page if after else 0)
+    if _libc.mprotect(ctypes.c_void_p(fence), ctypes.c_size_t(page), 0):
+        raise OSError(ctypes.get_errno(), "mprotect could not fence a guard page")
+    room = room[: pages * page] if after else room[page:]
+    if after:
+        base = len(room) - size
+        base -= (room.ctypes.data + base - start) % _FENCED_ALIGNMENT
+        return room[base - GUARD_BYTES :], GUARD_BYTES
+    below = (start - room.ctypes.data) % _FENCED_ALIGNMENT
+    return room[: below + size + GUARD_BYTES], below
 
 
 class EmulatedKernel:
