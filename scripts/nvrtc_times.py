@@ -88,7 +88,7 @@ class Nvrtc:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="sm_90")
     parser.add_argument("--threads", type=int, default=0, help="also time all modules at once")
     parser.add_argument("--library", help="path of libnvrtc.so (default: searched)")
