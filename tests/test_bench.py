@@ -1106,3 +1106,28 @@ def test_compile_rows_note_a_goal_reached_exactly_as_met(monkeypatch):
     notes = {r.op: r.note for r in rows}
     assert notes["cold compile"].endswith("goal <= 2 s: met")
     assert notes["warm first train step"].endswith("goal <= 0.1 s: met")
+
+
+@pytest.mark.parametrize(
+    ("defaults", "wanted"),
+    [
+        ({}, ["--suite {ops,step,epoch,bandwidth,compile} default: step", "(default 64,256)",
+              "(default: the device's)"]),
+        ({"suite": "ops"}, ["--suite {ops,step,epoch,bandwidth,compile} default: ops"]),
+        (
+            {"suite": "step", "device": "cpu", "batch_size": [256],
+             "peers": ["gpucnn-cpu", "pytorch-cpu"]},
+            ["default: step", "default: cpu", "(default 256)",
+             "(default: gpucnn-cpu,pytorch-cpu)"],
+        ),
+    ],
+)  # fmt: skip
+def test_a_wrappers_help_gives_the_defaults_it_runs_with(defaults, wanted, capsys, monkeypatch):
+    """scripts/bench_ops.py and bench_cpu.py pass their own defaults to main(): their --help
+    says those, not the gpucnn command's (bench_ops.py's had said "default: step")."""
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per option
+    with pytest.raises(SystemExit):
+        main(["--help"], **defaults)
+    text = " ".join(capsys.readouterr().out.split())
+    for part in wanted:
+        assert part in text

@@ -56,23 +56,27 @@ def _names(text: str) -> list[str]:
     return [v for v in text.split(",") if v]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``bench`` options to ``parser``."""
-    parser.add_argument("--suite", choices=tuple(SUITES), default="step", help="default: step")
+def add_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
+    """Add the ``bench`` options to ``parser``; ``defaults`` (a wrapper's ``suite``, ``device``,
+    ``batch_size``, ``peers``) stand in for the command's own in the help text."""
+    suite, device = defaults.get("suite", "step"), defaults.get("device", "cpu")
+    sizes = ",".join(map(str, defaults.get("batch_size") or DEFAULT_BATCH_SIZES))
+    peers = ",".join(defaults.get("peers") or ()) or "the device's"
+    parser.add_argument("--suite", choices=tuple(SUITES), default=suite, help=f"default: {suite}")
     parser.add_argument(
-        "--device", choices=tuple(P.DEFAULT_PEERS), default="cpu", help="default: cpu"
+        "--device", choices=tuple(P.DEFAULT_PEERS), default=device, help=f"default: {device}"
     )
     parser.add_argument(
         "--batch-size", type=_ints, action="extend", metavar="N[,N]",
-        help=f"repeatable or comma list (default {','.join(map(str, DEFAULT_BATCH_SIZES))})",
+        help=f"repeatable or comma list (default {sizes})",
     )  # fmt: skip
-    defaults = ", ".join(f"{suite} {n}" for suite, n in DEFAULT_REPEATS.items())
+    repeats = ", ".join(f"{name} {n}" for name, n in DEFAULT_REPEATS.items())
     parser.add_argument(
-        "--repeats", type=positive_int, help=f"samples per peer (default: {defaults})"
+        "--repeats", type=positive_int, help=f"samples per peer (default: {repeats})"
     )
     parser.add_argument(
         "--peers", type=_names, action="extend", metavar="NAME[,NAME]",
-        help=f"peers to run (default: the device's); from {', '.join(P.PEERS)}",
+        help=f"peers to run (default: {peers}); from {', '.join(P.PEERS)}",
     )  # fmt: skip
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument(
@@ -175,7 +179,7 @@ def main(argv: Sequence[str] | None = None, **defaults) -> int:
     from ..cli import run_reporting_errors  # here: the cli module imports this one
 
     parser = argparse.ArgumentParser(prog="gpucnn bench", description=__doc__.splitlines()[0])
-    add_arguments(parser)
+    add_arguments(parser, **defaults)
     parser.set_defaults(**{k: v for k, v in defaults.items() if k not in ("batch_size", "peers")})
     args = parser.parse_args(argv)
     for key in ("batch_size", "peers"):
