@@ -98,7 +98,7 @@ GEOMETRIES = {
     # One tile an image (2 x 2 planes), 601 of them: 9 splits of the weight gradient's
     # reduction, the last ending mid-slab; 33 channels and 40 filters, two blocks of each.
     "tiny_planes_many_splits": ((601, 33, 2, 2), (40, 33, 3, 3), ((1, 1), (1, 1))),
-    # 14 x 14 tiles an image, 15 splits ending mid-row and across images.
+    # 14 x 14 tiles an image, 14 splits ending mid-row and across images.
     "wide_many_splits": ((5, 3, 28, 28), (4, 3, 3, 3), ((1, 1), (1, 1))),
 }
 
