@@ -87,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
     parser.add_argument("--cases", metavar="TEXT", help="ops: only cases whose name has TEXT")
     parser.add_argument(
         "--tutorial-samples", type=positive_int, default=3,
-        help="step: samples timed on the tutorial loops (default 3)",
+        help="step: samples timed on the tutorial loops (default 3; at most --repeats)",
     )  # fmt: skip
     parser.add_argument(
         "--epoch-samples",
