@@ -391,6 +391,15 @@ def test_fused_backward_paths_check_the_gradient_too(rng):
         conv.backward_params(np.ones((2, 2, 4, 5), np.float32))
 
 
+def test_cross_entropy_backward_before_any_forward_says_so():
+    """As every layer's: it was an AttributeError about a private attribute, '_grad'."""
+    for grad_out in (None, np.array(1.0, np.float32)):
+        with pytest.raises(
+            RuntimeError, match=r"CrossEntropyLoss\.backward: called before forward"
+        ):
+            nn.CrossEntropyLoss().backward(grad_out)
+
+
 def test_cross_entropy_backward_checks_a_given_gradient(backend, rng):
     """The loss's upstream gradient, when given, must be like the loss: shape () and its dtype."""
     loss_fn = nn.CrossEntropyLoss()

@@ -53,6 +53,7 @@ class CrossEntropyLoss(Module):
 
     def backward(self, grad_out=None):
         """d(loss)/d(logits), times ``grad_out`` (an array of the loss's shape () and dtype) if given."""
+        self._check_forward_ran()
         if self._grad is None:
             raise RuntimeError(
                 "CrossEntropyLoss.backward: the last forward ran in eval mode, which computes the "

@@ -113,12 +113,18 @@ class Module:
         self._output_spec = (tuple(y.shape), np.dtype(y.dtype))
         return y
 
+    def _check_forward_ran(self) -> None:
+        """RuntimeError when there was no forward for a backward to follow."""
+        if self._output_spec is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward: called before forward; run the forward first"
+            )
+
     def _check_grad_out(self, grad_out: Any) -> None:
         """Raise ValueError (TypeError) unless ``grad_out`` has the shape (dtype) of the last
         forward's output, and RuntimeError when there was no forward."""
+        self._check_forward_ran()
         op = f"{type(self).__name__}.backward"
-        if self._output_spec is None:
-            raise RuntimeError(f"{op}: called before forward; run the forward first")
         shape, dtype = self._output_spec
         got_shape, got_dtype = getattr(grad_out, "shape", None), getattr(grad_out, "dtype", None)
         if got_shape is None or got_dtype is None:
