@@ -8,6 +8,8 @@ import pytest
 from conftest import make_backend
 
 from gpucnn import nn, optim, reference
+from gpucnn.backend import get_backend
+from gpucnn.errors import DeviceMismatchError
 from gpucnn.nn.zoo import build_from_spec, build_model, model_names, model_spec
 
 
@@ -379,6 +381,33 @@ def test_layer_backward_refuses_a_gradient_unlike_the_forward_output(backend, rn
     with pytest.raises(TypeError, match="must have dtype float32.*got float64"):
         layer.backward(backend.asarray(g))
     assert layer.backward(backend.asarray(g.astype(np.float32))).shape == x_shape
+
+
+@pytest.mark.parametrize("name", [*GRAD_CHECKED_LAYERS, "cross_entropy"])
+def test_layer_backward_refuses_a_gradient_on_another_device(rng, name):
+    """A gradient on another device than the forward's output was taken as it came: on the CPU
+    pooling returned an input gradient on the other device, and elsewhere NumPy or a kernel
+    failed deep inside, naming neither the layer nor grad_out. Each is refused as the forward
+    refuses mixed devices, naming the layer and both devices (a NumPy scalar, which goes with
+    arrays of either device, is still taken by the loss)."""
+    emu = make_backend("cuda-emu")
+    for device, other in ((get_backend("cpu"), emu), (emu, get_backend("cpu"))):
+        if name == "cross_entropy":
+            layer, x_shape = nn.CrossEntropyLoss(), (3, 4)
+        else:
+            make, x_shape, evaluating = GRAD_CHECKED_LAYERS[name]
+            layer = make(rng).to(device).train(not evaluating)
+        x = device.asarray(rng.standard_normal(x_shape).astype(np.float32))
+        y = layer(x, device.asarray([0, 1, 3])) if name == "cross_entropy" else layer(x)
+        with pytest.raises(
+            DeviceMismatchError,
+            match=rf"{type(layer).__name__}\.backward: grad_out is on device '{other.name}' but "
+            rf"the forward's output is on '{device.name}'",
+        ):
+            layer.backward(other.asarray(np.ones(y.shape, np.float32)))
+        layer.backward(device.asarray(np.ones(y.shape, np.float32)))
+        if name == "cross_entropy":
+            layer.backward(np.float32(2.0))
 
 
 def test_fused_backward_paths_check_the_gradient_too(rng):

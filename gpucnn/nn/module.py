@@ -2,10 +2,11 @@
 
 A module's forward caches what its backward needs; ``backward(grad_out)`` returns the input gradient
 and *adds* parameter gradients into ``Parameter.grad``; an optimizer applies them. A layer's forward
-keeps its output's shape and dtype (``_keep_output``) and its backward refuses a ``grad_out`` of any
-other (``_check_grad_out``): a kernel or a NumPy broadcast would otherwise read past it or stretch it
-into a wrong gradient without a word. A module has no device of its own: it is wherever its arrays
-are (``to(device)`` moves them).
+keeps its output's shape, dtype and device (``_keep_output``) and its backward refuses a ``grad_out``
+of any other (``_check_grad_out``): a kernel or a NumPy broadcast would otherwise read past it or
+stretch it into a wrong gradient without a word, or the gradient would come back on the wrong
+device. A module has no device of its own: it is wherever its arrays are (``to(device)`` moves
+them).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import Backend, backend_of, get_backend
+from ..errors import DeviceMismatchError
 from ..functional import check_flag
 
 
@@ -77,8 +79,8 @@ class Module:
     # the gradient through a ReLU right before this layer (see ``Sequential``).
     fuses_next_relu: bool = False
     fuses_previous_relu: bool = False
-    # (shape, dtype) of the last forward's output, which backward's grad_out must have.
-    _output_spec: tuple[tuple[int, ...], np.dtype] | None = None
+    # (shape, dtype, backend) of the last forward's output, which backward's grad_out must have.
+    _output_spec: tuple[tuple[int, ...], np.dtype, Backend] | None = None
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})
@@ -109,8 +111,8 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__}.backward")
 
     def _keep_output(self, y: Any) -> Any:
-        """Remember ``y``'s shape and dtype for :meth:`_check_grad_out`; returns ``y``."""
-        self._output_spec = (tuple(y.shape), np.dtype(y.dtype))
+        """Remember ``y``'s shape, dtype and device for :meth:`_check_grad_out`; returns ``y``."""
+        self._output_spec = (tuple(y.shape), np.dtype(y.dtype), backend_of(y))
         return y
 
     def _check_forward_ran(self) -> None:
@@ -121,14 +123,20 @@ class Module:
             )
 
     def _check_grad_out(self, grad_out: Any) -> None:
-        """Raise ValueError (TypeError) unless ``grad_out`` has the shape (dtype) of the last
-        forward's output, and RuntimeError when there was no forward."""
+        """Raise ValueError (TypeError, DeviceMismatchError) unless ``grad_out`` has the shape
+        (dtype, device) of the last forward's output, and RuntimeError when there was no forward."""
         self._check_forward_ran()
         op = f"{type(self).__name__}.backward"
-        shape, dtype = self._output_spec
+        shape, dtype, backend = self._output_spec
         got_shape, got_dtype = getattr(grad_out, "shape", None), getattr(grad_out, "dtype", None)
         if got_shape is None or got_dtype is None:
             raise TypeError(f"{op}: grad_out must be an array, got {type(grad_out).__name__}")
+        if not isinstance(grad_out, np.generic) and not backend.owns(grad_out):  # scalars: any
+            raise DeviceMismatchError(
+                f"{op}: grad_out is on device '{backend_of(grad_out).name}' but the forward's "
+                f"output is on '{backend.name}'; move it with "
+                f"gpucnn.to_device(grad_out, '{backend.name}')"
+            )
         if tuple(got_shape) != shape:
             raise ValueError(
                 f"{op}: grad_out must have shape {shape} (the forward output's), "
