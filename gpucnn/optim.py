@@ -110,25 +110,36 @@ class Optimizer:
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned, onto each parameter's device."""
-        self.lr = float(state["lr"])
-        self.steps = int(state["steps"])
-        self.state = [{} for _ in self.params]
+        """Restore what :meth:`state_dict` returned, onto each parameter's device. Every entry is
+        checked before any is taken, so a refused state leaves the optimizer as it was."""
+        missing = [key for key in ("lr", "steps") if key not in state]
+        if missing:
+            raise ValueError(f"optimizer state is missing {missing}")
+        lr = float(state["lr"])
+        check_non_negative(**{"learning rate": lr})
+        loaded: list[dict[str, Any]] = [{} for _ in self.params]
         for key, value in state.items():
             if key in ("lr", "steps"):
                 continue
-            index, name = key.split(".", 1)
-            i = int(index)
-            if i >= len(self.params) or name not in self.state_names:
-                raise ValueError(f"optimizer state has unexpected entry {key!r}")
-            param = self.params[i].data
+            index, _, name = key.partition(".")
+            if (
+                not index.isdigit()
+                or int(index) >= len(self.params)
+                or name not in self.state_names
+            ):
+                raise ValueError(
+                    f"optimizer state has unexpected entry {key!r} (expected lr, steps and "
+                    f"I.NAME for parameter I < {len(self.params)}, NAME in {self.state_names})"
+                )
+            i, param = int(index), self.params[int(index)].data
             if tuple(np.shape(value)) != tuple(param.shape):
                 raise ValueError(
                     f"optimizer state {key!r} has shape {np.shape(value)}, parameter {i} has "
                     f"{tuple(param.shape)}"
                 )
             # A copy: the update works in place, and must not write into the caller's arrays.
-            self.state[i][name] = backend_of(param).asarray(value, dtype=param.dtype).copy()
+            loaded[i][name] = backend_of(param).asarray(value, dtype=param.dtype).copy()
+        self.lr, self.steps, self.state = lr, int(state["steps"]), loaded
 
 
 def check_non_negative(**values: float) -> None:

@@ -194,6 +194,38 @@ def test_optimizer_state_dict_round_trip_continues_identically():
     np.testing.assert_array_equal(full, resumed)
 
 
+def test_optimizer_load_state_dict_refuses_a_bad_state_whole():
+    """Every entry is checked before any is taken, as Module.load_state_dict does: a refused
+    state had already set its lr and step count and dropped the momentum of the parameters after
+    the bad entry; a key without a parameter index was a bare unpacking error, a missing lr a
+    KeyError, and a negative index was taken as a parameter counted from the end."""
+    model = nn.Linear(3, 2, rng=0)
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(np.ones((4, 3), np.float32))
+    model.backward(np.ones((4, 2), np.float32))
+    opt.step()
+    good = opt.state_dict()
+    for change, message in [
+        (
+            {"lr": np.array(0.5), "1.momentum_buffer": np.zeros(5, np.float32)},
+            r"'1.momentum_buffer' has shape \(5,\), parameter 1 has \(2,\)",
+        ),
+        ({"momentum": np.array(0.9)}, "unexpected entry 'momentum'"),
+        ({"-1.momentum_buffer": np.zeros(2, np.float32)}, "unexpected entry '-1.momentum_buffer'"),
+        ({"2.momentum_buffer": np.zeros(2, np.float32)}, "unexpected entry '2.momentum_buffer'"),
+        ({"0.exp_avg": np.zeros((2, 3), np.float32)}, "unexpected entry '0.exp_avg'"),
+        ({"lr": None}, r"optimizer state is missing \['lr'\]"),
+        ({"lr": np.array(-1.0)}, "learning rate must be non-negative"),
+    ]:
+        state = {k: v for k, v in {**good, **change}.items() if v is not None}
+        with pytest.raises(ValueError, match=message):
+            opt.load_state_dict(state)
+        after = opt.state_dict()
+        assert after.keys() == good.keys()
+        for key, value in good.items():
+            np.testing.assert_array_equal(after[key], value, err_msg=key)
+
+
 @pytest.mark.parametrize("schedule", ["step", "cosine"])
 def test_scheduler_state_dict_resumes_the_schedule(schedule):
     """A schedule rebuilt around an optimizer whose lr is already decayed (as after loading the
