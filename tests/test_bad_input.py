@@ -81,6 +81,16 @@ P = nn.Linear(3, 2).parameters()
             "input_grad must be True or False",
         ),
         (lambda: nn.MaxPool2d(2).backward(X, relu="no"), TypeError, "relu must be True or False"),
+        (
+            lambda: nn.Sequential(nn.ReLU(), F.relu),
+            TypeError,
+            "Sequential: layer 1 must be a gpucnn Module, got function",
+        ),
+        (
+            lambda: nn.Sequential([nn.ReLU()]),
+            TypeError,
+            "layer 0 must be a gpucnn Module, got list",
+        ),
         (lambda: F.dropout(X, 0.5, seed=1.7), TypeError, "seed must be an int, got 1.7"),
         (lambda: F.dropout(X, 0.5, seed="7"), TypeError, "seed must be an int, got '7'"),
         (lambda: nn.BatchNorm2d(4)(X), ValueError, "got 3 channels"),

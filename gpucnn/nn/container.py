@@ -20,6 +20,12 @@ class Sequential(Module):
 
     def __init__(self, *layers: Module):
         super().__init__()
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):  # a function (F.relu) or a list of layers, say
+                raise TypeError(
+                    f"Sequential: layer {i} must be a gpucnn Module, got {type(layer).__name__} "
+                    "(a layer such as nn.ReLU(); a list of layers goes in as Sequential(*layers))"
+                )
         _check_each_layer_once(layers)
         for i, layer in enumerate(layers):
             setattr(self, str(i), layer)
