@@ -442,6 +442,14 @@ def test_layer_backward_refuses_a_gradient_on_another_device(rng, name):
             layer.backward(np.float32(2.0))
 
 
+def test_an_empty_sequential_is_the_identity_both_ways():
+    """As PyTorch's: its forward returned the input, and its backward was an IndexError."""
+    x = np.ones((2, 3), np.float32)
+    model = nn.Sequential()
+    assert model(x) is x and model.backward(x) is x
+    assert model.backward(x, input_grad=False) is None
+
+
 def test_fused_backward_paths_check_the_gradient_too(rng):
     """A convolution's parameter-only backward and max pooling's ReLU-fused backward check it."""
     conv, pool = nn.Conv2d(1, 2, 3, rng=rng), nn.MaxPool2d(2)

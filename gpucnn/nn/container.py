@@ -58,9 +58,11 @@ class Sequential(Module):
     def backward(self, grad_out, input_grad: bool = True):
         """Gradients back through the layers; returns d(loss)/d(input), or None when
         ``input_grad`` is False (training: the data needs no gradient, so the first layer skips
-        computing it)."""
+        computing it). An empty Sequential passes ``grad_out`` back, as its forward does ``x``."""
         check_flag(input_grad, "input_grad")
         layers = list(self)
+        if not layers:
+            return grad_out if input_grad else None
         for i in range(len(layers) - 1, 0, -1):
             grad_out = self._layer_backward(layers, i, grad_out)
         if input_grad:
