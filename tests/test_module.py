@@ -309,6 +309,21 @@ def test_summary_of_a_shape_without_channels_or_with_a_batch_says_the_form(shape
     assert "(10,)" in nn.Sequential(nn.Linear(784, 10)).summary((784,))  # no channels: fine
 
 
+@pytest.mark.parametrize(
+    ("shape", "error", "message"),
+    [
+        (784, TypeError, "input_shape must be a tuple of sizes such as (C, H, W), got 784"),
+        ((1, -28, 28), ValueError, "input_shape (1, -28, 28): a size must be >= 1, got -28"),
+        ((1, 28.0, 28), TypeError, "input_shape (1, 28.0, 28): a size must be an int, got 28.0"),
+    ],
+)
+def test_summary_names_an_input_shape_that_is_no_shape(shape, error, message):
+    """These were NumPy's words about the probe it makes ('Value after * must be an iterable,
+    not int', 'negative dimensions are not allowed'), or a Linear's about a (1,) input."""
+    with pytest.raises(error, match=re.escape(f"summary: {message}")):
+        nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).summary(shape)
+
+
 def test_to_cpu_keeps_arrays_on_cpu():
     model = small_net(np.random.default_rng()).to("cpu")
     assert all(isinstance(p.data, np.ndarray) for p in model.parameters())

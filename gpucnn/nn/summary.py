@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..shapes import positive_int
 from .module import Module
 
 
@@ -32,11 +33,23 @@ def _layer_output(index: int, layer: Module, x):
         ) from err
 
 
+def _sizes(input_shape) -> tuple[int, ...]:
+    """``input_shape`` as a tuple of ints >= 1; a TypeError or ValueError naming it otherwise."""
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        raise TypeError(
+            f"summary: input_shape must be a tuple of sizes such as (C, H, W), got {input_shape!r}"
+        ) from None
+    return tuple(positive_int(size, f"summary: input_shape {shape}: a size") for size in shape)
+
+
 def summarize(model: Module, input_shape: tuple[int, ...]) -> str:
     """Table of each top-level layer's output shape and parameters for one (C, H, W) input.
 
     Runs one forward pass on a zero batch of size 1, in eval mode, on the model's device.
     """
+    input_shape = _sizes(input_shape)
     backend = model.backend
     dtype = next((p.data.dtype for p in model.parameters()), np.float32)
     x = backend.xp.zeros((1, *input_shape), dtype=dtype)
