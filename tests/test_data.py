@@ -495,6 +495,16 @@ def test_loader_rejects_bad_arguments():
     for std in (0.0, -1.0, float("nan"), float("inf")):  # not inf/NaN images
         with pytest.raises(ValueError, match=f"std must be positive and finite, got {std}"):
             DataLoader(images, labels, 4, std=std)
+    for mean in (float("nan"), float("inf")):  # all-NaN images, silently
+        with pytest.raises(ValueError, match=f"mean must be finite, got {mean}"):
+            DataLoader(images, labels, 4, mean=mean)
+    # Each failed only at the first batch, naming neither the argument nor its value.
+    with pytest.raises(TypeError, match="batch_size must be an int, got 2.5"):
+        DataLoader(images, labels, 2.5)
+    with pytest.raises(TypeError, match="shift must be an int, got 1.5"):
+        DataLoader(images, labels, 4, shift=1.5)
+    with pytest.raises(ValueError, match="shift must be >= 0 pixels, got -1"):
+        DataLoader(images, labels, 4, shift=-1)
 
 
 # --------------------------------------------------------------------------------- augmentation

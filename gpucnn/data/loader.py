@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import Backend, get_backend
+from ..shapes import integer, positive_int
 
 
 def random_shift(x: Any, offsets: Any, shift: int, xp: Any, fill: float = 0.0) -> Any:
@@ -80,12 +81,15 @@ class DataLoader:
     ):
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        batch_size = positive_int(batch_size, "batch_size")
+        if integer(shift, "shift") < 0:
+            raise ValueError(f"shift must be >= 0 pixels, got {shift}")
         if (shift or flip) and np.ndim(images) != 4:
             raise ValueError(f"shift and flip need images (N, C, H, W), got {np.shape(images)}")
         if not 0 < std < math.inf:  # NaN too
             raise ValueError(f"std must be positive and finite, got {std}")
+        if not math.isfinite(mean):
+            raise ValueError(f"mean must be finite, got {mean}")
         self.backend = get_backend(device)
         # Normalised as each batch used to be (float32 x * scale + offset): the same values.
         scale, self.offset = np.float32(1.0 / std), np.float32(-mean / std)
