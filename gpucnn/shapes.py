@@ -6,6 +6,8 @@ import numbers
 import operator
 from collections.abc import Sequence
 
+import numpy as np
+
 Pair = tuple[int, int]
 Padding2d = tuple[Pair, Pair]  # ((top, bottom), (left, right))
 
@@ -32,6 +34,20 @@ def positive_int(value: int, name: str) -> int:
     if v < 1:
         raise ValueError(f"{name} must be >= 1, got {value!r}")
     return v
+
+
+def make_rng(rng: np.random.Generator | int | None, name: str = "rng") -> np.random.Generator:
+    """A NumPy Generator from a Generator (taken as it is), a seed (an int >= 0 or a sequence of
+    them) or None (fresh entropy). Anything else is refused naming ``name``, as NumPy's words
+    ("SeedSequence expects int ...") do not, and so is a bool, which NumPy would take for 0 or 1."""
+    if not isinstance(rng, (bool, np.bool_)):
+        try:
+            return np.random.default_rng(rng)
+        except TypeError:
+            pass
+        except ValueError:  # NumPy's "expected non-negative integer"
+            raise ValueError(f"{name}: a seed must be >= 0, got {rng!r}") from None
+    raise TypeError(f"{name} must be a NumPy Generator, an int seed >= 0 or None, got {rng!r}")
 
 
 def pair(value: int | Sequence[int], name: str) -> Pair:

@@ -8,8 +8,11 @@ from gpucnn import functional as F
 from gpucnn import nn, optim, reference
 from gpucnn.backend import get_backend
 from gpucnn.backend.launchers import launching
+from gpucnn.data.lines import generate_lines
+from gpucnn.data.loader import DataLoader
 from gpucnn.errors import DeviceMismatchError, GpuUnavailableError
 from gpucnn.filters import apply_filters, filter_bank
+from gpucnn.nn.zoo import build_model
 
 X = np.random.default_rng().standard_normal((2, 3, 8, 8)).astype(np.float32)
 W = np.random.default_rng().standard_normal((4, 3, 3, 3)).astype(np.float32)
@@ -73,6 +76,17 @@ P = nn.Linear(3, 2).parameters()
         ),
         (lambda: nn.Conv2d(3, 4, 3, bias="no"), TypeError, "bias must be True or False"),
         (lambda: nn.Linear(3, 2, bias=0), TypeError, "bias must be True or False, got 0"),
+        (
+            lambda: nn.Conv2d(3, 4, 3, rng="x"),
+            TypeError,
+            "rng must be a NumPy Generator, an int seed >= 0 or None, got 'x'",
+        ),
+        (lambda: nn.Linear(3, 2, rng=1.5), TypeError, "rng must be a NumPy Generator.*got 1.5"),
+        (lambda: nn.Linear(3, 2, rng=True), TypeError, "rng must be a NumPy Generator.*got True"),
+        (lambda: nn.Linear(3, 2, rng=-1), ValueError, "rng: a seed must be >= 0, got -1"),
+        (lambda: build_model("tutorial-lines", rng="x"), TypeError, "rng must be a NumPy Gen"),
+        (lambda: DataLoader(X, np.zeros(2, int), 1, rng=-2), ValueError, "rng: a seed must be"),
+        (lambda: generate_lines(4, rng=[1, -1]), ValueError, "rng: a seed must be >= 0"),
         (lambda: nn.CrossEntropyLoss(check_finite="no"), TypeError, "check_finite must be True"),
         (lambda: nn.CrossEntropyLoss(check_labels=1), TypeError, "check_labels must be True or"),
         (

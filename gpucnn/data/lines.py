@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..shapes import make_rng
+
 CLASSES = ("vertical", "horizontal")
 
 
@@ -17,7 +19,7 @@ def generate_lines(
     """
     if n < 1 or size < 3:
         raise ValueError(f"lines needs n >= 1 and size >= 3, got n={n}, size={size}")
-    rng = np.random.default_rng(rng)
+    rng = make_rng(rng)
     images = rng.standard_normal((n, size, size)) * noise
     labels = np.arange(n, dtype=np.int64) % 2
     where = rng.integers(1, size - 1, size=n)

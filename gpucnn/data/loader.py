@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import Backend, get_backend
-from ..shapes import integer, positive_int
+from ..shapes import integer, make_rng, positive_int
 
 
 def random_shift(x: Any, offsets: Any, shift: int, xp: Any, fill: float = 0.0) -> Any:
@@ -100,7 +100,7 @@ class DataLoader:
         self.labels = _resident(self.backend, _integer_labels(labels))
         self.batch_size = batch_size
         self.shuffle, self.drop_last = shuffle, drop_last
-        self.rng = np.random.default_rng(rng)
+        self.rng = make_rng(rng)
         self.shift, self.flip = shift, flip
 
     def __len__(self) -> int:

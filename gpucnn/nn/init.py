@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def make_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
-    """A NumPy Generator from a Generator, a seed, or None (fresh entropy)."""
-    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+from ..shapes import make_rng
 
 
 def he_normal(shape: tuple[int, ...], fan_in: int, rng, dtype) -> np.ndarray:

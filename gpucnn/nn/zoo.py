@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..shapes import make_rng
 from . import activation, container, conv, linear, norm, pooling
 from .module import Module
 
@@ -133,7 +134,7 @@ def build_from_spec(
     spec: dict, rng: np.random.Generator | int | None = None
 ) -> container.Sequential:
     """A Sequential of the spec's layers; weights (and dropout seeds) drawn from ``rng``."""
-    rng = np.random.default_rng(rng)
+    rng = make_rng(rng)
     layers: list[Module] = []
     for kind, kwargs in spec["layers"]:
         if kind not in LAYERS:
