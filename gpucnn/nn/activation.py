@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import functional as F
 from ..backend import backend_of
+from ..shapes import integer, make_rng
 from .module import Module
 
 
@@ -42,7 +43,9 @@ class Dropout(Module):
         super().__init__()
         F.check_dropout_probability(p)
         self.p = p
-        self.seed = int(np.random.default_rng(seed).integers(2**62))
+        if seed is not None:  # an int, as F.dropout's seed; make_rng refuses a negative one
+            seed = integer(seed, "seed")
+        self.seed = int(make_rng(seed, "seed").integers(2**62))
         self._calls = np.zeros(1, dtype=np.uint64)
         self._mask = None
 
