@@ -208,9 +208,7 @@ class Adam(Optimizer):
     ):
         super().__init__(params, lr)
         check_non_negative(eps=eps, weight_decay=weight_decay)
-        if len(betas) != 2 or not all(is_real(b) and 0 <= b < 1 for b in betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
-        self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
+        self.betas, self.eps, self.weight_decay = _betas(betas), eps, weight_decay
 
     def _update(self, backend, clock):
         indices = range(len(self.params))
@@ -225,6 +223,19 @@ class Adam(Optimizer):
             self.weight_decay,
             self.decoupled,
         )
+
+
+def _betas(betas) -> tuple[float, float]:
+    """Adam's ``betas`` as a tuple: a TypeError for what holds no numbers (None, one number), a
+    ValueError for another count than two or a value outside [0, 1)."""
+    expected = f"betas must be two numbers in [0, 1), such as (0.9, 0.999), got {betas!r}"
+    try:
+        pair = tuple(betas)
+    except TypeError:  # not iterable: len() would say "object of type 'NoneType' has no len()"
+        raise TypeError(expected) from None
+    if len(pair) != 2 or not all(is_real(b) and 0 <= b < 1 for b in pair):
+        raise ValueError(expected)
+    return pair
 
 
 class AdamW(Adam):

@@ -70,6 +70,15 @@ P = nn.Linear(3, 2).parameters()
         (lambda: nn.Linear(3, 2).train("no"), TypeError, "mode must be True or False, got 'no'"),
         (lambda: optim.SGD(P, 0.1, 0.9, nesterov="no"), TypeError, "nesterov must be True or"),
         (
+            lambda: optim.Adam(P, betas=None),
+            TypeError,
+            r"betas must be two numbers in \[0, 1\), such as \(0.9, 0.999\), got None",
+        ),
+        (lambda: optim.AdamW(P, betas=0.9), TypeError, "betas must be two numbers.*got 0.9"),
+        (lambda: optim.Adam(P, betas=(0.9,)), ValueError, r"betas must be two.*got \(0.9,\)"),
+        (lambda: optim.Adam(P, betas=(0.9, "x")), ValueError, "betas must be two numbers"),
+        (lambda: optim.Adam(P, betas=(0.9, 1.0)), ValueError, "betas must be two numbers"),
+        (
             lambda: optim.SGD(P, 0.1, 0.0, nesterov=True),
             ValueError,
             "nesterov momentum needs momentum > 0",
