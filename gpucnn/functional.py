@@ -28,7 +28,7 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 def check_float_array(x: Any, name: str, ndim: int | None = None) -> Backend:
     """Backend of ``x`` after checking it is a float32/float64 array of rank ``ndim``."""
-    backend = backend_of(x)
+    backend = backend_of(x, name)
     if np.dtype(x.dtype) not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be float32 or float64, got dtype {x.dtype}")
     if ndim is not None and x.ndim != ndim:
@@ -47,7 +47,7 @@ def check_same_device(backend: Backend, **arrays: Any) -> None:
     """Raise DeviceMismatchError when any of ``arrays`` lives outside ``backend``'s device."""
     for name, a in arrays.items():
         if a is not None and not backend.owns(a):
-            other = backend_of(a).name
+            other = backend_of(a, name).name
             raise DeviceMismatchError(
                 f"{name} is on device '{other}' but the input is on '{backend.name}'; "
                 f"move it with gpucnn.to_device(array, '{backend.name}')"

@@ -57,8 +57,9 @@ def get_backend(device: str | Backend = "cpu") -> Backend:
     return _instances[device]
 
 
-def backend_of(array: Any) -> Backend:
-    """The backend whose device holds ``array``; a TypeError for anything that is not an array."""
+def backend_of(array: Any, name: str = "") -> Backend:
+    """The backend whose device holds ``array``; a TypeError, naming the argument ``name`` when
+    given, for anything that is not an array (a list, say: arrays are never made implicitly)."""
     for backend in _instances.values():
         if backend.name != "cpu" and backend.owns(array):
             return backend
@@ -67,7 +68,8 @@ def backend_of(array: Any) -> Backend:
     cpu = get_backend("cpu")
     if cpu.owns(array):
         return cpu
-    raise TypeError(f"expected a NumPy or CuPy array, got {type(array).__name__}")
+    what = f"{name} must be" if name else "expected"
+    raise TypeError(f"{what} a NumPy or CuPy array, got {type(array).__name__}")
 
 
 def to_device(array: Any, device: str | Backend) -> Any:

@@ -32,7 +32,7 @@ class Linear(Module):
     def forward(self, x, relu: bool = False):
         """x @ weight.T + bias; with ``relu``, max(., 0) of it (a ReLU layer right after this
         one, fused by :class:`~gpucnn.nn.container.Sequential`)."""
-        self._x, self._backend = x, backend_of(x)
+        self._x, self._backend = x, backend_of(x, "Linear input")
         b = None if self.bias is None else self.bias.data
         return self._keep_output(F.linear(x, self.weight.data, b, relu))
 
