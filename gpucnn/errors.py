@@ -7,3 +7,23 @@ class GpuUnavailableError(RuntimeError):
 
 class DeviceMismatchError(ValueError):
     """Arrays from different devices were mixed in one operation."""
+
+
+def device_mismatch(
+    name: str, device: str, other: str, other_device: str, move_input: bool = False, op: str = ""
+) -> DeviceMismatchError:
+    """The error for array ``name`` on ``device`` used with ``other`` on ``other_device``, naming
+    both devices. It says to move ``name`` to ``other_device``, or, with ``move_input`` (``name``
+    is a layer's weight, ``other`` its input), to move the input to the weight's device: a model
+    stays where ``model.to`` put it, and it is the data that usually comes from elsewhere."""
+    if move_input:
+        fix = (
+            f"move the input to the model's device with gpucnn.to_device(x, '{device}') "
+            f"(or the model to the input's with model.to('{other_device}'))"
+        )
+    else:
+        fix = f"move it with gpucnn.to_device({name}, '{other_device}')"
+    where = f"{op}: " if op else ""
+    return DeviceMismatchError(
+        f"{where}{name} is on device '{device}' but {other} is on '{other_device}'; {fix}"
+    )

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .backend import Backend, backend_of
-from .errors import DeviceMismatchError
+from .errors import device_mismatch
 from .shapes import (
     check_pool_padding,
     conv_padding,
@@ -43,14 +43,13 @@ def check_flag(value: Any, name: str) -> None:
         raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
-def check_same_device(backend: Backend, **arrays: Any) -> None:
-    """Raise DeviceMismatchError when any of ``arrays`` lives outside ``backend``'s device."""
-    for name, a in arrays.items():
-        if a is not None and not backend.owns(a):
-            other = backend_of(a, name).name
-            raise DeviceMismatchError(
-                f"{name} is on device '{other}' but the input is on '{backend.name}'; "
-                f"move it with gpucnn.to_device(array, '{backend.name}')"
+def check_same_device(backend: Backend, **weights: Any) -> None:
+    """Raise DeviceMismatchError when any of ``weights`` lives outside the device of the input,
+    ``backend``; its hint is to move the input to the weights' (the model's) device."""
+    for name, w in weights.items():
+        if w is not None and not backend.owns(w):
+            raise device_mismatch(
+                name, backend_of(w, name).name, "the input", backend.name, move_input=True
             )
 
 
@@ -166,7 +165,9 @@ def check_labels(backend: Backend, logits, labels, check_range: bool = True) -> 
     ``check_range`` off skips the range on a GPU, where it reads the device (a bad label then
     gives a NaN loss); on the CPU it costs no such read, and a label out of range would index
     another class silently, so it is always checked there."""
-    check_same_device(backend, labels=labels)
+    if not backend.owns(labels):
+        got = backend_of(labels, "labels").name
+        raise device_mismatch("labels", got, "the loss's input (logits)", backend.name)
     if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
         raise ValueError(
             f"labels must have shape ({logits.shape[0]},) for logits {tuple(logits.shape)}, "

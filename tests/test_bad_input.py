@@ -363,6 +363,31 @@ def test_arrays_from_another_device_are_named():
             nn.BatchNorm2d(3).to("cuda-emu").train(mode)(X)
 
 
+def test_a_model_fed_an_input_from_another_device_says_to_move_the_input():
+    """The weights are where model.to put them; the data is what usually comes from elsewhere,
+    so the hint moves the input to the model's device (and still names both devices). Labels
+    are moved to the logits' device."""
+    emu, cpu = make_backend("cuda-emu"), get_backend("cpu")
+    for model_device, input_device in ((emu, cpu), (cpu, emu)):
+        for layer in (nn.Conv2d(3, 4, 3), nn.Linear(8, 2), nn.BatchNorm2d(3)):
+            x = input_device.asarray(X if not isinstance(layer, nn.Linear) else X[:, 0, 0])
+            with pytest.raises(DeviceMismatchError) as error:
+                nn.Sequential(layer).to(model_device)(x)
+            assert (
+                f"is on device '{model_device.name}' but the input is on '{input_device.name}'; "
+                f"move the input to the model's device with gpucnn.to_device(x, "
+                f"'{model_device.name}') (or the model to the input's with "
+                f"model.to('{input_device.name}'))"
+            ) in str(error.value)
+    with pytest.raises(
+        DeviceMismatchError,
+        match=r"labels is on device 'cpu' but the loss's input \(logits\) is on 'cuda-emu'; "
+        r"move it with "
+        r"gpucnn.to_device\(labels, 'cuda-emu'\)",
+    ):
+        nn.CrossEntropyLoss()(emu.asarray(X[:, :, 0, 0]), np.array([0, 1]))
+
+
 @pytest.mark.parametrize("device", KERNEL_BACKENDS)
 def test_conv_reach_past_int_pixel_coordinates_is_refused(device):
     """conv2d.cu keeps pixel coordinates in int: a padding of 2^30 is refused before any launch."""

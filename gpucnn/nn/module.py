@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import Backend, backend_of, get_backend
-from ..errors import DeviceMismatchError
+from ..errors import device_mismatch
 from ..functional import check_flag
 
 
@@ -132,11 +132,8 @@ class Module:
         if got_shape is None or got_dtype is None:
             raise TypeError(f"{op}: grad_out must be an array, got {type(grad_out).__name__}")
         if not isinstance(grad_out, np.generic) and not backend.owns(grad_out):  # scalars: any
-            raise DeviceMismatchError(
-                f"{op}: grad_out is on device '{backend_of(grad_out).name}' but the forward's "
-                f"output is on '{backend.name}'; move it with "
-                f"gpucnn.to_device(grad_out, '{backend.name}')"
-            )
+            got = backend_of(grad_out).name
+            raise device_mismatch("grad_out", got, "the forward's output", backend.name, op=op)
         if tuple(got_shape) != shape:
             raise ValueError(
                 f"{op}: grad_out must have shape {shape} (the forward output's), "
