@@ -465,6 +465,19 @@ def test_an_empty_sequential_is_the_identity_both_ways():
     assert model.backward(x, input_grad=False) is None
 
 
+def test_a_slice_of_a_sequential_is_a_sequential_of_the_same_layers(rng):
+    """As PyTorch's (it was a list): the layer objects themselves, numbered from "0", in the
+    training mode of the whole, and the two halves of a model compose to it."""
+    model = small_net(rng).eval()
+    head, tail = model[:4], model[4:]
+    assert isinstance(head, nn.Sequential) and isinstance(tail, nn.Sequential)
+    assert [id(layer) for layer in (*head, *tail)] == [id(layer) for layer in model]
+    assert list(tail.state_dict()) == ["2.weight", "2.bias"] and tail[2] is model[6]
+    assert not head.training and model[::2][1] is model[2] and len(model[7:]) == 0
+    x = rng.standard_normal((3, 1, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(tail(head(x)), model(x))
+
+
 def test_fused_backward_paths_check_the_gradient_too(rng):
     """A convolution's parameter-only backward and max pooling's ReLU-fused backward check it."""
     conv, pool = nn.Conv2d(1, 2, 3, rng=rng), nn.MaxPool2d(2)

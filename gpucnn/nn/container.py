@@ -36,8 +36,16 @@ class Sequential(Module):
             i for i in relus if i + 1 < len(layers) and layers[i + 1].fuses_previous_relu
         }
 
-    def __getitem__(self, index: int) -> Module:
-        return list(self._modules.values())[index]
+    def __getitem__(self, index: int | slice) -> Module:
+        """The layer at ``index``; a slice is a Sequential of those same layer objects (as in
+        PyTorch, but numbered again from "0": ``model[2:]``'s first layer is its "0"), in the
+        training mode of this one."""
+        layers = list(self._modules.values())[index]
+        if not isinstance(index, slice):
+            return layers
+        part = Sequential(*layers)
+        object.__setattr__(part, "training", self.training)
+        return part
 
     def __len__(self) -> int:
         return len(self._modules)
