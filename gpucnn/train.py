@@ -251,6 +251,8 @@ def fit(
     if not config.resume:
         refuse_existing_run(out, config.overwrite)
     backend = get_backend(cfg.device)
+    if cfg.cuda_graph:
+        backend.graph_session()  # refuses the cpu device now, before the data is loaded
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.seed, cfg.train_size, cfg.test_size)
     log(
         f"{data.name}: {len(data.train_y)} training, {len(data.test_y)} test images ({data.source})"
@@ -281,7 +283,6 @@ def fit(
     loss_fn = training_loss(cfg.label_smoothing)
     step = train_step(model, loss_fn, optimizer)
     if cfg.cuda_graph:
-        backend.graph_session()  # refuses the cpu device now, before any work
         step = CapturedStep(step)
     if config.overwrite:
         remove_previous_run(out)

@@ -805,9 +805,13 @@ def test_train_on_each_device_and_eval_on_the_cpu(backend, tmp_path, capsys):
     assert code == 0 and f"test accuracy {metrics['test_accuracy']:.4f}" in text
 
 
-def test_error_cuda_graph_on_the_cpu(capsys, tmp_path):
+def test_error_cuda_graph_on_the_cpu(capsys, tmp_path, monkeypatch):
+    """Refused before the dataset is loaded (Fashion-MNIST's takes seconds), not after."""
+    loaded, load = [], gpucnn.train.load_dataset
+    monkeypatch.setattr(gpucnn.train, "load_dataset", lambda *a: loaded.append(a) or load(*a))
     code, _, err = run(capsys, "train", "--cuda-graph", "--out", str(tmp_path))
     assert_one_line_error(code, err, "CUDA graph capture needs device 'cuda'", "'cpu'")
+    assert loaded == []
 
 
 @pytest.mark.parametrize("device", KERNEL_BACKENDS)
