@@ -232,9 +232,10 @@ def fit(
     callback: Callable[[int, dict], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Train as ``config`` says; returns the metrics also written to ``OUT/metrics.json``.
+    """Train as ``config`` says; returns the metrics also written to ``OUT/metrics.json``
+    (rewritten with each epoch's checkpoint, so an interrupted run's describes its checkpoint).
 
-    ``callback(epoch, record)`` runs after each epoch's checkpoint is written.
+    ``callback(epoch, record)`` runs after each epoch's checkpoint and metrics.json are written.
     """
     start_time = time.perf_counter()
     if config.resume and config.overwrite:
@@ -286,6 +287,7 @@ def fit(
         step = CapturedStep(step)
     if config.overwrite:
         remove_previous_run(out)
+    metrics = None
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         bar = _progress_bar(train_loader.num_samples, f"epoch {epoch}/{cfg.epochs}", cfg.progress)
@@ -322,17 +324,24 @@ def fit(
             rng=rng,
             meta=_meta(cfg, data, norm, history),
         )
+        # With each checkpoint, so that after Ctrl-C the two describe the same epochs.
+        metrics = _write_metrics(cfg, model, backend.name, history, out, start_time)
         if callback is not None:
             callback(epoch, record)
-    return _finish(cfg, model, backend.name, history, out, time.perf_counter() - start_time)
+    if metrics is None:  # resumed with every epoch done: nothing trained, metrics.json rewritten
+        metrics = _write_metrics(cfg, model, backend.name, history, out, start_time)
+    _draw(model, history, out)
+    return metrics
 
 
-def _finish(cfg: TrainConfig, model, device: str, history: list, out: Path, wall: float) -> dict:
-    """Write metrics.json and the pictures; returns the metrics.
+def _write_metrics(
+    cfg: TrainConfig, model, device: str, history: list, out: Path, start_time: float
+) -> dict:
+    """Write metrics.json (atomically) for the epochs in ``history``; returns the metrics.
 
     ``train_seconds`` sums every epoch's training pass (evaluation not included), those of the
-    sessions before a resume too; ``wall_seconds`` (``wall``) is this session's, from the start
-    of :func:`fit` until its last epoch is done, so after a resume it can be the smaller.
+    sessions before a resume too; ``wall_seconds`` is this session's, from ``start_time`` (when
+    :func:`fit` started) until now, its latest checkpoint, so after a resume it can be the smaller.
     """
     metrics = {
         "dataset": cfg.dataset,
@@ -342,13 +351,18 @@ def _finish(cfg: TrainConfig, model, device: str, history: list, out: Path, wall
         "test_accuracy": history[-1]["test_accuracy"],
         "test_loss": history[-1]["test_loss"],
         "train_seconds": sum(h["seconds"] for h in history),
-        "wall_seconds": wall,
+        "wall_seconds": time.perf_counter() - start_time,
         "parameters": count_parameters(model),
         "config": dataclasses.asdict(cfg),
         "history": history,
     }
     text = json.dumps(metrics, indent=2).encode()
     atomic_write(out / "metrics.json", lambda f: f.write(text))
+    return metrics
+
+
+def _draw(model, history: list, out: Path) -> None:
+    """curves.png and the first convolution's filters.png, if matplotlib is installed."""
     convs = [m for _, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     try:
         plot_curves(history, out / "curves.png")
@@ -356,7 +370,6 @@ def _finish(cfg: TrainConfig, model, device: str, history: list, out: Path, wall
             plot_filters(model.backend.to_numpy(convs[0].weight.data), out / "filters.png")
     except ImportError as err:  # matplotlib is optional (extra "cli")
         print(f"gpucnn: no pictures: {err}", file=sys.stderr)
-    return metrics
 
 
 def evaluate_checkpoint(

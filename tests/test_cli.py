@@ -17,6 +17,7 @@ from conftest import KERNEL_BACKENDS, make_backend, write_fake_idx_dataset
 import gpucnn.atomic
 import gpucnn.demo
 import gpucnn.train
+from gpucnn.checkpoint import load_checkpoint
 from gpucnn.cli import main
 from gpucnn.data.datasets import write_idx_dataset
 from gpucnn.errors import GpuUnavailableError
@@ -631,35 +632,55 @@ def test_the_progress_bar_is_closed_before_an_interruption_or_error_is_reported(
         assert events == ["closed"]
 
 
+TRAIN_EPOCH = gpucnn.train.train_epoch
+
+
+def interrupt_in_epoch(monkeypatch, stop: int) -> None:
+    """Ctrl-C in the ``stop``-th epoch from now: that training pass raises KeyboardInterrupt."""
+    calls = []
+
+    def train_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == stop:
+            raise KeyboardInterrupt
+        return TRAIN_EPOCH(*args, **kwargs)
+
+    monkeypatch.setattr(gpucnn.train, "train_epoch", train_epoch)
+
+
 def test_interrupted_training_hints_resume_only_once_a_checkpoint_exists(
     capsys, tmp_path, monkeypatch
 ):
     """Ctrl-C in epoch 1 (default --out): nothing to resume yet; in epoch 2: --resume, which
     then finishes the run."""
-    train_epoch, calls = gpucnn.train.train_epoch, []
-
-    def interrupted_in_epoch(epoch):
-        def step(*args, **kwargs):
-            calls.append(1)
-            if len(calls) == epoch:
-                raise KeyboardInterrupt
-            return train_epoch(*args, **kwargs)
-
-        return step
-
     monkeypatch.chdir(tmp_path)
     argv = ["train", "--epochs", "2", "--train-size", "128", "--test-size", "64", "--no-progress"]
-    monkeypatch.setattr(gpucnn.train, "train_epoch", interrupted_in_epoch(1))
+    interrupt_in_epoch(monkeypatch, 1)
     code, _, err = run(capsys, *argv)
     assert code == 130 and "no checkpoint was written yet: rerun without --resume" in err
-    calls.clear()
-    monkeypatch.setattr(gpucnn.train, "train_epoch", interrupted_in_epoch(2))
+    interrupt_in_epoch(monkeypatch, 2)
     code, _, err = run(capsys, *argv)
     assert code == 130 and "(continue the training run with --resume)" in err
-    monkeypatch.setattr(gpucnn.train, "train_epoch", train_epoch)
+    monkeypatch.setattr(gpucnn.train, "train_epoch", TRAIN_EPOCH)
     code, text, _ = run(capsys, *argv, "--resume")
     assert code == 0 and "epoch 2/2" in text
     assert (tmp_path / "runs" / "lines-tutorial-lines" / "model.npz").is_file()
+
+
+def test_metrics_json_describes_the_checkpoint_after_an_interruption(capsys, tmp_path, monkeypatch):
+    """metrics.json is written with each epoch's checkpoint: after Ctrl-C in epoch 2 it held
+    nothing (a new run) or the session before a --resume, while model.npz held the last epoch."""
+    common = ["--train-size", "64", "--test-size", "32", "--no-progress", "--out", str(tmp_path)]
+    for argv, stop in ((["--epochs", "3"], 2), (["--epochs", "4", "--resume"], 3)):
+        interrupt_in_epoch(monkeypatch, stop)
+        assert run(capsys, "train", *argv, *common)[0] == 130
+        epochs_done = load_checkpoint(tmp_path / "model.npz").epoch
+        metrics = json.loads((tmp_path / "metrics.json").read_text())
+        assert [h["epoch"] for h in metrics["history"]] == list(range(1, epochs_done + 1))
+        assert metrics["test_accuracy"] == metrics["history"][-1]["test_accuracy"]
+        assert metrics["train_seconds"] == sum(h["seconds"] for h in metrics["history"])
+        assert 0 < metrics["wall_seconds"]
+    assert epochs_done == 3  # 1 in the first session, 2 in the resumed one
 
 
 def test_a_new_run_does_not_overwrite_a_finished_one_unless_asked(capsys, tmp_path, monkeypatch):
