@@ -819,25 +819,36 @@ def test_a_write_between_an_array_and_its_fence_is_reported(basics, monkeypatch)
         basics.get_function("copy_write_past_end")(1, 128, (x, y, np.int32(n)))
 
 
+RANDOM_FENCED = {"conv": 150, "max_pool": 50, "avg_pool": 50}  # about 4 s each way
+
+
 @pytest.mark.parametrize("fence", ["after", "before"])
-def test_no_kernel_reads_or_writes_outside_its_arrays(emu_cache, fence):
-    """Every op case, then the sanitizer driver's launches (scripts/launch_all_kernels.py), with
-    each array against a fence: no kernel touches memory just outside its arrays, even where the
-    value read is never used (``sum_partials`` without its ``i < count`` guard, or
-    ``winograd_backward_weight`` without its ``c < C``, reads past the end and fails here)."""
+def test_no_kernel_reads_or_writes_outside_its_arrays(emu_cache, fence, rng):
+    """Every op case, fresh random conv and pool configurations (test_random_configs.py's) and
+    the sanitizer driver's launches (scripts/launch_all_kernels.py), with each array against a
+    fence: no kernel touches memory just outside its arrays, even where the value read is never
+    used (``sum_partials`` without its ``i < count`` guard, or ``winograd_backward_weight``
+    without its ``c < C``, reads past the end and fails here)."""
+    seed = int(rng.integers(2**63))
     cases = (
         f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-        "import numpy as np\nfrom op_cases import CASES\n"
+        "import numpy as np\nfrom op_cases import CASES\nfrom test_random_configs import FAMILIES\n"
         "from gpucnn.backend.emulation import EmulatedCudaBackend\n"
         "backend = EmulatedCudaBackend()\n"
-        "for case in CASES:\n    print(case.name, flush=True)  # the last one named failed\n"
+        "def run(case, rng):\n    print(case.name, flush=True)  # the last one named failed\n"
         "    for dtype in (np.float32, np.float64):\n"
-        "        case.run(backend, case.sample(np.random.default_rng(0), dtype))\n"
+        "        case.run(backend, case.sample(rng, dtype))\n"
+        "for case in CASES:\n    run(case, np.random.default_rng(0))\n"
+        f"rng = np.random.default_rng({seed})\n"
+        f"for family, count in {RANDOM_FENCED!r}.items():\n"
+        "    for index in range(count):\n        run(FAMILIES[family](rng, index), rng)\n"
     )
     result = run_fenced(fence, "-c", cases)
-    last = result.stdout.split()[-1:]
-    assert result.returncode == 0, f"in case {last}: {result.stderr[-2000:]}"
-    assert result.stdout.splitlines() == [case.name for case in CASES]
+    last = result.stdout.split("\n")[-2:-1]
+    assert result.returncode == 0, f"in case {last} (seed {seed}): {result.stderr[-2000:]}"
+    names = result.stdout.splitlines()
+    assert names[: len(CASES)] == [case.name for case in CASES]
+    assert len(names) == len(CASES) + sum(RANDOM_FENCED.values())
     driver = run_fenced(fence, str(SCRIPTS / "launch_all_kernels.py"), "--device", "cuda-emu")
     assert driver.returncode == 0, driver.stderr[-2000:]
     assert re.search(r"launched (\d+) of \1 kernels", driver.stdout), driver.stdout
