@@ -45,6 +45,16 @@ class Optimizer:
             # Each copy would keep its own state and update the same weights: twice in turn on
             # the CPU, racing in one launch on a GPU.
             raise ValueError("optimizer got the same parameter twice; pass each one once")
+        # Nor two parameters over the same memory (Parameter(other.data), overlapping views):
+        # the same race on a GPU, which the check above does not see.
+        for i, p in enumerate(self.params):
+            xp = backend_of(p.data).xp
+            for j, q in enumerate(self.params[:i]):
+                if type(q.data) is type(p.data) and xp.may_share_memory(q.data, p.data):
+                    raise ValueError(
+                        f"optimizer parameters {j} and {i} share memory; each parameter needs "
+                        "its own array"
+                    )
         self._clock = np.zeros(2)
         self.lr = lr
         self.state: list[dict[str, Any]] = [{} for _ in self.params]

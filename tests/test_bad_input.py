@@ -266,6 +266,22 @@ def test_one_layer_or_parameter_in_two_places_is_refused():
     optim.SGD(shared.parameters(), 0.1)
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda-emu"])
+def test_two_parameters_over_one_array_are_refused(device):
+    """Two Parameter objects over the same memory (a tie made as Parameter(other.data), or
+    overlapping views) pass the optimizer's same-object check, yet on a GPU they would be two
+    slots of one fused optimizer launch whose blocks read and write the same weights at once:
+    a lost update that varies run to run, where the CPU and cuda-emu update them in turn."""
+    conv = nn.Conv2d(3, 4, 3).to(device)
+    tied = nn.Parameter(conv.weight.data)
+    with pytest.raises(ValueError, match=r"parameters 0 and 2 share memory"):
+        optim.Adam([conv.weight, conv.bias, tied], 0.1)
+    data = conv.weight.data.reshape(-1)
+    with pytest.raises(ValueError, match=r"parameters 0 and 1 share memory"):
+        optim.SGD([nn.Parameter(data[:60]), nn.Parameter(data[50:])], 0.1, momentum=0.9)
+    optim.SGD([nn.Parameter(data[:50]), nn.Parameter(data[50:])], 0.1)  # side by side: fine
+
+
 def test_labels_out_of_range_and_wrong_shape():
     logits = np.random.default_rng().standard_normal((4, 3)).astype(np.float32)
     loss = nn.CrossEntropyLoss()
