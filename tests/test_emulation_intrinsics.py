@@ -316,31 +316,42 @@ def float_cases():
     return a, b
 
 
+def flushed(x: np.ndarray) -> np.ndarray:
+    """x with its subnormal floats as zeros of their sign: CuPy compiles every kernel with
+    -ftz=true, so a GPU's single-precision operations (.ftz) flush subnormal operands and
+    results, and the emulation does the same in a kernel with a float parameter."""
+    return np.where(np.abs(x) < np.finfo(x.dtype).tiny, np.copysign(0, x), x).astype(x.dtype)
+
+
 def test_float_max_min_treat_nan_as_missing(emu):
+    """max.ftz.f32 / min.ftz.f32: NaN is missing data; a subnormal (1e-45 against 0) is 0."""
     a, b = float_cases()
     n = len(a)
     mx, mn, sat, rsq = (np.zeros(n, np.float32) for _ in range(4))
     emu.get_function("float_math")(1, 64, (a, b, np.int32(n), mx, mn, sat, rsq))
-    np.testing.assert_array_equal(mx, np.fmax(a, b))
-    np.testing.assert_array_equal(mn, np.fmin(a, b))
+    np.testing.assert_array_equal(mx, np.fmax(flushed(a), flushed(b)))
+    np.testing.assert_array_equal(mn, np.fmin(flushed(a), flushed(b)))
     assert mx[0] == 1 and mn[1] == 1 and np.isnan(mx[2]) and np.isnan(mn[2]) and mn[5] == -INF
+    assert mx[9] == 0  # max(1e-45, 0): the subnormal flushed
 
 
 def test_saturatef_clamps_to_unit_interval_and_maps_nan_to_zero(emu):
     """CUDA Math API: __saturatef(x) is 0 for x < 0, 1 for x > 1, x in between, and 0 for NaN
-    (the hardware's .sat modifier flushes NaN to +0)."""
+    (the hardware's .sat modifier flushes NaN to +0); a subnormal x is flushed first (.ftz)."""
     a, b = float_cases()
     n = len(a)
     mx, mn, sat, rsq = (np.zeros(n, np.float32) for _ in range(4))
     emu.get_function("float_math")(1, 64, (a, b, np.int32(n), mx, mn, sat, rsq))
-    for x, s in zip(a.tolist(), sat.tolist(), strict=True):
+    for x, s in zip(flushed(a).tolist(), sat.tolist(), strict=True):
         want = 0.0 if x != x or x < 0 else 1.0 if x > 1 else x
         assert s == want, f"__saturatef({x}) = {s}, CUDA gives {want}"
+    assert sat[9] == 0  # __saturatef(1e-45)
 
 
 def test_rsqrtf_special_values_and_accuracy(emu):
-    """rsqrtf(+0) = +inf, rsqrtf(-0) = -inf, rsqrtf(+inf) = +0, NaN for x < 0 and for NaN;
-    elsewhere within CUDA's 2 ulp of 1/sqrt(x)."""
+    """rsqrtf(+0) = +inf, rsqrtf(-0) = -inf, rsqrtf(+inf) = +0, NaN for x < 0 and for NaN, +inf
+    for a subnormal x (rsqrt.approx.ftz flushes it to +0); elsewhere within CUDA's 2 ulp of
+    1/sqrt(x)."""
     rng = np.random.default_rng(14)
     a = np.concatenate(
         [
@@ -352,10 +363,10 @@ def test_rsqrtf_special_values_and_accuracy(emu):
     mx, mn, sat, rsq = (np.zeros(n, np.float32) for _ in range(4))
     emu.get_function("float_math")(1, 64, (a, a, np.int32(n), mx, mn, sat, rsq))
     assert rsq[0] == INF and rsq[1] == -INF and rsq[2] == 0 and not np.signbit(rsq[2])
-    assert np.isnan(rsq[3:6]).all() and rsq[6] == 1 and rsq[7] == 0.5
-    exact = 1 / np.sqrt(a[8:].astype(np.float64))
+    assert np.isnan(rsq[3:6]).all() and rsq[6] == 1 and rsq[7] == 0.5 and rsq[8] == INF
+    exact = 1 / np.sqrt(a[9:].astype(np.float64))
     ulp = np.spacing(exact.astype(np.float32)).astype(np.float64)
-    assert (np.abs(rsq[8:] - exact) <= 2 * ulp).all()
+    assert (np.abs(rsq[9:] - exact) <= 2 * ulp).all()
 
 
 def test_double_max_min_with_float_and_rsqrt(emu):

@@ -219,6 +219,8 @@ class EmulatedKernel:
         self.name = entry.name.decode()
         self.params = [_Param(entry.params[i]) for i in range(entry.nparams)]
         self.launches = 0  # completed launches, for coverage checks
+        # CuPy compiles with -ftz=true: a kernel that works in float flushes subnormals to zero.
+        self.flushes_subnormals = any(p.category == "f" and p.size == 4 for p in self.params)
 
     def _fail(self, index: int, problem: str) -> TypeError:
         p = self.params[index]
@@ -300,7 +302,10 @@ class EmulatedKernel:
             for i, a in region.members:
                 keep[i].value = region.base + (a.ctypes.data - region.start)
         with _LAUNCH_LOCK:
-            self._module.launch(self._index, self.name, grid3, block3, int(shared_mem), pointers)
+            self._module.launch(
+                self._index, self.name, grid3, block3, int(shared_mem), pointers,
+                self.flushes_subnormals,
+            )  # fmt: skip
         self.launches += 1
         for region in regions:
             problem = region.overrun()
@@ -359,8 +364,11 @@ class EmulatedModule:
                 f"{sorted(self._kernels)}"
             ) from None
 
-    def launch(self, index: int, name: str, grid, block, shared_mem: int, pointers) -> None:
-        """Run kernel ``index`` (called by EmulatedKernel with the guarded argument pointers)."""
+    def launch(
+        self, index: int, name: str, grid, block, shared_mem: int, pointers, flush: bool
+    ) -> None:
+        """Run kernel ``index`` (called by EmulatedKernel with the guarded argument pointers);
+        ``flush``: subnormal floats flush to zero, as on a GPU under CuPy's -ftz=true."""
         err = ctypes.create_string_buffer(1024)
         rc = self._lib.gpucnn_emu_launch(
             ctypes.c_int(index),
@@ -368,6 +376,7 @@ class EmulatedModule:
             (ctypes.c_uint * 3)(*block),
             ctypes.c_ulonglong(shared_mem),
             pointers,
+            ctypes.c_int(flush),
             err,
             ctypes.c_int(len(err)),
         )

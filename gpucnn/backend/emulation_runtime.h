@@ -16,6 +16,9 @@
 #include <type_traits>
 #include <typeinfo>
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 #if !defined(__x86_64__) || !defined(__ELF__) || defined(GPUCNN_EMU_UCONTEXT)
 #define GPUCNN_EMU_USE_UCONTEXT 1
 #include <ucontext.h>
@@ -391,6 +394,34 @@ inline bool reserve_stacks(unsigned n) {
 // first. A kernel whose result depends on that order (a missing barrier, a thread reading what
 // another writes in the same interval, a block reading another block's output) then gives other
 // bits than the usual run; a GPU promises neither order.
+// CuPy compiles every kernel with -ftz=true (it appends the flag to the caller's options), so a
+// GPU's single-precision operations flush subnormal operands and results to zero. A launch with
+// `flush` (the runner sets it for a kernel with a float parameter) runs so here too, on x86-64:
+// MXCSR's FTZ and DAZ bits, restored after the launch. They apply to double operations as well,
+// which these kernels never feed subnormals; elsewhere subnormals are kept.
+class FlushSubnormals {
+ public:
+  explicit FlushSubnormals(bool flush) {
+#if defined(__x86_64__)
+    if (flush) _mm_setcsr(saved_ | 0x8040u);  // FTZ (bit 15) and DAZ (bit 6)
+#else
+    (void)flush;
+#endif
+  }
+  ~FlushSubnormals() {
+#if defined(__x86_64__)
+    _mm_setcsr(saved_);
+#endif
+  }
+  FlushSubnormals(const FlushSubnormals&) = delete;
+  FlushSubnormals& operator=(const FlushSubnormals&) = delete;
+
+ private:
+#if defined(__x86_64__)
+  unsigned saved_ = _mm_getcsr();
+#endif
+};
+
 inline bool run_grid(const unsigned* grid, const unsigned* block, size_t shmem) {
   g.failed = false;
   g.error.clear();
@@ -525,10 +556,11 @@ KernelEntry entry(const char*, R (*)(P...)) {
     return &gpucnn_emu_table[i];                                                                   \
   }                                                                                                \
   GPUCNN_EMU_EXPORT int gpucnn_emu_launch(int k, const unsigned* grid, const unsigned* block,      \
-                                          unsigned long long shmem, void** args, char* err,        \
-                                          int errlen) {                                            \
+                                          unsigned long long shmem, void** args, int flush,        \
+                                          char* err, int errlen) {                                 \
     const ::gpucnn_emu::KernelEntry& e = gpucnn_emu_table[k];                                      \
     e.launch(e.fn, args);                                                                          \
+    const ::gpucnn_emu::FlushSubnormals mode(flush != 0);                                          \
     if (::gpucnn_emu::run_grid(grid, block, shmem)) return 0;                                      \
     std::snprintf(err, size_t(errlen), "%s", ::gpucnn_emu::g.error.c_str());                       \
     return 1;                                                                                      \
