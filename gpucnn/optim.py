@@ -104,8 +104,11 @@ class Optimizer:
     def step(self) -> None:
         """Apply one update to every parameter from its accumulated gradient."""
         clock = self._device_clock()
-        clock[0] += 1
-        self._update(backend_of(clock), clock)
+        backend = backend_of(clock)
+        # In place: one kernel (a node of a captured step) on a GPU, where clock[0] += 1 is two,
+        # the add on a view of clock[0] and then CuPy's copy of it back into clock[0].
+        backend.xp.add(clock[:1], 1, out=clock[:1])
+        self._update(backend, clock)
 
     def _update(self, backend: Any, clock: Any) -> None:
         """Update every parameter on ``backend``, the clock's (and the parameters') device."""

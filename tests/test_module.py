@@ -173,6 +173,28 @@ def test_dropout_layer_forward_and_backward_follow_the_reference(backend, rng):
         np.testing.assert_allclose(gx, reference.dropout_backward(gy, mask), rtol=1e-6)
 
 
+def test_an_optimizer_step_advances_its_clock_in_place():
+    """The step count lives beside the weights and one in-place add advances it: on a GPU
+    ``clock[0] += 1`` is two kernels, two nodes of a captured step (the add on a view, then
+    CuPy's copy of it back through ``__setitem__``)."""
+
+    class Recording(np.ndarray):
+        writes = 0
+
+        def __setitem__(self, key, value):
+            Recording.writes += 1
+            super().__setitem__(key, value)
+
+    model = nn.Linear(3, 2, rng=0)
+    for opt in (optim.SGD(model.parameters(), 0.1, momentum=0.9), optim.Adam(model.parameters())):
+        opt._clock = opt._clock.view(Recording)
+        for _ in range(2):
+            model(np.ones((4, 3), np.float32))
+            model.backward(np.ones((4, 2), np.float32))
+            opt.step()
+        assert opt.steps == 2 and Recording.writes == 0
+
+
 def test_optimizer_state_dict_round_trip_continues_identically():
     rng = np.random.default_rng()
     grads = [rng.standard_normal(5).astype(np.float32) for _ in range(4)]
