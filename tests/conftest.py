@@ -117,6 +117,34 @@ def umask():
     os.umask(old)
 
 
+@pytest.fixture
+def one_plane_block(monkeypatch):
+    """The plane-looping kernels' grids held to one block row (PLANE_LOOP_BLOCKS = 1); yields
+    the pool2d launches' grids, recorded through ``record_pool_grids(backend)``. Pooling's
+    cached launch plans are dropped before and after: a plan made earlier under the usual value
+    keeps its grid of a row per plane, and the test would then walk no planes at all."""
+    from gpucnn.backend.launchers import batchnorm, launching, pool2d
+
+    monkeypatch.setattr(launching, "PLANE_LOOP_BLOCKS", 1)
+    monkeypatch.setattr(batchnorm, "PLANE_LOOP_BLOCKS", 1)
+    pool2d._pool_plan.cache_clear()
+    grids: list[tuple] = []
+
+    def record_pool_grids(backend) -> list[tuple]:
+        launch = backend._launch
+
+        def recording(family, kernel, grid, *args):
+            if family == "pool2d":
+                grids.append(tuple(grid))
+            launch(family, kernel, grid, *args)
+
+        monkeypatch.setattr(backend, "_launch", recording)
+        return grids
+
+    yield record_pool_grids
+    pool2d._pool_plan.cache_clear()
+
+
 def write_fake_idx_dataset(folder, n_train=20, n_test=10, gz=True):
     """Four small random 28x28 IDX files named like MNIST's, in ``folder``; labels cycle 0..9."""
     rng = np.random.default_rng(0)

@@ -236,13 +236,13 @@ def test_unsigned_labels_are_labels(kernel_backend, rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_plane_wider_than_the_plane_loop_grid_still_runs(
-    kernel_backend, cpu, dtype, rng, monkeypatch
+    kernel_backend, cpu, dtype, rng, one_plane_block
 ):
     """A plane of more pixel blocks than PLANE_LOOP_BLOCKS (lowered to 1 here: 17 x 16 = 272
     pixels, two blocks) still gets one row of plane blocks, not an empty grid that launches
     nothing and leaves the pooling's output and input gradient unwritten."""
-    monkeypatch.setattr(launching, "PLANE_LOOP_BLOCKS", 1)
     assert launching.grid_plane_loop(272, 6) == (2, 1)
+    grids = one_plane_block(kernel_backend)
     x = rng.standard_normal((2, 3, 17, 16)).astype(dtype)
     geometry = ((3, 3), (1, 1), (1, 1))
     results = []
@@ -256,6 +256,7 @@ def test_a_plane_wider_than_the_plane_loop_grid_still_runs(
         results.append([bk.to_numpy(a) for a in (y, gx, m, gm)])
     for got, want in zip(results[1], results[0], strict=True):
         _close(got, want, dtype)
+    assert sorted(set(grids)) == [(2, 1)], grids  # every pool launch: one row
 
 
 def test_direct_weight_gradient_of_an_empty_batch_is_zero(kernel_backend):

@@ -15,7 +15,6 @@ from op_cases import (
 )
 
 from gpucnn import reference as ref
-from gpucnn.backend.launchers import batchnorm as batchnorm_launchers
 from gpucnn.backend.launchers import launching
 
 
@@ -49,16 +48,16 @@ PLANE_LOOP_CASES = [
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", PLANE_LOOP_CASES, ids=repr)
 def test_a_thread_walking_every_plane_matches_cpu(
-    case, dtype, kernel_backend, cpu, rng, monkeypatch
+    case, dtype, kernel_backend, cpu, rng, one_plane_block
 ):
     """A grid of one plane block: every thread loads its pixel of 8 planes (images) at once, in
     3 batches; the same outputs and gradients as the CPU."""
-    monkeypatch.setattr(launching, "PLANE_LOOP_BLOCKS", 1)
-    monkeypatch.setattr(batchnorm_launchers, "PLANE_LOOP_BLOCKS", 1)
     assert launching.grid_plane_loop(30, 21) == (1, 1)
+    grids = one_plane_block(kernel_backend)
     inputs = case.sample(rng, dtype)
     want = case.run(cpu, inputs)
     assert_outputs_close(case.run(kernel_backend, inputs), want, case, dtype, "one plane block")
+    assert all(grid[1] == 1 for grid in grids), grids  # no plan from before the patch
 
 
 @pytest.mark.parametrize("case", CASES, ids=repr)
