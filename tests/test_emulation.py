@@ -35,6 +35,7 @@ from gpucnn.backend.emulation import (  # noqa: E402
     create_emulated_backend,
     xp,
 )
+from gpucnn.backend.emulation_runner import FLUSHES_SUBNORMALS  # noqa: E402
 from gpucnn.backend.launchers import conv2d as conv_launchers  # noqa: E402
 from gpucnn.backend.launchers.conv2d import SQUARE_TILE  # noqa: E402
 from gpucnn.errors import GpuUnavailableError  # noqa: E402
@@ -244,6 +245,9 @@ __global__ void halve(const T* x, T* y) { y[threadIdx.x] = x[threadIdx.x] * T(0.
 """
 
 
+@pytest.mark.skipif(
+    not FLUSHES_SUBNORMALS, reason="cuda-emu flushes subnormals on x86-64 only (MXCSR)"
+)
 def test_float_kernels_flush_subnormals_as_cupy_compiles_them():
     """CuPy compiles every kernel with -ftz=true, so on a GPU a float kernel flushes subnormal
     operands (the 2^-127 read) and results (2^-126 halved) to zero; a double kernel keeps its

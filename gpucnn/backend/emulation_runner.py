@@ -17,6 +17,7 @@ import faulthandler
 import hashlib
 import mmap
 import os
+import platform
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -31,6 +32,8 @@ _FENCED_ALIGNMENT = (
     16  # the widest access (a 16-byte pack): at most 15 bytes between array and fence
 )
 _libc = ctypes.CDLL(None, use_errno=True)  # mprotect, for GPUCNN_EMU_FENCE
+# Whether the runtime can flush subnormal floats as a GPU does (emulation_runtime.h: x86-64's MXCSR).
+FLUSHES_SUBNORMALS = platform.machine() in ("x86_64", "amd64")
 POISON_ENV = "GPUCNN_EMU_POISON"
 ORDER_ENV = "GPUCNN_EMU_ORDER"
 FENCE_ENV = "GPUCNN_EMU_FENCE"
@@ -220,7 +223,8 @@ class EmulatedKernel:
         self.params = [_Param(entry.params[i]) for i in range(entry.nparams)]
         self.launches = 0  # completed launches, for coverage checks
         # CuPy compiles with -ftz=true: a kernel that works in float flushes subnormals to zero.
-        self.flushes_subnormals = any(p.category == "f" and p.size == 4 for p in self.params)
+        floats = any(p.category == "f" and p.size == 4 for p in self.params)
+        self.flushes_subnormals = FLUSHES_SUBNORMALS and floats
 
     def _fail(self, index: int, problem: str) -> TypeError:
         p = self.params[index]
