@@ -229,11 +229,17 @@ def test_arguments_alias_as_on_a_gpu(basics):
     np.testing.assert_array_equal(x, np.arange(1, 11, dtype=np.float32))
 
 
-def test_a_kernel_sees_its_arrays_aligned_as_the_host_has_them(basics):
+@pytest.mark.parametrize("fence", [None, "", "none"])
+def test_a_kernel_sees_its_arrays_aligned_as_the_host_has_them(basics, monkeypatch, fence):
     """Views at any offset keep their address modulo 256, so a kernel's test for 16-byte
-    alignment (map_elements' packs) answers as on a GPU for a view one element in."""
+    alignment (map_elements' packs) answers as on a GPU for a view one element in. So too with
+    GPUCNN_EMU_FENCE empty (unset, as check_settings takes it) or none: no fence, whose copy
+    keeps the address modulo 16 only."""
+    monkeypatch.delenv("GPUCNN_EMU_FENCE", raising=False)
+    if fence is not None:
+        monkeypatch.setenv("GPUCNN_EMU_FENCE", fence)
     base, out = np.zeros(80, np.float32), np.zeros(1, np.int64)
-    for start in range(6):
+    for start in range(0, 80, 5):  # offsets across 256 bytes
         x = base[start:]
         basics.get_function("address_offset")(1, 1, (x, out))
         assert out[0] == x.ctypes.data % 256

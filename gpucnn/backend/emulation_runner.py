@@ -140,7 +140,7 @@ class _Region:
     def __init__(self, start: int, end: int, tag: int):
         self.start, self.end = start, end
         size = end - start
-        fence = os.environ.get(FENCE_ENV, "none")
+        fence = os.environ.get(FENCE_ENV) or "none"  # empty: unset, as check_settings takes it
         if fence == "none":
             room = np.empty(2 * GUARD_BYTES + size + _ALIGNMENT, np.uint8)
             shift = (start - room.ctypes.data - GUARD_BYTES) % _ALIGNMENT
