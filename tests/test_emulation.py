@@ -248,34 +248,35 @@ def test_a_kernel_sees_its_arrays_aligned_as_the_host_has_them(basics, monkeypat
 SUBNORMAL_SCALE = """
 template <typename T>
 __global__ void halve(const T* x, T* y) { y[threadIdx.x] = x[threadIdx.x] * T(0.5); }
+template <typename T>
+__global__ void twice(const T* x, T* y) { y[threadIdx.x] = x[threadIdx.x] * T(2); }
 """
 
 
 @pytest.mark.skipif(
     not FLUSHES_SUBNORMALS, reason="cuda-emu flushes subnormals on x86-64 only (MXCSR)"
 )
-def test_float_kernels_flush_subnormals_as_cupy_compiles_them():
+@pytest.mark.parametrize("flags", [(), ("-DGPUCNN_EMU_UCONTEXT",)], ids=["asm", "ucontext"])
+def test_float_kernels_flush_subnormals_as_cupy_compiles_them(emu_cache, flags):
     """CuPy compiles every kernel with -ftz=true, so on a GPU a float kernel flushes subnormal
-    operands (the 2^-127 read) and results (2^-126 halved) to zero; a double kernel keeps its
-    own subnormals. The emulation runs float kernels so, and leaves the host's arithmetic
-    as it was after the launch."""
-    module = EmulationRunner().module_from_source(
-        SUBNORMAL_SCALE, ["halve<float>", "halve<double>"]
-    )
-    for dtype, name, kept in (
-        (np.float32, "halve<float>", False),
-        (np.float64, "halve<double>", True),
-    ):
+    operands (2^-127 doubled is 0, not 2^-126) and results (2^-126 halved) to zero; a double
+    kernel keeps its own subnormals. The emulation runs float kernels so, with either kind of
+    fiber, and leaves the host's arithmetic as it was after the launch."""
+    names = [f"{kernel}<{t}>" for kernel in ("halve", "twice") for t in ("float", "double")]
+    module = EmulationRunner(extra_flags=flags).module_from_source(SUBNORMAL_SCALE, names)
+    for dtype, t, kept in ((np.float32, "float", False), (np.float64, "double", True)):
         tiny = np.finfo(dtype).tiny
         x = np.array([tiny, tiny / 2, -tiny, 4.0], dtype)
         halves = x * dtype(0.5)  # on the host: subnormals kept
         assert (halves[:3] != 0).all()
         y = np.full(4, np.nan, dtype)
-        module.get_function(name)(1, 4, (x, y))
+        module.get_function(f"halve<{t}>")(1, 4, (x, y))
         np.testing.assert_array_equal(x * dtype(0.5), halves)  # the host's mode restored
         want = halves if kept else np.where(np.abs(halves) < tiny, np.copysign(0, halves), halves)
-        np.testing.assert_array_equal(y, want, err_msg=name)
+        np.testing.assert_array_equal(y, want, err_msg=t)
         assert np.signbit(y[2]) and y[3] == 2
+        module.get_function(f"twice<{t}>")(1, 4, (x, y))
+        assert y[1] == (tiny if kept else 0), t  # the subnormal operand: read as 0 in float
 
 
 def test_fresh_device_memory_is_poisoned_not_zero():
