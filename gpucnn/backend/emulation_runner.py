@@ -46,7 +46,8 @@ _SETTINGS = {  # default first
 
 def check_settings() -> None:
     """A ValueError for a ``GPUCNN_EMU_*`` value the runtime does not know: it would silently
-    run the usual order or poison, and a test that believes it ran perturbed checks nothing."""
+    run the usual order or poison (or fence each array's start, not its end), and a test that
+    believes it ran perturbed (or fenced as asked) checks nothing."""
     for name, values in _SETTINGS.items():
         value = os.environ.get(name)
         if value and value not in values:
