@@ -389,11 +389,6 @@ inline bool reserve_stacks(unsigned n) {
   return true;
 }
 
-// Runs the whole grid; returns false with g.error set when the launch failed.
-// GPUCNN_EMU_ORDER=reverse runs the blocks, and each block's threads between barriers, last
-// first. A kernel whose result depends on that order (a missing barrier, a thread reading what
-// another writes in the same interval, a block reading another block's output) then gives other
-// bits than the usual run; a GPU promises neither order.
 // CuPy compiles every kernel with -ftz=true (it appends the flag to the caller's options), so a
 // GPU's single-precision operations flush subnormal operands and results to zero. A launch with
 // `flush` (the runner sets it for a kernel with a float parameter) runs so here too, on x86-64:
@@ -422,6 +417,11 @@ class FlushSubnormals {
 #endif
 };
 
+// Runs the whole grid; returns false with g.error set when the launch failed.
+// GPUCNN_EMU_ORDER=reverse runs the blocks, and each block's threads between barriers, last
+// first. A kernel whose result depends on that order (a missing barrier, a thread reading what
+// another writes in the same interval, a block reading another block's output) then gives other
+// bits than the usual run; a GPU promises neither order.
 inline bool run_grid(const unsigned* grid, const unsigned* block, size_t shmem) {
   g.failed = false;
   g.error.clear();
