@@ -17,7 +17,7 @@ import numpy as np
 from .backend import backend_of
 from .functional import check_flag
 from .nn.module import Parameter
-from .shapes import is_real, positive_int
+from .shapes import integer, is_real, positive_int
 
 
 class Optimizer:
@@ -130,13 +130,16 @@ class Optimizer:
             raise ValueError(f"optimizer state is missing {missing}")
         lr = float(state["lr"])
         check_non_negative(**{"learning rate": lr})
+        steps = integer(state["steps"], "optimizer state's steps")  # a 0-d int array
+        if steps < 0:
+            raise ValueError(f"optimizer state's steps must be >= 0, got {steps}")
         loaded: list[dict[str, Any]] = [{} for _ in self.params]
         for key, value in state.items():
             if key in ("lr", "steps"):
                 continue
             index, _, name = key.partition(".")
             if (
-                not index.isdigit()
+                not index.isdecimal()  # a digit int() takes ("²" is a digit it refuses)
                 or int(index) >= len(self.params)
                 or name not in self.state_names
             ):
@@ -152,7 +155,7 @@ class Optimizer:
                 )
             # A copy: the update works in place, and must not write into the caller's arrays.
             loaded[i][name] = backend_of(param).asarray(value, dtype=param.dtype).copy()
-        self.lr, self.steps, self.state = lr, int(state["steps"]), loaded
+        self.lr, self.steps, self.state = lr, steps, loaded
 
 
 def check_non_negative(**values: float) -> None:

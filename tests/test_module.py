@@ -238,9 +238,12 @@ def test_optimizer_load_state_dict_refuses_a_bad_state_whole():
         ({"0.exp_avg": np.zeros((2, 3), np.float32)}, "unexpected entry '0.exp_avg'"),
         ({"lr": None}, r"optimizer state is missing \['lr'\]"),
         ({"lr": np.array(-1.0)}, "learning rate must be non-negative"),
+        ({"steps": np.array(-1)}, "optimizer state's steps must be >= 0, got -1"),
+        ({"steps": np.array(2.5)}, "optimizer state's steps must be an int, got array"),
+        ({"\u00b2.momentum_buffer": np.zeros(2, np.float32)}, "unexpected entry '\u00b2"),
     ]:
         state = {k: v for k, v in {**good, **change}.items() if v is not None}
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises((ValueError, TypeError), match=message):
             opt.load_state_dict(state)
         after = opt.state_dict()
         assert after.keys() == good.keys()
