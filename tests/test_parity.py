@@ -58,6 +58,7 @@ def test_a_thread_walking_every_plane_matches_cpu(
     want = case.run(cpu, inputs)
     assert_outputs_close(case.run(kernel_backend, inputs), want, case, dtype, "one plane block")
     assert all(grid[1] == 1 for grid in grids), grids  # no plan from before the patch
+    assert grids or case.name.startswith("batch_norm"), "no pooling launch was recorded"
 
 
 @pytest.mark.parametrize("case", CASES, ids=repr)
