@@ -495,6 +495,11 @@ def test_loader_rejects_bad_arguments():
     for std in (0.0, -1.0, float("nan"), float("inf")):  # not inf/NaN images
         with pytest.raises(ValueError, match=f"std must be positive and finite, got {std}"):
             DataLoader(images, labels, 4, std=std)
+    for name in ("mean", "std"):  # Python's "must be real number, not NoneType", unnamed
+        for value in (None, "0.5", True):
+            with pytest.raises(TypeError, match=f"{name} must be a number, got {value!r}"):
+                DataLoader(images, labels, 4, **{name: value})
+    assert DataLoader(images, labels, 4, mean=np.array(0.5), std=np.float32(2)).batch_size == 4
     for mean in (float("nan"), float("inf")):  # all-NaN images, silently
         with pytest.raises(ValueError, match=f"mean must be finite, got {mean}"):
             DataLoader(images, labels, 4, mean=mean)

@@ -57,6 +57,14 @@ def _resident(backend: Backend, array: np.ndarray) -> Any:
         return array
 
 
+def _number(value: Any, name: str) -> float:
+    """``value`` (a Python or NumPy number, a 0-d array) as a float; a TypeError naming it for
+    None, a string or a bool, where Python's words ("must be real number") name nothing."""
+    if value is None or isinstance(value, str | bytes | bool):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
 class DataLoader:
     """Batches (images (B, C, H, W) float32, labels (B,) int64) on ``device``.
 
@@ -86,6 +94,7 @@ class DataLoader:
             raise ValueError(f"shift must be >= 0 pixels, got {shift}")
         if (shift or flip) and np.ndim(images) != 4:
             raise ValueError(f"shift and flip need images (N, C, H, W), got {np.shape(images)}")
+        mean, std = _number(mean, "mean"), _number(std, "std")
         if not 0 < std < math.inf:  # NaN too
             raise ValueError(f"std must be positive and finite, got {std}")
         if not math.isfinite(mean):
