@@ -128,7 +128,10 @@ def test_reverse_order_runs_blocks_and_threads_last_first(basics, monkeypatch):
         np.testing.assert_array_equal(ticket, expected, err_msg=order)
 
 
-@pytest.mark.parametrize("variable", ["GPUCNN_EMU_ORDER", "GPUCNN_EMU_POISON", "GPUCNN_EMU_FENCE"])
+@pytest.mark.parametrize(
+    "variable",
+    ["GPUCNN_EMU_ORDER", "GPUCNN_EMU_POISON", "GPUCNN_EMU_FENCE", "GPUCNN_EMU_RACECHECK"],
+)
 def test_a_misspelt_perturbation_is_an_error_not_the_usual_run(basics, monkeypatch, variable):
     monkeypatch.setenv(variable, "revers")
     x, y = np.arange(1, 257, dtype=np.float32), np.zeros(256, np.float32)
@@ -742,6 +745,98 @@ def test_parity_table_launches_every_kernel(emu_cache):
         module = backend.runner.module(family, names)
         never += [name for name in names if module.get_function(name).launches == 0]
     assert never == [], f"kernels no parity case launches: {never}"
+
+
+RACES = r"""
+// Every thread adds to one shared word between the same barriers: updates lost on a GPU.
+extern "C" __global__ void shared_sum(float* out) {
+  __shared__ float s[1];
+  if (threadIdx.x == 0) s[0] = 0.0f;
+  __syncthreads();
+  s[0] += 1.0f;
+  __syncthreads();
+  if (threadIdx.x == 0) out[0] = s[0];
+}
+extern "C" __global__ void atomic_shared_sum(float* out) {
+  __shared__ float s[1];
+  if (threadIdx.x == 0) s[0] = 0.0f;
+  __syncthreads();
+  atomicAdd(&s[0], 1.0f);
+  __syncthreads();
+  if (threadIdx.x == 0) out[0] = s[0];
+}
+// Every thread stores the same flag: a benign race, as CUDA's racecheck would call it.
+extern "C" __global__ void same_flag(float* out) {
+  __shared__ int flag[1];
+  if (threadIdx.x == 0) flag[0] = 0;
+  __syncthreads();
+  flag[0] = 1;
+  __syncthreads();
+  if (threadIdx.x == 0) out[0] = float(flag[0]);
+}
+// Two threads write one word in turn, ordered by a barrier: __syncthreads() between threads 0
+// and 40 (two warps), or __syncwarp() between lanes 0 and 1.
+template <bool WARP>
+__global__ void ordered_writes(float* out) {
+  __shared__ float s[1];
+  if (threadIdx.x == 0) s[0] = 1.0f;
+  if constexpr (WARP) __syncwarp(); else __syncthreads();
+  if (threadIdx.x == (WARP ? 1 : 40)) s[0] = 2.0f;
+  if constexpr (WARP) __syncwarp(); else __syncthreads();
+  out[threadIdx.x % 32] = s[0];
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def races(emu_cache):
+    names = [
+        "shared_sum", "atomic_shared_sum", "same_flag", "ordered_writes<false>",
+        "ordered_writes<true>",
+    ]  # fmt: skip
+    return EmulationRunner().module_from_source(RACES, names, "races.cu")
+
+
+def test_racecheck_reports_threads_writing_one_shared_word(races, monkeypatch):
+    """Fibers run one at a time, so 64 unsynchronised s[0] += 1 all land (64, where a GPU loses
+    updates); GPUCNN_EMU_RACECHECK=on fails the launch naming two of the threads."""
+    out = np.zeros(32, np.float32)
+    races.get_function("shared_sum")(1, 64, (out,))
+    assert out[0] == 64
+    monkeypatch.setenv("GPUCNN_EMU_RACECHECK", "on")
+    race = r"race in block \(0,0,0\): threads \(\d+,0,0\) and \(\d+,0,0\) both write byte \d+ of"
+    with pytest.raises(EmulationError, match=race):
+        races.get_function("shared_sum")(1, 64, (out,))
+
+
+@pytest.mark.parametrize(
+    "kernel, threads, first",
+    [
+        ("atomic_shared_sum", 64, 64),
+        ("same_flag", 64, 1),
+        ("ordered_writes<false>", 64, 2),
+        ("ordered_writes<true>", 32, 2),
+    ],
+)
+def test_racecheck_passes_atomics_equal_stores_and_ordered_writes(
+    races, monkeypatch, kernel, threads, first
+):
+    monkeypatch.setenv("GPUCNN_EMU_RACECHECK", "on")
+    out = np.zeros(32, np.float32)
+    races.get_function(kernel)(1, threads, (out,))
+    assert out[0] == first
+
+
+def test_no_kernel_races_on_shared_memory(emu_cache, monkeypatch, fresh_registry):
+    """Every op case and the sanitizer driver's launches under GPUCNN_EMU_RACECHECK=on: no two
+    threads of ours write one byte of shared memory between the same barriers (a read of another
+    thread's write between them: test_every_kernel_gives_the_same_bits_when_perturbed)."""
+    monkeypatch.setenv("GPUCNN_EMU_RACECHECK", "on")
+    backend = EmulatedCudaBackend()
+    for case in CASES:
+        for dtype in (np.float32, np.float64):
+            case.run(backend, case.sample(np.random.default_rng(0), dtype))
+    assert load_script("launch_all_kernels").main(["--device", "cuda-emu"]) == 0
 
 
 def test_sanitizer_driver_launches_every_kernel(emu_cache):

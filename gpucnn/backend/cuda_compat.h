@@ -131,11 +131,13 @@ inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 inline int __clz(int x) { return x ? __builtin_clz(unsigned(x)) : 32; }
 inline int __ffs(int x) { return __builtin_ffs(x); }
 
-// Atomics: fibers never interleave inside a call, so plain read-modify-write is atomic.
+// Atomics: fibers never interleave inside a call, so plain read-modify-write is atomic (and
+// the race check is told these bytes may change under several threads).
 #define GPUCNN_EMU_ATOMIC(NAME, T, EXPR)                                                           \
   inline T NAME(T* p, T v) {                                                                       \
     T old = *p;                                                                                    \
     *p = (EXPR);                                                                                   \
+    ::gpucnn_emu::atomic_written(p, sizeof(T));                                                    \
     return old;                                                                                    \
   }
 // The overloads CUDA declares, and no more, so that a kernel using one nvcc refuses (atomicSub on
@@ -151,6 +153,7 @@ inline int __ffs(int x) { return __builtin_ffs(x); }
   inline T atomicCAS(T* p, T compare, T v) {                                                       \
     T old = *p;                                                                                    \
     if (old == compare) *p = v;                                                                    \
+    ::gpucnn_emu::atomic_written(p, sizeof(T));                                                    \
     return old;                                                                                    \
   }
 GPUCNN_EMU_INT_ATOMICS_FOR(int)

@@ -37,17 +37,19 @@ FLUSHES_SUBNORMALS = platform.machine() in ("x86_64", "amd64")
 POISON_ENV = "GPUCNN_EMU_POISON"
 ORDER_ENV = "GPUCNN_EMU_ORDER"
 FENCE_ENV = "GPUCNN_EMU_FENCE"
+RACECHECK_ENV = "GPUCNN_EMU_RACECHECK"
 _SETTINGS = {  # default first
     ORDER_ENV: ("usual", "reverse"),
     POISON_ENV: ("nan", "finite"),
     FENCE_ENV: ("none", "after", "before"),
+    RACECHECK_ENV: ("off", "on"),
 }
 
 
 def check_settings() -> None:
     """A ValueError for a ``GPUCNN_EMU_*`` value the runtime does not know: it would silently
-    run the usual order or poison (or fence each array's start, not its end), and a test that
-    believes it ran perturbed (or fenced as asked) checks nothing."""
+    run the usual order or poison (or fence each array's start, not its end, or check no race),
+    and a test that believes it ran perturbed (fenced, race-checked) as asked checks nothing."""
     for name, values in _SETTINGS.items():
         value = os.environ.get(name)
         if value and value not in values:

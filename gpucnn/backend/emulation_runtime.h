@@ -4,6 +4,7 @@
 // fibers of a warp. Blocks run one after another; Python serialises launches.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -93,6 +94,11 @@ struct Launch {
   uint64_t warp_val[kMaxThreads];
   unsigned warp_from[kMaxThreads];
   bool reverse = false;  // GPUCNN_EMU_ORDER=reverse (see run_grid)
+  // GPUCNN_EMU_RACECHECK=on (see race_check): per byte of shared memory, the thread that changed
+  // it since the last barrier that orders them, and the bytes as they were before a fiber ran.
+  bool racecheck = false;
+  unsigned short writer[sizeof shared];
+  unsigned char before[sizeof shared];
   unsigned char poison = 0xFF;  // fills fresh shared memory; 0x3F with GPUCNN_EMU_POISON=finite
   bool failed = false;
   std::string error;
@@ -212,6 +218,8 @@ inline void* shared_alloc(size_t size, size_t align) {
   }
   g.shared_used = at + size;
   guard_shared(at + size, size);
+  // As allocated (poison, then the guard): what the race check compares this fiber's run with.
+  if (g.racecheck) std::memcpy(g.before + at, g.shared + at, g.shared_used - at);
   if (g.shared_used > g.shared_dirty) g.shared_dirty = g.shared_used;
   return g.shared + at;
 }
@@ -294,6 +302,62 @@ T lane_value(const uint64_t* row, unsigned src) {
   return v;
 }
 
+// ------------------------------------------------------------------------ shared-memory races
+// Two threads that write one byte of shared memory with no barrier between them race on a GPU:
+// a read-modify-write (s[0] += x) loses updates, two stores leave either value. Fibers run one
+// at a time, so here both land; with GPUCNN_EMU_RACECHECK=on each fiber's run is compared with
+// the shared memory before it, and a byte changed by two threads since the barrier that orders
+// them fails the launch. A byte written with the value it holds goes unseen (a benign race, such
+// as every thread storing the same flag); atomics mark their bytes, which may then change often.
+constexpr unsigned short kNoWriter = 0xFFFF, kAtomicWriter = 0xFFFE;
+
+inline void clear_writers() { std::fill(g.writer, g.writer + sizeof g.shared, kNoWriter); }
+
+// A barrier orders the writes of `lanes` (bit l: thread base + l) before it with what follows.
+inline void clear_writers_of(unsigned base, unsigned lanes) {
+  for (size_t b = 0; b < g.shared_used; ++b)
+    if (g.writer[b] >= base && g.writer[b] < base + 32 && (lanes >> (g.writer[b] - base) & 1u))
+      g.writer[b] = kNoWriter;
+}
+
+inline void atomic_written(const void* p, size_t size) {
+  const char* c = static_cast<const char*>(p);
+  if (!g.racecheck || c < g.shared || c + size > g.shared + sizeof g.shared) return;
+  std::fill(g.writer + (c - g.shared), g.writer + (c - g.shared) + size, kAtomicWriter);
+}
+
+inline std::string thread_name(unsigned linear) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "(%u,%u,%u)", linear % blockDim.x,
+                linear / blockDim.x % blockDim.y, linear / (blockDim.x * blockDim.y));
+  return buf;
+}
+
+// After fiber `f` ran: the bytes it changed become its own, unless another thread changed them
+// since the barrier that orders the two.
+inline void race_check(const Fiber& f) {
+  const size_t n = g.shared_used;
+  for (size_t at = 0; at < n; at += 64) {
+    const size_t len = n - at < 64 ? n - at : 64;
+    if (std::memcmp(g.shared + at, g.before + at, len) == 0) continue;
+    for (size_t b = at; b < at + len; ++b) {
+      unsigned short& w = g.writer[b];
+      if (g.shared[b] == static_cast<char>(g.before[b]) || w == kAtomicWriter) continue;
+      if (w != kNoWriter && w != f.linear) {
+        g.failed = true;
+        g.error = "shared-memory race in block (" + std::to_string(blockIdx.x) + "," +
+                  std::to_string(blockIdx.y) + "," + std::to_string(blockIdx.z) + "): threads " +
+                  thread_name(w) + " and " + thread_name(f.linear) + " both write byte " +
+                  std::to_string(b) + " of shared memory with no barrier between them (on a GPU " +
+                  "one write is lost or either may land: a __syncthreads(), an atomic, or one " +
+                  "writer)";
+        return;
+      }
+      w = static_cast<unsigned short>(f.linear);
+    }
+  }
+}
+
 inline void run_block() {
   const unsigned n = g.nthreads;
   ++g.block_gen;
@@ -304,11 +368,14 @@ inline void run_block() {
   if (g.shared_asked) guard_shared(g.shared_asked, g.shared_asked);  // right at its end
   g.shared_dirty = g.shared_used;
   for (unsigned i = 0; i < n; ++i) start_fiber(g.fibers[i], g.stacks + size_t(i) * kStackSize);
+  if (g.racecheck) clear_writers();
   for (;;) {
     for (unsigned k = 0; k < n; ++k) {
       const unsigned i = g.reverse ? n - 1 - k : k;
       if (g.fibers[i].state != State::Runnable) continue;
+      if (g.racecheck) std::memcpy(g.before, g.shared, g.shared_used);
       resume(g.fibers[i]);
+      if (!g.failed && g.racecheck) race_check(g.fibers[i]);
       if (g.failed) return;
     }
     bool released = false;
@@ -329,6 +396,7 @@ inline void run_block() {
             g.warp_from[base + l] = from;
             g.fibers[base + l].state = State::Runnable;
           }
+        if (g.racecheck) clear_writers_of(base, from);
         released = true;
       }
     }
@@ -349,6 +417,7 @@ inline void run_block() {
     }
     if (at_barrier == n && same_site) {
       for (unsigned i = 0; i < n; ++i) g.fibers[i].state = State::Runnable;
+      if (g.racecheck) clear_writers();
       continue;
     }
     char buf[400];
@@ -427,6 +496,8 @@ inline bool run_grid(const unsigned* grid, const unsigned* block, size_t shmem) 
   g.error.clear();
   const char* order = std::getenv("GPUCNN_EMU_ORDER");
   g.reverse = order != nullptr && std::strcmp(order, "reverse") == 0;
+  const char* racecheck = std::getenv("GPUCNN_EMU_RACECHECK");
+  g.racecheck = racecheck != nullptr && std::strcmp(racecheck, "on") == 0;
   const char* poison = std::getenv("GPUCNN_EMU_POISON");  // as emulation_runner.poison_byte
   g.poison = poison != nullptr && std::strcmp(poison, "finite") == 0 ? 0x3F : 0xFF;
   g.nthreads = block[0] * block[1] * block[2];
