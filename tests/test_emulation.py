@@ -774,15 +774,18 @@ extern "C" __global__ void same_flag(float* out) {
   __syncthreads();
   if (threadIdx.x == 0) out[0] = float(flag[0]);
 }
-// Two threads write one word in turn, ordered by a barrier: __syncthreads() between threads 0
-// and 40 (two warps), or __syncwarp() between lanes 0 and 1.
-template <bool WARP>
+// Threads 0 and SECOND write one word in turn, with ORDER between: 0 __syncthreads(), 1 a
+// __syncwarp() (orders the lanes of one warp only), 2 a shuffle (orders no memory in CUDA).
+template <int ORDER, int SECOND>
 __global__ void ordered_writes(float* out) {
   __shared__ float s[1];
   if (threadIdx.x == 0) s[0] = 1.0f;
-  if constexpr (WARP) __syncwarp(); else __syncthreads();
-  if (threadIdx.x == (WARP ? 1 : 40)) s[0] = 2.0f;
-  if constexpr (WARP) __syncwarp(); else __syncthreads();
+  float v = 0.0f;
+  if constexpr (ORDER == 0) __syncthreads();
+  if constexpr (ORDER == 1) __syncwarp();
+  if constexpr (ORDER == 2) v = __shfl_sync(0xffffffffu, 0.0f, 0);
+  if (threadIdx.x == SECOND) s[0] = 2.0f + v;
+  __syncthreads();
   out[threadIdx.x % 32] = s[0];
 }
 """
@@ -791,22 +794,29 @@ __global__ void ordered_writes(float* out) {
 @pytest.fixture(scope="module")
 def races(emu_cache):
     names = [
-        "shared_sum", "atomic_shared_sum", "same_flag", "ordered_writes<false>",
-        "ordered_writes<true>",
+        "shared_sum", "atomic_shared_sum", "same_flag", "ordered_writes<0, 40>",
+        "ordered_writes<1, 1>", "ordered_writes<2, 1>",
     ]  # fmt: skip
     return EmulationRunner().module_from_source(RACES, names, "races.cu")
 
 
-def test_racecheck_reports_threads_writing_one_shared_word(races, monkeypatch):
+@pytest.mark.parametrize(
+    "kernel, threads, last",
+    [("shared_sum", 64, 64), ("ordered_writes<2, 1>", 32, 2)],
+)
+def test_racecheck_reports_threads_writing_one_shared_word(
+    races, monkeypatch, kernel, threads, last
+):
     """Fibers run one at a time, so 64 unsynchronised s[0] += 1 all land (64, where a GPU loses
-    updates); GPUCNN_EMU_RACECHECK=on fails the launch naming two of the threads."""
+    updates), and so do two writes with only a shuffle between them, which orders no memory in
+    CUDA; GPUCNN_EMU_RACECHECK=on fails the launch naming two of the threads."""
     out = np.zeros(32, np.float32)
-    races.get_function("shared_sum")(1, 64, (out,))
-    assert out[0] == 64
+    races.get_function(kernel)(1, threads, (out,))
+    assert out[0] == last
     monkeypatch.setenv("GPUCNN_EMU_RACECHECK", "on")
     race = r"race in block \(0,0,0\): threads \(\d+,0,0\) and \(\d+,0,0\) both write byte \d+ of"
     with pytest.raises(EmulationError, match=race):
-        races.get_function("shared_sum")(1, 64, (out,))
+        races.get_function(kernel)(1, threads, (out,))
 
 
 @pytest.mark.parametrize(
@@ -814,8 +824,8 @@ def test_racecheck_reports_threads_writing_one_shared_word(races, monkeypatch):
     [
         ("atomic_shared_sum", 64, 64),
         ("same_flag", 64, 1),
-        ("ordered_writes<false>", 64, 2),
-        ("ordered_writes<true>", 32, 2),
+        ("ordered_writes<0, 40>", 64, 2),
+        ("ordered_writes<1, 1>", 32, 2),
     ],
 )
 def test_racecheck_passes_atomics_equal_stores_and_ordered_writes(

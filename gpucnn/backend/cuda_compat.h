@@ -32,7 +32,7 @@
 #define __syncthreads() ::gpucnn_emu::syncthreads(__LINE__)
 inline void __threadfence() {}
 inline void __threadfence_block() {}
-inline void __syncwarp(unsigned mask = 0xffffffffu) { ::gpucnn_emu::warp_exchange(mask, 0); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { ::gpucnn_emu::warp_exchange(mask, 0, true); }
 
 template <class T>
 T __shfl_sync(unsigned mask, T v, int src, int width = 32) {

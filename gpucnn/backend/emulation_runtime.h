@@ -55,6 +55,7 @@ struct Fiber {
   State state;
   int site;              // source line of the barrier this fiber waits at
   unsigned mask;         // lane mask of the warp collective this fiber waits at
+  bool fence;            // that collective is a __syncwarp (the only one that orders memory)
 };
 
 constexpr unsigned kMaxThreads = 1024;
@@ -266,14 +267,16 @@ inline unsigned lane_id() { return g.current->linear % 32; }
 
 // Waits until every lane named in `mask` that has not exited has reached a warp collective with
 // the same mask, after publishing `value`; returns the buffer row (indexed by linear thread id)
-// that holds the values of the collective's lanes.
-inline const uint64_t* warp_exchange(unsigned mask, uint64_t value) {
+// that holds the values of the collective's lanes. `fence`: __syncwarp, which orders the lanes'
+// memory accesses (CUDA: shuffles and votes imply no memory ordering).
+inline const uint64_t* warp_exchange(unsigned mask, uint64_t value, bool fence = false) {
   Fiber& f = *g.current;
   if (!(mask >> lane_id() & 1u))
     fail("a warp collective whose mask leaves out the calling lane, in " + where());
   g.warp_pub[f.linear] = value;
   f.state = State::Warp;
   f.mask = mask;
+  f.fence = fence;
   to_scheduler();
   return g.warp_val;
 }
@@ -313,7 +316,8 @@ constexpr unsigned short kNoWriter = 0xFFFF, kAtomicWriter = 0xFFFE;
 
 inline void clear_writers() { std::fill(g.writer, g.writer + sizeof g.shared, kNoWriter); }
 
-// A barrier orders the writes of `lanes` (bit l: thread base + l) before it with what follows.
+// A barrier (__syncthreads, or __syncwarp for its lanes; a shuffle or vote orders no memory in
+// CUDA) orders the writes of `lanes` (bit l: thread base + l) before it with what follows.
 inline void clear_writers_of(unsigned base, unsigned lanes) {
   for (size_t b = 0; b < g.shared_used; ++b)
     if (g.writer[b] >= base && g.writer[b] < base + 32 && (lanes >> (g.writer[b] - base) & 1u))
@@ -383,11 +387,16 @@ inline void run_block() {
       Fiber& f = g.fibers[i];
       if (f.state != State::Warp) continue;
       unsigned base = i / 32 * 32, ready = 0, need = 0, from = 0;
+      bool fence = true;
       for (unsigned l = 0; l < 32 && base + l < n; ++l) {
         const Fiber& o = g.fibers[base + l];
         if (!(f.mask >> l & 1u) || o.state == State::Done) continue;  // exited: inactive
         ++need;
-        if (o.state == State::Warp && o.mask == f.mask) ++ready, from |= 1u << l;
+        if (o.state == State::Warp && o.mask == f.mask) {
+          ++ready;
+          from |= 1u << l;
+          fence = fence && o.fence;
+        }
       }
       if (ready == need) {
         for (unsigned l = 0; l < 32; ++l)
@@ -396,7 +405,7 @@ inline void run_block() {
             g.warp_from[base + l] = from;
             g.fibers[base + l].state = State::Runnable;
           }
-        if (g.racecheck) clear_writers_of(base, from);
+        if (g.racecheck && fence) clear_writers_of(base, from);
         released = true;
       }
     }
