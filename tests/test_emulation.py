@@ -775,7 +775,8 @@ extern "C" __global__ void same_flag(float* out) {
   if (threadIdx.x == 0) out[0] = float(flag[0]);
 }
 // Threads 0 and SECOND write one word in turn, with ORDER between: 0 __syncthreads(), 1 a
-// __syncwarp() (orders the lanes of one warp only), 2 a shuffle (orders no memory in CUDA).
+// __syncwarp() (orders the lanes of one warp only), 2 a shuffle (orders no memory in CUDA),
+// 3 __syncwarp(0x3) by lanes 0 and 1, then __syncwarp(0x6) by lanes 1 and 2 (orders lanes 0-2).
 template <int ORDER, int SECOND>
 __global__ void ordered_writes(float* out) {
   __shared__ float s[1];
@@ -784,6 +785,11 @@ __global__ void ordered_writes(float* out) {
   if constexpr (ORDER == 0) __syncthreads();
   if constexpr (ORDER == 1) __syncwarp();
   if constexpr (ORDER == 2) v = __shfl_sync(0xffffffffu, 0.0f, 0);
+  if constexpr (ORDER == 3) {
+    if (threadIdx.x < 2) __syncwarp(0x3u);
+    if (threadIdx.x == 1 || threadIdx.x == 2) __syncwarp(0x6u);
+    if (threadIdx.x > 2) __syncwarp(~0x7u);
+  }
   if (threadIdx.x == SECOND) s[0] = 2.0f + v;
   __syncthreads();
   out[threadIdx.x % 32] = s[0];
@@ -795,21 +801,28 @@ __global__ void ordered_writes(float* out) {
 def races(emu_cache):
     names = [
         "shared_sum", "atomic_shared_sum", "same_flag", "ordered_writes<0, 40>",
-        "ordered_writes<1, 1>", "ordered_writes<2, 1>",
+        "ordered_writes<1, 1>", "ordered_writes<1, 40>", "ordered_writes<2, 1>",
+        "ordered_writes<3, 2>", "ordered_writes<3, 5>",
     ]  # fmt: skip
     return EmulationRunner().module_from_source(RACES, names, "races.cu")
 
 
 @pytest.mark.parametrize(
     "kernel, threads, last",
-    [("shared_sum", 64, 64), ("ordered_writes<2, 1>", 32, 2)],
+    [
+        ("shared_sum", 64, 64),
+        ("ordered_writes<1, 40>", 64, 2),
+        ("ordered_writes<2, 1>", 32, 2),
+        ("ordered_writes<3, 5>", 32, 2),
+    ],
 )
 def test_racecheck_reports_threads_writing_one_shared_word(
     races, monkeypatch, kernel, threads, last
 ):
     """Fibers run one at a time, so 64 unsynchronised s[0] += 1 all land (64, where a GPU loses
     updates), and so do two writes with only a shuffle between them, which orders no memory in
-    CUDA; GPUCNN_EMU_RACECHECK=on fails the launch naming two of the threads."""
+    CUDA, or a __syncwarp that leaves out the second writer (of another warp, or a lane outside
+    its mask); GPUCNN_EMU_RACECHECK=on fails the launch naming two of the threads."""
     out = np.zeros(32, np.float32)
     races.get_function(kernel)(1, threads, (out,))
     assert out[0] == last
@@ -826,6 +839,7 @@ def test_racecheck_reports_threads_writing_one_shared_word(
         ("same_flag", 64, 1),
         ("ordered_writes<0, 40>", 64, 2),
         ("ordered_writes<1, 1>", 32, 2),
+        ("ordered_writes<3, 2>", 32, 2),
     ],
 )
 def test_racecheck_passes_atomics_equal_stores_and_ordered_writes(

@@ -96,9 +96,11 @@ struct Launch {
   unsigned warp_from[kMaxThreads];
   bool reverse = false;  // GPUCNN_EMU_ORDER=reverse (see run_grid)
   // GPUCNN_EMU_RACECHECK=on (see race_check): per byte of shared memory, the thread that changed
-  // it since the last barrier that orders them, and the bytes as they were before a fiber ran.
+  // it since the last __syncthreads, the lanes of its warp that a __syncwarp ordered after that
+  // write (bit l: lane l), and the bytes as they were before a fiber ran.
   bool racecheck = false;
   unsigned short writer[sizeof shared];
+  unsigned ordered[sizeof shared];
   unsigned char before[sizeof shared];
   unsigned char poison = 0xFF;  // fills fresh shared memory; 0x3F with GPUCNN_EMU_POISON=finite
   bool failed = false;
@@ -316,12 +318,13 @@ constexpr unsigned short kNoWriter = 0xFFFF, kAtomicWriter = 0xFFFE;
 
 inline void clear_writers() { std::fill(g.writer, g.writer + sizeof g.shared, kNoWriter); }
 
-// A barrier (__syncthreads, or __syncwarp for its lanes; a shuffle or vote orders no memory in
-// CUDA) orders the writes of `lanes` (bit l: thread base + l) before it with what follows.
-inline void clear_writers_of(unsigned base, unsigned lanes) {
+// A __syncwarp of `lanes` of the warp at thread `base` (a shuffle or vote orders no memory in
+// CUDA) orders a write before it with all of them if one of them is ordered after the write (its
+// writer, or a lane of an earlier __syncwarp): only with them, not with the other lanes or warps.
+inline void order_lanes(unsigned base, unsigned lanes) {
   for (size_t b = 0; b < g.shared_used; ++b)
-    if (g.writer[b] >= base && g.writer[b] < base + 32 && (lanes >> (g.writer[b] - base) & 1u))
-      g.writer[b] = kNoWriter;
+    if (g.writer[b] < kAtomicWriter && g.writer[b] / 32 * 32 == base && (g.ordered[b] & lanes))
+      g.ordered[b] |= lanes;
 }
 
 inline void atomic_written(const void* p, size_t size) {
@@ -338,7 +341,7 @@ inline std::string thread_name(unsigned linear) {
 }
 
 // After fiber `f` ran: the bytes it changed become its own, unless another thread changed them
-// since the barrier that orders the two.
+// since __syncthreads and no __syncwarp ordered that write before `f`.
 inline void race_check(const Fiber& f) {
   const size_t n = g.shared_used;
   for (size_t at = 0; at < n; at += 64) {
@@ -347,7 +350,8 @@ inline void race_check(const Fiber& f) {
     for (size_t b = at; b < at + len; ++b) {
       unsigned short& w = g.writer[b];
       if (g.shared[b] == static_cast<char>(g.before[b]) || w == kAtomicWriter) continue;
-      if (w != kNoWriter && w != f.linear) {
+      const bool after = w / 32 == f.linear / 32 && (g.ordered[b] >> f.linear % 32 & 1u);
+      if (w != kNoWriter && w != f.linear && !after) {
         g.failed = true;
         g.error = "shared-memory race in block (" + std::to_string(blockIdx.x) + "," +
                   std::to_string(blockIdx.y) + "," + std::to_string(blockIdx.z) + "): threads " +
@@ -358,6 +362,7 @@ inline void race_check(const Fiber& f) {
         return;
       }
       w = static_cast<unsigned short>(f.linear);
+      g.ordered[b] = 1u << f.linear % 32;
     }
   }
 }
@@ -405,7 +410,7 @@ inline void run_block() {
             g.warp_from[base + l] = from;
             g.fibers[base + l].state = State::Runnable;
           }
-        if (g.racecheck && fence) clear_writers_of(base, from);
+        if (g.racecheck && fence) order_lanes(base, from);
         released = true;
       }
     }
