@@ -27,15 +27,17 @@ class CapturedStep:
     captured and replayed, and later calls replay. Inputs are copied into static device buffers
     first. The outputs of a replay are the graph's own arrays, rewritten by the next call (copy
     them to keep them). A call whose inputs differ in shape or dtype from the first call's (a last,
-    smaller batch) runs eagerly.
+    smaller batch) runs eagerly. ``session``: the device's graph session if made already
+    (``gpucnn train`` makes it first, so a device without graphs is refused before any data is
+    loaded); else the first call makes it.
     """
 
-    def __init__(self, fn: Callable[..., Any], warmup: int = 2):
+    def __init__(self, fn: Callable[..., Any], warmup: int = 2, session: Any = None):
         if warmup < 1:
             raise ValueError(f"a captured step needs at least one warm-up call, got {warmup}")
         self.fn, self.warmup = fn, warmup
         self.calls = 0
-        self._session: Any = None
+        self._session = session
         self._static: tuple = ()
         self._signature: tuple = ()
 
@@ -45,9 +47,10 @@ class CapturedStep:
 
     def __call__(self, *inputs: Any) -> Any:
         signature = tuple((tuple(a.shape), str(a.dtype)) for a in inputs)
-        if self._session is None:
+        if not self._static:  # the first call
             backend = backend_of(inputs[0])
-            self._session = backend.graph_session()
+            if self._session is None:
+                self._session = backend.graph_session()
             self._signature = signature
             self._static = tuple(backend.xp.empty_like(a) for a in inputs)
         if signature != self._signature:

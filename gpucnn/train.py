@@ -252,8 +252,8 @@ def fit(
     if not config.resume:
         refuse_existing_run(out, config.overwrite)
     backend = get_backend(cfg.device)
-    if cfg.cuda_graph:
-        backend.graph_session()  # refuses the cpu device now, before the data is loaded
+    # Made now, so that the cpu device (which has no graphs) is refused before the data is loaded.
+    session = backend.graph_session() if cfg.cuda_graph else None
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.seed, cfg.train_size, cfg.test_size)
     log(
         f"{data.name}: {len(data.train_y)} training, {len(data.test_y)} test images ({data.source})"
@@ -283,8 +283,8 @@ def fit(
     train_loader, test_loader = _loaders(cfg, data, backend, rng, *norm)
     loss_fn = training_loss(cfg.label_smoothing)
     step = train_step(model, loss_fn, optimizer)
-    if cfg.cuda_graph:
-        step = CapturedStep(step)
+    if session is not None:
+        step = CapturedStep(step, session=session)
     if config.overwrite:
         remove_previous_run(out)
     metrics = None

@@ -28,9 +28,8 @@ from . import kernels
 from .emulation_build import EmulationBuildError, build, find_compiler, translate
 
 _ALIGNMENT = 256  # the largest alignment a kernel may test for (CUDA allocations have 256)
-_FENCED_ALIGNMENT = (
-    16  # the widest access (a 16-byte pack): at most 15 bytes between array and fence
-)
+# Under a fence, the widest access (a 16-byte pack): at most 15 bytes between array and fence.
+_FENCED_ALIGNMENT = 16
 _libc = ctypes.CDLL(None, use_errno=True)  # mprotect, for GPUCNN_EMU_FENCE
 # Whether the runtime can flush subnormal floats as a GPU does (emulation_runtime.h: x86-64's MXCSR).
 FLUSHES_SUBNORMALS = platform.machine() in ("x86_64", "amd64")
