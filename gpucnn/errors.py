@@ -14,12 +14,14 @@ def device_mismatch(
 ) -> DeviceMismatchError:
     """The error for array ``name`` on ``device`` used with ``other`` on ``other_device``, naming
     both devices. It says to move ``name`` to ``other_device``, or, with ``move_input`` (``name``
-    is a layer's weight, ``other`` its input), to move the input to the weight's device: a model
-    stays where ``model.to`` put it, and it is the data that usually comes from elsewhere."""
+    is a weight, ``other`` the input), to move the input to the weights' device: a model stays
+    where ``model.to`` put it, and it is the data that usually comes from elsewhere. The other way
+    round is named for a model and for the functional API's plain arrays."""
     if move_input:
         fix = (
-            f"move the input to the model's device with gpucnn.to_device(x, '{device}') "
-            f"(or the model to the input's with model.to('{other_device}'))"
+            f"move the input to the weights' device with gpucnn.to_device(x, '{device}') "
+            f"(or the weights to the input's: model.to('{other_device}') for a model, "
+            f"gpucnn.to_device({name}, '{other_device}') for an array)"
         )
     else:
         fix = f"move it with gpucnn.to_device({name}, '{other_device}')"

@@ -370,8 +370,9 @@ def test_unknown_device_and_missing_gpu(without_cupy):
 
 def test_arrays_from_another_device_are_named():
     emu = make_backend("cuda-emu")
-    with pytest.raises(DeviceMismatchError, match="weight is on device 'cuda-emu'.*'cpu'"):
+    with pytest.raises(DeviceMismatchError, match="weight is on device 'cuda-emu'.*'cpu'") as e:
         F.conv2d(X, emu.asarray(W))
+    assert "gpucnn.to_device(weight, 'cpu') for an array)" in str(e.value)  # no model here
     with pytest.raises(DeviceMismatchError, match="weight is on device 'cpu'.*'cuda-emu'"):
         F.conv2d(emu.asarray(X), W)
     for mode in (True, False):
@@ -391,9 +392,9 @@ def test_a_model_fed_an_input_from_another_device_says_to_move_the_input():
                 nn.Sequential(layer).to(model_device)(x)
             assert (
                 f"is on device '{model_device.name}' but the input is on '{input_device.name}'; "
-                f"move the input to the model's device with gpucnn.to_device(x, "
-                f"'{model_device.name}') (or the model to the input's with "
-                f"model.to('{input_device.name}'))"
+                f"move the input to the weights' device with gpucnn.to_device(x, "
+                f"'{model_device.name}') (or the weights to the input's: "
+                f"model.to('{input_device.name}') for a model, "
             ) in str(error.value)
     with pytest.raises(
         DeviceMismatchError,
