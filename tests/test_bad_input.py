@@ -8,15 +8,23 @@ from gpucnn import functional as F
 from gpucnn import nn, optim, reference
 from gpucnn.backend import get_backend
 from gpucnn.backend.launchers import launching
+from gpucnn.data.idx import write_idx
 from gpucnn.data.lines import generate_lines
 from gpucnn.data.loader import DataLoader
 from gpucnn.errors import DeviceMismatchError, GpuUnavailableError
 from gpucnn.filters import apply_filters, filter_bank
+from gpucnn.gradcheck import gradcheck
 from gpucnn.nn.zoo import build_model
 
 X = np.random.default_rng().standard_normal((2, 3, 8, 8)).astype(np.float32)
 W = np.random.default_rng().standard_normal((4, 3, 3, 3)).astype(np.float32)
 P = nn.Linear(3, 2).parameters()
+
+
+def _after_forward(layer, x):
+    """``layer`` once its forward has run on ``x``, for the checks its backward makes."""
+    layer(x)
+    return layer
 
 
 @pytest.mark.parametrize(
@@ -154,6 +162,44 @@ P = nn.Linear(3, 2).parameters()
             "empty batch",
         ),
         (lambda: filter_bank([]), ValueError, "no kernel named"),
+        (lambda: optim.SGD([], lr=0.1), ValueError, "optimizer got an empty parameter list"),
+        (
+            lambda: nn.Conv2d(4, 6, 3, groups=4),
+            ValueError,
+            "in_channels 4 and out_channels 6 must be divisible by groups=4",
+        ),
+        (
+            lambda: _after_forward(nn.ReLU(), X).backward(X.tolist()),
+            TypeError,
+            "ReLU.backward: grad_out must be an array, got list",
+        ),
+        (
+            lambda: write_idx("/dev/null", X.astype(np.float16)),
+            TypeError,
+            "IDX cannot store.*float16",
+        ),
+        (
+            lambda: gradcheck(lambda x: x, [X.astype(np.float64)]),
+            TypeError,
+            "gradcheck: give grad_fn, or an fn with forward",
+        ),
+        (
+            lambda: gradcheck(np.tanh, [X[0, 0].astype(np.float64)], grad_fn=lambda g: (g[0],)),
+            AssertionError,
+            r"input 0: gradient shape \(8,\) != shape \(8, 8\)",
+        ),
+        (
+            lambda: reference.max_pool2d_forward(X, (2, 2), (2, 2), (2, 2)),
+            ValueError,
+            r"pool window \(0, 0\) lies entirely in the padding",
+        ),
+        (
+            lambda: get_backend("cpu").max_pool2d_backward(
+                X[:, :, :4, :4], X[:, :, :4, :4], X.shape, (2, 2), (2, 2), (0, 0), relu_y=X
+            ),
+            ValueError,
+            r"relu_y \(2, 3, 8, 8\) is not gy's shape",
+        ),
         (lambda: nn.BatchNorm2d(4, momentum=None), ValueError, "momentum must be a number"),
         (lambda: nn.BatchNorm2d(4, momentum=1.5), ValueError, "momentum must be a number in"),
         (lambda: nn.BatchNorm2d(0), ValueError, "num_features must be >= 1, got 0"),

@@ -206,6 +206,12 @@ def _spec_without(key):
     "change, message",
     [
         (lambda header: [header], "header is not an object"),
+        (
+            lambda header: header | {"version": 2},
+            "unsupported checkpoint format 'gpucnn-checkpoint' version 2 "
+            r"\(expected 'gpucnn-checkpoint' version 1\)",
+        ),
+        (lambda header: header | {"format": "other"}, "unsupported checkpoint format 'other'"),
         (_without("spec"), "damaged header, missing spec with input_shape"),
         (_spec_without("input_shape"), "damaged header, missing spec with input_shape"),
         (_without("epoch"), "damaged header, missing epoch"),
@@ -217,6 +223,16 @@ def test_a_damaged_header_is_named(tmp_path, change, message):
     _save(path)
     _with_header(path, change)
     with pytest.raises(ck.CheckpointError, match=message):
+        ck.load_checkpoint(path)
+
+
+def test_an_entry_outside_the_checkpoints_groups_is_named(tmp_path):
+    path = tmp_path / "m.npz"
+    _save(path)
+    with np.load(path) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    np.savez(path, **arrays, **{"extra/x": np.zeros(2)})
+    with pytest.raises(ck.CheckpointError, match="m.npz: unexpected entry 'extra/x'"):
         ck.load_checkpoint(path)
 
 
