@@ -133,6 +133,12 @@ def test_train_then_resume(tmp_path, capsys):
     assert code == 0 and "resuming" in text and "epoch 2/2" in text and "epoch 1/" not in text
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert len(metrics["history"]) == 2 and metrics["config"]["optimizer"] == "adam"
+    weights = (tmp_path / "model.npz").read_bytes()
+    (tmp_path / "metrics.json").unlink()  # resumed with every epoch done: nothing trains,
+    code, text, _ = run(capsys, "train", "--epochs", "2", "--resume", *common)  # metrics again
+    assert code == 0 and "resuming" in text and "epoch 2/2" not in text
+    assert json.loads((tmp_path / "metrics.json").read_text())["history"] == metrics["history"]
+    assert (tmp_path / "model.npz").read_bytes() == weights
 
 
 def test_summary(capsys):
@@ -424,13 +430,20 @@ def test_running_out_of_memory_is_one_line(capsys, tmp_path, monkeypatch):
     assert_one_line_error(code, err, "out of memory: Unable to allocate 7.28 TiB")
 
 
-def test_error_predict_on_a_truncated_image_names_the_file(lines_run, tmp_path, capsys, Image):
+@pytest.mark.parametrize("damage", ["truncated", "not an image"])
+def test_error_predict_on_a_damaged_image_names_the_file(
+    lines_run, tmp_path, capsys, Image, damage
+):
     out, _ = lines_run
     noise = np.random.default_rng().integers(0, 256, (64, 64)).astype(np.uint8)
     image = _saved(tmp_path, "cut.png", Image.fromarray(noise))
-    image.write_bytes(image.read_bytes()[:2000])  # half of the pixel data gone
+    if damage == "truncated":
+        image.write_bytes(image.read_bytes()[:2000])  # half of the pixel data gone
+    else:
+        image.write_text("a note saved with the wrong name\n")
     code, _, err = run(capsys, "predict", "--checkpoint", str(out / "model.npz"), str(image))
-    assert_one_line_error(code, err, str(image))
+    reason = "not an image Pillow can read" if damage == "not an image" else ""
+    assert_one_line_error(code, err, str(image), reason)
 
 
 def test_error_predict_without_pillow(lines_run, capsys, monkeypatch):
