@@ -121,6 +121,7 @@ def test_functional_ops_match_the_reference_on_the_inputs_device(name, backend, 
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * np.abs(want).max())
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("name", [n for n in CASE_NAMES if not n.startswith("dropout")])
 def test_functional_ops_match_pytorch(name, rng):
     torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch)")
