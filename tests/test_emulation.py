@@ -747,56 +747,6 @@ def test_parity_table_launches_every_kernel(emu_cache):
     assert never == [], f"kernels no parity case launches: {never}"
 
 
-RACES = r"""
-// Every thread adds to one shared word between the same barriers: updates lost on a GPU.
-extern "C" __global__ void shared_sum(float* out) {
-  __shared__ float s[1];
-  if (threadIdx.x == 0) s[0] = 0.0f;
-  __syncthreads();
-  s[0] += 1.0f;
-  __syncthreads();
-  if (threadIdx.x == 0) out[0] = s[0];
-}
-extern "C" __global__ void atomic_shared_sum(float* out) {
-  __shared__ float s[1];
-  if (threadIdx.x == 0) s[0] = 0.0f;
-  __syncthreads();
-  atomicAdd(&s[0], 1.0f);
-  __syncthreads();
-  if (threadIdx.x == 0) out[0] = s[0];
-}
-// Every thread stores the same flag: a benign race, as CUDA's racecheck would call it.
-extern "C" __global__ void same_flag(float* out) {
-  __shared__ int flag[1];
-  if (threadIdx.x == 0) flag[0] = 0;
-  __syncthreads();
-  flag[0] = 1;
-  __syncthreads();
-  if (threadIdx.x == 0) out[0] = float(flag[0]);
-}
-// Threads 0 and SECOND write one word in turn, with ORDER between: 0 __syncthreads(), 1 a
-// __syncwarp() (orders the lanes of one warp only), 2 a shuffle (orders no memory in CUDA),
-// 3 __syncwarp(0x3) by lanes 0 and 1, then __syncwarp(0x6) by lanes 1 and 2 (orders lanes 0-2).
-template <int ORDER, int SECOND>
-__global__ void ordered_writes(float* out) {
-  __shared__ float s[1];
-  if (threadIdx.x == 0) s[0] = 1.0f;
-  float v = 0.0f;
-  if constexpr (ORDER == 0) __syncthreads();
-  if constexpr (ORDER == 1) __syncwarp();
-  if constexpr (ORDER == 2) v = __shfl_sync(0xffffffffu, 0.0f, 0);
-  if constexpr (ORDER == 3) {
-    if (threadIdx.x < 2) __syncwarp(0x3u);
-    if (threadIdx.x == 1 || threadIdx.x == 2) __syncwarp(0x6u);
-    if (threadIdx.x > 2) __syncwarp(~0x7u);
-  }
-  if (threadIdx.x == SECOND) s[0] = 2.0f + v;
-  __syncthreads();
-  out[threadIdx.x % 32] = s[0];
-}
-"""
-
-
 @pytest.fixture(scope="module")
 def races(emu_cache):
     names = [
@@ -804,7 +754,9 @@ def races(emu_cache):
         "ordered_writes<1, 1>", "ordered_writes<1, 40>", "ordered_writes<2, 1>",
         "ordered_writes<3, 2>", "ordered_writes<3, 5>",
     ]  # fmt: skip
-    return EmulationRunner().module_from_source(RACES, names, "races.cu")
+    return EmulationRunner().module_from_source(
+        (KERNELS / "races.cu").read_text(), names, "races.cu"
+    )
 
 
 @pytest.mark.parametrize(
