@@ -750,7 +750,7 @@ def test_parity_table_launches_every_kernel(emu_cache):
 @pytest.fixture(scope="module")
 def races(emu_cache):
     names = [
-        "shared_sum", "atomic_shared_sum", "same_flag", "ordered_writes<0, 40>",
+        "shared_sum<false>", "shared_sum<true>", "same_flag", "ordered_writes<0, 40>",
         "ordered_writes<1, 1>", "ordered_writes<1, 40>", "ordered_writes<2, 1>",
         "ordered_writes<3, 2>", "ordered_writes<3, 5>",
     ]  # fmt: skip
@@ -762,11 +762,11 @@ def races(emu_cache):
 @pytest.mark.parametrize(
     "kernel, threads, result, race",
     [
-        ("shared_sum", 64, 64, True),
+        ("shared_sum<false>", 64, 64, True),
         ("ordered_writes<1, 40>", 64, 2, True),
         ("ordered_writes<2, 1>", 32, 2, True),
         ("ordered_writes<3, 5>", 32, 2, True),
-        ("atomic_shared_sum", 64, 64, False),
+        ("shared_sum<true>", 64, 64, False),
         ("same_flag", 64, 1, False),
         ("ordered_writes<0, 40>", 64, 2, False),
         ("ordered_writes<1, 1>", 32, 2, False),

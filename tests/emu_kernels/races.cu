@@ -1,19 +1,17 @@
 // Kernels for the shared-memory race check, GPUCNN_EMU_RACECHECK=on (tests/test_emulation.py).
 
-// Every thread adds to one shared word between the same barriers: updates lost on a GPU.
-extern "C" __global__ void shared_sum(float* out) {
+// Every thread adds 1 to one shared word between the same barriers: with a plain s[0] += 1,
+// updates lost on a GPU; with ATOMIC, by atomicAdd.
+template <bool ATOMIC>
+__global__ void shared_sum(float* out) {
   __shared__ float s[1];
   if (threadIdx.x == 0) s[0] = 0.0f;
   __syncthreads();
-  s[0] += 1.0f;
-  __syncthreads();
-  if (threadIdx.x == 0) out[0] = s[0];
-}
-extern "C" __global__ void atomic_shared_sum(float* out) {
-  __shared__ float s[1];
-  if (threadIdx.x == 0) s[0] = 0.0f;
-  __syncthreads();
-  atomicAdd(&s[0], 1.0f);
+  if constexpr (ATOMIC) {
+    atomicAdd(&s[0], 1.0f);
+  } else {
+    s[0] += 1.0f;
+  }
   __syncthreads();
   if (threadIdx.x == 0) out[0] = s[0];
 }
@@ -26,13 +24,12 @@ extern "C" __global__ void same_flag(float* out) {
   __syncthreads();
   if (threadIdx.x == 0) out[0] = float(flag[0]);
 }
-// Threads 0 and SECOND write one word in turn, with ORDER between: 0 __syncthreads(), 1 a
-// __syncwarp() (orders the lanes of one warp only), 2 a shuffle (orders no memory in CUDA),
-// 3 __syncwarp(0x3) by lanes 0 and 1, then __syncwarp(0x6) by lanes 1 and 2 (orders lanes 0-2).
-template <int ORDER, int SECOND>
-__global__ void ordered_writes(float* out) {
-  __shared__ float s[1];
-  if (threadIdx.x == 0) s[0] = 1.0f;
+// What stands between two steps of a probe: 0 __syncthreads(), 1 a __syncwarp() (orders the lanes
+// of one warp only), 2 a shuffle (orders no memory in CUDA), 3 __syncwarp(0x3) by lanes 0 and 1,
+// then __syncwarp(0x6) by lanes 1 and 2 (orders lanes 0-2), 4 nothing. Returns 0, the shuffle's
+// value, for the caller to store.
+template <int ORDER>
+__device__ float step() {
   float v = 0.0f;
   if constexpr (ORDER == 0) __syncthreads();
   if constexpr (ORDER == 1) __syncwarp();
@@ -42,6 +39,14 @@ __global__ void ordered_writes(float* out) {
     if (threadIdx.x == 1 || threadIdx.x == 2) __syncwarp(0x6u);
     if (threadIdx.x > 2) __syncwarp(~0x7u);
   }
+  return v;
+}
+// Threads 0 and SECOND write one word in turn, with step<ORDER> between.
+template <int ORDER, int SECOND>
+__global__ void ordered_writes(float* out) {
+  __shared__ float s[1];
+  if (threadIdx.x == 0) s[0] = 1.0f;
+  const float v = step<ORDER>();
   if (threadIdx.x == SECOND) s[0] = 2.0f + v;
   __syncthreads();
   out[threadIdx.x % 32] = s[0];
