@@ -752,7 +752,9 @@ def races(emu_cache):
     names = [
         "shared_sum<false>", "shared_sum<true>", "same_flag", "ordered_writes<0, 40>",
         "ordered_writes<1, 1>", "ordered_writes<1, 40>", "ordered_writes<2, 1>",
-        "ordered_writes<3, 2>", "ordered_writes<3, 5>",
+        "ordered_writes<3, 2>", "ordered_writes<3, 5>", "atomic_count<4, 0>",
+        "atomic_count<0, 0>", "atomic_count<0, 1>", "atomic_count<0, 2>", "atomic_count<1, 1>",
+        "ticket_handoff<true>", "ticket_handoff<false>",
     ]  # fmt: skip
     return EmulationRunner().module_from_source(
         (KERNELS / "races.cu").read_text(), names, "races.cu"
@@ -762,15 +764,22 @@ def races(emu_cache):
 @pytest.mark.parametrize(
     "kernel, threads, result, race",
     [
-        ("shared_sum<false>", 64, 64, True),
-        ("ordered_writes<1, 40>", 64, 2, True),
-        ("ordered_writes<2, 1>", 32, 2, True),
-        ("ordered_writes<3, 5>", 32, 2, True),
-        ("shared_sum<true>", 64, 64, False),
-        ("same_flag", 64, 1, False),
-        ("ordered_writes<0, 40>", 64, 2, False),
-        ("ordered_writes<1, 1>", 32, 2, False),
-        ("ordered_writes<3, 2>", 32, 2, False),
+        ("shared_sum<false>", 64, 64, "stores"),
+        ("ordered_writes<1, 40>", 64, 2, "stores"),
+        ("ordered_writes<2, 1>", 32, 2, "stores"),
+        ("ordered_writes<3, 5>", 32, 2, "stores"),
+        ("ticket_handoff<true>", 64, 64, "stores"),
+        ("atomic_count<4, 0>", 64, 65, "store and atomic"),
+        ("atomic_count<0, 2>", 32, 33, "store and atomic"),
+        ("atomic_count<0, 1>", 64, 65, "store and atomic"),
+        ("shared_sum<true>", 64, 64, None),
+        ("same_flag", 64, 1, None),
+        ("ordered_writes<0, 40>", 64, 2, None),
+        ("ordered_writes<1, 1>", 32, 2, None),
+        ("ordered_writes<3, 2>", 32, 2, None),
+        ("atomic_count<0, 0>", 64, 65, None),
+        ("atomic_count<1, 1>", 32, 33, None),
+        ("ticket_handoff<false>", 64, 1, None),
     ],
 )
 def test_racecheck_reports_two_threads_writing_one_shared_word(
@@ -779,14 +788,24 @@ def test_racecheck_reports_two_threads_writing_one_shared_word(
     """Fibers run one at a time, so 64 unsynchronised s[0] += 1 all land (64, where a GPU loses
     updates), and so do two writes with only a shuffle between them, which orders no memory in
     CUDA, or a __syncwarp that leaves out the second writer (of another warp, or a lane outside
-    its mask); GPUCNN_EMU_RACECHECK=on fails those launches naming two of the threads, and
-    passes atomics, equal stores and writes a barrier or __syncwarp orders."""
+    its mask), and a plain store and an atomic on one word so left unordered (race: "store and
+    atomic"); GPUCNN_EMU_RACECHECK=on fails those launches naming two of the threads, and passes
+    atomics among themselves, equal stores, writes a barrier or __syncwarp orders, and a store
+    after the atomics its thread's own atomic read (ticket_handoff<false>)."""
     out = np.zeros(32, np.float32)
     races.get_function(kernel)(1, threads, (out,))
     assert out[0] == result
     monkeypatch.setenv("GPUCNN_EMU_RACECHECK", "on")
     if race:
-        message = r"race in block \(0,0,0\): threads \(\d+,0,0\) and \(\d+,0,0\) both write byte"
+        message = (
+            r"race in block \(0,0,0\): threads \(\d+,0,0\) and \(\d+,0,0\) both write byte \d+ "
+            r"of shared memory with no barrier between them"
+        )
+        message += (
+            ", one with an atomic and the other with a plain store"
+            if race == "store and atomic"
+            else r" \(on a GPU one write is lost"
+        )
         with pytest.raises(EmulationError, match=message):
             races.get_function(kernel)(1, threads, (out,))
     else:

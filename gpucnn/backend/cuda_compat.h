@@ -132,12 +132,12 @@ inline int __clz(int x) { return x ? __builtin_clz(unsigned(x)) : 32; }
 inline int __ffs(int x) { return __builtin_ffs(x); }
 
 // Atomics: fibers never interleave inside a call, so plain read-modify-write is atomic (and
-// the race check is told these bytes may change under several threads).
+// the race check is told which bytes an atomic wrote, and what they held: see atomic_written).
 #define GPUCNN_EMU_ATOMIC(NAME, T, EXPR)                                                           \
   inline T NAME(T* p, T v) {                                                                       \
     T old = *p;                                                                                    \
     *p = (EXPR);                                                                                   \
-    ::gpucnn_emu::atomic_written(p, sizeof(T));                                                    \
+    ::gpucnn_emu::atomic_written(p, &old, sizeof(T));                                              \
     return old;                                                                                    \
   }
 // The overloads CUDA declares, and no more, so that a kernel using one nvcc refuses (atomicSub on
@@ -153,7 +153,7 @@ inline int __ffs(int x) { return __builtin_ffs(x); }
   inline T atomicCAS(T* p, T compare, T v) {                                                       \
     T old = *p;                                                                                    \
     if (old == compare) *p = v;                                                                    \
-    ::gpucnn_emu::atomic_written(p, sizeof(T));                                                    \
+    ::gpucnn_emu::atomic_written(p, &old, sizeof(T));                                              \
     return old;                                                                                    \
   }
 GPUCNN_EMU_INT_ATOMICS_FOR(int)

@@ -95,12 +95,15 @@ struct Launch {
   uint64_t warp_val[kMaxThreads];
   unsigned warp_from[kMaxThreads];
   bool reverse = false;  // GPUCNN_EMU_ORDER=reverse (see run_grid)
-  // GPUCNN_EMU_RACECHECK=on (see race_check): per byte of shared memory, the thread that changed
-  // it since the last __syncthreads, the lanes of its warp that a __syncwarp ordered after that
-  // write (bit l: lane l), and the bytes as they were before a fiber ran.
+  // GPUCNN_EMU_RACECHECK=on (see race_check): per byte of shared memory, the thread whose plain
+  // store last changed it since the last __syncthreads and the lanes of its warp that a __syncwarp
+  // ordered after that store (bit l: lane l); the same for the thread whose atomic last touched
+  // it; and the bytes as they were before a fiber ran.
   bool racecheck = false;
   unsigned short writer[sizeof shared];
   unsigned ordered[sizeof shared];
+  unsigned short atomic_writer[sizeof shared];
+  unsigned atomic_ordered[sizeof shared];
   unsigned char before[sizeof shared];
   unsigned char poison = 0xFF;  // fills fresh shared memory; 0x3F with GPUCNN_EMU_POISON=finite
   bool failed = false;
@@ -203,6 +206,15 @@ inline std::string where() {
 }
 
 // ------------------------------------------------------------------------ shared memory
+constexpr unsigned short kNoWriter = 0xFFFF;
+
+// GPUCNN_EMU_RACECHECK: bytes [from, to) of shared memory were written by no thread since the
+// last __syncthreads (see race_check).
+inline void clear_writers(size_t from, size_t to) {
+  std::fill(g.writer + from, g.writer + to, kNoWriter);
+  std::fill(g.atomic_writer + from, g.atomic_writer + to, kNoWriter);
+}
+
 // Puts a guard at `at`, after `size` bytes of shared memory (see kSharedGuard).
 inline void guard_shared(size_t at, size_t size) {
   if (g.guards == kMaxSharedGuards) return;
@@ -221,8 +233,12 @@ inline void* shared_alloc(size_t size, size_t align) {
   }
   g.shared_used = at + size;
   guard_shared(at + size, size);
-  // As allocated (poison, then the guard): what the race check compares this fiber's run with.
-  if (g.racecheck) std::memcpy(g.before + at, g.shared + at, g.shared_used - at);
+  // As allocated (poison, then the guard): what the race check compares this fiber's run with;
+  // no thread has written it (clear_writers covers only the bytes allocated when it runs).
+  if (g.racecheck) {
+    std::memcpy(g.before + at, g.shared + at, g.shared_used - at);
+    clear_writers(at, g.shared_used);
+  }
   if (g.shared_used > g.shared_dirty) g.shared_dirty = g.shared_used;
   return g.shared + at;
 }
@@ -313,24 +329,40 @@ T lane_value(const uint64_t* row, unsigned src) {
 // at a time, so here both land; with GPUCNN_EMU_RACECHECK=on each fiber's run is compared with
 // the shared memory before it, and a byte changed by two threads since the barrier that orders
 // them fails the launch. A byte written with the value it holds goes unseen (a benign race, such
-// as every thread storing the same flag); atomics mark their bytes, which may then change often.
-constexpr unsigned short kNoWriter = 0xFFFF, kAtomicWriter = 0xFFFE;
-
-inline void clear_writers() { std::fill(g.writer, g.writer + sizeof g.shared, kNoWriter); }
+// as every thread storing the same flag).
+// Atomics (atomic_written) never race with each other, but a plain store and an atomic on one
+// byte do, unless ordered (PTX ISA, memory consistency model: a plain st is weak, so it is never
+// morally strong with another thread's access, and two conflicting accesses that are neither
+// morally strong nor ordered by causality order are a data race). An atomic is a
+// read-modify-write: it reads what the atomic before it on the byte left, which read the one
+// before, so a thread's later accesses to that byte are ordered after every earlier atomic
+// there (PTX: observation order, then program order): a thread whose atomicAdd takes the last
+// ticket may reset the counter with a plain store. Each byte keeps two writers, the last plain
+// store's and the last atomic's, each with the lanes of its warp ordered after it (order_lanes).
+// __threadfence_block() is not modelled: the checker orders no plain store of one thread before
+// another thread's through a fence and an atomic flag. Where the reader has no fence after its
+// atomic (CUDA's threadFenceReduction pattern: fence, then the ticket), that is right: PTX needs
+// an acquire pattern (a strong read, then a fence) on the reading side to synchronize, and a
+// fence before the ticket only makes the writing side's release pattern; with a fence after the
+// ticket as well the hand-off is race-free, and this check reports it all the same.
 
 // A __syncwarp of `lanes` of the warp at thread `base` (a shuffle or vote orders no memory in
 // CUDA) orders a write before it with all of them if one of them is ordered after the write (its
 // writer, or a lane of an earlier __syncwarp): only with them, not with the other lanes or warps.
 inline void order_lanes(unsigned base, unsigned lanes) {
-  for (size_t b = 0; b < g.shared_used; ++b)
-    if (g.writer[b] < kAtomicWriter && g.writer[b] / 32 * 32 == base && (g.ordered[b] & lanes))
+  for (size_t b = 0; b < g.shared_used; ++b) {
+    if (g.writer[b] != kNoWriter && g.writer[b] / 32 * 32 == base && (g.ordered[b] & lanes))
       g.ordered[b] |= lanes;
+    if (g.atomic_writer[b] != kNoWriter && g.atomic_writer[b] / 32 * 32 == base &&
+        (g.atomic_ordered[b] & lanes))
+      g.atomic_ordered[b] |= lanes;
+  }
 }
 
-inline void atomic_written(const void* p, size_t size) {
-  const char* c = static_cast<const char*>(p);
-  if (!g.racecheck || c < g.shared || c + size > g.shared + sizeof g.shared) return;
-  std::fill(g.writer + (c - g.shared), g.writer + (c - g.shared) + size, kAtomicWriter);
+// Whether thread `t` is ordered after the write of `writer` (kNoWriter: none since the barrier),
+// whose warp's lanes `lanes` are (the writer's own lane is always one of them).
+inline bool ordered_after(unsigned short writer, unsigned lanes, unsigned t) {
+  return writer == kNoWriter || (writer / 32 == t / 32 && (lanes >> t % 32 & 1u));
 }
 
 inline std::string thread_name(unsigned linear) {
@@ -340,30 +372,70 @@ inline std::string thread_name(unsigned linear) {
   return buf;
 }
 
-// After fiber `f` ran: the bytes it changed become its own, unless another thread changed them
-// since __syncthreads and no __syncwarp ordered that write before `f`.
+// Fails the launch: `first` and then `second` wrote byte `b` with no barrier between them;
+// `mixed`: one of them with an atomic, the other with a plain store.
+inline void report_race(unsigned first, unsigned second, size_t b, bool mixed) {
+  g.failed = true;
+  g.error = "shared-memory race in block (" + std::to_string(blockIdx.x) + "," +
+            std::to_string(blockIdx.y) + "," + std::to_string(blockIdx.z) + "): threads " +
+            thread_name(first) + " and " + thread_name(second) + " both write byte " +
+            std::to_string(b) + " of shared memory with no barrier between them" +
+            (mixed ? ", one with an atomic and the other with a plain store (on a GPU the store "
+                     "may land before or after the atomic, or be lost: a __syncthreads() "
+                     "between them, or atomics for both)"
+                   : " (on a GPU one write is lost or either may land: a __syncthreads(), an "
+                     "atomic, or one writer)");
+}
+
+// A plain store by thread `t` changed byte `b`: it must be ordered after the last plain store and
+// the last atomic there; then it is the last plain store, and every atomic is ordered before it.
+inline bool plain_write(size_t b, unsigned t) {
+  if (!ordered_after(g.writer[b], g.ordered[b], t)) {
+    report_race(g.writer[b], t, b, false);
+    return false;
+  }
+  if (!ordered_after(g.atomic_writer[b], g.atomic_ordered[b], t)) {
+    report_race(g.atomic_writer[b], t, b, true);
+    return false;
+  }
+  g.writer[b] = static_cast<unsigned short>(t);
+  g.ordered[b] = 1u << t % 32;
+  g.atomic_writer[b] = kNoWriter;
+  return true;
+}
+
+// An atomic of the current fiber on `p` (`size` bytes, which held `old` before it): checks any
+// plain store this fiber made there since it last yielded (race_check would see it only with the
+// atomic's change), then the atomic, which must be ordered after the last plain store there and
+// becomes the last atomic; the atomic's own change is then no plain store of this run.
+inline void atomic_written(const void* p, const void* old, size_t size) {
+  if (!g.racecheck) return;
+  const char* c = static_cast<const char*>(p);
+  if (c < g.shared || c + size > g.shared + g.shared_used) return;  // global memory
+  const unsigned t = g.current->linear;
+  const size_t at = static_cast<size_t>(c - g.shared);
+  for (size_t i = 0; i < size; ++i) {
+    const size_t b = at + i;
+    if (static_cast<const unsigned char*>(old)[i] != g.before[b] && !plain_write(b, t)) break;
+    if (!ordered_after(g.writer[b], g.ordered[b], t)) {
+      report_race(g.writer[b], t, b, true);
+      break;
+    }
+    g.atomic_writer[b] = static_cast<unsigned short>(t);
+    g.atomic_ordered[b] = 1u << t % 32;
+    g.before[b] = static_cast<unsigned char>(g.shared[b]);
+  }
+  if (g.failed) fail(g.error);
+}
+
+// After fiber `f` ran: each byte it changed is a plain store of its own (plain_write).
 inline void race_check(const Fiber& f) {
   const size_t n = g.shared_used;
   for (size_t at = 0; at < n; at += 64) {
     const size_t len = n - at < 64 ? n - at : 64;
     if (std::memcmp(g.shared + at, g.before + at, len) == 0) continue;
-    for (size_t b = at; b < at + len; ++b) {
-      unsigned short& w = g.writer[b];
-      if (g.shared[b] == static_cast<char>(g.before[b]) || w == kAtomicWriter) continue;
-      const bool after = w / 32 == f.linear / 32 && (g.ordered[b] >> f.linear % 32 & 1u);
-      if (w != kNoWriter && w != f.linear && !after) {
-        g.failed = true;
-        g.error = "shared-memory race in block (" + std::to_string(blockIdx.x) + "," +
-                  std::to_string(blockIdx.y) + "," + std::to_string(blockIdx.z) + "): threads " +
-                  thread_name(w) + " and " + thread_name(f.linear) + " both write byte " +
-                  std::to_string(b) + " of shared memory with no barrier between them (on a GPU " +
-                  "one write is lost or either may land: a __syncthreads(), an atomic, or one " +
-                  "writer)";
-        return;
-      }
-      w = static_cast<unsigned short>(f.linear);
-      g.ordered[b] = 1u << f.linear % 32;
-    }
+    for (size_t b = at; b < at + len; ++b)
+      if (g.shared[b] != static_cast<char>(g.before[b]) && !plain_write(b, f.linear)) return;
   }
 }
 
@@ -377,7 +449,7 @@ inline void run_block() {
   if (g.shared_asked) guard_shared(g.shared_asked, g.shared_asked);  // right at its end
   g.shared_dirty = g.shared_used;
   for (unsigned i = 0; i < n; ++i) start_fiber(g.fibers[i], g.stacks + size_t(i) * kStackSize);
-  if (g.racecheck) clear_writers();
+  if (g.racecheck) clear_writers(0, g.shared_used);
   for (;;) {
     for (unsigned k = 0; k < n; ++k) {
       const unsigned i = g.reverse ? n - 1 - k : k;
@@ -431,7 +503,7 @@ inline void run_block() {
     }
     if (at_barrier == n && same_site) {
       for (unsigned i = 0; i < n; ++i) g.fibers[i].state = State::Runnable;
-      if (g.racecheck) clear_writers();
+      if (g.racecheck) clear_writers(0, g.shared_used);
       continue;
     }
     char buf[400];

@@ -51,3 +51,41 @@ __global__ void ordered_writes(float* out) {
   __syncthreads();
   out[threadIdx.x % 32] = s[0];
 }
+// Thread 0 zeroes one word, step<BEFORE>, every thread adds 1 to it with atomicAdd, step<AFTER>,
+// then thread 0 adds 1 more with a plain s[0] += 1. A plain store and an atomic on one word race
+// unless ordered; two atomics never race.
+template <int BEFORE, int AFTER>
+__global__ void atomic_count(float* out) {
+  __shared__ float s[1];
+  if (threadIdx.x == 0) s[0] = 0.0f;
+  float v = step<BEFORE>();
+  atomicAdd(&s[0], 1.0f);
+  v += step<AFTER>();
+  if (threadIdx.x == 0) s[0] += 1.0f + v;
+  __syncthreads();
+  out[threadIdx.x % 32] = s[0];
+}
+// CUDA's threadFenceReduction within one block: each thread stores 1 in its own slot, then
+// __threadfence_block(), then takes a ticket; the thread that takes the last one puts the ticket
+// back to 0 (ordered after every atomicAdd on it, which its own atomicAdd read) and, with SUM,
+// adds up the slots into slot 0, which thread 0 stored: a race under the PTX memory model, as no
+// fence follows its atomicAdd (no acquire pattern), so thread 0's store is not ordered before it.
+template <bool SUM>
+__global__ void ticket_handoff(float* out) {
+  __shared__ float part[64];
+  __shared__ unsigned ticket[1];
+  if (threadIdx.x == 0) ticket[0] = 0u;
+  __syncthreads();
+  part[threadIdx.x] = 1.0f;
+  __threadfence_block();
+  if (atomicAdd(&ticket[0], 1u) == blockDim.x - 1) {
+    if constexpr (SUM) {
+      float total = 0.0f;
+      for (unsigned i = 0; i < blockDim.x; ++i) total += part[i];
+      part[0] = total;
+    }
+    ticket[0] = 0u;
+  }
+  __syncthreads();
+  out[threadIdx.x % 32] = part[0] + float(ticket[0]);
+}
