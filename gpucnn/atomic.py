@@ -74,12 +74,15 @@ def _made_folder(folder: Path) -> Iterator[list[Path]]:
 
 
 def _remove_empty(folders: list[Path]) -> None:
-    """Remove ``folders``, deepest first, up to the first that is not empty (or not there)."""
+    """Remove ``folders``, deepest first, up to the first that is not empty. One that is not
+    there is passed over: making it failed (a name too long, say) after the folders above it
+    were made, and those are removed all the same."""
     for folder in folders:
         try:
             folder.rmdir()
         except OSError:
-            return
+            if os.path.lexists(folder):  # False for a name no file system could hold, too
+                return
 
 
 def check_writable_folder(folder: str | os.PathLike, option: str) -> Path:
@@ -101,7 +104,16 @@ def check_writable_folder(folder: str | os.PathLike, option: str) -> Path:
 def _unwritable(folder: Path, err: OSError) -> str:
     """Why no file can be written in ``folder``: a file where it (or a folder above it) should
     be, else ``err``."""
-    file = next((p for p in (folder, *folder.parents) if p.is_file()), None)
+    file = next((p for p in (folder, *folder.parents) if _is_file(p)), None)
     if file is None:
         return f"cannot write files in that folder ({err.strerror or err})"
     return f"{'' if file == folder else f'{file} '}is a file, not a folder"
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False rather than an OSError for a name too long to look up (which
+    would take the place of the error being explained, naming no option)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False

@@ -90,6 +90,15 @@ def test_atomic_write_keeps_the_old_checkpoint_on_failure(tmp_path, monkeypatch)
     _assert_same_state(ck.load_checkpoint(path).model_state, model.state_dict())
 
 
+def test_atomic_write_into_a_folder_that_cannot_be_made_leaves_no_new_folder(tmp_path):
+    """The folders made for the file are removed again when a deeper one cannot be made (a
+    name past 255 bytes): their removal went no further than the folder never made."""
+    path = tmp_path / "a" / "b" / ("x" * 300) / "m.npz"
+    with pytest.raises(OSError, match="File name too long"):
+        atomic_write(path, lambda f: f.write(b"data"))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_atomic_write_syncs_the_data_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
     """Power lost just after the rename must find the new file whole: the temporary file goes
     to disk with all its bytes (flushed from Python's buffer, then fsynced) before it replaces

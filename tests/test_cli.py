@@ -614,6 +614,16 @@ def test_a_run_that_fails_before_training_leaves_no_new_folder(capsys, tmp_path)
     assert out.is_dir()
 
 
+def test_an_out_folder_that_cannot_be_made_is_named_and_leaves_no_new_folder(capsys, tmp_path):
+    """An --out whose last name is longer than a file name may be (255 bytes): the folders above
+    it, made before its own mkdir failed, were left behind (their removal stopped at the one
+    never made), and the error, raised again while looking for a file in the way, lost --out."""
+    out = tmp_path / "runs" / "run" / ("x" * 300)
+    code, text, err = run(capsys, "train", "--epochs", "1", "--out", str(out), "--no-progress")
+    assert_one_line_error(code, err, f"--out {out}: cannot write files in that folder (File name")
+    assert "epoch" not in text and list(tmp_path.iterdir()) == []
+
+
 def test_the_progress_bar_is_closed_before_an_interruption_or_error_is_reported(
     capsys, tmp_path, monkeypatch
 ):
