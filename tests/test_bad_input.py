@@ -226,6 +226,8 @@ def _after_forward(layer, x):
         (lambda: nn.Conv2d(3, 8.0, 3), TypeError, "out_channels must be an int, got 8.0"),
         (lambda: nn.Conv2d(4, 8, 3, groups=2.0), TypeError, "groups must be an int, got 2.0"),
         (lambda: nn.Conv2d(True, 8, 3), TypeError, "in_channels must be an int, got True"),
+        # At construction (as PyTorch), not at the first forward's conv2d check.
+        (lambda: nn.Conv2d(3, 6, 3, groups=2), ValueError, "in_channels 3 and out_channels 6"),
         (lambda: nn.Linear(0, 3), ValueError, "in_features must be >= 1, got 0"),
         (lambda: nn.Linear(3, -1), ValueError, "out_features must be >= 1, got -1"),
         (lambda: nn.Linear(3.0, 2), TypeError, "in_features must be an int, got 3.0"),

@@ -70,6 +70,18 @@ def test_conv_chunks_are_even_and_cover_the_batch(batch):
         assert len(sizes) % 2 == 0 and len(sizes) <= fewest + 1
 
 
+def test_conv_chunks_of_one_sample_each_are_never_empty(monkeypatch):
+    """Samples too large to share a chunk (CHUNK_BYTES lowered to 1), an odd batch past
+    MIN_BATCH: one chunk per sample, an odd count, rather than an empty chunk added to make the
+    count even."""
+    monkeypatch.setattr(im2col, "CHUNK_BYTES", 1)
+    batch, no_pad = cpu_threads.MIN_BATCH + 1, ((0, 0), (0, 0))
+    shape, w_shape = (batch, 2, 5, 5), (3, 2, 3, 3)
+    geo = numpy_backend.NumpyBackend._conv_geometry(shape, w_shape, (1, 1), no_pad, (1, 1), 1)
+    chunks = geo.chunks(shape, 4)
+    assert [(c.start, c.stop) for c in chunks] == [(i, i + 1) for i in range(batch)]
+
+
 def test_small_batches_stay_in_the_calling_thread(thread_count):
     thread_count(4)
     parts = []

@@ -70,6 +70,30 @@ def test_backend_is_deterministic(case, backend, rng):
         assert np.array_equal(first[key], second[key]), f"{case.name}.{key} changed between runs"
 
 
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+def test_conv_backward_saved_without_input_grad_gives_the_parameter_gradients_alone(
+    backend, bias, rng
+):
+    """input_grad=False (a first layer in training: its input needs no gradient) gives None for
+    the input gradient, which is not computed, and the full backward's weight (and bias)
+    gradients, bit for bit; bias=False gives None for the bias gradient."""
+    x = backend.asarray(rng.standard_normal((2, 3, 7, 6)).astype(np.float32))
+    w = backend.asarray(rng.standard_normal((4, 3, 3, 3)).astype(np.float32))
+    opts = ((1, 2), ((1, 0), (0, 1)), (1, 1), 1)  # stride, padding, dilation, groups
+    y, saved = backend.conv2d_forward_saving(x, w, None, *opts)
+    gy = backend.asarray(rng.standard_normal(y.shape).astype(np.float32))
+    full = backend.conv2d_backward_saved(gy, saved, w, x.shape, *opts, bias=bias)
+    gx, gw, gb = backend.conv2d_backward_saved(
+        gy, saved, w, x.shape, *opts, input_grad=False, bias=bias
+    )
+    assert gx is None and full[0] is not None
+    assert np.array_equal(backend.to_numpy(gw), backend.to_numpy(full[1]))
+    if bias:
+        assert np.array_equal(backend.to_numpy(gb), backend.to_numpy(full[2]))
+    else:
+        assert gb is None and full[2] is None
+
+
 @pytest.mark.parametrize("size", [12, 17], ids=["144-taps", "289-taps"])
 def test_max_pool_finds_the_maximum_in_windows_of_many_taps(backend, size, rng):
     """Windows of more taps than a byte can number (the CPU counts taps in the narrowest integer
