@@ -18,8 +18,9 @@ from conftest import write_fake_idx_dataset
 from gpucnn import checkpoint as ck
 from gpucnn import nn, optim
 from gpucnn.atomic import atomic_write
+from gpucnn.data.loader import DataLoader
 from gpucnn.nn.zoo import build_from_spec, build_model, model_spec
-from gpucnn.train import TrainConfig, fit
+from gpucnn.train import TrainConfig, evaluate, evaluate_checkpoint, fit
 
 
 def _trained(name="tutorial-lines", steps=2, seed=0):
@@ -235,13 +236,15 @@ def test_a_damaged_header_is_named(tmp_path, change, message):
         ck.load_checkpoint(path)
 
 
-def test_an_entry_outside_the_checkpoints_groups_is_named(tmp_path):
+def test_an_entry_outside_the_model_optimizer_and_scheduler_is_named(tmp_path):
+    """An array under another group than model/, optimizer/ and scheduler/ (a foreign or
+    newer file) is refused by name, not dropped or a KeyError."""
     path = tmp_path / "m.npz"
     _save(path)
     with np.load(path) as npz:
         arrays = {key: npz[key] for key in npz.files}
-    np.savez(path, **arrays, **{"extra/x": np.zeros(2)})
-    with pytest.raises(ck.CheckpointError, match="m.npz: unexpected entry 'extra/x'"):
+    np.savez(path, **arrays, **{"extra/weights": np.ones(3)})
+    with pytest.raises(ck.CheckpointError, match=r"m\.npz: unexpected entry 'extra/weights'"):
         ck.load_checkpoint(path)
 
 
@@ -258,6 +261,24 @@ def test_an_unbuildable_spec_or_missing_training_state_is_named(tmp_path):
         np.savez(path, **{k: npz[k] for k in npz.files if not k.startswith("optimizer/")})
     with pytest.raises(ck.CheckpointError, match="training state cannot be resumed.*'lr'"):
         fit(dataclasses.replace(config, epochs=2, resume=True), log=lambda s: None)
+
+
+def test_a_runs_normalisation_goes_with_its_checkpoint(tmp_path):
+    """The mean and std a run normalised its images with are stored in its checkpoint, and a
+    resumed run and an evaluation of the checkpoint use them, not those of the dataset as it
+    loads now (its files may have changed, or another dataset is evaluated)."""
+    config = TrainConfig(epochs=1, train_size=64, test_size=32, progress=False, out=str(tmp_path))
+    fit(config, log=lambda s: None)
+    path = tmp_path / "model.npz"
+    _with_header(path, lambda h: h | {"meta": h["meta"] | {"mean": 0.3, "std": 2.5}})
+    fit(dataclasses.replace(config, epochs=2, resume=True), log=lambda s: None)
+    checkpoint = ck.load_checkpoint(path)
+    assert (checkpoint.meta["mean"], checkpoint.meta["std"]) == (0.3, 2.5)
+    loss, accuracy, data = evaluate_checkpoint(str(path))
+    assert (data.mean, data.std) != (0.3, 2.5)
+    loader = DataLoader(data.test_x, data.test_y, 1000, mean=0.3, std=2.5)
+    want = evaluate(checkpoint.build_model(), loader)
+    assert loss == pytest.approx(want[0], rel=1e-6) and accuracy == want[1]
 
 
 def _interrupt_after(epoch):

@@ -16,8 +16,9 @@ from gpucnn.data.datasets import DataNotFoundError, load_dataset, write_idx_data
 from gpucnn.data.idx import IdxError, read_idx, write_idx
 from gpucnn.data.lines import generate_lines
 from gpucnn.data.loader import DataLoader, random_flip, random_shift
+from gpucnn.nn.zoo import model_spec
 from gpucnn.optim import SGD
-from gpucnn.train import augmentations, evaluate, train_epoch
+from gpucnn.train import augmentations, check_compatible, evaluate, fits, train_epoch
 
 
 # ------------------------------------------------------------------------------------ IDX reader
@@ -242,6 +243,20 @@ def test_augmentations_are_chosen_among_those_the_labels_allow(tmp_path):
         augmentations("shift+flip", digits)
 
 
+def test_a_model_for_another_class_count_does_not_fit_the_dataset():
+    """The input shape alone does not make a fit: a model taking lines' images but with
+    another class count is refused, naming both counts."""
+    data = load_dataset("lines", train_size=16, test_size=8)
+    spec = model_spec("tutorial-lines")
+    assert fits(spec, data)
+    other = spec | {"num_classes": data.num_classes + 1}
+    assert tuple(other["input_shape"]) == data.input_shape and not fits(other, data)
+    with pytest.raises(
+        ValueError, match=rf"with {data.num_classes + 1} classes, but .* with {data.num_classes}$"
+    ):
+        check_compatible(other, data)
+
+
 def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("GPUCNN_DATA", str(tmp_path))
     with pytest.raises(DataNotFoundError, match="apt install dataset-fashion-mnist"):
@@ -369,7 +384,8 @@ def test_evaluate_scores_the_eval_mode_and_restores_the_mode(training):
 
 def test_train_epoch_scores_its_batches():
     """train_epoch's (mean loss, accuracy) over the samples of its batches: with lr 0 the
-    model stays as it is, so they are those of its training-mode outputs."""
+    model stays as it is, so they are those of its training-mode outputs, also for a model
+    that came in eval mode."""
     rng = np.random.default_rng()
     images, labels = rng.standard_normal((50, 1, 3, 3)), rng.integers(0, 4, 50)
     loader = DataLoader(images, labels, 16)
@@ -377,7 +393,9 @@ def test_train_epoch_scores_its_batches():
     bar = type("Bar", (), {"update": lambda self, n: None, "set_postfix": lambda self, **k: None})
     optimizer = SGD(model.parameters(), lr=0.0)
     masks = model.random_state()
+    model.eval()  # as an evaluation leaves it: train_epoch switches it to training mode itself
     got = train_epoch(model, nn.CrossEntropyLoss(), optimizer, loader, bar())
+    assert model.training
     model.set_random_state(masks)  # the same dropout masks again
     want = _by_hand(model.train(), loader)
     assert got[0] == pytest.approx(want[0], rel=1e-5) and got[1] == want[1]
@@ -478,6 +496,30 @@ def test_loader_is_deterministic_per_seed():
     np.testing.assert_array_equal(first[1], again[1])
     assert not np.array_equal(first[0], first[1])  # a fresh shuffle every epoch
     assert not np.array_equal(first[0], other[0])
+
+
+def test_loader_shuffles_each_epoch_afresh():
+    """shuffle=True without augmentation (which alone would make epochs differ): each epoch
+    takes every sample once, each image with its label, in an order of its own, not the
+    dataset's; the same seed gives the same orders."""
+    images, labels = _toy(64)
+
+    def orders(seed):
+        loader = DataLoader(images, labels, 8, shuffle=True, rng=seed)
+        epochs = []
+        for _ in range(2):
+            x, y = (np.concatenate(parts) for parts in zip(*loader, strict=True))
+            index = (x[:, 0, 0, 0] / 4).astype(int)  # _toy's image i starts at 4 * i
+            np.testing.assert_array_equal(y, labels[index])
+            epochs.append(index)
+        return epochs
+
+    first, again = orders(7), orders(7)
+    for order, same in zip(first, again, strict=True):
+        np.testing.assert_array_equal(order, same)
+        assert sorted(order) == list(range(64))
+        assert not np.array_equal(order, np.arange(64))
+    assert not np.array_equal(first[0], first[1])
 
 
 def test_loader_rejects_bad_arguments():

@@ -85,6 +85,19 @@ def test_the_schedules_span_the_runs_epochs(epochs):
     assert make_scheduler(cfg, make_optimizer(cfg, [Parameter(np.zeros(2))])) is None
 
 
+def test_fit_trains_each_epoch_at_its_scheduled_rate(tmp_path):
+    """fit steps the schedule once an epoch: each epoch's record holds the rate it trained at,
+    cosine's over the run's three epochs (a schedule never stepped would keep the first)."""
+    lr = 0.05
+    config = TrainConfig(
+        epochs=3, lr=lr, schedule="cosine", train_size=64, test_size=32, out=str(tmp_path),
+        progress=False,
+    )  # fmt: skip
+    history = fit(config, log=lambda line: None)["history"]
+    want = [lr * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)]
+    np.testing.assert_allclose([record["lr"] for record in history], want, rtol=1e-12)
+
+
 @pytest.mark.parametrize(
     "field, value",
     [("optimizer", "rmsprop"), ("schedule", "linear"), ("augment", "rotate")],
