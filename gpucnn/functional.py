@@ -126,11 +126,18 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
     return backend.avg_pool2d_forward(x, kernel, stride, pad)
 
 
+def global_avg_pool2d_arguments(x, what: str):
+    """Validate a global average pooling input; returns its backend. An empty plane (H or W 0)
+    is refused: its mean would be NaN."""
+    backend = check_float_array(x, f"{what} input", 4)
+    if x.shape[2] * x.shape[3] == 0:
+        raise ValueError(f"{what}: empty planes in input of shape {tuple(x.shape)}")
+    return backend
+
+
 def global_avg_pool2d(x):
     """Mean over each channel's H x W plane. x: (N, C, H, W) -> (N, C)."""
-    backend = check_float_array(x, "global_avg_pool2d input", 4)
-    if x.shape[2] * x.shape[3] == 0:
-        raise ValueError(f"global_avg_pool2d: empty planes in input of shape {tuple(x.shape)}")
+    backend = global_avg_pool2d_arguments(x, "global_avg_pool2d")
     return backend.global_avg_pool2d_forward(x)
 
 

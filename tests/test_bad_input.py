@@ -156,6 +156,7 @@ def _after_forward(layer, x):
         (lambda: F.conv2d(X, W, groups=0), ValueError, "groups must be >= 1, got 0"),
         (lambda: F.global_avg_pool2d(X[:, :, :0]), ValueError, "empty planes"),
         (lambda: F.global_avg_pool2d(X[:, :, :, :0]), ValueError, "empty planes"),
+        (lambda: nn.GlobalAvgPool2d()(X[:, :, :0]), ValueError, "GlobalAvgPool2d: empty planes"),
         (
             lambda: F.softmax_cross_entropy(X[:0, :, 0, 0], np.zeros(0, int)),
             ValueError,

@@ -62,7 +62,7 @@ class GlobalAvgPool2d(Module):
     """Mean over each channel's plane: (N, C, H, W) -> (N, C)."""
 
     def forward(self, x):
-        self._backend = F.check_float_array(x, "GlobalAvgPool2d input", 4)
+        self._backend = F.global_avg_pool2d_arguments(x, "GlobalAvgPool2d")
         self._x_shape = x.shape
         return self._keep_output(self._backend.global_avg_pool2d_forward(x))
 
