@@ -42,6 +42,7 @@ def _after_forward(layer, x):
         (lambda: F.conv2d(X, W, padding=(0, -1)), ValueError, "non-negative"),
         (lambda: F.conv2d(X, W, padding="full"), ValueError, "'same' or 'valid'"),
         (lambda: F.conv2d(X, W, stride=2, padding="same"), ValueError, "stride 1"),
+        (lambda: F.conv2d(X, W, stride=(1, 2), padding="same"), ValueError, "stride 1"),
         (lambda: F.conv2d(X.astype(np.int32), W), TypeError, "float32 or float64.*int32"),
         (lambda: F.conv2d(X.astype(np.complex64), W), TypeError, "complex64"),
         (lambda: F.conv2d(X, W.astype(np.float64)), TypeError, "dtype float64"),
@@ -72,6 +73,12 @@ def _after_forward(layer, x):
         (lambda: nn.CrossEntropyLoss()([[0.0]], [0]), TypeError, "logits must be a NumPy or CuPy"),
         (lambda: nn.Linear(3, 2)([[0.0] * 3]), TypeError, "Linear input must be a NumPy or CuPy"),
         (lambda: F.max_pool2d(X, 9), ValueError, "does not fit"),
+        (lambda: nn.MaxPool2d(2, padding=2)(X), ValueError, r"MaxPool2d: padding \(2, 2\)"),
+        (
+            lambda: nn.GlobalAvgPool2d()(X[0]),
+            ValueError,
+            r"GlobalAvgPool2d input must be 4-D .*got shape \(3, 8, 8\)",
+        ),
         (lambda: F.max_pool2d(X, 2, padding=2), ValueError, "at most half"),
         (lambda: F.max_pool2d(X, 2, padding=(0, -1)), ValueError, "must be non-negative"),
         (lambda: F.avg_pool2d(X, 0), ValueError, "kernel_size must be positive"),
@@ -208,6 +215,7 @@ def _after_forward(layer, x):
         (lambda: nn.BatchNorm2d(4, eps=-1e-5), ValueError, "eps must be a positive finite.*-1e-05"),
         (lambda: nn.BatchNorm2d(4, eps=0), ValueError, "eps must be a positive finite"),
         (lambda: nn.BatchNorm2d(4, eps=float("nan")), ValueError, "eps must be a positive"),
+        (lambda: nn.BatchNorm2d(4, eps=float("inf")), ValueError, "eps must be a positive finite"),
         (lambda: nn.BatchNorm2d(4, eps="1e-5"), ValueError, "eps must be a positive finite"),
         (lambda: nn.BatchNorm2d(3)(X[:1, :, :1, :1]), ValueError, "more than one value per"),
         (
@@ -411,7 +419,9 @@ def test_nan_loss_is_an_error_not_silent():
 
 
 def test_unknown_device_and_missing_gpu(without_cupy):
-    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+    with pytest.raises(
+        ValueError, match="unknown device 'tpu'; expected one of cpu, cuda, cuda-emu, auto"
+    ):
         get_backend("tpu")
     with pytest.raises(GpuUnavailableError, match="CuPy is not installed"):  # says what is missing
         get_backend("cuda")

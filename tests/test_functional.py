@@ -34,7 +34,7 @@ def _cases(rng):
     w5 = rng.standard_normal((3, 4, 5, 5))
     a, wl, bl = rng.standard_normal((5, 7)), rng.standard_normal((3, 7)), rng.standard_normal(3)
     logits, labels = rng.standard_normal((6, 5)), rng.integers(0, 5, 6)
-    padded_same = ((2, 2), (2, 2))  # 5x5 at dilation 1: d * (k - 1) = 4, two a side
+    padded_same = ((4, 4), (2, 2))  # 5x5 at dilation (2, 1): d * (k - 1) = 8 and 4, split evenly
     return [
         (
             "conv2d stride pair, int padding, groups",
@@ -43,10 +43,16 @@ def _cases(rng):
             lambda t, tf: tf.conv2d(t(x), t(w), t(b), stride=(2, 1), padding=1, groups=2),
         ),
         (
-            "conv2d padding same",
-            lambda d: F.conv2d(d(x), d(w5), padding="same"),
-            ref.conv2d_forward(x, w5, None, (1, 1), padded_same),
-            lambda t, tf: tf.conv2d(t(x), t(w5), padding="same"),
+            "conv2d padding same, dilation pair",
+            lambda d: F.conv2d(d(x), d(w5), padding="same", dilation=(2, 1)),
+            ref.conv2d_forward(x, w5, None, (1, 1), padded_same, (2, 1)),
+            lambda t, tf: tf.conv2d(t(x), t(w5), padding="same", dilation=(2, 1)),
+        ),
+        (
+            "conv2d padding pair",
+            lambda d: F.conv2d(d(x), d(w5[:, :, :2, :3]), padding=(0, 2)),
+            ref.conv2d_forward(x, w5[:, :, :2, :3], None, (1, 1), _pad2(0, 2)),
+            lambda t, tf: tf.conv2d(t(x), t(w5[:, :, :2, :3]), padding=(0, 2)),
         ),
         (
             "conv2d padding valid, dilation 2",
