@@ -3,6 +3,8 @@ thread's results bit for bit, and the settings are checked."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from op_cases import CASES, DTYPES
@@ -36,16 +38,21 @@ def test_threads_give_the_one_thread_results(case, dtype, cpu, rng, thread_count
         assert np.array_equal(got[key], want[key]), f"{case.name}.{key} differs with 3 threads"
 
 
-def test_slices_cover_the_batch_once(thread_count, monkeypatch):
+@pytest.mark.parametrize("count", [10, 3])
+def test_slices_cover_the_batch_once(thread_count, monkeypatch, count):
+    """Each row in one slice; fewer rows than threads give one slice a row, none empty."""
     monkeypatch.setattr(cpu_threads, "MIN_BATCH", 1)
     thread_count(4)
-    seen = np.zeros(10, dtype=int)
+    seen = np.zeros(count, dtype=int)
+    sizes = []
 
     def body(part: slice) -> None:
         seen[part] += 1
+        sizes.append(part.stop - part.start)
 
-    cpu_threads.for_slices(10, 10, body)
-    assert np.array_equal(seen, np.ones(10, dtype=int))
+    cpu_threads.for_slices(count, count, body)
+    assert np.array_equal(seen, np.ones(count, dtype=int))
+    assert len(sizes) == min(4, count) and min(sizes) >= 1
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3, 31, 63, 64, 65, 255, 256])
@@ -89,6 +96,46 @@ def test_small_batches_stay_in_the_calling_thread(thread_count):
     assert parts == [slice(0, 64)]
     cpu_threads.for_slices(64, cpu_threads.MIN_BATCH, parts.append)
     assert sorted(p.start for p in parts[1:]) == [0, 16, 32, 48]
+
+
+def test_an_empty_thread_setting_means_unset(monkeypatch):
+    """``GPUCNN_CPU_THREADS=`` (as a shell unsets it) is the default count, not an error."""
+    monkeypatch.delenv(cpu_threads.THREADS_ENV, raising=False)
+    default = cpu_threads._default_threads()
+    monkeypatch.setenv(cpu_threads.THREADS_ENV, "")
+    assert cpu_threads._default_threads() == default >= 1
+
+
+def test_a_new_thread_count_ends_the_old_pools_threads(thread_count, monkeypatch):
+    """set_threads shuts the pool it replaces down: its idle threads would otherwise live on,
+    one set per change of the count."""
+    monkeypatch.setattr(cpu_threads, "MIN_BATCH", 1)
+    thread_count(3)
+    cpu_threads.for_slices(6, 6, lambda part: None)
+    assert _pool_threads() >= 1  # the pool makes its threads as slices come
+    thread_count(2)
+    assert _pool_threads() == 0
+
+
+def _pool_threads() -> int:
+    return sum(t.name.startswith("gpucnn-cpu") for t in threading.enumerate())
+
+
+def test_blas_runs_on_one_thread_inside_the_backends_calls():
+    """blas_held holds NumPy's BLAS to one thread, whatever it had (two here), so its bits do
+    not depend on the machine's cores."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not threadpoolctl.threadpool_info():
+        pytest.skip("threadpoolctl sees no BLAS library")
+
+    def blas_threads() -> set[int]:
+        return {
+            i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"
+        }
+
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        with cpu_threads.blas_held():
+            assert blas_threads() == {1}
 
 
 def test_bad_thread_counts_are_refused(monkeypatch):
