@@ -126,6 +126,49 @@ def test_a_per_step_scalar_argument_is_caught(rng):
         captured(x)
 
 
+@pytest.mark.emu
+@pytest.mark.parametrize(
+    ("replayed", "message"),
+    [
+        ([(8, 8)], r"graph replay 2: relu_forward argument 0 is \(8, 8\) but was \(4, 16\)"),
+        ([(64, 64)], r"replay 2: launch 0 is relu_forward \(16,\), but the captured step launched"),
+        ([(4, 16)] * 2, "graph replay 2: 2 kernel launches, the captured step had 1"),
+        ([], "graph replay 2: 0 kernel launches, the captured step had 1"),
+    ],
+    ids=["array-shape", "grid", "more-launches", "fewer-launches"],
+)
+def test_a_replay_unlike_the_captured_step_is_caught(rng, replayed, message):
+    """What a graph freezes besides scalar arguments: the kernels, their grids, their arrays'
+    shapes; a replay whose launches differ in any of these is refused, naming the replay."""
+    backend = make_backend("cuda-emu")
+    shapes = [[(4, 16)], [(4, 16)], replayed]  # the warm-up, the capture's replay, replay 2
+
+    def step(x):
+        arrays = [rng.standard_normal(shape).astype(np.float32) for shape in shapes.pop(0)]
+        return [backend.relu_forward(backend.asarray(a)) for a in arrays]
+
+    captured = CapturedStep(step, warmup=1)
+    x = backend.asarray(np.ones(3, np.float32))
+    captured(x)
+    captured(x)
+    with pytest.raises(EmulationError, match=message):
+        captured(x)
+
+
+@pytest.mark.emu
+def test_eager_launches_between_replays_are_not_taken_for_the_steps(rng):
+    """A call of another shape runs eagerly (a last, smaller batch): its launches are not added
+    to the captured step's, so the replay after it still matches and gives the step's result."""
+    backend = make_backend("cuda-emu")
+    captured = CapturedStep(backend.relu_forward, warmup=1)
+    x = backend.asarray(rng.standard_normal((4, 16)).astype(np.float32))
+    captured(x)
+    captured(x)  # captured, then the first replay
+    captured(x[:2])
+    want = np.maximum(backend.to_numpy(x), 0)
+    np.testing.assert_array_equal(backend.to_numpy(captured(x)), want)
+
+
 def test_the_cpu_has_no_graphs(rng):
     backend = make_backend("cpu")
     step = CapturedStep(lambda x: x * 2)
@@ -153,7 +196,10 @@ def test_a_graph_step_needs_no_cublas_inside_the_session(rng, relu, features):
     gy = rng.normal(size=(7, 5)).astype(np.float32)
     x, w, b, gy = (backend.asarray(a) for a in (x, w, b, gy))
 
+    modes = []
+
     def linear():
+        modes.append(backend.capture_safe)
         return [backend.linear_forward(x, w, b, relu), *backend.linear_backward(gy, x, w)]
 
     plain = linear()
@@ -164,4 +210,4 @@ def test_a_graph_step_needs_no_cublas_inside_the_session(rng, relu, features):
         np.testing.assert_allclose(
             backend.to_numpy(got), backend.to_numpy(want), rtol=1e-5, atol=1e-5, err_msg=name
         )
-    assert not backend.capture_safe  # the session's mode ends with it
+    assert modes == [False, True] and not backend.capture_safe  # the session's mode, only within

@@ -644,6 +644,9 @@ def test_device_array_module():
     assert xp.uint64(3) == np.uint64(3) and xp.float64 is np.float64
     with pytest.raises(TypeError, match="host numpy.ndarray"):
         _ = a + np.ones(3, np.float32)
+    with pytest.raises(TypeError, match="host numpy.ndarray"):  # CuPy refuses a host out= too
+        xp.add(a, 1, out=np.empty((2, 3), np.float32))
+    assert all(isinstance(r, EmuArray) for r in (*xp.divmod(a, 4), *xp.meshgrid(a[0], a[1])))
 
 
 def test_emulated_backend_arrays(emu_cache):
@@ -654,6 +657,8 @@ def test_emulated_backend_arrays(emu_cache):
     dev[0, 0] = 7  # a copy: the host array is untouched
     back = backend.to_numpy(dev)
     assert type(back) is np.ndarray and back[0, 0] == 7 and host[0, 0] == 0
+    back[0, 1] = 9  # a host copy, as CuPy's .get(): the device array is untouched
+    assert backend.to_numpy(dev)[0, 1] == 1
     assert backend.asarray(dev) is dev and backend.asarray(dev, np.float64).dtype == np.float64
     y = backend.relu_forward(backend.asarray(host - 2))
     assert backend.owns(y) and backend.to_numpy(y).tolist() == [[0, 0, 0], [1, 2, 3]]
@@ -661,7 +666,9 @@ def test_emulated_backend_arrays(emu_cache):
 
 def test_no_compiler_is_a_clear_device_error(monkeypatch):
     monkeypatch.setenv("CXX", "/nonexistent/g++")
-    with pytest.raises(GpuUnavailableError, match="needs a C\\+\\+17 compiler"):
+    with pytest.raises(
+        GpuUnavailableError, match=r"needs a C\+\+17 compiler.*: install g\+\+ .* or set CXX"
+    ):
         create_emulated_backend()
 
 
