@@ -17,6 +17,7 @@ from conftest import KERNEL_BACKENDS, make_backend, write_fake_idx_dataset
 import gpucnn.atomic
 import gpucnn.demo
 import gpucnn.train
+from gpucnn.backend import get_backend
 from gpucnn.checkpoint import load_checkpoint
 from gpucnn.cli import main
 from gpucnn.data.datasets import write_idx_dataset
@@ -153,8 +154,42 @@ def test_demo(tmp_path, capsys):
     code, text, _ = run(capsys, "demo", "--out", str(tmp_path))
     assert code == 0
     assert "same = True" in text and "(8 - 3 + 2*1) // 2 + 1 = 4  conv2d -> (4, 4)" in text
+    rows = re.findall(r"= (\d+)  conv2d -> \((\d+), (\d+)\)", text)
+    assert len(rows) == 4 and all(size == h == w for size, h, w in rows)  # formula == conv2d
     assert (tmp_path / "kernels.png").stat().st_size > 0
     assert (tmp_path / "pooling.png").stat().st_size > 0
+
+
+def test_the_demo_picture_is_a_square_with_a_grey_centre_and_a_bar():
+    """The picture the kernels section describes: its edges and blurs need all four levels."""
+    image = gpucnn.demo.demo_image()
+    assert image.shape == (32, 32) and set(np.unique(image)) == {0.0, 0.5, 0.75, 1.0}
+    assert (image[8, 8], image[16, 16], image[28, 16]) == (1.0, 0.5, 0.75)
+
+
+@pytest.mark.emu
+def test_demo_on_another_device_runs_every_op_there(tmp_path, capsys, monkeypatch):
+    """``demo --device cuda-emu``: no convolution or pooling of any section runs on the CPU."""
+    make_backend("cuda-emu")  # skipped, with the reason, where it cannot be made
+
+    def on_the_cpu(*args, **kwargs):
+        raise AssertionError("a cuda-emu demo op ran on the CPU backend")
+
+    for op in ("conv2d_forward", "max_pool2d_forward", "avg_pool2d_forward"):
+        monkeypatch.setattr(get_backend("cpu"), op, on_the_cpu)
+    code, text, err = run(capsys, "demo", "--device", "cuda-emu", "--out", str(tmp_path))
+    assert code == 0, err
+    assert "demo on device 'cuda-emu'" in text and "same = True" in text
+
+
+def test_device_auto_without_a_gpu_runs_on_the_cpu_and_says_why_once(
+    tmp_path, capsys, without_cupy
+):
+    """``--device auto`` is one of the choices; with no GPU the demo runs on the CPU and says
+    why once, though each section asks for the device again."""
+    code, text, err = run(capsys, "demo", "--device", "auto", "--out", str(tmp_path))
+    assert code == 0 and "gpucnn demo on device 'cpu'" in text
+    assert err.count("device 'auto' uses the CPU: CuPy is not installed") == 1
 
 
 def test_filter_pictures_show_every_tile_on_a_scale_centred_on_zero(tmp_path, monkeypatch):

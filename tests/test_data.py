@@ -124,6 +124,8 @@ def test_idx_missing_file(tmp_path):
 @pytest.mark.parametrize("gz", [True, False])
 def test_idx_dataset_from_data_dir(tmp_path, gz):
     write_fake_idx_dataset(tmp_path, gz=gz)
+    names = {stem + ".gz" * gz for stem in datasets.IDX_FILES.values()}
+    assert {p.name for p in tmp_path.iterdir()} == names  # compress=False writes raw files
     data = load_dataset("mnist", data_dir=tmp_path, train_size=12)
     assert data.train_x.shape == (12, 1, 28, 28) and data.train_x.dtype == np.uint8
     assert data.test_x.shape == (10, 1, 28, 28) and data.test_y.dtype == np.int64
@@ -136,6 +138,8 @@ def test_dataset_found_through_env_subfolder(tmp_path, monkeypatch):
     monkeypatch.setenv("GPUCNN_DATA", str(tmp_path))
     data = load_dataset("fashion-mnist")
     assert len(data.train_y) == 20 and data.augment == {"shift": 2, "flip": True}
+    data.augment["flip"] = False  # the dataset's own copy: the registry keeps its entry
+    assert datasets.dataset_info("fashion-mnist").augment == {"shift": 2, "flip": True}
 
 
 def test_the_named_subfolder_comes_before_the_roots_own_files(tmp_path):
@@ -204,8 +208,9 @@ def test_subsets_are_the_first_images_of_each_split(tmp_path):
 
 
 def test_the_normalisation_comes_from_the_first_10000_training_images(tmp_path):
-    """Mean and std of the first 10,000 training images (as documented), and a std of 1 for
-    images of one grey level, whose std of 0 would turn every normalised pixel into NaN."""
+    """Mean and std of the first 10,000 training images (as documented; of a --train-size
+    subset, the subset's: the images trained on), and a std of 1 for images of one grey
+    level, whose std of 0 would turn every normalised pixel into NaN."""
     rng = np.random.default_rng()
     images = rng.integers(0, 256, (10050, 2, 2), dtype=np.uint8)
     images[10000:] = 255  # past the sample: they must not move the numbers
@@ -214,6 +219,8 @@ def test_the_normalisation_comes_from_the_first_10000_training_images(tmp_path):
     sample = images[:10000].astype(np.float64)
     assert data.mean == pytest.approx(sample.mean(), rel=1e-12)
     assert data.std == pytest.approx(sample.std(), rel=1e-12)
+    subset = load_dataset("mnist", data_dir=tmp_path, train_size=50)  # the images trained on
+    assert subset.mean == pytest.approx(images[:50].mean(dtype=np.float64), rel=1e-12)
     level = int(rng.integers(0, 256))
     flat = np.full((20, 2, 2), level, np.uint8)
     write_idx_dataset(tmp_path, (flat, np.arange(20) % 10), (flat[:5], np.arange(5)))
@@ -402,7 +409,9 @@ def test_train_epoch_scores_its_batches():
 
 
 def test_unknown_dataset():
-    with pytest.raises(ValueError, match="unknown dataset 'cifar'"):
+    with pytest.raises(
+        ValueError, match="unknown dataset 'cifar'; choose one of: fashion-mnist, lines, mnist"
+    ):
         load_dataset("cifar")
 
 
@@ -421,7 +430,8 @@ def test_lines_match_the_tutorial():
 
 def test_lines_noise_is_gaussian_and_the_size_is_checked():
     """Off the line, pixels are the tutorial's Gaussian noise of std ``noise`` around 0 (so
-    some negative); a size below 3 leaves no row for a line and is refused by name."""
+    some negative); a size below 3 leaves no row for a line, and n=0 no image: both are
+    refused by name."""
     noise = float(np.random.default_rng().uniform(0.05, 0.3))
     x, _ = generate_lines(300, rng=np.random.default_rng(), noise=noise)
     off_line = x[x != 1.0]
@@ -429,6 +439,8 @@ def test_lines_noise_is_gaussian_and_the_size_is_checked():
     assert abs(off_line.mean()) < 0.05 * noise and off_line.std() == pytest.approx(noise, rel=0.05)
     with pytest.raises(ValueError, match="size >= 3, got n=5, size=2"):
         generate_lines(5, size=2)
+    with pytest.raises(ValueError, match="n >= 1 and size >= 3, got n=0, size=8"):
+        generate_lines(0)
 
 
 def test_lines_dataset_is_seeded():
