@@ -175,6 +175,26 @@ def test_dropout_layer_forward_and_backward_follow_the_reference(backend, rng):
         np.testing.assert_allclose(gx, reference.dropout_backward(gy, mask), rtol=1e-6)
 
 
+def test_dropout_layers_without_a_seed_draw_different_masks():
+    """seed=None takes fresh entropy, as rng=None does everywhere: two such layers in one model
+    must not drop the same elements (a fixed default seed would make them)."""
+    a, b = nn.Dropout(0.5), nn.Dropout(0.5)
+    x = np.ones((4, 64), np.float32)
+    assert a.seed != b.seed and not np.array_equal(a(x), b(x))
+
+
+def test_dropout_passes_values_through_at_p_0_and_in_eval_after_training(rng):
+    """p=0 in training draws no mask (the input itself comes back, no call is counted); in eval
+    after a training call, backward passes the gradient as it is, not through that call's mask."""
+    x, gy = (rng.standard_normal((3, 8)).astype(np.float32) for _ in range(2))
+    off = nn.Dropout(0.0)
+    assert off(x) is x and off.calls == 0 and off.backward(gy) is gy
+    drop = nn.Dropout(0.5)
+    drop(x)
+    drop.eval()
+    assert drop(x) is x and drop.backward(gy) is gy
+
+
 def test_an_optimizer_step_advances_its_clock_in_place():
     """The step count lives beside the weights and one in-place add advances it: on a GPU
     ``clock[0] += 1`` is two kernels, two nodes of a captured step (the add on a view, then
@@ -415,6 +435,32 @@ def test_batch_norm_running_variance_keeps_its_precision_when_small(backend, rng
     layer(backend.asarray(x))
     exact = x.astype(np.float64).var(axis=(0, 2, 3), ddof=1)
     np.testing.assert_allclose(backend.to_numpy(layer.running_var), exact, rtol=1e-5)
+
+
+def test_batch_norm_takes_what_pytorch_takes(rng):
+    """Momentum 0 (running statistics kept as they are) and, in training, a single image with
+    more than one pixel per channel: PyTorch refuses neither, only one value per channel."""
+    layer = nn.BatchNorm2d(3, momentum=0)
+    x = (rng.standard_normal((1, 3, 2, 2)) * 3 + 1).astype(np.float32)
+    y = layer(x)
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+    assert np.array_equal(layer.running_mean, np.zeros(3)) and np.all(layer.running_var == 1)
+    assert int(layer.num_batches_tracked) == 1
+
+
+@pytest.mark.parametrize(
+    ("layer", "text"),
+    [
+        (nn.MaxPool2d(3, stride=2, padding=1), "MaxPool2d(kernel_size=3, stride=2, padding=1)"),
+        (nn.AvgPool2d(2), "AvgPool2d(kernel_size=2, stride=None, padding=0)"),
+        (nn.Dropout(0.25), "Dropout(p=0.25)"),
+        (nn.BatchNorm2d(4, eps=1e-3, momentum=0.2), "BatchNorm2d(4, eps=0.001, momentum=0.2)"),
+    ],
+    ids=repr,
+)
+def test_layers_show_their_settings_in_print_model(layer, text):
+    """``print(model)`` shows each layer's settings, as PyTorch's does."""
+    assert repr(layer) == text
 
 
 # Every layer with a backward, the input it takes, and whether it runs in eval mode.

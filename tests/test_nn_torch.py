@@ -156,9 +156,11 @@ def test_batchnorm_and_dropout_eval_match_torch():
     assert drop(x) is x
 
 
-def test_batchnorm_eval_with_a_large_eps_matches_torch():
-    """Eval mode by running variances of the size of eps (0.05): forward and every gradient,
-    where eps changes each channel's scale by far more than the tolerances."""
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_batchnorm_with_a_large_eps_matches_torch(training):
+    """Variances of the size of eps (0.05), the running ones (eval) or the batch's (train):
+    forward, every gradient and the running statistics after, where eps changes each channel's
+    scale by far more than the tolerances."""
     rng = np.random.default_rng()
     bn, tbn = nn.BatchNorm2d(4, eps=0.05), torch.nn.BatchNorm2d(4, eps=0.05)
     state = {
@@ -172,9 +174,10 @@ def test_batchnorm_eval_with_a_large_eps_matches_torch():
     tbn.load_state_dict(
         {**{k: torch.tensor(v) for k, v in state.items()}, "num_batches_tracked": torch.tensor(1)}
     )
-    bn.eval()
-    tbn.eval()
-    x = rng.standard_normal((3, 4, 5, 5)).astype(np.float32)
+    bn.train(training)
+    tbn.train(training)
+    x = rng.standard_normal((3, 4, 5, 5)) * np.sqrt(state["running_var"]).reshape(1, 4, 1, 1)
+    x = x.astype(np.float32)
     gy = rng.standard_normal(x.shape).astype(np.float32)
     tx = torch.tensor(x, requires_grad=True)
     ty = tbn(tx)
@@ -183,6 +186,9 @@ def test_batchnorm_eval_with_a_large_eps_matches_torch():
     np.testing.assert_allclose(bn.backward(gy), tx.grad.numpy(), rtol=RTOL, atol=ATOL)
     for name in ("weight", "bias"):
         got, want = getattr(bn, name).grad, getattr(tbn, name).grad.numpy()
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=name)
+    for name in ("running_mean", "running_var"):
+        got, want = getattr(bn, name), getattr(tbn, name).numpy()
         np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=name)
 
 
