@@ -1096,6 +1096,21 @@ def test_an_epoch_runs_every_whole_batch_once_for_every_peer(monkeypatch):
     assert (runner.scale, runner.number, runner.max_samples) == (4, 1, 1)
 
 
+def test_an_epoch_shorter_than_its_warm_up_warms_up_on_the_batches_it_has(monkeypatch):
+    """An epoch of fewer whole batches than EPOCH_WARMUP_STEPS warms up on those batches only,
+    for gpucnn and PyTorch alike: never on a partial or empty batch (PyTorch's mean loss of an
+    empty batch is NaN, and a captured graph cannot replay on another shape)."""
+    data = training.random_images(40)  # 2 whole batches of 16, 8 samples dropped
+    assert 40 // 16 < training.EPOCH_WARMUP_STEPS
+    for peer, name in (("gpucnn-cpu", "gpucnn_step"), ("pytorch-cpu", "torch_step")):
+        if peer == "pytorch-cpu":
+            pytest.importorskip("torch")
+        batches = []
+        monkeypatch.setattr(training, name, _logging_step(batches, lambda x, y: len(y)))
+        training.epoch_runner(PEERS[peer], 16, data).warmup()
+        assert batches == [16, 16], peer
+
+
 def test_compile_rows_note_a_goal_reached_exactly_as_met(monkeypatch):
     """The compile suite notes each row's goal on the row: a median equal to it is met. Stand-in
     backend and children: no GPU here."""

@@ -217,7 +217,10 @@ def _torch_epoch(peer: P.Peer, data: Images, batch: int) -> Runner:
             index = order[i * batch : (i + 1) * batch]
             step(images[index], labels[index])
 
-    call, warmup = P.torch_call(peer, lambda: run(steps)), lambda: run(EPOCH_WARMUP_STEPS)
+    # Never more warm-up steps than the epoch has whole batches, as gpucnn's islice: beyond
+    # them a slice of ``order`` is partial or empty (a NaN loss, a failed graph replay).
+    warmup_steps = min(steps, EPOCH_WARMUP_STEPS)
+    call, warmup = P.torch_call(peer, lambda: run(steps)), lambda: run(warmup_steps)
     return Runner(call, P.torch_clock_for(peer), number=1, warmup=P.torch_call(peer, warmup))
 
 
