@@ -443,6 +443,21 @@ def test_lines_noise_is_gaussian_and_the_size_is_checked():
         generate_lines(0)
 
 
+def test_sizes_that_are_not_whole_numbers_are_refused_by_name():
+    """A float or a bool as a count is a TypeError naming the argument, before NumPy's words
+    ("'float' object cannot be interpreted as an integer") name nothing; a NumPy integer is a
+    count like any int."""
+    for kwargs, name in (({"n": 2.5}, "lines: n"), ({"n": True}, "lines: n"),
+                         ({"n": 4, "size": 8.0}, "lines: size")):  # fmt: skip
+        with pytest.raises(TypeError, match=f"{name} must be an int, got {kwargs[name[7:]]!r}"):
+            generate_lines(**kwargs)
+    for sizes, option in (((10.5, 2), "--train-size"), ((4, True), "--test-size")):
+        with pytest.raises(TypeError, match=f"{option} must be an int"):
+            load_dataset("lines", train_size=sizes[0], test_size=sizes[1])
+    data = load_dataset("lines", train_size=np.int64(6), test_size=np.int32(3))
+    assert (len(data.train_y), len(data.test_y)) == (6, 3)
+
+
 def test_lines_dataset_is_seeded():
     a, b = load_dataset("lines", seed=1), load_dataset("lines", seed=1)
     np.testing.assert_array_equal(a.train_x, b.train_x)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..shapes import integer
 from .download import official_dataset_of
 from .idx import IdxError, read_file, read_idx, write_idx
 from .lines import CLASSES as LINES_CLASSES
@@ -273,7 +274,7 @@ def load_dataset(
     """
     dataset_info(name)
     for option, size in (("train", train_size), ("test", test_size)):
-        if size is not None and size < 1:
+        if size is not None and integer(size, f"--{option}-size") < 1:
             raise ValueError(f"--{option}-size must be at least 1, got {size}")
     if name == "lines":
         return _load_lines(seed, train_size, test_size)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..shapes import make_rng
+from ..shapes import integer, make_rng
 
 CLASSES = ("vertical", "horizontal")
 
@@ -17,6 +17,7 @@ def generate_lines(
     As in the tutorial: Gaussian noise of std ``noise``, and one full line of ones at a random
     row/column in ``[1, size - 1)``. Seeded by ``rng`` (a Generator or an int seed).
     """
+    n, size = integer(n, "lines: n"), integer(size, "lines: size")  # 2.5 images is no count
     if n < 1 or size < 3:
         raise ValueError(f"lines needs n >= 1 and size >= 3, got n={n}, size={size}")
     rng = make_rng(rng)
