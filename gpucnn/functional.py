@@ -101,17 +101,22 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return backend.conv2d_forward(x, weight, bias, stride, padding, dilation, int(groups))
 
 
-def pool2d_arguments(x, kernel_size, stride, padding, what: str):
-    """Validate pooling inputs; returns (backend, kernel, stride, padding) as pairs.
+def pool2d_geometry(kernel_size, stride, padding, what: str):
+    """Validate a pooling window; returns (kernel, stride, padding) as pairs.
 
     ``stride=None`` means stride = kernel size; padding may be at most half the kernel (as PyTorch).
     """
-    backend = check_float_array(x, f"{what} input", 4)
     kernel = positive_pair(kernel_size, "kernel_size")
     stride = kernel if stride is None else positive_pair(stride, "stride")
     pad = pair(padding, "padding")
     check_pool_padding(pad, kernel, what)
-    return backend, kernel, stride, pad
+    return kernel, stride, pad
+
+
+def pool2d_arguments(x, kernel_size, stride, padding, what: str):
+    """Validate pooling inputs; returns (backend, kernel, stride, padding) as pairs."""
+    backend = check_float_array(x, f"{what} input", 4)
+    return (backend, *pool2d_geometry(kernel_size, stride, padding, what))
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0):

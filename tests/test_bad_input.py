@@ -237,6 +237,16 @@ def _after_forward(layer, x):
         (lambda: nn.Conv2d(True, 8, 3), TypeError, "in_channels must be an int, got True"),
         # At construction (as PyTorch), not at the first forward's conv2d check.
         (lambda: nn.Conv2d(3, 6, 3, groups=2), ValueError, "in_channels 3 and out_channels 6"),
+        # Pooling layers too: a layer refused at construction, never called on an input here.
+        (
+            lambda: nn.MaxPool2d(2.0),
+            TypeError,
+            "kernel_size must be an int or a pair of ints, got 2.0",
+        ),
+        (lambda: nn.AvgPool2d(0), ValueError, "kernel_size must be positive"),
+        (lambda: nn.AvgPool2d(2, stride=(1, 0)), ValueError, "stride must be positive"),
+        (lambda: nn.MaxPool2d(2, padding=2), ValueError, r"MaxPool2d: padding \(2, 2\)"),
+        (lambda: nn.AvgPool2d(3, padding=(1, 2)), ValueError, r"AvgPool2d: padding \(1, 2\)"),
         (lambda: nn.Linear(0, 3), ValueError, "in_features must be >= 1, got 0"),
         (lambda: nn.Linear(3, -1), ValueError, "out_features must be >= 1, got -1"),
         (lambda: nn.Linear(3.0, 2), TypeError, "in_features must be an int, got 3.0"),

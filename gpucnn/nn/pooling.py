@@ -11,6 +11,8 @@ class _Pool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
+        # A bad window is refused here, as Conv2d refuses one, not at the first forward.
+        F.pool2d_geometry(kernel_size, stride, padding, type(self).__name__)
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
 
     def _arguments(self, x):
