@@ -11,6 +11,7 @@ from . import optim
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .data.datasets import dataset_info
 from .nn.zoo import recipe
+from .shapes import integer
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "cosine", "step")
@@ -86,7 +87,7 @@ def _check_numbers(cfg: TrainConfig) -> None:
     )
     F.check_label_smoothing(cfg.label_smoothing, _option("label_smoothing"))
     for name, least in (("epochs", 1), ("batch_size", 1), ("seed", 0)):
-        if getattr(cfg, name) < least:
+        if integer(getattr(cfg, name), _option(name)) < least:  # 2.5 epochs or True are no count
             raise ValueError(f"{_option(name)} must be >= {least}, got {getattr(cfg, name)}")
 
 

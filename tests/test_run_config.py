@@ -108,6 +108,18 @@ def test_unknown_choices_are_refused_with_the_choices(field, value):
         resolve(TrainConfig(**{field: value}))
 
 
+@pytest.mark.parametrize(
+    "field, value", [("epochs", 2.5), ("epochs", True), ("batch_size", 8.0), ("seed", 1.5)]
+)
+def test_counts_that_are_not_whole_numbers_are_refused_by_option(field, value):
+    """A TrainConfig built in Python is not parsed by argparse: 2.5 epochs is a TypeError naming
+    --epochs (not Python's "'float' object cannot be interpreted as an integer" from range(), once
+    the data is loaded), and True is no count of 1."""
+    option = "--" + field.replace("_", "-")
+    with pytest.raises(TypeError, match=f"{option} must be an int, got {value!r}"):
+        resolve(TrainConfig(**{field: value}))
+
+
 def test_a_resumed_run_takes_its_device_folders_and_switches_from_the_command_line(
     finished_run, tmp_path
 ):
