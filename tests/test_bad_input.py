@@ -117,6 +117,13 @@ def _after_forward(layer, x):
         (lambda: nn.Linear(3, 2, rng=-1), ValueError, "rng: a seed must be >= 0, got -1"),
         (lambda: build_model("tutorial-lines", rng="x"), TypeError, "rng must be a NumPy Gen"),
         (lambda: DataLoader(X, np.zeros(2, int), 1, rng=-2), ValueError, "rng: a seed must be"),
+        (lambda: DataLoader(X, np.zeros(2, int), 1, shuffle=1), TypeError, "shuffle must be True"),
+        (
+            lambda: DataLoader(X, np.zeros(2, int), 1, drop_last="no"),
+            TypeError,
+            "drop_last must be True or False, got 'no'",
+        ),
+        (lambda: DataLoader(X, np.zeros(2, int), 1, flip=2), TypeError, "flip must be True or"),
         (lambda: generate_lines(4, rng=[1, -1]), ValueError, "rng: a seed must be >= 0"),
         (lambda: nn.CrossEntropyLoss(check_finite="no"), TypeError, "check_finite must be True"),
         (lambda: nn.CrossEntropyLoss(check_labels=1), TypeError, "check_labels must be True or"),

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import Backend, get_backend
+from ..functional import check_flag
 from ..shapes import integer, make_rng, positive_int
 
 
@@ -90,6 +91,8 @@ class DataLoader:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         batch_size = positive_int(batch_size, "batch_size")
+        for name, flag in (("shuffle", shuffle), ("drop_last", drop_last), ("flip", flip)):
+            check_flag(flag, name)  # drop_last="no" would be true
         if integer(shift, "shift") < 0:
             raise ValueError(f"shift must be >= 0 pixels, got {shift}")
         if (shift or flip) and np.ndim(images) != 4:
