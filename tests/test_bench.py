@@ -299,6 +299,7 @@ def test_a_backend_that_fails_to_set_up_is_a_row_in_every_suite(monkeypatch):
     rows = suites.run_bandwidth([PEERS["gpucnn-cpu"], PEERS["gpucnn-cuda-emu"]], opts)
     assert {r.status for r in rows if r.peer == "gpucnn-cpu"} == {"ok"}
     assert {r.status for r in rows if r.peer == "gpucnn-cuda-emu"} == {failed}
+    assert [r.op for r in rows if r.peer == "gpucnn-cuda-emu"] == list(TRAFFIC)  # a row per op
     rows = suites.run_compile([PEERS["gpucnn-cuda"]], opts)
     assert [r.op for r in rows] == list(GOALS) and {r.status for r in rows} == {failed}
 
