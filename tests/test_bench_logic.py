@@ -728,6 +728,17 @@ def test_unset_options_run_with_the_defaults_the_help_names(monkeypatch, capsys)
     assert "goals:" not in capsys.readouterr().out  # no goal reads these rows
 
 
+def test_a_runs_settling_pause_holds_for_that_run_only(monkeypatch):
+    """--settle set SETTLE_S for good: the next run in the process (a notebook, the tests) took it
+    as its own default, and its --help said so. Now each run puts it back as it found it."""
+    monkeypatch.setattr(timing, "SETTLE_S", 0.375)
+    seen = _fake_suite(monkeypatch)
+    assert command.main(["--settle", "0.125"]) == 0
+    assert command.main([]) == 0
+    assert [settle for _, _, settle in seen] == [0.125, 0.375]
+    assert timing.SETTLE_S == 0.375
+
+
 def test_options_reach_the_suite(tmp_path, monkeypatch):
     """Every option the user gives is the one the suite runs with."""
     seen = _fake_suite(monkeypatch, "ops")

@@ -131,7 +131,6 @@ def run(args: argparse.Namespace) -> int:
         get_backend("cuda")  # no usable GPU: GpuUnavailableError, not a table of n/a rows
     if args.json:
         _check_json_path(args.json)
-    timing.SETTLE_S = args.settle
     if args.threads:
         cpu_threads.set_threads(args.threads)
         if importlib.util.find_spec("torch") is not None:
@@ -148,11 +147,13 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         megabytes=args.megabytes,
     )
+    settle, timing.SETTLE_S = timing.SETTLE_S, args.settle
     try:
         with convolution_algorithm(args.conv_algorithm):
             results = SUITES[args.suite](peers, opts)
     finally:
         P.restore_torch_modes()
+        timing.SETTLE_S = settle  # as found: a later parser's --settle default is read from it
     if not results:
         raise ValueError(f"no {args.suite} case matches --cases {args.cases!r}")
     report.add_ratios(results)
