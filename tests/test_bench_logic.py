@@ -34,8 +34,7 @@ from gpucnn.nn.zoo import model_spec
 
 @pytest.fixture(autouse=True)
 def _no_pauses(monkeypatch):
-    """No settling pause or re-warming (the stand-ins need none); a run's --settle, which sets
-    SETTLE_S for the process, is undone after the test."""
+    """No settling pause or re-warming: the stand-ins need none."""
     monkeypatch.setattr(timing, "SETTLE_S", 0.0)
     monkeypatch.setattr(timing, "REWARM_S", 0.0)
 
@@ -76,9 +75,7 @@ def test_every_timing_re_warms_with_the_runners_warm_up():
 
 def _stand_in_module(monkeypatch, name, **attributes):
     """``sys.modules[name]``: a namespace of ``attributes`` (no CuPy or CUDA here)."""
-    module = types.SimpleNamespace(**attributes)
-    monkeypatch.setitem(sys.modules, name, module)
-    return module
+    monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(**attributes))
 
 
 def test_torch_clock_reads_timing_events_start_to_end(monkeypatch):
@@ -183,6 +180,17 @@ def _as_cpu(monkeypatch, request):
     return torch
 
 
+def _eager_capture(captured):
+    """A stand-in for peers.torch_capture that appends each captured step to ``captured``; its
+    graph's replay runs the step again after its reset, as the captured graph does on a GPU."""
+
+    def capture(fn, reset=lambda: None):
+        captured.append(fn)
+        return types.SimpleNamespace(replay=lambda: (reset(), fn())), None
+
+    return capture
+
+
 def test_pytorch_cuda_peers_run_every_call_under_their_tf32_mode(monkeypatch, request):
     """TF32 is global and the CUDA peers alternate, so each CUDA peer's timed calls and warm-ups
     set its own mode, in the ops, step and epoch suites alike (on the CPU here, so the mode is
@@ -210,6 +218,21 @@ def test_pytorch_cuda_peers_run_every_call_under_their_tf32_mode(monkeypatch, re
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         call()
         assert seen and all(seen), call
+
+
+def test_pytorchs_graph_peer_captures_its_step_once_and_replays_it(monkeypatch, request):
+    """pytorch-cuda-graph's step and epoch runners capture the step when made, on a batch of the
+    run's size (the epoch's first batch, not its whole set), and their calls replay it on each
+    batch, never an eager step. On the CPU, with a stand-in capture whose replay runs the step."""
+    _as_cpu(monkeypatch, request)
+    captured = []
+    monkeypatch.setattr(peers, "torch_capture", _eager_capture(captured))
+    monkeypatch.setattr(training, "torch_step", lambda device: pytest.fail("an eager step"))
+    graph = PEERS["pytorch-cuda-graph"]
+    step = training.step_runner(graph, 4, 1)
+    epoch = training.epoch_runner(graph, 4, training.random_images(12))
+    step.fn(), epoch.warmup(), epoch.fn()
+    assert len(captured) == 2
 
 
 # -------------------------------------------------------------------------------------- ops
@@ -434,11 +457,7 @@ def test_pytorchs_graph_step_copies_each_batch_into_its_own_and_trains_on_it(mon
     reset (what the graph's replay does on the GPU): each call trains on its batch, images and
     labels, as the eager step does; the batch the graph was made from is left as it was."""
     torch = pytest.importorskip("torch")
-
-    def capture(fn, reset=lambda: None):
-        return types.SimpleNamespace(replay=lambda: (reset(), fn())), None
-
-    monkeypatch.setattr(peers, "torch_capture", capture)
+    monkeypatch.setattr(peers, "torch_capture", _eager_capture([]))
     rng = np.random.default_rng(6)
     batches = [
         (torch.from_numpy(rng.standard_normal((4, 1, 28, 28)).astype(np.float32)),
@@ -685,6 +704,15 @@ def test_commit_is_the_checkouts_and_none_for_an_installed_copy(tmp_path, monkey
     assert report._commit() is None
 
 
+def test_the_gpu_is_named_in_text(monkeypatch):
+    """CuPy gives the device's name as bytes: the environment records it as text. A stand-in
+    CuPy: no GPU here."""
+    properties = {"name": b"NVIDIA H200"}
+    runtime = types.SimpleNamespace(getDevice=lambda: 0, getDeviceProperties=lambda i: properties)
+    _stand_in_module(monkeypatch, "cupy", cuda=types.SimpleNamespace(runtime=runtime))
+    assert report._gpu_name() == "NVIDIA H200"
+
+
 def test_environment_names_the_gpu_and_versions_only_where_they_apply(monkeypatch):
     """A CPU run has no GPU entry; PyTorch's version and threads are the installed one's; the
     MALLOC_* settings come sorted by name; the header leaves out what has no value."""
@@ -838,6 +866,17 @@ def test_the_copy_is_a_new_array_holding_x():
     x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
     out = bandwidth.device_copy(backend, x)
     assert out is not x and np.array_equal(out, x)
+
+
+def test_the_device_copy_moves_every_byte_of_x():
+    """Under CuPy the copy is the driver's device-to-device copy of x's bytes (not its element
+    count) into a new array. Stand-ins: no GPU here."""
+    copies = []
+    pointer = types.SimpleNamespace(copy_from_device_async=lambda src, size: copies.append(size))
+    out = types.SimpleNamespace(data=pointer)
+    backend = types.SimpleNamespace(xp=types.SimpleNamespace(empty_like=lambda x: out))
+    x = types.SimpleNamespace(data="x's memory", nbytes=64, size=16)
+    assert bandwidth.device_copy(backend, x) is out and copies == [64]
 
 
 def test_copy_fractions_skip_rows_that_did_not_run():
