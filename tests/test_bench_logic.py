@@ -144,6 +144,18 @@ def test_a_failure_names_the_error_it_was_raised_while_handling(capsys):
     assert "the first" in capsys.readouterr().err  # the traceback, for the user
 
 
+def test_a_failure_raised_from_none_names_only_itself():
+    """``raise ... from None`` says the error it replaced is no part of the story (Python's own
+    traceback leaves it out): the reason leaves it out too."""
+    try:
+        try:
+            raise KeyError("an internal lookup")
+        except KeyError:
+            raise RuntimeError("what went wrong") from None
+    except RuntimeError as err:
+        assert peers.failure_reason("x", err) == "x: RuntimeError: what went wrong"
+
+
 def test_a_cuda_peers_call_returns_what_its_function_returns(monkeypatch):
     """The TF32 wrapper of a CUDA peer's call passes its result on (the ops suite checks each
     peer's output against the first's). A stand-in torch: no GPU here."""

@@ -108,7 +108,7 @@ def failure_reason(failure: str, err: Exception) -> str:
     end of a capture reports its own); its traceback goes to stderr."""
     traceback.print_exception(err, file=sys.stderr)
     reason = f"{failure}: {type(err).__name__}: {err}"
-    if err.__context__ is not None:
+    if err.__context__ is not None and not err.__suppress_context__:  # not after "from None"
         reason += f" (while handling {type(err.__context__).__name__}: {err.__context__})"
     return reason
 
