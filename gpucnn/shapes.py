@@ -58,8 +58,8 @@ def pair(value: int | Sequence[int], name: str) -> Pair:
         v = int(value)
         return (v, v)
     if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
-        try:  # whole numbers only: int() would truncate 2.7 to 2
-            return (operator.index(value[0]), operator.index(value[1]))
+        try:  # whole numbers only: int() would truncate 2.7 to 2, and True would pass for 1
+            return (integer(value[0], name), integer(value[1], name))
         except TypeError:
             pass
     raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
