@@ -26,11 +26,23 @@ from .shapes import (
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def float_dtype(dtype: Any, name: str) -> np.dtype:
+    """``dtype`` as a NumPy dtype; a TypeError naming ``name`` unless it is float32 or float64
+    (None too, which NumPy would read as float64)."""
+    try:
+        got = np.dtype(dtype) if dtype is not None else None
+    except TypeError:  # NumPy's "data type 'x' not understood" names no argument
+        got = None
+    if got is None or got not in FLOAT_DTYPES:  # (not `in` alone: NumPy has None == float64)
+        what = repr(dtype) if got is None else f"dtype {got}"
+        raise TypeError(f"{name} must be float32 or float64, got {what}")
+    return got
+
+
 def check_float_array(x: Any, name: str, ndim: int | None = None) -> Backend:
     """Backend of ``x`` after checking it is a float32/float64 array of rank ``ndim``."""
     backend = backend_of(x, name)
-    if np.dtype(x.dtype) not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32 or float64, got dtype {x.dtype}")
+    float_dtype(x.dtype, name)
     if ndim is not None and x.ndim != ndim:
         layout = {4: "(N, C, H, W)", 2: "(N, features)", 1: "(features,)"}.get(ndim, "")
         raise ValueError(f"{name} must be {ndim}-D {layout}, got shape {tuple(x.shape)}")

@@ -261,6 +261,11 @@ def _after_forward(layer, x):
         (lambda: nn.Linear(3, -1), ValueError, "out_features must be >= 1, got -1"),
         (lambda: nn.Linear(3.0, 2), TypeError, "in_features must be an int, got 3.0"),
         (lambda: nn.Linear(3, "2"), TypeError, "out_features must be an int, got '2'"),
+        # A layer's dtype when it is made, not at its first forward (an int one truncated weights).
+        (lambda: nn.Conv2d(3, 4, 3, dtype=np.int32), TypeError, "dtype must be float32 or.*int32"),
+        (lambda: nn.Linear(3, 2, dtype=np.float16), TypeError, "dtype must be float32 or float64"),
+        (lambda: nn.Linear(3, 2, dtype="bogus"), TypeError, "dtype must be .*got 'bogus'"),
+        (lambda: nn.BatchNorm2d(3, dtype=None), TypeError, "dtype must be .*got None"),
         (
             lambda: optim.SGD([P[0], np.ones(3, np.float32)], 0.1),
             TypeError,

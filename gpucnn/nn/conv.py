@@ -34,6 +34,7 @@ class Conv2d(Module):
     ):
         super().__init__()
         F.check_flag(bias, "bias")
+        dtype = F.float_dtype(dtype, "dtype")
         in_channels = positive_int(in_channels, "in_channels")
         out_channels = positive_int(out_channels, "out_channels")
         groups = positive_int(groups, "groups")

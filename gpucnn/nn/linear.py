@@ -23,6 +23,7 @@ class Linear(Module):
     ):
         super().__init__()
         F.check_flag(bias, "bias")
+        dtype = F.float_dtype(dtype, "dtype")
         in_features = positive_int(in_features, "in_features")
         out_features = positive_int(out_features, "out_features")
         self.in_features, self.out_features = in_features, out_features

@@ -23,6 +23,7 @@ class BatchNorm2d(Module):
     ):
         super().__init__()
         num_features = positive_int(num_features, "num_features")
+        dtype = F.float_dtype(dtype, "dtype")
         if not is_real(momentum) or not 0 <= momentum <= 1:
             raise ValueError(f"BatchNorm2d momentum must be a number in [0, 1], got {momentum!r}")
         if not is_real(eps) or not 0 < eps < math.inf:  # NaN too
