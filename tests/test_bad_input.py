@@ -141,6 +141,9 @@ def _after_forward(layer, x):
             TypeError,
             "Sequential: layer 1 must be a gpucnn Module, got function",
         ),
+        (lambda: nn.Sequential(nn.ReLU())[True], TypeError, "Sequential index must be an int"),
+        (lambda: nn.Sequential(nn.ReLU())["0"], TypeError, "Sequential index must be an int"),
+        (lambda: nn.Sequential(nn.ReLU())[-2], IndexError, "index -2 is out of range for 1"),
         (
             lambda: nn.Sequential([nn.ReLU()]),
             TypeError,

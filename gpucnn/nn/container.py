@@ -11,6 +11,7 @@ never fused.
 from __future__ import annotations
 
 from ..functional import check_flag
+from ..shapes import integer
 from .activation import ReLU
 from .module import Module
 
@@ -40,10 +41,13 @@ class Sequential(Module):
         """The layer at ``index``; a slice is a Sequential of those same layer objects (as in
         PyTorch, but numbered again from "0": ``model[2:]``'s first layer is its "0"), in the
         training mode of this one."""
-        layers = list(self._modules.values())[index]
+        layers = list(self._modules.values())
         if not isinstance(index, slice):
-            return layers
-        part = Sequential(*layers)
+            i = integer(index, "Sequential index")  # True would be layer 1
+            if not -len(layers) <= i < len(layers):
+                raise IndexError(f"Sequential index {i} is out of range for {len(layers)} layers")
+            return layers[i]
+        part = Sequential(*layers[index])
         object.__setattr__(part, "training", self.training)
         return part
 
