@@ -75,6 +75,7 @@ def _after_forward(layer, x):
         ),
         (lambda: nn.CrossEntropyLoss()([[0.0]], [0]), TypeError, "logits must be a NumPy or CuPy"),
         (lambda: nn.Linear(3, 2)([[0.0] * 3]), TypeError, "Linear input must be a NumPy or CuPy"),
+        (lambda: nn.Flatten()(X.tolist()), TypeError, "Flatten input must be a NumPy or CuPy"),
         (lambda: F.max_pool2d(X, 9), ValueError, "does not fit"),
         (lambda: nn.MaxPool2d(2, padding=2)(X), ValueError, r"MaxPool2d: padding \(2, 2\)"),
         (

@@ -55,6 +55,8 @@ class Flatten(Module):
 
     def forward(self, x):
         """The reshape; the width is C*H*W itself, as -1 cannot be inferred for an empty batch."""
+        if not hasattr(x, "ndim"):  # a list: the TypeError every layer gives, not an AttributeError
+            backend_of(x, "Flatten input")
         if x.ndim < 2:
             raise ValueError(
                 f"Flatten input must be (N, ...) with at least one feature axis, got shape "
