@@ -32,7 +32,13 @@ class Optimizer:
     state_names: tuple[str, ...] = ()
 
     def __init__(self, params: Iterable[Parameter], lr: float):
-        self.params = list(params)
+        try:
+            self.params = list(params)
+        except TypeError:  # a model or a single Parameter: "'Linear' object is not iterable"
+            raise TypeError(
+                "optimizer parameters must be an iterable of gpucnn Parameters, such as "
+                f"model.parameters(), got {type(params).__name__}"
+            ) from None
         if not self.params:
             raise ValueError("optimizer got an empty parameter list")
         for i, p in enumerate(self.params):

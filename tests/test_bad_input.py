@@ -276,6 +276,8 @@ def _after_forward(layer, x):
             r"must be gpucnn Parameters \(e.g. from model.parameters\(\)\), got ndarray at index 1",
         ),
         (lambda: optim.Adam(nn.Sequential(nn.Linear(3, 2))), TypeError, "got Linear at index 0"),
+        (lambda: optim.SGD(nn.Linear(3, 2), 0.1), TypeError, "Parameters, such as model.par"),
+        (lambda: optim.Adam(P[0]), TypeError, "an iterable of gpucnn Parameters.*got Parameter"),
         (lambda: optim.SGD(P, 0.1, momentum=-0.9), ValueError, "momentum must be non-negative"),
         (lambda: optim.SGD(P, float("nan")), ValueError, "learning rate must be non-negative"),
         (lambda: optim.Adam(P, betas=(0.9, 1.0)), ValueError, r"betas must be two numbers"),
