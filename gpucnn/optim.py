@@ -16,7 +16,7 @@ import numpy as np
 
 from .backend import backend_of
 from .functional import check_flag
-from .nn.module import Parameter
+from .nn.module import Parameter, loaded_copy
 from .shapes import integer, is_real, positive_int
 
 
@@ -134,7 +134,7 @@ class Optimizer:
         missing = [key for key in ("lr", "steps") if key not in state]
         if missing:
             raise ValueError(f"optimizer state is missing {missing}")
-        lr = float(state["lr"])
+        lr = np.asarray(state["lr"])[()]  # a number, as saved in a 0-d array: not "0.1" or True
         check_non_negative(**{"learning rate": lr})
         steps = integer(state["steps"], "optimizer state's steps")  # a 0-d int array
         if steps < 0:
@@ -159,8 +159,8 @@ class Optimizer:
                     f"optimizer state {key!r} has shape {np.shape(value)}, parameter {i} has "
                     f"{tuple(param.shape)}"
                 )
-            # A copy: the update works in place, and must not write into the caller's arrays.
-            loaded[i][name] = backend_of(param).asarray(value, dtype=param.dtype).copy()
+            # Checked as a model's weights are (no NaN, complex or text), and copied.
+            loaded[i][name] = loaded_copy(key, value, param, f"parameter {i}")
         self.lr, self.steps, self.state = lr, steps, loaded
 
 

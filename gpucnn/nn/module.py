@@ -219,7 +219,7 @@ class Module:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Copy ``state`` into the module's arrays on their current device; keys and shapes must
         match, and each value must take its array's dtype unchanged but for rounding (see
-        :func:`_loaded_copy`). Every entry is checked before any is taken, so a refused dict leaves
+        :func:`loaded_copy`). Every entry is checked before any is taken, so a refused dict leaves
         the module as it was."""
         own = {
             prefix + name: array
@@ -231,7 +231,7 @@ class Module:
         unexpected = sorted(set(state) - set(own))
         if missing or unexpected:
             raise ValueError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
-        loaded = {key: _loaded_copy(key, state[key], array) for key, array in own.items()}
+        loaded = {key: loaded_copy(key, state[key], array) for key, array in own.items()}
         for prefix, module in self.named_modules():
             for name, p in module._parameters.items():
                 p.data = loaded[prefix + name]
@@ -279,14 +279,14 @@ class Module:
         return summarize(self, input_shape)
 
 
-def _loaded_copy(key: str, value: Any, own: Any) -> Any:
-    """``value`` as a copy of ``own``'s dtype on its device, for the state dict entry ``key``,
-    checked by :func:`_check_entry`; floats that are NaN or infinite once cast (float64 past
+def loaded_copy(key: str, value: Any, own: Any, owner: str = "the module") -> Any:
+    """``value`` as a copy of ``own``'s dtype on its device, for the state dict entry ``key`` of
+    ``owner``, checked by :func:`_check_entry`; floats that are NaN or infinite once cast (float64 past
     float32's range becomes inf) are refused, naming the key.
 
     A copy, as PyTorch's copy_: training updates weights and buffers in place, which must not
     write into the caller's arrays (a snapshot, or another model loaded from them)."""
-    _check_entry(key, value, own)
+    _check_entry(key, value, own, owner)
     backend = backend_of(own)
     with np.errstate(over="ignore"):  # no NumPy overflow warning: the check below names the key
         copy = backend.asarray(value, dtype=own.dtype).copy()
@@ -300,19 +300,19 @@ def _loaded_copy(key: str, value: Any, own: Any) -> Any:
     return copy
 
 
-def _check_entry(key: str, value: Any, own: Any) -> None:
+def _check_entry(key: str, value: Any, own: Any, owner: str) -> None:
     """A ValueError naming ``key`` unless ``value`` has ``own``'s shape and kind of number: an
     integer array for float weights, or a float one for an integer buffer, would be cast
     silently (a count truncated)."""
     if tuple(np.shape(value)) != tuple(own.shape):
         raise ValueError(
             f"state dict entry {key!r} has shape {tuple(np.shape(value))}, "
-            f"the module expects {tuple(own.shape)}"
+            f"{owner} expects {tuple(own.shape)}"
         )
     dtype = np.dtype(value.dtype) if hasattr(value, "dtype") else np.asarray(value).dtype
     floating = np.dtype(own.dtype).kind == "f"
     if dtype.kind not in ("f" if floating else "iu"):
         raise ValueError(
-            f"state dict entry {key!r} has dtype {dtype}, the module expects "
+            f"state dict entry {key!r} has dtype {dtype}, {owner} expects "
             f"{'a floating' if floating else 'an integer'} array (its own is {own.dtype})"
         )
