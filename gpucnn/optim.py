@@ -131,14 +131,7 @@ class Optimizer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned, onto each parameter's device. Every entry is
         checked before any is taken, so a refused state leaves the optimizer as it was."""
-        missing = [key for key in ("lr", "steps") if key not in state]
-        if missing:
-            raise ValueError(f"optimizer state is missing {missing}")
-        lr = np.asarray(state["lr"])[()]  # a number, as saved in a 0-d array: not "0.1" or True
-        check_non_negative(**{"learning rate": lr})
-        steps = integer(state["steps"], "optimizer state's steps")  # a 0-d int array
-        if steps < 0:
-            raise ValueError(f"optimizer state's steps must be >= 0, got {steps}")
+        lr, steps = _saved_rate_and_count(state, "optimizer", ("lr", "learning rate"), "steps")
         loaded: list[dict[str, Any]] = [{} for _ in self.params]
         for key, value in state.items():
             if key in ("lr", "steps"):
@@ -162,6 +155,23 @@ class Optimizer:
             # Checked as a model's weights are (no NaN, complex or text), and copied.
             loaded[i][name] = loaded_copy(key, value, param, f"parameter {i}")
         self.lr, self.steps, self.state = lr, steps, loaded
+
+
+def _saved_rate_and_count(
+    state: Any, owner: str, rate: tuple[str, str], count: str
+) -> tuple[float, int]:
+    """The learning rate ``state[rate[0]]`` (named ``rate[1]``) and the count ``state[count]``
+    that ``owner``'s state_dict saved as 0-d arrays: a number (not "0.1" or True) and an int (not
+    2.7, which int() would truncate), both >= 0; a ValueError or TypeError naming them otherwise."""
+    missing = [key for key in (rate[0], count) if key not in state]
+    if missing:
+        raise ValueError(f"{owner} state is missing {missing}")
+    lr = np.asarray(state[rate[0]])[()]
+    check_non_negative(**{rate[1]: lr})
+    n = integer(state[count], f"{owner} state's {count}")
+    if n < 0:
+        raise ValueError(f"{owner} state's {count} must be >= 0, got {n}")
+    return float(lr), n
 
 
 def check_non_negative(**values: float) -> None:
@@ -280,6 +290,8 @@ class LRScheduler:
     """Base of schedules: ``step()`` once per epoch sets ``optimizer.lr`` from the epoch count."""
 
     def __init__(self, optimizer: Optimizer):
+        if not isinstance(optimizer, Optimizer):  # it would fail on .lr, naming nothing
+            raise TypeError(f"a schedule needs a gpucnn optimizer, got {type(optimizer).__name__}")
         self.optimizer = optimizer
         self.base_lr = optimizer.lr
         self.last_epoch = 0
@@ -295,8 +307,9 @@ class LRScheduler:
         return {"base_lr": np.array(self.base_lr), "last_epoch": np.array(self.last_epoch)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.base_lr = float(state["base_lr"])
-        self.last_epoch = int(state["last_epoch"])
+        self.base_lr, self.last_epoch = _saved_rate_and_count(
+            state, "schedule", ("base_lr", "schedule state's base_lr"), "last_epoch"
+        )
         self.optimizer.lr = self.lr_at(self.last_epoch)
 
 

@@ -284,6 +284,7 @@ def _after_forward(layer, x):
         (lambda: optim.AdamW(P, weight_decay=-1), ValueError, "weight_decay must be non-neg"),
         (lambda: optim.Adam(P, eps=-1e-8), ValueError, "eps must be non-negative"),
         (lambda: optim.StepLR(optim.SGD(P, 0.1), 0), ValueError, "step_size must be >= 1"),
+        (lambda: optim.StepLR(P, 2), TypeError, "a schedule needs a gpucnn optimizer, got list"),
         (lambda: optim.CosineAnnealingLR(optim.SGD(P, 0.1), 0), ValueError, "T_max must be"),
         (lambda: optim.StepLR(optim.SGD(P, 0.1), 1, gamma=-0.5), ValueError, "gamma must be non"),
         (

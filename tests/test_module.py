@@ -279,6 +279,24 @@ def test_optimizer_load_state_dict_refuses_a_bad_state_whole():
             np.testing.assert_array_equal(after[key], value, err_msg=key)
 
 
+def test_scheduler_load_state_dict_refuses_a_bad_state():
+    """As the optimizer's: a missing entry was a KeyError, a last_epoch of 2.7 was truncated to
+    2, a negative one or True taken, and a base_lr of "x" gave float()'s words."""
+    sched = optim.StepLR(optim.SGD([nn.Parameter(np.zeros(3, np.float32))], 0.1), 2)
+    good = sched.state_dict()
+    for change, message in [
+        ({"last_epoch": None}, r"schedule state is missing \['last_epoch'\]"),
+        ({"last_epoch": np.array(2.7)}, "schedule state's last_epoch must be an int, got array"),
+        ({"last_epoch": np.array(True)}, "schedule state's last_epoch must be an int"),
+        ({"last_epoch": np.array(-3)}, "schedule state's last_epoch must be >= 0, got -3"),
+        ({"base_lr": "x"}, "schedule state's base_lr must be a number, got np.str_"),
+    ]:
+        state = {k: v for k, v in {**good, **change}.items() if v is not None}
+        with pytest.raises((ValueError, TypeError), match=message):
+            sched.load_state_dict(state)
+        assert sched.state_dict() == good and sched.optimizer.lr == 0.1
+
+
 @pytest.mark.parametrize("schedule", ["step", "cosine"])
 def test_scheduler_state_dict_resumes_the_schedule(schedule):
     """A schedule rebuilt around an optimizer whose lr is already decayed (as after loading the
