@@ -58,7 +58,12 @@ class Checkpoint:
             raise CheckpointError(
                 f"{self.path}: weights do not match the model spec: {err}"
             ) from err
-        model.set_random_state(self.random_state)
+        try:
+            model.set_random_state(self.random_state)
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(
+                f"{self.path}: its dropout random state does not fit the model: {err}"
+            ) from err
         return model.to(device)
 
 

@@ -257,6 +257,10 @@ def test_an_unbuildable_spec_or_missing_training_state_is_named(tmp_path):
     with pytest.raises(ck.CheckpointError, match="model spec is not buildable.*Conv9d"):
         ck.load_checkpoint(path).build_model()
     path.write_bytes(good)
+    _with_header(path, lambda h: h | {"random_state": {"0.seed": 1}})  # no dropout there
+    with pytest.raises(ck.CheckpointError, match="random state does not fit.*'0.seed'"):
+        ck.load_checkpoint(path).build_model()
+    path.write_bytes(good)
     with np.load(path) as npz:  # the optimizer's arrays gone
         np.savez(path, **{k: npz[k] for k in npz.files if not k.startswith("optimizer/")})
     with pytest.raises(ck.CheckpointError, match="training state cannot be resumed.*'lr'"):

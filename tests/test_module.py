@@ -158,6 +158,15 @@ def test_dropout_random_state_resumes_the_same_masks():
     np.testing.assert_array_equal(other(x), expected)
     kept = expected != 0
     assert 0 < kept.sum() < x.size and np.all(expected[kept] == 2.0)
+    for bad, message in [
+        ({"seed": 1}, r"missing \['calls'\], unexpected \[\]"),
+        ({**saved, "0.seed": 1}, r"missing \[\], unexpected \['0.seed'\]"),
+        ({**saved, "calls": 2.7}, "random state 'calls' must be an int, got 2.7"),
+        ({**saved, "calls": -1}, "random state 'calls' must be >= 0, got -1"),
+        ({**saved, "seed": "x"}, "random state 'seed' must be an int, got 'x'"),
+    ]:
+        with pytest.raises((TypeError, ValueError), match=message):
+            other.set_random_state(bad)
 
 
 def test_dropout_layer_forward_and_backward_follow_the_reference(backend, rng):

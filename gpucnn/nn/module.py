@@ -19,6 +19,7 @@ import numpy as np
 from ..backend import Backend, backend_of, get_backend
 from ..errors import device_mismatch
 from ..functional import check_flag
+from ..shapes import integer
 
 
 class Parameter:
@@ -248,7 +249,17 @@ class Module:
         return state
 
     def set_random_state(self, state: dict[str, int]) -> None:
-        """Restore what :meth:`random_state` returned."""
+        """Restore what :meth:`random_state` returned: the same keys, each an int >= 0 (a layer
+        missing from it was a KeyError, a count of 2.7 truncated, a negative one NumPy's
+        OverflowError)."""
+        own = self.random_state()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own), key=str)
+        if missing or unexpected:
+            raise ValueError(f"random state mismatch: missing {missing}, unexpected {unexpected}")
+        for key, value in state.items():
+            if integer(value, f"random state {key!r}") < 0:
+                raise ValueError(f"random state {key!r} must be >= 0, got {value}")
         for prefix, module in self.named_modules():
             own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             module.load_own_random_state({k: v for k, v in own.items() if "." not in k})
