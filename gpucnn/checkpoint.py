@@ -19,6 +19,7 @@ import numpy as np
 from .atomic import atomic_write
 from .nn.module import Module
 from .nn.zoo import build_from_spec
+from .shapes import integer
 
 FORMAT = "gpucnn-checkpoint"
 VERSION = 1
@@ -79,6 +80,7 @@ def save_checkpoint(
     meta: dict | None = None,
 ) -> Path:
     """Write a checkpoint of ``model`` (built from ``spec``) and the training state to ``path``."""
+    epoch = _epoch(epoch)  # now: "x" was written, and the file could not be loaded again
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
     if optimizer is not None:
         arrays |= {f"optimizer/{k}": v for k, v in optimizer.state_dict().items()}
@@ -141,6 +143,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         missing.append(f"spec with {', '.join(sorted(_SPEC_KEYS))}")
     if missing:
         raise CheckpointError(f"{path}: damaged header, missing {'; '.join(missing)}")
+    try:
+        epoch = _epoch(header["epoch"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: damaged header, {err}") from err
     parts: dict[str, dict[str, np.ndarray]] = {"model": {}, "optimizer": {}, "scheduler": {}}
     for key, value in arrays.items():
         group, _, name = key.partition("/")
@@ -152,12 +158,20 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         model_state=parts["model"],
         optimizer_state=parts["optimizer"],
         scheduler_state=parts["scheduler"],
-        epoch=int(header["epoch"]),
+        epoch=epoch,
         rng_state=header["rng_state"],
         random_state=header["random_state"],
         meta=header["meta"],
         path=path,
     )
+
+
+def _epoch(value: Any) -> int:
+    """``value`` as a finished epoch count, an int >= 0 (int() would truncate 2.5)."""
+    epoch = integer(value, "epoch")
+    if epoch < 0:
+        raise ValueError(f"epoch must be >= 0, got {epoch}")
+    return epoch
 
 
 def to_torch(state: Module | dict[str, np.ndarray]) -> dict[str, Any]:

@@ -226,6 +226,8 @@ def _spec_without(key):
         (_spec_without("input_shape"), "damaged header, missing spec with input_shape"),
         (_without("epoch"), "damaged header, missing epoch"),
         (_without("rng_state"), "damaged header, missing rng_state"),
+        (lambda header: header | {"epoch": "x"}, "damaged header, epoch must be an int, got 'x'"),
+        (lambda header: header | {"epoch": 2.5}, "damaged header, epoch must be an int, got 2.5"),
     ],
 )
 def test_a_damaged_header_is_named(tmp_path, change, message):
@@ -234,6 +236,19 @@ def test_a_damaged_header_is_named(tmp_path, change, message):
     _with_header(path, change)
     with pytest.raises(ck.CheckpointError, match=message):
         ck.load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    "epoch, error, message",
+    [("3", TypeError, "epoch must be an int, got '3'"), (1.5, TypeError, "got 1.5"),
+     (True, TypeError, "got True"), (-1, ValueError, "epoch must be >= 0, got -1")],
+)  # fmt: skip
+def test_a_bad_epoch_is_refused_before_the_checkpoint_is_written(tmp_path, epoch, error, message):
+    """A str epoch was written, and the file then failed to load (int("x")); 1.5 came back as 1."""
+    model, spec = build_model("tutorial-lines", rng=0), model_spec("tutorial-lines")
+    with pytest.raises(error, match=message):
+        ck.save_checkpoint(tmp_path / "m.npz", model, spec, epoch=epoch)
+    assert not (tmp_path / "m.npz").exists()
 
 
 def test_an_entry_outside_the_model_optimizer_and_scheduler_is_named(tmp_path):
