@@ -70,6 +70,8 @@ def resolve(config: TrainConfig) -> TrainConfig:
         raise ValueError(
             f"unknown augmentation {cfg.augment!r}; choose one of {', '.join(AUGMENT_CHOICES)}"
         )
+    for name in ("resume", "overwrite", "progress", "cuda_graph"):  # resume="no" would resume
+        F.check_flag(getattr(cfg, name), _option(name))
     _check_numbers(cfg)
     return cfg
 

@@ -238,11 +238,11 @@ def fit(
     ``callback(epoch, record)`` runs after each epoch's checkpoint and metrics.json are written.
     """
     start_time = time.perf_counter()
+    cfg, ckpt = resolve(config), None  # first: it checks that resume and overwrite are bools
     if config.resume and config.overwrite:
         raise ValueError(
             "--resume continues the run in --out, --overwrite starts it over: not both"
         )
-    cfg, ckpt = resolve(config), None
     if config.resume:
         cfg, ckpt = resume_config(config, Path(cfg.out) / "model.npz")
     if config.momentum is not None and cfg.optimizer != "sgd":  # given, but it would do nothing

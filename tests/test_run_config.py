@@ -120,6 +120,16 @@ def test_counts_that_are_not_whole_numbers_are_refused_by_option(field, value):
         resolve(TrainConfig(**{field: value}))
 
 
+@pytest.mark.parametrize(
+    "field, value", [("resume", "no"), ("overwrite", 1), ("progress", "false"), ("cuda_graph", 0)]
+)
+def test_switches_that_are_not_bools_are_refused_by_option(field, value):
+    """resume="no" is true: it resumed (or failed on a missing checkpoint) instead of a new run."""
+    option = "--" + field.replace("_", "-")
+    with pytest.raises(TypeError, match=f"{option} must be True or False, got {value!r}"):
+        fit(TrainConfig(**{field: value}, out="/nonexistent/never-written"))
+
+
 def test_a_resumed_run_takes_its_device_folders_and_switches_from_the_command_line(
     finished_run, tmp_path
 ):
