@@ -50,6 +50,8 @@ class TrainConfig:
 
 def resolve(config: TrainConfig) -> TrainConfig:
     """Fill unset fields: dataset and model from each other, the rest from the model's recipe."""
+    if not isinstance(config, TrainConfig):  # a dict or None would fail on an attribute
+        raise TypeError(f"expected a TrainConfig, got {type(config).__name__}")
     dataset, model = config.dataset, config.model
     if model is None:
         dataset = dataset or "lines"

@@ -238,6 +238,8 @@ def fit(
     ``callback(epoch, record)`` runs after each epoch's checkpoint and metrics.json are written.
     """
     start_time = time.perf_counter()
+    if callback is not None and not callable(callback):  # now, not after the first epoch
+        raise TypeError(f"callback must be a function (epoch, record), got {callback!r}")
     cfg, ckpt = resolve(config), None  # first: it checks that resume and overwrite are bools
     if config.resume and config.overwrite:
         raise ValueError(

@@ -130,6 +130,14 @@ def test_switches_that_are_not_bools_are_refused_by_option(field, value):
         fit(TrainConfig(**{field: value}, out="/nonexistent/never-written"))
 
 
+def test_fit_refuses_what_is_not_a_config_or_a_callback_before_training():
+    """A dict was an AttributeError on .resume; a callback of 5 failed after the first epoch."""
+    with pytest.raises(TypeError, match="expected a TrainConfig, got dict"):
+        fit({"epochs": 1})
+    with pytest.raises(TypeError, match="callback must be a function .*got 5"):
+        fit(TrainConfig(out="/nonexistent/never-written"), callback=5)
+
+
 def test_a_resumed_run_takes_its_device_folders_and_switches_from_the_command_line(
     finished_run, tmp_path
 ):
