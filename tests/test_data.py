@@ -465,6 +465,18 @@ def test_lines_dataset_is_seeded():
     assert a.train_x.shape == (2000, 1, 8, 8) and a.test_x.shape == (1000, 1, 8, 8)
 
 
+@pytest.mark.parametrize(
+    "seed, error, message",
+    [(1.5, TypeError, "seed must be an int, got 1.5"), (True, TypeError, "got True"),
+     (None, TypeError, "got None"), (-1, ValueError, "seed must be >= 0, got -1")],
+)  # fmt: skip
+def test_a_seed_that_is_no_seed_is_refused_by_name(seed, error, message):
+    """NumPy's "SeedSequence expects int" or "expected non-negative integer" named nothing, and
+    True drew the data of seed 1."""
+    with pytest.raises(error, match=message):
+        load_dataset("lines", seed=seed)
+
+
 def test_lines_test_images_are_not_training_images():
     """The test set has its own random stream: drawn from the training set's, its noise would
     repeat the first training images' noise (a test set of near copies of training images)."""

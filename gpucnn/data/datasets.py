@@ -273,6 +273,8 @@ def load_dataset(
     works).
     """
     dataset_info(name)
+    if integer(seed, "seed") < 0:  # NumPy's words for 1.5 or -1 name no argument; True no seed
+        raise ValueError(f"seed must be >= 0, got {seed}")
     for option, size in (("train", train_size), ("test", test_size)):
         if size is not None and integer(size, f"--{option}-size") < 1:
             raise ValueError(f"--{option}-size must be at least 1, got {size}")
