@@ -441,6 +441,9 @@ def test_lines_noise_is_gaussian_and_the_size_is_checked():
         generate_lines(5, size=2)
     with pytest.raises(ValueError, match="n >= 1 and size >= 3, got n=0, size=8"):
         generate_lines(0)
+    for bad, error in ((float("nan"), ValueError), (-0.1, ValueError), ("0.1", TypeError)):
+        with pytest.raises(error, match=f"noise must be .*got {bad!r}"):
+            generate_lines(4, noise=bad)
 
 
 def test_sizes_that_are_not_whole_numbers_are_refused_by_name():

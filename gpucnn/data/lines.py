@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..optim import check_non_negative
 from ..shapes import integer, make_rng
 
 CLASSES = ("vertical", "horizontal")
@@ -20,6 +21,7 @@ def generate_lines(
     n, size = integer(n, "lines: n"), integer(size, "lines: size")  # 2.5 images is no count
     if n < 1 or size < 3:
         raise ValueError(f"lines needs n >= 1 and size >= 3, got n={n}, size={size}")
+    check_non_negative(noise=noise)  # NaN made every image NaN; "0.1" gave NumPy's ufunc words
     rng = make_rng(rng)
     images = rng.standard_normal((n, size, size)) * noise
     labels = np.arange(n, dtype=np.int64) % 2
