@@ -594,6 +594,18 @@ def test_loader_rejects_bad_arguments():
         DataLoader(images, labels, 4, shift=1.5)
     with pytest.raises(ValueError, match="shift must be >= 0 pixels, got -1"):
         DataLoader(images, labels, 4, shift=-1)
+    # Complex images were cast to real (a NumPy warning), an (N, 1) label column failed only at
+    # the loss, text labels and a complex or 1-D mean gave Python's or NumPy's words.
+    with pytest.raises(TypeError, match="images must be an array .* real numbers, got dtype comp"):
+        DataLoader(images.astype(complex), labels, 4)
+    with pytest.raises(ValueError, match=r"labels must be 1-D \(N,\), got shape \(23, 1\)"):
+        DataLoader(images, labels[:, None], 4)
+    for bad in (labels.astype(str), None):
+        with pytest.raises(TypeError, match="labels must be integers, got dtype (<U|object)"):
+            DataLoader(images, bad, 4)
+    for mean in (1j, np.array([0.1, 0.2])):
+        with pytest.raises(TypeError, match="mean must be a number, got"):
+            DataLoader(images, labels, 4, mean=mean)
 
 
 # --------------------------------------------------------------------------------- augmentation

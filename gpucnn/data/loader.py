@@ -18,7 +18,7 @@ import numpy as np
 
 from ..backend import Backend, get_backend
 from ..functional import check_flag
-from ..shapes import integer, make_rng, positive_int
+from ..shapes import integer, is_real, make_rng, positive_int
 
 
 def random_shift(x: Any, offsets: Any, shift: int, xp: Any, fill: float = 0.0) -> Any:
@@ -41,8 +41,13 @@ def random_flip(x: Any, mask: Any, xp: Any) -> Any:
 
 
 def _integer_labels(labels: np.ndarray) -> np.ndarray:
-    """``labels`` as int64; a ValueError for one that is not a whole number (not truncated)."""
+    """``labels`` (N,) as int64; a ValueError for one that is not a whole number (not truncated)
+    or another shape (an (N, 1) column failed only at the loss), a TypeError for text."""
     labels = np.asarray(labels)
+    if labels.dtype.kind not in "uif":
+        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D (N,), got shape {labels.shape}")
     as_int = labels.astype(np.int64)
     bad = np.flatnonzero(as_int != labels)
     if bad.size:
@@ -60,10 +65,12 @@ def _resident(backend: Backend, array: np.ndarray) -> Any:
 
 def _number(value: Any, name: str) -> float:
     """``value`` (a Python or NumPy number, a 0-d array) as a float; a TypeError naming it for
-    None, a string or a bool, where Python's words ("must be real number") name nothing."""
-    if value is None or isinstance(value, str | bytes | bool):
+    None, a string, a bool, a complex number or an array of several, where Python's and NumPy's
+    words ("must be real number", "only 0-dimensional arrays") name nothing."""
+    number = np.asarray(value)[()]
+    if not is_real(number):
         raise TypeError(f"{name} must be a number, got {value!r}")
-    return float(value)
+    return float(number)
 
 
 class DataLoader:
@@ -88,6 +95,13 @@ class DataLoader:
         shift: int = 0,
         flip: bool = False,
     ):
+        images = np.asarray(images)
+        if images.ndim < 1 or images.dtype.kind not in "biuf":  # complex ones were cast to real
+            raise TypeError(
+                f"images must be an array (N, ...) of real numbers, got dtype {images.dtype} of "
+                f"shape {images.shape}"
+            )
+        labels = _integer_labels(labels)
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         batch_size = positive_int(batch_size, "batch_size")
@@ -105,11 +119,11 @@ class DataLoader:
         self.backend = get_backend(device)
         # Normalised as each batch used to be (float32 x * scale + offset): the same values.
         scale, self.offset = np.float32(1.0 / std), np.float32(-mean / std)
-        normalised = np.asarray(images).astype(np.float32)  # a copy: scaled in place
+        normalised = images.astype(np.float32)  # a copy: scaled in place
         normalised *= scale
         normalised += self.offset
         self.images = _resident(self.backend, normalised)
-        self.labels = _resident(self.backend, _integer_labels(labels))
+        self.labels = _resident(self.backend, labels)
         self.batch_size = batch_size
         self.shuffle, self.drop_last = shuffle, drop_last
         self.rng = make_rng(rng)
