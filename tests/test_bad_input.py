@@ -8,6 +8,7 @@ from gpucnn import functional as F
 from gpucnn import nn, optim, reference
 from gpucnn.backend import get_backend
 from gpucnn.backend.launchers import launching
+from gpucnn.data.datasets import write_idx_dataset
 from gpucnn.data.idx import write_idx
 from gpucnn.data.lines import generate_lines
 from gpucnn.data.loader import DataLoader
@@ -194,6 +195,12 @@ def _after_forward(layer, x):
             lambda: _after_forward(nn.ReLU(), X).backward(X.tolist()),
             TypeError,
             "ReLU.backward: grad_out must be an array, got list",
+        ),
+        (lambda: write_idx("/dev/null", X, compress="no"), TypeError, "compress must be True or"),
+        (
+            lambda: write_idx_dataset("/nonexistent", (X, X), (X, X), compress=2),
+            TypeError,
+            "compress must be True or False, got 2",
         ),
         (
             lambda: write_idx("/dev/null", X.astype(np.float16)),

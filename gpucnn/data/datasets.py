@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..functional import check_flag
 from ..shapes import integer
 from .download import official_dataset_of
 from .idx import IdxError, read_file, read_idx, write_idx
@@ -155,6 +156,7 @@ def write_idx_dataset(
     compress: bool = True,
 ) -> Path:
     """Write (images (N, H, W) uint8, labels (N,)) pairs as the four MNIST-named IDX files."""
+    check_flag(compress, "compress")  # 2 named the files .gz.gz, which no loader finds
     labels = {"train_y": _byte_labels(train[1]), "test_y": _byte_labels(test[1])}
     arrays = {"train_x": train[0], "test_x": test[0], **labels}
     folder = Path(folder)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..functional import check_flag
+
 # IDX type code -> big-endian dtype
 IDX_DTYPES = {
     0x08: np.dtype(">u1"),
@@ -85,6 +87,8 @@ def read_idx(
 
 def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None = None) -> Path:
     """Write ``array`` as an IDX file, gzipped if ``compress`` (default: name ends in .gz)."""
+    if compress is not None:  # "no" would compress
+        check_flag(compress, "compress")
     path = Path(path)
     array = np.asarray(array)
     codes = {dt.newbyteorder("="): code for code, dt in IDX_DTYPES.items()}
