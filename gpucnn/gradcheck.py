@@ -8,12 +8,15 @@ per direction and per input checks the whole gradient tensor at once, so big ten
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from .backend import backend_of
+from .optim import check_non_negative
+from .shapes import integer, is_real, make_rng, positive_int
 
 
 def _as_tuple(value: Any) -> tuple:
@@ -59,7 +62,21 @@ def gradcheck(
     of the dot product, so cancellation in a near-zero derivative cannot fail a correct gradient.
     ``seed`` fixes g and v (drawn from fresh entropy when None; the message shows it).
     """
+    if hasattr(inputs, "shape"):  # an array's rows would be taken as the inputs
+        raise TypeError(
+            f"gradcheck: inputs must be a sequence of arrays, one per argument of fn (one array "
+            f"goes in as [x]), got {type(inputs).__name__}"
+        )
     inputs = tuple(inputs)
+    # Checked now: 0 directions checked nothing and passed, eps=0 or NaN tolerances failed any
+    # gradient, and seed=1.5 was NumPy's "SeedSequence expects int".
+    directions = positive_int(directions, "directions")
+    if not is_real(eps) or eps == 0 or not math.isfinite(eps):
+        raise ValueError(f"gradcheck: eps must be a finite number other than 0, got {eps!r}")
+    check_non_negative(rtol=rtol, atol=atol)
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy)
+    rng = make_rng(integer(seed, "seed"), "seed")
     module = grad_fn is None
     if module:
         if not (hasattr(fn, "forward") and hasattr(fn, "backward")):
@@ -74,9 +91,6 @@ def gradcheck(
             _check_float64(f"input {i}", x)
     for i, p in enumerate(params):
         _check_float64(f"parameter {i}", p.data)
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy)
-    rng = np.random.default_rng(seed)
 
     y = forward(*inputs)
     _check_float64("the output", y)

@@ -19,6 +19,7 @@ from gpucnn.nn.zoo import build_model
 
 X = np.random.default_rng().standard_normal((2, 3, 8, 8)).astype(np.float32)
 W = np.random.default_rng().standard_normal((4, 3, 3, 3)).astype(np.float32)
+X64 = X.astype(np.float64)
 P = nn.Linear(3, 2).parameters()
 
 
@@ -212,6 +213,13 @@ def _after_forward(layer, x):
             TypeError,
             "gradcheck: give grad_fn, or an fn with forward",
         ),
+        (lambda: gradcheck(nn.ReLU(), X64), TypeError, r"goes in as \[x\]"),
+        (lambda: gradcheck(nn.ReLU(), [X64], directions=0), ValueError, "directions must be >= 1"),
+        (lambda: gradcheck(nn.ReLU(), [X64], directions=1.5), TypeError, "directions must be an"),
+        (lambda: gradcheck(nn.ReLU(), [X64], eps=0), ValueError, "eps must be a finite number"),
+        (lambda: gradcheck(nn.ReLU(), [X64], atol=np.nan), ValueError, "atol must be non-negative"),
+        (lambda: gradcheck(nn.ReLU(), [X64], seed=1.5), TypeError, "seed must be an int, got 1.5"),
+        (lambda: gradcheck(nn.ReLU(), [X64], seed=-1), ValueError, "seed: a seed must be >= 0"),
         (
             lambda: gradcheck(np.tanh, [X[0, 0].astype(np.float64)], grad_fn=lambda g: (g[0],)),
             AssertionError,
