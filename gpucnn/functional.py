@@ -250,4 +250,6 @@ def dropout(x, p: float, seed: int):
     """Inverted dropout with a counter-based mask (same mask for the same seed on every device)."""
     check_dropout_probability(p)
     seed = integer(seed, "seed")  # int() would take 1.7 as the seed 1
+    if not 0 <= seed < 2**64:  # the mask takes it mod 2**64: -1 would draw 2**64 - 1's mask
+        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
     return check_float_array(x, "dropout input").dropout_forward(x, p, seed)[0]

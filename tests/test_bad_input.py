@@ -154,6 +154,8 @@ def _after_forward(layer, x):
         ),
         (lambda: F.dropout(X, 0.5, seed=1.7), TypeError, "seed must be an int, got 1.7"),
         (lambda: F.dropout(X, 0.5, seed="7"), TypeError, "seed must be an int, got '7'"),
+        (lambda: F.dropout(X, 0.5, seed=-1), ValueError, r"seed must be in \[0, 2\*\*64\), got -1"),
+        (lambda: F.dropout(X, 0.5, seed=2**64), ValueError, r"seed must be in \[0, 2\*\*64\)"),
         (lambda: nn.Dropout(0.5, seed=1.5), TypeError, "seed must be an int, got 1.5"),
         (lambda: nn.Dropout(0.5, seed=True), TypeError, "seed must be an int, got True"),
         (lambda: nn.Dropout(0.5, seed=-1), ValueError, "seed: a seed must be >= 0, got -1"),
