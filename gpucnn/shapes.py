@@ -77,8 +77,14 @@ def conv_output_size(size: int, kernel: int, stride: int, pad_total: int, dilati
     """Output length of a sliding window: ``floor((size + pad_total - dilation*(kernel-1) - 1) / stride) + 1``.
 
     The one formula every op and both devices use (the tutorial's ``(W - K + 2P) / S + 1``).
-    Returns a value < 1 when the (dilated) window does not fit in the padded input.
+    Returns a value < 1 when the (dilated) window does not fit in the padded input. Each argument
+    is checked (a public function: 8.5 gave 6.0, a stride of 0 a ZeroDivisionError).
     """
+    for name, value in (("kernel", kernel), ("stride", stride), ("dilation", dilation)):
+        positive_int(value, name)
+    for name, value in (("size", size), ("pad_total", pad_total)):
+        if integer(value, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
     span = dilation * (kernel - 1) + 1
     return (size + pad_total - span) // stride + 1
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from conftest import KERNEL_BACKENDS, make_backend
 
+from gpucnn import conv_output_size, nn, optim, reference
 from gpucnn import functional as F
-from gpucnn import nn, optim, reference
 from gpucnn.backend import get_backend
 from gpucnn.backend.launchers import launching
 from gpucnn.data.datasets import write_idx_dataset
@@ -78,6 +78,9 @@ def _after_forward(layer, x):
         (lambda: nn.CrossEntropyLoss()([[0.0]], [0]), TypeError, "logits must be a NumPy or CuPy"),
         (lambda: nn.Linear(3, 2)([[0.0] * 3]), TypeError, "Linear input must be a NumPy or CuPy"),
         (lambda: nn.Flatten()(X.tolist()), TypeError, "Flatten input must be a NumPy or CuPy"),
+        (lambda: conv_output_size(8.5, 3, 1, 0), TypeError, "size must be an int, got 8.5"),
+        (lambda: conv_output_size(8, 3, 0, 0), ValueError, "stride must be >= 1, got 0"),
+        (lambda: conv_output_size(8, 3, 1, -2), ValueError, "pad_total must be >= 0, got -2"),
         (lambda: F.max_pool2d(X, 9), ValueError, "does not fit"),
         (lambda: nn.MaxPool2d(2, padding=2)(X), ValueError, r"MaxPool2d: padding \(2, 2\)"),
         (
