@@ -8,7 +8,7 @@ from gpucnn import conv_output_size, nn, optim, reference
 from gpucnn import functional as F
 from gpucnn.backend import get_backend
 from gpucnn.backend.launchers import launching
-from gpucnn.data.datasets import write_idx_dataset
+from gpucnn.data.datasets import load_dataset, write_idx_dataset
 from gpucnn.data.idx import write_idx
 from gpucnn.data.lines import generate_lines
 from gpucnn.data.loader import DataLoader
@@ -191,6 +191,9 @@ def _after_forward(layer, x):
             "empty batch",
         ),
         (lambda: filter_bank([]), ValueError, "no kernel named"),
+        (lambda: get_backend(["cpu"]), ValueError, r"unknown device \['cpu'\]; expected one of"),
+        (lambda: load_dataset(["lines"]), ValueError, r"unknown dataset \['lines'\]; choose one"),
+        (lambda: build_model(["tutorial-lines"]), ValueError, r"unknown model \['tutorial-lines'"),
         (lambda: optim.SGD([], lr=0.1), ValueError, "optimizer got an empty parameter list"),
         (
             lambda: nn.Conv2d(4, 6, 3, groups=4),

@@ -54,7 +54,7 @@ def get_backend(device: str | Backend = "cpu") -> Backend:
                 print(f"gpucnn: device 'auto' uses the CPU: {err}", file=sys.stderr)
                 _auto_fallback_reported = True
             return get_backend("cpu")
-    if device not in _instances:
+    if not isinstance(device, str) or device not in _instances:  # _create refuses a list by name
         _instances[device] = _create(device)
     return _instances[device]
 

@@ -112,7 +112,7 @@ def dataset_names() -> list[str]:
 
 def dataset_info(name: str) -> DatasetInfo:
     """The registry entry of ``name``; a ValueError listing the choices if there is none."""
-    if name not in REGISTRY:
+    if not isinstance(name, str) or name not in REGISTRY:  # a list: not "unhashable type"
         raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names())}")
     return REGISTRY[name]
 

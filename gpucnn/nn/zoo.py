@@ -115,7 +115,7 @@ def model_names() -> list[str]:
 
 
 def _entry(name: str) -> tuple[dict, Recipe]:
-    if name not in MODELS:
+    if not isinstance(name, str) or name not in MODELS:  # a list: not "unhashable type"
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(model_names())}")
     return MODELS[name]
 
