@@ -16,7 +16,7 @@ import numpy as np
 
 from .backend import backend_of
 from .functional import check_flag
-from .nn.module import Parameter, loaded_copy
+from .nn.module import Parameter, check_state_dict, loaded_copy
 from .shapes import integer, is_real, positive_int
 
 
@@ -163,6 +163,7 @@ def _saved_rate_and_count(
     """The learning rate ``state[rate[0]]`` (named ``rate[1]``) and the count ``state[count]``
     that ``owner``'s state_dict saved as 0-d arrays: a number (not "0.1" or True) and an int (not
     2.7, which int() would truncate), both >= 0; a ValueError or TypeError naming them otherwise."""
+    check_state_dict(state, f"{owner} load_state_dict")
     missing = [key for key in (rate[0], count) if key not in state]
     if missing:
         raise ValueError(f"{owner} state is missing {missing}")

@@ -190,6 +190,17 @@ def _after_forward(layer, x):
             ValueError,
             "empty batch",
         ),
+        (
+            lambda: nn.Linear(3, 2).load_state_dict(list(nn.Linear(3, 2).state_dict().items())),
+            TypeError,
+            "load_state_dict takes a dict, as state_dict.. returns, got list",
+        ),
+        (lambda: optim.SGD(P, 0.1).load_state_dict(None), TypeError, "optimizer load_state_dict"),
+        (
+            lambda: optim.StepLR(optim.SGD(P, 0.1), 2).load_state_dict(None),
+            TypeError,
+            "schedule load_state_dict takes a dict, as state_dict.. returns, got NoneType",
+        ),
         (lambda: filter_bank([]), ValueError, "no kernel named"),
         (lambda: get_backend(["cpu"]), ValueError, r"unknown device \['cpu'\]; expected one of"),
         (lambda: load_dataset(["lines"]), ValueError, r"unknown dataset \['lines'\]; choose one"),

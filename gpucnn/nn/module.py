@@ -11,7 +11,7 @@ them).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -222,6 +222,7 @@ class Module:
         match, and each value must take its array's dtype unchanged but for rounding (see
         :func:`loaded_copy`). Every entry is checked before any is taken, so a refused dict leaves
         the module as it was."""
+        check_state_dict(state, "load_state_dict")
         own = {
             prefix + name: array
             for prefix, module in self.named_modules()
@@ -288,6 +289,13 @@ class Module:
         from .summary import summarize
 
         return summarize(self, input_shape)
+
+
+def check_state_dict(state: Any, what: str) -> None:
+    """A TypeError naming ``what`` unless ``state`` is a mapping (a list of pairs or None failed
+    with Python's "unhashable type" or "is not iterable")."""
+    if not isinstance(state, Mapping):
+        raise TypeError(f"{what} takes a dict, as state_dict() returns, got {type(state).__name__}")
 
 
 def loaded_copy(key: str, value: Any, own: Any, owner: str = "the module") -> Any:
