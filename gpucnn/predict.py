@@ -59,12 +59,18 @@ def _pixels(Image, image, channels: int, size: tuple[int, int]) -> np.ndarray:  
 
 
 def predict_files(
-    checkpoint: str | os.PathLike, paths: Sequence[str | os.PathLike], device: str = "cpu"
+    checkpoint: str | os.PathLike,
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    device: str = "cpu",
 ) -> list[tuple[str, str, float]]:
     """(path, class name, probability) of the most likely class for each image file.
 
-    Pixels are scaled to the training data's range and normalised as in training.
+    Pixels are scaled to the training data's range and normalised as in training. One path
+    alone is that image (a str was taken letter by letter: "/: Is a directory").
     """
+    paths = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    if not paths:  # NumPy's "need at least one array to stack" otherwise
+        raise ValueError("predict_files: no image paths given")
     ckpt = load_checkpoint(checkpoint)
     meta = ckpt.meta
     model = ckpt.build_model(device).eval()

@@ -122,6 +122,10 @@ def test_predict_gives_the_models_probabilities_for_the_training_datas_pixels(
     probs /= probs.sum(axis=1, keepdims=True)
     assert [label for _, label, _ in got] == [str(k) for k in probs.argmax(axis=1)]
     np.testing.assert_allclose([p for *_, p in got], probs.max(axis=1), rtol=1e-5)
+    ((path, label, prob),) = predict_files(tmp_path / "run" / "model.npz", paths[1])  # one path
+    assert (path, label) == got[1][:2] and prob == pytest.approx(got[1][2], rel=1e-5)
+    with pytest.raises(ValueError, match="predict_files: no image paths given"):
+        predict_files(tmp_path / "run" / "model.npz", [])
 
 
 def test_train_then_resume(tmp_path, capsys):
