@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .shapes import positive_int
+
 
 def _pyplot():
     try:
@@ -47,13 +49,18 @@ def plot_images(
     symmetric: bool = False,
 ) -> None:
     """A grid of 2-D arrays with titles; ``symmetric`` centres the colour scale on zero."""
+    if not len(images):  # matplotlib's "Number of rows must be a positive integer"
+        raise ValueError("plot_images: no images to plot")
+    if len(titles) != len(images):  # images past the titles went undrawn
+        raise ValueError(f"plot_images: {len(images)} images but {len(titles)} titles")
+    cols = positive_int(cols, "cols")  # 0 was a ZeroDivisionError
     plt = _pyplot()
     rows = -(-len(images) // cols)
     cols = min(cols, len(images))
     fig, axes = plt.subplots(rows, cols, figsize=(1.8 * cols, 1.9 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, title in zip(axes.flat, images, titles, strict=False):
+    for ax, image, title in zip(axes.flat, images, titles, strict=False):  # more axes than images
         limit = float(np.abs(image).max()) or 1.0
         bounds = {"vmin": -limit, "vmax": limit} if symmetric else {}
         ax.imshow(image, cmap=cmap, interpolation="nearest", **bounds)

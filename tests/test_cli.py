@@ -217,6 +217,22 @@ def test_filter_pictures_show_every_tile_on_a_scale_centred_on_zero(tmp_path, mo
         np.testing.assert_allclose(ax.images[0].get_clim(), (-limit, limit))
 
 
+def test_a_picture_grid_refuses_what_it_cannot_draw_whole(tmp_path):
+    """An image without a title went undrawn, cols=0 was a ZeroDivisionError, and no image at
+    all (a conv with no filters) matplotlib's words about rows."""
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed")
+    from gpucnn.plots import plot_filters, plot_images
+
+    tiles, path = [np.eye(3)] * 2, tmp_path / "grid.png"
+    with pytest.raises(ValueError, match="plot_images: 2 images but 1 titles"):
+        plot_images(tiles, ["a"], path)
+    with pytest.raises(ValueError, match="cols must be >= 1, got 0"):
+        plot_images(tiles, ["a", "b"], path, cols=0)
+    with pytest.raises(ValueError, match="plot_images: no images to plot"):
+        plot_filters(np.zeros((0, 1, 3, 3)), path)
+    assert not path.exists()
+
+
 def test_info_names_cupys_kernel_cache(monkeypatch, tmp_path):
     """$CUPY_CACHE_DIR where set, else CuPy's default ~/.cupy/kernel_cache; a distribution
     that is not installed has no version (None)."""
