@@ -37,7 +37,14 @@ def apply_filters(
 ) -> np.ndarray:
     """Cross-correlate a 2-D image with each named kernel (or the one named) on ``device`` ->
     host (K, Ho, Wo)."""
+    image = np.asarray(image)
+    # Refused here: conv2d would name the (1, 1, ...) array made of it, and a complex image
+    # would be cast to real (a NumPy warning), a str be float()'s words.
+    if image.dtype.kind not in "biuf":
+        raise TypeError(f"apply_filters: image must hold real numbers, got dtype {image.dtype}")
+    if image.ndim != 2:
+        raise ValueError(f"apply_filters: image must be 2-D (H, W), got shape {image.shape}")
     backend = get_backend(device)
-    x = backend.asarray(np.asarray(image, dtype=np.float32)[None, None])
+    x = backend.asarray(image.astype(np.float32)[None, None])
     y = F.conv2d(x, backend.asarray(filter_bank(names)), padding=padding)
     return backend.to_numpy(y)[0]
