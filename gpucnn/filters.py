@@ -20,10 +20,13 @@ KERNELS: dict[str, np.ndarray] = {
 def filter_bank(names: str | Sequence[str] | None = None) -> np.ndarray:
     """Conv weights (K, 1, 3, 3) float32 of the named kernels (all of them by default; one name
     alone is that kernel, K = 1)."""
-    names = [names] if isinstance(names, str) else list(KERNELS if names is None else names)
+    try:
+        names = [names] if isinstance(names, str) else list(KERNELS if names is None else names)
+    except TypeError:  # "'int' object is not iterable"
+        raise TypeError(f"names must be a kernel name or a list of them, got {names!r}") from None
     if not names:
         raise ValueError(f"no kernel named; available: {', '.join(KERNELS)}")
-    unknown = [n for n in names if n not in KERNELS]
+    unknown = [n for n in names if not isinstance(n, str) or n not in KERNELS]  # a list: hashed
     if unknown:
         raise ValueError(f"unknown kernel(s) {unknown}; available: {', '.join(KERNELS)}")
     return np.stack([KERNELS[n] for n in names])[:, None]

@@ -202,6 +202,8 @@ def _after_forward(layer, x):
             "schedule load_state_dict takes a dict, as state_dict.. returns, got NoneType",
         ),
         (lambda: filter_bank([]), ValueError, "no kernel named"),
+        (lambda: filter_bank(5), TypeError, "names must be a kernel name or a list of them, got 5"),
+        (lambda: filter_bank([["sharpen"]]), ValueError, r"unknown kernel\(s\) \[\['sharpen'\]\]"),
         (lambda: apply_filters(X[0, :1], "sharpen"), ValueError, r"2-D \(H, W\), got shape \(1, 8"),
         (lambda: apply_filters(X[0, 0] * 1j, "sharpen"), TypeError, "real numbers, got dtype comp"),
         (lambda: apply_filters("abc", "sharpen"), TypeError, "image must hold real numbers"),
