@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .backend import backend_of
-from .functional import check_flag
+from .functional import check_flag, check_float_array
 from .nn.module import Parameter, check_state_dict, loaded_copy
 from .shapes import integer, is_real, positive_int
 
@@ -47,6 +47,9 @@ class Optimizer:
                     f"optimizer parameters must be gpucnn Parameters (e.g. from "
                     f"model.parameters()), got {type(p).__name__} at index {i}"
                 )
+            # An int one failed at the first step with NumPy's casting words, a float16 one took
+            # NaN updates (its squared gradients underflow) with only a NumPy warning.
+            check_float_array(p.data, f"optimizer parameter {i}")
         if len({id(p) for p in self.params}) < len(self.params):
             # Each copy would keep its own state and update the same weights: twice in turn on
             # the CPU, racing in one launch on a GPU.

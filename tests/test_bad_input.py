@@ -317,6 +317,12 @@ def _after_forward(layer, x):
         (lambda: optim.Adam(nn.Sequential(nn.Linear(3, 2))), TypeError, "got Linear at index 0"),
         (lambda: optim.SGD(nn.Linear(3, 2), 0.1), TypeError, "Parameters, such as model.par"),
         (lambda: optim.Adam(P[0]), TypeError, "an iterable of gpucnn Parameters.*got Parameter"),
+        (
+            lambda: optim.Adam([P[0], nn.Parameter(np.ones(3, np.float16))]),
+            TypeError,
+            "optimizer parameter 1 must be float32 or float64, got dtype float16",
+        ),
+        (lambda: optim.SGD([nn.Parameter(np.ones(3, int))], 0.1), TypeError, "dtype int64"),
         (lambda: optim.SGD(P, 0.1, momentum=-0.9), ValueError, "momentum must be non-negative"),
         (lambda: optim.SGD(P, float("nan")), ValueError, "learning rate must be non-negative"),
         (lambda: optim.Adam(P, betas=(0.9, 1.0)), ValueError, r"betas must be two numbers"),
