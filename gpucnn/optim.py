@@ -17,7 +17,7 @@ import numpy as np
 from .backend import backend_of
 from .functional import check_flag, check_float_array
 from .nn.module import Parameter, check_state_dict, loaded_copy
-from .shapes import integer, is_real, positive_int
+from .shapes import integer, is_real, non_negative_int, positive_int
 
 
 class Optimizer:
@@ -85,7 +85,7 @@ class Optimizer:
 
     @steps.setter
     def steps(self, value: int) -> None:
-        self._clock[0] = int(value)
+        self._clock[0] = non_negative_int(value, "steps")  # int() would truncate 2.5
 
     def _device_clock(self):
         """The clock, moved to the parameters' device if the model has moved since."""

@@ -36,6 +36,14 @@ def positive_int(value: int, name: str) -> int:
     return v
 
 
+def non_negative_int(value: int, name: str) -> int:
+    """Like :func:`integer`, but it must be >= 0 (a counter)."""
+    v = integer(value, name)
+    if v < 0:
+        raise ValueError(f"{name} must be >= 0, got {v}")
+    return v
+
+
 def make_rng(rng: np.random.Generator | int | None, name: str = "rng") -> np.random.Generator:
     """A NumPy Generator from a Generator (taken as it is), a seed (an int >= 0 or a sequence of
     them) or None (fresh entropy). Anything else is refused naming ``name``, as NumPy's words

@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import functional as F
 from ..backend import backend_of
-from ..shapes import integer, make_rng
+from ..shapes import integer, make_rng, non_negative_int
 from .module import Module
 
 
@@ -56,7 +56,8 @@ class Dropout(Module):
 
     @calls.setter
     def calls(self, value: int) -> None:
-        self._calls = np.full(1, value, dtype=np.uint64)
+        # 2.5 would be truncated, -1 NumPy's OverflowError
+        self._calls = np.full(1, non_negative_int(value, "calls"), dtype=np.uint64)
 
     def forward(self, x):
         backend = F.check_float_array(x, "Dropout input")
