@@ -19,6 +19,7 @@ import numpy as np
 from .atomic import atomic_write
 from .nn.module import Module
 from .nn.zoo import build_from_spec
+from .optim import LRScheduler, Optimizer
 from .shapes import integer
 
 FORMAT = "gpucnn-checkpoint"
@@ -81,6 +82,15 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint of ``model`` (built from ``spec``) and the training state to ``path``."""
     epoch = _epoch(epoch)  # now: "x" was written, and the file could not be loaded again
+    # A model given as the optimizer was saved as its state, and the run could not be resumed.
+    for name, value, kinds, what in (
+        ("model", model, Module, "a gpucnn Module"),
+        ("optimizer", optimizer, (Optimizer, type(None)), "a gpucnn Optimizer or None"),
+        ("scheduler", scheduler, (LRScheduler, type(None)), "a gpucnn LRScheduler or None"),
+        ("rng", rng, (np.random.Generator, type(None)), "a NumPy Generator or None"),
+    ):
+        if not isinstance(value, kinds):
+            raise TypeError(f"save_checkpoint: {name} must be {what}, got {type(value).__name__}")
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
     if optimizer is not None:
         arrays |= {f"optimizer/{k}": v for k, v in optimizer.state_dict().items()}

@@ -251,6 +251,24 @@ def test_a_bad_epoch_is_refused_before_the_checkpoint_is_written(tmp_path, epoch
     assert not (tmp_path / "m.npz").exists()
 
 
+def test_what_is_not_a_model_optimizer_schedule_or_generator_is_refused(tmp_path):
+    """A model given as the optimizer was saved as its state (a checkpoint that could not be
+    resumed); an int rng or a None model failed on an attribute."""
+    model, spec = build_model("tutorial-lines", rng=0), model_spec("tutorial-lines")
+    for kwargs, message in [
+        ({"optimizer": model}, "optimizer must be a gpucnn Optimizer or None, got Sequential"),
+        (
+            {"scheduler": optim.SGD(model.parameters(), 0.1)},
+            "scheduler must be a gpucnn LRScheduler or None, got SGD",
+        ),
+        ({"rng": 5}, "rng must be a NumPy Generator or None, got int"),
+        ({"model": None}, "model must be a gpucnn Module, got NoneType"),
+    ]:
+        with pytest.raises(TypeError, match=f"save_checkpoint: {message}"):
+            ck.save_checkpoint(tmp_path / "m.npz", **{"model": model, **kwargs}, spec=spec)
+    assert not (tmp_path / "m.npz").exists()
+
+
 def test_an_entry_outside_the_model_optimizer_and_scheduler_is_named(tmp_path):
     """An array under another group than model/, optimizer/ and scheduler/ (a foreign or
     newer file) is refused by name, not dropped or a KeyError."""
