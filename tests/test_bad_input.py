@@ -78,6 +78,7 @@ def _after_forward(layer, x):
         (lambda: nn.CrossEntropyLoss()([[0.0]], [0]), TypeError, "logits must be a NumPy or CuPy"),
         (lambda: nn.Linear(3, 2)([[0.0] * 3]), TypeError, "Linear input must be a NumPy or CuPy"),
         (lambda: nn.Flatten()(X.tolist()), TypeError, "Flatten input must be a NumPy or CuPy"),
+        (lambda: nn.Parameter([1.0]), TypeError, "Parameter data must be a NumPy or CuPy array"),
         (lambda: conv_output_size(8.5, 3, 1, 0), TypeError, "size must be an int, got 8.5"),
         (lambda: conv_output_size(8, 3, 0, 0), ValueError, "stride must be >= 1, got 0"),
         (lambda: conv_output_size(8, 3, 1, -2), ValueError, "pad_total must be >= 0, got -2"),

@@ -33,7 +33,7 @@ class Parameter:
 
     def __init__(self, data: Any):
         self.data = data
-        self.grad = backend_of(data).xp.zeros_like(data)
+        self.grad = backend_of(data, "Parameter data").xp.zeros_like(data)
 
     @property
     def grad(self) -> Any:
