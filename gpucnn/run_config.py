@@ -4,6 +4,7 @@ optimizer and schedule it names, and the configuration a resumed run goes on wit
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 from . import functional as F
@@ -52,6 +53,10 @@ def resolve(config: TrainConfig) -> TrainConfig:
     """Fill unset fields: dataset and model from each other, the rest from the model's recipe."""
     if not isinstance(config, TrainConfig):  # a dict or None would fail on an attribute
         raise TypeError(f"expected a TrainConfig, got {type(config).__name__}")
+    for name in ("out", "data_dir"):  # out=0 was taken as unset, 5 was pathlib's TypeError
+        value = getattr(config, name)
+        if value is not None and not isinstance(value, str | os.PathLike):
+            raise TypeError(f"{_option(name)} must be a path, got {value!r}")
     dataset, model = config.dataset, config.model
     if model is None:
         dataset = dataset or "lines"

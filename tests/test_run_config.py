@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import numpy as np
 import pytest
@@ -128,6 +129,14 @@ def test_switches_that_are_not_bools_are_refused_by_option(field, value):
     option = "--" + field.replace("_", "-")
     with pytest.raises(TypeError, match=f"{option} must be True or False, got {value!r}"):
         fit(TrainConfig(**{field: value}, out="/nonexistent/never-written"))
+
+
+@pytest.mark.parametrize("field, value", [("out", 0), ("out", 5), ("data_dir", ["data"])])
+def test_folders_that_are_not_paths_are_refused_by_option(field, value):
+    """out=0 was taken as unset (the default folder written), out=5 was pathlib's words."""
+    option = "--" + field.replace("_", "-")
+    with pytest.raises(TypeError, match=re.escape(f"{option} must be a path, got {value!r}")):
+        resolve(TrainConfig(**{field: value}))
 
 
 def test_fit_refuses_what_is_not_a_config_or_a_callback_before_training():
