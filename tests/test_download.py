@@ -205,3 +205,18 @@ def test_download_names_a_data_dir_that_refuses_new_files(tmp_path, capsys, monk
 def test_download_unknown_dataset(tmp_path):
     with pytest.raises(ValueError, match="no download for 'lines'"):
         dl.download("lines", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "timeout, error, message",
+    [(0, ValueError, "timeout must be > 0 seconds, got 0"),
+     (-1, ValueError, "timeout must be non-negative and finite, got -1"),
+     ("5", TypeError, "timeout must be a number, got '5'")],
+)  # fmt: skip
+def test_a_timeout_that_is_no_wait_is_refused_by_name(tmp_path, timeout, error, message):
+    """0 made the socket non-blocking ("Operation now in progress", a failed download), and -1
+    or "5" gave the socket's own words, or a DownloadError wrapping them."""
+    with pytest.raises(error, match=message):
+        dl.fetch("http://127.0.0.1:9/x.gz", tmp_path / "x.gz", "0" * 64, timeout=timeout)
+    with pytest.raises(error, match=message):
+        dl.download("mnist", tmp_path, base_url="http://127.0.0.1:9/", timeout=timeout)

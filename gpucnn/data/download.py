@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..atomic import atomic_write, check_writable_folder
+from ..optim import check_non_negative
 
 FILES = (
     "train-images-idx3-ubyte.gz",
@@ -58,12 +59,21 @@ def official_dataset_of(sha256: str) -> str | None:
     return next((name for name, (_, sums) in SOURCES.items() if sha256 in sums.values()), None)
 
 
+def _check_timeout(timeout: float) -> None:
+    """A TypeError or ValueError unless ``timeout`` is a number of seconds > 0: 0 made the socket
+    non-blocking ("Operation now in progress"), -1 or "x" gave the socket's own words."""
+    check_non_negative(timeout=timeout)
+    if timeout == 0:
+        raise ValueError("timeout must be > 0 seconds, got 0")
+
+
 def fetch(url: str, dest: str | os.PathLike, sha256: str, timeout: float = 60.0) -> Path:
     """Download ``url`` to ``dest``; refuse it unless its SHA-256 matches.
 
     Written atomically (:mod:`gpucnn.atomic`): a failed or refused download leaves nothing. A
     file already at ``dest`` with the right checksum is kept without downloading.
     """
+    _check_timeout(timeout)
     dest = Path(dest)
     if dest.is_file() and sha256_of(dest) == sha256:
         return dest
@@ -96,6 +106,7 @@ def download(
 
     ``base_url`` replaces the official mirror (a local copy, or a test server).
     """
+    _check_timeout(timeout)  # now, not after the files already there are hashed
     if name not in SOURCES:
         raise ValueError(f"no download for {name!r}; downloadable: {', '.join(sorted(SOURCES))}")
     default_url, files = SOURCES[name]
