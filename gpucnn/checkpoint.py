@@ -20,7 +20,7 @@ from .atomic import atomic_write
 from .nn.module import Module
 from .nn.zoo import build_from_spec
 from .optim import LRScheduler, Optimizer
-from .shapes import integer
+from .shapes import non_negative_int
 
 FORMAT = "gpucnn-checkpoint"
 VERSION = 1
@@ -81,7 +81,8 @@ def save_checkpoint(
     meta: dict | None = None,
 ) -> Path:
     """Write a checkpoint of ``model`` (built from ``spec``) and the training state to ``path``."""
-    epoch = _epoch(epoch)  # now: "x" was written, and the file could not be loaded again
+    # Now: "x" was written, and the file could not be loaded again; 1.5 was read back as 1.
+    epoch = non_negative_int(epoch, "epoch")
     # A model given as the optimizer was saved as its state, and the run could not be resumed.
     for name, value, kinds, what in (
         ("model", model, Module, "a gpucnn Module"),
@@ -154,7 +155,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if missing:
         raise CheckpointError(f"{path}: damaged header, missing {'; '.join(missing)}")
     try:
-        epoch = _epoch(header["epoch"])
+        epoch = non_negative_int(header["epoch"], "epoch")
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: damaged header, {err}") from err
     parts: dict[str, dict[str, np.ndarray]] = {"model": {}, "optimizer": {}, "scheduler": {}}
@@ -174,14 +175,6 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         meta=header["meta"],
         path=path,
     )
-
-
-def _epoch(value: Any) -> int:
-    """``value`` as a finished epoch count, an int >= 0 (int() would truncate 2.5)."""
-    epoch = integer(value, "epoch")
-    if epoch < 0:
-        raise ValueError(f"epoch must be >= 0, got {epoch}")
-    return epoch
 
 
 def to_torch(state: Module | dict[str, np.ndarray]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import numpy as np
 from .backend import backend_of
 from .functional import check_flag, check_float_array
 from .nn.module import Parameter, check_state_dict, loaded_copy
-from .shapes import integer, is_real, non_negative_int, positive_int
+from .shapes import is_real, non_negative_int, positive_int
 
 
 class Optimizer:
@@ -172,10 +172,7 @@ def _saved_rate_and_count(
         raise ValueError(f"{owner} state is missing {missing}")
     lr = np.asarray(state[rate[0]])[()]
     check_non_negative(**{rate[1]: lr})
-    n = integer(state[count], f"{owner} state's {count}")
-    if n < 0:
-        raise ValueError(f"{owner} state's {count} must be >= 0, got {n}")
-    return float(lr), n
+    return float(lr), non_negative_int(state[count], f"{owner} state's {count}")
 
 
 def check_non_negative(**values: float) -> None:

@@ -90,9 +90,8 @@ def conv_output_size(size: int, kernel: int, stride: int, pad_total: int, dilati
     """
     for name, value in (("kernel", kernel), ("stride", stride), ("dilation", dilation)):
         positive_int(value, name)
-    for name, value in (("size", size), ("pad_total", pad_total)):
-        if integer(value, name) < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
+    non_negative_int(size, "size")
+    non_negative_int(pad_total, "pad_total")
     span = dilation * (kernel - 1) + 1
     return (size + pad_total - span) // stride + 1
 

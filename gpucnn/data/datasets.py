@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..functional import check_flag
-from ..shapes import integer
+from ..shapes import integer, non_negative_int
 from .download import official_dataset_of
 from .idx import IdxError, read_file, read_idx, write_idx
 from .lines import CLASSES as LINES_CLASSES
@@ -275,8 +275,7 @@ def load_dataset(
     works).
     """
     dataset_info(name)
-    if integer(seed, "seed") < 0:  # NumPy's words for 1.5 or -1 name no argument; True no seed
-        raise ValueError(f"seed must be >= 0, got {seed}")
+    non_negative_int(seed, "seed")  # NumPy's words for 1.5 or -1 name no argument; True no seed
     for option, size in (("train", train_size), ("test", test_size)):
         if size is not None and integer(size, f"--{option}-size") < 1:
             raise ValueError(f"--{option}-size must be at least 1, got {size}")

@@ -19,7 +19,7 @@ import numpy as np
 from ..backend import Backend, backend_of, get_backend
 from ..errors import device_mismatch
 from ..functional import check_flag
-from ..shapes import integer
+from ..shapes import non_negative_int
 
 
 class Parameter:
@@ -259,8 +259,7 @@ class Module:
         if missing or unexpected:
             raise ValueError(f"random state mismatch: missing {missing}, unexpected {unexpected}")
         for key, value in state.items():
-            if integer(value, f"random state {key!r}") < 0:
-                raise ValueError(f"random state {key!r} must be >= 0, got {value}")
+            non_negative_int(value, f"random state {key!r}")
         for prefix, module in self.named_modules():
             own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             module.load_own_random_state({k: v for k, v in own.items() if "." not in k})
