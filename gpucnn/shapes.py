@@ -92,6 +92,12 @@ def conv_output_size(size: int, kernel: int, stride: int, pad_total: int, dilati
         positive_int(value, name)
     non_negative_int(size, "size")
     non_negative_int(pad_total, "pad_total")
+    return _window_length(size, kernel, stride, pad_total, dilation)
+
+
+def _window_length(size: int, kernel: int, stride: int, pad_total: int, dilation: int) -> int:
+    """:func:`conv_output_size` of arguments the ops have checked already (every forward asks:
+    the checks would cost it about 1 us a call)."""
     span = dilation * (kernel - 1) + 1
     return (size + pad_total - span) // stride + 1
 
@@ -125,8 +131,8 @@ def window_output_shape(
     in_hw: Pair, kernel: Pair, stride: Pair, padding: Padding2d, dilation: Pair, what: str
 ) -> Pair:
     """``(Ho, Wo)`` of a sliding window over ``in_hw``; a clear ValueError if it would be empty."""
-    ho = conv_output_size(in_hw[0], kernel[0], stride[0], sum(padding[0]), dilation[0])
-    wo = conv_output_size(in_hw[1], kernel[1], stride[1], sum(padding[1]), dilation[1])
+    ho = _window_length(in_hw[0], kernel[0], stride[0], sum(padding[0]), dilation[0])
+    wo = _window_length(in_hw[1], kernel[1], stride[1], sum(padding[1]), dilation[1])
     if ho < 1 or wo < 1:
         raise ValueError(
             f"{what}: kernel {kernel} (dilation {dilation}) does not fit the input of size {in_hw} "
