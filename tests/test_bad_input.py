@@ -232,7 +232,7 @@ def _after_forward(layer, x):
         ),
         (lambda: write_idx("/dev/null", X, compress="no"), TypeError, "compress must be True or"),
         (
-            lambda: write_idx_dataset("/nonexistent", (X, X), (X, X), compress=2),
+            lambda: write_idx_dataset("/dev/null/folder", (X, X), (X, X), compress=2),
             TypeError,
             "compress must be True or False, got 2",
         ),

@@ -124,11 +124,12 @@ def test_counts_that_are_not_whole_numbers_are_refused_by_option(field, value):
 @pytest.mark.parametrize(
     "field, value", [("resume", "no"), ("overwrite", 1), ("progress", "false"), ("cuda_graph", 0)]
 )
-def test_switches_that_are_not_bools_are_refused_by_option(field, value):
+def test_switches_that_are_not_bools_are_refused_by_option(tmp_path, field, value):
     """resume="no" is true: it resumed (or failed on a missing checkpoint) instead of a new run."""
     option = "--" + field.replace("_", "-")
     with pytest.raises(TypeError, match=f"{option} must be True or False, got {value!r}"):
-        fit(TrainConfig(**{field: value}, out="/nonexistent/never-written"))
+        fit(TrainConfig(**{field: value}, out=str(tmp_path / "run")))
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("field, value", [("out", 0), ("out", 5), ("data_dir", ["data"])])
@@ -139,12 +140,13 @@ def test_folders_that_are_not_paths_are_refused_by_option(field, value):
         resolve(TrainConfig(**{field: value}))
 
 
-def test_fit_refuses_what_is_not_a_config_or_a_callback_before_training():
+def test_fit_refuses_what_is_not_a_config_or_a_callback_before_training(tmp_path):
     """A dict was an AttributeError on .resume; a callback of 5 failed after the first epoch."""
     with pytest.raises(TypeError, match="expected a TrainConfig, got dict"):
         fit({"epochs": 1})
     with pytest.raises(TypeError, match="callback must be a function .*got 5"):
-        fit(TrainConfig(out="/nonexistent/never-written"), callback=5)
+        fit(TrainConfig(out=str(tmp_path / "run")), callback=5)
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_resumed_run_takes_its_device_folders_and_switches_from_the_command_line(
