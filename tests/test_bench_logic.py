@@ -144,16 +144,18 @@ def test_a_failure_names_the_error_it_was_raised_while_handling(capsys):
     assert "the first" in capsys.readouterr().err  # the traceback, for the user
 
 
-def test_a_failure_raised_from_none_names_only_itself():
+def test_a_failure_raised_from_none_names_only_itself_and_one_raised_from_another_both():
     """``raise ... from None`` says the error it replaced is no part of the story (Python's own
-    traceback leaves it out): the reason leaves it out too."""
-    try:
+    traceback leaves it out): the reason leaves it out too. ``raise ... from err`` names its
+    cause, which the reason keeps (Python marks both with __suppress_context__)."""
+    for cause, want in ((None, ""), (KeyError("the cause"), " (from KeyError: 'the cause')")):
         try:
-            raise KeyError("an internal lookup")
-        except KeyError:
-            raise RuntimeError("what went wrong") from None
-    except RuntimeError as err:
-        assert peers.failure_reason("x", err) == "x: RuntimeError: what went wrong"
+            try:
+                raise KeyError("an internal lookup")
+            except KeyError:
+                raise RuntimeError("what went wrong") from cause
+        except RuntimeError as err:
+            assert peers.failure_reason("x", err) == "x: RuntimeError: what went wrong" + want
 
 
 def test_a_cuda_peers_call_returns_what_its_function_returns(monkeypatch):

@@ -104,11 +104,14 @@ TIMING_FAILED = "timing the peer failed"  # in its warm-up or a sample: a CUDA e
 
 
 def failure_reason(failure: str, err: Exception) -> str:
-    """Why a peer failed: ``failure``, the error and the one it was raised in handling (PyTorch's
-    end of a capture reports its own); its traceback goes to stderr."""
+    """Why a peer failed: ``failure``, the error and the one it was raised from or in handling
+    (PyTorch's end of a capture reports its own), as Python's traceback shows them: not one
+    dropped with ``from None``. The traceback goes to stderr."""
     traceback.print_exception(err, file=sys.stderr)
     reason = f"{failure}: {type(err).__name__}: {err}"
-    if err.__context__ is not None and not err.__suppress_context__:  # not after "from None"
+    if err.__cause__ is not None:
+        reason += f" (from {type(err.__cause__).__name__}: {err.__cause__})"
+    elif err.__context__ is not None and not err.__suppress_context__:
         reason += f" (while handling {type(err.__context__).__name__}: {err.__context__})"
     return reason
 
