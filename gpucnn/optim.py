@@ -17,7 +17,7 @@ import numpy as np
 from .backend import backend_of
 from .functional import check_flag, check_float_array
 from .nn.module import Parameter, check_state_dict, loaded_copy
-from .shapes import is_real, non_negative_int, positive_int
+from .shapes import is_real, non_negative_int, positive_int, scalar
 
 
 class Optimizer:
@@ -170,7 +170,9 @@ def _saved_rate_and_count(
     missing = [key for key in (rate[0], count) if key not in state]
     if missing:
         raise ValueError(f"{owner} state is missing {missing}")
-    lr = np.asarray(state[rate[0]])[()]
+    lr = scalar(state[rate[0]])  # saved as a 0-d array, on the device where it was
+    if not is_real(lr):  # the value as given: "0.5", not np.str_('0.5')
+        raise TypeError(f"{rate[1]} must be a number, got {state[rate[0]]!r}")
     check_non_negative(**{rate[1]: lr})
     return float(lr), non_negative_int(state[count], f"{owner} state's {count}")
 

@@ -49,9 +49,10 @@ def plot_images(
     symmetric: bool = False,
 ) -> None:
     """A grid of 2-D arrays with titles; ``symmetric`` centres the colour scale on zero."""
+    titles = list(titles)
     if not len(images):  # matplotlib's "Number of rows must be a positive integer"
         raise ValueError("plot_images: no images to plot")
-    if len(titles) != len(images):  # images past the titles went undrawn
+    if len(titles) < len(images):  # images past the titles went undrawn
         raise ValueError(f"plot_images: {len(images)} images but {len(titles)} titles")
     cols = positive_int(cols, "cols")  # 0 was a ZeroDivisionError
     plt = _pyplot()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numbers
 import operator
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,12 @@ def integer(value: int, name: str) -> int:
 def is_real(value) -> bool:
     """A real number, not a bool (True would pass for 1)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def scalar(value: Any) -> Any:
+    """A 0-d array, NumPy's or CuPy's (a mean computed on the GPU), as its Python number, which
+    :func:`is_real` can judge; anything else as it is. (``np.asarray`` of a CuPy array raises.)"""
+    return value.item() if getattr(value, "ndim", None) == 0 else value
 
 
 def positive_int(value: int, name: str) -> int:
@@ -84,7 +91,8 @@ def positive_pair(value: int | Sequence[int], name: str) -> Pair:
 def conv_output_size(size: int, kernel: int, stride: int, pad_total: int, dilation: int = 1) -> int:
     """Output length of a sliding window: ``floor((size + pad_total - dilation*(kernel-1) - 1) / stride) + 1``.
 
-    The one formula every op and both devices use (the tutorial's ``(W - K + 2P) / S + 1``).
+    The one formula every op and both devices use (the tutorial's ``(W - K + 2P) / S + 1``); the
+    ops call its unchecked core, :func:`_window_length`, with arguments they have checked.
     Returns a value < 1 when the (dilated) window does not fit in the padded input. Each argument
     is checked (a public function: 8.5 gave 6.0, a stride of 0 a ZeroDivisionError).
     """

@@ -226,6 +226,9 @@ def test_a_picture_grid_refuses_what_it_cannot_draw_whole(tmp_path):
     tiles, path = [np.eye(3)] * 2, tmp_path / "grid.png"
     with pytest.raises(ValueError, match="plot_images: 2 images but 1 titles"):
         plot_images(tiles, ["a"], path)
+    plot_images(tiles, (t for t in "abc"), path)  # any iterable of titles, a spare one unused
+    assert path.exists()
+    path.unlink()
     with pytest.raises(ValueError, match="cols must be >= 1, got 0"):
         plot_images(tiles, ["a", "b"], path, cols=0)
     with pytest.raises(ValueError, match="plot_images: no images to plot"):

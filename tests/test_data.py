@@ -126,6 +126,9 @@ def test_idx_dataset_from_data_dir(tmp_path, gz):
     write_fake_idx_dataset(tmp_path, gz=gz)
     names = {stem + ".gz" * gz for stem in datasets.IDX_FILES.values()}
     assert {p.name for p in tmp_path.iterdir()} == names  # compress=False writes raw files
+    split = (np.zeros((2, 4, 4), np.uint8), np.arange(2))
+    folder = datasets.write_idx_dataset(tmp_path / "np-bool", split, split, compress=np.bool_(gz))
+    assert {p.name for p in folder.iterdir()} == names  # a NumPy bool as a Python one
     data = load_dataset("mnist", data_dir=tmp_path, train_size=12)
     assert data.train_x.shape == (12, 1, 28, 28) and data.train_x.dtype == np.uint8
     assert data.test_x.shape == (10, 1, 28, 28) and data.test_y.dtype == np.int64
@@ -606,6 +609,33 @@ def test_loader_rejects_bad_arguments():
     for mean in (1j, np.array([0.1, 0.2])):
         with pytest.raises(TypeError, match="mean must be a number, got"):
             DataLoader(images, labels, 4, mean=mean)
+
+
+class _DeviceScalar:
+    """A 0-d array that, like CuPy's, refuses np.asarray and gives its value by .item()."""
+
+    ndim = 0
+
+    def __init__(self, value):
+        self.value = value
+
+    def item(self):
+        return self.value
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed")
+
+
+def test_a_loader_takes_bool_labels_and_a_mean_computed_on_the_device():
+    """Bools are the labels 0 and 1, as before the labels' dtype check; a mean or std that is a
+    0-d device array (cupy.mean of the images) is its number, as float() took it before."""
+    images = np.random.default_rng().integers(0, 256, (4, 1, 3, 3)).astype(np.uint8)
+    flags = np.array([True, False, True, True])
+    loader = DataLoader(images, flags, 4, mean=_DeviceScalar(0.25), std=_DeviceScalar(2.0))
+    x, y = next(iter(loader))
+    np.testing.assert_array_equal(y, [1, 0, 1, 1])
+    assert y.dtype == np.int64
+    np.testing.assert_allclose(x, (images - 0.25) / 2.0, rtol=1e-6)
 
 
 # --------------------------------------------------------------------------------- augmentation

@@ -209,14 +209,21 @@ def test_download_unknown_dataset(tmp_path):
 
 @pytest.mark.parametrize(
     "timeout, error, message",
-    [(0, ValueError, "timeout must be > 0 seconds, got 0"),
-     (-1, ValueError, "timeout must be non-negative and finite, got -1"),
-     ("5", TypeError, "timeout must be a number, got '5'")],
+    [(0, ValueError, "got 0"), (-1, ValueError, "got -1"), (float("nan"), ValueError, "got nan"),
+     ("5", TypeError, "got '5'")],
 )  # fmt: skip
 def test_a_timeout_that_is_no_wait_is_refused_by_name(tmp_path, timeout, error, message):
     """0 made the socket non-blocking ("Operation now in progress", a failed download), and -1
     or "5" gave the socket's own words, or a DownloadError wrapping them."""
+    message = f"timeout must be a number of seconds > 0 or None, {message}"
     with pytest.raises(error, match=message):
         dl.fetch("http://127.0.0.1:9/x.gz", tmp_path / "x.gz", "0" * 64, timeout=timeout)
     with pytest.raises(error, match=message):
         dl.download("mnist", tmp_path, base_url="http://127.0.0.1:9/", timeout=timeout)
+
+
+def test_no_timeout_is_urlopens_none(tmp_path):
+    """timeout=None is urlopen's "no timeout" (it blocks): taken, as before the check."""
+    (tmp_path / "x.gz").write_bytes(b"kept")
+    digest = dl.sha256_of(tmp_path / "x.gz")  # already there: nothing is fetched
+    assert dl.fetch("http://127.0.0.1:9/x.gz", tmp_path / "x.gz", digest, timeout=None).is_file()

@@ -162,7 +162,7 @@ def write_idx_dataset(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for key, stem in IDX_FILES.items():
-        write_idx(folder / (stem + ".gz" * compress), arrays[key])
+        write_idx(folder / (stem + (".gz" if compress else "")), arrays[key])
     return folder
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import urllib.request
 from pathlib import Path
 from typing import BinaryIO
 
 from ..atomic import atomic_write, check_writable_folder
-from ..optim import check_non_negative
+from ..shapes import is_real
 
 FILES = (
     "train-images-idx3-ubyte.gz",
@@ -59,15 +60,19 @@ def official_dataset_of(sha256: str) -> str | None:
     return next((name for name, (_, sums) in SOURCES.items() if sha256 in sums.values()), None)
 
 
-def _check_timeout(timeout: float) -> None:
-    """A TypeError or ValueError unless ``timeout`` is a number of seconds > 0: 0 made the socket
-    non-blocking ("Operation now in progress"), -1 or "x" gave the socket's own words."""
-    check_non_negative(timeout=timeout)
-    if timeout == 0:
-        raise ValueError("timeout must be > 0 seconds, got 0")
+def _check_timeout(timeout: float | None) -> None:
+    """A TypeError or ValueError unless ``timeout`` is a number of seconds > 0 or None (no
+    timeout, as urlopen takes it): 0 made the socket non-blocking ("Operation now in progress"),
+    -1 or "x" gave the socket's own words."""
+    if timeout is None:
+        return
+    if not is_real(timeout):
+        raise TypeError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
+    if not 0 < timeout < math.inf:  # NaN too
+        raise ValueError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
 
 
-def fetch(url: str, dest: str | os.PathLike, sha256: str, timeout: float = 60.0) -> Path:
+def fetch(url: str, dest: str | os.PathLike, sha256: str, timeout: float | None = 60.0) -> Path:
     """Download ``url`` to ``dest``; refuse it unless its SHA-256 matches.
 
     Written atomically (:mod:`gpucnn.atomic`): a failed or refused download leaves nothing. A
@@ -100,7 +105,10 @@ def fetch(url: str, dest: str | os.PathLike, sha256: str, timeout: float = 60.0)
 
 
 def download(
-    name: str, data_dir: str | os.PathLike, base_url: str | None = None, timeout: float = 60.0
+    name: str,
+    data_dir: str | os.PathLike,
+    base_url: str | None = None,
+    timeout: float | None = 60.0,
 ) -> Path:
     """Fetch the four IDX files of dataset ``name`` into ``data_dir``; returns the folder.
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..backend import Backend, get_backend
 from ..functional import check_flag
-from ..shapes import integer, is_real, make_rng, positive_int
+from ..shapes import integer, is_real, make_rng, positive_int, scalar
 
 
 def random_shift(x: Any, offsets: Any, shift: int, xp: Any, fill: float = 0.0) -> Any:
@@ -44,7 +44,7 @@ def _integer_labels(labels: np.ndarray) -> np.ndarray:
     """``labels`` (N,) as int64; a ValueError for one that is not a whole number (not truncated)
     or another shape (an (N, 1) column failed only at the loss), a TypeError for text."""
     labels = np.asarray(labels)
-    if labels.dtype.kind not in "uif":
+    if labels.dtype.kind not in "buif":  # bools are the labels 0 and 1
         raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
     if labels.ndim != 1:
         raise ValueError(f"labels must be 1-D (N,), got shape {labels.shape}")
@@ -64,10 +64,10 @@ def _resident(backend: Backend, array: np.ndarray) -> Any:
 
 
 def _number(value: Any, name: str) -> float:
-    """``value`` (a Python or NumPy number, a 0-d array) as a float; a TypeError naming it for
-    None, a string, a bool, a complex number or an array of several, where Python's and NumPy's
-    words ("must be real number", "only 0-dimensional arrays") name nothing."""
-    number = np.asarray(value)[()]
+    """``value`` (a Python or NumPy number, a 0-d NumPy or CuPy array) as a float; a TypeError
+    naming it for None, a string, a bool, a complex number or an array of several, where Python's
+    and NumPy's words ("must be real number", "only 0-dimensional arrays") name nothing."""
+    number = scalar(value)
     if not is_real(number):
         raise TypeError(f"{name} must be a number, got {value!r}")
     return float(number)
