@@ -71,7 +71,9 @@ def gradcheck(
     # Checked now: 0 directions checked nothing and passed, eps=0 or NaN tolerances failed any
     # gradient, and seed=1.5 was NumPy's "SeedSequence expects int".
     directions = positive_int(directions, "directions")
-    if not is_real(eps) or eps == 0 or not math.isfinite(eps):
+    if not is_real(eps):
+        raise TypeError(f"gradcheck: eps must be a number, got {eps!r}")
+    if eps == 0 or not math.isfinite(eps):
         raise ValueError(f"gradcheck: eps must be a finite number other than 0, got {eps!r}")
     check_non_negative(rtol=rtol, atol=atol)
     if seed is None:

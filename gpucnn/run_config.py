@@ -78,7 +78,8 @@ def resolve(config: TrainConfig) -> TrainConfig:
             f"unknown augmentation {cfg.augment!r}; choose one of {', '.join(AUGMENT_CHOICES)}"
         )
     for name in ("resume", "overwrite", "progress", "cuda_graph"):  # resume="no" would resume
-        F.check_flag(getattr(cfg, name), _option(name))
+        option = "progress (--no-progress)" if name == "progress" else _option(name)
+        F.check_flag(getattr(cfg, name), option)
     _check_numbers(cfg)
     return cfg
 

@@ -250,6 +250,7 @@ def _after_forward(layer, x):
         (lambda: gradcheck(nn.ReLU(), [X64], directions=0), ValueError, "directions must be >= 1"),
         (lambda: gradcheck(nn.ReLU(), [X64], directions=1.5), TypeError, "directions must be an"),
         (lambda: gradcheck(nn.ReLU(), [X64], eps=0), ValueError, "eps must be a finite number"),
+        (lambda: gradcheck(nn.ReLU(), [X64], eps="x"), TypeError, "eps must be a number, got 'x'"),
         (lambda: gradcheck(nn.ReLU(), [X64], atol=np.nan), ValueError, "atol must be non-negative"),
         (lambda: gradcheck(nn.ReLU(), [X64], seed=1.5), TypeError, "seed must be an int, got 1.5"),
         (lambda: gradcheck(nn.ReLU(), [X64], seed=-1), ValueError, "seed: a seed must be >= 0"),

@@ -126,7 +126,9 @@ def test_counts_that_are_not_whole_numbers_are_refused_by_option(field, value):
 )
 def test_switches_that_are_not_bools_are_refused_by_option(tmp_path, field, value):
     """resume="no" is true: it resumed (or failed on a missing checkpoint) instead of a new run."""
-    option = "--" + field.replace("_", "-")
+    option = (
+        "--" + field.replace("_", "-") if field != "progress" else r"progress \(--no-progress\)"
+    )
     with pytest.raises(TypeError, match=f"{option} must be True or False, got {value!r}"):
         fit(TrainConfig(**{field: value}, out=str(tmp_path / "run")))
     assert not (tmp_path / "run").exists()
