@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 
 from .backend import backend_of
-from .optim import check_non_negative
-from .shapes import integer, is_real, make_rng, positive_int
+from .shapes import check_non_negative, integer, is_real, make_rng, positive_int
 
 
 def _as_tuple(value: Any) -> tuple:

@@ -17,7 +17,7 @@ import numpy as np
 from .backend import backend_of
 from .functional import check_flag, check_float_array
 from .nn.module import Parameter, check_state_dict, loaded_copy
-from .shapes import is_real, non_negative_int, positive_int, scalar
+from .shapes import check_non_negative, is_real, non_negative_int, positive_int, scalar
 
 
 class Optimizer:
@@ -175,16 +175,6 @@ def _saved_rate_and_count(
         raise TypeError(f"{rate[1]} must be a number, got {state[rate[0]]!r}")
     check_non_negative(**{rate[1]: lr})
     return float(lr), non_negative_int(state[count], f"{owner} state's {count}")
-
-
-def check_non_negative(**values: float) -> None:
-    """A TypeError naming the first value that is not a number (a str, a bool), a ValueError
-    naming the first that is negative, NaN or infinite."""
-    for name, value in values.items():
-        if not is_real(value):
-            raise TypeError(f"{name} must be a number, got {value!r}")
-        if not 0 <= value < math.inf:  # NaN too
-            raise ValueError(f"{name} must be non-negative and finite, got {value}")
 
 
 class SGD(Optimizer):

@@ -12,7 +12,7 @@ from . import optim
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .data.datasets import dataset_info
 from .nn.zoo import recipe
-from .shapes import integer
+from .shapes import check_non_negative, integer
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "cosine", "step")
@@ -92,7 +92,7 @@ def _option(field: str) -> str:
 def _check_numbers(cfg: TrainConfig) -> None:
     """Refuse numbers out of range now, naming their options, rather than once the data is
     loaded (the optimizer's and the loss's own checks name their Python arguments)."""
-    optim.check_non_negative(
+    check_non_negative(
         **{_option(name): getattr(cfg, name) for name in ("lr", "momentum", "weight_decay")}
     )
     F.check_label_smoothing(cfg.label_smoothing, _option("label_smoothing"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 from collections.abc import Sequence
@@ -29,26 +30,38 @@ def is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def check_non_negative(**values: float) -> None:
+    """A TypeError naming the first value that is not a number (a str, a bool), a ValueError
+    naming the first that is negative, NaN or infinite."""
+    for name, value in values.items():
+        if not is_real(value):
+            raise TypeError(f"{name} must be a number, got {value!r}")
+        if not 0 <= value < math.inf:  # NaN too
+            raise ValueError(f"{name} must be non-negative and finite, got {value}")
+
+
 def scalar(value: Any) -> Any:
     """A 0-d array, NumPy's or CuPy's (a mean computed on the GPU), as its Python number, which
     :func:`is_real` can judge; anything else as it is. (``np.asarray`` of a CuPy array raises.)"""
     return value.item() if getattr(value, "ndim", None) == 0 else value
 
 
+def _int_at_least(value: int, name: str, least: int) -> int:
+    """:func:`integer`, and a ValueError naming ``name`` below ``least``."""
+    v = integer(value, name)
+    if v < least:
+        raise ValueError(f"{name} must be >= {least}, got {v}")
+    return v
+
+
 def positive_int(value: int, name: str) -> int:
     """Like :func:`integer`, but it must be >= 1 (a layer's sizes, channel and group counts)."""
-    v = integer(value, name)
-    if v < 1:
-        raise ValueError(f"{name} must be >= 1, got {value!r}")
-    return v
+    return _int_at_least(value, name, 1)
 
 
 def non_negative_int(value: int, name: str) -> int:
     """Like :func:`integer`, but it must be >= 0 (a counter)."""
-    v = integer(value, name)
-    if v < 0:
-        raise ValueError(f"{name} must be >= 0, got {v}")
-    return v
+    return _int_at_least(value, name, 0)
 
 
 def make_rng(rng: np.random.Generator | int | None, name: str = "rng") -> np.random.Generator:

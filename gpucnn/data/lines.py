@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..optim import check_non_negative
-from ..shapes import integer, make_rng
+from ..shapes import check_non_negative, integer, make_rng
 
 CLASSES = ("vertical", "horizontal")
 

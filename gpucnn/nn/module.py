@@ -253,9 +253,9 @@ class Module:
         """Restore what :meth:`random_state` returned: the same keys, each an int >= 0 (a layer
         missing from it was a KeyError, a count of 2.7 truncated, a negative one NumPy's
         OverflowError)."""
-        own = self.random_state()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own), key=str)
+        expected = self.random_state()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected), key=str)
         if missing or unexpected:
             raise ValueError(f"random state mismatch: missing {missing}, unexpected {unexpected}")
         for key, value in state.items():
