@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from .shapes import file_path
+
 
 def _umask() -> int:
     """The process's umask: read from /proc where Linux shows it, else set and put back (which
@@ -91,7 +93,7 @@ def check_writable_folder(folder: str | os.PathLike, option: str) -> Path:
     just trained). A missing folder is made for the check and removed again: the first file
     written in it (:func:`atomic_write`) makes it for good, so a command that fails before then
     leaves no empty folder behind."""
-    folder = Path(folder)
+    folder = file_path(folder, option)
     try:
         with _made_folder(folder) as made, tempfile.TemporaryFile(dir=folder):
             pass

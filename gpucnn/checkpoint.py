@@ -20,7 +20,7 @@ from .atomic import atomic_write
 from .nn.module import Module
 from .nn.zoo import build_from_spec
 from .optim import LRScheduler, Optimizer
-from .shapes import non_negative_int
+from .shapes import file_path, non_negative_int
 
 FORMAT = "gpucnn-checkpoint"
 VERSION = 1
@@ -81,6 +81,7 @@ def save_checkpoint(
     meta: dict | None = None,
 ) -> Path:
     """Write a checkpoint of ``model`` (built from ``spec``) and the training state to ``path``."""
+    path = file_path(path, "save_checkpoint: path")
     # Now: "x" was written, and the file could not be loaded again; 1.5 was read back as 1.
     epoch = non_negative_int(epoch, "epoch")
     # A model given as the optimizer was saved as its state, and the run could not be resumed.
@@ -135,7 +136,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`; a :class:`CheckpointError` if bad."""
-    path = Path(path)
+    path = file_path(path, "load_checkpoint: path")
     arrays = _read_arrays(path)
     try:
         header = json.loads(arrays.pop(_HEADER).tobytes().decode())

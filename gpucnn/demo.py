@@ -13,7 +13,7 @@ import numpy as np
 from . import functional as F
 from .backend import get_backend
 from .filters import KERNELS, apply_filters
-from .shapes import conv_output_size
+from .shapes import conv_output_size, file_path
 
 
 def dense_parameters(n_in: int, n_out: int) -> int:
@@ -121,7 +121,7 @@ def pooling_section(device: str, out: Path) -> str:
 def run_demo(device: str = "cpu", out: str | Path = "runs/demo") -> Path:
     """Run every section on ``device``, print it, and save the PNGs into ``out``."""
     backend = get_backend(device)  # no usable GPU: refused before the folder is made
-    out = Path(out)
+    out = file_path(out, "run_demo: out")
     out.mkdir(parents=True, exist_ok=True)
     print(f"gpucnn demo on device {backend.name!r}\n")
     for section in (

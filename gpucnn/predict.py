@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from .checkpoint import load_checkpoint
+from .shapes import file_path
 
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # "I": how older Pillows open them
 
@@ -68,7 +69,14 @@ def predict_files(
     Pixels are scaled to the training data's range and normalised as in training. One path
     alone is that image (a str was taken letter by letter: "/: Is a directory").
     """
-    paths = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    file_path(checkpoint, "predict_files: checkpoint")
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    elif not isinstance(paths, Iterable):  # None: "'NoneType' object is not iterable"
+        raise TypeError(f"predict_files: paths must be a path or paths, got {paths!r}")
+    paths = list(paths)
+    for path in paths:  # an int was Pillow's "'int' object has no attribute 'read'"
+        file_path(path, "predict_files: each of paths")
     if not paths:  # NumPy's "need at least one array to stack" otherwise
         raise ValueError("predict_files: no image paths given")
     ckpt = load_checkpoint(checkpoint)

@@ -4,7 +4,6 @@ optimizer and schedule it names, and the configuration a resumed run goes on wit
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 from . import functional as F
@@ -12,7 +11,7 @@ from . import optim
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .data.datasets import dataset_info
 from .nn.zoo import recipe
-from .shapes import check_non_negative, integer
+from .shapes import check_non_negative, file_path, integer
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "cosine", "step")
@@ -55,8 +54,8 @@ def resolve(config: TrainConfig) -> TrainConfig:
         raise TypeError(f"expected a TrainConfig, got {type(config).__name__}")
     for name in ("out", "data_dir"):  # out=0 was taken as unset, 5 was pathlib's TypeError
         value = getattr(config, name)
-        if value is not None and not isinstance(value, str | os.PathLike):
-            raise TypeError(f"{_option(name)} must be a path, got {value!r}")
+        if value is not None:
+            file_path(value, _option(name))
     dataset, model = config.dataset, config.model
     if model is None:
         dataset = dataset or "lines"

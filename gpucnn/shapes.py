@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import os
+import reprlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,6 +65,15 @@ def positive_int(value: int, name: str) -> int:
 def non_negative_int(value: int, name: str) -> int:
     """Like :func:`integer`, but it must be >= 0 (a counter)."""
     return _int_at_least(value, name, 0)
+
+
+def file_path(value: str | os.PathLike, name: str) -> Path:
+    """``value`` as a Path; anything but a str or an os.PathLike (None, a number, bytes) is a
+    TypeError naming ``name``, where pathlib's words ("expected str, bytes or os.PathLike
+    object, not NoneType") name neither the argument nor the call."""
+    if not isinstance(value, str | os.PathLike):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {reprlib.repr(value)}")
+    return Path(value)
 
 
 def make_rng(rng: np.random.Generator | int | None, name: str = "rng") -> np.random.Generator:

@@ -1,5 +1,7 @@
 """Bad input gets a ValueError/TypeError naming the problem and the shapes, never a wrong answer."""
 
+import re
+
 import numpy as np
 import pytest
 from conftest import KERNEL_BACKENDS, make_backend
@@ -8,14 +10,18 @@ from gpucnn import conv_output_size, nn, optim, reference
 from gpucnn import functional as F
 from gpucnn.backend import get_backend
 from gpucnn.backend.launchers import launching
+from gpucnn.checkpoint import load_checkpoint, save_checkpoint
 from gpucnn.data.datasets import load_dataset, write_idx_dataset
-from gpucnn.data.idx import write_idx
+from gpucnn.data.download import download
+from gpucnn.data.idx import read_idx, write_idx
 from gpucnn.data.lines import generate_lines
 from gpucnn.data.loader import DataLoader
+from gpucnn.demo import run_demo
 from gpucnn.errors import DeviceMismatchError, GpuUnavailableError
 from gpucnn.filters import apply_filters, filter_bank
 from gpucnn.gradcheck import gradcheck
 from gpucnn.nn.zoo import build_model
+from gpucnn.predict import predict_files
 
 X = np.random.default_rng().standard_normal((2, 3, 8, 8)).astype(np.float32)
 W = np.random.default_rng().standard_normal((4, 3, 3, 3)).astype(np.float32)
@@ -369,6 +375,36 @@ def _after_forward(layer, x):
 def test_bad_arguments_raise_named_errors(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+@pytest.mark.parametrize(
+    ("call", "name", "given"),
+    [
+        (lambda _: load_checkpoint(None), "load_checkpoint: path", "None"),
+        (lambda d: save_checkpoint(3, nn.Linear(3, 2), {}), "save_checkpoint: path", "3"),
+        (lambda _: read_idx(None), "read_idx: path", "None"),
+        (lambda _: write_idx(7, np.zeros(3, np.uint8)), "write_idx: path", "7"),
+        (lambda _: write_idx_dataset(None, (0, 0), (0, 0)), "write_idx_dataset: folder", "None"),
+        (lambda _: load_dataset("mnist", data_dir=0), "--data-dir", "0"),
+        (lambda _: download("mnist", 5), "--data-dir", "5"),
+        (lambda _: run_demo(out=b"runs"), "run_demo: out", "b'runs'"),
+        (lambda _: predict_files(None, "a.png"), "predict_files: checkpoint", "None"),
+        (lambda d: predict_files(d / "m.npz", [d / "a.png", 3]), "each of paths", "3"),
+    ],
+)  # fmt: skip
+def test_what_is_not_a_path_is_refused_naming_the_argument(tmp_path, call, name, given):
+    """pathlib's "expected str, bytes or os.PathLike object, not NoneType" named neither the
+    call nor the argument; load_dataset took data_dir=0 for unset and read the default folder."""
+    message = f"{name} must be a path (str or os.PathLike), got {given}"
+    with pytest.raises(TypeError, match=re.escape(message)):
+        call(tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_predict_files_refuses_paths_that_are_not_paths_or_a_list_of_them(tmp_path):
+    """None was "'NoneType' object is not iterable", after the checkpoint was loaded."""
+    with pytest.raises(TypeError, match="predict_files: paths must be a path or paths, got None"):
+        predict_files(tmp_path / "m.npz", None)
 
 
 def test_numpy_numbers_are_numbers():

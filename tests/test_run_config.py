@@ -138,7 +138,9 @@ def test_switches_that_are_not_bools_are_refused_by_option(tmp_path, field, valu
 def test_folders_that_are_not_paths_are_refused_by_option(field, value):
     """out=0 was taken as unset (the default folder written), out=5 was pathlib's words."""
     option = "--" + field.replace("_", "-")
-    with pytest.raises(TypeError, match=re.escape(f"{option} must be a path, got {value!r}")):
+    with pytest.raises(
+        TypeError, match=re.escape(f"{option} must be a path (str or os.PathLike), got {value!r}")
+    ):
         resolve(TrainConfig(**{field: value}))
 
 

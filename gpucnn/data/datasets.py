@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..functional import check_flag
-from ..shapes import integer, non_negative_int
+from ..shapes import file_path, integer, non_negative_int
 from .download import official_dataset_of
 from .idx import IdxError, read_file, read_idx, write_idx
 from .lines import CLASSES as LINES_CLASSES
@@ -120,6 +120,8 @@ def dataset_info(name: str) -> DatasetInfo:
 def candidate_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
     """Where IDX files of ``name`` are looked for, in order (``--data-dir`` alone when given):
     the root's ``name`` subfolder before the root, which may hold another dataset's files."""
+    if data_dir is not None:  # 0 was taken for unset, 5 got pathlib's words
+        file_path(data_dir, "--data-dir")
     roots = [Path(data_dir)] if data_dir else []
     if not roots and os.environ.get(ENV_VAR):
         roots = [Path(os.environ[ENV_VAR])]
@@ -157,9 +159,9 @@ def write_idx_dataset(
 ) -> Path:
     """Write (images (N, H, W) uint8, labels (N,)) pairs as the four MNIST-named IDX files."""
     check_flag(compress, "compress")  # 2 named the files .gz.gz, which no loader finds
+    folder = file_path(folder, "write_idx_dataset: folder")
     labels = {"train_y": _byte_labels(train[1]), "test_y": _byte_labels(test[1])}
     arrays = {"train_x": train[0], "test_x": test[0], **labels}
-    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for key, stem in IDX_FILES.items():
         write_idx(folder / (stem + (".gz" if compress else "")), arrays[key])

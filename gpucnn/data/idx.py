@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..functional import check_flag
+from ..shapes import file_path
 
 # IDX type code -> big-endian dtype
 IDX_DTYPES = {
@@ -60,7 +61,7 @@ def read_idx(
     Raises :class:`IdxError` naming the file for a bad magic number, wrong dimensions or a length
     that does not match the header.
     """
-    path = Path(path)
+    path = file_path(path, "read_idx: path")
     data = _decompressed(read_file(path) if raw is None else raw, path)
     if len(data) < 4:
         raise IdxError(f"{path}: too short for an IDX header ({len(data)} bytes)")
@@ -89,7 +90,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None 
     """Write ``array`` as an IDX file, gzipped if ``compress`` (default: name ends in .gz)."""
     if compress is not None:  # "no" would compress
         check_flag(compress, "compress")
-    path = Path(path)
+    path = file_path(path, "write_idx: path")
     array = np.asarray(array)
     codes = {dt.newbyteorder("="): code for code, dt in IDX_DTYPES.items()}
     code = codes.get(array.dtype.newbyteorder("="))
