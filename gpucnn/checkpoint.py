@@ -107,8 +107,21 @@ def save_checkpoint(
         "random_state": model.random_state(),
         "meta": meta or {},
     }
-    arrays[_HEADER] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    try:
+        text = json.dumps(header, default=_json_scalar)
+    except TypeError as err:  # before anything is written
+        raise TypeError(f"save_checkpoint: spec and meta must hold JSON values: {err}") from err
+    arrays[_HEADER] = np.frombuffer(text.encode(), dtype=np.uint8)
     return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def _json_scalar(value: Any) -> Any:
+    """A NumPy scalar or a 0-d array, NumPy's or CuPy's, in a spec or meta (an accuracy as
+    ``np.float32``) as the Python number it holds, which JSON stores exactly; anything else is
+    json's TypeError."""
+    if getattr(value, "ndim", None) == 0:
+        return value.item()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:

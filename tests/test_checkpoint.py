@@ -269,6 +269,23 @@ def test_what_is_not_a_model_optimizer_schedule_or_generator_is_refused(tmp_path
     assert not (tmp_path / "m.npz").exists()
 
 
+def test_numpy_numbers_in_meta_are_stored_as_the_numbers_they_hold(tmp_path):
+    """An accuracy as np.float32 or a count as np.int64 was json's "Object of type float32 is
+    not JSON serializable"; a 0-d array is a number too. What JSON cannot hold is refused by
+    name, and nothing is written."""
+    model, spec = build_model("tutorial-lines", rng=0), model_spec("tutorial-lines")
+    accuracy = np.float32(np.random.default_rng().random())
+    meta = {"acc": accuracy, "n": np.int64(7), "best": np.bool_(True), "mean": np.array(0.25)}
+    path = ck.save_checkpoint(tmp_path / "m.npz", model, spec, meta=meta)
+    stored = ck.load_checkpoint(path).meta
+    assert stored == {"acc": float(accuracy), "n": 7, "best": True, "mean": 0.25}
+    assert type(stored["n"]) is int and np.float32(stored["acc"]) == accuracy
+    for bad, kind in [({"curve": np.arange(3.0)}, "ndarray"), ({"seen": {1, 2}}, "set")]:
+        with pytest.raises(TypeError, match=f"save_checkpoint: spec and meta .*type {kind} "):
+            ck.save_checkpoint(tmp_path / "bad.npz", model, spec, meta=bad)
+    assert not (tmp_path / "bad.npz").exists()
+
+
 def test_an_entry_outside_the_model_optimizer_and_scheduler_is_named(tmp_path):
     """An array under another group than model/, optimizer/ and scheduler/ (a foreign or
     newer file) is refused by name, not dropped or a KeyError."""
