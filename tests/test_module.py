@@ -651,6 +651,29 @@ def test_zoo_specs_are_copies_that_building_leaves_alone(rng):
         model_spec("resnet")
 
 
+@pytest.mark.parametrize(
+    "spec, error, message",
+    [
+        (None, TypeError, "a model spec is a dict with a 'layers' list, got None"),
+        ({"name": "x"}, TypeError, "a model spec is a dict with a 'layers' list, got {'name'"),
+        ({"layers": [["ReLU", {}], ["Linear"]]}, TypeError, r"layer 1 \(\['Linear'\]\): expec"),
+        ({"layers": [[["ReLU"], {}]]}, ValueError, "layer 0 .*: unknown layer; known: Conv2d, "),
+        ({"layers": [["Linear", [3, 2]]]}, TypeError, "layer 0 .*: its arguments must be a dict"),
+        ({"layers": [["Linear", {"in_features": 3}]]}, TypeError, "layer 0 .*'out_features'"),
+        (
+            {"layers": [["ReLU", {}], ["MaxPool2d", {"kernel_size": 0}]]},
+            ValueError,
+            "layer 1 .*kernel_size must be positive",
+        ),
+    ],
+)
+def test_a_malformed_spec_is_refused_naming_the_layer_entry(spec, error, message):
+    """Python's words ("'NoneType' object is not subscriptable", KeyError 'layers', "unhashable
+    type: 'list'") named neither the spec nor which of its layers was wrong."""
+    with pytest.raises(error, match=message):
+        build_from_spec(spec)
+
+
 def test_zoo_models_draw_every_weight_and_dropout_seed_from_the_rng(rng):
     """One seed rebuilds a model exactly, weights and dropout seeds alike; another seed gives
     other weights, and each dropout layer its own seed (two layers, or two models, sharing a

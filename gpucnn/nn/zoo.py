@@ -10,6 +10,7 @@ in 25 epochs and win in 50; benchmarks/RESULTS.md has the search).
 from __future__ import annotations
 
 import copy
+import reprlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,18 +134,36 @@ def recipe(name: str) -> Recipe:
 def build_from_spec(
     spec: dict, rng: np.random.Generator | int | None = None
 ) -> container.Sequential:
-    """A Sequential of the spec's layers; weights (and dropout seeds) drawn from ``rng``."""
+    """A Sequential of the spec's layers; weights (and dropout seeds) drawn from ``rng``.
+
+    A malformed spec is a TypeError or ValueError naming the layer entry at fault, where
+    Python's words ("'NoneType' object is not subscriptable", "unhashable type") named none.
+    """
     rng = make_rng(rng)
+    entries = spec.get("layers") if isinstance(spec, dict) else None
+    if not isinstance(entries, list | tuple):
+        raise TypeError(f"a model spec is a dict with a 'layers' list, got {reprlib.repr(spec)}")
     layers: list[Module] = []
-    for kind, kwargs in spec["layers"]:
-        if kind not in LAYERS:
-            raise ValueError(f"model spec names unknown layer {kind!r}")
+    for index, entry in enumerate(entries):
+        where = f"model spec layer {index} ({reprlib.repr(entry)})"
+        if not (isinstance(entry, list | tuple) and len(entry) == 2):
+            raise TypeError(f"{where}: expected a [name, arguments] pair")
+        kind, kwargs = entry
+        if not isinstance(kind, str) or kind not in LAYERS:
+            raise ValueError(f"{where}: unknown layer; known: {', '.join(LAYERS)}")
+        if not isinstance(kwargs, dict):
+            raise TypeError(f"{where}: its arguments must be a dict")
         kwargs = dict(kwargs)
         if kind in ("Conv2d", "Linear"):
             kwargs["rng"] = rng
         elif kind == "Dropout":
             kwargs["seed"] = int(rng.integers(2**62))
-        layers.append(LAYERS[kind](**kwargs))
+        try:
+            layers.append(LAYERS[kind](**kwargs))
+        except TypeError as err:
+            raise TypeError(f"{where}: {err}") from err
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from err
     return container.Sequential(*layers)
 
 
