@@ -151,6 +151,8 @@ def train_epoch(model, loss_fn, optimizer, loader: DataLoader, bar, step=None):
 
 def evaluate(model, loader: DataLoader) -> tuple[float, float]:
     """(mean loss, accuracy) of ``model`` in eval mode over ``loader``."""
+    if not isinstance(model, nn.Module):  # None was "has no attribute 'training'"
+        raise TypeError(f"evaluate: model must be a gpucnn Module, got {type(model).__name__}")
     loss_fn = nn.CrossEntropyLoss().eval()  # the loss alone, no gradient
     was_training = model.training
     model.eval()

@@ -348,6 +348,14 @@ def test_a_loader_without_samples_is_refused_by_training_and_evaluation():
         evaluate(model, loader)
 
 
+def test_evaluate_refuses_what_is_not_a_model():
+    """None failed on an attribute; the loader's data would have been no help in finding why."""
+    loader = DataLoader(np.ones((3, 1, 2, 2), np.float32), np.zeros(3), 2)
+    for model in (None, [nn.Flatten()]):
+        with pytest.raises(TypeError, match="evaluate: model must be a gpucnn Module, got"):
+            evaluate(model, loader)
+
+
 def test_evaluate_restores_training_mode_when_the_model_fails():
     """An error mid-evaluation leaves the model in training mode, as it came in."""
     model = nn.Sequential(nn.Flatten(), nn.Linear(5, 2))  # the images have 4 features
