@@ -72,8 +72,10 @@ class Nvrtc:
             options = [f"-arch={arch}", "-std=c++17", NAMED_ONLY]
             argv = (ctypes.c_char_p * len(options))(*(o.encode() for o in options))
             start = time.perf_counter()
-            self._call("nvrtcCompileProgram", program, len(options), argv)
+            status = self.lib.nvrtcCompileProgram(program, len(options), argv)
             seconds = time.perf_counter() - start
+            if status != 0:
+                raise RuntimeError(f"NVRTC cannot build {name} ({family}):\n{self._log(program)}")
             size = ctypes.c_size_t()
             self._call("nvrtcGetCUBINSize", program, ctypes.byref(size))
             cubin = ctypes.create_string_buffer(size.value)
@@ -81,6 +83,14 @@ class Nvrtc:
             return seconds, cubin.raw
         finally:
             self.lib.nvrtcDestroyProgram(ctypes.byref(program))
+
+    def _log(self, program: ctypes.c_void_p) -> str:
+        """The compiler's messages for ``program`` (its errors, after a failed build)."""
+        size = ctypes.c_size_t()
+        self._call("nvrtcGetProgramLogSize", program, ctypes.byref(size))
+        log = ctypes.create_string_buffer(size.value)
+        self._call("nvrtcGetProgramLog", program, log)
+        return log.value.decode(errors="replace")
 
     def compile_seconds(self, family: str, name: str, arch: str) -> float:
         """Seconds NVRTC takes to build ``family``'s module of kernel ``name`` to a cubin."""

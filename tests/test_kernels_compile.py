@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -262,6 +263,29 @@ def test_nvrtc_builds_just_the_named_kernel(name: str):
     _, cubin = nvrtc_or_none().build("conv2d", name, "sm_90")
     assert mangled[name] in cubin
     assert len(set(re.findall(rb"\.text\._Z\w+", cubin))) == 1, "one kernel's code, no other"
+
+
+@pytest.mark.skipif(nvrtc_or_none() is None, reason="no NVRTC library (nvidia-cuda-nvrtc)")
+def test_nvrtc_builds_every_kernel_module_as_cupy_asks():
+    """Every kernel and float type builds under NVRTC, which CuPy compiles with on a GPU machine,
+    with CupyRunner's options (C++17, GPUCNN_NAMED_ONLY, one name expression), to a cubin of that
+    one kernel. NVRTC has neither host headers nor a host compiler, so a source nvcc builds can
+    still fail there; here that shows without a GPU (the dev extra installs NVRTC)."""
+    nvrtc = nvrtc_or_none()
+    modules = [(f, name) for f in kernels.families() for name in kernels.name_expressions(f)]
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        cubins = list(pool.map(lambda module: nvrtc.build(*module, "sm_90")[1], modules))
+    for module, cubin in zip(modules, cubins, strict=True):
+        assert len(set(re.findall(rb"\.text\._Z\w+", cubin))) == 1, module
+
+
+@pytest.mark.skipif(nvrtc_or_none() is None, reason="no NVRTC library (nvidia-cuda-nvrtc)")
+def test_a_source_nvrtc_refuses_shows_nvrtcs_messages(monkeypatch):
+    """A failed build says which kernel and what NVRTC said, not only its status number."""
+    script = load_script("nvrtc_times")
+    monkeypatch.setattr(script, "_source", lambda family: b"__global__ void k() { undeclared; }")
+    with pytest.raises(RuntimeError, match=r"(?s)cannot build k \(conv2d\):.*undeclared"):
+        script.Nvrtc(script.find_nvrtc()).build("conv2d", "k", "sm_90")
 
 
 def test_nvrtc_times_builds_each_kernel_as_cupy_does(monkeypatch, capsys):
