@@ -34,7 +34,7 @@ ORACLES = [
 
 # Configurations per run, backend and oracle; the emulator runs CUDA kernels on the CPU, so it
 # gets fewer.
-COUNTS = {"conv": 1000, "max_pool": 300, "avg_pool": 300}
+COUNTS = {"conv": 1000, "winograd": 1000, "max_pool": 300, "avg_pool": 300}
 EMU_SHARE = 0.1
 
 
@@ -62,6 +62,19 @@ def random_conv(rng, index: int):
     return conv_case(name, x_shape, w_shape, stride, padding, dilation, groups, bias)
 
 
+def random_winograd(rng, index: int):
+    """A 3x3 stride-1 conv case run as Winograd on the kernel devices, whatever its size:
+    asymmetric padding, channels in and out past one block's 32 rows and not a multiple of the
+    8-channel slab, plane sides odd and even (a half-filled 2x2 output tile)."""
+    padding = tuple(tuple(int(p) for p in rng.integers(0, 4, 2)) for _ in range(2))
+    size = [max(1, 3 - sum(pad) + int(rng.integers(0, 9))) for pad in padding]
+    x_shape = (int(rng.integers(1, 3)), int(rng.integers(1, 41)), *size)
+    w_shape = (int(rng.integers(1, 41)), x_shape[1], 3, 3)
+    bias = bool(rng.random() < 0.7)
+    name = f"winograd{index}_x{x_shape}_w{w_shape}_p{padding}_b{bias}"
+    return conv_case(name, x_shape, w_shape, (1, 1), padding, bias=bias, algorithm="winograd")
+
+
 def random_pool(rng, index: int, factory):
     """A pool case: kernel, stride, padding up to half the kernel (as torch allows), size."""
     kernel = tuple(int(k) for k in rng.integers(1, 5, 2))
@@ -77,6 +90,7 @@ def random_pool(rng, index: int, factory):
 
 FAMILIES = {
     "conv": random_conv,
+    "winograd": random_winograd,
     "max_pool": lambda rng, i: random_pool(rng, i, max_pool_case),
     "avg_pool": lambda rng, i: random_pool(rng, i, avg_pool_case),
 }
@@ -100,6 +114,8 @@ def _one_torch_thread():
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_random_configurations_match_oracle(family, oracle, backend, rng):
     """Forward and every gradient of many random configurations agree with the oracle."""
+    if family == "winograd" and backend.name == "cpu":
+        pytest.skip("the CPU backend has no Winograd path: its 3x3 convolutions are conv's")
     count = COUNTS[family]
     if backend.name == "cuda-emu":
         count = int(count * EMU_SHARE)
