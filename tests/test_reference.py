@@ -1,4 +1,4 @@
-"""The CPU backend against the naive float64 reference, and the reference against the tutorial."""
+"""Every backend against the naive float64 reference, and the reference against the tutorial."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from gpucnn.backend import im2col
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", REFERENCE_CASES, ids=repr)
-def test_cpu_matches_reference(case, dtype, cpu, rng):
-    """float64: agreement to rounding; float32: the backend's own float32 error stays in bounds."""
+def test_backend_matches_reference(case, dtype, backend, rng):
+    """float64: agreement to rounding; float32: the backend's own float32 error stays in bounds.
+    The kernel devices directly too, not only through their agreement with the CPU (each link
+    in bounds would allow the two together twice the error)."""
     inputs = case.sample(rng, dtype)
-    assert_outputs_close(
-        case.run(cpu, inputs), case.reference(inputs), case, dtype, "cpu vs reference"
-    )
+    got = case.run(backend, inputs)
+    assert_outputs_close(got, case.reference(inputs), case, dtype, f"{backend.name} vs reference")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -1,4 +1,4 @@
-"""The CPU backend, and the reference itself, against PyTorch (torch.nn.functional and torch.optim):
+"""Every backend, and the reference itself, against PyTorch (torch.nn.functional and torch.optim):
 forward outputs, every gradient and optimiser states. Skipped, with the reason, without torch."""
 
 from __future__ import annotations
@@ -8,26 +8,27 @@ import pytest
 
 pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch==2.13.0)")
 
-from op_cases import TORCH_CASES, assert_outputs_close  # noqa: E402
+from op_cases import DTYPES, TORCH_CASES, assert_outputs_close  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
-SUBJECTS = [
-    pytest.param("cpu", np.float32, id="cpu-f32"),
-    pytest.param("cpu", np.float64, id="cpu-f64"),
-    pytest.param("reference", np.float64, id="reference-f64"),
-]
 
-
-@pytest.mark.parametrize(("subject", "dtype"), SUBJECTS)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", TORCH_CASES, ids=repr)
-def test_matches_torch(case, subject, dtype, cpu, rng):
-    """Same inputs and upstream gradient through gpucnn and through torch, in the same dtype."""
-    if subject == "reference" and case.reference is None:
-        pytest.skip(f"{case.name} has no reference implementation")
+def test_backend_matches_torch(case, dtype, backend, rng):
+    """Same inputs and upstream gradient through gpucnn and through torch, in the same dtype, on
+    every device (the kernel devices directly, not only through the CPU)."""
     inputs = case.sample(rng, dtype)
-    got = case.run(cpu, inputs) if subject == "cpu" else case.reference(inputs)
-    assert_outputs_close(got, case.torch(inputs), case, dtype, f"{subject} vs torch")
+    got = case.run(backend, inputs)
+    assert_outputs_close(got, case.torch(inputs), case, dtype, f"{backend.name} vs torch")
+
+
+@pytest.mark.parametrize("case", [c for c in TORCH_CASES if c.reference is not None], ids=repr)
+def test_reference_matches_torch(case, rng):
+    """The oracle itself, in float64."""
+    inputs = case.sample(rng, np.float64)
+    got = case.reference(inputs)
+    assert_outputs_close(got, case.torch(inputs), case, np.float64, "reference vs torch")
 
 
 def test_reference_max_pool_propagates_nan_as_torch(rng):
