@@ -49,6 +49,12 @@ def _cases(rng):
             lambda t, tf: tf.conv2d(t(x), t(w5), padding="same", dilation=(2, 1)),
         ),
         (
+            "conv2d padding same, even kernel: the odd pixel at the bottom and right",
+            lambda d: F.conv2d(d(x), d(w5[:, :, :2, :4]), d(b[:3]), padding="same"),
+            ref.conv2d_forward(x, w5[:, :, :2, :4], b[:3], (1, 1), ((0, 1), (1, 2))),
+            lambda t, tf: tf.conv2d(t(x), t(w5[:, :, :2, :4]), t(b[:3]), padding="same"),
+        ),
+        (
             "conv2d padding pair",
             lambda d: F.conv2d(d(x), d(w5[:, :, :2, :3]), padding=(0, 2)),
             ref.conv2d_forward(x, w5[:, :, :2, :3], None, (1, 1), _pad2(0, 2)),
@@ -128,6 +134,7 @@ def test_functional_ops_match_the_reference_on_the_inputs_device(name, backend, 
 
 
 @pytest.mark.torch
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")  # its own copy
 @pytest.mark.parametrize("name", [n for n in CASE_NAMES if not n.startswith("dropout")])
 def test_functional_ops_match_pytorch(name, rng):
     torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch)")
