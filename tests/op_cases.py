@@ -310,7 +310,8 @@ def _relu_after_case(
     gradients through the ReLU (``backward(bk, gz, x, w)`` -> gx, gw, gb of the plain op): the
     values of relu_forward after the plain op. ``plain`` is the plain op's case, whose inputs
     are redrawn clear of the kink; ``ref_*`` and ``torch_forward(tf, x, w, b)`` are the plain op's
-    reference and PyTorch versions."""
+    reference and PyTorch versions. Without a bias (``b`` None) the bias gradient is still the
+    plain op's (the sum of the upstream gradient), as PyTorch's of a zero bias."""
 
     def grads(bk, gy, x, w, y):
         return backward(bk, bk.relu_backward(gy, y), x, w)
@@ -327,21 +328,27 @@ def _relu_after_case(
 
     def torch_fn(d):
         _, tf = _torch()
-        x, w, b = _leaf(d["x"]), _leaf(d["w"]), _leaf(d["b"])
+        x, w = _leaf(d["x"]), _leaf(d["w"])
+        b = _leaf(np.zeros(d["w"].shape[0], d["x"].dtype) if d["b"] is None else d["b"])
         y = tf.relu(torch_forward(tf, x, w, b))
         _backward(y, d["gy"])
         return _numpy(y=y, gx=x.grad, gw=w.grad, gb=b.grad)
 
     def gradient(bk, d):
         x, w, b = (_dev(bk, d[k]) for k in ("x", "w", "b"))
+        args = (x, w) if b is None else (x, w, b)
         y = forward(bk, x, w, b)
-        return (lambda x, w, b: forward(bk, x, w, b)), (x, w, b), lambda gy: grads(bk, gy, x, w, y)
+        return (
+            (lambda x, w, b=None: forward(bk, x, w, b)),
+            args,
+            lambda gy: grads(bk, gy, x, w, y)[: len(args)],
+        )
 
     sample = _clear_of_kink(plain.sample, lambda d: ref_forward(d["x"], d["w"], d["b"]))
     return OpCase(name, sample, run, SUMS, reference, torch_fn, gradient, **kw)
 
 
-def conv_relu_case(name, x_shape, w_shape, padding=0, algorithm="auto"):
+def conv_relu_case(name, x_shape, w_shape, padding=0, algorithm="auto", bias=True):
     """conv2d_forward with ``relu`` (the fused epilogue) and its gradients through the ReLU, the
     CUDA backend's convolutions run as ``algorithm``."""
     pads = ((padding, padding), (padding, padding))
@@ -353,7 +360,7 @@ def conv_relu_case(name, x_shape, w_shape, padding=0, algorithm="auto"):
 
     return _relu_after_case(
         f"conv2d_relu_{name}",
-        conv_case(name, x_shape, w_shape, padding=padding),
+        conv_case(name, x_shape, w_shape, padding=padding, bias=bias),
         lambda bk, x, w, b: _as(algorithm, bk.conv2d_forward, x, w, b, *opts, relu=True),
         backward,
         lambda x, w, b: ref.conv2d_forward(x, w, b, *opts),
@@ -502,6 +509,10 @@ FUSED_CASES = [
     conv_relu_case("basic", (2, 3, 7, 6), (4, 3, 3, 3)),
     conv_relu_case("pad1", (2, 2, 6, 6), (3, 2, 3, 3), padding=1),
     conv_relu_case("winograd", (2, 2, 7, 5), (3, 2, 3, 3), padding=1, algorithm="winograd"),
+    conv_relu_case("nobias", (2, 3, 6, 7), (4, 3, 3, 2), padding=1, bias=False),
+    conv_relu_case(
+        "winograd_nobias", (2, 3, 6, 5), (3, 3, 3, 3), padding=1, algorithm="winograd", bias=False
+    ),
     *(relu_max_pool_case(*c) for c in POOL_CONFIGS if c[0] in ("k2s2", "k3s2p1_overlap")),
 ]
 
@@ -672,12 +683,12 @@ def _linear_case(bias: bool) -> OpCase:
     return OpCase(name, sample, run, SUMS, reference, torch_fn, gradient)
 
 
-def _linear_relu_case() -> OpCase:
+def _linear_relu_case(bias: bool) -> OpCase:
     """linear_forward with ``relu`` (fused: bias and ReLU in one kernel on the GPU, in the 1x1
     conv's epilogue inside a graph session) and its gradients through the ReLU."""
     return _relu_after_case(
-        "linear_relu",
-        _linear_case(bias=True),
+        "linear_relu" if bias else "linear_relu_nobias",
+        _linear_case(bias),
         lambda bk, x, w, b: bk.linear_forward(x, w, b, relu=True),
         lambda bk, gz, x, w: bk.linear_backward(gz, x, w),
         ref.linear_forward,
@@ -1072,7 +1083,8 @@ CASES: list[OpCase] = [
     _bias_relu_case(),
     _linear_case(bias=True),
     _linear_case(bias=False),
-    _linear_relu_case(),
+    _linear_relu_case(bias=True),
+    _linear_relu_case(bias=False),
     *FUSED_CASES,
     _dropout_case((4, 3, 5, 6), 0.3),
     _dropout_case((7, 33), 0.5),
