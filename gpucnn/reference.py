@@ -308,6 +308,20 @@ def batch_norm2d_backward(gy, x, gamma, eps):
     return gx, ggamma, gbeta
 
 
+def batch_norm2d_backward_eval(gy, x, gamma, running_mean, running_var, eps):
+    """Eval-mode gradients: the forward is a fixed affine map per channel, so gx = gy * gamma /
+    sqrt(running_var + eps) -> (gx, ggamma, gbeta)."""
+    gy, x = _f64(gy), _f64(x)
+    gx = np.zeros_like(x)
+    ggamma, gbeta = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+    for c in range(x.shape[1]):
+        invstd = 1.0 / math.sqrt(running_var[c] + eps)
+        gx[:, c] = gy[:, c] * gamma[c] * invstd
+        ggamma[c] = np.sum(gy[:, c] * (x[:, c] - running_mean[c]) * invstd)
+        gbeta[c] = np.sum(gy[:, c])
+    return gx, ggamma, gbeta
+
+
 # ------------------------------------------------------------------------------------ dropout
 _MASK64 = (1 << 64) - 1
 

@@ -820,7 +820,8 @@ def _bn_eval_case() -> OpCase:
     def reference(d):
         return {"y": ref.batch_norm2d_forward_eval(*(d[k] for k in keys), BN_EPS)}
 
-    # No gradient: the eval-mode backward is not a backend op (it is one multiply in the layer).
+    # No gradient: the eval-mode backward is not a backend op (it is one multiply in the layer;
+    # test_reference checks the layer against ref.batch_norm2d_backward_eval on each device).
     return OpCase("batch_norm2d_eval", sample, run, ELEMENTWISE, reference, torch_fn)
 
 

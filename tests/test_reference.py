@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from op_cases import DTYPES, REFERENCE_CASES, assert_outputs_close
 
+from gpucnn import nn
 from gpucnn import reference as ref
 from gpucnn.backend import im2col
 
@@ -31,6 +32,31 @@ def test_cpu_convolution_in_chunks_of_one_sample(case, dtype, cpu, rng, monkeypa
     assert_outputs_close(
         case.run(cpu, inputs), case.reference(inputs), case, dtype, "cpu in chunks vs reference"
     )
+
+
+def test_batch_norm_layer_in_eval_mode_matches_the_reference(backend, rng):
+    """The eval-mode backward is the layer's own (array ops, no backend op of its own), so the
+    op table does not reach it: the layer in float64 on each device, forward and all three
+    gradients, against the reference's loops over channels."""
+    layer = nn.BatchNorm2d(3, dtype=np.float64).to(backend.name).eval()
+    stats = rng.standard_normal(3), rng.uniform(0.2, 3.0, 3)
+    params = rng.uniform(0.5, 1.5, 3), rng.standard_normal(3)
+    for target, values in zip(
+        (layer.running_mean, layer.running_var, layer.weight.data, layer.bias.data),
+        (*stats, *params),
+        strict=True,
+    ):
+        target[...] = backend.asarray(values)
+    x, gy = rng.standard_normal((2, 3, 4, 5)) * 2 + 1, rng.standard_normal((2, 3, 4, 5))
+    y = backend.to_numpy(layer(backend.asarray(x)))
+    gx = backend.to_numpy(layer.backward(backend.asarray(gy)))
+    gamma, eps = params[0], layer.eps
+    want_y = ref.batch_norm2d_forward_eval(x, gamma, params[1], *stats, eps)
+    want = ref.batch_norm2d_backward_eval(gy, x, gamma, *stats, eps)
+    got = (gx, backend.to_numpy(layer.weight.grad), backend.to_numpy(layer.bias.grad))
+    np.testing.assert_allclose(y, want_y, rtol=1e-12, atol=1e-12)
+    for name, g, w in zip(("gx", "ggamma", "gbeta"), got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12, err_msg=name)
 
 
 def test_reference_convolution_finds_the_tutorials_vertical_edge():

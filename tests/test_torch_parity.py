@@ -31,6 +31,27 @@ def test_reference_matches_torch(case, rng):
     assert_outputs_close(got, case.torch(inputs), case, np.float64, "reference vs torch")
 
 
+def test_reference_batch_norm_eval_gradients_are_torchs(rng):
+    """The reference's eval-mode batch-norm backward (the oracle of the layer's, which no op case
+    reaches) against autograd through PyTorch's eval-mode batch_norm."""
+    import torch
+
+    from gpucnn import reference as ref
+
+    x, gy = rng.standard_normal((2, 3, 4, 5)) * 2 + 1, rng.standard_normal((2, 3, 4, 5))
+    mean, var = rng.standard_normal(3), rng.uniform(0.2, 3.0, 3)
+    gamma, beta = rng.uniform(0.5, 1.5, 3), rng.standard_normal(3)
+    leaves = [torch.tensor(a, requires_grad=True) for a in (x, gamma, beta)]
+    y = torch.nn.functional.batch_norm(
+        leaves[0], torch.tensor(mean), torch.tensor(var), leaves[1], leaves[2], eps=1e-5
+    )
+    y.backward(torch.tensor(gy))
+    want = [leaf.grad.numpy() for leaf in leaves]
+    got = ref.batch_norm2d_backward_eval(gy, x, gamma, mean, var, 1e-5)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+
+
 def test_reference_max_pool_propagates_nan_as_torch(rng):
     """The reference's NaN rule (a window with a NaN gives NaN), which every backend follows
     (test_parity), is PyTorch's: NaN in the same output places."""
