@@ -52,7 +52,7 @@ class Checkpoint:
         """The model of this checkpoint, weights loaded, on ``device``."""
         try:
             model = build_from_spec(self.spec)
-        except (KeyError, TypeError, ValueError) as err:
+        except (TypeError, ValueError) as err:
             raise CheckpointError(f"{self.path}: its model spec is not buildable: {err!r}") from err
         try:
             model.load_state_dict(self.model_state)
@@ -117,10 +117,11 @@ def save_checkpoint(
 
 def _json_scalar(value: Any) -> Any:
     """A NumPy scalar or a 0-d array, NumPy's or CuPy's, in a spec or meta (an accuracy as
-    ``np.float32``) as the Python number it holds, which JSON stores exactly; anything else is
-    json's TypeError."""
-    if getattr(value, "ndim", None) == 0:
-        return value.item()
+    ``np.float32``) as the Python number it holds, which JSON stores exactly; anything else (a
+    long double, whose ``item()`` is itself; a date) is json's TypeError naming its type."""
+    item = value.item() if getattr(value, "ndim", None) == 0 else None
+    if isinstance(item, bool | int | float | str):
+        return item
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 

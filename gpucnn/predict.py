@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from typing import BinaryIO
 
 import numpy as np
 
@@ -59,24 +60,31 @@ def _pixels(Image, image, channels: int, size: tuple[int, int]) -> np.ndarray:  
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
+def _is_open_file(value) -> bool:
+    """An open binary file (or io.BytesIO), which Pillow reads as it reads a path."""
+    return callable(getattr(value, "read", None))
+
+
 def predict_files(
     checkpoint: str | os.PathLike,
-    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    paths: str | os.PathLike | BinaryIO | Sequence[str | os.PathLike | BinaryIO],
     device: str = "cpu",
 ) -> list[tuple[str, str, float]]:
-    """(path, class name, probability) of the most likely class for each image file.
+    """(path, class name, probability) of the most likely class for each image file (a path, or
+    a file open for binary reading, named by its ``name`` where it has one).
 
     Pixels are scaled to the training data's range and normalised as in training. One path
     alone is that image (a str was taken letter by letter: "/: Is a directory").
     """
     file_path(checkpoint, "predict_files: checkpoint")
-    if isinstance(paths, str | os.PathLike):
-        paths = [paths]
+    if isinstance(paths, str | os.PathLike) or _is_open_file(paths):
+        paths = [paths]  # an open file was read line by line
     elif not isinstance(paths, Iterable):  # None: "'NoneType' object is not iterable"
         raise TypeError(f"predict_files: paths must be a path or paths, got {paths!r}")
     paths = list(paths)
     for path in paths:  # an int was Pillow's "'int' object has no attribute 'read'"
-        file_path(path, "predict_files: each of paths")
+        if not _is_open_file(path):
+            file_path(path, "predict_files: each of paths")
     if not paths:  # NumPy's "need at least one array to stack" otherwise
         raise ValueError("predict_files: no image paths given")
     ckpt = load_checkpoint(checkpoint)
@@ -93,6 +101,6 @@ def predict_files(
     classes = meta.get("classes") or [str(i) for i in range(probs.shape[1])]
     best = probs.argmax(axis=1)
     return [
-        (str(p), classes[k], float(probs[i, k]))
+        (str(getattr(p, "name", p) if _is_open_file(p) else p), classes[k], float(probs[i, k]))
         for i, (p, k) in enumerate(zip(paths, best, strict=True))
     ]

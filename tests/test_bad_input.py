@@ -392,9 +392,13 @@ def test_bad_arguments_raise_named_errors(call, error, message):
         (lambda d: predict_files(d / "m.npz", [d / "a.png", 3]), "each of paths", "3"),
     ],
 )  # fmt: skip
-def test_what_is_not_a_path_is_refused_naming_the_argument(tmp_path, call, name, given):
+def test_what_is_not_a_path_is_refused_naming_the_argument(
+    tmp_path, monkeypatch, call, name, given
+):
     """pathlib's "expected str, bytes or os.PathLike object, not NoneType" named neither the
-    call nor the argument; load_dataset took data_dir=0 for unset and read the default folder."""
+    call nor the argument; load_dataset took data_dir=0 for unset and read the default folder.
+    Nothing is written, here or (run from tmp_path) in a relative default folder."""
+    monkeypatch.chdir(tmp_path)
     message = f"{name} must be a path (str or os.PathLike), got {given}"
     with pytest.raises(TypeError, match=re.escape(message)):
         call(tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -124,6 +125,16 @@ def test_predict_gives_the_models_probabilities_for_the_training_datas_pixels(
     np.testing.assert_allclose([p for *_, p in got], probs.max(axis=1), rtol=1e-5)
     ((path, label, prob),) = predict_files(tmp_path / "run" / "model.npz", paths[1])  # one path
     assert (path, label) == got[1][:2] and prob == pytest.approx(got[1][2], rel=1e-5)
+    # Open files, as Pillow reads them: one alone (not read line by line), or in a list, named
+    # by their file name where they have one.
+    with open(paths[2], "rb") as file:
+        ((name, label, prob),) = predict_files(tmp_path / "run" / "model.npz", file)
+    assert (name, label) == (str(paths[2]), got[2][1]) and prob == pytest.approx(got[2][2], 1e-5)
+    in_memory = [io.BytesIO(paths[i].read_bytes()) for i in (0, 1)]
+    for (_, *want), (_, *from_memory) in zip(
+        got[:2], predict_files(tmp_path / "run" / "model.npz", in_memory), strict=True
+    ):
+        assert from_memory[0] == want[0] and from_memory[1] == pytest.approx(want[1], rel=1e-5)
     with pytest.raises(ValueError, match="predict_files: no image paths given"):
         predict_files(tmp_path / "run" / "model.npz", [])
 

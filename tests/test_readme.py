@@ -1,5 +1,6 @@
 """The README stays true: its Python example runs as printed, its command-line table lists every
-command, and every command and option it names is one the parser takes."""
+command, and the commands and options it names (in that table, and in its inline code spans that
+run ``gpucnn``) are ones the parser takes."""
 
 from __future__ import annotations
 
@@ -41,9 +42,10 @@ def _named_options() -> dict[str, set[str]]:
 def test_the_api_example_runs_as_printed(capsys):
     """The README's "API by example" block, run as it stands: a summary, one training step with
     a finite loss whose gradient reaches the first layer, and the two functional calls."""
-    (example,) = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    examples = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    assert examples, "no python block in README.md"
     namespace: dict = {}
-    exec(compile(example, "README.md", "exec"), namespace)
+    exec(compile(examples[0], "README.md", "exec"), namespace)
     model, loss = namespace["model"], namespace["loss"]
     assert np.isfinite(float(loss)) and float(loss) > 0
     assert "Conv2d" in capsys.readouterr().out  # model.summary printed

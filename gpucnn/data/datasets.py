@@ -120,9 +120,9 @@ def dataset_info(name: str) -> DatasetInfo:
 def candidate_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
     """Where IDX files of ``name`` are looked for, in order (``--data-dir`` alone when given):
     the root's ``name`` subfolder before the root, which may hold another dataset's files."""
-    if data_dir is not None:  # 0 was taken for unset, 5 got pathlib's words
-        file_path(data_dir, "--data-dir")
-    roots = [Path(data_dir)] if data_dir else []
+    # "": an empty --data-dir, taken as unset like an empty variable
+    unset = data_dir is None or (isinstance(data_dir, str) and not data_dir)
+    roots = [] if unset else [file_path(data_dir, "--data-dir")]  # 0 was taken for unset
     if not roots and os.environ.get(ENV_VAR):
         roots = [Path(os.environ[ENV_VAR])]
     dirs = [d for root in roots for d in (root / name, root)]  # the named subfolder first
