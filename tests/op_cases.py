@@ -517,10 +517,16 @@ FUSED_CASES = [
 ]
 
 
-def _global_avg_pool_case() -> OpCase:
+def global_avg_pool_case(
+    name: str = "global_avg_pool2d", shape=(2, 3, 20, 17), shift: float = 0.0
+) -> OpCase:
+    """Global average pooling, forward and backward; by default 20 x 17 = 340 > 256 pixels a
+    plane: each kernel thread sums more than one of them. ``shift`` moves x's mean off zero, so
+    that a lone plane's mean does not cancel to rounding size (errors are relative to the
+    largest output)."""
+
     def sample(rng, dtype):
-        # 20 x 17 = 340 > 256 pixels a plane: each kernel thread sums more than one of them.
-        return {"x": _normal(rng, (2, 3, 20, 17), dtype), "gy": _normal(rng, (2, 3), dtype)}
+        return {"x": _normal(rng, shape, dtype, 1.0, shift), "gy": _normal(rng, shape[:2], dtype)}
 
     def run(bk, d):
         x, gy = _dev(bk, d["x"]), _dev(bk, d["gy"])
@@ -549,7 +555,7 @@ def _global_avg_pool_case() -> OpCase:
             lambda gy: (bk.global_avg_pool2d_backward(gy, x.shape),),
         )
 
-    return OpCase("global_avg_pool2d", sample, run, SUMS, reference, torch_fn, gradient)
+    return OpCase(name, sample, run, SUMS, reference, torch_fn, gradient)
 
 
 # ------------------------------------------------------------------------ elementwise, dense
@@ -739,7 +745,7 @@ def _dropout_case(shape, p: float) -> OpCase:
 BN_EPS = 1e-5
 
 
-def _bn_train_case(name: str = "batch_norm2d_train", shape=(3, 4, 3, 5)) -> OpCase:
+def batch_norm_train_case(name: str = "batch_norm2d_train", shape=(3, 4, 3, 5)) -> OpCase:
 
     def sample(rng, dtype):
         return {
@@ -826,7 +832,7 @@ def _bn_eval_case() -> OpCase:
 
 
 # ------------------------------------------------------------------------------------- loss
-def _xent_case(
+def xent_case(
     name: str, logit_scale: float, smoothing: float = 0.0, shape=(6, 5), shift: float = 0.0
 ) -> OpCase:
     """The loss forward and backward, and softmax_cross_entropy_train (both in one call: one
@@ -1078,7 +1084,7 @@ def _adamw_many_case(weight_decay=0.05, lr=0.05, betas=(0.9, 0.999), eps=1e-8) -
 CASES: list[OpCase] = [
     *CONV_CASES,
     *POOL_CASES,
-    _global_avg_pool_case(),
+    global_avg_pool_case(),
     _relu_case(),
     _relu_offset_case(),
     _bias_relu_case(),
@@ -1089,19 +1095,19 @@ CASES: list[OpCase] = [
     *FUSED_CASES,
     _dropout_case((4, 3, 5, 6), 0.3),
     _dropout_case((7, 33), 0.5),
-    _bn_train_case(),
+    batch_norm_train_case(),
     _bn_eval_case(),
-    _xent_case("unit", 1.0),
-    _xent_case("huge_logits", 1e3),
-    _xent_case("label_smoothing", 3.0, smoothing=0.1),
-    _xent_case("huge_logits_smoothed", 1e3, smoothing=0.25),
+    xent_case("unit", 1.0),
+    xent_case("huge_logits", 1e3),
+    xent_case("label_smoothing", 3.0, smoothing=0.1),
+    xent_case("huge_logits_smoothed", 1e3, smoothing=0.25),
     # Every logit far below 0: a row maximum that started from 0 instead of -inf would shift by 0,
     # and exp(logit) underflow to a zero sum (a loss of inf) in float32.
-    _xent_case("all_negative", 2.0, smoothing=0.1, shift=-500.0),
+    xent_case("all_negative", 2.0, smoothing=0.1, shift=-500.0),
     # Past 128 rows the GPU's softmax_cross_entropy_train takes its three-kernel path; 40 classes
     # give the one-block path's lanes two columns each.
-    _xent_case("many_rows", 2.0, smoothing=0.1, shape=(129, 7)),
-    _xent_case("wide_rows", 2.0, shape=(128, 40)),
+    xent_case("many_rows", 2.0, smoothing=0.1, shape=(129, 7)),
+    xent_case("wide_rows", 2.0, shape=(128, 40)),
     _sgd_case("plain"),
     _sgd_case("weight_decay", weight_decay=0.05),
     _sgd_case("momentum", momentum=0.9),

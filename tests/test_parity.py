@@ -7,9 +7,9 @@ import pytest
 from op_cases import (
     CASES,
     DTYPES,
-    _bn_train_case,
     assert_outputs_close,
     avg_pool_case,
+    batch_norm_train_case,
     max_pool_case,
     relu_max_pool_case,
 )
@@ -41,7 +41,7 @@ PLANE_LOOP_CASES = [
     max_pool_case("many_planes", (3, 7, 5, 6), (2, 2), (2, 2)),
     avg_pool_case("many_planes_overlap", (3, 7, 5, 6), (3, 3), (2, 2), (1, 1)),
     relu_max_pool_case("many_planes_overlap", (3, 7, 5, 6), (3, 3), (2, 2), (1, 1)),
-    _bn_train_case("batch_norm2d_train_many_images", (19, 2, 3, 4)),
+    batch_norm_train_case("batch_norm2d_train_many_images", (19, 2, 3, 4)),
 ]
 
 

@@ -1,10 +1,13 @@
-"""Random conv and pool configurations, fresh each run, against the reference and PyTorch.
+"""Random configurations, fresh each run, against the reference and PyTorch.
 
 Every run draws new shapes, strides, paddings (asymmetric for conv), dilations, groups, kernels,
-bias or not, and dtypes, builds an op case from each (the same :mod:`op_cases` factories the
-parity table uses) and compares the backend's forward and every gradient with each oracle: the
-reference loops always, PyTorch where it is installed (skipped with the reason where not). Failures
-are collected and reported together with their configurations and the run's seed.
+bias or not, and dtypes for the sliding-window ops, and new shapes for the reductions (batch
+norm's statistics, global average pooling, the loss over rows and classes: the kernels split
+these across threads, warps and blocks by size), builds an op case from each (the same
+:mod:`op_cases` factories the parity table uses) and compares the backend's forward and every
+gradient with each oracle: the reference loops always, PyTorch where it is installed (skipped
+with the reason where not). Failures are collected and reported together with their
+configurations and the run's seed.
 """
 
 from __future__ import annotations
@@ -13,7 +16,15 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from op_cases import assert_outputs_close, avg_pool_case, conv_case, max_pool_case
+from op_cases import (
+    assert_outputs_close,
+    avg_pool_case,
+    batch_norm_train_case,
+    conv_case,
+    global_avg_pool_case,
+    max_pool_case,
+    xent_case,
+)
 
 try:
     import torch
@@ -34,7 +45,10 @@ ORACLES = [
 
 # Configurations per run, backend and oracle; the emulator runs CUDA kernels on the CPU, so it
 # gets fewer.
-COUNTS = {"conv": 1000, "winograd": 1000, "max_pool": 300, "avg_pool": 300}
+COUNTS = {
+    "conv": 1000, "winograd": 1000, "max_pool": 300, "avg_pool": 300,
+    "batch_norm": 600, "global_avg_pool": 600, "xent": 300,
+}  # fmt: skip
 EMU_SHARE = 0.1
 
 
@@ -88,11 +102,42 @@ def random_pool(rng, index: int, factory):
     return factory(name, x_shape, kernel, stride, padding)
 
 
+def random_batch_norm(rng, index: int):
+    """Training-mode batch norm: planes from a pixel to 40 x 40, so a channel's N*H*W runs from
+    3 to thousands. (At 2 the input gradient is zero whatever x, the two normalised values
+    being -1 and 1: both sides would be rounding alone, nothing to compare.) At least 3
+    channels: errors are measured against an output's largest value, and a lone channel's gamma
+    gradient or running mean (sums of terms of either sign) can cancel to a hundredth of its
+    terms' size, leaving rounding that is no error of ours."""
+    n, c = int(rng.integers(1, 5)), int(rng.integers(3, 9))
+    h, w = (int(s) for s in rng.integers(1, 41, 2))
+    shape = (n, c, h, max(w, -(-3 // (n * h))))
+    return batch_norm_train_case(f"batch_norm{index}_x{shape}", shape)
+
+
+def random_global_avg_pool(rng, index: int):
+    """Planes from a pixel to 48 x 48 (a kernel thread sums several pixels past 256)."""
+    shape = (int(rng.integers(1, 4)), int(rng.integers(1, 6)), *rng.integers(1, 49, 2).tolist())
+    return global_avg_pool_case(f"global_avg_pool{index}_x{tuple(shape)}", tuple(shape), 1.0)
+
+
+def random_xent(rng, index: int):
+    """The loss over 1 to 300 rows (the GPU's one-block path up to 128, three kernels past it) of
+    2 to 64 classes, logits of any scale, label smoothing or not."""
+    shape = (int(rng.integers(1, 301)), int(rng.integers(2, 65)))
+    scale, smoothing = float(10.0 ** rng.uniform(-1, 3)), _pick(rng, [0.0, 0.0, 0.1, 0.3])
+    name = f"xent{index}_{shape}_scale{scale:.3g}_smoothing{smoothing}"
+    return xent_case(name, scale, smoothing=smoothing, shape=shape)
+
+
 FAMILIES = {
     "conv": random_conv,
     "winograd": random_winograd,
     "max_pool": lambda rng, i: random_pool(rng, i, max_pool_case),
     "avg_pool": lambda rng, i: random_pool(rng, i, avg_pool_case),
+    "batch_norm": random_batch_norm,
+    "global_avg_pool": random_global_avg_pool,
+    "xent": random_xent,
 }
 
 
