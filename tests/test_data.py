@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import types
 
 import numpy as np
 import pytest
@@ -81,6 +82,7 @@ def _header(code=0x08, dims=(3,)):
     "payload, message",
     [
         (b"\x00\x08", "too short"),
+        (b"\x00\x00\x08", "too short"),  # one byte short of the header: not struct's words
         (b"\x01\x00\x08\x01" + b"\x00" * 8, "bad magic"),
         (b"\x00\x00\x42\x01" + b"\x00" * 8, "bad magic"),
         (b"\x1f\x00\x08\x01" + b"\x00" * 8, "bad magic"),  # gzip's first byte only
@@ -112,6 +114,29 @@ def test_idx_wrong_number_of_dimensions(tmp_path):
     path = write_idx(tmp_path / "labels.gz", np.zeros(5, np.uint8))
     with pytest.raises(IdxError, match="expected 3 dimensions, the file has 1"):
         read_idx(path, ndim=3)
+
+
+def test_idx_with_more_dimensions_than_expected_is_refused(tmp_path):
+    """A file of images (3-D) where labels (1-D) are expected is refused, not only one with
+    fewer dimensions: extra dimensions are as wrong as missing ones."""
+    shape = tuple(int(d) for d in np.random.default_rng().integers(1, 4, 3))
+    path = write_idx(tmp_path / "images.gz", np.zeros(shape, np.uint8))
+    with pytest.raises(IdxError, match="expected 1 dimensions, the file has 3"):
+        read_idx(path, ndim=1)
+
+
+def test_idx_write_takes_any_byte_order_and_gzips_reproducibly(tmp_path, monkeypatch):
+    """A big-endian array (as another reader returns one) is written as its native twin is,
+    and a gzipped file's bytes depend on the array alone, not on the time it was written
+    (no mtime in the gzip header), so equal data gives equal files and checksums."""
+    rng = np.random.default_rng()
+    array = rng.integers(-1000, 1000, (3, 4, 5)).astype(np.int32)
+    native = write_idx(tmp_path / "native.gz", array).read_bytes()
+    later = float(rng.integers(10**9, 2 * 10**9))  # another time than now, for gzip's header
+    monkeypatch.setattr(gzip, "time", types.SimpleNamespace(time=lambda: later))
+    swapped = write_idx(tmp_path / "swapped.gz", array.astype(">i4")).read_bytes()
+    assert swapped == native
+    np.testing.assert_array_equal(read_idx(tmp_path / "swapped.gz"), array)
 
 
 def test_idx_missing_file(tmp_path):
