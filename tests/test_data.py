@@ -206,6 +206,25 @@ def test_an_empty_gpucnn_data_is_unset(tmp_path, monkeypatch):
     assert load_dataset("mnist").source == str(tmp_path / "debian" / "mnist")
 
 
+def test_an_empty_data_dir_is_unset(tmp_path, monkeypatch):
+    """--data-dir "" (an empty shell variable) is no folder either: $GPUCNN_DATA is looked in,
+    not the current folder."""
+    write_fake_idx_dataset(tmp_path / "env", n_train=30)
+    write_fake_idx_dataset(tmp_path / "cwd" / "mnist", n_train=20)
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.setenv("GPUCNN_DATA", str(tmp_path / "env"))
+    data = load_dataset("mnist", data_dir="")
+    assert data.source == str(tmp_path / "env") and len(data.train_y) == 30
+
+
+def test_gpucnn_data_holding_the_files_itself_is_found(tmp_path, monkeypatch):
+    """$GPUCNN_DATA is a root like --data-dir: the files in the folder itself are found when
+    it has no subfolder named after the dataset."""
+    write_fake_idx_dataset(tmp_path, n_train=20)
+    monkeypatch.setenv("GPUCNN_DATA", str(tmp_path))
+    assert load_dataset("mnist").source == str(tmp_path)
+
+
 def test_a_folder_without_all_four_files_is_passed_over(tmp_path):
     """The named subfolder missing one file: the root's complete set is loaded; with none
     complete, the dataset is not found (rather than a crash on the missing file)."""
