@@ -663,6 +663,20 @@ def test_loader_rejects_bad_arguments():
             DataLoader(images, labels, 4, mean=mean)
 
 
+def test_every_label_is_checked_and_one_label_for_all_images_is_refused():
+    """One fractional label among whole ones is named (not truncated to a class), and a 0-d
+    label is refused by its shape, not by Python's "len() of unsized object"."""
+    images, labels = _toy()
+    rng = np.random.default_rng()
+    floats = labels.astype(np.float64)
+    floats[rng.integers(len(floats))] += 0.5
+    bad = floats[floats % 1 != 0][0]
+    with pytest.raises(ValueError, match=f"labels must be whole numbers, got {bad}"):
+        DataLoader(images, floats, 4)
+    with pytest.raises(ValueError, match=r"labels must be 1-D \(N,\), got shape \(\)"):
+        DataLoader(images[:1], labels[0], 1)
+
+
 class _DeviceScalar:
     """A 0-d array that, like CuPy's, refuses np.asarray and gives its value by .item()."""
 
@@ -753,6 +767,33 @@ def test_loader_and_augmentation_match_on_every_device(kernel_backend, cpu):
     options = {"shuffle": True, "shift": 2, "flip": True, "mean": 30.0, "std": 7.0}
     on_device = DataLoader(images, labels, 8, device=backend, rng=5, **options)
     on_cpu = DataLoader(images, labels, 8, device=cpu, rng=5, **options)
+    for (x, y), (x_ref, y_ref) in zip(on_device, on_cpu, strict=True):
+        assert backend.owns(x) and backend.owns(y)
+        np.testing.assert_array_equal(backend.to_numpy(x), x_ref)
+        np.testing.assert_array_equal(backend.to_numpy(y), y_ref)
+
+
+def test_images_the_device_has_no_room_for_stay_on_the_host(kernel_backend, cpu, monkeypatch):
+    """Images too big for the device memory stay on the host, the labels go to the device: a
+    shuffled, augmented loader then gathers each batch on the host, and gives on the device the
+    batches a loader on the CPU gives with the same seed."""
+    backend = kernel_backend
+    rng = np.random.default_rng()
+    images = rng.integers(0, 256, (20, 1, 6, 6), dtype=np.uint8)
+    labels = rng.integers(0, 10, 20)
+    to_device = backend.asarray
+
+    def asarray(a, dtype=None):
+        if np.ndim(a) == 4 and len(a) == len(images):  # the whole set, not a batch of it
+            raise MemoryError("Out of memory allocating 2,880 bytes")
+        return to_device(a, dtype)
+
+    monkeypatch.setattr(backend, "asarray", asarray)
+    seed = int(rng.integers(2**31))
+    options = {"shuffle": True, "shift": 1, "flip": True, "mean": 30.0, "std": 7.0}
+    on_device = DataLoader(images, labels, 8, device=backend, rng=seed, **options)
+    assert not backend.owns(on_device.images) and backend.owns(on_device.labels)
+    on_cpu = DataLoader(images, labels, 8, device=cpu, rng=seed, **options)
     for (x, y), (x_ref, y_ref) in zip(on_device, on_cpu, strict=True):
         assert backend.owns(x) and backend.owns(y)
         np.testing.assert_array_equal(backend.to_numpy(x), x_ref)
