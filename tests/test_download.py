@@ -210,16 +210,26 @@ def test_download_unknown_dataset(tmp_path):
 @pytest.mark.parametrize(
     "timeout, error, message",
     [(0, ValueError, "got 0"), (-1, ValueError, "got -1"), (float("nan"), ValueError, "got nan"),
-     ("5", TypeError, "got '5'")],
+     (float("inf"), ValueError, "got inf"), ("5", TypeError, "got '5'"),
+     (True, TypeError, "got True")],
 )  # fmt: skip
 def test_a_timeout_that_is_no_wait_is_refused_by_name(tmp_path, timeout, error, message):
     """0 made the socket non-blocking ("Operation now in progress", a failed download), and -1
-    or "5" gave the socket's own words, or a DownloadError wrapping them."""
+    or "5" gave the socket's own words, or a DownloadError wrapping them; inf is no number of
+    seconds a socket takes (None is no timeout), True no number at all."""
     message = f"timeout must be a number of seconds > 0 or None, {message}"
     with pytest.raises(error, match=message):
         dl.fetch("http://127.0.0.1:9/x.gz", tmp_path / "x.gz", "0" * 64, timeout=timeout)
     with pytest.raises(error, match=message):
         dl.download("mnist", tmp_path, base_url="http://127.0.0.1:9/", timeout=timeout)
+
+
+def test_a_bad_timeout_is_refused_even_with_every_file_already_there(local_mnist, tmp_path):
+    """download checks its timeout before it looks at the folder: a complete folder (nothing
+    to fetch) does not let a timeout of 0 pass, to fail on the first file that is missing."""
+    folder = dl.download("mnist", tmp_path / "d", timeout=5)
+    with pytest.raises(ValueError, match="timeout must be a number of seconds > 0 or None"):
+        dl.download("mnist", folder, timeout=0)
 
 
 def test_no_timeout_is_urlopens_none(tmp_path):
