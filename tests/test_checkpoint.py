@@ -18,6 +18,7 @@ from conftest import write_fake_idx_dataset
 from gpucnn import checkpoint as ck
 from gpucnn import nn, optim
 from gpucnn.atomic import atomic_write
+from gpucnn.data.datasets import load_dataset
 from gpucnn.data.loader import DataLoader
 from gpucnn.nn.zoo import build_from_spec, build_model, model_spec
 from gpucnn.train import TrainConfig, evaluate, evaluate_checkpoint, fit
@@ -303,6 +304,34 @@ def test_an_entry_outside_the_model_optimizer_and_scheduler_is_named(tmp_path):
         ck.load_checkpoint(path)
 
 
+def _arrays(path):
+    with np.load(path) as npz:
+        return {key: npz[key] for key in npz.files}
+
+
+def test_a_checkpoint_missing_one_of_its_weights_is_refused(tmp_path):
+    """A model array missing from the file is named, not left at a fresh initialisation."""
+    path = tmp_path / "m.npz"
+    _save(path)
+    arrays = _arrays(path)
+    names = [key for key in arrays if key.startswith("model/")]
+    gone = names[np.random.default_rng().integers(len(names))]
+    np.savez(path, **{key: value for key, value in arrays.items() if key != gone})
+    with pytest.raises(ck.CheckpointError, match="weights do not match the model spec") as info:
+        ck.load_checkpoint(path).build_model()
+    assert gone.removeprefix("model/") in str(info.value)
+
+
+def test_a_checkpoint_is_read_without_unpickling(tmp_path):
+    """An object array (rebuilt by running pickle's code from the file) makes the file no
+    readable checkpoint: loading one never unpickles what it holds."""
+    path = tmp_path / "m.npz"
+    _save(path)
+    np.savez(path, **_arrays(path), **{"model/extra": np.array([{"key": 1}], dtype=object)})
+    with pytest.raises(ck.CheckpointError, match="not a readable checkpoint"):
+        ck.load_checkpoint(path)
+
+
 def test_an_unbuildable_spec_or_missing_training_state_is_named(tmp_path):
     config = TrainConfig(epochs=1, train_size=64, test_size=32, progress=False, out=str(tmp_path))
     fit(config, log=lambda s: None)
@@ -338,6 +367,20 @@ def test_a_runs_normalisation_goes_with_its_checkpoint(tmp_path):
     loader = DataLoader(data.test_x, data.test_y, 1000, mean=0.3, std=2.5)
     want = evaluate(checkpoint.build_model(), loader)
     assert loss == pytest.approx(want[0], rel=1e-6) and accuracy == want[1]
+
+
+def test_a_checkpoint_is_evaluated_on_its_runs_own_lines_test_set(tmp_path):
+    """The lines test images are generated from the run's seed: evaluating a checkpoint of a
+    run with another seed than 0 scores it on that run's test set, of the run's size."""
+    seed = int(np.random.default_rng().integers(1, 2**31))
+    config = TrainConfig(
+        epochs=1, seed=seed, train_size=32, test_size=24, progress=False, out=str(tmp_path)
+    )
+    fit(config, log=lambda s: None)
+    _, _, data = evaluate_checkpoint(str(tmp_path / "model.npz"))
+    want = load_dataset("lines", seed=seed, train_size=32, test_size=24)
+    np.testing.assert_array_equal(data.test_x, want.test_x)
+    np.testing.assert_array_equal(data.test_y, want.test_y)
 
 
 def _interrupt_after(epoch):
@@ -432,6 +475,19 @@ def test_to_torch_and_back(name):
     fresh = build_from_spec(spec, rng=5)
     fresh.load_state_dict(ck.from_torch(reference.state_dict()))
     _assert_same_state(fresh.state_dict(), model.state_dict())
+
+
+@pytest.mark.torch
+def test_from_torch_takes_parameters_that_require_gradients():
+    """A state dict taken with keep_vars=True holds the parameters themselves, which require
+    gradients: they convert as their values, not as torch's "Can't call numpy() on Tensor
+    that requires grad"."""
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    state = torch.nn.Linear(3, 2).state_dict(keep_vars=True)
+    assert all(tensor.requires_grad for tensor in state.values())
+    got = ck.from_torch(state)
+    for key, tensor in state.items():
+        np.testing.assert_array_equal(got[key], tensor.detach().numpy())
 
 
 @pytest.mark.torch
