@@ -17,6 +17,7 @@ from conftest import KERNEL_BACKENDS, make_backend, write_fake_idx_dataset
 
 import gpucnn.atomic
 import gpucnn.demo
+import gpucnn.nn
 import gpucnn.train
 from gpucnn.backend import get_backend
 from gpucnn.checkpoint import load_checkpoint
@@ -226,6 +227,20 @@ def test_filter_pictures_show_every_tile_on_a_scale_centred_on_zero(tmp_path, mo
     for ax, w in zip(tiles, weight.reshape(10, 3, 3), strict=True):
         limit = np.abs(w).max()
         np.testing.assert_allclose(ax.images[0].get_clim(), (-limit, limit))
+
+
+def test_the_filter_picture_is_of_the_first_convolution(tmp_path, monkeypatch):
+    """filters.png shows the first convolution's filters, those that look at the image's
+    pixels (a later one's would be thousands of tiles of channel mixes)."""
+    rng = np.random.default_rng()
+    model = gpucnn.nn.Sequential(
+        gpucnn.nn.Conv2d(1, 2, 3, rng=rng), gpucnn.nn.ReLU(), gpucnn.nn.Conv2d(2, 3, 3, rng=rng)
+    )
+    drawn = {}
+    monkeypatch.setattr(gpucnn.train, "plot_curves", lambda history, path: None)
+    monkeypatch.setattr(gpucnn.train, "plot_filters", lambda w, path: drawn.update({path: w}))
+    gpucnn.train._draw(model, [], tmp_path)
+    np.testing.assert_array_equal(drawn[tmp_path / "filters.png"], model[0].weight.data)
 
 
 def test_a_picture_grid_refuses_what_it_cannot_draw_whole(tmp_path):

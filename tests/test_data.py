@@ -19,7 +19,8 @@ from gpucnn.data.lines import generate_lines
 from gpucnn.data.loader import DataLoader, random_flip, random_shift
 from gpucnn.nn.zoo import model_spec
 from gpucnn.optim import SGD
-from gpucnn.train import augmentations, check_compatible, evaluate, fits, train_epoch
+from gpucnn.run_config import TrainConfig, resolve
+from gpucnn.train import _loaders, augmentations, check_compatible, evaluate, fits, train_epoch
 
 
 # ------------------------------------------------------------------------------------ IDX reader
@@ -297,6 +298,29 @@ def test_augmentations_are_chosen_among_those_the_labels_allow(tmp_path):
         augmentations("shift+flip", digits)
 
 
+def test_a_shift_is_the_datasets_own_number_of_pixels():
+    """The loader's shift is the one the dataset allows (not the registry's 2 of MNIST and
+    Fashion-MNIST), for a dataset made in Python too."""
+    shift = int(np.random.default_rng().choice([1, 3, 4, 5]))  # not the registry's 2
+    images, labels = np.zeros((4, 1, 8, 8), np.float32), np.arange(4) % 2
+    data = datasets.Dataset(
+        "own", images, labels, images, labels, ("a", "b"), augment={"shift": shift}
+    )
+    assert augmentations("shift", data) == {"shift": shift, "flip": False}
+
+
+def test_training_batches_are_shuffled_and_test_batches_in_order():
+    """fit's training loader draws a new order each epoch from the run's generator, its test
+    loader goes through the test images as they are."""
+    data = load_dataset("lines", seed=0, train_size=64, test_size=40)
+    cfg = resolve(TrainConfig(train_size=64, test_size=40, batch_size=16))
+    train, test = _loaders(cfg, data, "cpu", np.random.default_rng(), 0.0, 1.0)
+    epoch = np.concatenate([x for x, _ in train])
+    assert not np.array_equal(epoch, data.train_x)
+    assert sorted(x.tobytes() for x in epoch) == sorted(x.tobytes() for x in data.train_x)
+    np.testing.assert_array_equal(np.concatenate([x for x, _ in test]), data.test_x)
+
+
 def test_a_model_for_another_class_count_does_not_fit_the_dataset():
     """The input shape alone does not make a fit: a model taking lines' images but with
     another class count is refused, naming both counts."""
@@ -444,13 +468,14 @@ def test_evaluate_scores_the_eval_mode_and_restores_the_mode(training):
     assert loss == pytest.approx(want[0], rel=1e-5) and accuracy == want[1]
 
 
-def test_train_epoch_scores_its_batches():
-    """train_epoch's (mean loss, accuracy) over the samples of its batches: with lr 0 the
-    model stays as it is, so they are those of its training-mode outputs, also for a model
-    that came in eval mode."""
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_train_epoch_scores_its_batches(drop_last):
+    """train_epoch's (mean loss, accuracy) over the samples of its batches (not those a
+    dropped last batch left out): with lr 0 the model stays as it is, so they are those of its
+    training-mode outputs, also for a model that came in eval mode."""
     rng = np.random.default_rng()
     images, labels = rng.standard_normal((50, 1, 3, 3)), rng.integers(0, 4, 50)
-    loader = DataLoader(images, labels, 16)
+    loader = DataLoader(images, labels, 16, drop_last=drop_last)
     model = _bn_dropout_net(rng)
     bar = type("Bar", (), {"update": lambda self, n: None, "set_postfix": lambda self, **k: None})
     optimizer = SGD(model.parameters(), lr=0.0)

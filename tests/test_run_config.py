@@ -11,8 +11,9 @@ import re
 import numpy as np
 import pytest
 
+import gpucnn.train
 from gpucnn import optim
-from gpucnn.checkpoint import CheckpointError, save_checkpoint
+from gpucnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from gpucnn.nn.module import Parameter
 from gpucnn.nn.zoo import build_model, model_spec
 from gpucnn.run_config import (
@@ -99,6 +100,45 @@ def test_fit_trains_each_epoch_at_its_scheduled_rate(tmp_path):
     np.testing.assert_allclose([record["lr"] for record in history], want, rtol=1e-12)
 
 
+def test_each_records_numbers_come_from_their_own_pass(tmp_path, monkeypatch):
+    """An epoch's train_loss and train_accuracy are the training pass's, its test_loss and
+    test_accuracy the evaluation's, each under its own name: in the record the callback gets,
+    in the history and in metrics.json's summary."""
+    rng = np.random.default_rng()
+    train, test = (tuple(float(v) for v in rng.random(2)) for _ in range(2))
+    monkeypatch.setattr(gpucnn.train, "train_epoch", lambda *args: train)
+    monkeypatch.setattr(gpucnn.train, "evaluate", lambda model, loader: test)
+    records = []
+    config = TrainConfig(epochs=2, train_size=16, test_size=8, out=str(tmp_path), progress=False)
+    metrics = fit(config, callback=lambda epoch, record: records.append(record), log=lambda s: None)
+    assert len(records) == 2 and metrics["history"] == records
+    for record in records:
+        assert (record["train_loss"], record["train_accuracy"]) == train
+        assert (record["test_loss"], record["test_accuracy"]) == test
+    assert (metrics["test_loss"], metrics["test_accuracy"]) == test
+
+
+def test_the_seed_sets_the_models_first_weights_and_the_shuffling(tmp_path):
+    """--seed seeds the model's initial weights and the shuffling, not only the data: with a
+    learning rate of 0 (no update moves them) two seeds leave two different models, and
+    their shuffling generators in two different states."""
+    seeds = np.random.default_rng().choice(2**31, 2, replace=False)
+    weights, shuffling = [], []
+    for seed in seeds:
+        out = tmp_path / str(seed)
+        config = TrainConfig(
+            epochs=1, lr=0.0, seed=int(seed), train_size=16, test_size=8, out=str(out),
+            progress=False,
+        )  # fmt: skip
+        fit(config, log=lambda s: None)
+        checkpoint = load_checkpoint(out / "model.npz")
+        weights.append(checkpoint.model_state)
+        shuffling.append(checkpoint.rng_state)
+    assert weights[0].keys() == weights[1].keys()
+    assert any(not np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert shuffling[0] != shuffling[1]
+
+
 @pytest.mark.parametrize(
     "field, value",
     [("optimizer", "rmsprop"), ("schedule", "linear"), ("augment", "rotate")],
@@ -169,6 +209,15 @@ def test_a_resumed_run_takes_its_device_folders_and_switches_from_the_command_li
         assert (cfg.progress, cfg.cuda_graph, cfg.resume) == (True, True, True)
         assert (cfg.epochs, cfg.lr, cfg.train_size, cfg.test_size) == (want, 0.05, 64, 32)
         assert ckpt.epoch == 2
+
+
+def test_a_checkpoint_keeps_the_recipe_not_the_runs_own_settings(finished_run):
+    """The configuration stored with a checkpoint is the recipe alone: the device, folders and
+    switches are each command's own (a --resume takes them from its command line)."""
+    stored = load_checkpoint(finished_run).meta["config"]
+    run_fields = {"device", "out", "resume", "overwrite", "data_dir", "progress", "cuda_graph"}
+    assert set(stored) == {field.name for field in dataclasses.fields(TrainConfig)} - run_fields
+    assert (stored["epochs"], stored["lr"], stored["train_size"]) == (2, 0.05, 64)
 
 
 @pytest.mark.parametrize("meta", [{}, {"config": "sgd"}, {"config": None}])
