@@ -374,6 +374,51 @@ def _saved(tmp_path, name, image):
     return tmp_path / name
 
 
+def _softmax(logits):
+    logits = np.asarray(logits, np.float64)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def test_predict_scores_the_eval_mode_model(tmp_path, Image):
+    """A model with dropout and batch norm classifies in eval mode (running statistics, no
+    dropout): the same image gets the same probability, the eval-mode softmax, each time."""
+    from gpucnn.checkpoint import save_checkpoint
+    from gpucnn.nn.zoo import build_model, model_spec
+    from gpucnn.predict import predict_files
+
+    rng = np.random.default_rng()
+    model = build_model("fashion-net", rng=int(rng.integers(2**31)))
+    meta = {"mean": 70.0, "std": 90.0, "input_range": 255.0, "classes": list("abcdefghij")}
+    path = save_checkpoint(tmp_path / "m.npz", model, model_spec("fashion-net"), meta=meta)
+    images = rng.integers(0, 256, (2, 28, 28)).astype(np.uint8)
+    paths = [_saved(tmp_path, f"{i}.png", Image.fromarray(a)) for i, a in enumerate(images)]
+    x = ((images[:, None] - 70.0) / 90.0).astype(np.float32)
+    want = _softmax(model.eval()(x)).max(axis=1)
+    for _ in range(2):
+        got = [prob for *_, prob in predict_files(path, paths)]
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_predict_gives_probabilities_for_logits_past_float32s_exp(tmp_path, Image):
+    """Logits in the thousands (a confident model) still give probabilities in [0, 1], not
+    NaN from an exp() that overflowed."""
+    from gpucnn import nn
+    from gpucnn.checkpoint import save_checkpoint
+    from gpucnn.nn.zoo import build_model, model_spec
+    from gpucnn.predict import predict_files
+
+    rng = np.random.default_rng()
+    model = build_model("tutorial-lines", rng=int(rng.integers(2**31)))
+    last = [m for _, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    last.bias.data += rng.uniform(1000.0, 3000.0, last.bias.data.shape).astype(np.float32)
+    path = save_checkpoint(tmp_path / "m.npz", model, model_spec("tutorial-lines"))
+    image = rng.integers(0, 256, (8, 8)).astype(np.uint8)
+    ((_, _, prob),) = predict_files(path, _saved(tmp_path, "x.png", Image.fromarray(image)))
+    x = (image[None, None] / np.float32(255.0)).astype(np.float32)
+    assert prob == pytest.approx(_softmax(model(x)).max(), rel=1e-5)
+
+
 def test_images_of_every_depth_and_with_transparency_load_as_their_grey_levels(tmp_path, Image):
     """A 16-bit image is scaled by its range, not clipped to 8 bits (black and white); ink whose
     opacity is the pixel value, on a transparent page, is the same picture as the grey one."""
