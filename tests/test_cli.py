@@ -158,6 +158,16 @@ def test_train_then_resume(tmp_path, capsys):
     assert (tmp_path / "model.npz").read_bytes() == weights
 
 
+@pytest.mark.parametrize("epochs", [1, 2, 3])
+def test_the_closing_line_counts_the_epochs_in_words(capsys, tmp_path, monkeypatch, epochs):
+    """``gpucnn train`` ends with "1 epoch" or "N epochs"."""
+    metrics = {"config": {"out": str(tmp_path)}, "epochs": epochs, "test_accuracy": 0.5}
+    metrics |= {"model": "m", "dataset": "d", "device": "cpu", "train_seconds": 1.0}
+    monkeypatch.setattr(gpucnn.train, "fit", lambda config: metrics)
+    code, text, _ = run(capsys, "train", "--out", str(tmp_path))
+    assert code == 0 and f"cpu, {epochs} epoch{'s' if epochs > 1 else ''}, 1.0 s" in text
+
+
 def test_summary(capsys):
     code, text, _ = run(capsys, "summary", "--model", "tutorial-mnist")
     assert code == 0
@@ -597,10 +607,12 @@ def test_train_without_matplotlib_says_how_to_get_pictures(tmp_path, capsys, mon
 
 
 def test_a_reader_that_leaves_early_stops_the_command_quietly(tmp_path):
-    """``gpucnn ... | head -1``: the broken pipe ends the command without an error message."""
+    """``gpucnn ... | head -1``: the broken pipe ends the command without an error message,
+    also from what is printed after it (at exit, here), which goes nowhere."""
     script = (
-        "import sys\n"
+        "import atexit, sys\n"
         "from gpucnn.cli import run_reporting_errors\n"
+        "atexit.register(print, 'done')\n"
         "def lines():\n"
         "    for i in range(100000):\n"
         "        print('line', i)\n"
