@@ -20,7 +20,7 @@ from .atomic import atomic_write
 from .nn.module import Module
 from .nn.zoo import build_from_spec
 from .optim import LRScheduler, Optimizer
-from .shapes import file_path, non_negative_int
+from .shapes import file_path, non_negative_int, scalar
 
 FORMAT = "gpucnn-checkpoint"
 VERSION = 1
@@ -119,7 +119,7 @@ def _json_scalar(value: Any) -> Any:
     """A NumPy scalar or a 0-d array, NumPy's or CuPy's, in a spec or meta (an accuracy as
     ``np.float32``) as the Python number it holds, which JSON stores exactly; anything else (a
     long double, whose ``item()`` is itself; a date) is json's TypeError naming its type."""
-    item = value.item() if getattr(value, "ndim", None) == 0 else None
+    item = scalar(value)
     if isinstance(item, bool | int | float | str):
         return item
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")

@@ -154,6 +154,12 @@ def _leaf(a):
     return torch.tensor(np.array(a), requires_grad=True)
 
 
+def _bias_leaf(d: Inputs, count: int):
+    """The case's bias as a torch leaf, or a zero one of ``count`` when it has none: the same
+    output, and torch computes the bias gradient that gpucnn's backward also returns."""
+    return _leaf(np.zeros(count, d["x"].dtype) if d["b"] is None else d["b"])
+
+
 def _numpy(**tensors) -> Outputs:
     return {k: t.detach().numpy() for k, t in tensors.items()}
 
@@ -231,8 +237,7 @@ def conv_case(
     def torch_fn(d):
         _, tf = _torch()
         x, w = _leaf(d["x"]), _leaf(d["w"])
-        # A zero bias when there is none: same output, and torch computes its gradient.
-        b = _leaf(np.zeros(w_shape[0], d["x"].dtype) if d["b"] is None else d["b"])
+        b = _bias_leaf(d, w_shape[0])
         (top, bottom), (left, right) = padding
         y = tf.conv2d(tf.pad(x, (left, right, top, bottom)), w, b, stride, 0, dilation, groups)
         _backward(y, d["gy"])
@@ -329,7 +334,7 @@ def _relu_after_case(
     def torch_fn(d):
         _, tf = _torch()
         x, w = _leaf(d["x"]), _leaf(d["w"])
-        b = _leaf(np.zeros(d["w"].shape[0], d["x"].dtype) if d["b"] is None else d["b"])
+        b = _bias_leaf(d, d["w"].shape[0])
         y = tf.relu(torch_forward(tf, x, w, b))
         _backward(y, d["gy"])
         return _numpy(y=y, gx=x.grad, gw=w.grad, gb=b.grad)
@@ -671,7 +676,7 @@ def _linear_case(bias: bool) -> OpCase:
     def torch_fn(d):
         _, tf = _torch()
         x, w = _leaf(d["x"]), _leaf(d["w"])
-        b = _leaf(np.zeros(5, d["x"].dtype) if d["b"] is None else d["b"])
+        b = _bias_leaf(d, 5)
         y = tf.linear(x, w, b)
         _backward(y, d["gy"])
         return _numpy(y=y, gx=x.grad, gw=w.grad, gb=b.grad)

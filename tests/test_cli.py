@@ -101,6 +101,13 @@ def test_predict_lines(lines_run, tmp_path, capsys, suffix, Image):
     assert re.search(r"horizontal\.\w+: horizontal \(\d\.\d+\)", lines[1])
 
 
+def _softmax(logits):
+    """Row-wise softmax in float64, as predict reports it."""
+    logits = np.asarray(logits, np.float64)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
 def test_predict_gives_the_models_probabilities_for_the_training_datas_pixels(
     tmp_path, capsys, Image
 ):
@@ -119,9 +126,7 @@ def test_predict_gives_the_models_probabilities_for_the_training_datas_pixels(
     got = predict_files(tmp_path / "run" / "model.npz", paths)
     ckpt = load_checkpoint(tmp_path / "run" / "model.npz")
     x = (images[:, None].astype(np.float32) - ckpt.meta["mean"]) / ckpt.meta["std"]
-    logits = ckpt.build_model().eval()(x.astype(np.float32)).astype(np.float64)
-    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
+    probs = _softmax(ckpt.build_model().eval()(x.astype(np.float32)))
     assert [label for _, label, _ in got] == [str(k) for k in probs.argmax(axis=1)]
     np.testing.assert_allclose([p for *_, p in got], probs.max(axis=1), rtol=1e-5)
     ((path, label, prob),) = predict_files(tmp_path / "run" / "model.npz", paths[1])  # one path
@@ -382,12 +387,6 @@ def test_gpucnn_debug_shows_the_traceback_only_when_set_on(
 def _saved(tmp_path, name, image):
     image.save(tmp_path / name)
     return tmp_path / name
-
-
-def _softmax(logits):
-    logits = np.asarray(logits, np.float64)
-    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return probs / probs.sum(axis=1, keepdims=True)
 
 
 def test_predict_scores_the_eval_mode_model(tmp_path, Image):

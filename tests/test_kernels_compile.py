@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -242,8 +243,10 @@ def test_a_named_only_module_instantiates_just_its_kernel(tmp_path: Path):
     assert entries == len(kernels.name_expressions("conv2d"))
 
 
+@functools.cache
 def nvrtc_or_none():
-    """scripts/nvrtc_times.py's NVRTC, or None where no NVRTC library is installed."""
+    """scripts/nvrtc_times.py's NVRTC, or None where no NVRTC library is installed (looked for
+    once: the skip markers ask at collection)."""
     script = load_script("nvrtc_times")
     try:
         return script.Nvrtc(script.find_nvrtc())
@@ -251,7 +254,12 @@ def nvrtc_or_none():
         return None
 
 
-@pytest.mark.skipif(nvrtc_or_none() is None, reason="no NVRTC library (nvidia-cuda-nvrtc)")
+needs_nvrtc = pytest.mark.skipif(
+    nvrtc_or_none() is None, reason="no NVRTC library (nvidia-cuda-nvrtc)"
+)
+
+
+@needs_nvrtc
 @pytest.mark.parametrize("name", ["conv2d_forward<float>", "sum_partials<double>"])
 def test_nvrtc_builds_just_the_named_kernel(name: str):
     """As CupyRunner compiles it (GPUCNN_NAMED_ONLY and one name expression), a module holds
@@ -265,7 +273,7 @@ def test_nvrtc_builds_just_the_named_kernel(name: str):
     assert len(set(re.findall(rb"\.text\._Z\w+", cubin))) == 1, "one kernel's code, no other"
 
 
-@pytest.mark.skipif(nvrtc_or_none() is None, reason="no NVRTC library (nvidia-cuda-nvrtc)")
+@needs_nvrtc
 def test_nvrtc_builds_every_kernel_module_as_cupy_asks():
     """Every kernel and float type builds under NVRTC, which CuPy compiles with on a GPU machine,
     with CupyRunner's options (C++17, GPUCNN_NAMED_ONLY, one name expression), to a cubin of that
@@ -279,7 +287,7 @@ def test_nvrtc_builds_every_kernel_module_as_cupy_asks():
         assert len(set(re.findall(rb"\.text\._Z\w+", cubin))) == 1, module
 
 
-@pytest.mark.skipif(nvrtc_or_none() is None, reason="no NVRTC library (nvidia-cuda-nvrtc)")
+@needs_nvrtc
 def test_a_source_nvrtc_refuses_shows_nvrtcs_messages(monkeypatch):
     """A failed build says which kernel and what NVRTC said, not only its status number."""
     script = load_script("nvrtc_times")

@@ -118,7 +118,7 @@ def random_batch_norm(rng, index: int):
 def random_global_avg_pool(rng, index: int):
     """Planes from a pixel to 48 x 48 (a kernel thread sums several pixels past 256)."""
     shape = (int(rng.integers(1, 4)), int(rng.integers(1, 6)), *rng.integers(1, 49, 2).tolist())
-    return global_avg_pool_case(f"global_avg_pool{index}_x{tuple(shape)}", tuple(shape), 1.0)
+    return global_avg_pool_case(f"global_avg_pool{index}_x{shape}", shape, 1.0)
 
 
 def random_xent(rng, index: int):
