@@ -207,10 +207,10 @@ def test_a_peer_that_fails_is_a_row_and_the_exit_status_says_so(tmp_path, capsys
     make_backend("cuda-emu")  # skipped with the reason where the emulation cannot run
     real = training.gpucnn_step
 
-    def broken(backend, captured=False):
+    def broken(backend, captured=False, model=training.MODEL):
         if backend.name == "cuda-emu":
             raise RuntimeError("a stand-in bug")
-        return real(backend, captured)
+        return real(backend, captured, model)
 
     monkeypatch.setattr(training, "gpucnn_step", broken)
     argv = ["--suite", "step", "--batch-size", "2", "--peers", "gpucnn-cpu,gpucnn-cuda-emu"]
@@ -232,8 +232,8 @@ def test_a_peer_that_fails_while_timed_is_a_row_and_the_others_are_kept(
     1, and the other peers are measured."""
     real = training.gpucnn_step
 
-    def breaks_on_its_second_call(backend, captured=False):
-        step, calls = real(backend, captured), []
+    def breaks_on_its_second_call(backend, captured=False, model=training.MODEL):
+        step, calls = real(backend, captured, model), []
 
         def call(x, y):
             calls.append(1)

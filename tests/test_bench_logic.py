@@ -4,6 +4,7 @@ step runners, goals, table cells, options and the compile suite's children. No G
 asserted: stand-in clocks, steps, suites and processes."""
 
 import argparse
+import importlib.util
 import json
 import re
 import subprocess
@@ -215,7 +216,7 @@ def test_pytorch_cuda_peers_run_every_call_under_their_tf32_mode(monkeypatch, re
     def mode():
         seen.append(torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32)
 
-    def logging_step(device):
+    def logging_step(device, model=training.MODEL):
         return lambda x, y: mode()
 
     monkeypatch.setattr(training, "torch_step", logging_step)
@@ -241,7 +242,7 @@ def test_pytorchs_graph_peer_captures_its_step_once_and_replays_it(monkeypatch, 
     _as_cpu(monkeypatch, request)
     captured = []
     monkeypatch.setattr(peers, "torch_capture", _eager_capture(captured))
-    monkeypatch.setattr(training, "torch_step", lambda device: pytest.fail("an eager step"))
+    monkeypatch.setattr(training, "torch_step", lambda *args: pytest.fail("an eager step"))
     graph = PEERS["pytorch-cuda-graph"]
     step = training.step_runner(graph, 4, 1)
     epoch = training.epoch_runner(graph, 4, training.random_images(12))
@@ -390,7 +391,7 @@ def test_the_tutorial_rows_say_how_many_samples_they_were_timed_on(monkeypatch):
     the batch); a tutorial peer that failed notes nothing of the kind. Every peer takes
     ``repeats`` samples (the tutorial's capped by its max_samples)."""
 
-    def step_runner(peer, batch, tutorial_samples):
+    def step_runner(peer, batch, tutorial_samples, model):
         if peer.name == "tutorial-loops":
             return timing.Runner(lambda: None, number=1, max_samples=tutorial_samples)
         return timing.Runner(lambda: None, number=1)
@@ -466,6 +467,44 @@ def test_gpucnn_and_pytorch_train_the_same_steps():
         assert loss == pytest.approx(expected, rel=1e-4)
 
 
+def test_the_step_suite_trains_the_zoo_model_asked_for(monkeypatch):
+    """--model fashion-net: gpucnn's and PyTorch's steps train fashion-net (the case is named
+    so), and the tutorial's loops, which implement tutorial-mnist alone, are a row that says
+    so."""
+    trained = []
+    for name in ("gpucnn_step", "torch_model"):
+        real = getattr(training, name)
+        monkeypatch.setattr(
+            training, name, lambda *args, real=real: trained.append(args[-1]) or real(*args)
+        )
+    chosen = [PEERS["tutorial-loops"], PEERS["gpucnn-cpu"]]
+    if importlib.util.find_spec("torch"):
+        chosen.append(PEERS["pytorch-cpu"])
+    rows = suites.run_step(chosen, suites.Options([2], repeats=1, model="fashion-net"))
+    assert [(r.peer, r.case) for r in rows] == [(p.name, "fashion-net b2") for p in chosen]
+    assert rows[0].status == "the tutorial's loops train tutorial-mnist only"
+    assert [r.status for r in rows[1:]] == ["ok"] * (len(chosen) - 1)
+    assert trained == ["fashion-net"] * (len(chosen) - 1)
+
+
+def test_pytorchs_twin_of_a_zoo_model_has_gpucnns_layers_and_weights():
+    """fashion-net's twin (convolutions without bias, batch norm, dropout) holds gpucnn's
+    weights, running statistics and batch counters, and computes what gpucnn's model does in
+    eval mode."""
+    torch = pytest.importorskip("torch")
+    net, _ = training.torch_model(torch.device("cpu"), "fashion-net")
+    ours = training.build_model("fashion-net", rng=0)
+    theirs = {k: v.numpy() for k, v in net.state_dict().items()}
+    assert theirs.keys() == ours.state_dict().keys()
+    for key, value in ours.state_dict().items():
+        assert np.array_equal(theirs[key], value), key
+    x = np.random.default_rng().standard_normal((3, 1, 28, 28)).astype(np.float32)
+    with torch.no_grad():
+        expected = net.eval()(torch.from_numpy(x)).numpy()
+    got = ours.eval()(x)
+    assert np.max(np.abs(got - expected)) <= 1e-5 * np.max(np.abs(expected))
+
+
 def test_pytorchs_graph_step_copies_each_batch_into_its_own_and_trains_on_it(monkeypatch):
     """TorchGraphStep, with a stand-in capture whose replay reruns the step eagerly after its
     reset (what the graph's replay does on the GPU): each call trains on its batch, images and
@@ -524,7 +563,7 @@ def test_a_gpucnn_graph_peer_captures_when_its_runner_is_made(monkeypatch):
     too, and a refused capture makes the peer unavailable there, not an error mid-run."""
     calls = []
 
-    def gpucnn_step(backend, captured=False):
+    def gpucnn_step(backend, captured=False, model=training.MODEL):
         def step(x, y):
             calls.append(captured)
             if captured and len(calls) >= training.GRAPH_WARMUP_CALLS:
@@ -786,10 +825,10 @@ def test_options_reach_the_suite(tmp_path, monkeypatch):
     seen = _fake_suite(monkeypatch, "ops")
     argv = ["--suite", "ops", "--repeats", "4", "--cases", "b2", "--tutorial-samples", "2",
             "--epoch-samples", "99", "--data-dir", str(tmp_path), "--megabytes", "1.5",
-            "--settle", "0.125", "--batch-size", "2,"]  # fmt: skip
+            "--settle", "0.125", "--batch-size", "2,", "--model", "fashion-net"]  # fmt: skip
     assert command.main(argv) == 0
     ((_, opts, settle),) = seen
-    assert opts == suites.Options([2], 4, "b2", 2, 99, str(tmp_path), 1.5)
+    assert opts == suites.Options([2], 4, "b2", 2, 99, str(tmp_path), 1.5, "fashion-net")
     assert settle == 0.125
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from ..atomic import check_writable_folder
 from ..backend import cpu_threads, get_backend
 from ..backend.launchers.winograd import ALGORITHMS, convolution_algorithm
-from . import goals, report, timing
+from ..nn.zoo import model_names
+from . import goals, report, timing, training
 from . import peers as P
 from .suites import DEFAULT_REPEATS, SUITES, Options
 
@@ -90,6 +91,11 @@ def add_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
         help="step: samples timed on the tutorial loops (default 3; at most --repeats)",
     )  # fmt: skip
     parser.add_argument(
+        "--model", choices=model_names(), default=training.MODEL,
+        help=f"step: the zoo model trained (default {training.MODEL}; the tutorial's loops "
+        "train only that)",
+    )  # fmt: skip
+    parser.add_argument(
         "--epoch-samples",
         type=positive_int,
         default=60_000,
@@ -143,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         repeats=args.repeats or DEFAULT_REPEATS[args.suite],
         cases=args.cases,
         tutorial_samples=args.tutorial_samples,
+        model=args.model,
         epoch_samples=args.epoch_samples,
         data_dir=args.data_dir,
         megabytes=args.megabytes,

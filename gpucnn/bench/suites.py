@@ -28,6 +28,7 @@ class Options:
     epoch_samples: int = 60_000
     data_dir: str | None = None
     megabytes: float = 256  # bandwidth: the input tensor's size in MiB
+    model: str = training.MODEL  # step: the zoo model trained
 
 
 def _timed(samples: Samples) -> dict:
@@ -82,11 +83,13 @@ def run_ops(peers: list[Peer], opts: Options) -> list[Result]:
 
 
 def run_step(peers: list[Peer], opts: Options) -> list[Result]:
-    """The ``step`` suite: one training step of the tutorial MNIST net per batch size."""
+    """The ``step`` suite: one training step of ``opts.model`` (the tutorial MNIST net by
+    default) per batch size."""
     results = []
     for batch in opts.batch_sizes:
-        runners, missing = _build(peers, training.step_runner, batch, opts.tutorial_samples)
-        case = f"{training.MODEL} b{batch}"
+        args = (batch, opts.tutorial_samples, opts.model)
+        runners, missing = _build(peers, training.step_runner, *args)
+        case = f"{opts.model} b{batch}"
         rows = _measured(
             "step", case, "train step", runners, missing, peers, opts.repeats,
             samples_per_unit=batch, batch_size=batch,

@@ -3,6 +3,8 @@
 Every peer starts from the same weights (gpucnn's, copied into PyTorch) and trains with SGD,
 momentum 0.9, mean softmax cross-entropy; the tutorial's loops train one sample at a time with
 their plain SGD. The epoch suite keeps the whole training set on the device and shuffles it.
+The step suite can train another zoo model (``--model``: fashion-net, with batch norm and
+dropout, in training mode), the same way on every peer but the tutorial's loops.
 """
 
 from __future__ import annotations
@@ -55,42 +57,42 @@ def fashion_mnist(data_dir: str, count: int) -> Images:
     return Images(data.train_x, data.train_y, data.mean, data.std, data.source)
 
 
-def reference_weights() -> dict[str, np.ndarray]:
+def reference_weights(model: str = MODEL) -> dict[str, np.ndarray]:
     """The starting weights every peer copies (PyTorch key names)."""
-    return build_model(MODEL, rng=0).state_dict()
+    return build_model(model, rng=0).state_dict()
 
 
 # ----------------------------------------------------------------------------------- steps
-def gpucnn_step(backend, captured: bool = False) -> Callable[[Any, Any], Any]:
-    """A train step of gpucnn's model on ``backend``, as the trainer does it: returns the loss.
+def gpucnn_step(backend, captured: bool = False, model: str = MODEL) -> Callable[[Any, Any], Any]:
+    """A train step of zoo ``model`` on ``backend``, as the trainer does it: returns the loss.
 
     ``captured``: the step as a CUDA graph (:class:`~gpucnn.captured_step.CapturedStep`), which
     captures on its third call; warm it up with at least three.
     """
-    model = build_model(MODEL, rng=0).to(backend)
-    opt = optim.SGD(model.parameters(), LR, momentum=MOMENTUM)
-    step = train_step(model, training_loss(0.0), opt)
+    net = build_model(model, rng=0).to(backend)
+    opt = optim.SGD(net.parameters(), LR, momentum=MOMENTUM)
+    step = train_step(net, training_loss(0.0), opt)
     if captured:
         step = CapturedStep(step)
     return lambda x, y: step(x, y)[1]
 
 
-def torch_model(device) -> tuple[Any, Any]:
-    """PyTorch's twin of the zoo model (same layers, same weights) and its SGD optimizer."""
+def torch_model(device, model: str = MODEL) -> tuple[Any, Any]:
+    """PyTorch's twin of zoo ``model`` (same layers, same weights) and its SGD optimizer."""
     import torch
 
-    layers = [getattr(torch.nn, kind)(**args) for kind, args in model_spec(MODEL)["layers"]]
+    layers = [getattr(torch.nn, kind)(**args) for kind, args in model_spec(model)["layers"]]
     net = torch.nn.Sequential(*layers)
-    net.load_state_dict({k: torch.from_numpy(v) for k, v in reference_weights().items()})
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in reference_weights(model).items()})
     net.to(device)
     return net, torch.optim.SGD(net.parameters(), LR, momentum=MOMENTUM)
 
 
-def torch_step(device) -> Callable[[Any, Any], Any]:
-    """A train step of PyTorch's twin, eager."""
+def torch_step(device, model: str = MODEL) -> Callable[[Any, Any], Any]:
+    """A train step of PyTorch's twin of ``model``, eager."""
     import torch.nn.functional as F
 
-    net, opt = torch_model(device)
+    net, opt = torch_model(device, model)
 
     def step(x, y):
         loss = F.cross_entropy(net(x), y)
@@ -126,12 +128,12 @@ class TorchGraphStep:
         self.graph.replay()
 
 
-def torch_graph_step(device, x, y) -> TorchGraphStep:
+def torch_graph_step(device, x, y, model: str = MODEL) -> TorchGraphStep:
     """The whole step captured once as a CUDA graph (:func:`.peers.torch_capture`, the gradients
     set to None before each warm-up step and the capture), on copies of ``x`` and ``y``."""
     import torch.nn.functional as F
 
-    net, opt = torch_model(device)
+    net, opt = torch_model(device, model)
     static_x, static_y = x.clone(), y.clone()
 
     def step():
@@ -149,10 +151,13 @@ def random_batch(batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return rng.standard_normal((batch, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, batch)
 
 
-def step_runner(peer: P.Peer, batch: int, tutorial_samples: int) -> Runner:
-    """One train step at ``batch`` (the tutorial: one sample per call, scaled to the batch)."""
+def step_runner(peer: P.Peer, batch: int, tutorial_samples: int, model: str = MODEL) -> Runner:
+    """One train step of zoo ``model`` at ``batch`` (the tutorial: one sample per call, scaled
+    to the batch; its loops are tutorial-mnist's alone)."""
     x, y = random_batch(batch)
     if peer.name == "tutorial-loops":
+        if model != MODEL:
+            raise P.Unavailable(f"the tutorial's loops train {MODEL} only")
         net, samples = (
             TutorialMnistNet(0),
             itertools.cycle(zip(x.astype(np.float64), y, strict=True)),
@@ -163,7 +168,7 @@ def step_runner(peer: P.Peer, batch: int, tutorial_samples: int) -> Runner:
         )  # fmt: skip
     if peer.name.startswith("gpucnn-"):
         backend = P.gpucnn_backend(peer)
-        step = gpucnn_step(backend, P.is_graph(peer))
+        step = gpucnn_step(backend, P.is_graph(peer), model)
         xd, yd = backend.asarray(x), backend.asarray(y)
         if P.is_graph(peer):  # captured now, so that a refused capture is the peer's row
             P.capturing(lambda: [step(xd, yd) for _ in range(GRAPH_WARMUP_CALLS)])
@@ -171,9 +176,9 @@ def step_runner(peer: P.Peer, batch: int, tutorial_samples: int) -> Runner:
     device = P.torch_device(peer)
     tx, ty = P.to_torch(x, device), P.to_torch(y, device)
     if peer.name == "pytorch-cuda-graph":
-        graph_step = P.capturing(lambda: torch_graph_step(device, tx, ty))
+        graph_step = P.capturing(lambda: torch_graph_step(device, tx, ty, model))
         return Runner(lambda: graph_step(tx, ty), P.torch_clock_for(peer))
-    step = torch_step(device)
+    step = torch_step(device, model)
     return Runner(P.torch_call(peer, lambda: step(tx, ty)), P.torch_clock_for(peer))
 
 
