@@ -109,7 +109,7 @@ def for_slices(count: int, batch: int, body: Callable[[slice], None]) -> None:
     gradient's columns) of an op on ``batch`` samples: one slice per thread when
     :func:`parallel`, the calling thread running the first; else ``body(slice(0, count))``.
     ``body`` must write only its own slice's rows."""
-    parts = min(threads(), count) if parallel(batch) else 1
+    parts = max(1, min(threads(), count)) if parallel(batch) else 1  # count 0: one empty slice
     bounds = [count * i // parts for i in range(parts + 1)]
     slices = [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False)]
     with blas_held():

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..shapes import pool_output_shape, symmetric, window_output_shape
+from . import cpu_batch_norm, cpu_elementwise
 from .base import Backend
 from .cpu_threads import blas_held, for_slices
 from .im2col import ConvGeometry, each_chunk, offset_slices, pad_hw, window_view
@@ -132,6 +133,37 @@ class NumpyBackend(Backend):
     def linear_backward(self, gy, x, w):
         with blas_held():
             return super().linear_backward(gy, x, w)
+
+    # -------------------------------------------------- elementwise, in threads
+    def relu_forward(self, x):
+        return cpu_elementwise.relu_forward(x)
+
+    def dropout_mask(self, shape, p, seed, dtype, calls=None):
+        return cpu_elementwise.dropout_mask(shape, p, seed, dtype, calls)
+
+    def dropout_forward(self, x, p, seed, calls=None):
+        mask = self.dropout_mask(x.shape, p, seed, x.dtype, calls)
+        return cpu_elementwise.multiply(x, mask), mask
+
+    def adam_update(self, p, g, m, v, clock, beta1, beta2, eps, weight_decay, decoupled):
+        if not all(a.flags.c_contiguous for a in (p, g, m, v)):  # a view: updated as it is
+            return super().adam_update(
+                p, g, m, v, clock, beta1, beta2, eps, weight_decay, decoupled
+            )
+        step, lr = (float(c) for c in clock)
+        hyper = (beta1, beta2, eps, weight_decay, decoupled)
+        cpu_elementwise.adam_update(p, g, m, v, step, lr, *hyper)
+
+    # ------------------------------------------------------------- batch norm
+    def batch_norm2d_forward_train(
+        self, x, gamma, beta, eps, running_mean=None, running_var=None, momentum=0.1
+    ):
+        return cpu_batch_norm.forward_train(
+            x, gamma, beta, eps, running_mean, running_var, momentum
+        )
+
+    def batch_norm2d_backward(self, gy, x, gamma, mean, invstd):
+        return cpu_batch_norm.backward(gy, x, gamma, mean, invstd)
 
     # ---------------------------------------------------------------- pooling
     @staticmethod
