@@ -11,7 +11,7 @@ import pytest
 from op_cases import NORM
 
 from gpucnn import reference as ref
-from gpucnn.backend import cpu_batch_norm, cpu_elementwise, cpu_threads
+from gpucnn.backend import cpu_batch_norm, cpu_elementwise, cpu_threads, numpy_backend
 from gpucnn.backend.base import Backend
 
 
@@ -131,3 +131,17 @@ def test_batch_norm_of_no_channels_in_a_split_batch(cpu, split):
     x, none = np.ones((40, 0, 3, 3), np.float32), np.ones(0, np.float32)
     y, mean, invstd, *_, gx, ggamma, gbeta = _batch_norm(cpu, [x, none, none, x, none, none])
     assert y.shape == gx.shape == x.shape and mean.shape == ggamma.shape == (0,)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_linear_backward_side_by_side_is_the_base_products(cpu, rng, split, monkeypatch, threads):
+    """The input and weight gradients' products, run side by side on two threads from
+    SIDE_BY_SIDE_MACS multiply-adds (lowered here to any size), are the base backend's bit for
+    bit, each in its place."""
+    split(threads, 10**9)
+    monkeypatch.setattr(numpy_backend, "SIDE_BY_SIDE_MACS", 1)
+    gy, x, w = (rng.standard_normal(s).astype(np.float32) for s in ((6, 5), (6, 9), (5, 9)))
+    with cpu_threads.blas_held():
+        want = Backend.linear_backward(cpu, gy, x, w)
+    for ours, base in zip(cpu.linear_backward(gy, x, w), want, strict=True):
+        assert ours.shape == base.shape and np.array_equal(ours, base)

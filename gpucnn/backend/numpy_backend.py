@@ -20,6 +20,11 @@ from .base import Backend
 from .cpu_threads import blas_held, for_slices
 from .im2col import ConvGeometry, each_chunk, offset_slices, pad_hw, window_view
 
+# linear_backward's two products run side by side from this many multiply-adds each: fashion-net's
+# fc1 (64 x 256 x 6272 at batch 64 and more). tutorial-mnist's fc1 (26M at batch 256) slowed its
+# step when split (benchmarks/NOTES.md).
+SIDE_BY_SIDE_MACS = 64 * 2**20
+
 
 class NumpyBackend(Backend):
     """Every op on the CPU with NumPy; the oracle for the other devices is gpucnn.reference."""
@@ -131,8 +136,17 @@ class NumpyBackend(Backend):
             return super().linear_forward(x, w, b, relu)
 
     def linear_backward(self, gy, x, w):
-        with blas_held():
-            return super().linear_backward(gy, x, w)
+        """The input and the weight gradient's products side by side on two threads, each whole
+        on one BLAS thread (the same bits), where they are large enough to pay for it."""
+        products, out = (lambda: gy @ w, lambda: gy.T @ x), [None, None]
+
+        def run(part: slice) -> None:
+            for i in range(part.start, part.stop):
+                out[i] = products[i]()
+
+        big = gy.shape[0] * w.shape[0] * w.shape[1] >= SIDE_BY_SIDE_MACS
+        for_slices(2, gy.shape[0] if big else 1, run)
+        return out[0], out[1], gy.sum(axis=0)
 
     # -------------------------------------------------- elementwise, in threads
     def relu_forward(self, x):
