@@ -1,12 +1,13 @@
 """Where a training step's time goes: wall and CPU time of every backend call, per call site.
 
-Trains tutorial-mnist's step as ``gpucnn bench --suite step`` does (same model, optimizer and
-random batch) and times each backend method around the call. Rows are (method, call): the n-th
+Trains a zoo model's step (tutorial-mnist unless ``--model``) as ``gpucnn bench --suite step``
+does (same model, optimizer and random batch) and times each backend method around the call. Rows are (method, call): the n-th
 call of that method within a step, so conv1's and conv2's forwards come apart. "CPU / wall" is
 process CPU time (all threads) over wall time: 2 means both of 2 cores busy throughout. On a GPU
 the calls only enqueue work, so this profiles the host side there.
 
     python scripts/profile_step.py --batch-size 256 --device cpu
+    python scripts/profile_step.py --model fashion-net --batch-size 128
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import time
 
 from gpucnn.backend import get_backend
 from gpucnn.bench.command import positive_int
-from gpucnn.bench.training import gpucnn_step, random_batch
+from gpucnn.bench.training import MODEL, gpucnn_step, random_batch
 from gpucnn.cli import add_device_argument, run_reporting_errors
+from gpucnn.nn.zoo import model_names
 
 SKIP = {"asarray", "owns", "to_numpy"}  # bookkeeping, not ops
 
@@ -58,6 +60,9 @@ def instrument(backend) -> tuple[dict, dict, dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=positive_int, default=256)
+    parser.add_argument(
+        "--model", choices=model_names(), default=MODEL, help=f"zoo model (default {MODEL})"
+    )
     add_device_argument(parser)
     parser.add_argument(
         "--steps", type=positive_int, default=30, help="timed steps (after 5 untimed)"
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     backend = get_backend(args.device)
     wall, cpu, calls = instrument(backend)
-    step = gpucnn_step(backend)
+    step = gpucnn_step(backend, model=args.model)
     x, y = (backend.asarray(a) for a in random_batch(args.batch_size))
     for _ in range(5):
         step(x, y)
@@ -80,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     step_cpu = (time.process_time() - c0) / args.steps
 
     ms = 1e3 / args.steps
-    print(f"{args.device} b{args.batch_size}: step {step_wall * 1e3:.2f} ms wall, "
+    print(f"{args.model} {args.device} b{args.batch_size}: step {step_wall * 1e3:.2f} ms wall, "
           f"{step_cpu * 1e3:.2f} ms CPU; in backend calls {sum(wall.values()) * ms:.2f} ms wall")  # fmt: skip
     print(f"{'method':32s} {'call':>4s} {'wall ms':>8s} {'CPU ms':>8s} {'CPU / wall':>10s}")
     for key in sorted(wall, key=wall.get, reverse=True)[: args.top]:

@@ -732,6 +732,18 @@ def test_profile_script_times_every_op_of_a_step():
         assert {(op, "0"), (op, "1")} <= rows, result.stdout
 
 
+def test_profile_script_profiles_the_zoo_model_asked_for():
+    """--model fashion-net profiles that model's step: its batch norms are rows, and the header
+    names the model."""
+    script = SCRIPTS / "profile_step.py"
+    argv = ["--model", "fashion-net", "--batch-size", "4", "--steps", "1", "--top", "40"]
+    result = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("fashion-net cpu b4: step "), result.stdout
+    rows = {tuple(line.split()[:2]) for line in result.stdout.splitlines()[2:]}
+    assert {("batch_norm2d_forward_train", "1"), ("batch_norm2d_backward", "1")} <= rows
+
+
 def test_profile_script_names_an_unusable_device(monkeypatch, capsys):
     """scripts/profile_step.py on a device that cannot run says why in one line (exit 2)."""
 
