@@ -145,3 +145,38 @@ def test_linear_backward_side_by_side_is_the_base_products(cpu, rng, split, monk
         want = Backend.linear_backward(cpu, gy, x, w)
     for ours, base in zip(cpu.linear_backward(gy, x, w), want, strict=True):
         assert ours.shape == base.shape and np.array_equal(ours, base)
+
+
+@pytest.mark.parametrize("padding", [(0, 0), (1, 1)])
+def test_max_pool_forward_in_pieces_gives_the_one_piece_bits(cpu, rng, split, monkeypatch, padding):
+    """max_pool2d_forward gathers a thread's samples in pieces of POOL_CHUNK_BYTES (here one
+    sample, then three): the maxima and their flat indices are the one-piece ones, NaNs and
+    padded windows included."""
+    x = rng.standard_normal((7, 3, 9, 8)).astype(np.float32)
+    x[2, 1, 4, 4] = np.nan
+    split(1, 10**9)
+    want = cpu.max_pool2d_forward(x, (3, 2), (2, 2), padding)
+    for threads, piece in [(1, 1), (2, x[0].nbytes * 3)]:
+        split(threads, 10**9)
+        monkeypatch.setattr(numpy_backend, "POOL_CHUNK_BYTES", piece)
+        for ours, first in zip(
+            cpu.max_pool2d_forward(x, (3, 2), (2, 2), padding), want, strict=True
+        ):
+            assert np.array_equal(ours, first, equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    "count, sample, most", [(13, 100, 350), (13, 100, 10**9), (5, 100, 1), (0, 100, 50)]
+)
+def test_pieces_are_equal_cover_the_slice_and_stay_under_the_bound(
+    monkeypatch, count, sample, most
+):
+    """in_chunks: consecutive pieces, in order, once over the slice, each within one sample of
+    the others and at most ``most`` bytes (or a single sample)."""
+    monkeypatch.setattr(numpy_backend, "POOL_CHUNK_BYTES", most)
+    pieces = []
+    numpy_backend.in_chunks(sample, pieces.append)(slice(4, 4 + count))
+    assert [i for p in pieces for i in range(p.start, p.stop)] == list(range(4, 4 + count))
+    sizes = [p.stop - p.start for p in pieces]
+    assert all(size * sample <= most or size == 1 for size in sizes)
+    assert not sizes or max(sizes) - min(sizes) <= 1 or len(sizes) == 1

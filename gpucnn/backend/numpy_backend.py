@@ -10,6 +10,7 @@ thread count.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,11 @@ from .im2col import ConvGeometry, each_chunk, offset_slices, pad_hw, window_view
 # fc1 (64 x 256 x 6272 at batch 64 and more). tutorial-mnist's fc1 (26M at batch 256) slowed its
 # step when split (benchmarks/NOTES.md).
 SIDE_BY_SIDE_MACS = 64 * 2**20
+# max_pool2d_forward gathers a thread's samples' windows in pieces of at most this much input:
+# fashion-net's pool1 at batch 128 (12.8 MB a thread) took 15-20 ms in one piece, 6 ms in two
+# of 6.4 MB, on 2 cores; tutorial-mnist's pools (at most 5.5 MB a thread at batch 256) were no
+# faster in smaller pieces, and 1-2 MiB ones slowed them 5-20% (benchmarks/NOTES.md).
+POOL_CHUNK_BYTES = 8 << 20
 
 
 class NumpyBackend(Backend):
@@ -231,7 +237,7 @@ class NumpyBackend(Backend):
             np.add(offset, tap, out=offset)
             np.add(offset, origins, out=offset)
 
-        for_slices(n, n, pool)
+        for_slices(n, n, in_chunks(x.itemsize * c * h * w, pool))
         return best, argmax
 
     def max_pool2d_backward(self, gy, argmax, x_shape, kernel, stride, padding, relu_y=None):
@@ -290,6 +296,19 @@ class NumpyBackend(Backend):
             for s in range(kernel[1]):
                 gx[offset_slices(r, s, (1, 1), stride, gy.shape[2:])] += share
         return np.ascontiguousarray(gx[:, :, ph : ph + h, pw : pw + w])
+
+
+def in_chunks(sample_bytes: int, body: Callable[[slice], None]) -> Callable[[slice], None]:
+    """``body`` over a slice of samples as equal consecutive pieces of at most POOL_CHUNK_BYTES
+    (one sample's being ``sample_bytes``), at least a sample each."""
+
+    def chunked(part: slice) -> None:
+        count, most = part.stop - part.start, max(1, POOL_CHUNK_BYTES // max(sample_bytes, 1))
+        pieces = -(-count // most)
+        for i in range(pieces):
+            body(slice(part.start + count * i // pieces, part.start + count * (i + 1) // pieces))
+
+    return chunked
 
 
 def _first_in_bounds_taps(top, tap, kernel, stride, padding) -> None:
