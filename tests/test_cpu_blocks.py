@@ -1,6 +1,6 @@
 """The CPU backend's passes in threads and cache-sized blocks (gpucnn.backend.cpu_elementwise,
 gpucnn.backend.cpu_batch_norm): many blocks, threads and ragged ends give the base backend's
-expressions bit for bit (ReLU, dropout, Adam) or the one-thread results bit for bit and the
+expressions bit for bit (ReLU, dropout, SGD, Adam) or the one-thread results bit for bit and the
 reference's within NORM (batch norm). The op cases' batches are too small to be split into
 blocks, so these tests shrink the blocks."""
 
@@ -71,7 +71,29 @@ def test_adam_is_the_base_expressions_bit_for_bit(
         assert name == "g" or not np.array_equal(a, before), f"{name} was not updated"
 
 
-def test_adam_updates_a_strided_parameter_where_it_lies(cpu, rng):
+@pytest.mark.parametrize("threads, block", SPLITS)
+@pytest.mark.parametrize(
+    "momentum, nesterov, weight_decay, first_step",
+    [(0.0, False, 0.0, False), (0.9, False, 0.0, True), (0.9, False, 0.01, False),
+     (0.9, True, 0.01, False)],
+)  # fmt: skip
+def test_sgd_is_the_base_expressions_bit_for_bit(
+    cpu, rng, split, threads, block, momentum, nesterov, weight_decay, first_step
+):
+    split(threads, block)
+    p, g, velocity = (rng.standard_normal((5, 23)).astype(np.float32) for _ in range(3))
+    ours = [p.copy(), g.copy(), velocity.copy() if momentum else None]
+    base = [p.copy(), g.copy(), velocity.copy() if momentum else None]
+    clock = np.array([1.0, 0.05])
+    hyper = (momentum, nesterov, weight_decay, first_step)
+    cpu.sgd_update(*ours, clock, *hyper)
+    Backend.sgd_update(cpu, *base, clock, *hyper)
+    for name, a, b in zip(("p", "g", "velocity"), ours, base, strict=True):
+        assert (a is None and b is None) or np.array_equal(a, b), name
+    assert not np.array_equal(ours[0], p) and np.array_equal(ours[1], g)
+
+
+def test_optimizers_update_a_strided_parameter_where_it_lies(cpu, rng):
     """A parameter that is a strided view (a slice of a larger array) is updated in place, as
     the base backend does, not in a flattened copy that is thrown away."""
     storage = [rng.standard_normal((4, 10)).astype(np.float32) for _ in range(4)]
@@ -80,6 +102,9 @@ def test_adam_updates_a_strided_parameter_where_it_lies(cpu, rng):
     hyper = (np.array([2.0, 1e-2]), 0.9, 0.999, 1e-8, 0.0, False)
     cpu.adam_update(*(a[:, ::2] for a in storage), *hyper)
     Backend.adam_update(cpu, *(a[:, ::2] for a in base), *hyper)
+    sgd = (np.array([1.0, 0.1]), 0.9, False, 0.0, False)
+    cpu.sgd_update(*(a[:, ::2] for a in storage[:3]), *sgd)
+    Backend.sgd_update(cpu, *(a[:, ::2] for a in base[:3]), *sgd)
     for ours, theirs in zip(storage, base, strict=True):
         assert np.array_equal(ours, theirs)
     assert not np.array_equal(storage[0][:, ::2], before[:, ::2])

@@ -165,6 +165,13 @@ class NumpyBackend(Backend):
         mask = self.dropout_mask(x.shape, p, seed, x.dtype, calls)
         return cpu_elementwise.multiply(x, mask), mask
 
+    def sgd_update(self, p, g, velocity, clock, momentum, nesterov, weight_decay, first_step):
+        arrays = (p, g) if velocity is None else (p, g, velocity)
+        hyper = (momentum, nesterov, weight_decay, first_step)
+        if not all(a.flags.c_contiguous for a in arrays):  # a view: updated as it is
+            return super().sgd_update(p, g, velocity, clock, *hyper)
+        cpu_elementwise.sgd_update(p, g, velocity, float(clock[1]), *hyper)
+
     def adam_update(self, p, g, m, v, clock, beta1, beta2, eps, weight_decay, decoupled):
         if not all(a.flags.c_contiguous for a in (p, g, m, v)):  # a view: updated as it is
             return super().adam_update(
