@@ -195,7 +195,10 @@ class SGD(Optimizer):
         check_non_negative(momentum=momentum, weight_decay=weight_decay)
         if nesterov and momentum <= 0:
             raise ValueError("nesterov momentum needs momentum > 0")
-        self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
+        # Python floats: a NumPy float64 would promote a float32 step's arithmetic in places
+        # (NumPy 2), so its result would depend on how the backend orders the step.
+        self.momentum, self.nesterov = float(momentum), nesterov
+        self.weight_decay = float(weight_decay)
 
     def _update(self, backend, clock):
         # A parameter's first step with momentum is the one that creates its buffer.
@@ -233,7 +236,8 @@ class Adam(Optimizer):
     ):
         super().__init__(params, lr)
         check_non_negative(eps=eps, weight_decay=weight_decay)
-        self.betas, self.eps, self.weight_decay = _betas(betas), eps, weight_decay
+        # Python floats, as SGD's hyperparameters
+        self.betas, self.eps, self.weight_decay = _betas(betas), float(eps), float(weight_decay)
 
     def _update(self, backend, clock):
         indices = range(len(self.params))
@@ -251,8 +255,8 @@ class Adam(Optimizer):
 
 
 def _betas(betas) -> tuple[float, float]:
-    """Adam's ``betas`` as a tuple: a TypeError for what holds no numbers (None, one number), a
-    ValueError for another count than two or a value outside [0, 1)."""
+    """Adam's ``betas`` as a tuple of Python floats: a TypeError for what holds no numbers (None,
+    one number), a ValueError for another count than two or a value outside [0, 1)."""
     expected = f"betas must be two numbers in [0, 1), such as (0.9, 0.999), got {betas!r}"
     try:
         pair = tuple(betas)
@@ -260,7 +264,7 @@ def _betas(betas) -> tuple[float, float]:
         raise TypeError(expected) from None
     if len(pair) != 2 or not all(is_real(b) and 0 <= b < 1 for b in pair):
         raise ValueError(expected)
-    return pair
+    return float(pair[0]), float(pair[1])
 
 
 class AdamW(Adam):

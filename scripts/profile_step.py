@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     backend = get_backend(args.device)
     wall, cpu, calls = instrument(backend)
     step = gpucnn_step(backend, model=args.model)
-    x, y = (backend.asarray(a) for a in random_batch(args.batch_size))
+    x, y = (backend.asarray(a) for a in random_batch(args.batch_size, model=args.model))
     for _ in range(5):
         step(x, y)
     wall.clear(), cpu.clear()

@@ -112,7 +112,8 @@ def test_optimizers_update_a_strided_parameter_where_it_lies(cpu, rng):
 
 
 def _batch_norm(cpu, inputs):
-    x, gamma, beta, gy, running_mean, running_var = (a.copy() for a in inputs)
+    x, gamma, beta, gy = inputs[:4]  # as given: a strided x stays strided
+    running_mean, running_var = (a.copy() for a in inputs[4:])
     y, mean, invstd = cpu.batch_norm2d_forward_train(
         x, gamma, beta, 1e-5, running_mean, running_var
     )
@@ -147,6 +148,28 @@ def test_batch_norm_in_blocks_and_threads_gives_the_one_pass_bits(cpu, rng, spli
     got = results[0][:3] + results[0][5:]
     for ours, expected in zip(got, want, strict=True):
         assert np.max(np.abs(ours - expected)) <= NORM(dtype) * np.max(np.abs(expected))
+
+
+@pytest.mark.parametrize("strided", ["x", "gy"])
+def test_batch_norm_of_a_channels_last_view_gives_the_same_bits_for_any_threads(
+    cpu, rng, split, strided
+):
+    """x or gy an (N, C, H, W) view of channels-last memory: a plane's pixels are not contiguous,
+    and NumPy summed them pixel by pixel in a thread with several channels, pairwise in one
+    with a single channel (found in review). One thread and six (a channel each) now agree."""
+    shape = (12, 10, 9, 6)  # N, H, W, C
+    x = (rng.standard_normal(shape) * 3 + 2).astype(np.float32).transpose(0, 3, 1, 2)
+    gy = rng.standard_normal(shape).astype(np.float32).transpose(0, 3, 1, 2)
+    x, gy = (
+        a if name == strided else np.ascontiguousarray(a) for name, a in (("x", x), ("gy", gy))
+    )
+    ones, zeros = np.ones(6, np.float32), np.zeros(6, np.float32)
+    results = []
+    for threads in (1, 6):
+        split(threads, 10**9)
+        results.append(_batch_norm(cpu, [x, ones, zeros, gy, zeros, ones]))
+    for ours, first in zip(*results, strict=True):
+        assert np.array_equal(ours, first)
 
 
 def test_batch_norm_of_no_channels_in_a_split_batch(cpu, split):

@@ -226,6 +226,38 @@ def test_an_optimizer_step_advances_its_clock_in_place():
         assert opt.steps == 2 and Recording.writes == 0
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps, f: optim.SGD(ps, 0.1, momentum=f(0.9), weight_decay=f(0.01), nesterov=True),
+        lambda ps, f: optim.Adam(ps, 1e-2, betas=(f(0.9), f(0.999)), eps=f(1e-8)),
+        lambda ps, f: optim.AdamW(ps, 1e-2, betas=(f(0.8), f(0.99)), weight_decay=f(0.05)),
+    ],
+    ids=["sgd", "adam", "adamw"],
+)
+def test_numpy_hyperparameters_train_as_the_python_numbers_they_hold(backend, rng, make):
+    """Hyperparameters given as NumPy float64 scalars (read from an array, a config) train a
+    float32 model to the bits Python floats give: NumPy 2 let a float64 scalar promote some of
+    a step's float32 operations and not others, so the step's result depended on them, and on
+    the backend's order of operations. Stored as Python floats."""
+    x, gy = rng.standard_normal((6, 5)).astype(np.float32), rng.standard_normal((6, 3))
+    results = []
+    for number in (float, np.float64):
+        model = nn.Linear(5, 3, rng=7).to(backend)
+        opt = make(model.parameters(), number)
+        assert all(type(v) is float for k, v in vars(opt).items() if k in HYPER)
+        for _ in range(2):
+            model(backend.asarray(x))
+            model.backward(backend.asarray(gy.astype(np.float32)))
+            opt.step()
+        results.append([backend.to_numpy(p.data) for p in model.parameters()])
+    for ours, python in zip(*results, strict=True):
+        assert np.array_equal(ours, python)
+
+
+HYPER = ("momentum", "weight_decay", "eps")
+
+
 def test_optimizer_state_dict_round_trip_continues_identically():
     rng = np.random.default_rng()
     grads = [rng.standard_normal(5).astype(np.float32) for _ in range(4)]

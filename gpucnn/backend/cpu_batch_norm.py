@@ -38,6 +38,14 @@ def _by_channel_ranges(n: int, c: int, pixels: int, dtype: np.dtype, body: Calla
     for_slices(c, n, run)
 
 
+def _planes_of(a: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> (N, C, H*W) with each plane contiguous (a copy where ``a`` is not C
+    ordered): NumPy sums a strided plane (a channels-last view) pixel by pixel or pairwise
+    depending on how many channels the call has, so its bits would depend on the threads."""
+    n, c, h, w = a.shape
+    return np.ascontiguousarray(a).reshape(n, c, h * w)
+
+
 def _scratch(scratch: np.ndarray, like: np.ndarray) -> np.ndarray:
     """The first ``like.size`` elements of ``scratch`` shaped as ``like`` (a block's planes)."""
     return scratch[: like.size].reshape(like.shape)
@@ -66,7 +74,7 @@ def _mean_over_samples(plane_sums: np.ndarray, count: int) -> np.ndarray:
 def forward_train(x, gamma, beta, eps, running_mean=None, running_var=None, momentum=0.1):
     """:meth:`Backend.batch_norm2d_forward_train` on NumPy arrays -> (y, mean, invstd)."""
     n, c, h, w = x.shape
-    planes, count = x.reshape(n, c, h * w), n * h * w
+    planes, count = _planes_of(x), n * h * w
     y = np.empty(x.shape, x.dtype)  # C order, whatever x's: its reshape must be a view
     out, plane_sums = y.reshape(planes.shape), np.empty((n, c), x.dtype)
     mean, var, invstd = (np.empty(c, x.dtype) for _ in range(3))
@@ -105,7 +113,7 @@ def backward(gy, x, gamma, mean, invstd):
     backend's k*(m*gy - gbeta - xhat*ggamma) with its terms scaled apart, so that each step
     writes into gx or the scratch block."""
     n, c, h, w = x.shape
-    planes, grads, m = x.reshape(n, c, h * w), gy.reshape(n, c, h * w), n * h * w
+    planes, grads, m = _planes_of(x), _planes_of(gy), n * h * w
     gx = np.empty(gy.shape, gy.dtype)
     out, (gamma_sums, beta_sums) = gx.reshape(grads.shape), np.empty((2, n, c), gy.dtype)
     ggamma, gbeta = np.empty(c, gy.dtype), np.empty(c, gy.dtype)

@@ -145,16 +145,18 @@ def torch_graph_step(device, x, y, model: str = MODEL) -> TorchGraphStep:
 
 
 # ------------------------------------------------------------------------------------ suites
-def random_batch(batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Host images (batch, 1, 28, 28) float32 and labels (batch,) in 0..9."""
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((batch, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, batch)
+def random_batch(batch: int, seed: int = 0, model: str = MODEL) -> tuple[np.ndarray, np.ndarray]:
+    """Host images of zoo ``model``'s input shape ((batch, 1, 28, 28) float32 for
+    tutorial-mnist) and labels (batch,) among its classes."""
+    spec, rng = model_spec(model), np.random.default_rng(seed)
+    images = rng.standard_normal((batch, *spec["input_shape"])).astype(np.float32)
+    return images, rng.integers(0, spec["num_classes"], batch)
 
 
 def step_runner(peer: P.Peer, batch: int, tutorial_samples: int, model: str = MODEL) -> Runner:
     """One train step of zoo ``model`` at ``batch`` (the tutorial: one sample per call, scaled
     to the batch; its loops are tutorial-mnist's alone)."""
-    x, y = random_batch(batch)
+    x, y = random_batch(batch, model=model)
     if peer.name == "tutorial-loops":
         if model != MODEL:
             raise P.Unavailable(f"the tutorial's loops train {MODEL} only")
