@@ -501,6 +501,19 @@ def test_every_model_the_step_suite_offers_trains():
     assert x.shape == (4, 1, 8, 8) and set(y) <= {0, 1}
 
 
+@pytest.mark.parametrize("suite", ["ops", "epoch", "bandwidth"])
+def test_another_model_outside_the_step_suite_is_refused(monkeypatch, capsys, suite):
+    """--model fashion-net with a suite that times tutorial-mnist (or no model) is an error
+    naming the option, not a table that looks like fashion-net's."""
+    seen = _fake_suite(monkeypatch, suite)
+    assert command.main(["--suite", suite, "--model", "fashion-net"]) == 2
+    assert (
+        "--model fashion-net: only the step suite trains another model" in capsys.readouterr().err
+    )
+    assert not seen
+    assert command.main(["--suite", suite, "--model", "tutorial-mnist"]) == 0 and seen
+
+
 def test_pytorchs_twin_of_a_zoo_model_has_gpucnns_layers_and_weights():
     """fashion-net's twin (convolutions without bias, batch norm, dropout) holds gpucnn's
     weights, running statistics and batch counters, and computes what gpucnn's model does in
@@ -836,8 +849,8 @@ def test_a_runs_settling_pause_holds_for_that_run_only(monkeypatch):
 
 def test_options_reach_the_suite(tmp_path, monkeypatch):
     """Every option the user gives is the one the suite runs with."""
-    seen = _fake_suite(monkeypatch, "ops")
-    argv = ["--suite", "ops", "--repeats", "4", "--cases", "b2", "--tutorial-samples", "2",
+    seen = _fake_suite(monkeypatch, "step")
+    argv = ["--suite", "step", "--repeats", "4", "--cases", "b2", "--tutorial-samples", "2",
             "--epoch-samples", "99", "--data-dir", str(tmp_path), "--megabytes", "1.5",
             "--settle", "0.125", "--batch-size", "2,", "--model", "fashion-net"]  # fmt: skip
     assert command.main(argv) == 0

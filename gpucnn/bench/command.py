@@ -132,6 +132,8 @@ def _check_json_path(path: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen suite, print the table (and write JSON); returns the exit status."""
+    if args.model != training.MODEL and args.suite != "step":  # else timed as tutorial-mnist
+        raise ValueError(f"--model {args.model}: only the step suite trains another model")
     peers = P.select(args.device, args.suite, args.peers)
     if args.device == "cuda":
         get_backend("cuda")  # no usable GPU: GpuUnavailableError, not a table of n/a rows
