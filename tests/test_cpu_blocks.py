@@ -1,8 +1,8 @@
 """The CPU backend's passes in threads and cache-sized blocks (gpucnn.backend.cpu_elementwise,
 gpucnn.backend.cpu_batch_norm): many blocks, threads and ragged ends give the base backend's
-expressions bit for bit (ReLU, dropout, SGD, Adam) or the one-thread results bit for bit and the
-reference's within NORM (batch norm). The op cases' batches are too small to be split into
-blocks, so these tests shrink the blocks."""
+expressions bit for bit (ReLU, dropout, SGD, Adam, eval-mode batch norm) or the one-thread
+results bit for bit and the reference's within NORM (training-mode batch norm). The op cases'
+batches are too small to be split into blocks, so these tests shrink the blocks."""
 
 from __future__ import annotations
 
@@ -170,6 +170,24 @@ def test_batch_norm_of_a_channels_last_view_gives_the_same_bits_for_any_threads(
         results.append(_batch_norm(cpu, [x, ones, zeros, gy, zeros, ones]))
     for ours, first in zip(*results, strict=True):
         assert np.array_equal(ours, first)
+
+
+@pytest.mark.parametrize("threads, block", [(1, 10**9), (1, 1), (3, 700)])
+@pytest.mark.parametrize("layout", ["nchw", "channels-last"])
+def test_batch_norm_eval_is_the_base_expression_bit_for_bit(
+    cpu, rng, split, threads, block, layout
+):
+    """Eval mode (running statistics) in channel ranges and blocks: x * scale + shift per
+    channel, the base backend's bits, for a C-ordered input and a channels-last view."""
+    split(threads, block)
+    x = (rng.standard_normal((33, 7, 5, 6)) * 3 + 2).astype(np.float32)
+    if layout == "channels-last":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    gamma, beta, mean = (rng.standard_normal(7).astype(np.float32) for _ in range(3))
+    var = rng.uniform(0.5, 2, 7).astype(np.float32)
+    got = cpu.batch_norm2d_forward_eval(x, gamma, beta, mean, var, 1e-5)
+    want = Backend.batch_norm2d_forward_eval(cpu, x, gamma, beta, mean, var, 1e-5)
+    assert got.dtype == want.dtype and np.array_equal(got, want)
 
 
 def test_batch_norm_of_no_channels_in_a_split_batch(cpu, split):

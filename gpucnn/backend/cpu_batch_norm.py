@@ -1,4 +1,4 @@
-"""Training-mode batch norm on the CPU: threads take ranges of channels, passes go in blocks.
+"""Batch norm on the CPU: threads take ranges of channels, passes go in blocks.
 
 The base backend's array expressions ran on one core, each operation a pass over the whole
 batch into a new temporary, the statistics reduced over axes (0, 2, 3) at once: fashion-net's
@@ -104,6 +104,26 @@ def forward_train(x, gamma, beta, eps, running_mean=None, running_var=None, mome
         running_mean[...] = (1 - momentum) * running_mean + momentum * mean
         running_var[...] = (1 - momentum) * running_var + momentum * unbiased
     return y, mean, invstd
+
+
+def forward_eval(x, gamma, beta, running_mean, running_var, eps):
+    """:meth:`Backend.batch_norm2d_forward_eval` on NumPy arrays, its bits: x * scale + shift
+    per channel (the base's (1, C, 1, 1) broadcast ran on one core, 14 ms for fashion-net's
+    first batch norm at batch 128)."""
+    n, c, h, w = x.shape
+    planes, y = _planes_of(x), np.empty(x.shape, x.dtype)
+    out = y.reshape(planes.shape)
+    scale = gamma * (1.0 / np.sqrt(running_var + eps))
+    shift = beta - running_mean * scale
+
+    def normalise(part: slice, blocks: list[slice], scratch: np.ndarray) -> None:
+        scales, shifts = _planes(scale[part], h * w), _planes(shift[part], h * w)
+        for b in blocks:
+            np.multiply(planes[b, part], scales, out=out[b, part])
+            np.add(out[b, part], shifts, out=out[b, part])
+
+    _by_channel_ranges(n, c, h * w, x.dtype, normalise)
+    return y
 
 
 def backward(gy, x, gamma, mean, invstd):

@@ -189,6 +189,9 @@ class NumpyBackend(Backend):
             x, gamma, beta, eps, running_mean, running_var, momentum
         )
 
+    def batch_norm2d_forward_eval(self, x, gamma, beta, running_mean, running_var, eps):
+        return cpu_batch_norm.forward_eval(x, gamma, beta, running_mean, running_var, eps)
+
     def batch_norm2d_backward(self, gy, x, gamma, mean, invstd):
         return cpu_batch_norm.backward(gy, x, gamma, mean, invstd)
 
