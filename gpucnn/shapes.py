@@ -35,12 +35,20 @@ def is_real(value) -> bool:
 
 def check_non_negative(**values: float) -> None:
     """A TypeError naming the first value that is not a number (a str, a bool), a ValueError
-    naming the first that is negative, NaN or infinite."""
+    naming the first that is negative, NaN or infinite, or past a float's range (10**400: an
+    int below math.inf that float() refuses)."""
     for name, value in values.items():
         if not is_real(value):
             raise TypeError(f"{name} must be a number, got {value!r}")
-        if not 0 <= value < math.inf:  # NaN too
+        if not 0 <= value < math.inf or not _fits_a_float(value):  # NaN too
             raise ValueError(f"{name} must be non-negative and finite, got {value}")
+
+
+def _fits_a_float(value: numbers.Real) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def scalar(value: Any) -> Any:

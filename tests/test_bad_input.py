@@ -370,6 +370,11 @@ def _after_forward(layer, x):
         (lambda: optim.Adam(P, betas=("0.9", 0.999)), ValueError, "betas must be two numbers"),
         (lambda: optim.SGD(P, float("inf")), ValueError, "learning rate must be non-negative and"),
         (lambda: optim.SGD(P, 0.1, momentum=float("inf")), ValueError, "momentum must be non"),
+        # ints past a float's range: below math.inf, but float() overflows (Python's bare
+        # OverflowError, naming nothing, once the hyperparameters became floats)
+        (lambda: optim.SGD(P, 0.1, weight_decay=10**400), ValueError, "weight_decay must be non"),
+        (lambda: optim.SGD(P, 10**400), ValueError, "learning rate must be non-negative and"),
+        (lambda: optim.Adam(P, eps=10**400), ValueError, "eps must be non-negative and finite"),
     ],
 )
 def test_bad_arguments_raise_named_errors(call, error, message):

@@ -9,6 +9,7 @@ from conftest import make_backend
 
 from gpucnn import nn, optim, reference
 from gpucnn.backend import get_backend
+from gpucnn.backend.base import Backend
 from gpucnn.errors import DeviceMismatchError
 from gpucnn.nn.zoo import build_from_spec, build_model, model_names, model_spec
 
@@ -256,6 +257,35 @@ def test_numpy_hyperparameters_train_as_the_python_numbers_they_hold(backend, rn
 
 
 HYPER = ("momentum", "weight_decay", "eps")
+
+
+def test_batch_norm_with_numpy_eps_and_momentum_computes_as_the_python_numbers(backend, rng):
+    """BatchNorm2d's eps and momentum given as NumPy float64 scalars give the bits and dtype
+    Python floats give, in training (output, running statistics) and in eval: a float64 eps
+    promoted float32 statistics in some ops and not others, and the CPU's eval output was
+    float32 where the base's was float64 (found in review)."""
+    x = (rng.standard_normal((6, 3, 4, 5)) * 2 + 1).astype(np.float32)
+    results = []
+    for number in (float, np.float64):
+        layer = nn.BatchNorm2d(3, eps=number(1e-3), momentum=number(0.3)).to(backend)
+        assert type(layer.eps) is float and type(layer.momentum) is float
+        trained = layer(backend.asarray(x))
+        evaluated = layer.eval()(backend.asarray(x))
+        arrays = (trained, evaluated, layer.running_mean, layer.running_var)
+        results.append([backend.to_numpy(a) for a in arrays])
+    for ours, python in zip(*results, strict=True):
+        assert ours.dtype == python.dtype == np.float32 and np.array_equal(ours, python)
+
+
+def test_cpu_eval_batch_norm_with_wider_statistics_is_the_base_promotion(cpu, rng):
+    """The backend called with float64 running statistics for a float32 input (no layer does)
+    gives the base expression's float64 result, not the blocked pass's float32."""
+    x = rng.standard_normal((4, 3, 2, 5)).astype(np.float32)
+    gamma, beta, mean = (rng.standard_normal(3).astype(np.float32) for _ in range(3))
+    var = rng.uniform(0.5, 2, 3)  # float64
+    got = cpu.batch_norm2d_forward_eval(x, gamma, beta, mean, var, 1e-5)
+    want = Backend.batch_norm2d_forward_eval(cpu, x, gamma, beta, mean, var, 1e-5)
+    assert got.dtype == want.dtype == np.float64 and np.array_equal(got, want)
 
 
 def test_optimizer_state_dict_round_trip_continues_identically():

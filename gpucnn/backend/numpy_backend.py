@@ -190,6 +190,9 @@ class NumpyBackend(Backend):
         )
 
     def batch_norm2d_forward_eval(self, x, gamma, beta, running_mean, running_var, eps):
+        if np.result_type(x, gamma, beta, running_mean, running_var, eps) != x.dtype:
+            # wider statistics or a NumPy float64 eps: the base's promoted result, as it is
+            return super().batch_norm2d_forward_eval(x, gamma, beta, running_mean, running_var, eps)
         return cpu_batch_norm.forward_eval(x, gamma, beta, running_mean, running_var, eps)
 
     def batch_norm2d_backward(self, gy, x, gamma, mean, invstd):

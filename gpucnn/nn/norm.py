@@ -31,7 +31,9 @@ class BatchNorm2d(Module):
                 f"BatchNorm2d eps must be a positive finite number (it keeps a constant channel's "
                 f"1 / sqrt(variance + eps) finite), got {eps!r}"
             )
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        # Python floats: a NumPy float64 eps would promote float32 statistics to float64 (NumPy 2)
+        # in some of the ops and not others, as the optimizers' hyperparameters would.
+        self.num_features, self.eps, self.momentum = num_features, float(eps), float(momentum)
         self.weight = Parameter(np.ones(num_features, dtype=dtype))
         self.bias = Parameter(np.zeros(num_features, dtype=dtype))
         self.register_buffer("running_mean", np.zeros(num_features, dtype=dtype))
