@@ -11,7 +11,8 @@
 #      the host time of each backend call of a step (scripts/profile_step.py);
 #   3. compute-sanitizer (memcheck, racecheck, initcheck, synccheck) over a driver that launches
 #      every kernel, and the nvcc build report;
-#   4. the ops suite's conv rows with Winograd forced wherever the window allows
+#   4. fashion-net's train step against PyTorch (bench-step-fashion-net: batch norm, dropout),
+#      then the ops suite's conv rows with Winograd forced wherever the window allows
 #      (bench-ops-winograd), the lowest priority.
 # Each step logs to $OUT/<step>.log (OUT defaults to the checkout's out/; a relative OUT,
 # DATA_DIR, or PYTHON, SANITIZER or NVCC path is from the caller's folder); a failing step does
@@ -167,6 +168,9 @@ if wanted sanitizer; then
     fi
 fi
 if wanted bench; then
+    # No goal of its own: the zoo's batch-norm and dropout net's step, eager and captured.
+    step bench-step-fashion-net "$PYTHON" -m gpucnn bench --suite step --device cuda \
+        --model fashion-net --json "$OUT/bench_step_fashion_net.json"
     # Last, the lowest priority: every conv row of the ops suite with Winograd wherever the
     # window allows (the tutorial net's 3x3 stride-1 layers too), against the direct kernels
     # and cuDNN, captured graphs only: where Winograd pays.

@@ -199,7 +199,8 @@ def test_the_one_call_runs_every_step_with_the_command_meant(tmp_path, monkeypat
     assert sorted(names[2:6]) == sorted(["tests", *TRAININGS])
     assert names[6:] == [
         *(f"bench-{suite}" for suite in BENCH_SUITES), "profile-host",
-        *(f"sanitizer-{tool}" for tool in SANITIZER_TOOLS), "nvcc-report", "bench-ops-winograd",
+        *(f"sanitizer-{tool}" for tool in SANITIZER_TOOLS), "nvcc-report",
+        "bench-step-fashion-net", "bench-ops-winograd",
     ]  # fmt: skip
 
     calls = [json.loads(line) for line in log.read_text().splitlines()]
@@ -248,11 +249,15 @@ def test_the_one_call_runs_every_step_with_the_command_meant(tmp_path, monkeypat
         ("fashion-mnist", "fashion-net", False), ("fashion-mnist", "tutorial-mnist", False),
         ("fashion-mnist", "tutorial-mnist", True),
     }  # fmt: skip
-    assert [b.suite for b in benches] == [*BENCH_SUITES, "ops"] and set(BENCH_SUITES) == set(SUITES)
-    for b in benches[:-1]:
+    suites = [b.suite for b in benches]
+    assert suites == [*BENCH_SUITES, "step", "ops"] and set(BENCH_SUITES) == set(SUITES)
+    for b in benches[:-2]:
         assert b.json == str(out / f"bench_{b.suite}.json") and b.conv_algorithm == "auto"
         assert b.data_dir == (str(data) if b.suite == "epoch" else None), b
-    winograd = benches[-1]
+        assert b.model == "tutorial-mnist", b
+    fashion, winograd = benches[-2:]
+    assert fashion.model == "fashion-net" and fashion.conv_algorithm == "auto"
+    assert fashion.json == str(out / "bench_step_fashion_net.json") and not fashion.peers
     assert winograd.json == str(out / "bench_ops_winograd.json")
     assert winograd.conv_algorithm == "winograd" and winograd.data_dir is None
     conv_cases = [case.name for case in ops.cases([64]) if case.kind == "conv"]
@@ -284,7 +289,10 @@ def run_groups(tmp_path, only, **env):
     return step_names(tmp_path / "out")
 
 
-BENCH_STEPS = [*(f"bench-{suite}" for suite in BENCH_SUITES), "profile-host", "bench-ops-winograd"]
+BENCH_STEPS = [
+    *(f"bench-{suite}" for suite in BENCH_SUITES), "profile-host",
+    "bench-step-fashion-net", "bench-ops-winograd",
+]  # fmt: skip
 SANITIZER_STEPS = [*(f"sanitizer-{tool}" for tool in SANITIZER_TOOLS), "nvcc-report"]
 
 
@@ -295,7 +303,7 @@ SANITIZER_STEPS = [*(f"sanitizer-{tool}" for tool in SANITIZER_TOOLS), "nvcc-rep
         ("bench", BENCH_STEPS),
         ("sanitizer", SANITIZER_STEPS),
         (" sanitizer\ttests\n", ["tests", *SANITIZER_STEPS]),
-        ("  ", ["tests", *BENCH_STEPS[:-1], *SANITIZER_STEPS, BENCH_STEPS[-1]]),
+        ("  ", ["tests", *BENCH_STEPS[:-2], *SANITIZER_STEPS, *BENCH_STEPS[-2:]]),
     ],
     ids=["tests", "bench", "sanitizer", "tab-and-newline", "blank"],
 )
