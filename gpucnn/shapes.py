@@ -40,11 +40,12 @@ def check_non_negative(**values: float) -> None:
     for name, value in values.items():
         if not is_real(value):
             raise TypeError(f"{name} must be a number, got {value!r}")
-        if not 0 <= value < math.inf or not _fits_a_float(value):  # NaN too
+        if not (0 <= value and _fits_a_float(value)):  # NaN and inf too
             raise ValueError(f"{name} must be non-negative and finite, got {value}")
 
 
 def _fits_a_float(value: numbers.Real) -> bool:
+    """Whether ``value`` is a finite float (an int past 1.8e308 is not one)."""
     try:
         return math.isfinite(float(value))
     except OverflowError:

@@ -42,10 +42,7 @@ def _batch(shape: tuple) -> int:
 
 def relu_forward(x: np.ndarray) -> np.ndarray:
     """max(x, 0), as :meth:`Backend.relu_forward`."""
-    y = np.empty(x.shape, x.dtype)
-    flat, out = x.reshape(-1), y.reshape(-1)
-    each_block(x.size, _batch(x.shape), lambda lo, hi: np.maximum(flat[lo:hi], 0, out=out[lo:hi]))
-    return y
+    return _threaded(np.maximum, x, 0)
 
 
 def dropout_mask(shape, p: float, seed: int, dtype, calls=None) -> np.ndarray:
@@ -78,11 +75,20 @@ def dropout_mask(shape, p: float, seed: int, dtype, calls=None) -> np.ndarray:
 
 def multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a * b for arrays of one shape (dropout applying its mask), in threads."""
+    return _threaded(np.multiply, a, b)
+
+
+def _threaded(ufunc: np.ufunc, a: np.ndarray, b) -> np.ndarray:
+    """``ufunc(a, b)`` into a new C-ordered array, a's elements split among the threads in
+    blocks; ``b`` an array of a's shape, or a scalar."""
     y = np.empty(a.shape, np.result_type(a, b))
-    fa, fb, out = a.reshape(-1), b.reshape(-1), y.reshape(-1)
-    each_block(
-        a.size, _batch(a.shape), lambda lo, hi: np.multiply(fa[lo:hi], fb[lo:hi], out=out[lo:hi])
-    )
+    fa, out = a.reshape(-1), y.reshape(-1)
+    fb = b.reshape(-1) if isinstance(b, np.ndarray) else None
+
+    def apply(lo: int, hi: int) -> None:
+        ufunc(fa[lo:hi], b if fb is None else fb[lo:hi], out=out[lo:hi])
+
+    each_block(a.size, _batch(a.shape), apply)
     return y
 
 

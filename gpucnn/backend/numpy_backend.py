@@ -166,14 +166,13 @@ class NumpyBackend(Backend):
         return cpu_elementwise.multiply(x, mask), mask
 
     def sgd_update(self, p, g, velocity, clock, momentum, nesterov, weight_decay, first_step):
-        arrays = (p, g) if velocity is None else (p, g, velocity)
         hyper = (momentum, nesterov, weight_decay, first_step)
-        if not all(a.flags.c_contiguous for a in arrays):  # a view: updated as it is
+        if not _contiguous(p, g, velocity):  # a view: updated as it is
             return super().sgd_update(p, g, velocity, clock, *hyper)
         cpu_elementwise.sgd_update(p, g, velocity, float(clock[1]), *hyper)
 
     def adam_update(self, p, g, m, v, clock, beta1, beta2, eps, weight_decay, decoupled):
-        if not all(a.flags.c_contiguous for a in (p, g, m, v)):  # a view: updated as it is
+        if not _contiguous(p, g, m, v):  # a view: updated as it is
             return super().adam_update(
                 p, g, m, v, clock, beta1, beta2, eps, weight_decay, decoupled
             )
@@ -309,6 +308,12 @@ class NumpyBackend(Backend):
             for s in range(kernel[1]):
                 gx[offset_slices(r, s, (1, 1), stride, gy.shape[2:])] += share
         return np.ascontiguousarray(gx[:, :, ph : ph + h, pw : pw + w])
+
+
+def _contiguous(*arrays) -> bool:
+    """Whether every array given (None aside) is C-contiguous: the blocked optimizer updates
+    walk flat views, which a strided parameter's reshape would copy."""
+    return all(a.flags.c_contiguous for a in arrays if a is not None)
 
 
 def in_chunks(sample_bytes: int, body: Callable[[slice], None]) -> Callable[[slice], None]:
