@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_download)
 
     p = sub.add_parser(
-        "bench", help="time gpucnn against its peers (PyTorch, the tutorial's loops)"
+        "bench",
+        help="time gpucnn and measure its memory against its peers (PyTorch, the tutorial's loops)",
     )
     bench.add_arguments(p)
     p.set_defaults(func=bench.run)

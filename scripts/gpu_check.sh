@@ -13,7 +13,8 @@
 #      every kernel, and the nvcc build report;
 #   4. fashion-net's train step against PyTorch (bench-step-fashion-net: batch norm, dropout),
 #      then the ops suite's conv rows with Winograd forced wherever the window allows
-#      (bench-ops-winograd), the lowest priority.
+#      (bench-ops-winograd), then the device memory fashion-net's first steps take in a new
+#      process against PyTorch's (bench-memory), the lowest priority.
 # Each step logs to $OUT/<step>.log (OUT defaults to the checkout's out/; a relative OUT,
 # DATA_DIR, or PYTHON, SANITIZER or NVCC path is from the caller's folder); a failing step does
 # not stop the others; the summary (with each step's end time) is printed at the end and written
@@ -177,6 +178,9 @@ if wanted bench; then
     step bench-ops-winograd "$PYTHON" -m gpucnn bench --suite ops --device cuda --cases conv \
         --conv-algorithm winograd --json "$OUT/bench_ops_winograd.json" \
         --peers gpucnn-cuda-graph,gpucnn-cuda-baseline-graph,pytorch-cuda-graph
+    # No goal either: one new process per peer (the count is the driver's, so once is enough).
+    step bench-memory "$PYTHON" -m gpucnn bench --suite memory --device cuda --model fashion-net \
+        --batch-size 128 --repeats 1 --json "$OUT/bench_memory.json"
 fi
 {
     echo "gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse --short HEAD 2>/dev/null)"

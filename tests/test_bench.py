@@ -56,7 +56,8 @@ def check_record(record, device):
         if row["status"] != "ok":
             assert row["median"] is None and not row["ratios"]
             continue
-        assert row["median"] == pytest.approx(float(np.median(row["times"])))
+        samples = row["peak_bytes"] or row["times"]  # the memory suite's rows measure bytes
+        assert row["median"] == pytest.approx(float(np.median(samples)))
         for other, ratio in row["ratios"].items():
             (peer,) = [
                 r for r in rows
@@ -1147,9 +1148,9 @@ def test_compile_rows_note_a_goal_reached_exactly_as_met(monkeypatch):
 @pytest.mark.parametrize(
     ("defaults", "wanted"),
     [
-        ({}, ["--suite {ops,step,epoch,bandwidth,compile} default: step", "(default 64,256)",
+        ({}, ["--suite {ops,step,epoch,bandwidth,compile,memory} default: step", "(default 64,256)",
               "(default: the device's)"]),
-        ({"suite": "ops"}, ["--suite {ops,step,epoch,bandwidth,compile} default: ops"]),
+        ({"suite": "ops"}, ["--suite {ops,step,epoch,bandwidth,compile,memory} default: ops"]),
         (
             {"suite": "step", "device": "cpu", "batch_size": [256],
              "peers": ["gpucnn-cpu", "pytorch-cpu"]},

@@ -18,6 +18,7 @@ from conftest import write_fake_idx_dataset
 from gpucnn.backend import get_backend
 from gpucnn.bench import (
     bandwidth,
+    children,
     coldstart,
     command,
     goals,
@@ -508,7 +509,8 @@ def test_another_model_outside_the_step_suite_is_refused(monkeypatch, capsys, su
     seen = _fake_suite(monkeypatch, suite)
     assert command.main(["--suite", suite, "--model", "fashion-net"]) == 2
     assert (
-        "--model fashion-net: only the step suite trains another model" in capsys.readouterr().err
+        "--model fashion-net: only the step and memory suites train another model"
+        in capsys.readouterr().err
     )
     assert not seen
     assert command.main(["--suite", suite, "--model", "tutorial-mnist"]) == 0 and seen
@@ -545,7 +547,7 @@ def test_pytorchs_graph_step_copies_each_batch_into_its_own_and_trains_on_it(mon
         for _ in range(2)
     ]  # fmt: skip
     made_from = [t.clone() for t in batches[0]]
-    graph = training.torch_graph_step(torch.device("cpu"), *batches[0])
+    graph = training.torch_graph_step(*training.torch_model(torch.device("cpu")), *batches[0])
     net, opt = training.torch_model(torch.device("cpu"))
     for x, y in batches[1:] + batches[:1]:
         graph(x, y)
@@ -987,14 +989,14 @@ def test_a_compile_child_runs_this_gpucnn_with_its_own_cache(monkeypatch, tmp_pa
         runs.append(env)
         return subprocess.CompletedProcess(command, 0, 'a warning\n{"seconds": 1.5}\n', "")
 
-    monkeypatch.setattr(coldstart.subprocess, "run", run)
+    monkeypatch.setattr(children.subprocess, "run", run)
     assert coldstart._run_child("warm", str(tmp_path)) == 1.5
     (env,) = runs
     assert env[coldstart.CACHE_ENV] == str(tmp_path) and "CUPY_CACHE_IN_MEMORY" not in env
-    root = str(coldstart.Path(coldstart.__file__).resolve().parents[2])
-    assert env["PYTHONPATH"].split(coldstart.os.pathsep) == [root, "elsewhere"]
+    root = str(children.Path(children.__file__).resolve().parents[2])
+    assert env["PYTHONPATH"].split(children.os.pathsep) == [root, "elsewhere"]
     failed = subprocess.CompletedProcess([], 1, "", "Traceback ...\nCUDARuntimeError: x")
-    monkeypatch.setattr(coldstart.subprocess, "run", lambda *a, **k: failed)
+    monkeypatch.setattr(children.subprocess, "run", lambda *a, **k: failed)
     with pytest.raises(RuntimeError, match="warm compile-suite process failed .exit 1.: Trace"):
         coldstart._run_child("warm", str(tmp_path))
 

@@ -68,7 +68,7 @@ def test_deadline_interrupts_the_running_step_and_skips_the_rest(tmp_path):
     assert "interrupted" in (tmp_path / "out" / "cuda-backend.log").read_text()
     assert "SKIP bench-step (past DEADLINE_S=3 s)" in summary
     assert "SKIP profile-host" in summary
-    assert "SKIP bench-ops-winograd" in summary  # the last step, after the others
+    assert "SKIP bench-memory" in summary  # the last step, after the others
 
 
 def test_tests_run_before_the_benchmarks_and_a_missing_data_dir_only_costs_the_real_images(
@@ -200,7 +200,7 @@ def test_the_one_call_runs_every_step_with_the_command_meant(tmp_path, monkeypat
     assert names[6:] == [
         *(f"bench-{suite}" for suite in BENCH_SUITES), "profile-host",
         *(f"sanitizer-{tool}" for tool in SANITIZER_TOOLS), "nvcc-report",
-        "bench-step-fashion-net", "bench-ops-winograd",
+        "bench-step-fashion-net", "bench-ops-winograd", "bench-memory",
     ]  # fmt: skip
 
     calls = [json.loads(line) for line in log.read_text().splitlines()]
@@ -250,18 +250,21 @@ def test_the_one_call_runs_every_step_with_the_command_meant(tmp_path, monkeypat
         ("fashion-mnist", "tutorial-mnist", True),
     }  # fmt: skip
     suites = [b.suite for b in benches]
-    assert suites == [*BENCH_SUITES, "step", "ops"] and set(BENCH_SUITES) == set(SUITES)
-    for b in benches[:-2]:
+    assert suites == [*BENCH_SUITES, "step", "ops", "memory"]
+    assert {*BENCH_SUITES, "memory"} == set(SUITES)
+    for b in benches[:-3]:
         assert b.json == str(out / f"bench_{b.suite}.json") and b.conv_algorithm == "auto"
         assert b.data_dir == (str(data) if b.suite == "epoch" else None), b
         assert b.model == "tutorial-mnist", b
-    fashion, winograd = benches[-2:]
+    fashion, winograd, memory = benches[-3:]
     assert fashion.model == "fashion-net" and fashion.conv_algorithm == "auto"
     assert fashion.json == str(out / "bench_step_fashion_net.json") and not fashion.peers
     assert winograd.json == str(out / "bench_ops_winograd.json")
     assert winograd.conv_algorithm == "winograd" and winograd.data_dir is None
     conv_cases = [case.name for case in ops.cases([64]) if case.kind == "conv"]
     assert winograd.cases and all(winograd.cases in name for name in conv_cases)
+    assert memory.json == str(out / "bench_memory.json") and not memory.peers
+    assert (memory.model, memory.batch_size, memory.repeats) == ("fashion-net", [128], 1)
 
     profile = [args for args in python_calls if args[0] == "scripts/profile_step.py"]
     assert len(profile) == 1
@@ -291,7 +294,7 @@ def run_groups(tmp_path, only, **env):
 
 BENCH_STEPS = [
     *(f"bench-{suite}" for suite in BENCH_SUITES), "profile-host",
-    "bench-step-fashion-net", "bench-ops-winograd",
+    "bench-step-fashion-net", "bench-ops-winograd", "bench-memory",
 ]  # fmt: skip
 SANITIZER_STEPS = [*(f"sanitizer-{tool}" for tool in SANITIZER_TOOLS), "nvcc-report"]
 
@@ -303,7 +306,7 @@ SANITIZER_STEPS = [*(f"sanitizer-{tool}" for tool in SANITIZER_TOOLS), "nvcc-rep
         ("bench", BENCH_STEPS),
         ("sanitizer", SANITIZER_STEPS),
         (" sanitizer\ttests\n", ["tests", *SANITIZER_STEPS]),
-        ("  ", ["tests", *BENCH_STEPS[:-2], *SANITIZER_STEPS, *BENCH_STEPS[-2:]]),
+        ("  ", ["tests", *BENCH_STEPS[:-3], *SANITIZER_STEPS, *BENCH_STEPS[-3:]]),
     ],
     ids=["tests", "bench", "sanitizer", "tab-and-newline", "blank"],
 )
@@ -333,7 +336,7 @@ def test_a_failing_step_fails_the_call_but_not_the_steps_after_it(tmp_path):
     assert result.returncode == 1
     steps = (tmp_path / "out" / "steps.txt").read_text()
     assert "FAIL tests (exit 3, done at " in steps and "tests.log)" in steps
-    assert "PASS bench-step" in steps and "PASS bench-ops-winograd" in steps
+    assert "PASS bench-step" in steps and "PASS bench-memory" in steps
     assert steps in (tmp_path / "out" / "summary.txt").read_text()
     passing = recorder(tmp_path / "python", log)
     assert run(tmp_path, PYTHON=passing, ONLY="tests", PATH=path).returncode == 0

@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from ..backend import get_backend
 from . import training
+from .children import run_child
 
 BATCH = 64
 CACHE_ENV = "CUPY_CACHE_DIR"
-TIMEOUT_S = 600
 
 
 class Row(NamedTuple):
@@ -83,17 +80,8 @@ def child(phase: str) -> None:
 def _run_child(phase: str, cache_dir: str) -> float:
     env = {k: v for k, v in os.environ.items() if k != "CUPY_CACHE_IN_MEMORY"}  # it skips the disk
     env[CACHE_ENV] = cache_dir
-    # this very gpucnn first on the path, whether installed or checked out
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
-    command = [sys.executable, "-c", _CHILD.format(phase=phase)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"the {phase} compile-suite process failed (exit {done.returncode}): "
-            f"{done.stderr.strip()[-2000:]}"
-        )
-    return float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
+    code = _CHILD.format(phase=phase)
+    return float(run_child(code, f"{phase} compile-suite", env)["seconds"])
 
 
 def samples(repeats: int) -> dict[str, list[float]]:

@@ -19,6 +19,7 @@ from . import peers as P
 from .suites import DEFAULT_REPEATS, SUITES, Options
 
 DEFAULT_BATCH_SIZES = (64, 256)
+MODEL_SUITES = ("step", "memory")  # the suites that train any zoo model (--model)
 
 
 def _ints(text: str) -> list[int]:
@@ -92,8 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--model", choices=model_names(), default=training.MODEL,
-        help=f"step: the zoo model trained (default {training.MODEL}; the tutorial's loops "
-        "train only that)",
+        help=f"step, memory: the zoo model trained (default {training.MODEL}; the tutorial's "
+        "loops train only that)",
     )  # fmt: skip
     parser.add_argument(
         "--epoch-samples",
@@ -132,8 +133,10 @@ def _check_json_path(path: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen suite, print the table (and write JSON); returns the exit status."""
-    if args.model != training.MODEL and args.suite != "step":  # else timed as tutorial-mnist
-        raise ValueError(f"--model {args.model}: only the step suite trains another model")
+    if args.model != training.MODEL and args.suite not in MODEL_SUITES:  # else tutorial-mnist's
+        raise ValueError(
+            f"--model {args.model}: only the {' and '.join(MODEL_SUITES)} suites train another model"
+        )
     peers = P.select(args.device, args.suite, args.peers)
     if args.device == "cuda":
         get_backend("cuda")  # no usable GPU: GpuUnavailableError, not a table of n/a rows

@@ -17,7 +17,7 @@ from ..backend import Backend, get_backend
 from ..errors import GpuUnavailableError
 from .timing import Clock, HostClock, cupy_clock, torch_clock
 
-SUITES = ("ops", "step", "epoch")  # a peer's suites unless it names its own
+SUITES = ("ops", "step", "epoch", "memory")  # a peer's suites unless it names its own
 GPUCNN_SUITES = (*SUITES, "bandwidth")  # gpucnn's ops against its own device's copy
 
 
@@ -101,6 +101,7 @@ def is_graph(peer: Peer) -> bool:
 CAPTURE_FAILED = "the CUDA graph capture failed"
 SETUP_FAILED = "setting the peer up failed"
 TIMING_FAILED = "timing the peer failed"  # in its warm-up or a sample: a CUDA error, out of memory
+MEASURING_FAILED = "measuring the peer failed"  # a memory-suite process of its own failed
 
 
 def failure_reason(failure: str, err: Exception) -> str:
@@ -146,9 +147,9 @@ def timing_failed(err: Exception) -> str:
 
 
 def own_failure(peer: str, status: str) -> bool:
-    """True where a gpucnn peer failed (its setup, its capture or its timed calls): gpucnn's own
-    error, which no missing PyTorch or GPU excuses."""
-    failed = (CAPTURE_FAILED, SETUP_FAILED, TIMING_FAILED)
+    """True where a gpucnn peer failed (its setup, its capture, its timed calls or a process of
+    its own in the memory suite): gpucnn's own error, which no missing PyTorch or GPU excuses."""
+    failed = (CAPTURE_FAILED, SETUP_FAILED, TIMING_FAILED, MEASURING_FAILED)
     return peer.startswith("gpucnn-") and status.startswith(failed)
 
 

@@ -27,7 +27,9 @@ class Result:
     ``ratios[other]`` = other's median / this median, so 2.0 means this peer is twice as fast as
     ``other``; only peers of the same device appear there. ``bytes`` is what one call must move at
     least (0: not counted) and ``copy_fraction`` its bandwidth over that of the same peer's copy in
-    the same run (the ``bandwidth`` suite).
+    the same run (the ``bandwidth`` suite). The ``memory`` suite's rows measure bytes, not time:
+    their samples are ``peak_bytes`` (``times`` is empty), and their median and ratios are taken
+    over those, so there too a ratio of 2.0 means this peer needs half the memory of ``other``.
     """
 
     suite: str
@@ -46,6 +48,7 @@ class Result:
     bytes: int = 0
     copy_fraction: float | None = None
     ratios: dict[str, float] = field(default_factory=dict)
+    peak_bytes: list[int] = field(default_factory=list)
 
     @classmethod
     def of(cls, peer: Peer, suite: str, case: str, op: str, **kwargs) -> Result:
@@ -54,8 +57,13 @@ class Result:
         )
 
     @property
+    def samples(self) -> list:
+        """What the median is taken over: seconds per unit, or the memory suite's bytes."""
+        return self.peak_bytes or self.times
+
+    @property
     def median(self) -> float | None:
-        return float(np.median(self.times)) if self.status == "ok" and self.times else None
+        return float(np.median(self.samples)) if self.status == "ok" and self.samples else None
 
     @property
     def gb_per_s(self) -> float | None:
@@ -71,7 +79,7 @@ def add_ratios(results: list[Result]) -> None:
     """Set each result's ``ratios`` to every other measured peer of its case, op and device."""
     groups: dict[tuple[str, str, str], list[Result]] = {}
     for r in results:
-        if r.median is not None:
+        if r.median:  # measured, and not zero (a memory row's rise can be)
             groups.setdefault((r.suite, r.case, r.op), []).append(r)
     for group in groups.values():
         for r in group:
@@ -90,6 +98,16 @@ def format_time(seconds: float | None) -> str:
     return f"{seconds * 1e9:.4g} ns"
 
 
+def format_bytes(count: float | None) -> str:
+    """Bytes in GiB, MiB, KiB or B, four significant digits; n/a for None."""
+    if count is None:
+        return "n/a"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(count) >= scale:
+            return f"{count / scale:.4g} {unit}"
+    return f"{count:.4g} B"
+
+
 def format_ratio(ratio: float, digits: int = 3) -> str:
     """A ratio to ``digits`` significant digits (four where it meets a goal, so that a ratio
     just under one does not print as equal to it), whole numbers with separators from 1000 on."""
@@ -97,12 +115,12 @@ def format_ratio(ratio: float, digits: int = 3) -> str:
     return f"{ratio:,.0f}x" if float(text) >= 1000 else f"{text}x"
 
 
-def _spread(times: list[float]) -> str:
-    """Interquartile range over the median, in percent."""
-    if len(times) < 2:
+def _spread(samples: list[float]) -> str:
+    """Interquartile range over the median, in percent ("-" for one sample or a median of 0)."""
+    if len(samples) < 2:
         return "-"
-    q1, q2, q3 = np.percentile(times, (25, 50, 75))
-    return f"{100 * (q3 - q1) / q2:.0f}%"
+    q1, q2, q3 = np.percentile(samples, (25, 50, 75))
+    return f"{100 * (q3 - q1) / q2:.0f}%" if q2 else "-"
 
 
 def _row(r: Result, measured: list[str]) -> list[str]:
@@ -112,8 +130,9 @@ def _row(r: Result, measured: list[str]) -> list[str]:
     diff = "" if r.rel_diff is None else f"{r.rel_diff:.1e}"
     ratios = [format_ratio(r.ratios[p]) if p in r.ratios else "" for p in measured]
     note = r.note if r.status == "ok" else f"not available: {r.status}"
-    cells = [r.case, r.op, r.peer, r.device, format_time(r.median), rate, gbps, fraction]
-    return cells + [_spread(r.times), diff, *ratios, note]
+    median = format_bytes(r.median) if r.peak_bytes else format_time(r.median)
+    cells = [r.case, r.op, r.peer, r.device, median, rate, gbps, fraction]
+    return cells + [_spread(r.samples), diff, *ratios, note]
 
 
 def table(results: list[Result]) -> str:

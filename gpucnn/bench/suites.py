@@ -1,20 +1,21 @@
-"""The suites (``ops``, ``step``, ``epoch``, ``bandwidth``, ``compile``): build each peer's runners,
-measure, collect."""
+"""The suites (``ops``, ``step``, ``epoch``, ``bandwidth``, ``compile``, ``memory``): build each
+peer's runners, measure, collect."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import bandwidth, coldstart, ops, training
+from . import bandwidth, coldstart, memory, ops, training
 from . import peers as P
 from .peers import Peer, Unavailable, gpucnn_clock, is_graph
-from .report import Result
+from .report import Result, format_bytes
 from .timing import Runner, Samples, measure
 
-DEFAULT_REPEATS = {"ops": 20, "step": 20, "epoch": 3, "bandwidth": 10, "compile": 3}
+DEFAULT_REPEATS = {"ops": 20, "step": 20, "epoch": 3, "bandwidth": 10, "compile": 3, "memory": 3}
 
 
 @dataclass
@@ -28,7 +29,7 @@ class Options:
     epoch_samples: int = 60_000
     data_dir: str | None = None
     megabytes: float = 256  # bandwidth: the input tensor's size in MiB
-    model: str = training.MODEL  # step: the zoo model trained
+    model: str = training.MODEL  # step, memory: the zoo model trained
 
 
 def _timed(samples: Samples) -> dict:
@@ -175,10 +176,45 @@ def run_compile(peers: list[Peer], opts: Options) -> list[Result]:
     return results
 
 
+def run_memory(peers: list[Peer], opts: Options) -> list[Result]:
+    """The ``memory`` suite: per batch size, each peer's rise in memory over the first train steps
+    of ``opts.model`` in new processes (:mod:`.memory`), the peers taking turns, ``opts.repeats``
+    processes each."""
+    missing = {}
+    for peer in peers:  # before any child starts: a missing PyTorch, GPU or /proc
+        try:
+            P.setting_up(lambda p=peer: memory.check(p))
+        except Unavailable as err:
+            missing[peer.name] = str(err)
+    results = []
+    for batch in opts.batch_sizes:
+        case, status = f"{opts.model} b{batch}", dict(missing)
+        samples: dict[str, list[tuple[int, int]]] = {p.name: [] for p in peers}
+        for _ in range(opts.repeats):
+            for peer in (p for p in peers if p.name not in status):
+                one = functools.partial(memory.sample, peer, opts.model, batch)
+                try:
+                    samples[peer.name].append(P.failing_softly(one, P.MEASURING_FAILED))
+                except Unavailable as err:
+                    status[peer.name] = str(err)
+        for peer in peers:
+            op = memory.OPS[peer.device]
+            if peer.name in status:
+                results.append(Result.of(peer, "memory", case, op, status=status[peer.name]))
+                continue
+            befores, rises = zip(*samples[peer.name], strict=True)
+            r = Result.of(peer, "memory", case, op, peak_bytes=list(rises), batch_size=batch)
+            before = format_bytes(float(np.median(befores)))
+            r.annotate(f"over the first {memory.CALLS} steps of a new process, {before} before")
+            results.append(r)
+    return results
+
+
 SUITES = {
     "ops": run_ops,
     "step": run_step,
     "epoch": run_epoch,
     "bandwidth": run_bandwidth,
     "compile": run_compile,
+    "memory": run_memory,
 }

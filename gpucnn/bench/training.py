@@ -128,12 +128,12 @@ class TorchGraphStep:
         self.graph.replay()
 
 
-def torch_graph_step(device, x, y, model: str = MODEL) -> TorchGraphStep:
-    """The whole step captured once as a CUDA graph (:func:`.peers.torch_capture`, the gradients
-    set to None before each warm-up step and the capture), on copies of ``x`` and ``y``."""
+def torch_graph_step(net, opt, x, y) -> TorchGraphStep:
+    """The whole step of ``net`` and its optimizer ``opt`` (:func:`torch_model`) captured once as
+    a CUDA graph (:func:`.peers.torch_capture`, the gradients set to None before each warm-up
+    step and the capture), on copies of ``x`` and ``y``."""
     import torch.nn.functional as F
 
-    net, opt = torch_model(device, model)
     static_x, static_y = x.clone(), y.clone()
 
     def step():
@@ -178,7 +178,8 @@ def step_runner(peer: P.Peer, batch: int, tutorial_samples: int, model: str = MO
     device = P.torch_device(peer)
     tx, ty = P.to_torch(x, device), P.to_torch(y, device)
     if peer.name == "pytorch-cuda-graph":
-        graph_step = P.capturing(lambda: torch_graph_step(device, tx, ty, model))
+        net, opt = torch_model(device, model)
+        graph_step = P.capturing(lambda: torch_graph_step(net, opt, tx, ty))
         return Runner(lambda: graph_step(tx, ty), P.torch_clock_for(peer))
     step = torch_step(device, model)
     return Runner(P.torch_call(peer, lambda: step(tx, ty)), P.torch_clock_for(peer))
@@ -214,7 +215,8 @@ def _torch_epoch(peer: P.Peer, data: Images, batch: int) -> Runner:
     labels = P.to_torch(data.y, device)
     steps = len(data.y) // batch
     if peer.name == "pytorch-cuda-graph":
-        step = P.capturing(lambda: torch_graph_step(device, images[:batch], labels[:batch]))
+        net, opt = torch_model(device)
+        step = P.capturing(lambda: torch_graph_step(net, opt, images[:batch], labels[:batch]))
     else:
         step = torch_step(device)
 
