@@ -878,7 +878,7 @@ def test_threads_are_set_for_gpucnn_and_pytorch(monkeypatch):
     torch = pytest.importorskip("torch")
     _fake_suite(monkeypatch)
     set_to = []
-    monkeypatch.setattr(command.cpu_threads, "set_threads", lambda n: set_to.append(("gpucnn", n)))
+    monkeypatch.setattr(peers.cpu_threads, "set_threads", lambda n: set_to.append(("gpucnn", n)))
     monkeypatch.setattr(torch, "set_num_threads", lambda n: set_to.append(("torch", n)))
     assert command.main(["--threads", "3"]) == 0
     assert set_to == [("gpucnn", 3), ("torch", 3)]

@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..atomic import check_writable_folder
-from ..backend import cpu_threads, get_backend
+from ..backend import get_backend
 from ..backend.launchers.winograd import ALGORITHMS, convolution_algorithm
 from ..nn.zoo import model_names
-from . import goals, report, timing, training
+from . import goals, memory, report, timing, training
 from . import peers as P
 from .suites import DEFAULT_REPEATS, SUITES, Options
 
@@ -142,12 +142,10 @@ def run(args: argparse.Namespace) -> int:
         get_backend("cuda")  # no usable GPU: GpuUnavailableError, not a table of n/a rows
     if args.json:
         _check_json_path(args.json)
+    if args.suite == "memory" and args.device != "cuda":
+        memory.check_host()  # no /proc: an error, not a table of n/a rows
     if args.threads:
-        cpu_threads.set_threads(args.threads)
-        if importlib.util.find_spec("torch") is not None:
-            import torch
-
-            torch.set_num_threads(args.threads)
+        P.set_threads(args.threads, torch_too=importlib.util.find_spec("torch") is not None)
     opts = Options(
         # once each, in order: a repeated size's rows would pair with the wrong run's in ratios
         batch_sizes=list(dict.fromkeys(args.batch_size or DEFAULT_BATCH_SIZES)),
@@ -158,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
         epoch_samples=args.epoch_samples,
         data_dir=args.data_dir,
         megabytes=args.megabytes,
+        threads=args.threads,
+        conv_algorithm=args.conv_algorithm,
     )
     settle, timing.SETTLE_S = timing.SETTLE_S, args.settle
     try:

@@ -1,39 +1,56 @@
-"""The ``memory`` suite: how much memory a training step adds to a new process, per peer.
+"""The ``memory`` suite: how much memory training takes, per peer, each in a new process.
 
-Each sample is a new process (:mod:`.children`), so that no peer reuses memory an earlier one
-left in an allocator. It builds zoo model, optimizer and one batch on its device, reads its memory,
-runs the first CALLS train steps (a captured peer captures on its third and replays on its
-fourth) and reports how far its memory rose above what it had before them. What the first steps
-create to keep (momentum buffers, the allocators' caches, a graph's memory) counts, as it does
-in a real run. Both libraries are measured the same way:
+Each sample is a new process (:mod:`.children`), so that no peer reuses memory another left in an
+allocator. It starts its library (imports, PyTorch's lazy ones too, the CUDA context, gpucnn's
+kernels), reads its memory, then builds the peer's step as the ``step`` suite does (the batch on
+the device, the model with the same weights, SGD with momentum; a graph peer's warm-up and
+capture), calls it CALLS times, and reports how far its memory rose above what it had before.
+Both libraries are measured the same way:
 
 - host peers (``gpucnn-cpu``, ``gpucnn-cuda-emu``, ``pytorch-cpu``): the resident set, from
-  Linux's /proc/self/status: its high-water mark, reset just before the steps
-  (/proc/self/clear_refs), over the resident size then;
-- CUDA peers: the device memory in use, the driver's count (cudaMemGetInfo, through the peer's
-  own library), after the steps over before them: whatever holds it, CuPy's pools, PyTorch's
-  caching allocator, cuBLAS and cuDNN workspaces, a graph's. Both libraries keep what they
-  allocated in their pools, so that is the most they held at once. The count is the whole
-  device's: run it with nothing else on the GPU.
+  Linux's /proc/self/status: its high-water mark, reset just before (/proc/self/clear_refs), over
+  the resident size then, less the rise of its file-backed part (library code read in on first
+  use: shared, and dropped when memory is short), so that what is left is the process's own;
+- CUDA peers: the device memory in use, the driver's count (cudaMemGetInfo, through the peer's own
+  library, so whatever holds it: CuPy's pools, PyTorch's caching allocator, cuBLAS and cuDNN
+  handles, a graph's), after over before, plus what PyTorch's allocator had handed back from its
+  peak by then (it empties its cache as a graph capture begins); CuPy's pools hand nothing back.
+  The count is the whole device's: run it with nothing else on the GPU.
+
+PyTorch runs with cuDNN's autotuning off (its default: the trials' workspaces would stay in its
+cache), where the timed suites turn it on.
 """
 
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
+from ..backend.launchers.winograd import convolution_algorithm
 from . import peers as P
 from . import training
 from .children import run_child
 
-CALLS = training.GRAPH_WARMUP_CALLS + 1  # a captured gpucnn step has replayed once by then
+# Calls of the built step (a graph peer's warm-up and capture come with the build): the first makes
+# the optimizer's momentum, the later ones reuse what the allocators keep.
+CALLS = 4
 OPS = {"cpu": "host memory rise", "cuda": "device memory rise"}
+BEFORE = {"cpu": "resident before", "cuda": "in use on the device before (every process's)"}
 STATUS, CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 RESET_PEAK = "5"  # what clear_refs takes to reset the resident set's high-water mark (Linux 4.0)
-_CHILD = "from gpucnn.bench.memory import child; child({peer!r}, {model!r}, {batch!r})"
+_CHILD = "from gpucnn.bench.memory import child; child({peer!r}, {model!r}, {batch!r}, {threads!r}, {algorithm!r})"  # noqa: E501
+
+
+class Meter(Protocol):
+    """``start()`` returns the bytes in use now; ``rise()`` how far they rose since at most."""
+
+    def start(self) -> int: ...
+
+    def rise(self) -> int: ...
 
 
 def _status_bytes(key: str) -> int:
@@ -48,101 +65,110 @@ def _status_bytes(key: str) -> int:
 
 
 def check_host() -> None:
-    """Raise :class:`~.peers.Unavailable` where this process cannot read its resident set's size
-    and reset its high-water mark (not Linux, or a kernel or sandbox that refuses)."""
+    """Raise RuntimeError where this process cannot read its resident set's sizes and reset its
+    high-water mark (not Linux, or a kernel or sandbox that refuses)."""
     try:
         _status_bytes("VmHWM")
+        _status_bytes("RssFile")
         CLEAR_REFS.write_text(RESET_PEAK)
     except (OSError, KeyError) as err:
-        raise P.Unavailable(
-            f"host memory is read from Linux's {STATUS} and {CLEAR_REFS}, which are not "
-            f"usable here ({type(err).__name__}: {err})"
+        raise RuntimeError(
+            f"the memory suite reads host memory from Linux's {STATUS} and {CLEAR_REFS}, "
+            f"which are not usable here ({type(err).__name__}: {err})"
         ) from err
 
 
 class HostMeter:
-    """The resident set's rise: its high-water mark, reset by :meth:`start`, over its size then."""
+    """The resident set's rise: its high-water mark, reset by :meth:`start`, over its size then,
+    less the rise of its file-backed pages (code read in; they only grow meanwhile)."""
+
+    def __init__(self) -> None:
+        self._before = self._file = 0
 
     def start(self) -> int:
         CLEAR_REFS.write_text(RESET_PEAK)
-        self._before = _status_bytes("VmRSS")
+        self._before, self._file = _status_bytes("VmRSS"), _status_bytes("RssFile")
         return self._before
 
     def rise(self) -> int:
-        return _status_bytes("VmHWM") - self._before
+        code = _status_bytes("RssFile") - self._file
+        return _status_bytes("VmHWM") - self._before - code
 
 
 class DeviceMeter:
-    """The device memory in use, after over before: ``in_use()`` waits for the device and reads
-    the driver's count."""
+    """The device memory in use, after over before, plus ``released()``: what an allocator had
+    handed back from its peak by the end (``reset()`` starts its count)."""
 
-    def __init__(self, in_use: Callable[[], int]) -> None:
-        self._in_use = in_use
+    def __init__(
+        self,
+        in_use: Callable[[], int],
+        released: Callable[[], int] = lambda: 0,
+        reset: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._in_use, self._released, self._reset = in_use, released, reset
+        self._before = 0
 
     def start(self) -> int:
+        self._reset()
         self._before = self._in_use()
         return self._before
 
     def rise(self) -> int:
-        return self._in_use() - self._before
+        return self._in_use() - self._before + self._released()
 
 
-def _gpucnn(peer: P.Peer, x, y, model: str) -> tuple[Callable[[], Any], Any]:
-    """(one train step, its meter) of a ``gpucnn-*`` peer: model, optimizer and batch built."""
-    backend = P.gpucnn_backend(peer)
-    step = training.gpucnn_step(backend, P.is_graph(peer), model)
-    xd, yd = backend.asarray(x), backend.asarray(y)
-    if peer.device == "cpu":
-        return lambda: step(xd, yd), HostMeter()
+def _device_meter(peer: P.Peer) -> DeviceMeter:
+    """A CUDA peer's meter, through its own library (which makes the CUDA context)."""
+    if peer.name.startswith("gpucnn-"):
+        cupy = importlib.import_module("cupy")
 
-    def in_use() -> int:
-        backend.synchronize()
-        free, total = backend.xp.cuda.runtime.memGetInfo()
-        return total - free
+        def in_use() -> int:
+            cupy.cuda.Device().synchronize()
+            free, total = cupy.cuda.runtime.memGetInfo()
+            return total - free
 
-    return lambda: step(xd, yd), DeviceMeter(in_use)
+        return DeviceMeter(in_use)
+    torch = importlib.import_module("torch")
 
-
-def _torch(peer: P.Peer, x, y, model: str) -> tuple[Callable[[], Any], Any]:
-    """(one train step, its meter) of a ``pytorch-*`` peer; the graph peer captures on its first
-    call, so that the capture's memory counts as gpucnn's does."""
-    import torch
-
-    device = P.torch_device(peer)
-    tx, ty = P.to_torch(x, device), P.to_torch(y, device)
-    if peer.name == "pytorch-cuda-graph":
-        net, opt = training.torch_model(device, model)
-        graph: list = []
-
-        def step() -> None:
-            if not graph:
-                graph.append(training.torch_graph_step(net, opt, tx, ty))
-            graph[0](tx, ty)
-    else:
-        eager = training.torch_step(device, model)
-        step = P.torch_call(peer, lambda: eager(tx, ty))
-    if peer.device == "cpu":
-        return step, HostMeter()
-
-    def in_use() -> int:
+    def torch_in_use() -> int:
         torch.cuda.synchronize()
         free, total = torch.cuda.mem_get_info()
         return total - free
 
-    return step, DeviceMeter(in_use)
+    def released() -> int:
+        return torch.cuda.max_memory_reserved() - torch.cuda.memory_reserved()
+
+    return DeviceMeter(torch_in_use, released, torch.cuda.reset_peak_memory_stats)
 
 
-def child(peer_name: str, model: str, batch: int) -> None:
-    """In a new process: build ``peer_name``'s step of ``model`` at ``batch``, run CALLS steps,
-    print ``{"before": bytes, "rise": bytes}`` as the last line (:mod:`.children`)."""
+def _torch_start_up(peer: P.Peer) -> None:
+    """PyTorch's start-up: its device, and the modules its optimizers import when the first is made
+    (torch._dynamo, sympy: 816 modules, 68 MiB of a process's own memory with PyTorch 2.13 on the
+    CPU), which a training run pays once, whatever its model."""
+    import torch
+
+    P.torch_device(peer)
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+
+
+def child(peer_name: str, model: str, batch: int, threads: int | None, algorithm: str) -> None:
+    """In a new process: measure CALLS calls of ``peer_name``'s train step of ``model`` at
+    ``batch``, built after the meter starts; print ``{"before": bytes, "rise": bytes}`` as the
+    last line (:mod:`.children`). ``threads`` and ``algorithm`` are the parent's ``--threads``
+    and ``--conv-algorithm``."""
     peer = P.PEERS[peer_name]
-    x, y = training.random_batch(batch, model=model)
-    make = _gpucnn if peer.name.startswith("gpucnn-") else _torch
-    step, meter = make(peer, x, y, model)
-    gc.collect()  # the set-up's garbage, not the steps'
+    gpucnn = peer.name.startswith("gpucnn-")
+    if threads:
+        P.set_threads(threads, torch_too=not gpucnn)
+    P.CUDNN_AUTOTUNE = False
+    (P.gpucnn_backend if gpucnn else _torch_start_up)(peer)  # the library's, not training's
+    meter = HostMeter() if peer.device == "cpu" else _device_meter(peer)
+    gc.collect()  # the start-up's garbage, not the steps'
     before = meter.start()
-    for _ in range(CALLS):
-        step()
+    with convolution_algorithm(algorithm):
+        step = training.step_runner(peer, batch, 1, model).fn
+        for _ in range(CALLS):
+            step()
     print(json.dumps({"before": before, "rise": meter.rise()}))
 
 
@@ -150,15 +176,20 @@ def check(peer: P.Peer) -> None:
     """Raise :class:`~.peers.Unavailable` where ``peer`` cannot run or be measured here, before
     any child starts (for gpucnn's CUDA peers this also fills the kernel cache the children read)."""
     if peer.device == "cpu":
-        check_host()
+        try:
+            check_host()
+        except RuntimeError as err:
+            raise P.Unavailable(str(err)) from err
     if peer.name.startswith("gpucnn-"):
         P.gpucnn_backend(peer)
     else:
         P.torch_device(peer)
 
 
-def sample(peer: P.Peer, model: str, batch: int) -> tuple[int, int]:
-    """(bytes before the steps, their rise) of one new process of ``peer``."""
-    code = _CHILD.format(peer=peer.name, model=model, batch=batch)
+def sample(peer: P.Peer, model: str, batch: int, threads: int | None, algorithm: str) -> tuple:
+    """(bytes before, their rise) in one new process of ``peer`` (:func:`child`'s arguments)."""
+    code = _CHILD.format(
+        peer=peer.name, model=model, batch=batch, threads=threads, algorithm=algorithm
+    )
     out = run_child(code, f"{peer.name} memory-suite")
     return int(out["before"]), int(out["rise"])

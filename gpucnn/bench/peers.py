@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..backend import Backend, get_backend
+from ..backend import Backend, cpu_threads, get_backend
 from ..errors import GpuUnavailableError
 from .timing import Clock, HostClock, cupy_clock, torch_clock
 
@@ -58,7 +58,13 @@ PEERS = {
         ),
         Peer("pytorch-cuda", "cuda", note="eager, cuDNN, TF32 off"),
         Peer("pytorch-cuda-graph", "cuda", note="captured CUDA graph, TF32 off"),
-        Peer("pytorch-cuda-tf32", "cuda", precision="tf32", note="eager, cuDNN, TF32 on: apart"),
+        Peer(
+            "pytorch-cuda-tf32",
+            "cuda",
+            ("ops", "step", "epoch"),  # its memory is pytorch-cuda's, less a workspace or two
+            precision="tf32",
+            note="eager, cuDNN, TF32 on: apart",
+        ),
     )
 }
 
@@ -178,6 +184,9 @@ def gpucnn_clock(backend: Backend) -> Clock:
 
 # ---------------------------------------------------------------------------------- PyTorch
 _MODES_BEFORE: list[tuple[bool, bool, bool]] = []  # PyTorch's modes before the first CUDA peer
+# cuDNN's autotuning for the CUDA peers: on where they are timed; the memory suite's processes turn
+# it off (PyTorch's default), as the workspaces of its trials would stay in PyTorch's cache.
+CUDNN_AUTOTUNE = True
 
 
 def _modes(torch: Any) -> tuple[bool, bool, bool]:
@@ -201,6 +210,16 @@ def restore_torch_modes() -> None:
         torch.backends.cudnn.benchmark = benchmark
 
 
+def set_threads(count: int, torch_too: bool) -> None:
+    """Run gpucnn's CPU backend (and, ``torch_too``, PyTorch) on ``count`` intra-op threads
+    (``--threads``)."""
+    cpu_threads.set_threads(count)
+    if torch_too:
+        import torch
+
+        torch.set_num_threads(count)
+
+
 def torch_device(peer: Peer) -> Any:
     """``torch.device`` of a ``pytorch-*`` peer, with cuDNN autotuning and its TF32 mode set."""
     try:
@@ -213,7 +232,7 @@ def torch_device(peer: Peer) -> Any:
         raise Unavailable("PyTorch sees no CUDA device (torch.cuda.is_available() is False)")
     if not _MODES_BEFORE:
         _MODES_BEFORE.append(_modes(torch))
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = CUDNN_AUTOTUNE
     set_tf32(peer)
     return torch.device("cuda")
 

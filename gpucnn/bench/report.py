@@ -28,7 +28,7 @@ class Result:
     ``other``; only peers of the same device appear there. ``bytes`` is what one call must move at
     least (0: not counted) and ``copy_fraction`` its bandwidth over that of the same peer's copy in
     the same run (the ``bandwidth`` suite). The ``memory`` suite's rows measure bytes, not time:
-    their samples are ``peak_bytes`` (``times`` is empty), and their median and ratios are taken
+    their samples are ``rise_bytes`` (``times`` is empty), and their median and ratios are taken
     over those, so there too a ratio of 2.0 means this peer needs half the memory of ``other``.
     """
 
@@ -48,7 +48,7 @@ class Result:
     bytes: int = 0
     copy_fraction: float | None = None
     ratios: dict[str, float] = field(default_factory=dict)
-    peak_bytes: list[int] = field(default_factory=list)
+    rise_bytes: list[int] = field(default_factory=list)
 
     @classmethod
     def of(cls, peer: Peer, suite: str, case: str, op: str, **kwargs) -> Result:
@@ -59,7 +59,7 @@ class Result:
     @property
     def samples(self) -> list:
         """What the median is taken over: seconds per unit, or the memory suite's bytes."""
-        return self.peak_bytes or self.times
+        return self.rise_bytes if self.suite == "memory" else self.times
 
     @property
     def median(self) -> float | None:
@@ -130,7 +130,7 @@ def _row(r: Result, measured: list[str]) -> list[str]:
     diff = "" if r.rel_diff is None else f"{r.rel_diff:.1e}"
     ratios = [format_ratio(r.ratios[p]) if p in r.ratios else "" for p in measured]
     note = r.note if r.status == "ok" else f"not available: {r.status}"
-    median = format_bytes(r.median) if r.peak_bytes else format_time(r.median)
+    median = format_bytes(r.median) if r.suite == "memory" else format_time(r.median)
     cells = [r.case, r.op, r.peer, r.device, median, rate, gbps, fraction]
     return cells + [_spread(r.samples), diff, *ratios, note]
 

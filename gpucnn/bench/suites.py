@@ -30,6 +30,8 @@ class Options:
     data_dir: str | None = None
     megabytes: float = 256  # bandwidth: the input tensor's size in MiB
     model: str = training.MODEL  # step, memory: the zoo model trained
+    threads: int | None = None  # memory: --threads, for its processes (None: their default)
+    conv_algorithm: str = "auto"  # memory: --conv-algorithm, for its processes
 
 
 def _timed(samples: Samples) -> dict:
@@ -183,7 +185,7 @@ def run_memory(peers: list[Peer], opts: Options) -> list[Result]:
     missing = {}
     for peer in peers:  # before any child starts: a missing PyTorch, GPU or /proc
         try:
-            P.setting_up(lambda p=peer: memory.check(p))
+            P.setting_up(functools.partial(memory.check, peer))
         except Unavailable as err:
             missing[peer.name] = str(err)
     results = []
@@ -192,7 +194,9 @@ def run_memory(peers: list[Peer], opts: Options) -> list[Result]:
         samples: dict[str, list[tuple[int, int]]] = {p.name: [] for p in peers}
         for _ in range(opts.repeats):
             for peer in (p for p in peers if p.name not in status):
-                one = functools.partial(memory.sample, peer, opts.model, batch)
+                one = functools.partial(
+                    memory.sample, peer, opts.model, batch, opts.threads, opts.conv_algorithm
+                )
                 try:
                     samples[peer.name].append(P.failing_softly(one, P.MEASURING_FAILED))
                 except Unavailable as err:
@@ -203,9 +207,11 @@ def run_memory(peers: list[Peer], opts: Options) -> list[Result]:
                 results.append(Result.of(peer, "memory", case, op, status=status[peer.name]))
                 continue
             befores, rises = zip(*samples[peer.name], strict=True)
-            r = Result.of(peer, "memory", case, op, peak_bytes=list(rises), batch_size=batch)
+            r = Result.of(peer, "memory", case, op, rise_bytes=list(rises), batch_size=batch)
             before = format_bytes(float(np.median(befores)))
-            r.annotate(f"over the first {memory.CALLS} steps of a new process, {before} before")
+            r.annotate(
+                f"{memory.CALLS} step calls in a new process, {before} {memory.BEFORE[peer.device]}"
+            )
             results.append(r)
     return results
 
