@@ -167,6 +167,7 @@ def evaluate(model, loader: DataLoader) -> tuple[float, float]:
             seen += len(y)
     finally:  # an error (or Ctrl-C) leaves the model in the mode it came in
         model.train(was_training)
+        model.release_forward()  # no backward follows: the last batch's arrays go now
     _require_samples(seen, loader)
     return float(sums[0]) / seen, int(sums[1]) / seen
 

@@ -13,6 +13,8 @@ from .module import Module
 class ReLU(Module):
     """max(x, 0); backward passes the gradient where the output is positive."""
 
+    _forward_arrays = ("_y",)
+
     def forward(self, x):
         self._backend = F.check_float_array(x, "ReLU input")
         self._y = self._keep_output(self._backend.relu_forward(x))
@@ -58,6 +60,8 @@ class Dropout(Module):
     def calls(self, value: int) -> None:
         # 2.5 would be truncated, -1 NumPy's OverflowError
         self._calls = np.full(1, non_negative_int(value, "calls"), dtype=np.uint64)
+
+    _forward_arrays = ("_mask",)
 
     def forward(self, x):
         backend = F.check_float_array(x, "Dropout input")

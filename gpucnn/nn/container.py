@@ -58,13 +58,16 @@ class Sequential(Module):
         return iter(self._modules.values())
 
     def forward(self, x):
-        for i, layer in enumerate(self):
+        layers = list(self)
+        for i, layer in enumerate(layers):
             if i in self._relu_ahead:
                 x = layer.rectified(x)
             elif i + 1 in self._relu_ahead:
                 x = layer(x, relu=True)
             else:
                 x = layer(x)
+            if i - 1 in self._relu_behind:  # this layer masks for that ReLU: its output can go
+                layers[i - 1].release_forward()
         return x
 
     def backward(self, grad_out, input_grad: bool = True):
@@ -81,14 +84,19 @@ class Sequential(Module):
             return self._layer_backward(layers, 0, grad_out)
         if 0 not in self._relu_behind:
             layers[0].backward_params(grad_out)
+        layers[0].release_forward()
         return None
 
     def _layer_backward(self, layers: list[Module], i: int, grad_out):
+        """Layer i's backward, after which its forward's arrays go (``release_forward``)."""
         if i in self._relu_behind:  # the layer after has applied this ReLU's mask
             return grad_out
         if i - 1 in self._relu_behind:
-            return layers[i].backward(grad_out, relu=True)
-        return layers[i].backward(grad_out)
+            grad_in = layers[i].backward(grad_out, relu=True)
+        else:
+            grad_in = layers[i].backward(grad_out)
+        layers[i].release_forward()
+        return grad_in
 
 
 def _check_each_layer_once(layers: tuple[Module, ...]) -> None:

@@ -56,6 +56,8 @@ class Conv2d(Module):
         self.weight = Parameter(he_normal(shape, fan_in, rng, dtype))
         self.bias = Parameter(np.zeros(out_channels, dtype=dtype)) if bias else None
 
+    _forward_arrays = ("_saved",)
+
     def forward(self, x, relu: bool = False):
         """The convolution; with ``relu``, max(., 0) of it in the same pass (a ReLU layer right
         after this one, fused by :class:`~gpucnn.nn.container.Sequential`)."""

@@ -30,6 +30,8 @@ class Linear(Module):
         self.weight = Parameter(he_normal((out_features, in_features), in_features, rng, dtype))
         self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
 
+    _forward_arrays = ("_x",)
+
     def forward(self, x, relu: bool = False):
         """x @ weight.T + bias; with ``relu``, max(., 0) of it (a ReLU layer right after this
         one, fused by :class:`~gpucnn.nn.container.Sequential`)."""

@@ -1,7 +1,9 @@
 """``Module`` and ``Parameter``: the layer base class, with parameters, buffers and devices.
 
 A module's forward caches what its backward needs; ``backward(grad_out)`` returns the input gradient
-and *adds* parameter gradients into ``Parameter.grad``; an optimizer applies them. A layer's forward
+and *adds* parameter gradients into ``Parameter.grad``; an optimizer applies them. ``Sequential``
+releases each layer's cache as soon as its backward is done (``release_forward``), so a model's
+backward runs once per forward and its activations do not outlive the step. A layer's forward
 keeps its output's shape, dtype and device (``_keep_output``) and its backward refuses a ``grad_out``
 of any other (``_check_grad_out``): a kernel or a NumPy broadcast would otherwise read past it or
 stretch it into a wrong gradient without a word, or the gradient would come back on the wrong
@@ -82,6 +84,8 @@ class Module:
     fuses_previous_relu: bool = False
     # (shape, dtype, backend) of the last forward's output, which backward's grad_out must have.
     _output_spec: tuple[tuple[int, ...], np.dtype, Backend] | None = None
+    # The attributes in which forward keeps arrays for backward (``release_forward`` drops them).
+    _forward_arrays: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})
@@ -120,8 +124,20 @@ class Module:
         """RuntimeError when there was no forward for a backward to follow."""
         if self._output_spec is None:
             raise RuntimeError(
-                f"{type(self).__name__}.backward: called before forward; run the forward first"
+                f"{type(self).__name__}.backward: called before forward (or after "
+                "release_forward(), which a Sequential's backward calls on each layer once it is "
+                "done); run the forward first"
             )
+
+    def release_forward(self) -> None:
+        """Drop what the last forward kept for backward (in this module and every one in it), so
+        that its arrays' memory goes back now, not at the next forward; a backward then needs a
+        new forward. :class:`~gpucnn.nn.container.Sequential` calls it on each layer as soon as
+        its backward is done, as PyTorch frees a graph's saved tensors."""
+        for _, module in self.named_modules():
+            for name in module._forward_arrays:
+                object.__setattr__(module, name, None)
+            module._output_spec = None
 
     def _check_grad_out(self, grad_out: Any) -> None:
         """Raise ValueError (TypeError, DeviceMismatchError) unless ``grad_out`` has the shape

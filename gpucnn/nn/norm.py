@@ -40,6 +40,8 @@ class BatchNorm2d(Module):
         self.register_buffer("running_var", np.ones(num_features, dtype=dtype))
         self.register_buffer("num_batches_tracked", np.zeros((), dtype=np.int64))
 
+    _forward_arrays = ("_cache",)
+
     def forward(self, x):
         backend = F.check_float_array(x, "BatchNorm2d input", 4)
         if x.shape[1] != self.num_features:

@@ -30,6 +30,7 @@ class MaxPool2d(_Pool2d):
     """Max over each window; ties go to the first maximum in row-major order. (N, C, H, W)."""
 
     fuses_previous_relu = True
+    _forward_arrays = ("_y", "_argmax")
 
     def forward(self, x):
         self._backend = self._arguments(x)
