@@ -50,6 +50,9 @@ class CupyGraphSession:
     the capture is still the graph's memory at every replay, so nothing else may be handed it.
     Eager runs on the same stream and pool first fill the pool (so the capture need not grow it),
     compile the kernels and create the optimizer's state. Replays go to the caller's stream.
+    The arrays the captured step freed (a layer's activations once its backward is done) are
+    still the graph's, in that pool's free list: nothing may free that pool's blocks while the
+    graph lives.
     """
 
     def __init__(self, backend: CupyBackend) -> None:

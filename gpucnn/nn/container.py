@@ -5,7 +5,8 @@ A ReLU costs a pass over its tensor each way. Where the layer before it can rect
 after it can mask its own input gradient (``fuses_previous_relu``: max pooling) the ReLU's
 backward happens there, so tutorial-mnist's ReLUs launch one kernel per step instead of six. The
 values are those of the unfused layers (the tests compare them); a layer called on its own is
-never fused.
+never fused. Each layer's forward arrays go as soon as its backward is done (a layer called on its
+own keeps them until its next forward).
 """
 
 from __future__ import annotations
@@ -73,7 +74,9 @@ class Sequential(Module):
     def backward(self, grad_out, input_grad: bool = True):
         """Gradients back through the layers; returns d(loss)/d(input), or None when
         ``input_grad`` is False (training: the data needs no gradient, so the first layer skips
-        computing it). An empty Sequential passes ``grad_out`` back, as its forward does ``x``."""
+        computing it). An empty Sequential passes ``grad_out`` back, as its forward does ``x``.
+        Each layer's forward arrays are freed once its backward is done: one backward per
+        forward (for two losses, backpropagate their sum)."""
         check_flag(input_grad, "input_grad")
         layers = list(self)
         if not layers:

@@ -66,6 +66,7 @@ def summarize(model: Module, input_shape: tuple[int, ...]) -> str:
     finally:
         for module, training in modes:
             object.__setattr__(module, "training", training)
+        model.release_forward()  # the probe's arrays: a backward after it would read them
     width = max(len(r[0]) for r in rows) + 2
     lines = [f"{'layer':<{width}}{'output shape':<22}{'parameters':>12}"]
     lines += [f"{name:<{width}}{str(shape):<22}{n:>12,}" for name, shape, n in rows]
