@@ -42,7 +42,10 @@ OPS = {"cpu": "host memory rise", "cuda": "device memory rise"}
 BEFORE = {"cpu": "resident before", "cuda": "in use on the device before (every process's)"}
 STATUS, CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 RESET_PEAK = "5"  # what clear_refs takes to reset the resident set's high-water mark (Linux 4.0)
-_CHILD = "from gpucnn.bench.memory import child; child({peer!r}, {model!r}, {batch!r}, {threads!r}, {algorithm!r})"  # noqa: E501
+_CHILD = (
+    "from gpucnn.bench.memory import child; "
+    "child({peer!r}, {model!r}, {batch!r}, {threads!r}, {algorithm!r})"
+)
 
 
 class Meter(Protocol):
@@ -162,7 +165,7 @@ def child(peer_name: str, model: str, batch: int, threads: int | None, algorithm
         P.set_threads(threads, torch_too=not gpucnn)
     P.CUDNN_AUTOTUNE = False
     (P.gpucnn_backend if gpucnn else _torch_start_up)(peer)  # the library's, not training's
-    meter = HostMeter() if peer.device == "cpu" else _device_meter(peer)
+    meter: Meter = HostMeter() if peer.device == "cpu" else _device_meter(peer)
     gc.collect()  # the start-up's garbage, not the steps'
     before = meter.start()
     with convolution_algorithm(algorithm):
