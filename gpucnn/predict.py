@@ -94,7 +94,8 @@ def predict_files(
     shape = ckpt.spec["input_shape"]
     batch = np.stack([load_image(p, shape) for p in paths]) * meta.get("input_range", 1.0)
     batch = (batch - meta.get("mean", 0.0)) / meta.get("std", 1.0)
-    logits = model(backend.asarray(batch.astype(np.float32)))
+    with model.inference():
+        logits = model(backend.asarray(batch.astype(np.float32)))
     xp = backend.xp
     probs = xp.exp(logits - logits.max(axis=1, keepdims=True))
     probs = backend.to_numpy(probs / probs.sum(axis=1, keepdims=True))

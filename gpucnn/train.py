@@ -161,13 +161,13 @@ def evaluate(model, loader: DataLoader) -> tuple[float, float]:
     model.eval()
     sums, seen = [0.0, 0], 0
     try:
-        for x, y in loader:
-            logits = model(x)
-            _count(logits, y, loss_fn(logits, y), sums)
-            seen += len(y)
+        with model.inference():  # no backward: each layer's arrays go as soon as it is done
+            for x, y in loader:
+                logits = model(x)
+                _count(logits, y, loss_fn(logits, y), sums)
+                seen += len(y)
     finally:  # an error (or Ctrl-C) leaves the model in the mode it came in
         model.train(was_training)
-        model.release_forward()  # no backward follows: the last batch's arrays go now
     _require_samples(seen, loader)
     return float(sums[0]) / seen, int(sums[1]) / seen
 

@@ -841,7 +841,8 @@ def test_a_train_step_an_evaluation_and_a_summary_leave_only_weights_and_their_s
     """What a trained model holds between steps: its weights, gradients and momentum, not the
     step's activations (fashion-net at batch 16 kept 7 MB of them before its layers' arrays were
     freed after their backward), nor an evaluation's or a summary's last batch. Looked for two
-    ways: every layer attribute that holds an array, and the arrays traced meanwhile."""
+    ways: every layer attribute that holds an array, and the arrays traced meanwhile; and the
+    evaluation's peak is an inference forward's."""
     import tracemalloc
 
     from gpucnn.data.loader import DataLoader
@@ -866,8 +867,9 @@ def test_a_train_step_an_evaluation_and_a_summary_leave_only_weights_and_their_s
             step(x, y)
         after_steps = tracemalloc.get_traced_memory()[0] - before
         left_by_steps = _arrays_left(model)
+        tracemalloc.reset_peak()
         evaluate(model, DataLoader(x, y, 16))
-        after_evaluation = tracemalloc.get_traced_memory()[0] - before
+        after_evaluation, evaluation_peak = np.subtract(tracemalloc.get_traced_memory(), before)
         left_by_evaluation = _arrays_left(model)
     finally:
         tracemalloc.stop()
@@ -878,3 +880,44 @@ def test_a_train_step_an_evaluation_and_a_summary_leave_only_weights_and_their_s
     # made with the weights, untraced), one weights' worth each; 256 KiB for the rest.
     assert after_steps < 2 * weights + 2**18
     assert after_evaluation < 2 * weights + 2**18
+    # Evaluated within inference(): under three first-layer activations (the test above).
+    assert evaluation_peak < 2 * weights + 3 * (16 * 64 * 28 * 28 * 4)
+
+
+def test_within_inference_a_forward_keeps_nothing_and_gives_the_same_output(rng):
+    """No backward follows: every layer's arrays go as soon as it is done (nested Sequentials
+    too), the output is the same bits, a backward says to run the forward again, and on the way
+    out (an error too) the layers keep their arrays again for the next training forward."""
+    model = nn.Sequential(small_net(rng), nn.ReLU()).eval()
+    x = rng.standard_normal((5, 1, 8, 8)).astype(np.float32)
+    expected = model(x)
+    with model.inference():
+        got = model(x)
+        assert _arrays_left(model) == []
+    np.testing.assert_array_equal(got, expected)
+    with pytest.raises(RuntimeError, match="called before forward"):
+        model.backward(np.ones_like(got))
+    with pytest.raises(ZeroDivisionError), model.inference():
+        model(x)
+        1 / 0  # noqa: B018 - an error inside the context
+    model(x)
+    assert ("0.0.", "_saved") in _arrays_left(model) and not model._inference
+
+
+def test_an_inference_forward_peaks_at_about_one_layers_input_and_output(rng):
+    """fashion-net's largest activation is its first convolution's output: within inference the
+    traced peak of a forward stays under three of them (2.7 measured: batch norm's input, output
+    and blocks), where a forward that keeps its arrays for backward takes 3.7."""
+    import tracemalloc
+
+    model = build_model("fashion-net", rng=rng).eval()
+    x = rng.standard_normal((32, 1, 28, 28)).astype(np.float32)
+    with model.inference():
+        model(x)  # once untraced: one-time allocations
+        tracemalloc.start()
+        try:
+            model(x)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 3 * (32 * 64 * 28 * 28 * 4)

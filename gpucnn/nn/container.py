@@ -67,7 +67,9 @@ class Sequential(Module):
                 x = layer(x, relu=True)
             else:
                 x = layer(x)
-            if i - 1 in self._relu_behind:  # this layer masks for that ReLU: its output can go
+            if self._inference:  # no backward follows: the layer's input can go with its arrays
+                layer.release_forward()
+            elif i - 1 in self._relu_behind:  # this layer masks for that ReLU: its output can go
                 layers[i - 1].release_forward()
         return x
 

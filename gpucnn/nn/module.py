@@ -13,6 +13,7 @@ them).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -86,6 +87,7 @@ class Module:
     _output_spec: tuple[tuple[int, ...], np.dtype, Backend] | None = None
     # The attributes in which forward keeps arrays for backward (``release_forward`` drops them).
     _forward_arrays: tuple[str, ...] = ()
+    _inference: bool = False  # set within ``inference()``: no backward follows the forwards
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})
@@ -128,6 +130,23 @@ class Module:
                 "release_forward(), which a Sequential's backward calls on each layer once it is "
                 "done); run the forward first"
             )
+
+    @contextlib.contextmanager
+    def inference(self) -> Iterator[Module]:
+        """Within it, forwards keep nothing for a backward (evaluation, prediction): a Sequential
+        frees each layer's arrays as soon as that layer's forward is done, so its peak is about a
+        layer's input and output rather than every layer's, and whatever else a forward kept is
+        freed on the way out."""
+        modules = [module for _, module in self.named_modules()]
+        before = [module._inference for module in modules]
+        for module in modules:
+            object.__setattr__(module, "_inference", True)
+        try:
+            yield self
+        finally:
+            for module, was in zip(modules, before, strict=True):
+                object.__setattr__(module, "_inference", was)
+            self.release_forward()
 
     def release_forward(self) -> None:
         """Drop what the last forward kept for backward (in this module and every one in it), so
