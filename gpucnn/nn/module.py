@@ -13,7 +13,9 @@ them).
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -23,6 +25,16 @@ from ..backend import Backend, backend_of, get_backend
 from ..errors import device_mismatch
 from ..functional import check_flag
 from ..shapes import non_negative_int
+
+_threads_inference = threading.local()
+
+
+def _inference_counts() -> collections.Counter:
+    """This thread's open ``Module.inference()`` contexts, counted per module (a module counted
+    is in one, whatever order they end in; a copy of it is not)."""
+    if not hasattr(_threads_inference, "counts"):
+        _threads_inference.counts = collections.Counter()
+    return _threads_inference.counts
 
 
 class Parameter:
@@ -87,7 +99,6 @@ class Module:
     _output_spec: tuple[tuple[int, ...], np.dtype, Backend] | None = None
     # The attributes in which forward keeps arrays for backward (``release_forward`` drops them).
     _forward_arrays: tuple[str, ...] = ()
-    _inference: bool = False  # set within ``inference()``: no backward follows the forwards
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})
@@ -128,25 +139,33 @@ class Module:
             raise RuntimeError(
                 f"{type(self).__name__}.backward: called before forward (or after "
                 "release_forward(), which a Sequential's backward calls on each layer once it is "
-                "done); run the forward first"
+                "done, or after a forward within inference()); run the forward first"
             )
 
     @contextlib.contextmanager
     def inference(self) -> Iterator[Module]:
-        """Within it, forwards keep nothing for a backward (evaluation, prediction): a Sequential
-        frees each layer's arrays as soon as that layer's forward is done, so its peak is about a
-        layer's input and output rather than every layer's, and whatever else a forward kept is
-        freed on the way out."""
+        """Within it, no backward follows this module's forwards (evaluation, prediction), much as
+        within ``torch.no_grad()``, but for this module and those in it, in this thread: a
+        Sequential frees each layer's arrays as soon as that layer's forward is done, so its peak
+        is about a layer's input and output rather than every layer's, and whatever a forward
+        kept is freed on the way out. The mode stays as it is: call ``eval()`` for batch norm's
+        running statistics and no dropout. Contexts may nest, and end in any order."""
         modules = [module for _, module in self.named_modules()]
-        before = [module._inference for module in modules]
-        for module in modules:
-            object.__setattr__(module, "_inference", True)
+        open_here = _inference_counts()
+        open_here.update(modules)
         try:
             yield self
         finally:
-            for module, was in zip(modules, before, strict=True):
-                object.__setattr__(module, "_inference", was)
+            open_here.subtract(modules)
+            for module in modules:
+                if open_here[module] <= 0:
+                    del open_here[module]
             self.release_forward()
+
+    @property
+    def _inference(self) -> bool:
+        """Whether an ``inference()`` context around this module is open in this thread."""
+        return _inference_counts()[self] > 0
 
     def release_forward(self) -> None:
         """Drop what the last forward kept for backward (in this module and every one in it), so
