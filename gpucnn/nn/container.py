@@ -59,7 +59,7 @@ class Sequential(Module):
         return iter(self._modules.values())
 
     def forward(self, x):
-        layers = list(self)
+        layers, inference = list(self), self._inference
         for i, layer in enumerate(layers):
             if i in self._relu_ahead:
                 x = layer.rectified(x)
@@ -67,7 +67,7 @@ class Sequential(Module):
                 x = layer(x, relu=True)
             else:
                 x = layer(x)
-            if self._inference:  # no backward follows: the layer's input can go with its arrays
+            if inference:  # no backward follows: the layer's input can go with its arrays
                 layer.release_forward()
             elif i - 1 in self._relu_behind:  # this layer masks for that ReLU: its output can go
                 layers[i - 1].release_forward()
