@@ -41,6 +41,8 @@ class Dropout(Module):
     a new mask on every replay; reading :attr:`calls` waits for the device.
     """
 
+    _forward_arrays = ("_mask",)
+
     def __init__(self, p: float = 0.5, seed: int | None = None):
         super().__init__()
         F.check_dropout_probability(p)
@@ -60,8 +62,6 @@ class Dropout(Module):
     def calls(self, value: int) -> None:
         # 2.5 would be truncated, -1 NumPy's OverflowError
         self._calls = np.full(1, non_negative_int(value, "calls"), dtype=np.uint64)
-
-    _forward_arrays = ("_mask",)
 
     def forward(self, x):
         backend = F.check_float_array(x, "Dropout input")

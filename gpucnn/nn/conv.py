@@ -19,6 +19,8 @@ class Conv2d(Module):
 
     fuses_next_relu = True
 
+    _forward_arrays = ("_saved",)
+
     def __init__(
         self,
         in_channels: int,
@@ -55,8 +57,6 @@ class Conv2d(Module):
         fan_in = shape[1] * kh * kw
         self.weight = Parameter(he_normal(shape, fan_in, rng, dtype))
         self.bias = Parameter(np.zeros(out_channels, dtype=dtype)) if bias else None
-
-    _forward_arrays = ("_saved",)
 
     def forward(self, x, relu: bool = False):
         """The convolution; with ``relu``, max(., 0) of it in the same pass (a ReLU layer right

@@ -18,6 +18,8 @@ class Linear(Module):
 
     fuses_next_relu = True
 
+    _forward_arrays = ("_x",)
+
     def __init__(
         self, in_features: int, out_features: int, bias: bool = True, rng=None, dtype=np.float32
     ):
@@ -29,8 +31,6 @@ class Linear(Module):
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(he_normal((out_features, in_features), in_features, rng, dtype))
         self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
-
-    _forward_arrays = ("_x",)
 
     def forward(self, x, relu: bool = False):
         """x @ weight.T + bias; with ``relu``, max(., 0) of it (a ReLU layer right after this

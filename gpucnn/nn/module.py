@@ -156,10 +156,7 @@ class Module:
         try:
             yield self
         finally:
-            open_here.subtract(modules)
-            for module in modules:
-                if open_here[module] <= 0:
-                    del open_here[module]
+            open_here -= collections.Counter(modules)  # in place; drops the counts that reach 0
             self.release_forward()
 
     @property

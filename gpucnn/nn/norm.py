@@ -18,6 +18,8 @@ class BatchNorm2d(Module):
     with the unbiased batch variance.
     """
 
+    _forward_arrays = ("_cache",)
+
     def __init__(
         self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, dtype=np.float32
     ):
@@ -39,8 +41,6 @@ class BatchNorm2d(Module):
         self.register_buffer("running_mean", np.zeros(num_features, dtype=dtype))
         self.register_buffer("running_var", np.ones(num_features, dtype=dtype))
         self.register_buffer("num_batches_tracked", np.zeros((), dtype=np.int64))
-
-    _forward_arrays = ("_cache",)
 
     def forward(self, x):
         backend = F.check_float_array(x, "BatchNorm2d input", 4)
