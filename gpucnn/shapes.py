@@ -198,7 +198,10 @@ def check_pool_padding(padding: Pair, kernel: Pair, what: str) -> None:
 
 
 def pool_output_shape(x_shape, kernel: Pair, stride: Pair, padding: Pair, what: str) -> Pair:
-    """``(Ho, Wo)`` of pooling (N, C, H, W) with symmetric ``padding``; ValueError if empty or
-    if the padding is refused by :func:`check_pool_padding`."""
+    """``(Ho, Wo)`` of pooling (N, C, H, W) with symmetric ``padding``; ValueError if empty, if
+    the planes are empty (every window would lie in the padding), or if the padding is refused
+    by :func:`check_pool_padding`."""
     check_pool_padding(padding, kernel, what)
+    if 0 in x_shape[2:4]:
+        raise ValueError(f"{what}: empty planes in input of shape {tuple(x_shape)}")
     return window_output_shape(x_shape[2:], kernel, stride, symmetric(padding), (1, 1), what)

@@ -518,6 +518,16 @@ def test_an_empty_batch_flows_through_the_sliding_window_ops(backend):
     assert F.max_pool2d(x, 2).shape == F.avg_pool2d(x, 2).shape == (0, 3, 4, 4)
 
 
+@pytest.mark.parametrize("pool", [F.max_pool2d, F.avg_pool2d])
+@pytest.mark.parametrize("planes", [(0, 3), (3, 0), (0, 0)])
+def test_pooling_empty_planes_is_refused_on_every_device(backend, pool, planes):
+    """With padding, a window over an empty plane lies wholly in the padding: the CPU gave -inf
+    (max) or 0 (avg), the CUDA launcher a ZeroDivisionError. Now one named error everywhere."""
+    x = backend.asarray(np.zeros((1, 2, *planes), np.float32))
+    with pytest.raises(ValueError, match=rf"{pool.__name__}: empty planes in input of shape"):
+        pool(x, 2, 1, 1)
+
+
 def test_an_empty_batch_flows_through_a_model_in_eval_mode(backend):
     """Flatten gives (0, C*H*W) for N = 0, as PyTorch, like the layers around it (it failed:
     NumPy cannot infer the -1 of a reshape of an empty array); backward gives the input's shape."""

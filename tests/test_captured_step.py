@@ -211,3 +211,22 @@ def test_a_graph_step_needs_no_cublas_inside_the_session(rng, relu, features):
             backend.to_numpy(got), backend.to_numpy(want), rtol=1e-5, atol=1e-5, err_msg=name
         )
     assert modes == [False, True] and not backend.capture_safe  # the session's mode, only within
+
+
+@pytest.mark.parametrize("features", [20, 300], ids=["1x1_conv", "split_reduction"])
+@pytest.mark.parametrize("device", KERNEL_BACKENDS)
+def test_a_graph_steps_linear_layer_takes_an_empty_batch(device, rng, features):
+    """An empty batch through linear in a graph session gives the shapes it gives outside one
+    (the split reduction's plan divided by its zero output tiles), and zero weight gradients."""
+    backend = make_backend(device)
+    w = backend.asarray(rng.normal(size=(5, features)).astype(np.float32))
+    b = backend.asarray(rng.normal(size=(5,)).astype(np.float32))
+    x = backend.asarray(np.zeros((0, features), np.float32))
+    gy = backend.asarray(np.zeros((0, 5), np.float32))
+
+    def linear():
+        return [backend.linear_forward(x, w, b), *backend.linear_backward(gy, x, w)]
+
+    y, gx, gw, gb = backend.graph_session().run(linear, ())
+    assert (y.shape, gx.shape, gw.shape, gb.shape) == ((0, 5), (0, features), w.shape, b.shape)
+    assert not np.any(backend.to_numpy(gw)) and not np.any(backend.to_numpy(gb))

@@ -101,8 +101,8 @@ def _weight_plan(tile: tuple[int, int], rows: int, columns: int, reduction: int,
 def _weight_splits(reduction: int, tiles: int, groups: int) -> tuple[int, int]:
     """(chunk, splits) of a weight gradient's reduction of ``reduction`` (N*Ho*Wo) steps over
     ``tiles`` output tiles in all (every group's): about _TARGET_BLOCKS blocks in all, at least
-    _MIN_SPLIT steps each, in whole TILE_Q slabs."""
-    want = min(blocks(_TARGET_BLOCKS, tiles), blocks(reduction, _MIN_SPLIT))
+    _MIN_SPLIT steps each, in whole TILE_Q slabs. No tiles (an empty gradient) is one split."""
+    want = min(blocks(_TARGET_BLOCKS, max(1, tiles)), blocks(reduction, _MIN_SPLIT))
     chunk = blocks(reduction, max(1, min(want, MAX_GRID_YZ // groups)))
     chunk = max(1, blocks(chunk, _TILE_Q)) * _TILE_Q
     return chunk, max(1, blocks(reduction, chunk))
@@ -213,7 +213,7 @@ class Conv2dLaunchers(Launching):
             few_tiles = blocks(n, SQUARE_TILE[1]) * blocks(k, SQUARE_TILE[0]) < _FEW_TILES
             if few_tiles and x.shape[1] >= _LONG_REDUCTION:
                 return self._linear_split(x, w, b, relu)
-            x4, w4 = x.reshape(n, -1, 1, 1), w.reshape(k, -1, 1, 1)
+            x4, w4 = x.reshape(n, x.shape[1], 1, 1), w.reshape(k, w.shape[1], 1, 1)
             return self.conv2d_forward(x4, w4, b, *_POINTWISE, relu).reshape(n, k)
         return self._linear_epilogue(x @ w.T, b, relu)
 
