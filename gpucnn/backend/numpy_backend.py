@@ -244,7 +244,7 @@ class NumpyBackend(Backend):
             # Tap t = r*kw + s lies r*W + s = t + r*(W - kw) past its window's origin (a table
             # lookup here, np.take, costs several times these four passes).
             offset = argmax[part]
-            np.floor_divide(tap, tap_type.type(kernel[1]), out=offset)
+            np.floor_divide(tap, offset.dtype.type(kernel[1]), out=offset)  # kw may be 2**8
             np.multiply(offset, w - kernel[1], out=offset)
             np.add(offset, tap, out=offset)
             np.add(offset, origins, out=offset)
