@@ -5,6 +5,22 @@ class GpuUnavailableError(RuntimeError):
     """The CUDA device was asked for but cannot be used (no CuPy, driver, GPU; wrong wheel)."""
 
 
+class GraphCaptureError(RuntimeError):
+    """A training step being captured as a CUDA graph did what a graph cannot record."""
+
+
+def read_in_capture(how: str) -> GraphCaptureError:
+    """The error for a read of the device (``how``: ``to_numpy()``, ``float()``...) by a step
+    being captured: a graph records device work only, and on a GPU the copy to the host would
+    invalidate the capture with a bare CUDA error."""
+    return GraphCaptureError(
+        f"the step read the device ({how}) while being captured as a CUDA graph, which records "
+        "device work only; read values after the step, from what it returns. A loss in a "
+        "captured step must not check its values: nn.CrossEntropyLoss(check_finite=False, "
+        "check_labels=False), as gpucnn train makes it"
+    )
+
+
 class DeviceMismatchError(ValueError):
     """Arrays from different devices were mixed in one operation."""
 

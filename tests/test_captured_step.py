@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from conftest import KERNEL_BACKENDS, make_backend
 
-from gpucnn import optim
+from gpucnn import nn, optim
 from gpucnn.backend.emulation import EmulationError
 from gpucnn.captured_step import CapturedStep
+from gpucnn.errors import GraphCaptureError
 from gpucnn.nn.zoo import build_from_spec
 from gpucnn.train import train_step, training_loss
 
@@ -105,6 +106,34 @@ def test_a_smaller_last_batch_runs_eagerly(device, rng):
         np.testing.assert_allclose(
             value, expected, rtol=RTOL, atol=ATOL, err_msg=name, equal_nan=False
         )
+
+
+@pytest.mark.parametrize("device", KERNEL_BACKENDS)
+@pytest.mark.parametrize("read", ["check_finite", "check_labels", "float"])
+def test_a_step_that_reads_the_device_is_refused_at_its_capture(device, read, rng):
+    """A loss's check of its values, or float() of the loss, reads the device: free in the
+    warm-up calls, a named GraphCaptureError at the capture (on a GPU rather than CUDA's bare
+    refusal; on cuda-emu rather than a check that a real graph would skip at every replay)."""
+    backend = make_backend(device)
+    model = build_from_spec(SPEC, int(rng.integers(2**31))).to(backend)
+    checks = {"check_finite": read == "check_finite", "check_labels": read == "check_labels"}
+    step = train_step(model, nn.CrossEntropyLoss(**checks), optim.SGD(model.parameters(), 0.1))
+    losses = []
+
+    def reading_step(x, labels):
+        logits, loss = step(x, labels)
+        if read == "float":
+            losses.append(float(loss))
+        return logits, loss
+
+    captured = CapturedStep(reading_step, warmup=2)
+    x, labels = (backend.asarray(a) for a in _batches(rng, [8])[0])
+    captured(x, labels)
+    captured(x, labels)
+    with pytest.raises(GraphCaptureError, match="while being captured as a CUDA graph"):
+        captured(x, labels)
+    assert not captured.captured and not backend.capturing
+    assert np.isfinite(float(backend.to_numpy(step(x, labels)[1])))  # reads work again
 
 
 @pytest.mark.emu

@@ -15,6 +15,7 @@ import pytest
 
 from gpucnn.backend.cuda_backend import CudaBackend
 from gpucnn.backend.cupy_backend import CupyGraphSession
+from gpucnn.errors import GraphCaptureError
 
 
 class FakeCuda:
@@ -68,11 +69,25 @@ class FakeStream:
         )
 
 
+class CUDARuntimeError(RuntimeError):  # noqa: N818 (CuPy's name, which the session reads)
+    """Stands in for ``cupy.cuda.runtime.CUDARuntimeError``."""
+
+
+class FakeBackend(CudaBackend):
+    """The CUDA backend's flags and checks over the fake ``cupy.cuda``; host copies are free."""
+
+    def __init__(self, cuda):
+        super().__init__(runner=None)
+        self.xp = types.SimpleNamespace(cuda=cuda)
+
+    def _host_copy(self, a):
+        return a
+
+
 @pytest.fixture
 def session():
     cuda = FakeCuda()
-    backend = types.SimpleNamespace(xp=types.SimpleNamespace(cuda=cuda), capture_safe=False)
-    backend.capture_safe_ops = types.MethodType(CudaBackend.capture_safe_ops, backend)
+    backend = FakeBackend(cuda)
     return CupyGraphSession(backend), backend, cuda
 
 
@@ -111,3 +126,36 @@ def test_a_failing_capture_reports_the_steps_error(session):
         graph_session.capture(step, ())
     assert not graph_session.captured and not backend.capture_safe
     assert ("end_capture", "session") in cuda.log  # the capture was ended all the same
+
+
+def test_a_read_of_the_device_in_the_capture_is_refused_by_name(session):
+    """to_numpy() (through which the library reads: a loss's checks) is free in an eager run and
+    a GraphCaptureError, before any copy, while the step is captured."""
+    graph_session, backend, cuda = session
+
+    def step():
+        return backend.to_numpy("the loss")
+
+    assert graph_session.run(step, ()) == "the loss"
+    with pytest.raises(GraphCaptureError, match=r"read the device \(to_numpy\(\)\).*check_finite"):
+        graph_session.capture(step, ())
+    assert not graph_session.captured and not backend.capturing
+    assert backend.to_numpy("after") == "after"
+
+
+def test_cudas_refusal_of_a_read_in_the_capture_is_named(session):
+    """float() or print() of a CuPy array in the step reaches CUDA, which refuses the copy in a
+    capture: that error becomes a GraphCaptureError that quotes it; other CUDA errors pass."""
+    graph_session, backend, cuda = session
+    refusal = "cudaErrorStreamCaptureUnsupported: operation not permitted when stream is capturing"
+
+    def step(message):
+        raise CUDARuntimeError(message)
+
+    quoted = rf"read the device \(CUDA said: {refusal}\) while being captured"
+    with pytest.raises(GraphCaptureError, match=quoted) as e:
+        graph_session.capture(step, (refusal,))
+    assert isinstance(e.value.__cause__, CUDARuntimeError)
+    assert ("end_capture", "session") in cuda.log and not graph_session.captured
+    with pytest.raises(CUDARuntimeError, match="cudaErrorIllegalAddress"):
+        graph_session.capture(step, ("cudaErrorIllegalAddress: an illegal memory access",))

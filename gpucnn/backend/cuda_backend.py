@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from ..errors import read_in_capture
 from .launchers.activation import ActivationLaunchers
 from .launchers.batchnorm import BatchNormLaunchers
 from .launchers.dropout import DropoutLaunchers
@@ -41,6 +42,25 @@ class CudaBackend(
         self.runner = runner
         self._functions = {}
         self.capture_safe = False
+        self.capturing = False
+
+    def to_numpy(self, a: Any) -> Any:
+        """A host copy of ``a``; a GraphCaptureError while a graph session captures a step."""
+        if self.capturing:
+            raise read_in_capture("to_numpy()")
+        return self._host_copy(a)
+
+    def _host_copy(self, a: Any) -> Any:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def capturing_graph(self) -> Iterator[None]:
+        """Within: a graph session is capturing a step, which must not read the device."""
+        self.capturing = True
+        try:
+            yield
+        finally:
+            self.capturing = False
 
     @contextlib.contextmanager
     def capture_safe_ops(self) -> Iterator[None]:

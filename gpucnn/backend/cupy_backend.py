@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GpuUnavailableError
+from ..errors import GpuUnavailableError, read_in_capture
 from . import kernels
 from .cuda_backend import CudaBackend
 
@@ -25,7 +25,7 @@ class CupyBackend(CudaBackend):
     def asarray(self, a: Any, dtype: Any = None) -> Any:
         return self.xp.asarray(a, dtype=dtype)
 
-    def to_numpy(self, a: Any) -> np.ndarray:
+    def _host_copy(self, a: Any) -> np.ndarray:
         return self.xp.asnumpy(a)
 
     def owns(self, a: Any) -> bool:
@@ -86,14 +86,17 @@ class CupyGraphSession:
             return fn(*inputs)
 
     def capture(self, fn: Callable, inputs: tuple) -> None:
-        """Record ``fn(*inputs)`` as the graph; nothing runs until :meth:`replay`."""
-        with self._session_stream():
+        """Record ``fn(*inputs)`` as the graph; nothing runs until :meth:`replay`. A read of the
+        device in the step is a GraphCaptureError, not CUDA's bare refusal."""
+        with self._session_stream(), self._backend.capturing_graph():
             self._stream.begin_capture()
             try:
                 outputs = fn(*inputs)
-            except BaseException:
+            except BaseException as err:
                 with contextlib.suppress(Exception):  # the step's error is the one to report
                     self._stream.end_capture()
+                if _refused_in_capture(err):  # float(), print() of a CuPy array: no to_numpy
+                    raise read_in_capture(f"CUDA said: {err}") from err
                 raise
             self._graph = self._stream.end_capture()
         self._outputs = outputs
@@ -102,6 +105,12 @@ class CupyGraphSession:
         """Launch the graph on the caller's stream; returns the captured outputs, rewritten."""
         self._graph.launch(stream=self._cupy.cuda.get_current_stream())
         return self._outputs
+
+
+def _refused_in_capture(err: BaseException) -> bool:
+    """True for CUDA's refusal of what a stream capture cannot record (a synchronising copy to
+    the host: cudaErrorStreamCaptureUnsupported, ...Invalidated, ...Implicit)."""
+    return type(err).__name__ == "CUDARuntimeError" and "StreamCapture" in str(err)
 
 
 _INSTALL = "pip install 'gpucnn[cuda12]' (CUDA 12 driver) or 'gpucnn[cuda13]' (CUDA 13 driver)"

@@ -10,13 +10,15 @@ the launchers run unchanged. Slow; it is for tests and for debugging kernels wit
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from ..errors import GpuUnavailableError
+from ..errors import GpuUnavailableError, read_in_capture
 from .cuda_backend import CudaBackend
 from .emulation_build import EmulationBuildError, find_compiler
 from .emulation_runner import (
@@ -52,6 +54,44 @@ class EmuArray(np.ndarray):
         if out:
             return out[0] if len(out) == 1 else out
         return _wrap(result, scalars=True)
+
+    # Reads of the device: refused while a graph session captures a step, as on a GPU.
+    def __bool__(self) -> bool:
+        _check_host_read("bool()")
+        return super().__bool__()
+
+    def __float__(self) -> float:
+        _check_host_read("float()")
+        return super().__float__()
+
+    def __int__(self) -> int:
+        _check_host_read("int()")
+        return super().__int__()
+
+    def item(self, *args: Any) -> Any:
+        _check_host_read(".item()")
+        return super().item(*args)
+
+    def tolist(self) -> Any:
+        _check_host_read(".tolist()")
+        return super().tolist()
+
+    def __repr__(self) -> str:
+        _check_host_read("repr()")
+        return super().__repr__()
+
+    def __str__(self) -> str:
+        _check_host_read("str()")
+        return super().__str__()
+
+
+# Set while a graph session of this thread captures a step (EmulatedCudaBackend.capturing_graph).
+_capture = threading.local()
+
+
+def _check_host_read(how: str) -> None:
+    if getattr(_capture, "active", False):
+        raise read_in_capture(how)
 
 
 def _plain(a: Any) -> Any:
@@ -141,7 +181,18 @@ class EmulatedCudaBackend(CudaBackend):
             a = a.get()
         return np.array(a, dtype=dtype, copy=True).view(EmuArray)
 
-    def to_numpy(self, a: Any) -> np.ndarray:
+    @contextlib.contextmanager
+    def capturing_graph(self) -> Iterator[None]:
+        """As on a GPU, and the device arrays' own reads (``float()``, ``bool()``, printing)
+        refused too."""
+        with super().capturing_graph():
+            _capture.active = True
+            try:
+                yield
+            finally:
+                _capture.active = False
+
+    def _host_copy(self, a: Any) -> np.ndarray:
         """A host copy of ``a`` as a plain ``numpy.ndarray``."""
         return np.array(_plain(a), copy=True)
 
@@ -177,8 +228,9 @@ class EmulatedGraphSession:
     launches exactly those. Here each replay runs the step's Python again; the first replay's
     kernel launches are kept, and every later replay must launch the same kernels with the same
     grids, scalar arguments and array shapes, or :class:`EmulationError` says which argument
-    changed (a step count, a learning rate, a seed passed by value would). A GPU graph is not
-    emulated beyond that: array addresses are not compared.
+    changed (a step count, a learning rate, a seed passed by value would). As in a capture, a
+    replay may not read the device (:class:`~gpucnn.errors.GraphCaptureError`). A GPU graph is
+    not emulated beyond that: array addresses are not compared.
     """
 
     def __init__(self, backend: EmulatedCudaBackend) -> None:
@@ -201,12 +253,18 @@ class EmulatedGraphSession:
         self._step = (fn, inputs)
 
     def replay(self) -> Any:
-        """Run the step again and check its launches against the first replay's."""
+        """Run the step again and check its launches against the first replay's (which stands
+        for the capture: if it fails, nothing is captured)."""
         assert self._step is not None, "replay before capture"
         log: list = []
         self._backend.launch_log = log
         try:
-            outputs = self.run(*self._step)
+            with self._backend.capturing_graph():
+                outputs = self.run(*self._step)
+        except BaseException:
+            if self._launches is None:  # the capture failed: as on a GPU, nothing is captured
+                self._step = None
+            raise
         finally:
             self._backend.launch_log = None
         self.replays += 1

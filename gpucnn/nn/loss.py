@@ -43,7 +43,7 @@ class CrossEntropyLoss(Module):
         else:  # evaluation: the loss alone
             loss = self._backend.softmax_cross_entropy_forward(logits, self._labels, smoothing)[0]
             self._grad = None
-        if self.check_finite and not bool(self._backend.xp.isfinite(loss)):
+        if self.check_finite and not self._backend.to_numpy(self._backend.xp.isfinite(loss)):
             raise ValueError(
                 f"cross-entropy loss is {float(loss)}: the logits {tuple(logits.shape)} contain "
                 "NaN or infinite values (try a lower learning rate), or, with check_labels off on "
