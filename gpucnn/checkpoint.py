@@ -142,7 +142,9 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         inside = path / "model.npz"
         hint = f" (did you mean {inside}?)" if inside.is_file() else ""
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file{hint}") from err
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+    # RuntimeError: zipfile's refusal of a damaged directory entry that reads as encrypted, or
+    # (NotImplementedError) as packed by a compression method it does not know
+    except (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile) as err:
         raise CheckpointError(
             f"{path}: not a readable checkpoint (corrupt or truncated: {err})"
         ) from err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import BinaryIO
 
@@ -30,13 +31,19 @@ def load_image(path: str | os.PathLike, shape: Sequence[int]) -> np.ndarray:
 
     c, h, w = shape
     try:
-        with Image.open(path) as image:
-            image.load()
-            upright = ImageOps.exif_transpose(image)  # as a viewer shows it (a phone's portrait)
-            pixels = _pixels(Image, upright, c, (w, h))
+        with warnings.catch_warnings():
+            # Pillow warns from half its limit on pixels (it refuses past the limit): the image
+            # is read once and scaled down, so the warning would only clutter the output
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                upright = ImageOps.exif_transpose(image)  # as a viewer shows it (portraits)
+                pixels = _pixels(Image, upright, c, (w, h))
     except UnidentifiedImageError as err:
         raise ValueError(f"{path}: not an image Pillow can read") from err
-    except OSError as err:  # a truncated or damaged file
+    # A truncated or damaged file (OSError; a broken PNG chunk is a SyntaxError), or more pixels
+    # than Pillow's limit (a decompression bomb)
+    except (OSError, SyntaxError, Image.DecompressionBombError) as err:
         raise ValueError(f"{path}: {err}") from err
     return pixels[None] if c == 1 else pixels.transpose(2, 0, 1)
 

@@ -165,6 +165,17 @@ def test_a_checkpoint_gets_the_permissions_of_an_ordinary_file(tmp_path, umask, 
     assert mode == 0o666 & ~mask == stat.S_IMODE((tmp_path / "plain").stat().st_mode)
 
 
+def _first_directory_entry(offset, value):
+    """A damage: ``value`` (little-endian) over the zip's first central directory entry at
+    ``offset``, where zipfile refuses with errors other than BadZipFile."""
+
+    def damage(b):
+        at = b.index(b"PK\x01\x02") + offset
+        return b[:at] + value.to_bytes(2, "little") + b[at + 2 :]
+
+    return damage
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [
@@ -172,6 +183,10 @@ def test_a_checkpoint_gets_the_permissions_of_an_ordinary_file(tmp_path, umask, 
         (lambda b: b"not a zip file at all", "not an .npz file"),
         (lambda b: b"", "not an .npz file"),
         (lambda b: b[:300] + bytes([b[300] ^ 0xFF]) + b[301:], "corrupt or truncated"),
+        # zipfile: "That compression method is not supported" (NotImplementedError)
+        (_first_directory_entry(10, 99), "corrupt or truncated"),
+        # zipfile: "File ... is encrypted, password required for extraction" (RuntimeError)
+        (_first_directory_entry(8, 1), "corrupt or truncated"),
     ],
 )
 def test_corrupt_checkpoint_is_refused(tmp_path, damage, message):

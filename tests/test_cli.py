@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -568,20 +569,48 @@ def test_running_out_of_memory_is_one_line(capsys, tmp_path, monkeypatch):
     assert_one_line_error(code, err, "out of memory: Unable to allocate 7.28 TiB")
 
 
-@pytest.mark.parametrize("damage", ["truncated", "not an image"])
+@pytest.mark.parametrize(
+    "damage", ["truncated", "not an image", "broken chunk length", "too many pixels"]
+)
 def test_error_predict_on_a_damaged_image_names_the_file(
-    lines_run, tmp_path, capsys, Image, damage
+    lines_run, tmp_path, capsys, Image, monkeypatch, damage
 ):
     out, _ = lines_run
     noise = np.random.default_rng().integers(0, 256, (64, 64)).astype(np.uint8)
     image = _saved(tmp_path, "cut.png", Image.fromarray(noise))
+    reasons = {
+        "not an image": "not an image Pillow can read",
+        "broken chunk length": "broken PNG file",  # Pillow's SyntaxError, a traceback before
+        "too many pixels": "exceeds limit",  # its DecompressionBombError, a traceback before
+    }
     if damage == "truncated":
         image.write_bytes(image.read_bytes()[:2000])  # half of the pixel data gone
-    else:
+    elif damage == "not an image":
         image.write_text("a note saved with the wrong name\n")
+    elif damage == "broken chunk length":
+        data = bytearray(image.read_bytes())
+        at = data.index(b"IDAT") - 4
+        data[at : at + 4] = (4).to_bytes(4, "big")  # the pixel data's length field
+        image.write_bytes(bytes(data))
+    else:  # more than twice the limit: Pillow refuses (as a 48 KB PNG of 20000 x 20000 would be)
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 // 3)
     code, _, err = run(capsys, "predict", "--checkpoint", str(out / "model.npz"), str(image))
-    reason = "not an image Pillow can read" if damage == "not an image" else ""
-    assert_one_line_error(code, err, str(image), reason)
+    assert_one_line_error(code, err, str(image), reasons.get(damage, ""))
+
+
+def test_predict_of_a_large_image_prints_no_pillow_warning(lines_run, tmp_path, capsys, Image):
+    """Past half Pillow's pixel limit (89M pixels) it warns of a decompression bomb: predict
+    reads the image once and scales it down, so the result comes alone, without that warning."""
+    out, _ = lines_run
+    noise = np.random.default_rng().integers(0, 256, (64, 64)).astype(np.uint8)
+    image = _saved(tmp_path, "large.png", Image.fromarray(noise))
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
+        patch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 - 1)  # 4096 pixels: warned, not refused
+        warnings.simplefilter("error")  # any warning fails
+        code, printed, err = run(
+            capsys, "predict", "--checkpoint", str(out / "model.npz"), str(image)
+        )
+    assert code == 0 and err == "" and "large.png" in printed
 
 
 def test_error_predict_without_pillow(lines_run, capsys, monkeypatch):
