@@ -2,6 +2,8 @@
 
 A temporary file beside the target is written, flushed to disk and renamed over the target, so
 a crash, a Ctrl-C or a failed check leaves the previous file (or none) rather than a torn one.
+Files that describe each other (a checkpoint and its metrics) are written with Ctrl-C held off
+(:func:`interrupts_held`), so that it cannot fall between them.
 The file gets the permissions an ordinary ``open`` would give it (0666 less the umask), not the
 0600 of a temporary file, so a shared data or runs folder stays readable to its other users.
 """
@@ -11,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -60,6 +64,27 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         finally:
             os.close(dir_fd)
     return path
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Within the block, Ctrl-C (SIGINT) and SIGTERM wait: one that comes is delivered to the
+    handler of before as the block ends, so files written together are all written or (after a
+    crash) all as before, never some of them. Only the main thread takes signals; elsewhere the
+    block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():  # None: a handler set outside Python, unknown
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+    for signum in dict.fromkeys(held):  # each once, in the order they came
+        signal.raise_signal(signum)
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import nn
-from .atomic import atomic_write, check_writable_folder
+from .atomic import atomic_write, check_writable_folder, interrupts_held
 from .backend import get_backend
 from .captured_step import CapturedStep
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -322,18 +322,18 @@ def fit(
             f"epoch {epoch}/{cfg.epochs}  loss {train_loss:.4f}  train acc {train_acc:.4f}  "
             f"test acc {test_acc:.4f}  ({seconds:.1f} s, {record['samples_per_s']:,.0f} samples/s)"
         )
-        save_checkpoint(
-            out / "model.npz",
-            model,
-            spec,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            epoch=epoch,
-            rng=rng,
-            meta=_meta(cfg, data, norm, history),
-        )
-        # With each checkpoint, so that after Ctrl-C the two describe the same epochs.
-        metrics = _write_metrics(cfg, model, backend.name, history, out, start_time)
+        with interrupts_held():  # so that after Ctrl-C the two describe the same epochs
+            save_checkpoint(
+                out / "model.npz",
+                model,
+                spec,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                epoch=epoch,
+                rng=rng,
+                meta=_meta(cfg, data, norm, history),
+            )
+            metrics = _write_metrics(cfg, model, backend.name, history, out, start_time)
         if callback is not None:
             callback(epoch, record)
     if metrics is None:  # resumed with every epoch done: nothing trained, metrics.json rewritten

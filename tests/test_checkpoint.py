@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from conftest import write_fake_idx_dataset
 
 from gpucnn import checkpoint as ck
 from gpucnn import nn, optim
-from gpucnn.atomic import atomic_write
+from gpucnn.atomic import atomic_write, interrupts_held
 from gpucnn.data.datasets import load_dataset
 from gpucnn.data.loader import DataLoader
 from gpucnn.nn.zoo import build_from_spec, build_model, model_spec
@@ -151,6 +152,27 @@ def test_atomic_write_survives_a_killed_process(tmp_path):
     assert subprocess.run([sys.executable, "-c", script], timeout=60).returncode == 9
     assert path.read_bytes() == before
     ck.load_checkpoint(path)
+
+
+def test_interrupts_held_deliver_ctrl_c_and_sigterm_once_the_block_is_done():
+    """A Ctrl-C or SIGTERM within the block does not stop it; each reaches the handler of
+    before, once, in the order they came, as the block ends; the handlers are put back."""
+    got = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: got.append("SIGTERM"))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts_held():
+                for s in (signal.SIGTERM, signal.SIGINT, signal.SIGTERM):
+                    signal.raise_signal(s)
+                got.append("block done")
+        assert got == ["block done", "SIGTERM"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # the test's own, back
+        with interrupts_held():  # nothing held: nothing delivered
+            got.append("quiet")
+        assert got[-1] == "quiet"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o077])

@@ -20,6 +20,7 @@ import gpucnn.atomic
 import gpucnn.demo
 import gpucnn.nn
 import gpucnn.train
+from gpucnn.atomic import atomic_write
 from gpucnn.backend import get_backend
 from gpucnn.checkpoint import load_checkpoint
 from gpucnn.cli import main
@@ -909,33 +910,39 @@ def test_a_new_run_does_not_overwrite_a_finished_one_unless_asked(capsys, tmp_pa
     assert len(json.loads((tmp_path / "metrics.json").read_text())["history"]) == 1
 
 
-def test_sigterm_is_an_interruption_that_leaves_no_temporary_checkpoint(
-    capsys, tmp_path, monkeypatch
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interruption_while_saving_waits_for_the_checkpoint_and_its_metrics(
+    capsys, tmp_path, monkeypatch, signum
 ):
-    """SIGTERM (timeout, a job scheduler) while a checkpoint is being written: the Ctrl-C exit
-    and hint, the previous checkpoint intact, and no stray temporary file beside it."""
+    """Ctrl-C or SIGTERM (timeout, a job scheduler) while epoch 2's checkpoint is being written,
+    or just after: it waits until metrics.json is written too (it came between them, which left
+    the metrics an epoch behind), then the Ctrl-C exit and hint; no temporary file is left, and
+    SIGTERM's handler of before (here the test's, which must not be reached) is put back."""
     save, saves = gpucnn.train.save_checkpoint, []
 
-    def terminated_while_saving(path, *args, **kwargs):
+    def interrupted_while_saving(path, *args, **kwargs):
         saves.append(1)
         if len(saves) == 2:
-            gpucnn.atomic.atomic_write(path, lambda f: os.kill(os.getpid(), signal.SIGTERM))
-        return save(path, *args, **kwargs)
+            atomic_write(tmp_path / "scratch", lambda f: os.kill(os.getpid(), signum))
+        save(path, *args, **kwargs)
+        if len(saves) == 2:
+            os.kill(os.getpid(), signum)
 
     def unhandled(signum, frame):  # what SIGTERM would do here without the command's handler
         pytest.fail("SIGTERM reached the test's handler, not the command's")
 
-    monkeypatch.setattr(gpucnn.train, "save_checkpoint", terminated_while_saving)
+    monkeypatch.setattr(gpucnn.train, "save_checkpoint", interrupted_while_saving)
     previous = signal.signal(signal.SIGTERM, unhandled)
     try:
-        common = ["--epochs", "2", "--train-size", "64", "--test-size", "32", "--no-progress"]
+        common = ["--epochs", "3", "--train-size", "64", "--test-size", "32", "--no-progress"]
         code, _, err = run(capsys, "train", *common, "--out", str(tmp_path))
         assert signal.getsignal(signal.SIGTERM) is unhandled  # the command put it back
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert code == 130 and "(continue the training run with --resume)" in err
+    assert load_checkpoint(tmp_path / "model.npz").epoch == 2
+    assert len(json.loads((tmp_path / "metrics.json").read_text())["history"]) == 2
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
-    assert (tmp_path / "model.npz").is_file()  # the first epoch's checkpoint, intact
 
 
 def test_error_resume_that_would_change_the_run(capsys, tmp_path):
