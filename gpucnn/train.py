@@ -153,7 +153,8 @@ def train_epoch(model, loss_fn, optimizer, loader: DataLoader, bar, step=None):
 
 
 def evaluate(model, loader: DataLoader) -> tuple[float, float]:
-    """(mean loss, accuracy) of ``model`` in eval mode over ``loader``."""
+    """(mean loss, accuracy) of ``model`` in eval mode over ``loader``. Weights that diverged
+    are reported once, by the loss's check of its values, not by NumPy's overflow warnings."""
     if not isinstance(model, nn.Module):  # None was "has no attribute 'training'"
         raise TypeError(f"evaluate: model must be a gpucnn Module, got {type(model).__name__}")
     loss_fn = nn.CrossEntropyLoss().eval()  # the loss alone, no gradient
@@ -161,7 +162,8 @@ def evaluate(model, loader: DataLoader) -> tuple[float, float]:
     model.eval()
     sums, seen = [0.0, 0], 0
     try:
-        with model.inference():  # no backward: each layer's arrays go as soon as it is done
+        # inference(): no backward, so each layer's arrays go as soon as it is done
+        with model.inference(), np.errstate(over="ignore", invalid="ignore"):
             for x, y in loader:
                 logits = model(x)
                 _count(logits, y, loss_fn(logits, y), sums)

@@ -728,6 +728,22 @@ def test_error_training_diverges(capsys, tmp_path):
     assert_one_line_error(code, err, "the training loss became", "try a lower learning rate")
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_weights_that_diverge_in_the_last_step_are_one_line_without_numpys_warnings(
+    capsys, tmp_path
+):
+    """The training loss stays finite but the last update makes the weights overflow: the
+    evaluation reports it (its loss is NaN), in one line. NumPy's overflow warnings came before
+    it, from the evaluation (outside the training's np.errstate) and from the optimizer's slices
+    on other threads (each thread has its own np.errstate)."""
+    write_fake_idx_dataset(tmp_path, n_train=100, n_test=100)
+    common = ["--dataset", "fashion-mnist", "--data-dir", str(tmp_path), "--epochs", "1"]
+    code, _, err = run(
+        capsys, "train", *common, "--lr", "1e6", "--no-progress", "--out", str(tmp_path / "run")
+    )
+    assert_one_line_error(code, err, "try a lower learning rate")
+
+
 def test_error_missing_data(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("GPUCNN_DATA", str(tmp_path))
     code, _, err = run(capsys, "train", "--dataset", "fashion-mnist", "--out", str(tmp_path))

@@ -4,6 +4,7 @@ thread's results bit for bit, and the settings are checked."""
 from __future__ import annotations
 
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -36,6 +37,26 @@ def test_threads_give_the_one_thread_results(case, dtype, cpu, rng, thread_count
     got = case.run(cpu, inputs)
     for key in want:
         assert np.array_equal(got[key], want[key]), f"{case.name}.{key} differs with 3 threads"
+
+
+def test_slices_run_under_the_callers_floating_point_error_handling(thread_count, monkeypatch):
+    """np.errstate is each thread's own: the caller's must reach the slices on other threads
+    (an overflow ignored by the caller was a RuntimeWarning there, raised by it was lost)."""
+    monkeypatch.setattr(cpu_threads, "MIN_BATCH", 1)
+    thread_count(3)
+    seen = []
+
+    def overflow_past_the_first_slice(part: slice) -> None:
+        if part.start:  # a slice on another thread
+            seen.append(threading.current_thread() is not threading.main_thread())
+            np.multiply(np.float32(3e38), np.float32(10))
+
+    with np.errstate(over="raise"), pytest.raises(FloatingPointError, match="overflow"):
+        cpu_threads.for_slices(3, 3, overflow_past_the_first_slice)
+    with warnings.catch_warnings(), np.errstate(over="ignore"):
+        warnings.simplefilter("error")
+        cpu_threads.for_slices(3, 3, overflow_past_the_first_slice)
+    assert seen and all(seen)
 
 
 @pytest.mark.parametrize("count", [10, 3])

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
 THREADS_ENV = "GPUCNN_CPU_THREADS"
 # Batches smaller than this run every op in the calling thread: each pass is then too short to
 # pay for handing slices over. tutorial-mnist's training step on 2 cores (2026-12-01, BLAS on one
@@ -108,12 +110,23 @@ def for_slices(count: int, batch: int, body: Callable[[slice], None]) -> None:
     """``body(s)`` for slices ``s`` that cover ``range(count)`` (a batch's samples, or a weight
     gradient's columns) of an op on ``batch`` samples: one slice per thread when
     :func:`parallel`, the calling thread running the first; else ``body(slice(0, count))``.
-    ``body`` must write only its own slice's rows."""
+    ``body`` must write only its own slice's rows. Every slice runs under the calling thread's
+    floating-point error handling (``np.errstate``, which is each thread's own)."""
     parts = max(1, min(threads(), count)) if parallel(batch) else 1  # count 0: one empty slice
     bounds = [count * i // parts for i in range(parts + 1)]
     slices = [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False)]
+    errors = np.geterr()
     with blas_held():
-        futures = [_executor(threads() - 1).submit(body, s) for s in slices[1:]]
+        futures = [
+            _executor(threads() - 1).submit(_with_errors, errors, body, s) for s in slices[1:]
+        ]
         body(slices[0])
         for future in futures:
             future.result()
+
+
+def _with_errors(errors: dict, body: Callable[[slice], None], part: slice) -> None:
+    """``body(part)`` with NumPy's floating-point ``errors`` handling (``np.geterr()``): a
+    caller's ``np.errstate(over="ignore")`` around a step covers its slices on other threads."""
+    with np.errstate(**errors):
+        body(part)
