@@ -22,7 +22,9 @@
 # sanitizer" (any of them) runs just those groups, to split the check over several calls.
 # DEADLINE_S=N (whole seconds) starts no step after N seconds (each is listed as SKIP) and
 # interrupts a step still running then (SIGINT, so pytest still prints its failures; TIMEOUT), so
-# that a time-limited call still ends with its summary. A DATA_DIR that is not a folder, or has
+# that a time-limited call still ends with its summary. TESTS_MAX_S=N (whole seconds) likewise
+# caps the tests step alone, so that a hung test cannot take the benchmarks' time as well. A
+# DATA_DIR that is not a folder, or has
 # no Fashion-MNIST IDX files, is a FAIL line; the epoch then runs on random images and no
 # training run starts.
 set -u
@@ -51,17 +53,20 @@ asked=${groups[*]}  # the groups named, if any (by default every group, train on
 ONLY=${asked:-bench train tests sanitizer}
 DATA_DIR=${DATA_DIR:-}
 DEADLINE_S=${DEADLINE_S:-}
+TESTS_MAX_S=${TESTS_MAX_S:-}
 for group in ${groups[@]+"${groups[@]}"}; do
     case $group in
     bench | train | tests | sanitizer) ;;
     *) echo "gpu_check.sh: ONLY names '$group'; the groups are bench train tests sanitizer" >&2; exit 2 ;;
     esac
 done
-if [ -n "$DEADLINE_S" ] && [[ ! $DEADLINE_S =~ ^[1-9][0-9]*$ ]]; then
-    echo "gpu_check.sh: DEADLINE_S='$DEADLINE_S'; expected a positive whole number of seconds" \
-        "(e.g. 600)" >&2
-    exit 2
-fi
+for seconds in DEADLINE_S TESTS_MAX_S; do
+    if [ -n "${!seconds}" ] && [[ ! ${!seconds} =~ ^[1-9][0-9]*$ ]]; then
+        echo "gpu_check.sh: $seconds='${!seconds}'; expected a positive whole number of seconds" \
+            "(e.g. 600)" >&2
+        exit 2
+    fi
+done
 if [[ " $asked " == *" train "* ]] && [ -z "$DATA_DIR" ]; then
     echo "gpu_check.sh: ONLY names train, which needs DATA_DIR (the Fashion-MNIST folder)" >&2
     exit 2
@@ -90,17 +95,23 @@ if [ -n "$why" ]; then
     DATA_DIR=
 fi
 
-step() {  # step NAME COMMAND...: run COMMAND, log to $OUT/NAME.log, record PASS/FAIL/SKIP
+step() {  # [MAX_S=N] step NAME COMMAND...: run COMMAND (for at most N s), log to
+    # $OUT/NAME.log, record PASS/FAIL/SKIP
     local name=$1
     shift
-    local limit=()
+    local limit=() left=0 until=""
     if [ -n "$DEADLINE_S" ]; then
-        local left=$((DEADLINE_S - ($(date +%s) - start)))
+        left=$((DEADLINE_S - ($(date +%s) - start)))
         if [ "$left" -le 0 ]; then
             echo "SKIP $name (past DEADLINE_S=$DEADLINE_S s)" >>"$OUT/steps.txt"
             return
         fi
         limit=(timeout -s INT -k 10 "$left")
+        until="DEADLINE_S=$DEADLINE_S s"
+    fi
+    if [ -n "${MAX_S:-}" ] && { [ -z "$until" ] || [ "$MAX_S" -lt "$left" ]; }; then
+        limit=(timeout -s INT -k 10 "$MAX_S")
+        until="its cap of $MAX_S s"
     fi
     echo "== $name: $*"
     local status=0
@@ -109,7 +120,7 @@ step() {  # step NAME COMMAND...: run COMMAND, log to $OUT/NAME.log, record PASS
     if [ "$status" = 0 ]; then
         echo "PASS $name ($at)" >>"$OUT/steps.txt"
     elif [ ${#limit[@]} -gt 0 ] && { [ "$status" = 124 ] || [ "$status" = 137 ]; }; then
-        echo "FAIL $name (TIMEOUT: stopped at DEADLINE_S=$DEADLINE_S s, see $OUT/$name.log)" \
+        echo "FAIL $name (TIMEOUT: stopped at $until, see $OUT/$name.log)" \
             >>"$OUT/steps.txt"
     else
         echo "FAIL $name (exit $status, $at, see $OUT/$name.log)" >>"$OUT/steps.txt"
@@ -133,7 +144,7 @@ if wanted train && [ -n "$DATA_DIR" ]; then
     train tutorial-mnist-graph --model tutorial-mnist --cuda-graph &
 fi
 if wanted tests; then
-    step tests "$PYTHON" -m pytest -m gpu -ra -p no:cacheprovider tests
+    MAX_S=$TESTS_MAX_S step tests "$PYTHON" -m pytest -m gpu -ra -p no:cacheprovider tests
 fi
 wait
 if wanted bench; then

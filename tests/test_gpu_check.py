@@ -40,13 +40,14 @@ def test_unknown_groups_and_trainings_without_data_are_refused(tmp_path):
     assert not (tmp_path / "out").exists()  # refused before anything ran
 
 
+@pytest.mark.parametrize("variable", ["DEADLINE_S", "TESTS_MAX_S"])
 @pytest.mark.parametrize("deadline", ["10m", "1.5", "abc", "0"])
-def test_a_deadline_that_is_not_whole_seconds_is_refused(tmp_path, deadline):
+def test_a_deadline_that_is_not_whole_seconds_is_refused(tmp_path, deadline, variable):
     """Taken as it was, "10m" or "1.5" broke every step's arithmetic: no step ran or was logged,
     and the summary, with no FAIL line, exited 0."""
-    result = run(tmp_path, ONLY="bench", DEADLINE_S=deadline)
+    result = run(tmp_path, ONLY="bench", **{variable: deadline})
     assert result.returncode == 2
-    assert f"DEADLINE_S='{deadline}'; expected a positive whole number of seconds" in result.stderr
+    assert f"{variable}='{deadline}'; expected a positive whole number of seconds" in result.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -69,6 +70,28 @@ def test_deadline_interrupts_the_running_step_and_skips_the_rest(tmp_path):
     assert "SKIP bench-step (past DEADLINE_S=3 s)" in summary
     assert "SKIP profile-host" in summary
     assert "SKIP bench-memory" in summary  # the last step, after the others
+
+
+@pytest.mark.parametrize("deadline", [None, "30"])
+def test_tests_max_s_caps_the_tests_alone_and_the_benchmarks_still_run(tmp_path, deadline):
+    """A hung test run (here a pytest that sleeps) is interrupted at TESTS_MAX_S, with or
+    without a later DEADLINE_S, and the steps after it run: the cap is the tests' own."""
+    calls = tmp_path / "calls.jsonl"
+    hung = recorder(
+        tmp_path / "python", calls,
+        "if sys.argv[1:3] == ['-m', 'pytest']:\n"
+        "    import signal\n"
+        "    signal.signal(signal.SIGINT, lambda *a: sys.exit(2))\n"
+        "    time.sleep(40)",
+    )  # fmt: skip
+    env = {"DEADLINE_S": deadline} if deadline else {}
+    started = time.time()
+    result = run(tmp_path, PYTHON=hung, ONLY="tests bench", TESTS_MAX_S="2", **env)
+    assert time.time() - started < 30
+    steps = (tmp_path / "out" / "steps.txt").read_text()
+    assert "FAIL tests (TIMEOUT: stopped at its cap of 2 s" in steps, steps
+    assert "PASS bench-step" in steps and "PASS cuda-backend" in steps
+    assert result.returncode == 1
 
 
 def test_tests_run_before_the_benchmarks_and_a_missing_data_dir_only_costs_the_real_images(
