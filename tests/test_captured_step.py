@@ -109,11 +109,12 @@ def test_a_smaller_last_batch_runs_eagerly(device, rng):
 
 
 @pytest.mark.parametrize("device", KERNEL_BACKENDS)
-@pytest.mark.parametrize("read", ["check_finite", "check_labels", "float"])
+@pytest.mark.parametrize("read", ["check_finite", "check_labels", "float", "format", "element"])
 def test_a_step_that_reads_the_device_is_refused_at_its_capture(device, read, rng):
-    """A loss's check of its values, or float() of the loss, reads the device: free in the
-    warm-up calls, a named GraphCaptureError at the capture (on a GPU rather than CUDA's bare
-    refusal; on cuda-emu rather than a check that a real graph would skip at every replay)."""
+    """A loss's check of its values, float() or formatting of the loss, or float() of one logit
+    reads the device: free in the warm-up calls, a named GraphCaptureError at the capture (on a
+    GPU rather than CUDA's bare refusal; on cuda-emu rather than a check that a real graph would
+    skip at every replay). The loss's checks are refused before any copy (by to_numpy)."""
     backend = make_backend(device)
     model = build_from_spec(SPEC, int(rng.integers(2**31))).to(backend)
     checks = {"check_finite": read == "check_finite", "check_labels": read == "check_labels"}
@@ -124,13 +125,18 @@ def test_a_step_that_reads_the_device_is_refused_at_its_capture(device, read, rn
         logits, loss = step(x, labels)
         if read == "float":
             losses.append(float(loss))
+        elif read == "format":
+            losses.append(f"{loss:.4f}")
+        elif read == "element":  # an element is a 0-d device array, as in CuPy: float() reads it
+            losses.append(float(logits[0, 0]))
         return logits, loss
 
     captured = CapturedStep(reading_step, warmup=2)
     x, labels = (backend.asarray(a) for a in _batches(rng, [8])[0])
     captured(x, labels)
     captured(x, labels)
-    with pytest.raises(GraphCaptureError, match="while being captured as a CUDA graph"):
+    message = r"\(to_numpy\(\)\)" if read.startswith("check") else ""
+    with pytest.raises(GraphCaptureError, match=f"{message}.*while being captured as a CUDA"):
         captured(x, labels)
     assert not captured.captured and not backend.capturing
     assert np.isfinite(float(backend.to_numpy(step(x, labels)[1])))  # reads work again

@@ -11,7 +11,6 @@ the launchers run unchanged. Slow; it is for tests and for debugging kernels wit
 from __future__ import annotations
 
 import contextlib
-import threading
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -55,6 +54,16 @@ class EmuArray(np.ndarray):
             return out[0] if len(out) == 1 else out
         return _wrap(result, scalars=True)
 
+    # As CuPy: an element is a 0-d device array, so indexing and iterating read nothing back.
+    def __getitem__(self, key: Any) -> Any:
+        item = super().__getitem__(key)
+        return np.asarray(item).view(EmuArray) if isinstance(item, np.generic) else item
+
+    def __iter__(self) -> Any:
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d array")
+        return (self[i] for i in range(len(self)))
+
     # Reads of the device: refused while a graph session captures a step, as on a GPU.
     def __bool__(self) -> bool:
         _check_host_read("bool()")
@@ -67,6 +76,18 @@ class EmuArray(np.ndarray):
     def __int__(self) -> int:
         _check_host_read("int()")
         return super().__int__()
+
+    def __index__(self) -> int:
+        _check_host_read("use as an index")
+        return super().__index__()
+
+    def __complex__(self) -> complex:
+        _check_host_read("complex()")
+        return super().__complex__()
+
+    def __format__(self, spec: str) -> str:
+        _check_host_read("format()")
+        return super().__format__(spec)
 
     def item(self, *args: Any) -> Any:
         _check_host_read(".item()")
@@ -85,12 +106,13 @@ class EmuArray(np.ndarray):
         return super().__str__()
 
 
-# Set while a graph session of this thread captures a step (EmulatedCudaBackend.capturing_graph).
-_capture = threading.local()
+# Set while a graph session captures a step (EmulatedCudaBackend.capturing_graph): for every
+# thread, as the backend's own ``capturing``.
+_capture = types.SimpleNamespace(active=False)
 
 
 def _check_host_read(how: str) -> None:
-    if getattr(_capture, "active", False):
+    if _capture.active:
         raise read_in_capture(how)
 
 
