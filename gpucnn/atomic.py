@@ -69,9 +69,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
 @contextlib.contextmanager
 def interrupts_held() -> Iterator[None]:
     """Within the block, Ctrl-C (SIGINT) and SIGTERM wait: one that comes is delivered to the
-    handler of before as the block ends, so files written together are all written or (after a
-    crash) all as before, never some of them. Only the main thread takes signals; elsewhere the
-    block runs as it is."""
+    handler of before as the block ends (also when it ends in an error), so files written
+    together are all written or (after a crash) all as before, never some of them. Only the main
+    thread takes signals; elsewhere the block runs as it is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -83,8 +83,8 @@ def interrupts_held() -> Iterator[None]:
     finally:
         for s, handler in previous.items():  # None: a handler set outside Python, unknown
             signal.signal(s, signal.SIG_DFL if handler is None else handler)
-    for signum in dict.fromkeys(held):  # each once, in the order they came
-        signal.raise_signal(signum)
+        for signum in dict.fromkeys(held):  # each once, in the order they came
+            signal.raise_signal(signum)
 
 
 @contextlib.contextmanager

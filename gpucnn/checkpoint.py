@@ -134,7 +134,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
             file.seek(0)
             with np.load(file, allow_pickle=False) as npz:
                 return {key: npz[key] for key in npz.files}  # reading checks each member's CRC
-    except CheckpointError:
+    except (CheckpointError, RecursionError):  # RecursionError: a RuntimeError, not the file's
         raise
     except FileNotFoundError as err:
         raise CheckpointError(f"{path}: no such checkpoint file") from err

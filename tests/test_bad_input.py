@@ -518,6 +518,17 @@ def test_an_empty_batch_flows_through_the_sliding_window_ops(backend):
     assert F.max_pool2d(x, 2).shape == F.avg_pool2d(x, 2).shape == (0, 3, 4, 4)
 
 
+def test_no_channels_flow_through_pooling_both_ways(backend):
+    """C = 0 gives empty outputs and gradients, as N = 0 does (the CPU's max-pool backward
+    reshaped its plane numbers with -1, which NumPy cannot infer from nothing)."""
+    x = backend.asarray(np.zeros((2, 0, 4, 4), np.float32))
+    gy = backend.asarray(np.zeros((2, 0, 2, 2), np.float32))
+    y, argmax = backend.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    assert y.shape == argmax.shape == gy.shape
+    assert backend.max_pool2d_backward(gy, argmax, x.shape, (2, 2), (2, 2), (0, 0)).shape == x.shape
+    assert backend.avg_pool2d_backward(gy, x.shape, (2, 2), (2, 2), (0, 0)).shape == x.shape
+
+
 @pytest.mark.parametrize("pool", [F.max_pool2d, F.avg_pool2d])
 @pytest.mark.parametrize("planes", [(0, 3), (3, 0), (0, 0)])
 def test_pooling_empty_planes_is_refused_on_every_device(backend, pool, planes):

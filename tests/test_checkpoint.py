@@ -171,6 +171,11 @@ def test_interrupts_held_deliver_ctrl_c_and_sigterm_once_the_block_is_done():
         with interrupts_held():  # nothing held: nothing delivered
             got.append("quiet")
         assert got[-1] == "quiet"
+        with pytest.raises(KeyboardInterrupt) as info:  # an error ends the block: still delivered
+            with interrupts_held():
+                signal.raise_signal(signal.SIGINT)
+                raise OSError(28, "No space left on device")
+        assert isinstance(info.value.__context__, OSError)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -218,6 +223,20 @@ def test_corrupt_checkpoint_is_refused(tmp_path, damage, message):
     with pytest.raises(ck.CheckpointError, match=message) as info:
         ck.load_checkpoint(path)
     assert str(path) in str(info.value)
+
+
+def test_a_recursion_error_while_reading_is_not_taken_for_a_corrupt_file(tmp_path, monkeypatch):
+    """zipfile's refusals of a damaged entry are RuntimeErrors, and so is RecursionError (a deep
+    caller's stack, not the file): that one passes through as itself."""
+    path = tmp_path / "m.npz"
+    _save(path)
+
+    def too_deep(*args, **kwargs):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(np, "load", too_deep)
+    with pytest.raises(RecursionError):
+        ck.load_checkpoint(path)
 
 
 def test_foreign_or_mismatched_checkpoint_is_refused(tmp_path):

@@ -56,6 +56,10 @@ def test_slices_run_under_the_callers_floating_point_error_handling(thread_count
     with warnings.catch_warnings(), np.errstate(over="ignore"):
         warnings.simplefilter("error")
         cpu_threads.for_slices(3, 3, overflow_past_the_first_slice)
+    called = []  # "call" mode: the caller's function, called from the other threads too
+    with np.errstate(over="call", call=lambda error, flag: called.append(error)):
+        cpu_threads.for_slices(3, 3, overflow_past_the_first_slice)
+    assert called == ["overflow", "overflow"]
     assert seen and all(seen)
 
 

@@ -115,7 +115,7 @@ def for_slices(count: int, batch: int, body: Callable[[slice], None]) -> None:
     parts = max(1, min(threads(), count)) if parallel(batch) else 1  # count 0: one empty slice
     bounds = [count * i // parts for i in range(parts + 1)]
     slices = [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False)]
-    errors = np.geterr()
+    errors = {**np.geterr(), "call": np.geterrcall()}
     with blas_held():
         futures = [
             _executor(threads() - 1).submit(_with_errors, errors, body, s) for s in slices[1:]
@@ -126,7 +126,8 @@ def for_slices(count: int, batch: int, body: Callable[[slice], None]) -> None:
 
 
 def _with_errors(errors: dict, body: Callable[[slice], None], part: slice) -> None:
-    """``body(part)`` with NumPy's floating-point ``errors`` handling (``np.geterr()``): a
-    caller's ``np.errstate(over="ignore")`` around a step covers its slices on other threads."""
+    """``body(part)`` with NumPy's floating-point ``errors`` handling (``np.geterr()`` and the
+    ``call`` function of its "call" and "log" modes): a caller's ``np.errstate(over="ignore")``
+    around a step covers its slices on other threads."""
     with np.errstate(**errors):
         body(part)

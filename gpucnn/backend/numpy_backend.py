@@ -265,7 +265,7 @@ class NumpyBackend(Backend):
             g, out = gy[part], gx[part]
             if relu_y is not None:
                 g = g * (relu_y[part] > 0)  # as relu_backward, at the pooled size
-            planes = np.arange(out.shape[0] * c, dtype=np.int64).reshape(-1, c, 1, 1)
+            planes = np.arange(out.shape[0] * c, dtype=np.int64).reshape(out.shape[0], c, 1, 1)
             flat = (argmax[part] + planes * (h * w)).ravel()
             if disjoint:
                 out[...] = 0
