@@ -783,8 +783,11 @@ def test_shift_padding_is_a_raw_zero_after_normalisation():
     assert np.float32(-2.0) in values  # rng 3 moves at least one image
 
 
-def test_loader_and_augmentation_match_on_every_device(kernel_backend, cpu):
-    """The same seed gives the same batches, augmented on the device, as on the CPU."""
+def test_loader_and_augmentation_match_on_every_device(kernel_backend, cpu, monkeypatch):
+    """The same seed gives the same batches, augmented on the device, as on the CPU; with the
+    data on the device, each epoch's shuffled order goes there once and batches are gathered
+    there (cuda-emu's arrays, NumPy's subclass, had been taken for host arrays: it gathered
+    with the host order, a path the GPU never takes)."""
     backend = kernel_backend
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (20, 1, 12, 12), dtype=np.uint8)
@@ -792,10 +795,16 @@ def test_loader_and_augmentation_match_on_every_device(kernel_backend, cpu):
     options = {"shuffle": True, "shift": 2, "flip": True, "mean": 30.0, "std": 7.0}
     on_device = DataLoader(images, labels, 8, device=backend, rng=5, **options)
     on_cpu = DataLoader(images, labels, 8, device=cpu, rng=5, **options)
+    moved, to_device = [], backend.asarray
+    monkeypatch.setattr(
+        backend, "asarray", lambda a, dtype=None: moved.append(a) or to_device(a, dtype)
+    )
     for (x, y), (x_ref, y_ref) in zip(on_device, on_cpu, strict=True):
         assert backend.owns(x) and backend.owns(y)
         np.testing.assert_array_equal(backend.to_numpy(x), x_ref)
         np.testing.assert_array_equal(backend.to_numpy(y), y_ref)
+    orders = [a for a in moved if not backend.owns(a) and np.shape(a) == (20,)]
+    assert len(orders) == 1 and sorted(orders[0]) == list(range(20))
 
 
 def test_images_the_device_has_no_room_for_stay_on_the_host(kernel_backend, cpu, monkeypatch):

@@ -151,13 +151,13 @@ class DataLoader:
         if not self.shuffle:
             return None
         order = self.rng.permutation(n)
-        on_host = isinstance(self.images, np.ndarray) or isinstance(self.labels, np.ndarray)
-        return order if on_host else self.backend.asarray(order)
+        on_device = self.backend.owns(self.images) and self.backend.owns(self.labels)
+        return self.backend.asarray(order) if on_device else order
 
     def _take(self, array: Any, index: Any) -> Any:
         """``array[index]`` on the device, gathering on whichever side ``array`` lives (a device
         order only comes with data that is all on the device, see :meth:`_order`)."""
-        if not isinstance(index, slice) and not isinstance(array, np.ndarray):
+        if not isinstance(index, slice) and self.backend.owns(array):
             index = self.backend.asarray(index)
         return self.backend.asarray(array[index])
 
