@@ -142,6 +142,8 @@ if wanted train && [ -n "$DATA_DIR" ]; then
     train fashion-net --model fashion-net &
     train tutorial-mnist --model tutorial-mnist &
     train tutorial-mnist-graph --model tutorial-mnist --cuda-graph &
+    # tests/test_bench_memory.py: the device's memory count now includes the trainings'
+    export GPUCNN_GPU_SHARED=1
 fi
 if wanted tests; then
     MAX_S=$TESTS_MAX_S step tests "$PYTHON" -m pytest -m gpu -ra -p no:cacheprovider tests

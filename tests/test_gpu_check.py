@@ -92,6 +92,9 @@ def test_tests_max_s_caps_the_tests_alone_and_the_benchmarks_still_run(tmp_path,
     assert "FAIL tests (TIMEOUT: stopped at its cap of 2 s" in steps, steps
     assert "PASS bench-step" in steps and "PASS cuda-backend" in steps
     assert result.returncode == 1
+    recorded = [json.loads(line) for line in calls.read_text().splitlines()]
+    pytest_env = next(c["env"] for c in recorded if c["args"][:2] == ["-m", "pytest"])
+    assert pytest_env["GPUCNN_GPU_SHARED"] is None  # no training shares the GPU
 
 
 def test_tests_run_before_the_benchmarks_and_a_missing_data_dir_only_costs_the_real_images(
@@ -175,7 +178,8 @@ def recorder(path, log, body: str = ""):
     path.write_text(
         f"#!{sys.executable} -S\n"
         "import json, os, sys, time\n"
-        "names = ('GPUCNN_REQUIRE_GPU', 'GPUCNN_DEBUG', 'PYTHONPATH', 'PYTHONUNBUFFERED')\n"
+        "names = ('GPUCNN_REQUIRE_GPU', 'GPUCNN_DEBUG', 'PYTHONPATH', 'PYTHONUNBUFFERED',\n"
+        "         'GPUCNN_GPU_SHARED')\n"
         "call = {'program': os.path.basename(sys.argv[0]), 'args': sys.argv[1:],\n"
         "        'cwd': os.getcwd(), 'env': {n: os.environ.get(n) for n in names}}\n"
         f"with open({str(log)!r}, 'a') as f:\n"
@@ -250,6 +254,8 @@ def test_the_one_call_runs_every_step_with_the_command_meant(tmp_path, monkeypat
         ["-c", "from gpucnn.backend import get_backend; print(get_backend('cuda'))"],
     ]
     assert ["-m", "pytest", "-m", "gpu", "-ra", "-p", "no:cacheprovider", "tests"] in python_calls
+    pytest_env = next(c["env"] for c in calls if c["args"][:2] == ["-m", "pytest"])
+    assert pytest_env["GPUCNN_GPU_SHARED"] == "1"  # trainings beside: the memory test skips
 
     parser, trainings, benches = build_parser(), set(), []
     for args in python_calls:
