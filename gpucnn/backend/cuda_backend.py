@@ -53,20 +53,20 @@ class CudaBackend(
     def _host_copy(self, a: Any) -> Any:
         raise NotImplementedError
 
-    @contextlib.contextmanager
-    def capturing_graph(self) -> Iterator[None]:
+    def capturing_graph(self) -> contextlib.AbstractContextManager:
         """Within: a graph session is capturing a step, which must not read the device."""
-        self.capturing = True
-        try:
-            yield
-        finally:
-            self.capturing = False
+        return raised(self, "capturing")
 
-    @contextlib.contextmanager
-    def capture_safe_ops(self) -> Iterator[None]:
+    def capture_safe_ops(self) -> contextlib.AbstractContextManager:
         """Within: only ops a CUDA graph capture allows (see :meth:`linear_forward`)."""
-        self.capture_safe = True
-        try:
-            yield
-        finally:
-            self.capture_safe = False
+        return raised(self, "capture_safe")
+
+
+@contextlib.contextmanager
+def raised(owner: Any, flag: str) -> Iterator[None]:
+    """Within: ``owner.<flag>`` is True; False again after."""
+    setattr(owner, flag, True)
+    try:
+        yield
+    finally:
+        setattr(owner, flag, False)

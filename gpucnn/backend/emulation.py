@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GpuUnavailableError, read_in_capture
-from .cuda_backend import CudaBackend
+from .cuda_backend import CudaBackend, raised
 from .emulation_build import EmulationBuildError, find_compiler
 from .emulation_runner import (
     EmulatedKernel,
@@ -64,46 +64,30 @@ class EmuArray(np.ndarray):
             raise TypeError("iteration over a 0-d array")
         return (self[i] for i in range(len(self)))
 
-    # Reads of the device: refused while a graph session captures a step, as on a GPU.
-    def __bool__(self) -> bool:
-        _check_host_read("bool()")
-        return super().__bool__()
 
-    def __float__(self) -> float:
-        _check_host_read("float()")
-        return super().__float__()
+# The reads of the device an EmuArray refuses while a graph session captures a step, as a GPU
+# would: ndarray's method, and how the error names the read.
+_HOST_READS = {
+    "__bool__": "bool()", "__float__": "float()", "__int__": "int()", "__complex__": "complex()",
+    "__index__": "use as an index", "__format__": "format()", "item": ".item()",
+    "tolist": ".tolist()", "__repr__": "repr()", "__str__": "str()",
+}  # fmt: skip
 
-    def __int__(self) -> int:
-        _check_host_read("int()")
-        return super().__int__()
 
-    def __index__(self) -> int:
-        _check_host_read("use as an index")
-        return super().__index__()
+def _refused_in_capture(name: str, how: str) -> Callable:
+    """ndarray's method ``name``, raising GraphCaptureError (naming ``how``) in a capture."""
+    method = getattr(np.ndarray, name)
 
-    def __complex__(self) -> complex:
-        _check_host_read("complex()")
-        return super().__complex__()
+    def read(self: EmuArray, *args: Any) -> Any:
+        _check_host_read(how)
+        return method(self, *args)
 
-    def __format__(self, spec: str) -> str:
-        _check_host_read("format()")
-        return super().__format__(spec)
+    read.__name__ = read.__qualname__ = name
+    return read
 
-    def item(self, *args: Any) -> Any:
-        _check_host_read(".item()")
-        return super().item(*args)
 
-    def tolist(self) -> Any:
-        _check_host_read(".tolist()")
-        return super().tolist()
-
-    def __repr__(self) -> str:
-        _check_host_read("repr()")
-        return super().__repr__()
-
-    def __str__(self) -> str:
-        _check_host_read("str()")
-        return super().__str__()
+for _name, _how in _HOST_READS.items():
+    setattr(EmuArray, _name, _refused_in_capture(_name, _how))
 
 
 # Set while a graph session captures a step (EmulatedCudaBackend.capturing_graph): for every
@@ -207,12 +191,8 @@ class EmulatedCudaBackend(CudaBackend):
     def capturing_graph(self) -> Iterator[None]:
         """As on a GPU, and the device arrays' own reads (``float()``, ``bool()``, printing)
         refused too."""
-        with super().capturing_graph():
-            _capture.active = True
-            try:
-                yield
-            finally:
-                _capture.active = False
+        with super().capturing_graph(), raised(_capture, "active"):
+            yield
 
     def _host_copy(self, a: Any) -> np.ndarray:
         """A host copy of ``a`` as a plain ``numpy.ndarray``."""
