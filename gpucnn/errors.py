@@ -9,15 +9,31 @@ class GraphCaptureError(RuntimeError):
     """A training step being captured as a CUDA graph did what a graph cannot record."""
 
 
+_NO_READS = (
+    "read values after the step, from what it returns. A loss in a captured step must not "
+    "check its values: nn.CrossEntropyLoss(check_finite=False, check_labels=False), as gpucnn "
+    "train makes it"
+)
+
+
 def read_in_capture(how: str) -> GraphCaptureError:
     """The error for a read of the device (``how``: ``to_numpy()``, ``float()``...) by a step
     being captured: a graph records device work only, and on a GPU the copy to the host would
     invalidate the capture with a bare CUDA error."""
     return GraphCaptureError(
         f"the step read the device ({how}) while being captured as a CUDA graph, which records "
-        "device work only; read values after the step, from what it returns. A loss in a "
-        "captured step must not check its values: nn.CrossEntropyLoss(check_finite=False, "
-        "check_labels=False), as gpucnn train makes it"
+        f"device work only; {_NO_READS}"
+    )
+
+
+def refused_in_capture(said: BaseException) -> GraphCaptureError:
+    """The error for what CUDA or CuPy refused while a step was being captured (``said``): most
+    often a read of the device that went past :func:`read_in_capture` (``float()`` or printing
+    of a CuPy array), else a library call CuPy does not allow in a capture (cuBLAS)."""
+    return GraphCaptureError(
+        f"capturing the step as a CUDA graph failed ({said}): a graph records device work only, "
+        "so a captured step must neither read the device (float(), .item(), printing) nor call "
+        f"cuBLAS (a matrix product outside gpucnn's layers); {_NO_READS}"
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GpuUnavailableError, read_in_capture
+from ..errors import GpuUnavailableError, refused_in_capture
 from . import kernels
 from .cuda_backend import CudaBackend
 
@@ -96,7 +96,7 @@ class CupyGraphSession:
                 with contextlib.suppress(Exception):  # the step's error is the one to report
                     self._stream.end_capture()
                 if _refused_in_capture(err):  # float(), print() of a CuPy array: no to_numpy
-                    raise read_in_capture(f"CUDA said: {err}") from err
+                    raise refused_in_capture(err) from err
                 raise
             self._graph = self._stream.end_capture()
         self._outputs = outputs
@@ -108,9 +108,10 @@ class CupyGraphSession:
 
 
 def _refused_in_capture(err: BaseException) -> bool:
-    """True for CUDA's refusal of what a stream capture cannot record (a synchronising copy to
-    the host: cudaErrorStreamCaptureUnsupported, ...Invalidated, ...Implicit)."""
-    return type(err).__name__ == "CUDARuntimeError" and "StreamCapture" in str(err)
+    """True for a refusal of what a stream capture cannot record: CUDA's (a synchronising copy
+    to the host: cudaErrorStreamCaptureUnsupported, ...Invalidated, ...Implicit; CuPy's
+    CUDARuntimeError is a RuntimeError) or CuPy's own (a cuBLAS call while "capturing")."""
+    return isinstance(err, RuntimeError) and "captur" in str(err).lower()
 
 
 _INSTALL = "pip install 'gpucnn[cuda12]' (CUDA 12 driver) or 'gpucnn[cuda13]' (CUDA 13 driver)"
