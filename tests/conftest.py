@@ -6,6 +6,8 @@ GPUCNN_DEBUG unset in every test.
 skipped in the summary rather than vanishing. ``kernel_backend`` is the same without ``cpu``. Set ``GPUCNN_TEST_SEED`` to replay a failing seed.
 On a GPU machine ``GPUCNN_REQUIRE_GPU=1`` (set by scripts/gpu_check.sh) makes an unusable ``cuda``
 backend a failure, not a skip, so that a GPU run whose every cuda test skipped cannot pass.
+Likewise ``GPUCNN_REQUIRE_EMU=1`` and ``GPUCNN_REQUIRE_TORCH=1`` (set by .ci/run) stop the run at
+its start if ``cuda-emu`` (a C++ compiler) or PyTorch is missing: their tests would all skip.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from gpucnn.errors import GpuUnavailableError
 
 SEED_ENV = "GPUCNN_TEST_SEED"
 REQUIRE_GPU_ENV = "GPUCNN_REQUIRE_GPU"
+REQUIRE_EMU_ENV, REQUIRE_TORCH_ENV = "GPUCNN_REQUIRE_EMU", "GPUCNN_REQUIRE_TORCH"
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 # The devices that run kernels_cuda/: the GPU, and its emulation on the CPU.
@@ -33,6 +36,25 @@ KERNEL_BACKENDS = [
     pytest.param("cuda-emu", id="cuda-emu", marks=pytest.mark.emu),
 ]
 BACKENDS = [pytest.param("cpu", id="cpu"), *KERNEL_BACKENDS]
+
+
+def pytest_sessionstart(session):
+    """Stop the run before any test if a device or library that REQUIRE_EMU_ENV or
+    REQUIRE_TORCH_ENV asks for is missing: every kernel or PyTorch check would skip, and the
+    run would pass without them."""
+    missing = []
+    if os.environ.get(REQUIRE_EMU_ENV) == "1":
+        try:
+            get_backend("cuda-emu")
+        except GpuUnavailableError as err:
+            missing.append(f"{REQUIRE_EMU_ENV}=1 but cuda-emu is unavailable: {err}")
+    if os.environ.get(REQUIRE_TORCH_ENV) == "1":
+        try:
+            import torch  # noqa: F401
+        except ImportError as err:
+            missing.append(f"{REQUIRE_TORCH_ENV}=1 but PyTorch cannot be imported: {err}")
+    if missing:
+        raise pytest.UsageError("; ".join(missing))
 
 
 @pytest.fixture(autouse=True)

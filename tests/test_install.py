@@ -3,6 +3,7 @@ documented, and nothing depends on the source tree being there."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -63,6 +64,28 @@ needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not i
 
 
 @needs_git
+def test_ci_stops_at_the_start_without_the_emulation_or_pytorch(tmp_path):
+    """GPUCNN_REQUIRE_EMU=1 and GPUCNN_REQUIRE_TORCH=1 (.ci/run sets both): with no C++ compiler
+    and a PyTorch that cannot be imported, the run stops before any test, naming both, instead
+    of passing with every kernel and PyTorch check skipped."""
+    stub = tmp_path / "torch"
+    stub.mkdir()
+    (stub / "__init__.py").write_text("raise ModuleNotFoundError('torch is broken here')\n")
+    env = {
+        **os.environ, "GPUCNN_REQUIRE_EMU": "1", "GPUCNN_REQUIRE_TORCH": "1",
+        "CXX": str(tmp_path / "no-compiler"), "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}",
+    }  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_readme.py"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout + result.stderr
+    assert "GPUCNN_REQUIRE_EMU=1 but cuda-emu is unavailable" in result.stderr
+    assert "GPUCNN_REQUIRE_TORCH=1 but PyTorch cannot be imported" in result.stderr
+    assert "passed" not in result.stdout
+    assert "GPUCNN_REQUIRE_EMU=1 GPUCNN_REQUIRE_TORCH=1" in (REPO / ".ci" / "run").read_text()
+
+
 def test_bench_reports_no_commit_for_an_install_inside_another_repository(tmp_path, monkeypatch):
     """A venv inside the user's own project (``proj/.venv/lib/.../site-packages/gpucnn``): the
     bench's JSON must not record that project's commit as gpucnn's."""
