@@ -6,6 +6,7 @@ GPUCNN_DEBUG unset in every test.
 skipped in the summary rather than vanishing. ``kernel_backend`` is the same without ``cpu``. Set ``GPUCNN_TEST_SEED`` to replay a failing seed.
 On a GPU machine ``GPUCNN_REQUIRE_GPU=1`` (set by scripts/gpu_check.sh) makes an unusable ``cuda``
 backend a failure, not a skip, so that a GPU run whose every cuda test skipped cannot pass.
+In this suite ``np.testing.assert_allclose`` fails on NaN unless a test passes ``equal_nan=True``.
 Likewise ``GPUCNN_REQUIRE_EMU=1`` and ``GPUCNN_REQUIRE_TORCH=1`` (set by .ci/run) stop the run at
 its start if ``cuda-emu`` (a C++ compiler) or PyTorch is missing: their tests would all skip.
 """
@@ -36,6 +37,17 @@ KERNEL_BACKENDS = [
     pytest.param("cuda-emu", id="cuda-emu", marks=pytest.mark.emu),
 ]
 BACKENDS = [pytest.param("cpu", id="cpu"), *KERNEL_BACKENDS]
+
+
+def _assert_allclose_nan_fails(actual, desired, *args, equal_nan=False, **kwargs):
+    """NumPy's assert_allclose with ``equal_nan`` off unless a test turns it on: NumPy's default
+    lets NaN equal NaN, so two paths broken alike (a kernel that writes NaN, compared with
+    itself eagerly and replayed) passed such a comparison."""
+    return _numpy_assert_allclose(actual, desired, *args, equal_nan=equal_nan, **kwargs)
+
+
+_numpy_assert_allclose = np.testing.assert_allclose
+np.testing.assert_allclose = _assert_allclose_nan_fails
 
 
 def pytest_sessionstart(session):
